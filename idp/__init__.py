@@ -1,0 +1,81 @@
+"""The identity bridge: a SAML 2.0 identity provider over a built-in directory."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from flask import Flask, Response
+
+from idp.config import Settings
+from idp.database import MIGRATIONS, engine_options, upgrade_embedded
+from idp.errors import register_error_handlers
+from idp.extensions import csrf, db, migrate
+from idp.keys import KeyStore, data_dir_lock, write_private
+from idp.logs import configure_logging, init_request_ids
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    configure_logging(settings.log_level, settings.log_format)
+    app = Flask(__name__)
+    app.extensions["idp.settings"] = settings
+    _configure(app, settings)
+    db.init_app(app)
+    migrate.init_app(app, db, directory=MIGRATIONS)
+    csrf.init_app(app)
+    init_request_ids(app)
+    register_error_handlers(app)
+    _security_headers(app)
+    keys = KeyStore(settings)
+    keys.ensure()
+    app.extensions["idp.keys"] = keys
+    upgrade_embedded(app, settings)
+    _register_blueprints(app)
+    return app
+
+
+def _configure(app: Flask, settings: Settings) -> None:
+    app.config.update(
+        SECRET_KEY=settings.secret_key or _generated_secret(settings.data_dir),
+        SQLALCHEMY_DATABASE_URI=settings.effective_database_url,
+        SQLALCHEMY_ENGINE_OPTIONS=engine_options(settings),
+        # Flask's own cookie carries only the CSRF token; the SSO session is server-side.
+        SESSION_COOKIE_NAME="idp_csrf",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.https,
+        MAX_CONTENT_LENGTH=settings.saml_max_message_bytes,
+        WTF_CSRF_TIME_LIMIT=settings.session_max_seconds,
+        PREFERRED_URL_SCHEME="https" if settings.https else "http",
+    )
+
+
+def _generated_secret(data_dir: Path) -> str:
+    path = data_dir / "secret_key"
+    with data_dir_lock(data_dir):
+        if not path.exists():
+            write_private(path, secrets.token_hex(32).encode())
+    return path.read_text().strip()
+
+
+def _security_headers(app: Flask) -> None:
+    @app.after_request
+    def _headers(resp: Response) -> Response:
+        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+        resp.headers.setdefault("X-Frame-Options", "DENY")
+        resp.headers.setdefault("Referrer-Policy", "no-referrer")
+        # Auto-posting SAML forms need one inline script; they set their own policy with a nonce.
+        resp.headers.setdefault(
+            "Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'; form-action *"
+        )
+        resp.headers.setdefault("Cache-Control", "no-store")
+        return resp
+
+
+def _register_blueprints(app: Flask) -> None:
+    from idp.authn.views import bp as authn_bp
+    from idp.saml.views import bp as saml_bp
+
+    app.register_blueprint(authn_bp)
+    app.register_blueprint(saml_bp)

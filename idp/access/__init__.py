@@ -1,0 +1,1 @@
+"""Access: what a principal receives at an application (claims and attribute release)."""

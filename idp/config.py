@@ -1,0 +1,136 @@
+"""Settings: read from ``IDP_*`` environment variables, validated all at once."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+
+class ConfigError(Exception):
+    """Every problem found in the settings, reported together."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid settings:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+@dataclass(frozen=True)
+class Settings:
+    base_url: str = "http://127.0.0.1:5000"
+    data_dir: Path = Path("instance")
+    database_url: str | None = None
+    # Flask's signing key (CSRF tokens); generated into data_dir when unset.
+    secret_key: str | None = field(default=None, repr=False)
+    signing_key_file: Path | None = None
+    signing_cert_file: Path | None = None
+    session_idle_seconds: int = 1800
+    session_max_seconds: int = 8 * 3600
+    login_max_failures: int = 5
+    login_ip_max_failures: int = 50
+    login_failure_window_seconds: int = 900
+    login_lockout_seconds: int = 900
+    saml_clock_skew_seconds: int = 180
+    saml_assertion_lifetime_seconds: int = 300
+    saml_max_message_bytes: int = 256 * 1024
+    log_format: str = "json"
+    log_level: str = "INFO"
+    workers: int = 2
+
+    @property
+    def base(self) -> str:
+        return self.base_url.rstrip("/")
+
+    @property
+    def https(self) -> bool:
+        return self.base_url.startswith("https://")
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir.resolve() / 'idp.db'}"
+
+    @property
+    def embedded_database(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def bind(self) -> str:
+        parts = urlsplit(self.base_url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        return f"{parts.hostname}:{port}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``IDP_*`` variables (and ``IDP_*_FILE`` for secrets), then validate."""
+        env = os.environ if env is None else env
+        problems: list[str] = []
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = "IDP_" + f.name.upper()
+            raw = env.get(name)
+            if raw is None and f.name == "secret_key" and env.get(name + "_FILE"):
+                try:
+                    raw = Path(env[name + "_FILE"]).read_text().strip()
+                except OSError as exc:
+                    problems.append(f"{name}_FILE: cannot read ({exc.strerror})")
+                    continue
+            if raw is None:
+                continue
+            default = f.default
+            try:
+                if isinstance(default, bool):
+                    values[f.name] = raw.lower() in ("1", "true", "yes", "on")
+                elif isinstance(default, int):
+                    values[f.name] = int(raw)
+                elif f.name in ("data_dir", "signing_key_file", "signing_cert_file"):
+                    values[f.name] = Path(raw) if raw else None
+                else:
+                    values[f.name] = raw or None
+            except ValueError:
+                problems.append(f"{name}: {raw!r} is not a whole number")
+        values.update(overrides)
+        settings = cls(**values)
+        problems.extend(settings.problems())
+        if problems:
+            raise ConfigError(problems)
+        return settings
+
+    def problems(self) -> list[str]:
+        out: list[str] = []
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            out.append(f"IDP_BASE_URL: {self.base_url!r} must be an absolute http(s) URL")
+        elif parts.query or parts.fragment:
+            out.append("IDP_BASE_URL: must not have a query or fragment")
+        if self.database_url is not None and not self.database_url.startswith(("sqlite:", "postgresql")):
+            out.append("IDP_DATABASE_URL: only sqlite:// and postgresql:// URLs are supported")
+        if (self.signing_key_file is None) != (self.signing_cert_file is None):
+            out.append("IDP_SIGNING_KEY_FILE and IDP_SIGNING_CERT_FILE must be set together")
+        for label, path in (("IDP_SIGNING_KEY_FILE", self.signing_key_file),
+                            ("IDP_SIGNING_CERT_FILE", self.signing_cert_file)):
+            if path is not None and not path.is_file():
+                out.append(f"{label}: {path} is not a readable file")
+        positive = {
+            "IDP_SESSION_IDLE_SECONDS": self.session_idle_seconds,
+            "IDP_SESSION_MAX_SECONDS": self.session_max_seconds,
+            "IDP_LOGIN_MAX_FAILURES": self.login_max_failures,
+            "IDP_LOGIN_IP_MAX_FAILURES": self.login_ip_max_failures,
+            "IDP_LOGIN_FAILURE_WINDOW_SECONDS": self.login_failure_window_seconds,
+            "IDP_LOGIN_LOCKOUT_SECONDS": self.login_lockout_seconds,
+            "IDP_SAML_ASSERTION_LIFETIME_SECONDS": self.saml_assertion_lifetime_seconds,
+            "IDP_SAML_MAX_MESSAGE_BYTES": self.saml_max_message_bytes,
+            "IDP_WORKERS": self.workers,
+        }
+        out.extend(f"{k}: must be greater than 0" for k, v in positive.items() if v <= 0)
+        if self.saml_clock_skew_seconds < 0:
+            out.append("IDP_SAML_CLOCK_SKEW_SECONDS: must not be negative")
+        if self.session_idle_seconds > self.session_max_seconds:
+            out.append("IDP_SESSION_IDLE_SECONDS: must not exceed IDP_SESSION_MAX_SECONDS")
+        if self.log_format not in ("json", "text"):
+            out.append(f"IDP_LOG_FORMAT: {self.log_format!r} must be 'json' or 'text'")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            out.append(f"IDP_LOG_LEVEL: {self.log_level!r} must be DEBUG, INFO, WARNING or ERROR")
+        return out

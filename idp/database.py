@@ -1,0 +1,42 @@
+"""Database set-up: SQLite pragmas, and migrations applied on the embedded default."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from flask_migrate import upgrade
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from idp.config import Settings
+from idp.keys import data_dir_lock
+
+MIGRATIONS = str(Path(__file__).parent / "migrations")
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Foreign keys are off by default in SQLite; WAL lets readers run beside the one writer.
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        cur = dbapi_connection.cursor()
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA busy_timeout=10000")
+        cur.close()
+
+
+def engine_options(settings: Settings) -> dict[str, Any]:
+    if settings.embedded_database:
+        return {}
+    return {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 10}
+
+
+def upgrade_embedded(app: Flask, settings: Settings) -> None:
+    """The embedded default migrates itself; a shared database is migrated by `idp db upgrade`."""
+    if not settings.embedded_database:
+        return
+    with data_dir_lock(settings.data_dir), app.app_context():
+        upgrade(directory=MIGRATIONS)

@@ -1,0 +1,84 @@
+"""One error hierarchy, mapped once to HTTP answers. Nothing here ever shows a stack trace."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from flask import Flask, Response, render_template, request
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class IdpError(Exception):
+    """An error with a message that is safe to show and a reason for the audit log."""
+
+    status = 500
+    title = "Something went wrong"
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason or message
+
+
+class BadRequest(IdpError):
+    status = 400
+    title = "Bad request"
+
+
+class Forbidden(IdpError):
+    status = 403
+    title = "Not allowed"
+
+
+class NotFound(IdpError):
+    status = 404
+    title = "Not found"
+
+
+class Conflict(IdpError):
+    status = 409
+    title = "Already exists"
+
+
+class DirectoryUnavailable(IdpError):
+    status = 503
+    title = "Directory unavailable"
+
+
+def _wants_json() -> bool:
+    best = request.accept_mimetypes.best_match(["application/json", "text/html"])
+    return request.path.startswith("/api/") or best == "application/json"
+
+
+def _render(status: int, title: str, message: str) -> Response:
+    if _wants_json():
+        resp = Response(
+            json.dumps({"error": title, "message": message}),
+            status=status,
+            mimetype="application/json",
+        )
+    else:
+        resp = Response(
+            render_template("error.html", title=title, message=message), status=status
+        )
+    return resp
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(IdpError)
+    def _idp_error(exc: IdpError) -> Response:
+        log.info("request refused: %s (%s)", exc.reason, exc.status)
+        return _render(exc.status, exc.title, exc.message)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        return _render(status, exc.name, exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return _render(500, IdpError.title, "The server could not complete this request.")

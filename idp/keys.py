@@ -1,0 +1,214 @@
+"""Signing keys: generated on first start (or loaded from files), rotated, parsed once per process.
+
+Keys live in ``<data_dir>/keys/``: ``<kid>.key`` (mode 0600), ``<kid>.crt`` and ``manifest.json``, which
+records each key's state: ``next`` (published in metadata, not yet signing), ``active`` (signing and
+published) or ``retired`` (still published so that SPs holding old metadata keep working until the next
+rotation). A running server notices a rotation made by the CLI through the manifest's mtime.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import json
+import os
+import secrets
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import cached_property
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import xmlsec
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from idp.clock import now
+from idp.config import Settings
+
+NEXT, ACTIVE, RETIRED = "next", "active", "retired"
+
+
+class KeyError_(Exception):
+    """A key problem the admin must fix (unreadable file, rotation of a key we do not own)."""
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    kid: str
+    state: str
+    key_pem: bytes
+    cert_pem: bytes
+
+    @cached_property
+    def cert_b64(self) -> str:
+        """The certificate's DER in base64, as it goes into ds:X509Certificate."""
+        return base64.b64encode(x509.load_pem_x509_certificate(self.cert_pem).public_bytes(
+            serialization.Encoding.DER)).decode()
+
+    @cached_property
+    def xmlsec_key(self) -> xmlsec.Key:
+        """Parsed once; xmlsec copies it into each signing context, so threads may share it."""
+        key = xmlsec.Key.from_memory(self.key_pem, xmlsec.constants.KeyDataFormatPem)
+        key.load_cert_from_memory(self.cert_pem, xmlsec.constants.KeyDataFormatPem)
+        return key
+
+
+@dataclass(frozen=True)
+class KeyRing:
+    keys: tuple[SigningKey, ...]
+
+    @property
+    def active(self) -> SigningKey:
+        return next(k for k in self.keys if k.state == ACTIVE)
+
+    @property
+    def published(self) -> tuple[SigningKey, ...]:
+        """Every key that belongs in metadata, the signing one first."""
+        return tuple(sorted(self.keys, key=lambda k: k.state != ACTIVE))
+
+
+@contextmanager
+def data_dir_lock(data_dir: Path) -> Iterator[None]:
+    """Serialise first-start work (key generation, migrations) between processes sharing a data dir."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with open(data_dir / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+
+
+def generate_key_pair(common_name: str) -> tuple[bytes, bytes]:
+    """RSA-2048 key and a self-signed SHA-256 certificate (SAML metadata pins it; no CA is involved)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64])])
+    start = now() - timedelta(minutes=5)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + timedelta(days=3650))
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return key_pem, cert.public_bytes(serialization.Encoding.PEM)
+
+
+class KeyStore:
+    """The process's view of the key ring, re-read only when the manifest changes."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.dir = settings.data_dir / "keys"
+        self._lock = threading.Lock()
+        self._mtime: float | None = None
+        self._ring: KeyRing | None = None
+
+    @property
+    def manifest(self) -> Path:
+        return self.dir / "manifest.json"
+
+    @property
+    def external(self) -> bool:
+        return self.settings.signing_key_file is not None
+
+    def ring(self) -> KeyRing:
+        if self.external:
+            if self._ring is None:
+                assert self.settings.signing_key_file and self.settings.signing_cert_file
+                self._ring = KeyRing((SigningKey(
+                    "external", ACTIVE,
+                    self.settings.signing_key_file.read_bytes(),
+                    self.settings.signing_cert_file.read_bytes(),
+                ),))
+            return self._ring
+        mtime = self.manifest.stat().st_mtime_ns
+        if self._ring is None or mtime != self._mtime:
+            with self._lock:
+                self._ring = self._read()
+                self._mtime = mtime
+        return self._ring
+
+    def ensure(self) -> None:
+        """Generate the first key if there is none (first start)."""
+        if self.external:
+            self._validate_external()
+            return
+        with data_dir_lock(self.settings.data_dir):
+            if not self.manifest.exists():
+                self.dir.mkdir(mode=0o700, exist_ok=True)
+                kid = self._new_key()
+                self._write_manifest([{"kid": kid, "state": ACTIVE, "created": now().isoformat()}])
+
+    def rotate(self) -> str:
+        """First call: publish a new key as ``next``. Second call: sign with it, retire the old one."""
+        if self.external:
+            raise KeyError_("keys come from IDP_SIGNING_KEY_FILE; rotate them where they are managed")
+        with data_dir_lock(self.settings.data_dir):
+            entries = json.loads(self.manifest.read_text())["keys"]
+            pending = [e for e in entries if e["state"] == NEXT]
+            if not pending:
+                kid = self._new_key()
+                entries.append({"kid": kid, "state": NEXT, "created": now().isoformat()})
+                self._write_manifest(entries)
+                return (f"published new key {kid} in metadata; it is not signing yet. Once service "
+                        "providers have refreshed the IdP metadata, run `idp keys rotate` again.")
+            kept = []
+            for e in entries:
+                if e["state"] == RETIRED:
+                    for suffix in (".key", ".crt"):
+                        (self.dir / f"{e['kid']}{suffix}").unlink(missing_ok=True)
+                    continue
+                e["state"] = {ACTIVE: RETIRED, NEXT: ACTIVE}[e["state"]]
+                kept.append(e)
+            self._write_manifest(kept)
+            return (f"now signing with key {pending[0]['kid']}; the previous key stays published "
+                    "until the next rotation.")
+
+    def _validate_external(self) -> None:
+        assert self.settings.signing_key_file and self.settings.signing_cert_file
+        try:
+            _ = self.ring().active.xmlsec_key
+        except (OSError, xmlsec.Error) as exc:
+            raise KeyError_(f"cannot load IDP_SIGNING_KEY_FILE / IDP_SIGNING_CERT_FILE: {exc}") from exc
+
+    def _new_key(self) -> str:
+        kid = secrets.token_hex(6)
+        key_pem, cert_pem = generate_key_pair(urlsplit(self.settings.base_url).hostname or "idp")
+        write_private(self.dir / f"{kid}.key", key_pem)
+        (self.dir / f"{kid}.crt").write_bytes(cert_pem)
+        return kid
+
+    def _write_manifest(self, entries: list[dict[str, str]]) -> None:
+        tmp = self.manifest.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"keys": entries}, indent=2))
+        tmp.replace(self.manifest)  # atomic: a reader never sees half a manifest
+
+    def _read(self) -> KeyRing:
+        entries = json.loads(self.manifest.read_text())["keys"]
+        return KeyRing(tuple(
+            SigningKey(
+                e["kid"], e["state"],
+                (self.dir / f"{e['kid']}.key").read_bytes(),
+                (self.dir / f"{e['kid']}.crt").read_bytes(),
+            )
+            for e in entries
+        ))

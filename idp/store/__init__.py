@@ -1,0 +1,21 @@
+"""All ORM models. Imports nothing of ours but the extensions, the clock and its own modules."""
+
+from idp.store.audit import AuditRecord
+from idp.store.directory import Group, User, group_members
+from idp.store.saml import PersistentNameId, ServiceProvider
+from idp.store.security import ConsumedId, LoginThrottle
+from idp.store.sessions import PendingRequest, SessionParticipant, SsoSession
+
+__all__ = [
+    "AuditRecord",
+    "ConsumedId",
+    "Group",
+    "LoginThrottle",
+    "PendingRequest",
+    "PersistentNameId",
+    "ServiceProvider",
+    "SessionParticipant",
+    "SsoSession",
+    "User",
+    "group_members",
+]

@@ -1,0 +1,163 @@
+"""Shared fixtures: an app on a fresh database per test, keys made once, a live server, a movable clock."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient, FlaskCliRunner
+from sqlalchemy import create_engine, text
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from idp import clock, create_app
+from idp.config import Settings
+from idp.extensions import db
+from idp.keys import generate_key_pair
+
+PG_URL = os.environ.get("IDP_TEST_DATABASE_URL")
+
+
+def pytest_report_header() -> str:
+    return f"database: {'PostgreSQL ' + PG_URL if PG_URL else 'SQLite'}"
+
+
+@pytest.fixture(scope="session")
+def signing_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """One IdP key pair for the whole session: RSA generation is too slow to repeat per test."""
+    d = tmp_path_factory.mktemp("keys")
+    key_pem, cert_pem = generate_key_pair("127.0.0.1")
+    (d / "idp.key").write_bytes(key_pem)
+    (d / "idp.crt").write_bytes(cert_pem)
+    return d / "idp.key", d / "idp.crt"
+
+
+@pytest.fixture(scope="session")
+def _database_template(tmp_path_factory: pytest.TempPathFactory, signing_files: tuple[Path, Path]) -> Path:
+    """Migrate once per session; each test starts from a copy (SQLite) or truncated tables (PostgreSQL)."""
+    d = tmp_path_factory.mktemp("template")
+    if PG_URL:
+        engine = create_engine(PG_URL)
+        with engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+        engine.dispose()
+        app = create_app(Settings(data_dir=d, database_url=PG_URL, signing_key_file=signing_files[0],
+                                  signing_cert_file=signing_files[1], log_format="text"))
+        from flask_migrate import upgrade
+
+        from idp.database import MIGRATIONS
+        with app.app_context():
+            upgrade(directory=MIGRATIONS)
+            db.engine.dispose()
+    else:
+        create_app(Settings(data_dir=d, signing_key_file=signing_files[0],
+                            signing_cert_file=signing_files[1], log_format="text"))
+    return d
+
+
+@pytest.fixture
+def make_settings(
+    tmp_path: Path, signing_files: tuple[Path, Path], _database_template: Path
+) -> Callable[..., Settings]:
+    """Settings for a fresh instance; keyword arguments override fields."""
+    if PG_URL:
+        engine = create_engine(PG_URL)
+        with engine.begin() as conn:
+            tables = [r[0] for r in conn.execute(text(
+                "SELECT tablename FROM pg_tables WHERE schemaname='public' AND tablename <> 'alembic_version'"))]
+            if tables:
+                conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        engine.dispose()
+    else:
+        shutil.copy(_database_template / "idp.db", tmp_path / "idp.db")
+
+    def make(**overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "data_dir": tmp_path,
+            "database_url": PG_URL,
+            "signing_key_file": signing_files[0],
+            "signing_cert_file": signing_files[1],
+            "secret_key": "test-secret-key",
+            "log_format": "text",
+        }
+        values.update(overrides)
+        return Settings(**values)  # type: ignore[arg-type]
+
+    return make
+
+
+@pytest.fixture
+def app(make_settings: Callable[..., Settings]) -> Iterator[Flask]:
+    application = create_app(make_settings())
+    application.config["TESTING"] = True
+    with application.app_context():
+        yield application
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Flask) -> FlaskCliRunner:
+    return app.test_cli_runner()
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.current = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.current
+
+    def advance(self, **delta: float) -> None:
+        self.current += timedelta(**delta)
+
+
+@pytest.fixture
+def frozen_clock() -> Iterator[Clock]:
+    c = Clock()
+    clock.set_clock(c)
+    yield c
+    clock.set_clock(None)
+
+
+class LiveServer:
+    """The app served over real HTTP on a free loopback port, so that SP libraries talk to it as to any IdP."""
+
+    def __init__(self, make_settings: Callable[..., Settings], **overrides: object) -> None:
+        self._app: Flask | None = None
+        self.server: BaseWSGIServer = make_server("127.0.0.1", 0, self._dispatch, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.app = create_app(make_settings(base_url=self.url, **overrides))
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def _dispatch(self, environ, start_response):  # type: ignore[no-untyped-def]
+        return self.app(environ, start_response)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self._thread.join(5)
+
+
+@pytest.fixture
+def live_server(make_settings: Callable[..., Settings]) -> Iterator[LiveServer]:
+    server = LiveServer(make_settings)
+    with server.app.app_context():
+        yield server
+        db.session.remove()
+    server.stop()
+    with server.app.app_context():
+        db.engine.dispose()

@@ -1,0 +1,50 @@
+from pathlib import Path
+
+import pytest
+
+from idp.config import ConfigError, Settings
+
+
+def test_defaults() -> None:
+    s = Settings.from_env({})
+    assert s.base_url == "http://127.0.0.1:5000"
+    assert s.data_dir == Path("instance")
+    assert s.bind == "127.0.0.1:5000"
+    assert s.effective_database_url.startswith("sqlite:///")
+    assert not s.https
+
+
+def test_reads_environment(tmp_path: Path) -> None:
+    s = Settings.from_env({
+        "IDP_BASE_URL": "https://sso.example.com",
+        "IDP_DATA_DIR": str(tmp_path),
+        "IDP_DATABASE_URL": "postgresql+psycopg://u@h/db",
+        "IDP_LOGIN_MAX_FAILURES": "3",
+    })
+    assert s.https and s.bind == "sso.example.com:443"
+    assert s.data_dir == tmp_path
+    assert s.effective_database_url == "postgresql+psycopg://u@h/db"
+    assert s.login_max_failures == 3
+
+
+def test_secret_from_file(tmp_path: Path) -> None:
+    (tmp_path / "secret").write_text("s3cr3t-value\n")
+    s = Settings.from_env({"IDP_SECRET_KEY_FILE": str(tmp_path / "secret")})
+    assert s.secret_key == "s3cr3t-value"
+    assert "s3cr3t" not in repr(s)
+
+
+def test_every_problem_reported_at_once() -> None:
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({
+            "IDP_BASE_URL": "ftp:/nowhere",
+            "IDP_LOGIN_MAX_FAILURES": "lots",
+            "IDP_SESSION_IDLE_SECONDS": "0",
+            "IDP_DATABASE_URL": "mysql://x",
+            "IDP_SIGNING_KEY_FILE": "/nonexistent/key.pem",
+        })
+    text = str(err.value)
+    for name in ("IDP_BASE_URL", "IDP_LOGIN_MAX_FAILURES", "IDP_SESSION_IDLE_SECONDS", "IDP_DATABASE_URL",
+                 "IDP_SIGNING_KEY_FILE and IDP_SIGNING_CERT_FILE", "IDP_SIGNING_KEY_FILE:"):
+        assert name in text
+    assert len(err.value.problems) == 6
