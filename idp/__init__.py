@@ -64,7 +64,8 @@ def _security_headers(app: Flask) -> None:
     def _headers(resp: Response) -> Response:
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
         resp.headers.setdefault("X-Frame-Options", "DENY")
-        resp.headers.setdefault("Referrer-Policy", "no-referrer")
+        # same-origin, not no-referrer: Flask-WTF's CSRF check on https requires a same-origin Referer.
+        resp.headers.setdefault("Referrer-Policy", "same-origin")
         # Auto-posting SAML forms need one inline script; they set their own policy with a nonce.
         resp.headers.setdefault(
             "Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'; form-action *"

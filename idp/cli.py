@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import re
 import sys
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import click
@@ -10,11 +14,13 @@ from flask import Flask, current_app
 from flask.cli import FlaskGroup
 from flask_migrate.cli import db as db_group
 
-from idp import create_app
+from idp import clock, create_app
+from idp.audit import events as audit_events
 from idp.config import ConfigError
 from idp.keys import KeyError_
 from idp.runtime import keystore
 from idp.runtime import settings as runtime_settings
+from idp.saml.cli import sp as sp_group
 
 
 def _app() -> Flask:
@@ -30,6 +36,7 @@ cli = FlaskGroup(
     help="Identity bridge: SAML 2.0 IdP over a built-in directory.",
 )
 cli.add_command(db_group)
+cli.add_command(sp_group)
 
 
 @cli.command()
@@ -75,6 +82,77 @@ def keys_list() -> None:
     """Show the keys and their states."""
     for key in keystore().ring().published:
         click.echo(f"{key.kid}\t{key.state}")
+
+
+# --- directory, audit and demo (issue 2) ---------------------------------------------------------------------
+
+from idp.authn.cli import group as _group_cli  # noqa: E402
+from idp.authn.cli import user as _user_cli  # noqa: E402
+
+cli.add_command(_user_cli)
+cli.add_command(_group_cli)
+
+_RELATIVE = re.compile(r"(\d+)\s*([smhdw])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_since(value: str) -> datetime:
+    """``--since``: ISO-8601 (a time without zone is UTC) or a span back from now such as 30m, 2h, 7d."""
+    text = value.strip()
+    relative = _RELATIVE.fullmatch(text)
+    if relative:
+        return clock.now() - timedelta(**{_UNITS[relative.group(2)]: int(relative.group(1))})
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is neither an ISO-8601 time (2024-05-01T12:00:00Z) nor a span such as 30m, 2h, 7d",
+            param_hint="--since",
+        ) from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+@cli.group("audit")
+def audit_group() -> None:
+    """Audit events."""
+
+
+@audit_group.command("list")
+@click.option("--user", "username", help="Only events about this username.")
+@click.option("--since", help="ISO-8601 time or a span back from now (30m, 2h, 7d).")
+@click.option("--type", "type_", metavar="TYPE", help="Only events of this type (login, user.create, ...).")
+@click.option("--limit", type=click.IntRange(1, 100000), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines' array.")
+def audit_list(username: str | None, since: str | None, type_: str | None, limit: int, as_json: bool) -> None:
+    """Show audit events, newest first."""
+    start = parse_since(since) if since is not None else None
+    found = audit_events(username=username.strip().lower() if username else None, since=start, type=type_,
+                         limit=limit)
+    if as_json:
+        rows = [{**asdict(e), "at": e.at.isoformat()} for e in found]
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    for e in found:
+        parts = [e.at.isoformat(), e.type, e.outcome]
+        parts += [f"{k}={v}" for k, v in (("user", e.username), ("actor", e.actor), ("sp", e.sp),
+                                            ("ip", e.client_ip), ("reason", e.reason)) if v]
+        if e.details:
+            parts.append(json.dumps(e.details, default=str, sort_keys=True))
+        click.echo("  ".join(parts))
+
+
+@cli.command()
+@click.option("--bind", metavar="HOST:PORT", help="Listen here instead of IDP_BASE_URL's host and port.")
+@click.pass_context
+def demo(ctx: click.Context, bind: str | None) -> None:
+    """Seed demo users and groups (idempotent), print their passwords, and run the server."""
+    from idp.demo import seed_demo
+
+    click.echo("Demo directory (demo passwords; never use this instance for real):")
+    for user in seed_demo():
+        click.echo(f"  {user.username:<8} password: {user.password:<16} groups: {', '.join(user.groups)}")
+    click.echo(f"Sign in at {runtime_settings().base}/login")
+    ctx.invoke(serve, bind=bind, workers=None)
 
 
 def main() -> None:

@@ -119,7 +119,7 @@ class KeyStore:
         self.settings = settings
         self.dir = settings.data_dir / "keys"
         self._lock = threading.Lock()
-        self._mtime: float | None = None
+        self._mtime: tuple[int, int, int] | None = None
         self._ring: KeyRing | None = None
 
     @property
@@ -140,7 +140,9 @@ class KeyStore:
                     self.settings.signing_cert_file.read_bytes(),
                 ),))
             return self._ring
-        mtime = self.manifest.stat().st_mtime_ns
+        st = self.manifest.stat()
+        # Each write renames a new file into place, so the inode changes even when the mtime does not.
+        mtime = (st.st_mtime_ns, st.st_ino, st.st_size)
         if self._ring is None or mtime != self._mtime:
             with self._lock:
                 self._ring = self._read()
@@ -166,16 +168,20 @@ class KeyStore:
             entries = json.loads(self.manifest.read_text())["keys"]
             pending = [e for e in entries if e["state"] == NEXT]
             if not pending:
+                # The retired key has had a whole rotation cycle to drain; the new one takes its place.
+                retired = [e["kid"] for e in entries if e["state"] == RETIRED]
+                entries = [e for e in entries if e["state"] != RETIRED]
                 kid = self._new_key()
                 entries.append({"kid": kid, "state": NEXT, "created": now().isoformat()})
                 self._write_manifest(entries)
+                for old in retired:  # only once the manifest no longer names them
+                    self._delete_key(old)
                 return (f"published new key {kid} in metadata; it is not signing yet. Once service "
                         "providers have refreshed the IdP metadata, run `idp keys rotate` again.")
             kept = []
             for e in entries:
                 if e["state"] == RETIRED:
-                    for suffix in (".key", ".crt"):
-                        (self.dir / f"{e['kid']}{suffix}").unlink(missing_ok=True)
+                    self._delete_key(e["kid"])
                     continue
                 e["state"] = {ACTIVE: RETIRED, NEXT: ACTIVE}[e["state"]]
                 kept.append(e)
@@ -183,11 +189,37 @@ class KeyStore:
             return (f"now signing with key {pending[0]['kid']}; the previous key stays published "
                     "until the next rotation.")
 
+    def _delete_key(self, kid: str) -> None:
+        for suffix in (".key", ".crt"):
+            (self.dir / f"{kid}{suffix}").unlink(missing_ok=True)
+
     def _validate_external(self) -> None:
-        assert self.settings.signing_key_file and self.settings.signing_cert_file
+        """Say which file is wrong and how, at start-up, instead of failing on the first signature."""
+        key_file, cert_file = self.settings.signing_key_file, self.settings.signing_cert_file
+        assert key_file and cert_file
+        try:
+            key_pem, cert_pem = key_file.read_bytes(), cert_file.read_bytes()
+        except OSError as exc:
+            raise KeyError_(f"cannot read {exc.filename}: {exc.strerror}") from exc
+        try:
+            key = serialization.load_pem_private_key(key_pem, password=None)
+        except (ValueError, TypeError) as exc:
+            raise KeyError_(
+                f"IDP_SIGNING_KEY_FILE: {key_file} is not an unencrypted PEM private key"
+            ) from exc
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise KeyError_(f"IDP_SIGNING_KEY_FILE: {key_file} must be an RSA key (we sign with RSA-SHA256)")
+        try:
+            cert = x509.load_pem_x509_certificate(cert_pem)
+        except ValueError as exc:
+            raise KeyError_(f"IDP_SIGNING_CERT_FILE: {cert_file} is not a PEM certificate") from exc
+        if cert.public_key() != key.public_key():
+            raise KeyError_(
+                f"IDP_SIGNING_CERT_FILE: {cert_file} does not match the key in IDP_SIGNING_KEY_FILE"
+            )
         try:
             _ = self.ring().active.xmlsec_key
-        except (OSError, xmlsec.Error) as exc:
+        except xmlsec.Error as exc:
             raise KeyError_(f"cannot load IDP_SIGNING_KEY_FILE / IDP_SIGNING_CERT_FILE: {exc}") from exc
 
     def _new_key(self) -> str:

@@ -1,5 +1,73 @@
-"""Login and logout pages."""
+"""Login, logout and the small home page. They render; decisions live in signin.py and session.py."""
 
-from flask import Blueprint
+from __future__ import annotations
+
+from flask import Blueprint, redirect, render_template, request
+from werkzeug.wrappers import Response as BaseResponse
+
+from idp.authn.forms import LoginForm, LogoutForm
+from idp.authn.session import apply_cookie, current_principal, current_session, end_session, login_url, start_session
+from idp.authn.signin import Status, sign_in
 
 bp = Blueprint("authn", __name__)
+bp.after_app_request(apply_cookie)
+
+GENERIC_FAILURE = "Incorrect username or password."
+LOCKED_OUT = "Too many failed attempts. Try again later."
+MISSING_INPUT = "Enter your username and password."
+
+
+def safe_next(value: str | None) -> str:
+    """Only a path on this site: anything a browser could read as another origin becomes "/"."""
+    if not value or len(value) > 2048 or not value.startswith("/") or value.startswith(("//", "/\\")):
+        return "/"
+    # Browsers drop tabs and newlines and treat "\" as "/", so "/\t/evil" or "/\\evil" would leave the site.
+    if "\\" in value or any(ord(c) < 0x21 or ord(c) == 0x7F for c in value):
+        return "/"
+    return value
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> BaseResponse | tuple[str, int] | str:
+    next_path = safe_next(request.args.get("next"))
+    force = request.args.get("force") == "1"
+    if request.method == "GET" and not force and current_session() is not None:
+        return redirect(next_path)
+    form = LoginForm()
+    action = login_url(next_path, force)
+    if request.method == "GET":
+        principal = current_principal() if force else None
+        if principal is not None:
+            form.username.data = principal.username  # re-authentication: ask the same user again
+        return render_template("login.html", form=form, action=action)
+    # CSRFProtect has already refused a POST without a valid token (400) before we get here.
+    if not form.validate_on_submit():
+        return render_template("login.html", form=form, action=action, error=MISSING_INPUT)
+    result = sign_in(form.username.data or "", form.password.data or "", request.remote_addr)
+    if result.status is Status.LOCKED:
+        return render_template("login.html", form=form, action=action, error=LOCKED_OUT), 429
+    if result.principal is None:
+        return render_template("login.html", form=form, action=action, error=GENERIC_FAILURE)
+    start_session(result.principal.user_id)
+    return redirect(next_path)
+
+
+@bp.route("/logout", methods=["GET", "POST"])
+def logout() -> str:
+    form = LogoutForm()
+    sso = current_session()
+    if request.method == "POST" and form.validate_on_submit():
+        if sso is not None:
+            end_session(sso, "user signed out")
+        return render_template("logout.html", signed_out=True)
+    if sso is None:
+        return render_template("logout.html", signed_out=True)
+    return render_template("logout.html", signed_out=False, form=form, principal=current_principal())
+
+
+@bp.route("/")
+def home() -> BaseResponse | str:
+    principal = current_principal()
+    if principal is None:
+        return redirect(login_url("/"))
+    return render_template("home.html", principal=principal)

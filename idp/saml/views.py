@@ -1,5 +1,123 @@
-"""SAML endpoints."""
+"""SAML endpoints: metadata, SSO (SP- and IdP-initiated) and the return from the login page.
 
-from flask import Blueprint
+Views only move messages between HTTP and :mod:`idp.saml.sso`: they pick the binding, ask the session who
+is signed in, and choose between answering at once, sending the browser to the login page, or posting a
+SAML error status to a trusted ACS.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, redirect, request, url_for
+from werkzeug.wrappers import Response as BaseResponse
+
+from idp.authn.session import current_session, login_url
+from idp.errors import BadRequest
+from idp.extensions import csrf
+from idp.runtime import settings
+from idp.saml import sso
+from idp.saml.bindings import MAX_RELAY_STATE, Inbound, decode_post, decode_redirect, post_form
+from idp.saml.metadata import idp_metadata_xml
 
 bp = Blueprint("saml", __name__, url_prefix="/saml")
+
+
+@bp.get("/metadata")
+def metadata() -> Response:
+    return Response(idp_metadata_xml(), mimetype="application/samlmetadata+xml")
+
+
+def _post(out: sso.Outbound) -> Response:
+    return post_form(out.acs_url, "SAMLResponse", out.xml, out.relay_state)
+
+
+def _inbound() -> Inbound:
+    limit = settings().saml_max_message_bytes
+    if request.method == "POST":
+        message = request.form.get("SAMLRequest")
+        if not message:
+            raise BadRequest("No SAML request was received.", "no SAMLRequest")
+        return decode_post(message, request.form.get("RelayState"), limit)
+    message = request.args.get("SAMLRequest")
+    if not message:
+        raise BadRequest("No SAML request was received.", "no SAMLRequest")
+    return decode_redirect(message, request.args.get("RelayState"), request.query_string, limit)
+
+
+def _answer(req: sso.SsoRequest) -> BaseResponse:
+    """Answer at once when the session allows it; otherwise park the request and go to the login page."""
+    ip = request.remote_addr
+    session = current_session()
+    try:
+        if req.is_passive:
+            # The SP forbids us to interact with the user: no usable session means NoPassive, never a login page.
+            if session is None or req.force_authn:
+                raise sso.SamlStatusError(req, "urn:oasis:names:tc:SAML:2.0:status:NoPassive",
+                                          "passive request without a usable session")
+            return _post(sso.issue(req, session, ip))
+        if session is not None and not req.force_authn:
+            return _post(sso.issue(req, session, ip))
+    except sso.SamlStatusError as err:
+        return _post(sso.error_response(err, ip))
+    pending_id = sso.park(req)
+    return redirect(login_url(url_for("saml.resume", pending_id=pending_id), force=req.force_authn))
+
+
+@bp.route("/sso", methods=["GET", "POST"])
+def single_sign_on() -> BaseResponse:
+    ip = request.remote_addr
+    try:
+        try:
+            inbound = _inbound()
+        except BadRequest as exc:
+            sso.audit_refusal(exc.reason, sp=None, client_ip=ip)
+            raise
+        req = sso.receive(inbound, ip)
+    except sso.SamlStatusError as err:
+        return _post(sso.error_response(err, ip))
+    return _answer(req)
+
+
+# The SP's auto-posted form cannot carry our CSRF token; the request is checked on its own terms.
+csrf.exempt(f"{__name__}.single_sign_on")
+
+
+@bp.get("/init")
+def idp_initiated() -> BaseResponse:
+    entity_id = request.args.get("sp", "")
+    relay_state = request.args.get("RelayState") or None
+    if relay_state is not None and len(relay_state) > MAX_RELAY_STATE:
+        sso.audit_refusal("relay state too long", sp=entity_id[:1024], client_ip=request.remote_addr)
+        raise BadRequest("The RelayState is too long.", "relay state too long")
+    return _answer(sso.idp_initiated(entity_id, relay_state, request.remote_addr))
+
+
+@bp.get("/continue/<pending_id>")
+def resume(pending_id: str) -> BaseResponse:
+    """Back from the login page: answer the parked request once the session satisfies it."""
+    ip = request.remote_addr
+    req = sso.pending(pending_id, ip)
+    session = current_session()
+    # With ForceAuthn the password must have been typed after the request came in, not before.
+    if session is None or (req.force_authn and session.authn_at < req.received_at):
+        return redirect(login_url(url_for("saml.resume", pending_id=pending_id), force=req.force_authn))
+    sso.consume(pending_id, ip)
+    try:
+        return _post(sso.issue(req, session, ip))
+    except sso.SamlStatusError as err:
+        return _post(sso.error_response(err, ip))
+
+
+# --- Single Logout (idp.saml.slo) ---------------------------------------------------------------------------
+
+
+@bp.route("/slo", methods=["GET", "POST"])
+def single_logout() -> BaseResponse:
+    """LogoutRequests from SPs start a logout chain; LogoutResponses from SPs continue it."""
+    from idp.saml import slo
+
+    return slo.handle()
+
+
+# SPs post LogoutRequests and LogoutResponses from their own forms, without our CSRF token; each message is
+# checked on its own terms (signature, issuer, single-use ID, or the server-side chain state it must match).
+csrf.exempt(f"{__name__}.single_logout")

@@ -1,0 +1,246 @@
+"""The built-in directory: user and group services, and password authentication against it.
+
+Every change takes the acting party (``actor``) as an argument and records one audit event, so the same
+services serve the CLI, a future admin API and the tests alike.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from idp import audit
+from idp.audit import AuditEvent
+from idp.authn import passwords
+from idp.authn.principal import Principal, principal_from_user
+from idp.authn.session import end_user_sessions
+from idp.clock import now
+from idp.errors import BadRequest, Conflict, NotFound
+from idp.extensions import db
+from idp.store import Group, User
+
+# Lower-case, no spaces: usernames end up in NameIDs, logs and CLI arguments.
+_USERNAME = re.compile(r"[a-z0-9][a-z0-9._@+-]{0,254}")
+_GROUP = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
+# A syntax check only (one @, a dotted domain, no spaces): deliverability is the mail system's business.
+_EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+")
+PROFILE_FIELDS = ("email", "given_name", "family_name", "display_name")
+
+
+@dataclass(frozen=True)
+class AuthnOutcome:
+    """The result of a password check: a principal, or the precise reason for the audit log (never shown)."""
+
+    username: str
+    principal: Principal | None
+    reason: str | None = None
+
+
+def normalize_username(username: str) -> str:
+    return username.strip().lower()
+
+
+# --- users -------------------------------------------------------------------------------------------------
+
+
+def get_user(username: str) -> User | None:
+    name = normalize_username(username)
+    if not name or len(name) > 255:
+        return None
+    user: User | None = db.session.scalar(select(User).where(User.username == name))
+    return user
+
+
+def require_user(username: str) -> User:
+    user = get_user(username)
+    if user is None:
+        raise NotFound(f"no user '{normalize_username(username)}'")
+    return user
+
+
+def list_users() -> list[User]:
+    return list(db.session.scalars(select(User).order_by(User.username)))
+
+
+def _check_profile(values: dict[str, str | None]) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for name, value in values.items():
+        if name not in PROFILE_FIELDS:
+            raise BadRequest(f"unknown user field '{name}'")
+        value = value.strip() if value is not None else None
+        value = value or None
+        if value is not None and len(value) > (320 if name == "email" else 255):
+            raise BadRequest(f"{name.replace('_', ' ')} is too long")
+        if name == "email" and value is not None and not _EMAIL.fullmatch(value):
+            raise BadRequest(f"invalid email address '{value}'")
+        out[name] = value
+    return out
+
+
+def create_user(
+    username: str,
+    *,
+    password: str | None,
+    actor: str,
+    groups: Iterable[str] = (),
+    email: str | None = None,
+    given_name: str | None = None,
+    family_name: str | None = None,
+    display_name: str | None = None,
+) -> User:
+    """Add a user. ``password=None`` makes an account that cannot sign in with a password (yet)."""
+    name = normalize_username(username)
+    if not _USERNAME.fullmatch(name):
+        raise BadRequest(
+            f"invalid username '{username}': use letters, digits and . _ @ + - (starting with a letter or digit)"
+        )
+    profile = _check_profile(
+        {"email": email, "given_name": given_name, "family_name": family_name, "display_name": display_name}
+    )
+    if get_user(name) is not None:
+        raise Conflict(f"user '{name}' already exists")
+    member_of = [require_group(g) for g in dict.fromkeys(groups)]
+    password_hash = passwords.hash_password(password) if password is not None else None
+    user = User(username=name, password_hash=password_hash, enabled=True, **profile)
+    user.groups = member_of
+    db.session.add(user)
+    try:
+        db.session.flush()
+    except IntegrityError as exc:  # a concurrent `user add` of the same name won the race
+        db.session.rollback()
+        raise Conflict(f"user '{name}' already exists") from exc
+    audit.record(AuditEvent(type="user.create", actor=actor, username=name,
+                            details={"groups": [g.name for g in member_of]}))
+    return user
+
+
+def update_user(username: str, *, actor: str, **changes: str | None) -> User:
+    """Change profile fields (email, given_name, family_name, display_name); ``None`` or "" clears one."""
+    user = require_user(username)
+    for name, value in _check_profile(changes).items():
+        setattr(user, name, value)
+    audit.record(AuditEvent(type="user.update", actor=actor, username=user.username,
+                            details={"fields": sorted(changes)}))
+    return user
+
+
+def disable_user(username: str, *, actor: str) -> int:
+    """Disable the user and end their live sessions at once. Returns how many sessions were ended."""
+    user = require_user(username)
+    user.enabled = False
+    ended = end_user_sessions(user.id)
+    audit.record(AuditEvent(type="user.disable", actor=actor, username=user.username,
+                            details={"sessions_ended": ended}))
+    return ended
+
+
+def enable_user(username: str, *, actor: str) -> None:
+    user = require_user(username)
+    user.enabled = True
+    audit.record(AuditEvent(type="user.enable", actor=actor, username=user.username))
+
+
+def set_password(username: str, password: str, *, actor: str) -> None:
+    user = require_user(username)
+    user.password_hash = passwords.hash_password(password)
+    audit.record(AuditEvent(type="user.set_password", actor=actor, username=user.username))
+
+
+def delete_user(username: str, *, actor: str) -> None:
+    user = require_user(username)
+    name = user.username
+    ended = end_user_sessions(user.id)
+    db.session.delete(user)
+    audit.record(AuditEvent(type="user.delete", actor=actor, username=name, details={"sessions_ended": ended}))
+
+
+# --- groups ------------------------------------------------------------------------------------------------
+
+
+def get_group(name: str) -> Group | None:
+    group: Group | None = db.session.scalar(select(Group).where(Group.name == name.strip()))
+    return group
+
+
+def require_group(name: str) -> Group:
+    group = get_group(name)
+    if group is None:
+        raise NotFound(f"no group '{name.strip()}'")
+    return group
+
+
+def list_groups() -> list[Group]:
+    return list(db.session.scalars(select(Group).order_by(Group.name)))
+
+
+def create_group(name: str, *, actor: str, description: str | None = None) -> Group:
+    name = name.strip()
+    if not _GROUP.fullmatch(name):
+        raise BadRequest(
+            f"invalid group name '{name}': use letters, digits and . _ - (starting with a letter or digit)"
+        )
+    if get_group(name) is not None or db.session.scalar(
+        select(func.count()).select_from(Group).where(func.lower(Group.name) == name.lower())
+    ):
+        # Names differing only in case would be indistinguishable to most SPs.
+        raise Conflict(f"group '{name}' already exists")
+    group = Group(name=name, description=(description or "").strip() or None)
+    db.session.add(group)
+    try:
+        db.session.flush()
+    except IntegrityError as exc:
+        db.session.rollback()
+        raise Conflict(f"group '{name}' already exists") from exc
+    audit.record(AuditEvent(type="group.create", actor=actor, details={"group": name}))
+    return group
+
+
+def add_member(group_name: str, username: str, *, actor: str) -> bool:
+    """Put the user in the group. False (and no change) when already a member."""
+    group, user = require_group(group_name), require_user(username)
+    if group in user.groups:
+        return False
+    user.groups.append(group)
+    audit.record(AuditEvent(type="group.add_member", actor=actor, username=user.username,
+                            details={"group": group.name}))
+    return True
+
+
+def remove_member(group_name: str, username: str, *, actor: str) -> None:
+    group, user = require_group(group_name), require_user(username)
+    if group not in user.groups:
+        raise NotFound(f"user '{user.username}' is not a member of group '{group.name}'")
+    user.groups.remove(group)
+    audit.record(AuditEvent(type="group.remove_member", actor=actor, username=user.username,
+                            details={"group": group.name}))
+
+
+# --- authentication ----------------------------------------------------------------------------------------
+
+
+def check_credentials(username: str, password: str) -> AuthnOutcome:
+    """Verify a password. Failures are results with a reason; every path costs one argon2 verification,
+    so the answer's timing does not tell whether the user exists."""
+    name = normalize_username(username)
+    user = get_user(name)
+    if user is None:
+        passwords.dummy_verify(password)
+        return AuthnOutcome(name[:255], None, "unknown user")
+    if not passwords.verify(user.password_hash, password):
+        return AuthnOutcome(name, None, "bad password")
+    if not user.enabled:
+        return AuthnOutcome(name, None, "user disabled")
+    if user.password_hash and passwords.needs_rehash(user.password_hash):
+        # The hash parameters changed since this password was stored: upgrade it now that we know it.
+        user.password_hash = passwords.hash_password(password, check=False)
+        db.session.commit()
+    return AuthnOutcome(name, principal_from_user(user, now()))
+
+
+def authenticate(username: str, password: str) -> Principal | None:
+    """The connector seam: a Principal for good credentials of an enabled user, else None."""
+    return check_credentials(username, password).principal

@@ -1,0 +1,72 @@
+"""Password hashing (argon2id) and the password policy of the built-in directory."""
+
+from __future__ import annotations
+
+import contextlib
+from functools import cache
+
+from argon2 import PasswordHasher, Type
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from idp.errors import BadRequest
+
+MIN_LENGTH = 8
+# A bound keeps a hostile form post from making us hash megabytes.
+MAX_LENGTH = 1024
+
+# OWASP's argon2id setting (19 MiB, t=2, p=1): ~20 ms per hash. argon2-cffi's defaults cost ~7x more
+# CPU, which would make password sign-in the bottleneck of the whole server (see performance.md).
+_hasher = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1, hash_len=32, salt_len=16, type=Type.ID)
+
+
+class PasswordPolicyError(BadRequest):
+    """A password the directory refuses to store."""
+
+
+def check_policy(password: str) -> None:
+    if len(password) < MIN_LENGTH:
+        raise PasswordPolicyError(f"password must be at least {MIN_LENGTH} characters long")
+    if len(password) > MAX_LENGTH:
+        raise PasswordPolicyError(f"password must be at most {MAX_LENGTH} characters long")
+
+
+def hash_password(password: str, *, check: bool = True) -> str:
+    """Hash a new password; ``check=False`` only to re-hash a password that already signed in."""
+    if check:
+        check_policy(password)
+    return _hasher.hash(password)
+
+
+def verify(password_hash: str | None, password: str) -> bool:
+    """True when the password matches. A missing or unreadable hash still costs one hash, then fails."""
+    if len(password) > MAX_LENGTH:
+        return False
+    if not password_hash:
+        dummy_verify(password)
+        return False
+    try:
+        return _hasher.verify(password_hash, password)
+    except VerifyMismatchError:
+        return False
+    except (InvalidHashError, VerificationError):
+        dummy_verify(password)
+        return False
+
+
+def needs_rehash(password_hash: str) -> bool:
+    """True when the hash was made with other parameters than ours (upgrade it at the next sign-in)."""
+    try:
+        return _hasher.check_needs_rehash(password_hash)
+    except InvalidHashError:
+        return True
+
+
+@cache
+def _dummy_hash() -> str:
+    return _hasher.hash("dummy password for timing equalisation")
+
+
+def dummy_verify(password: str) -> None:
+    """Spend the time of a real verification, so that an unknown user answers as slowly as a known one."""
+    with contextlib.suppress(VerificationError):
+        _hasher.verify(_dummy_hash(), password[:MAX_LENGTH])

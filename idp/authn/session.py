@@ -1,0 +1,196 @@
+"""The SSO session: a random cookie in the browser, a row keyed by its SHA-256 on the server.
+
+The server decides everything (idle and absolute lifetimes, a disabled user), so ending a session anywhere
+(logout, Single Logout, `idp user disable`, another process) takes effect on the next request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+from typing import Any
+
+from flask import Response, has_request_context, request, url_for
+from sqlalchemy import delete, func, select, update
+
+from idp import audit
+from idp.audit import AuditEvent
+from idp.authn.principal import Principal, principal_from_user
+from idp.clock import now
+from idp.extensions import db
+from idp.runtime import settings
+from idp.store import SessionParticipant, SsoSession, User
+
+COOKIE = "idp_session"
+# last_seen_at is rewritten at most this often: sliding the idle timeout must not cost a write per request.
+_TOUCH_EVERY = timedelta(seconds=60)
+# Per-request state lives in the WSGI environ, not in `g`: an app context can outlive one request.
+_CACHE = "idp.sso_session"
+_COOKIE_ACTION = "idp.sso_cookie"
+_UNSET: Any = object()
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _client_ip() -> str | None:
+    return request.remote_addr if has_request_context() else None
+
+
+def current_session() -> SsoSession | None:
+    """The valid session of this request's cookie (cached per request), or None. An expired or orphaned
+    session is removed and its cookie cleared."""
+    if not has_request_context():
+        return None
+    cached = request.environ.get(_CACHE, _UNSET)
+    if cached is not _UNSET:
+        result: SsoSession | None = cached
+        return result
+    sso = _load(request.cookies.get(COOKIE))
+    request.environ[_CACHE] = sso
+    return sso
+
+
+def _load(token: str | None) -> SsoSession | None:
+    if not token:
+        return None
+    if len(token) > 128:
+        _clear_cookie()
+        return None
+    sso = db.session.get(SsoSession, _digest(token))
+    if sso is None:
+        _clear_cookie()
+        return None
+    t = now()
+    cfg = settings()
+    if t >= sso.expires_at:
+        _expire(sso, "absolute lifetime reached")
+        return None
+    if t >= sso.last_seen_at + timedelta(seconds=cfg.session_idle_seconds):
+        _expire(sso, "idle timeout")
+        return None
+    user = db.session.get(User, sso.user_id)
+    if user is None or not user.enabled:
+        end_session(sso, "user disabled")
+        return None
+    if t - sso.last_seen_at >= _TOUCH_EVERY:
+        sso.last_seen_at = t
+        db.session.commit()
+    return sso
+
+
+def _expire(sso: SsoSession, reason: str) -> None:
+    username = _username(sso.user_id)
+    _delete_rows([sso.id])
+    _clear_cookie()
+    audit.record(AuditEvent(type="session.expire", username=username, client_ip=_client_ip(), reason=reason))
+
+
+def _username(user_id: int) -> str | None:
+    name: str | None = db.session.scalar(select(User.username).where(User.id == user_id))
+    return name
+
+
+def _delete_rows(ids: list[str]) -> None:
+    # Participants first: no reliance on ON DELETE CASCADE being enforced by every database.
+    db.session.execute(delete(SessionParticipant).where(SessionParticipant.session_id.in_(ids)))
+    db.session.execute(delete(SsoSession).where(SsoSession.id.in_(ids)))
+
+
+def current_principal() -> Principal | None:
+    sso = current_session()
+    return principal_for(sso) if sso is not None else None
+
+
+def principal_for(sso: SsoSession) -> Principal:
+    user = db.session.get(User, sso.user_id)
+    if user is None:
+        raise LookupError(f"session of a deleted user {sso.user_id}")
+    return principal_from_user(user, sso.authn_at)
+
+
+def start_session(user_id: int) -> SsoSession:
+    """Begin a session after a successful sign-in: always a new id (no fixation). Re-authenticating the
+    same user keeps the SPs already signed in to, so Single Logout still reaches them; a different user
+    replaces the old session altogether."""
+    cfg = settings()
+    t = now()
+    token = secrets.token_urlsafe(32)
+    new = SsoSession(
+        id=_digest(token), user_id=user_id, authn_at=t, created_at=t, last_seen_at=t,
+        expires_at=t + timedelta(seconds=cfg.session_max_seconds), client_ip=_client_ip(),
+    )
+    old = current_session()
+    db.session.add(new)
+    db.session.flush()
+    if old is not None and old.user_id == user_id:
+        db.session.execute(
+            update(SessionParticipant).where(SessionParticipant.session_id == old.id).values(session_id=new.id)
+        )
+        _delete_rows([old.id])
+    elif old is not None:
+        end_session(old, "replaced by another user's sign-in", commit=False)
+    # Housekeeping while we write anyway: sessions past their absolute lifetime.
+    expired = list(db.session.scalars(select(SsoSession.id).where(SsoSession.expires_at <= t)))
+    if expired:
+        _delete_rows(expired)
+    db.session.commit()
+    request.environ[_CACHE] = new
+    request.environ[_COOKIE_ACTION] = token
+    return new
+
+
+def end_session(sso: SsoSession, reason: str, *, commit: bool = True) -> None:
+    """Delete the session and its participants, clear the cookie when it is this request's, audit "logout"."""
+    sso_id, user_id = sso.id, sso.user_id
+    participants = db.session.scalar(
+        select(func.count()).select_from(SessionParticipant).where(SessionParticipant.session_id == sso_id)
+    )
+    username = _username(user_id)
+    _delete_rows([sso_id])
+    if has_request_context():
+        token = request.cookies.get(COOKIE)
+        if token and _digest(token) == sso_id:
+            request.environ[_CACHE] = None
+            _clear_cookie()
+    audit.record(
+        AuditEvent(type="logout", username=username, client_ip=_client_ip(), reason=reason,
+                   details={"participants": participants or 0}),
+        commit=commit,
+    )
+
+
+def end_user_sessions(user_id: int) -> int:
+    """End every session of a user (disabled, deleted). Does not commit: the caller's change does."""
+    ids = list(db.session.scalars(select(SsoSession.id).where(SsoSession.user_id == user_id)))
+    if ids:
+        _delete_rows(ids)
+    return len(ids)
+
+
+def login_url(next_path: str, force: bool = False) -> str:
+    """Where to send a browser to sign in and come back to ``next_path`` (a local path)."""
+    if force:
+        return url_for("authn.login", next=next_path, force=1)
+    return url_for("authn.login", next=next_path)
+
+
+def _clear_cookie() -> None:
+    if has_request_context() and request.cookies.get(COOKIE):
+        request.environ[_COOKIE_ACTION] = ""
+
+
+def apply_cookie(resp: Response) -> Response:
+    """after_request hook: write or clear the session cookie as this request decided."""
+    action = request.environ.get(_COOKIE_ACTION)
+    if action is None:
+        return resp
+    secure = settings().https
+    if action:
+        # A browser-session cookie: the server-side lifetimes are what count.
+        resp.set_cookie(COOKIE, action, path="/", httponly=True, samesite="Lax", secure=secure)
+    else:
+        resp.delete_cookie(COOKIE, path="/", httponly=True, samesite="Lax", secure=secure)
+    return resp

@@ -1,0 +1,52 @@
+"""Password sign-in as one decision: throttle check, credential check, counters and audit events.
+
+The login view only renders what this returns, so the same decision (and the same audit trail) would
+serve any other front end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from idp import audit
+from idp.audit import AuditEvent
+from idp.authn import throttle
+from idp.authn.directory import check_credentials, normalize_username
+from idp.authn.principal import Principal
+from idp.extensions import db
+
+
+class Status(Enum):
+    OK = "ok"
+    FAILED = "failed"
+    LOCKED = "locked"
+
+
+@dataclass(frozen=True)
+class SignInResult:
+    status: Status
+    principal: Principal | None = None
+
+
+def sign_in(username: str, password: str, client_ip: str | None) -> SignInResult:
+    name = normalize_username(username)[:255]
+    if throttle.is_locked(name, client_ip):
+        # Refused before the password is looked at: a lockout must not become a password oracle.
+        audit.record(AuditEvent(type="login", outcome="failure", username=name, client_ip=client_ip,
+                                reason="locked out"))
+        return SignInResult(Status.LOCKED)
+    outcome = check_credentials(name, password)
+    if outcome.principal is None:
+        audit.record(AuditEvent(type="login", outcome="failure", username=name, client_ip=client_ip,
+                                reason=outcome.reason), commit=False)
+        started = throttle.register_failure(name, client_ip)
+        for key in started:
+            audit.record(AuditEvent(type="login.lockout", outcome="failure", username=name, client_ip=client_ip,
+                                    reason=f"too many failed sign-ins for {key}"), commit=False)
+        db.session.commit()
+        return SignInResult(Status.LOCKED if started else Status.FAILED)
+    throttle.reset_user(name)
+    audit.record(AuditEvent(type="login", username=name, client_ip=client_ip,
+                            details={"source": outcome.principal.source}))
+    return SignInResult(Status.OK, outcome.principal)

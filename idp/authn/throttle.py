@@ -1,0 +1,90 @@
+"""Login throttling: failure counters per username and per client address, with a temporary lockout.
+
+The counters are rows (LoginThrottle), so every worker process and every host behind a load balancer
+sees the same counts.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import delete, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from idp.clock import now
+from idp.extensions import db
+from idp.runtime import settings
+from idp.store import LoginThrottle
+
+
+def user_key(username: str) -> str:
+    return "user:" + username[:300]
+
+
+def ip_key(client_ip: str | None) -> str:
+    return "ip:" + (client_ip or "unknown")[:64]
+
+
+def is_locked(username: str, client_ip: str | None) -> bool:
+    """True while the username or the address is locked out."""
+    found = db.session.scalar(
+        select(LoginThrottle.key).where(
+            LoginThrottle.key.in_([user_key(username), ip_key(client_ip)]),
+            LoginThrottle.locked_until > now(),
+        ).limit(1)
+    )
+    return found is not None
+
+
+def register_failure(username: str, client_ip: str | None) -> list[str]:
+    """Count one failed sign-in against the username and the address. Returns the keys whose lockout
+    starts with this failure (each lockout is reported once). Does not commit."""
+    cfg = settings()
+    started = []
+    for key, limit in ((user_key(username), cfg.login_max_failures),
+                       (ip_key(client_ip), cfg.login_ip_max_failures)):
+        if _count(key, limit):
+            started.append(key)
+    return started
+
+
+def _count(key: str, limit: int) -> bool:
+    cfg = settings()
+    t = now()
+    dialect = sqlite if db.engine.dialect.name == "sqlite" else postgresql
+    db.session.execute(
+        dialect.insert(LoginThrottle)
+        .values(key=key, failures=0, window_started_at=t, locked_until=None)
+        .on_conflict_do_nothing(index_elements=["key"])
+    )
+    # FOR UPDATE serialises concurrent failures on PostgreSQL; SQLite already holds its write lock here.
+    row = db.session.execute(
+        select(LoginThrottle).where(LoginThrottle.key == key).with_for_update()
+        .execution_options(populate_existing=True)
+    ).scalar_one()
+    if row.locked_until is not None and row.locked_until > t:
+        return False
+    if row.window_started_at + timedelta(seconds=cfg.login_failure_window_seconds) <= t:
+        row.failures, row.window_started_at = 0, t
+    row.failures += 1
+    if row.failures < limit:
+        return False
+    # Lock, and start counting afresh: after the lockout the next failures are counted from zero.
+    row.locked_until = t + timedelta(seconds=cfg.login_lockout_seconds)
+    row.failures, row.window_started_at = 0, t
+    return True
+
+
+def reset_user(username: str) -> None:
+    """A successful sign-in clears the username's counter (not the address's: one good account must not
+    let an address keep guessing others). Also drops stale rows. Does not commit."""
+    cfg = settings()
+    t = now()
+    stale = t - timedelta(seconds=cfg.login_failure_window_seconds)
+    db.session.execute(
+        delete(LoginThrottle).where(or_(
+            LoginThrottle.key == user_key(username),
+            (LoginThrottle.window_started_at < stale)
+            & or_(LoginThrottle.locked_until.is_(None), LoginThrottle.locked_until < t),
+        ))
+    )

@@ -1,0 +1,174 @@
+"""``idp sp ...``: register and manage SAML service providers from their metadata."""
+
+from __future__ import annotations
+
+import getpass
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+from flask.cli import AppGroup
+
+from idp.errors import IdpError
+from idp.saml import providers
+from idp.saml.metadata import NAMEID_FORMATS
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+sp = AppGroup("sp", help="SAML service providers.")
+
+_SHORT_NAMEID = {urn: short for short, urn in NAMEID_FORMATS.items()}
+
+
+def _actor() -> str:
+    try:
+        return "cli:" + getpass.getuser()
+    except (OSError, KeyError):  # no login name in a bare container
+        return "cli:unknown"
+
+
+def _setting_options(func: F) -> F:
+    """The per-SP switches shared by `add` and `set`; an unset switch means default (add) or unchanged (set)."""
+    decorators = [
+        click.option("--name", help="A display name (default: from the metadata, else the entityID)."),
+        click.option("--nameid-format", metavar="FORMAT",
+                     help="email, persistent, transient, unspecified, or one of their URNs."),
+        click.option("--sign-response/--no-sign-response", default=None, help="Sign the Response (default on)."),
+        click.option("--sign-assertion/--no-sign-assertion", default=None,
+                     help="Sign the Assertion (default on)."),
+        click.option("--encrypt-assertion/--no-encrypt-assertion", default=None,
+                     help="Encrypt the assertion to the SP's encryption certificate (default off)."),
+        click.option("--require-signed-requests/--no-require-signed-requests", default=None,
+                     help="Refuse unsigned AuthnRequests (default: the metadata's AuthnRequestsSigned)."),
+        click.option("--allow-sha1/--no-allow-sha1", default=None,
+                     help="Accept SHA-1 signatures from this SP (default off; SHA-1 is broken)."),
+        click.option("--attribute", "attributes", multiple=True, metavar="OURS=NAME[;FORMAT]",
+                     help="Release our attribute OURS as NAME (FORMAT basic|uri|unspecified). Repeat for each; "
+                          "when given, the SP gets exactly these attributes."),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+def _options(kwargs: dict[str, Any]) -> providers.SpOptions:
+    attributes = kwargs.pop("attributes")
+    return providers.SpOptions(
+        **kwargs,
+        attribute_map=tuple(providers.parse_attribute_rule(a) for a in attributes) if attributes else None,
+    )
+
+
+def _fail(exc: IdpError) -> click.ClickException:
+    return click.ClickException(exc.message)
+
+
+@sp.command("add")
+@click.option("--metadata", "source", required=True, metavar="FILE_OR_URL", help="The SP's metadata.")
+@_setting_options
+def add(source: str, **kwargs: Any) -> None:
+    """Register a service provider from its metadata."""
+    try:
+        options = _options(kwargs)
+        xml = providers.fetch_metadata(source)
+        provider = providers.add(xml, providers.source_of(source), options, _actor())
+    except IdpError as exc:
+        raise _fail(exc) from None
+    click.echo(f"registered service provider '{provider.entity_id}' ({provider.name})")
+
+
+@sp.command("set")
+@click.argument("entity_id")
+@_setting_options
+def set_(entity_id: str, **kwargs: Any) -> None:
+    """Change a service provider's settings."""
+    try:
+        changed = providers.update(entity_id, _options(kwargs), _actor())
+    except IdpError as exc:
+        raise _fail(exc) from None
+    if not changed:
+        click.echo("nothing changed")
+    for key, change in changed.items():
+        if key == "attribute_map":
+            click.echo("attribute_map: " + _attributes_text(change["to"]))
+        else:
+            click.echo(f"{key}: {change['from']} -> {change['to']}")
+
+
+@sp.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_(as_json: bool) -> None:
+    """List the registered service providers."""
+    sps = providers.all_providers()
+    if as_json:
+        click.echo(json.dumps([providers.describe(p) for p in sps], indent=2))
+        return
+    if not sps:
+        click.echo("no service providers registered")
+        return
+    for p in sps:
+        flags = [f for f, on in (("signed-response", p.sign_response), ("signed-assertion", p.sign_assertion),
+                                 ("encrypted", p.encrypt_assertion),
+                                 ("signed-requests", p.require_signed_requests),
+                                 ("sha1", p.allow_sha1)) if on]
+        nameid = _SHORT_NAMEID.get(p.nameid_format, p.nameid_format)
+        click.echo(f"{p.entity_id}\t{p.name}\t{nameid}\t{','.join(flags)}")
+
+
+@sp.command("show")
+@click.argument("entity_id")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def show(entity_id: str, as_json: bool) -> None:
+    """Show one service provider: settings, endpoints and certificates."""
+    try:
+        info = providers.describe(providers.get_or_404(entity_id))
+    except IdpError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    for key, value in info.items():
+        if key == "attribute_map":
+            click.echo(f"{key}: {_attributes_text(value)}")
+        elif key in ("acs", "slo"):
+            for e in value:
+                click.echo(f"{key}: {e['location']} ({e['binding'].rsplit(':', 1)[-1]})")
+        elif isinstance(value, list):
+            for item in value or ["-"]:
+                click.echo(f"{key}: {item}")
+        else:
+            click.echo(f"{key}: {value}")
+
+
+@sp.command("remove")
+@click.argument("entity_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def remove(entity_id: str, yes: bool) -> None:
+    """Unregister a service provider."""
+    try:
+        providers.get_or_404(entity_id)
+        if not yes:
+            click.confirm(f"remove service provider '{entity_id}'?", abort=True)
+        providers.remove(entity_id, _actor())
+    except IdpError as exc:
+        raise _fail(exc) from None
+    click.echo(f"removed service provider '{entity_id}'")
+
+
+@sp.command("refresh")
+@click.argument("entity_id")
+def refresh(entity_id: str) -> None:
+    """Re-read a service provider's metadata from its recorded file or URL; settings are kept."""
+    try:
+        changed = providers.refresh(entity_id, _actor())
+    except IdpError as exc:
+        raise _fail(exc) from None
+    click.echo(f"metadata of '{entity_id}' " + ("updated" if changed else "unchanged"))
+
+
+def _attributes_text(rules: list[dict[str, str]]) -> str:
+    short = {urn: name for name, urn in providers.NAME_FORMATS.items()}
+    return ", ".join(
+        f"{r['attribute']}={r['name']};{short.get(r['name_format'], r['name_format'])}" for r in rules
+    ) or "(none)"

@@ -1,0 +1,87 @@
+"""The NameID a service provider gets for a user: which format, and its value.
+
+- emailAddress: the user's email (a user without one cannot be named this way);
+- persistent: a random opaque value per (user, SP), created on first use and stable afterwards, so two SPs
+  cannot link their users by it;
+- transient: random for every response;
+- unspecified: the username.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from idp.authn.principal import Principal
+from idp.extensions import db
+from idp.store import PersistentNameId, ServiceProvider
+
+EMAIL = "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress"
+PERSISTENT = "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent"
+TRANSIENT = "urn:oasis:names:tc:SAML:2.0:nameid-format:transient"
+UNSPECIFIED = "urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified"
+
+SUPPORTED = (EMAIL, PERSISTENT, TRANSIENT, UNSPECIFIED)
+
+
+class NameIdPolicyError(Exception):
+    """The SP asked for (or is set to) a NameID we cannot give: answered with InvalidNameIDPolicy."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class NameId:
+    value: str
+    format: str
+    # Which SP the value is meant for (persistent and transient values only mean something to that SP).
+    sp_name_qualifier: str | None = None
+
+
+def choose_format(configured: str, requested: str | None) -> str:
+    """The format to use: the request's NameIDPolicy Format if it names one, else the SP's setting."""
+    if requested and requested != UNSPECIFIED:
+        if requested not in SUPPORTED:
+            raise NameIdPolicyError(f"unsupported NameID format {requested}")
+        return requested
+    return configured if configured in SUPPORTED else UNSPECIFIED
+
+
+def name_id_for(principal: Principal, sp: ServiceProvider, fmt: str) -> NameId:
+    if fmt == EMAIL:
+        if not principal.email:
+            raise NameIdPolicyError("user has no email address for an emailAddress NameID")
+        return NameId(principal.email, EMAIL)
+    if fmt == PERSISTENT:
+        return NameId(persistent_value(principal.user_id, sp.id), PERSISTENT, sp.entity_id)
+    if fmt == TRANSIENT:
+        return NameId("_" + secrets.token_hex(20), TRANSIENT, sp.entity_id)
+    if fmt == UNSPECIFIED:
+        return NameId(principal.username, UNSPECIFIED)
+    raise NameIdPolicyError(f"unsupported NameID format {fmt}")
+
+
+def persistent_value(user_id: int, sp_id: int) -> str:
+    """The user's stable identifier at this SP, created on first use."""
+    query = select(PersistentNameId.value).where(
+        PersistentNameId.user_id == user_id, PersistentNameId.sp_id == sp_id
+    )
+    existing = db.session.scalar(query)
+    if existing is not None:
+        return existing
+    value = secrets.token_hex(20)
+    try:
+        # A savepoint, so that losing a race with a concurrent first sign-in only undoes this insert.
+        with db.session.begin_nested():
+            db.session.add(PersistentNameId(user_id=user_id, sp_id=sp_id, value=value))
+    except IntegrityError:
+        existing = db.session.scalar(query)
+        if existing is None:
+            raise
+        return existing
+    return value

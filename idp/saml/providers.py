@@ -1,0 +1,348 @@
+"""Registered SAML service providers: look-up for the flows, and the add/update/remove/refresh services.
+
+The flows call :func:`get` and :func:`metadata_of` (parsed metadata cached per SP version). The CLI (and later
+the admin API) call :func:`add`, :func:`update`, :func:`remove` and :func:`refresh`, which validate
+everything first, store nothing on a refusal, and record one audit event per change.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import threading
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from idp import audit
+from idp.errors import BadRequest, Conflict, NotFound
+from idp.extensions import db
+from idp.saml.metadata import (
+    METADATA_MAX_BYTES,
+    NAMEID_FORMATS,
+    NAMEID_UNSPECIFIED,
+    MetadataError,
+    SpMetadata,
+    parse_sp_metadata,
+)
+from idp.store import ServiceProvider
+
+# The attributes we can release, as the claims layer names them.
+ATTRIBUTES = ("username", "email", "given_name", "family_name", "display_name", "groups")
+NAME_FORMATS = {
+    "basic": "urn:oasis:names:tc:SAML:2.0:attrname-format:basic",
+    "uri": "urn:oasis:names:tc:SAML:2.0:attrname-format:uri",
+    "unspecified": "urn:oasis:names:tc:SAML:2.0:attrname-format:unspecified",
+}
+FETCH_TIMEOUT_SECONDS = 10
+
+
+def default_attribute_map() -> list[dict[str, str]]:
+    return [{"attribute": a, "name": a, "name_format": NAME_FORMATS["basic"]} for a in ATTRIBUTES]
+
+
+@dataclass(frozen=True)
+class SpOptions:
+    """Per-SP settings given by an admin; ``None`` means "not given" (default on add, unchanged on update)."""
+
+    name: str | None = None
+    nameid_format: str | None = None
+    sign_response: bool | None = None
+    sign_assertion: bool | None = None
+    encrypt_assertion: bool | None = None
+    require_signed_requests: bool | None = None
+    allow_sha1: bool | None = None
+    # Replaces the whole release map when given: the SP gets exactly these attributes.
+    attribute_map: tuple[dict[str, str], ...] | None = None
+
+
+# --- look-up for the flows ---------------------------------------------------------------------------
+
+
+def get(entity_id: str) -> ServiceProvider | None:
+    sp: ServiceProvider | None = db.session.scalar(
+        select(ServiceProvider).where(ServiceProvider.entity_id == entity_id)
+    )
+    return sp
+
+
+def get_or_404(entity_id: str) -> ServiceProvider:
+    sp = get(entity_id)
+    if sp is None:
+        raise NotFound(f"no service provider '{entity_id}' is registered")
+    return sp
+
+
+def all_providers() -> list[ServiceProvider]:
+    return list(db.session.scalars(select(ServiceProvider).order_by(ServiceProvider.entity_id)))
+
+
+_cache: dict[tuple[int, Any, str], SpMetadata] = {}
+_cache_lock = threading.Lock()
+_CACHE_MAX = 512
+
+
+def metadata_of(sp: ServiceProvider) -> SpMetadata:
+    """The SP's parsed metadata, parsed once per stored version.
+
+    The key includes the stored XML itself (cheap to hash) because updated_at has whole-second resolution and
+    two changes can fall in the same second.
+    """
+    key = (sp.id, sp.updated_at, sp.metadata_xml)
+    found = _cache.get(key)
+    if found is None:
+        found = parse_sp_metadata(sp.metadata_xml.encode("utf-8"))
+        with _cache_lock:
+            if len(_cache) >= _CACHE_MAX:
+                _cache.clear()
+            _cache[key] = found
+    return found
+
+
+# --- option parsing (shared by the CLI and, later, the admin API) --------------------------------------
+
+
+def resolve_nameid_format(value: str) -> str:
+    """``email``/``persistent``/``transient``/``unspecified`` or the URN of one of them."""
+    if value in NAMEID_FORMATS:
+        return NAMEID_FORMATS[value]
+    if value in NAMEID_FORMATS.values():
+        return value
+    raise BadRequest(
+        f"NameID format {value!r} is not supported; use one of {', '.join(NAMEID_FORMATS)} or its URN"
+    )
+
+
+def parse_attribute_rule(spec: str) -> dict[str, str]:
+    """``OURS=NAME[;FORMAT]`` (FORMAT basic|uri|unspecified, default basic) into a release-map entry."""
+    ours, sep, rest = spec.partition("=")
+    if not sep:
+        raise BadRequest(f"attribute {spec!r} must look like OURS=NAME[;FORMAT]")
+    name, _, fmt = rest.partition(";")
+    return attribute_rule(ours, name, fmt)
+
+
+def attribute_rule(ours: str, name: str, name_format: str | None = None) -> dict[str, str]:
+    """One checked release-map entry; ``name_format`` short (basic|uri|unspecified), a URN, or empty (basic)."""
+    ours, name, fmt = ours.strip(), name.strip(), (name_format or "").strip() or "basic"
+    if ours not in ATTRIBUTES:
+        raise BadRequest(f"unknown attribute {ours!r}; ours are {', '.join(ATTRIBUTES)}")
+    if not name or len(name) > 1024:
+        raise BadRequest(f"attribute {ours!r} needs a SAML name (at most 1024 characters)")
+    if fmt in NAME_FORMATS:
+        fmt = NAME_FORMATS[fmt]
+    elif fmt not in NAME_FORMATS.values():
+        raise BadRequest(f"attribute name format {fmt!r} is not one of {', '.join(NAME_FORMATS)}")
+    return {"attribute": ours, "name": name, "name_format": fmt}
+
+
+# --- reading metadata from a file or URL --------------------------------------------------------------
+
+
+def fetch_metadata(source: str) -> bytes:
+    """The bytes of a metadata file or http(s) URL, bounded in size; MetadataError says why not."""
+    if "://" in source:
+        scheme = urlsplit(source).scheme.lower()
+        if scheme not in ("http", "https"):
+            raise MetadataError(f"cannot fetch {source}: only http and https URLs are supported")
+        return _fetch_url(source)
+    path = Path(source).expanduser()
+    try:
+        if path.stat().st_size > METADATA_MAX_BYTES:
+            raise MetadataError(f"{source} is larger than {METADATA_MAX_BYTES} bytes")
+        return path.read_bytes()
+    except OSError as exc:
+        raise MetadataError(f"cannot read {source}: {exc.strerror or exc}") from None
+
+
+def _fetch_url(url: str) -> bytes:
+    try:
+        with requests.get(url, timeout=FETCH_TIMEOUT_SECONDS, stream=True) as resp:
+            if resp.status_code != 200:
+                raise MetadataError(f"fetching {url} returned HTTP {resp.status_code}")
+            data = bytearray()
+            for chunk in resp.iter_content(64 * 1024):
+                data += chunk
+                if len(data) > METADATA_MAX_BYTES:
+                    raise MetadataError(f"{url} sent more than {METADATA_MAX_BYTES} bytes")
+            return bytes(data)
+    except requests.RequestException as exc:
+        raise MetadataError(f"cannot fetch {url}: {type(exc).__name__}") from None
+
+
+def source_of(source: str) -> str:
+    """What to record for `refresh`: URLs as given, files as absolute paths."""
+    return source if "://" in source else str(Path(source).expanduser().resolve())
+
+
+# --- services -----------------------------------------------------------------------------------------
+
+
+_SETTING_FIELDS = tuple(f.name for f in fields(SpOptions))
+
+
+def _settings_of(sp: ServiceProvider) -> dict[str, Any]:
+    return {name: getattr(sp, name) for name in _SETTING_FIELDS}
+
+
+def _check_consistent(values: dict[str, Any], meta: SpMetadata) -> None:
+    if values["encrypt_assertion"] and not meta.encryption_certs:
+        raise BadRequest(
+            f"cannot encrypt assertions for '{meta.entity_id}': its metadata has no encryption certificate"
+        )
+    if values["require_signed_requests"] and not meta.signing_certs:
+        raise BadRequest(
+            f"cannot require signed requests from '{meta.entity_id}': its metadata has no signing certificate"
+        )
+    name = values["name"]
+    if not isinstance(name, str) or not name.strip() or len(name) > 255:
+        raise BadRequest("the name must be 1 to 255 characters")
+
+
+def _given(options: SpOptions) -> dict[str, Any]:
+    values = {k: v for k, v in ((n, getattr(options, n)) for n in _SETTING_FIELDS) if v is not None}
+    if "nameid_format" in values:
+        values["nameid_format"] = resolve_nameid_format(values["nameid_format"])
+    if "attribute_map" in values:
+        values["attribute_map"] = [attribute_rule(r.get("attribute", ""), r.get("name", ""), r.get("name_format"))
+                                   for r in values["attribute_map"]]
+    return values
+
+
+def _default_nameid(meta: SpMetadata) -> str:
+    supported = set(NAMEID_FORMATS.values())
+    return next((f for f in meta.nameid_formats if f in supported), NAMEID_UNSPECIFIED)
+
+
+def add(xml: bytes, source: str | None, options: SpOptions, actor: str) -> ServiceProvider:
+    """Register an SP from its metadata. Conflict when its entityID is already registered."""
+    meta = parse_sp_metadata(xml)
+    if get(meta.entity_id) is not None:
+        raise Conflict(f"service provider '{meta.entity_id}' is already registered")
+    values: dict[str, Any] = {
+        "name": meta.display_name or meta.entity_id[:255],
+        "nameid_format": _default_nameid(meta),
+        "sign_response": True,
+        "sign_assertion": True,
+        "encrypt_assertion": False,
+        "require_signed_requests": meta.authn_requests_signed,
+        "allow_sha1": False,
+        "attribute_map": default_attribute_map(),
+    }
+    values.update(_given(options))
+    _check_consistent(values, meta)
+    sp = ServiceProvider(
+        entity_id=meta.entity_id, metadata_xml=xml.decode("utf-8"), metadata_source=source, **values
+    )
+    db.session.add(sp)
+    try:
+        db.session.flush()
+    except IntegrityError:  # registered by someone else in the meantime
+        db.session.rollback()
+        raise Conflict(f"service provider '{meta.entity_id}' is already registered") from None
+    audit.record(audit.AuditEvent(
+        type="sp.add", actor=actor, sp=meta.entity_id,
+        details={"source": source, **_audit_view(values)},
+    ))
+    return sp
+
+
+def update(entity_id: str, options: SpOptions, actor: str) -> dict[str, dict[str, Any]]:
+    """Change an SP's settings; returns what changed ({} when nothing did, and then records nothing)."""
+    sp = get_or_404(entity_id)
+    before = _settings_of(sp)
+    after = {**before, **_given(options)}
+    _check_consistent(after, metadata_of(sp))
+    changed = {k: {"from": before[k], "to": after[k]} for k in _SETTING_FIELDS if before[k] != after[k]}
+    if not changed:
+        return {}
+    for key in changed:
+        setattr(sp, key, after[key])
+    audit.record(audit.AuditEvent(
+        type="sp.update", actor=actor, sp=entity_id, details={"changed": _audit_changes(changed)},
+    ))
+    return changed
+
+
+def remove(entity_id: str, actor: str) -> None:
+    """Unregister an SP; its persistent NameIDs and session participations go with it (FK cascade)."""
+    sp = get_or_404(entity_id)
+    name = sp.name
+    db.session.delete(sp)
+    audit.record(audit.AuditEvent(type="sp.remove", actor=actor, sp=entity_id, details={"name": name}))
+
+
+def refresh(entity_id: str, actor: str) -> bool:
+    """Re-read the SP's metadata from where it came from; settings are kept. True when it changed."""
+    sp = get_or_404(entity_id)
+    if not sp.metadata_source:
+        raise BadRequest(f"service provider '{entity_id}' has no recorded metadata source to refresh from")
+    xml = fetch_metadata(sp.metadata_source)
+    meta = parse_sp_metadata(xml)
+    if meta.entity_id != sp.entity_id:
+        raise MetadataError(
+            f"the metadata at {sp.metadata_source} is for '{meta.entity_id}', not '{sp.entity_id}'"
+        )
+    _check_consistent(_settings_of(sp), meta)
+    text = xml.decode("utf-8")
+    changed = text != sp.metadata_xml
+    if changed:
+        sp.metadata_xml = text
+    audit.record(audit.AuditEvent(
+        type="sp.refresh", actor=actor, sp=entity_id,
+        details={"source": sp.metadata_source, "metadata_changed": changed,
+                 "acs": [e.location for e in meta.acs]},
+    ))
+    return changed
+
+
+# --- presentation -------------------------------------------------------------------------------------
+
+
+def _audit_view(values: dict[str, Any]) -> dict[str, Any]:
+    view = {k: v for k, v in values.items() if k != "attribute_map"}
+    view["attributes"] = [f"{r['attribute']}={r['name']}" for r in values["attribute_map"]]
+    return view
+
+
+def _audit_changes(changed: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    out = dict(changed)
+    if "attribute_map" in out:
+        out["attribute_map"] = {
+            side: [f"{r['attribute']}={r['name']}" for r in out["attribute_map"][side]] for side in ("from", "to")
+        }
+    return out
+
+
+def fingerprint(cert_b64: str) -> str:
+    """SHA-256 fingerprint of a certificate, as `openssl x509 -fingerprint -sha256` shows it."""
+    digest = hashlib.sha256(base64.b64decode(cert_b64)).hexdigest().upper()
+    return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
+
+
+def describe(sp: ServiceProvider) -> dict[str, Any]:
+    """Everything an admin wants to see about one SP, JSON-ready."""
+    try:
+        meta: SpMetadata | None = metadata_of(sp)
+    except MetadataError:
+        meta = None
+    out: dict[str, Any] = {
+        "entity_id": sp.entity_id,
+        **_settings_of(sp),
+        "metadata_source": sp.metadata_source,
+        "created_at": sp.created_at.isoformat() if sp.created_at else None,
+        "updated_at": sp.updated_at.isoformat() if sp.updated_at else None,
+    }
+    if meta is not None:
+        out["acs"] = [{"binding": e.binding, "location": e.location, "index": e.index, "is_default": e.is_default}
+                      for e in meta.acs]
+        out["slo"] = [{"binding": e.binding, "location": e.location} for e in meta.slo]
+        out["signing_certificates"] = [fingerprint(c) for c in meta.signing_certs]
+        out["encryption_certificates"] = [fingerprint(c) for c in meta.encryption_certs]
+        out["authn_requests_signed"] = meta.authn_requests_signed
+    return out

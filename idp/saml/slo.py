@@ -1,0 +1,493 @@
+"""SAML Single Logout at ``/saml/slo``: the IdP's side of the front-channel logout chain.
+
+An SP sends a LogoutRequest (HTTP-Redirect or HTTP-POST). We check it (registered issuer, signature against
+the SP's metadata certificates, Destination, IssueInstant, single-use ID), end the IdP session it names, and
+then walk the browser through every other SP of that session that has an SLO endpoint, one at a time: each
+gets a signed LogoutRequest, and its LogoutResponse comes back here. The chain's state lives server-side in a
+``PendingRequest`` (kind ``saml-logout``), which the RelayState we send names; the browser carries nothing
+else. Finally the initiating SP gets a signed LogoutResponse: Success, with PartialLogout underneath when some
+SP answered with an error or could not be reached. :func:`start_idp_logout` runs the same chain for the
+IdP's own logout page and ends on a "signed out" page instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import secrets
+import zlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import Response, render_template, request
+from lxml import etree
+from saml2 import samlp
+from saml2.saml import NAMEID_FORMAT_ENTITY, NAMEID_FORMAT_PERSISTENT, NAMEID_FORMAT_TRANSIENT, Issuer, NameID
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from idp import audit
+from idp.audit import AuditEvent
+from idp.authn.session import current_session, end_session
+from idp.clock import now
+from idp.errors import BadRequest
+from idp.extensions import db
+from idp.runtime import keystore, settings
+from idp.saml import providers
+from idp.saml.bindings import POST, REDIRECT, Inbound, decode_post, decode_redirect, post_form
+from idp.saml.metadata import Endpoint, idp_entity_id
+from idp.saml.signing import SignatureInvalid, sign, sign_redirect, verify_posted, verify_redirect
+from idp.saml.xmlsafe import parse
+from idp.store import ConsumedId, PendingRequest, ServiceProvider, SessionParticipant, SsoSession, User
+
+log = logging.getLogger(__name__)
+
+PENDING_KIND = "saml-logout"
+# Long enough for a user to click through a no-JavaScript POST form at each SP, short enough not to pile up.
+PENDING_LIFETIME = timedelta(minutes=10)
+MAX_ID_LENGTH = 256
+
+SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
+SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
+STATUS_SUCCESS = "urn:oasis:names:tc:SAML:2.0:status:Success"
+STATUS_PARTIAL = "urn:oasis:names:tc:SAML:2.0:status:PartialLogout"
+_NSPAIR = {"samlp": SAMLP, "saml": SAML}
+
+# Results recorded per notified SP; anything but SUCCESS makes the logout partial.
+SUCCESS = "success"
+
+
+class LogoutRefused(BadRequest):
+    """A logout message we will not act on."""
+
+
+def slo_url() -> str:
+    return f"{settings().base}/saml/slo"
+
+
+# -- entry point ------------------------------------------------------------------------------------------
+
+
+def handle() -> Response:
+    """The ``/saml/slo`` endpoint: a LogoutRequest starts a chain, a LogoutResponse continues one."""
+    try:
+        inbound = _inbound()
+        root = parse(inbound.xml)
+    except LogoutRefused:
+        raise
+    except BadRequest as exc:  # undecodable, oversized, DTDs and entities: refused and audited like the rest
+        raise _refuse(exc.message, exc.reason) from exc
+    tag = etree.QName(root)
+    if tag.namespace == SAMLP and tag.localname == "LogoutRequest":
+        return _logout_request(inbound, root)
+    if tag.namespace == SAMLP and tag.localname == "LogoutResponse":
+        return _logout_response(inbound, root)
+    raise _refuse("This is not a SAML logout message.", f"unexpected message {tag.localname}")
+
+
+def _inbound() -> Inbound:
+    limit = settings().saml_max_message_bytes
+    values = request.args if request.method == "GET" else request.form
+    req, resp = values.get("SAMLRequest"), values.get("SAMLResponse")
+    if (req is None) == (resp is None):
+        raise _refuse("Expected one SAMLRequest or SAMLResponse.", "no SAML logout message")
+    message = req if req is not None else resp
+    assert message is not None
+    relay_state = values.get("RelayState")
+    if request.method == "GET":
+        return decode_redirect(message, relay_state, request.query_string, limit)
+    return decode_post(message, relay_state, limit)
+
+
+# -- inbound checks -----------------------------------------------------------------------------------------
+
+
+def _refuse(message: str, reason: str, sp: str | None = None) -> LogoutRefused:
+    """Record the refusal and hand back the error to raise."""
+    audit.record(AuditEvent(type="saml.refused", outcome="failure", sp=sp, client_ip=request.remote_addr,
+                            reason=reason, details={"endpoint": "slo"}))
+    return LogoutRefused(message, reason)
+
+
+def _pysaml2(from_string: Any, xml: bytes) -> Any:
+    """pysaml2's object for a message already parsed safely; None when pysaml2 cannot read it."""
+    try:
+        return from_string(xml)
+    except Exception:  # pysaml2 raises assorted errors on values it cannot convert
+        log.debug("pysaml2 could not read a logout message", exc_info=True)
+        return None
+
+
+def _issuer(root: etree._Element) -> str:
+    issuer = root.find(f"{{{SAML}}}Issuer")
+    value = (issuer.text or "").strip() if issuer is not None else ""
+    if not value:
+        raise _refuse("The logout message names no issuer.", "no issuer")
+    return value
+
+
+def _registered(entity_id: str) -> ServiceProvider:
+    sp = providers.get(entity_id)
+    if sp is None:
+        raise _refuse("This service provider is not registered here.", "unknown SP", entity_id)
+    return sp
+
+
+def _signed(inbound: Inbound, root: etree._Element, sp: ServiceProvider) -> bool:
+    """True when the message carries a valid signature by one of the SP's metadata certificates."""
+    certs = list(providers.metadata_of(sp).signing_certs)
+    if not certs:
+        return False
+    try:
+        if inbound.binding == REDIRECT:
+            assert inbound.query_string is not None
+            return verify_redirect(inbound.query_string, certs, sp.allow_sha1)
+        return verify_posted(root, certs, sp.allow_sha1)
+    except SignatureInvalid as exc:
+        raise _refuse("The logout message's signature is not valid.", f"bad signature: {exc.reason}",
+                      sp.entity_id) from exc
+
+
+def _require_signature(sp: ServiceProvider, signed: bool) -> None:
+    # An SP that publishes a signing key signs its logout messages; an unsigned one is a forgery attempt
+    # (anyone can make a browser GET /saml/slo and end a user's session otherwise).
+    if not signed and (providers.metadata_of(sp).signing_certs or sp.require_signed_requests):
+        raise _refuse("The logout message must be signed.", "unsigned logout message", sp.entity_id)
+
+
+def _instant(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return None
+    return parsed
+
+
+def _check_common(msg: Any, sp: ServiceProvider) -> None:
+    """Version, ID, Destination and IssueInstant, shared by requests and responses."""
+    if msg.version != "2.0":
+        raise _refuse("Unsupported SAML version.", "bad version", sp.entity_id)
+    if not msg.id or len(msg.id) > MAX_ID_LENGTH:
+        raise _refuse("The logout message has no usable ID.", "bad ID", sp.entity_id)
+    if msg.destination and msg.destination != slo_url():
+        raise _refuse("The logout message was sent to another destination.", "wrong destination", sp.entity_id)
+    instant = _instant(msg.issue_instant)
+    skew = timedelta(seconds=settings().saml_clock_skew_seconds)
+    if instant is None:
+        raise _refuse("The logout message has no valid IssueInstant.", "bad IssueInstant", sp.entity_id)
+    if abs(now() - instant) > skew:
+        raise _refuse("The logout message has expired or comes from the future.", "IssueInstant out of skew",
+                      sp.entity_id)
+
+
+def _consume(namespace: str, value: str, expires_at: datetime) -> bool:
+    """Record ``value`` as used; False when it was used before. The primary key decides, across processes."""
+    try:
+        with db.session.begin_nested():
+            db.session.add(ConsumedId(namespace=namespace, value=value, expires_at=expires_at))
+    except IntegrityError:
+        return False
+    return True
+
+
+def _replay_namespace(entity_id: str) -> str:
+    # The column holds 64 characters and entity IDs are URLs of any length: a digest keeps namespaces apart.
+    return "saml-logout:" + hashlib.sha256(entity_id.encode()).hexdigest()[:48]
+
+
+# -- SP-initiated logout ------------------------------------------------------------------------------------
+
+
+def _logout_request(inbound: Inbound, root: etree._Element) -> Response:
+    sp = _registered(_issuer(root))
+    signed = _signed(inbound, root, sp)
+    _require_signature(sp, signed)
+    msg = _pysaml2(samlp.logout_request_from_string, inbound.xml)
+    if msg is None:
+        raise _refuse("The LogoutRequest is malformed.", "malformed LogoutRequest", sp.entity_id)
+    _check_common(msg, sp)
+    if msg.not_on_or_after:
+        limit = _instant(msg.not_on_or_after)
+        if limit is None or now() - timedelta(seconds=settings().saml_clock_skew_seconds) >= limit:
+            raise _refuse("The LogoutRequest has expired.", "LogoutRequest expired", sp.entity_id)
+    if msg.name_id is None or not (msg.name_id.text or "").strip():
+        raise _refuse("The LogoutRequest names no NameID.", "no NameID", sp.entity_id)
+    skew = settings().saml_clock_skew_seconds
+    keep = timedelta(seconds=2 * skew + settings().saml_assertion_lifetime_seconds)
+    if not _consume(_replay_namespace(sp.entity_id), msg.id, now() + keep):
+        raise _refuse("This logout request was already used.", "replayed LogoutRequest", sp.entity_id)
+    db.session.commit()
+
+    initiator = {
+        "sp": sp.entity_id,
+        "request_id": msg.id,
+        "relay_state": inbound.relay_state,
+        "binding": inbound.binding,
+    }
+    indexes = [(i.text or "").strip() for i in msg.session_index or []]
+    sso = _find_session(sp, msg.name_id.text.strip(), [i for i in indexes if i], signed)
+    if sso is None:
+        # Already logged out here (or never): the user is signed out at the IdP, which is what was asked.
+        return _finish(_Chain(initiator=initiator, username=None, queue=[], results=[], session_found=False))
+    chain = _start_chain(sso, initiator, exclude_sp_id=sp.id, reason="saml-slo")
+    return _advance(chain)
+
+
+def _find_session(sp: ServiceProvider, name_id: str, indexes: list[str], signed: bool) -> SsoSession | None:
+    """The IdP session the request names: the browser's own, else (signed requests only) by SessionIndex."""
+    sso = current_session()
+    if sso is not None and _participant(sso, sp, name_id, indexes) is not None:
+        return sso
+    # An SP posting across sites does not get our SameSite=Lax cookie sent along; a signed request naming
+    # a session index we handed to that SP identifies the session just as well.
+    if signed and indexes:
+        row = db.session.scalars(
+            select(SessionParticipant).where(
+                SessionParticipant.sp_id == sp.id,
+                SessionParticipant.name_id == name_id,
+                SessionParticipant.session_index.in_(indexes),
+            )
+        ).first()
+        if row is not None:
+            return db.session.get(SsoSession, row.session_id)
+    return None
+
+
+def _participant(sso: SsoSession, sp: ServiceProvider, name_id: str, indexes: list[str]) -> SessionParticipant | None:
+    for p in sso.participants:
+        if p.sp_id == sp.id and p.name_id == name_id and (not indexes or p.session_index in indexes):
+            return p
+    return None
+
+
+# -- the chain ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Chain:
+    """What the logout chain needs to go on, stored as the PendingRequest's JSON between two browser hops."""
+
+    initiator: dict[str, Any] | None
+    username: str | None
+    queue: list[dict[str, Any]]
+    results: list[dict[str, str]]
+    session_found: bool = True
+    current: dict[str, str] | None = None
+    pending_id: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"initiator": self.initiator, "username": self.username, "queue": self.queue,
+                "results": self.results, "session_found": self.session_found, "current": self.current}
+
+    @classmethod
+    def from_pending(cls, pending: PendingRequest) -> _Chain:
+        d = pending.data
+        return cls(initiator=d.get("initiator"), username=d.get("username"), queue=list(d.get("queue") or []),
+                   results=list(d.get("results") or []), session_found=bool(d.get("session_found", True)),
+                   current=d.get("current"), pending_id=pending.id)
+
+
+def _start_chain(sso: SsoSession, initiator: dict[str, Any] | None, exclude_sp_id: int | None,
+                 reason: str) -> _Chain:
+    """Copy whom to notify out of the session, then end it (end_session deletes the participants)."""
+    user = db.session.get(User, sso.user_id)
+    username = user.username if user is not None else None
+    queue = [
+        {"sp_id": p.sp_id, "name_id": p.name_id, "format": p.name_id_format, "session_index": p.session_index}
+        # In registration order, so that every run (and every database) walks the SPs the same way.
+        for p in sorted(sso.participants, key=lambda p: p.sp_id)
+        if p.sp_id != exclude_sp_id
+    ]
+    end_session(sso, reason)
+    return _Chain(initiator=initiator, username=username, queue=queue, results=[])
+
+
+def _advance(chain: _Chain) -> Response:
+    """Send the browser to the next SP that can be notified, or finish."""
+    while chain.queue:
+        item = chain.queue.pop(0)
+        sp = db.session.get(ServiceProvider, item["sp_id"])
+        if sp is None:
+            continue  # removed meanwhile: nothing left to log out of
+        endpoint = _pick(providers.metadata_of(sp).slo, preferred=REDIRECT)
+        if endpoint is None:
+            chain.results.append({"sp": sp.entity_id, "result": "no SLO endpoint"})
+            continue
+        request_id = _new_id()
+        xml = _logout_request_xml(request_id, endpoint.location, {**item, "sp": sp.entity_id})
+        chain.current = {"sp": sp.entity_id, "request_id": request_id}
+        pending = _save(chain)
+        return _send(endpoint.binding, endpoint.location, "SAMLRequest", xml, pending.id)
+    return _finish(chain)
+
+
+def _save(chain: _Chain) -> PendingRequest:
+    pending = db.session.get(PendingRequest, chain.pending_id) if chain.pending_id else None
+    if pending is None:
+        pending = PendingRequest(id=secrets.token_urlsafe(32), kind=PENDING_KIND)
+        db.session.add(pending)
+        chain.pending_id = pending.id
+    # A new dict: the JSON column notices assignment, not mutation.
+    pending.data = chain.to_json()
+    pending.expires_at = now() + PENDING_LIFETIME
+    db.session.commit()
+    return pending
+
+
+def _finish(chain: _Chain) -> Response:
+    partial = any(r["result"] != SUCCESS for r in chain.results)
+    if chain.pending_id:
+        pending = db.session.get(PendingRequest, chain.pending_id)
+        if pending is not None:
+            db.session.delete(pending)
+    initiator = chain.initiator
+    audit.record(AuditEvent(
+        type="saml.logout", outcome="partial" if partial else "success", username=chain.username,
+        sp=initiator["sp"] if initiator else None, client_ip=request.remote_addr,
+        details={"initiated_by": "sp" if initiator else "idp", "session_found": chain.session_found,
+                 "notified": chain.results},
+    ))
+    if initiator is None:
+        return Response(render_template("saml_logged_out.html", results=chain.results, partial=partial))
+    sp = providers.get(initiator["sp"])
+    endpoint = _pick(providers.metadata_of(sp).slo, preferred=initiator["binding"]) if sp is not None else None
+    if endpoint is None:
+        # Nowhere registered to answer to: never send a SAML message to an address metadata does not list.
+        return Response(render_template("saml_logged_out.html", results=chain.results, partial=partial))
+    location = endpoint.response_location or endpoint.location
+    xml = _logout_response_xml(initiator["request_id"], location, partial)
+    return _send(endpoint.binding, location, "SAMLResponse", xml, initiator.get("relay_state"))
+
+
+# -- LogoutResponses coming back from the other SPs ---------------------------------------------------------
+
+
+def _logout_response(inbound: Inbound, root: etree._Element) -> Response:
+    issuer = _issuer(root)
+    pending = db.session.get(PendingRequest, inbound.relay_state) if inbound.relay_state else None
+    if pending is None or pending.kind != PENDING_KIND or pending.expires_at <= now():
+        raise _refuse("This logout response belongs to no logout in progress.", "unknown logout state", issuer)
+    chain = _Chain.from_pending(pending)
+    current = chain.current
+    msg = _pysaml2(samlp.logout_response_from_string, inbound.xml)
+    if msg is None:
+        raise _refuse("The LogoutResponse is malformed.", "malformed LogoutResponse", issuer)
+    if current is None or current["sp"] != issuer or msg.in_response_to != current["request_id"]:
+        raise _refuse("This logout response does not answer our request.", "unexpected LogoutResponse", issuer)
+    sp = _registered(issuer)
+    chain.current = None
+    chain.results.append({"sp": issuer, "result": _response_result(inbound, root, msg, sp)})
+    return _advance(chain)
+
+
+def _response_result(inbound: Inbound, root: etree._Element, msg: Any, sp: ServiceProvider) -> str:
+    """What the SP said, as one word for the audit log. A response we cannot trust counts as a failure,
+    but does not stop the chain: the user asked to be logged out of the remaining SPs too."""
+    try:
+        signed = _signed(inbound, root, sp)
+        _require_signature(sp, signed)
+        _check_common(msg, sp)
+    except LogoutRefused as exc:
+        return f"refused: {exc.reason}"
+    code = msg.status.status_code if msg.status is not None else None
+    value = code.value if code is not None else None
+    if value == STATUS_SUCCESS:
+        return SUCCESS
+    return (value or "no status").rsplit(":", 1)[-1]
+
+
+# -- outgoing messages --------------------------------------------------------------------------------------
+
+
+def _pick(endpoints: tuple[Endpoint, ...], preferred: str) -> Endpoint | None:
+    usable = [e for e in endpoints if e.binding in (REDIRECT, POST)]
+    for e in usable:
+        if e.binding == preferred:
+            return e
+    return usable[0] if usable else None
+
+
+def _new_id() -> str:
+    return "_" + secrets.token_hex(20)
+
+
+def _instant_str() -> str:
+    return now().strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _logout_request_xml(request_id: str, destination: str, item: dict[str, Any]) -> bytes:
+    req = samlp.LogoutRequest(
+        id=request_id, version="2.0", issue_instant=_instant_str(), destination=destination,
+        issuer=Issuer(text=idp_entity_id(), format=NAMEID_FORMAT_ENTITY),
+        name_id=_name_id(item),
+        session_index=[samlp.SessionIndex(text=item["session_index"])] if item.get("session_index") else [],
+        not_on_or_after=(now() + timedelta(seconds=settings().saml_assertion_lifetime_seconds))
+        .strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
+    return bytes(req.to_string(nspair=_NSPAIR))
+
+
+def _name_id(item: dict[str, Any]) -> NameID:
+    """The NameID exactly as the SP got it in its assertion (SPs compare all of it, qualifiers included)."""
+    fmt = item["format"] or None
+    qualified = fmt in (NAMEID_FORMAT_PERSISTENT, NAMEID_FORMAT_TRANSIENT)
+    return NameID(
+        text=item["name_id"], format=fmt,
+        name_qualifier=idp_entity_id() if qualified else None,
+        sp_name_qualifier=item["sp"] if qualified else None,
+    )
+
+
+def _logout_response_xml(in_response_to: str, destination: str, partial: bool) -> bytes:
+    second = samlp.StatusCode(value=STATUS_PARTIAL) if partial else None
+    resp = samlp.LogoutResponse(
+        id=_new_id(), version="2.0", issue_instant=_instant_str(), destination=destination,
+        in_response_to=in_response_to,
+        issuer=Issuer(text=idp_entity_id(), format=NAMEID_FORMAT_ENTITY),
+        status=samlp.Status(status_code=samlp.StatusCode(value=STATUS_SUCCESS, status_code=second)),
+    )
+    return bytes(resp.to_string(nspair=_NSPAIR))
+
+
+def _send(binding: str, location: str, field: str, xml: bytes, relay_state: str | None) -> Response:
+    """Put a signed message on the wire to an endpoint taken from the peer's metadata."""
+    key = keystore().ring().active
+    if binding == REDIRECT:
+        params = [(field, base64.b64encode(_deflate(xml)).decode("ascii"))]
+        if relay_state:
+            params.append(("RelayState", relay_state))
+        query = sign_redirect(urlencode(params), key)
+        sep = "&" if "?" in location else "?"
+        resp = Response(status=302)
+        resp.headers["Location"] = location + sep + query
+        return resp
+    root = parse(xml)
+    sign(root, key)
+    return post_form(location, field, etree.tostring(root), relay_state)
+
+
+def _deflate(data: bytes) -> bytes:
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return compressor.compress(data) + compressor.flush()
+
+
+# -- IdP-initiated (the IdP's own logout page) ---------------------------------------------------------------
+
+
+def start_idp_logout(sso: SsoSession, reason: str = "user signed out") -> Response | None:
+    """End ``sso`` and log the user out of its SPs that have SLO endpoints, ending on a "signed out" page.
+
+    Returns the first hop of the chain, or None when no SP needs telling (the session is ended either way),
+    in which case the caller shows its own signed-out page.
+    """
+    chain = _start_chain(sso, initiator=None, exclude_sp_id=None, reason=reason)
+    if not chain.queue:
+        return None
+    return _advance(chain)

@@ -1,0 +1,442 @@
+"""Single Sign-On: AuthnRequest intake and Response issuance.
+
+Intake (:func:`receive`) checks an AuthnRequest in a fixed order, and until the assertion consumer service
+(ACS) is known to be one of the SP's metadata endpoints, every failure is an error page: nothing is ever
+sent to an address we have not verified. After that, failures the spec names (NoPassive,
+InvalidNameIDPolicy) are SAML Responses posted to that trusted ACS (:class:`SamlStatusError`,
+:func:`error_response`). Issuance (:func:`issue`) builds the Response with pysaml2's classes, then signs and
+encrypts it in-process with :mod:`idp.saml.signing`, records the SP as a session participant (for Single
+Logout) and audits it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from lxml import etree
+from saml2 import saml, samlp
+from saml2.authn_context import PASSWORDPROTECTEDTRANSPORT
+from sqlalchemy import delete
+from sqlalchemy.exc import IntegrityError
+
+from idp import audit, clock
+from idp.access.claims import release
+from idp.audit import AuditEvent
+from idp.authn.session import principal_for
+from idp.errors import BadRequest, IdpError, NotFound
+from idp.extensions import db
+from idp.runtime import keystore, settings
+from idp.saml import nameid, providers, signing, xmlsafe
+from idp.saml.bindings import POST, REDIRECT, Inbound
+from idp.saml.metadata import Endpoint, SpMetadata
+from idp.store import ConsumedId, PendingRequest, ServiceProvider, SessionParticipant, SsoSession
+
+PENDING_KIND = "saml-authn"
+PENDING_LIFETIME = timedelta(minutes=10)
+DEFAULT_ATTRIBUTE_NAME_FORMAT = "urn:oasis:names:tc:SAML:2.0:attrname-format:unspecified"
+_NSPAIR = {"saml": saml.NAMESPACE, "samlp": samlp.NAMESPACE}
+_ASSERTION = f"{{{saml.NAMESPACE}}}Assertion"
+
+
+@dataclass(frozen=True)
+class SsoRequest:
+    """A validated sign-in request whose ACS is trusted. IdP-initiated requests have no ``request_id``."""
+
+    sp_entity_id: str
+    request_id: str | None
+    acs_url: str
+    relay_state: str | None
+    force_authn: bool
+    is_passive: bool
+    # The NameIDPolicy Format the SP asked for, if any; resolved against the SP's setting at issuance.
+    requested_nameid_format: str | None
+    received_at: datetime
+
+    def to_data(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["received_at"] = self.received_at.isoformat()
+        return data
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> SsoRequest:
+        return cls(**{**data, "received_at": datetime.fromisoformat(data["received_at"])})
+
+
+@dataclass(frozen=True)
+class Outbound:
+    """A SAML Response ready for the POST binding."""
+
+    acs_url: str
+    xml: bytes
+    relay_state: str | None
+
+
+class SamlStatusError(Exception):
+    """A failure after the ACS is trusted: answered with a SAML Response carrying these status codes."""
+
+    def __init__(self, request: SsoRequest, second_level: str, reason: str,
+                 top_level: str = samlp.STATUS_RESPONDER) -> None:
+        super().__init__(reason)
+        self.request = request
+        self.top_level = top_level
+        self.second_level = second_level
+        self.reason = reason
+
+
+# --- intake ---------------------------------------------------------------------------------------------
+
+def audit_refusal(reason: str, *, sp: str | None, client_ip: str | None) -> None:
+    audit.record(AuditEvent(type="saml.refused", outcome="failure", sp=sp, client_ip=client_ip, reason=reason))
+
+
+def receive(inbound: Inbound, client_ip: str | None) -> SsoRequest:
+    """Check an AuthnRequest. Raises an :class:`IdpError` (an error page) before the ACS is trusted, and
+    :class:`SamlStatusError` after. Every refusal is audited as ``saml.refused``."""
+    seen: dict[str, str | None] = {"sp": None}
+    try:
+        req = _validate(inbound, seen)
+    except IdpError as exc:
+        audit_refusal(exc.reason, sp=seen["sp"], client_ip=client_ip)
+        raise
+    sp = providers.get(req.sp_entity_id)
+    assert sp is not None
+    try:
+        nameid.choose_format(sp.nameid_format, req.requested_nameid_format)
+    except nameid.NameIdPolicyError as exc:
+        raise SamlStatusError(req, samlp.STATUS_INVALID_NAMEID_POLICY, exc.reason,
+                              top_level=samlp.STATUS_REQUESTER) from exc
+    return req
+
+
+def _validate(inbound: Inbound, seen: dict[str, str | None]) -> SsoRequest:
+    cfg = settings()
+    root = xmlsafe.parse(inbound.xml)
+    try:
+        request = samlp.authn_request_from_string(etree.tostring(root))
+    except Exception as exc:  # pysaml2 raises assorted errors on odd but well-formed XML
+        raise BadRequest("The sign-in request is not a valid SAML AuthnRequest.", "malformed request") from exc
+    if request is None:
+        raise BadRequest("The message is not a SAML AuthnRequest.", "not an AuthnRequest")
+    if request.version != "2.0":
+        raise BadRequest("Only SAML 2.0 requests are supported.", f"version {request.version!r}")
+    issuer = (request.issuer.text or "").strip() if request.issuer is not None else ""
+    if not issuer:
+        raise BadRequest("The sign-in request does not say which application sent it.", "no issuer")
+    seen["sp"] = issuer
+    sp = providers.get(issuer)
+    if sp is None:
+        raise BadRequest("Unknown service provider", "unknown service provider")
+    md = providers.metadata_of(sp)
+
+    _check_signature(inbound, root, sp, md)
+
+    expected_destination = cfg.base + "/saml/sso"
+    if request.destination is not None and request.destination != expected_destination:
+        raise BadRequest("The sign-in request was meant for another identity provider.",
+                         f"destination {request.destination!r}")
+
+    now = clock.now()
+    issued = _parse_instant(request.issue_instant)
+    if abs((now - issued).total_seconds()) > cfg.saml_clock_skew_seconds:
+        raise BadRequest("The sign-in request has expired; go back to the application and try again.",
+                         "stale IssueInstant")
+
+    acs_url = _trusted_acs(request, md)
+
+    request_id = request.id or ""
+    if not request_id or len(request_id) > 256:
+        raise BadRequest("The sign-in request has no valid ID.", "bad request ID")
+    _consume_request_id(sp, request_id, now)
+
+    policy = request.name_id_policy
+    requested_format = policy.format if policy is not None and policy.format else None
+    return SsoRequest(
+        sp_entity_id=sp.entity_id,
+        request_id=request_id,
+        acs_url=acs_url,
+        relay_state=inbound.relay_state,
+        force_authn=_true(request.force_authn),
+        is_passive=_true(request.is_passive),
+        requested_nameid_format=requested_format,
+        received_at=now,
+    )
+
+
+def _true(value: str | None) -> bool:
+    return value is not None and value.strip().lower() in ("true", "1")
+
+
+def _parse_instant(value: str | None) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value or "")
+    except ValueError as exc:
+        raise BadRequest("The sign-in request has an invalid IssueInstant.", "bad IssueInstant") from exc
+    if parsed.tzinfo is None:  # SAML times are UTC; a missing "Z" is a sloppy SP, not another zone
+        parsed = parsed.replace(tzinfo=clock.now().tzinfo)
+    return parsed
+
+
+def _check_signature(inbound: Inbound, root: Any, sp: ServiceProvider, md: SpMetadata) -> None:
+    certs = list(md.signing_certs)
+    required = sp.require_signed_requests or md.authn_requests_signed
+    if inbound.binding == REDIRECT:
+        assert inbound.query_string is not None
+        signed = signing.verify_redirect(inbound.query_string, certs, sp.allow_sha1)
+    else:
+        signed = signing.verify_posted(root, certs, sp.allow_sha1)
+    if required and not signed:
+        raise BadRequest("This application must sign its sign-in requests, and this one is not signed.",
+                         "unsigned request")
+
+
+def post_acs_endpoints(md: SpMetadata) -> list[Endpoint]:
+    return [e for e in md.acs if e.binding == POST]
+
+
+def default_acs(md: SpMetadata) -> str:
+    """The SP's default HTTP-POST ACS: the one marked isDefault, else the lowest index, else the first."""
+    endpoints = post_acs_endpoints(md)
+    if not endpoints:
+        raise BadRequest("This application has no HTTP-POST assertion consumer service.", "no POST ACS")
+    for e in endpoints:
+        if e.is_default:
+            return e.location
+    indexed = [e for e in endpoints if e.index is not None]
+    if indexed:
+        return min(indexed, key=lambda e: e.index or 0).location
+    return endpoints[0].location
+
+
+def _trusted_acs(request: Any, md: SpMetadata) -> str:
+    endpoints = post_acs_endpoints(md)
+    url = request.assertion_consumer_service_url
+    index = request.assertion_consumer_service_index
+    if request.protocol_binding is not None and request.protocol_binding != POST:
+        raise BadRequest("Only the HTTP-POST binding is supported for responses.",
+                         f"unsupported response binding {request.protocol_binding!r}")
+    if url is not None:
+        if not any(e.location == url for e in endpoints):
+            raise BadRequest("The address this request asks us to answer to is not registered for the "
+                             "application.", f"ACS URL not in metadata: {url[:200]}")
+        return str(url)
+    if index is not None:
+        for e in endpoints:
+            if e.index is not None and str(e.index) == str(index).strip():
+                return e.location
+        raise BadRequest("The request names an assertion consumer service the application has not "
+                         "registered.", f"unknown ACS index {str(index)[:20]}")
+    return default_acs(md)
+
+
+def _namespace(sp: ServiceProvider) -> str:
+    # ConsumedId.namespace is 64 characters; entity IDs can be far longer, so key by a digest of the ID.
+    return "saml-authn:" + hashlib.sha256(sp.entity_id.encode()).hexdigest()[:48]
+
+
+def _consume_request_id(sp: ServiceProvider, request_id: str, now: datetime) -> None:
+    cfg = settings()
+    if secrets.randbelow(20) == 0:  # occasional cleanup keeps the table small without a job
+        db.session.execute(delete(ConsumedId).where(ConsumedId.expires_at < now))
+        db.session.execute(delete(PendingRequest).where(PendingRequest.expires_at < now))
+    # Kept for as long as a request with this ID could still pass the IssueInstant check.
+    keep = timedelta(seconds=2 * cfg.saml_clock_skew_seconds + cfg.saml_assertion_lifetime_seconds)
+    db.session.add(ConsumedId(namespace=_namespace(sp), value=request_id, expires_at=now + keep))
+    try:
+        db.session.commit()
+    except IntegrityError as exc:
+        db.session.rollback()
+        raise BadRequest("This sign-in request has already been used; go back to the application and "
+                         "try again.", "replayed request") from exc
+
+
+def idp_initiated(entity_id: str, relay_state: str | None, client_ip: str | None) -> SsoRequest:
+    """A sign-in the IdP starts (``/saml/init``): to the SP's default ACS, answering no request."""
+    sp = providers.get(entity_id)
+    if sp is None:
+        audit_refusal("unknown service provider (IdP-initiated)", sp=entity_id[:1024], client_ip=client_ip)
+        raise NotFound("Unknown service provider", "unknown service provider")
+    try:
+        acs = default_acs(providers.metadata_of(sp))
+    except IdpError as exc:
+        audit_refusal(exc.reason, sp=entity_id, client_ip=client_ip)
+        raise
+    return SsoRequest(
+        sp_entity_id=sp.entity_id, request_id=None, acs_url=acs, relay_state=relay_state,
+        force_authn=False, is_passive=False, requested_nameid_format=None, received_at=clock.now(),
+    )
+
+
+# --- waiting for a sign-in --------------------------------------------------------------------------------
+
+def park(req: SsoRequest) -> str:
+    """Keep a validated request while the user signs in; returns its id for ``/saml/continue/<id>``."""
+    pending_id = secrets.token_urlsafe(32)
+    db.session.add(PendingRequest(id=pending_id, kind=PENDING_KIND, data=req.to_data(),
+                                  expires_at=clock.now() + PENDING_LIFETIME))
+    db.session.commit()
+    return pending_id
+
+
+_EXPIRED = "This sign-in request has expired; go back to the application and try again."
+
+
+def pending(pending_id: str, client_ip: str | None) -> SsoRequest:
+    row = db.session.get(PendingRequest, pending_id)
+    if row is None or row.kind != PENDING_KIND or row.expires_at <= clock.now():
+        audit_refusal("pending request missing or expired", sp=None, client_ip=client_ip)
+        raise BadRequest(_EXPIRED, "pending request missing or expired")
+    return SsoRequest.from_data(row.data)
+
+
+def consume(pending_id: str, client_ip: str | None) -> None:
+    """Delete the parked request; only one of two concurrent continuations gets past this."""
+    result = db.session.execute(delete(PendingRequest).where(PendingRequest.id == pending_id))
+    db.session.commit()
+    if getattr(result, "rowcount", 0) != 1:
+        audit_refusal("pending request already used", sp=None, client_ip=client_ip)
+        raise BadRequest(_EXPIRED, "pending request already used")
+
+
+# --- issuance ----------------------------------------------------------------------------------------------
+
+def _id() -> str:
+    return "_" + secrets.token_hex(20)  # an NCName: IDs must not start with a digit
+
+
+def _instant(value: datetime) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _issuer() -> saml.Issuer:
+    return saml.Issuer(text=settings().base + "/saml/metadata", format=saml.NAMEID_FORMAT_ENTITY)
+
+
+def _status(top: str, second: str | None = None, message: str | None = None) -> samlp.Status:
+    inner = samlp.StatusCode(value=second) if second else None
+    return samlp.Status(
+        status_code=samlp.StatusCode(value=top, status_code=inner),
+        status_message=samlp.StatusMessage(text=message) if message else None,
+    )
+
+
+def _to_lxml(obj: Any) -> Any:
+    # Our own serialisation of pysaml2 objects: no DTD can be in it, but keep the parser strict anyway.
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, remove_blank_text=False)
+    return etree.fromstring(obj.to_string(_NSPAIR), parser)
+
+
+def issue(req: SsoRequest, session: SsoSession, client_ip: str | None) -> Outbound:
+    """Build, sign (and encrypt) the Response for a signed-in session; record and audit it."""
+    cfg = settings()
+    sp = providers.get(req.sp_entity_id)
+    if sp is None:  # removed while the user was signing in
+        audit_refusal("service provider removed", sp=req.sp_entity_id, client_ip=client_ip)
+        raise BadRequest("Unknown service provider", "service provider removed")
+    md = providers.metadata_of(sp)
+    principal = principal_for(session)
+    try:
+        fmt = nameid.choose_format(sp.nameid_format, req.requested_nameid_format)
+        name_id = nameid.name_id_for(principal, sp, fmt)
+    except nameid.NameIdPolicyError as exc:
+        raise SamlStatusError(req, samlp.STATUS_INVALID_NAMEID_POLICY, exc.reason) from exc
+
+    now = clock.now()
+    skew = timedelta(seconds=min(cfg.saml_clock_skew_seconds, 60))  # NotBefore: allow a little SP clock lag
+    not_on_or_after = _instant(now + timedelta(seconds=cfg.saml_assertion_lifetime_seconds))
+    participant = db.session.get(SessionParticipant, (session.id, sp.id))
+    session_index = participant.session_index if participant is not None else _id()
+    attributes = release(principal, sp.attribute_map or [])
+
+    assertion = saml.Assertion(
+        id=_id(), version="2.0", issue_instant=_instant(now), issuer=_issuer(),
+        subject=saml.Subject(
+            name_id=saml.NameID(
+                text=name_id.value, format=name_id.format,
+                sp_name_qualifier=name_id.sp_name_qualifier,
+                name_qualifier=cfg.base + "/saml/metadata" if name_id.sp_name_qualifier else None,
+            ),
+            subject_confirmation=[saml.SubjectConfirmation(
+                method=saml.SCM_BEARER,
+                subject_confirmation_data=saml.SubjectConfirmationData(
+                    recipient=req.acs_url, not_on_or_after=not_on_or_after, in_response_to=req.request_id,
+                ),
+            )],
+        ),
+        conditions=saml.Conditions(
+            not_before=_instant(now - skew), not_on_or_after=not_on_or_after,
+            audience_restriction=[saml.AudienceRestriction(audience=[saml.Audience(text=sp.entity_id)])],
+        ),
+        authn_statement=[saml.AuthnStatement(
+            authn_instant=_instant(session.authn_at), session_index=session_index,
+            session_not_on_or_after=_instant(session.expires_at),
+            authn_context=saml.AuthnContext(
+                authn_context_class_ref=saml.AuthnContextClassRef(text=PASSWORDPROTECTEDTRANSPORT)),
+        )],
+        attribute_statement=[saml.AttributeStatement(attribute=[
+            saml.Attribute(
+                name=a.name, name_format=a.name_format or DEFAULT_ATTRIBUTE_NAME_FORMAT,
+                friendly_name=a.friendly_name,
+                attribute_value=[saml.AttributeValue(text=v) for v in a.values],
+            )
+            for a in attributes
+        ])] if attributes else [],
+    )
+    response = samlp.Response(
+        id=_id(), version="2.0", issue_instant=_instant(now), destination=req.acs_url,
+        in_response_to=req.request_id, issuer=_issuer(), status=_status(samlp.STATUS_SUCCESS),
+        assertion=[assertion],
+    )
+    root = _to_lxml(response)
+    key = keystore().ring().active
+    if sp.sign_assertion:
+        signing.sign(root.find(_ASSERTION), key)
+    encrypted = bool(sp.encrypt_assertion and md.encryption_certs)
+    if encrypted:
+        signing.encrypt_assertion(root, md.encryption_certs[0])
+    if sp.sign_response:
+        signing.sign(root, key)
+
+    _record_participant(session, sp, name_id, session_index, participant)
+    audit.record(AuditEvent(
+        type="saml.response", username=principal.username, sp=sp.entity_id, client_ip=client_ip,
+        details={
+            "name_id": name_id.value, "name_id_format": name_id.format,
+            "attributes": [a.name for a in attributes], "signed_assertion": sp.sign_assertion,
+            "signed_response": sp.sign_response, "encrypted": encrypted,
+            "in_response_to": req.request_id,
+        },
+    ))  # commits the participant and any new persistent NameID with it
+    return Outbound(req.acs_url, etree.tostring(root), req.relay_state)
+
+
+def _record_participant(session: SsoSession, sp: ServiceProvider, name_id: nameid.NameId, session_index: str,
+                        participant: SessionParticipant | None) -> None:
+    """Single Logout needs to know every SP of this session and how it knows the user."""
+    if participant is None:
+        participant = SessionParticipant(session_id=session.id, sp_id=sp.id)
+        db.session.add(participant)
+    participant.name_id = name_id.value
+    participant.name_id_format = name_id.format
+    participant.session_index = session_index
+
+
+def error_response(err: SamlStatusError, client_ip: str | None) -> Outbound:
+    """A Response without an assertion carrying the spec's status codes, to the already trusted ACS.
+
+    Signed whatever the SP's switch says: an SP that wants signed messages refuses unsigned errors, and
+    the signature costs nothing an SP can object to.
+    """
+    req = err.request
+    audit_refusal(err.reason, sp=req.sp_entity_id, client_ip=client_ip)
+    response = samlp.Response(
+        id=_id(), version="2.0", issue_instant=_instant(clock.now()), destination=req.acs_url,
+        in_response_to=req.request_id, issuer=_issuer(),
+        status=_status(err.top_level, err.second_level, err.reason),
+    )
+    root = _to_lxml(response)
+    signing.sign(root, keystore().ring().active)
+    return Outbound(req.acs_url, etree.tostring(root), req.relay_state)

@@ -1,0 +1,95 @@
+"""Test helpers for the sign-in pages and the directory: sign in the way a browser does, make users.
+
+Import as ``from helpers import login, make_user`` (pytest puts tests/ on sys.path through conftest.py).
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import requests
+from flask import g, has_app_context
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
+
+from idp.authn import directory
+from idp.store import User
+
+_CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
+_ACTION = re.compile(r'<form[^>]*action="([^"]*)"')
+
+
+def csrf_token(page: str) -> str:
+    match = _CSRF.search(page)
+    assert match, "no CSRF token in the page"
+    return match.group(1)
+
+
+def form_action(page: str) -> str:
+    match = _ACTION.search(page)
+    assert match, "no form in the page"
+    return html.unescape(match.group(1))
+
+
+def login(
+    client: FlaskClient, username: str, password: str, next: str | None = None, *, force: bool = False,
+    **request_kwargs: Any,
+) -> TestResponse:
+    """Fetch the login form (``/login?next=...&force=1``), read its CSRF token and post the credentials to the
+    form's action. ``request_kwargs`` (e.g. ``environ_base={"REMOTE_ADDR": ...}``, ``base_url=...``) go to
+    both requests. Returns the POST's response (302 on success) without following it."""
+    query: dict[str, str] = {}
+    if next is not None:
+        query["next"] = next
+    if force:
+        query["force"] = "1"
+    # The `app` fixture keeps one app context for the whole test, so Flask-WTF's per-request cache of the
+    # CSRF token in `g` would leak from one test client (browser) to the next.
+    if has_app_context():
+        g.pop("csrf_token", None)
+    page = client.get("/login", query_string=query, **request_kwargs)
+    assert page.status_code == 200, page.status_code
+    text = page.get_data(as_text=True)
+    # A browser sends the page's address as Referer (same-origin policy); Flask-WTF requires it on https.
+    headers = {"Referer": page.request.url}
+    return client.post(
+        form_action(text),
+        data={"csrf_token": csrf_token(text), "username": username, "password": password},
+        headers=headers, **request_kwargs,
+    )
+
+
+def login_http(
+    session: requests.Session, base_url: str, username: str, password: str, next: str | None = None,
+    *, force: bool = False,
+) -> requests.Response:
+    """The same over real HTTP (live_server): GET the form, POST it; redirects are not followed."""
+    params: dict[str, str] = {}
+    if next is not None:
+        params["next"] = next
+    if force:
+        params["force"] = "1"
+    page = session.get(f"{base_url}/login", params=params, allow_redirects=False, timeout=10)
+    assert page.status_code == 200, page.status_code
+    return session.post(
+        base_url + form_action(page.text),
+        data={"csrf_token": csrf_token(page.text), "username": username, "password": password},
+        headers={"Referer": page.url}, allow_redirects=False, timeout=10,
+    )
+
+
+DEFAULT_PASSWORD = "correct horse battery"
+
+
+def make_user(
+    username: str, password: str | None = DEFAULT_PASSWORD, groups: Iterable[str] = (), **profile: str | None,
+) -> User:
+    """A directory user (needs an app context); missing groups are created."""
+    groups = list(groups)
+    for name in groups:
+        if directory.get_group(name) is None:
+            directory.create_group(name, actor="test")
+    return directory.create_user(username, password=password, actor="test", groups=groups, **profile)

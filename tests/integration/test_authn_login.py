@@ -1,0 +1,250 @@
+"""The login page: sign-in, the one generic failure message, CSRF, throttling, redirects and cookies."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from helpers import csrf_token, login, make_user
+from sqlalchemy import func, select
+
+from idp import audit, create_app
+from idp.authn import directory
+from idp.config import Settings
+from idp.extensions import db
+from idp.store import SsoSession
+
+PASSWORD = "correct horse battery"
+GENERIC = "Incorrect username or password."
+LOCKED = "Too many failed attempts. Try again later."
+
+
+@pytest.fixture
+def make_app(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., Flask]]:
+    """An app with overridden settings (throttle limits, base URL), its app context pushed."""
+    pushed = []
+
+    def make(**overrides: object) -> Flask:
+        application = create_app(make_settings(**overrides))
+        application.config["TESTING"] = True
+        ctx = application.app_context()
+        ctx.push()
+        pushed.append(ctx)
+        return application
+
+    yield make
+    for ctx in reversed(pushed):
+        db.session.remove()
+        db.engine.dispose()
+        ctx.pop()
+
+
+def set_cookie_header(resp: object, name: str = "idp_session") -> str:
+    headers = [h for h in resp.headers.getlist("Set-Cookie") if h.startswith(name + "=")]  # type: ignore[attr-defined]
+    assert len(headers) == 1, headers
+    return headers[0]
+
+
+def signed_in(client: FlaskClient) -> bool:
+    resp = client.get("/")
+    return resp.status_code == 200 and b"Signed in as" in resp.data
+
+
+def login_events(outcome: str | None = None) -> list[audit.AuditEvent]:
+    return [e for e in audit.events(type="login") if outcome is None or e.outcome == outcome]
+
+
+def test_successful_sign_in_sets_a_hardened_cookie_and_redirects(app: Flask, client: FlaskClient) -> None:
+    make_user("alice", PASSWORD, groups=["engineering"], display_name="Alice Anderson")
+    resp = login(client, "Alice", PASSWORD, next="/saml/sso?x=1")
+    assert resp.status_code == 302
+    assert resp.headers["Location"] == "/saml/sso?x=1"
+    cookie = set_cookie_header(resp)
+    attrs = [a.strip().lower() for a in cookie.split(";")]
+    assert "httponly" in attrs and "samesite=lax" in attrs and "path=/" in attrs
+    assert "secure" not in attrs  # plain-http base URL: a Secure cookie would never come back
+    page = client.get("/")
+    assert b"Signed in as <strong>Alice Anderson</strong>" in page.data
+    (event,) = login_events("success")
+    assert event.username == "alice" and event.client_ip == "127.0.0.1"
+
+
+def test_cookie_is_secure_when_the_base_url_is_https(make_app: Callable[..., Flask]) -> None:
+    application = make_app(base_url="https://idp.example.test")
+    make_user("alice", PASSWORD)
+    client = application.test_client()
+    resp = login(client, "alice", PASSWORD, base_url="https://idp.example.test")
+    assert resp.status_code == 302
+    assert "secure" in [a.strip().lower() for a in set_cookie_header(resp).split(";")]
+
+
+def _scrubbed(page: str) -> str:
+    page = page.replace(csrf_token(page), "TOKEN")
+    for name in ("alice", "mallory", "dora"):
+        page = page.replace(f'value="{name}"', 'value="NAME"')
+    return page
+
+
+def test_wrong_password_unknown_user_and_disabled_user_look_the_same(app: Flask, client: FlaskClient) -> None:
+    make_user("alice", PASSWORD)
+    make_user("dora", PASSWORD)
+    directory.disable_user("dora", actor="test")
+    wrong = login(client, "alice", "not the password")
+    unknown = login(client, "mallory", PASSWORD)
+    disabled = login(client, "dora", PASSWORD)
+    pages = [_scrubbed(r.get_data(as_text=True)) for r in (wrong, unknown, disabled)]
+    assert [r.status_code for r in (wrong, unknown, disabled)] == [200, 200, 200]
+    assert GENERIC in pages[0]
+    assert pages[0] == pages[1] == pages[2]
+    assert not any(h.startswith("idp_session=") for r in (wrong, unknown, disabled)
+                   for h in r.headers.getlist("Set-Cookie"))
+    # The audit log keeps the precise reason the user is not told.
+    reasons = {e.username: e.reason for e in login_events("failure")}
+    assert reasons == {"alice": "bad password", "mallory": "unknown user", "dora": "user disabled"}
+
+
+def test_post_without_csrf_token_is_refused(app: Flask, client: FlaskClient) -> None:
+    make_user("alice", PASSWORD)
+    client.get("/login")
+    resp = client.post("/login", data={"username": "alice", "password": PASSWORD})
+    assert resp.status_code == 400
+    assert b"CSRF" in resp.data
+    assert not signed_in(client)
+    assert login_events() == []
+
+
+def test_lockout_after_repeated_failures_refuses_even_the_right_password(
+    make_app: Callable[..., Flask], frozen_clock: object
+) -> None:
+    application = make_app(login_max_failures=3, login_lockout_seconds=300)
+    make_user("alice", PASSWORD)
+    client = application.test_client()
+    assert login(client, "alice", "wrong-1").status_code == 200
+    assert login(client, "alice", "wrong-2").status_code == 200
+    third = login(client, "alice", "wrong-3")
+    assert third.status_code == 429 and LOCKED in third.get_data(as_text=True)
+    refused = login(client, "alice", PASSWORD)
+    assert refused.status_code == 429 and LOCKED in refused.get_data(as_text=True)
+    assert not signed_in(client)
+    assert len(audit.events(type="login.lockout")) == 1
+    assert login_events("failure")[0].reason == "locked out"
+
+    frozen_clock.advance(seconds=299)  # type: ignore[attr-defined]
+    assert login(client, "alice", PASSWORD).status_code == 429
+    frozen_clock.advance(seconds=2)  # type: ignore[attr-defined]
+    assert login(client, "alice", PASSWORD).status_code == 302
+    assert signed_in(client)
+    assert len(audit.events(type="login.lockout")) == 1
+
+
+def test_success_resets_the_user_counter_and_old_failures_age_out(
+    make_app: Callable[..., Flask], frozen_clock: object
+) -> None:
+    application = make_app(login_max_failures=3, login_failure_window_seconds=600)
+    make_user("alice", PASSWORD)
+    client = application.test_client()
+    for _ in range(2):
+        login(client, "alice", "wrong")
+    assert login(client, "alice", PASSWORD).status_code == 302
+    client = application.test_client()  # a browser without the session
+    for _ in range(2):
+        assert login(client, "alice", "wrong").status_code == 200
+    frozen_clock.advance(seconds=601)  # type: ignore[attr-defined]
+    for _ in range(2):
+        assert login(client, "alice", "wrong").status_code == 200
+    assert login(client, "alice", PASSWORD).status_code == 302
+
+
+def test_per_address_throttle_spans_usernames(make_app: Callable[..., Flask]) -> None:
+    application = make_app(login_max_failures=100, login_ip_max_failures=3)
+    make_user("alice", PASSWORD)
+    attacker = {"environ_base": {"REMOTE_ADDR": "203.0.113.7"}}
+    client = application.test_client()
+    for name in ("u1", "u2"):
+        assert login(client, name, "guess", **attacker).status_code == 200
+    assert login(client, "u3", "guess", **attacker).status_code == 429
+    # The address is locked out, whoever it tries...
+    assert login(client, "alice", PASSWORD, **attacker).status_code == 429
+    # ...while the same user from another address signs in.
+    other = application.test_client()
+    assert login(other, "alice", PASSWORD, environ_base={"REMOTE_ADDR": "198.51.100.1"}).status_code == 302
+    (lockout,) = audit.events(type="login.lockout")
+    assert lockout.client_ip == "203.0.113.7" and "ip:203.0.113.7" in (lockout.reason or "")
+
+
+@pytest.mark.parametrize(
+    "next_value", ["//evil.example", "https://evil.example", "/\\evil.example", "/\t/evil.example", "evil"]
+)
+def test_next_must_be_a_local_path(app: Flask, client: FlaskClient, next_value: str) -> None:
+    make_user("alice", PASSWORD)
+    resp = login(client, "alice", PASSWORD, next=next_value)
+    assert resp.status_code == 302
+    assert resp.headers["Location"] == "/"
+
+
+def test_signed_in_user_is_sent_on_without_the_form_unless_force(app: Flask, client: FlaskClient) -> None:
+    make_user("alice", PASSWORD)
+    login(client, "alice", PASSWORD)
+    again = client.get("/login", query_string={"next": "/somewhere"})
+    assert again.status_code == 302 and again.headers["Location"] == "/somewhere"
+    forced = client.get("/login", query_string={"next": "/somewhere", "force": "1"})
+    assert forced.status_code == 200 and b'type="password"' in forced.data
+    assert b'value="alice"' in forced.data
+
+
+def test_force_reauthentication_refreshes_authn_time_with_a_new_session_id(
+    app: Flask, client: FlaskClient, frozen_clock: object
+) -> None:
+    from idp.store import ServiceProvider, SessionParticipant
+
+    make_user("alice", PASSWORD)
+    first = set_cookie_header(login(client, "alice", PASSWORD))
+    old = db.session.scalars(select(SsoSession)).one()
+    sp = ServiceProvider(entity_id="https://sp.example.test", name="sp", metadata_xml="<x/>", nameid_format="x")
+    db.session.add(sp)
+    db.session.flush()
+    db.session.add(SessionParticipant(session_id=old.id, sp_id=sp.id, name_id="alice", name_id_format="x",
+                                      session_index="s1"))
+    db.session.commit()
+    first_authn = old.authn_at
+    frozen_clock.advance(seconds=120)  # type: ignore[attr-defined]
+
+    resp = login(client, "alice", PASSWORD, next="/x", force=True)
+    assert resp.status_code == 302 and resp.headers["Location"] == "/x"
+    second = set_cookie_header(resp)
+    assert second.split(";")[0] != first.split(";")[0]
+    db.session.expire_all()
+    (new,) = db.session.scalars(select(SsoSession)).all()
+    assert new.authn_at > first_authn
+    # The SPs already signed in to stay attached, so Single Logout still reaches them.
+    assert [p.sp_id for p in db.session.scalars(select(SessionParticipant).where(
+        SessionParticipant.session_id == new.id))] == [sp.id]
+
+
+def test_force_with_a_wrong_password_does_not_reauthenticate(app: Flask, client: FlaskClient) -> None:
+    make_user("alice", PASSWORD)
+    login(client, "alice", PASSWORD)
+    resp = login(client, "alice", "wrong", force=True)
+    assert resp.status_code == 200 and GENERIC in resp.get_data(as_text=True)
+
+
+def test_every_sign_in_gets_a_new_session_and_the_old_cookie_dies(app: Flask, client: FlaskClient) -> None:
+    make_user("alice", PASSWORD)
+    make_user("bob", PASSWORD)
+    first = set_cookie_header(login(client, "alice", PASSWORD)).split(";")[0].split("=", 1)[1]
+    second_resp = login(client, "bob", PASSWORD, force=True)
+    second = set_cookie_header(second_resp).split(";")[0].split("=", 1)[1]
+    assert first != second
+    assert db.session.scalar(select(func.count()).select_from(SsoSession)) == 1
+    stale = app.test_client()
+    stale.set_cookie("idp_session", first)
+    assert stale.get("/").status_code == 302
+
+
+def test_missing_fields_show_a_hint_not_an_error(app: Flask, client: FlaskClient) -> None:
+    page = client.get("/login").get_data(as_text=True)
+    resp = client.post("/login", data={"csrf_token": csrf_token(page), "username": "", "password": ""})
+    assert resp.status_code == 200
+    assert "Enter your username and password." in resp.get_data(as_text=True)

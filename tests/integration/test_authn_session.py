@@ -1,0 +1,169 @@
+"""The SSO session: idle and absolute lifetimes, ending it (logout, disabled user), and the home page."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from helpers import csrf_token, login, make_user
+from sqlalchemy import func, select
+
+from idp import audit, create_app
+from idp.authn import directory
+from idp.authn.session import login_url
+from idp.config import Settings
+from idp.extensions import db
+from idp.store import SsoSession
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def short_app(make_settings: Callable[..., Settings]) -> Iterator[Flask]:
+    """Idle timeout 10 minutes, absolute lifetime 40 minutes."""
+    application = create_app(make_settings(session_idle_seconds=600, session_max_seconds=2400))
+    application.config["TESTING"] = True
+    with application.app_context():
+        yield application
+        db.session.remove()
+        db.engine.dispose()
+
+
+def signed_in(client: FlaskClient) -> bool:
+    resp = client.get("/")
+    if resp.status_code == 302:
+        assert resp.headers["Location"].startswith("/login")
+        return False
+    assert resp.status_code == 200
+    return True
+
+
+def sessions() -> int:
+    db.session.expire_all()
+    return int(db.session.scalar(select(func.count()).select_from(SsoSession)) or 0)
+
+
+def test_home_page_sends_a_stranger_to_sign_in(app: Flask, client: FlaskClient) -> None:
+    resp = client.get("/")
+    assert resp.status_code == 302 and resp.headers["Location"] == "/login?next=/"
+    with app.test_request_context():
+        assert login_url("/saml/sso?a=b", force=True) == "/login?next=/saml/sso?a%3Db&force=1"
+
+
+def test_idle_sessions_expire_and_activity_keeps_them_alive(short_app: Flask, frozen_clock: object) -> None:
+    make_user("alice", PASSWORD)
+    client = short_app.test_client()
+    login(client, "alice", PASSWORD)
+    for _ in range(2):  # 2 x 9 minutes: past the idle limit in total, never idle that long
+        frozen_clock.advance(seconds=540)  # type: ignore[attr-defined]
+        assert signed_in(client)
+    frozen_clock.advance(seconds=601)  # type: ignore[attr-defined]
+    resp = client.get("/")
+    assert resp.status_code == 302
+    assert any(h.startswith("idp_session=;") for h in resp.headers.getlist("Set-Cookie"))
+    assert sessions() == 0
+    (event,) = audit.events(type="session.expire")
+    assert event.username == "alice" and event.reason == "idle timeout"
+
+
+def test_sessions_end_at_their_absolute_lifetime_despite_activity(short_app: Flask, frozen_clock: object) -> None:
+    make_user("alice", PASSWORD)
+    client = short_app.test_client()
+    login(client, "alice", PASSWORD)
+    for _ in range(4):
+        frozen_clock.advance(seconds=540)  # type: ignore[attr-defined]
+        assert signed_in(client)
+    frozen_clock.advance(seconds=239)  # type: ignore[attr-defined]  # 2399 s after sign-in
+    assert signed_in(client)
+    frozen_clock.advance(seconds=1)  # type: ignore[attr-defined]
+    assert not signed_in(client)
+    assert audit.events(type="session.expire")[0].reason == "absolute lifetime reached"
+
+
+def test_last_seen_is_written_at_most_once_a_minute(short_app: Flask, frozen_clock: object) -> None:
+    make_user("alice", PASSWORD)
+    client = short_app.test_client()
+    login(client, "alice", PASSWORD)
+    start = db.session.scalars(select(SsoSession)).one().last_seen_at
+    frozen_clock.advance(seconds=30)  # type: ignore[attr-defined]
+    assert signed_in(client)
+    db.session.expire_all()
+    assert db.session.scalars(select(SsoSession)).one().last_seen_at == start
+    frozen_clock.advance(seconds=31)  # type: ignore[attr-defined]
+    assert signed_in(client)
+    db.session.expire_all()
+    assert (db.session.scalars(select(SsoSession)).one().last_seen_at - start).total_seconds() == 61
+
+
+def test_disabling_a_user_ends_their_live_session(app: Flask, client: FlaskClient) -> None:
+    make_user("alice", PASSWORD)
+    login(client, "alice", PASSWORD)
+    assert signed_in(client)
+    assert directory.disable_user("alice", actor="test") == 1
+    assert not signed_in(client)
+    assert sessions() == 0
+    (event,) = audit.events(type="user.disable")
+    assert event.details == {"sessions_ended": 1}
+
+
+def test_a_session_whose_user_was_disabled_behind_its_back_is_refused(app: Flask, client: FlaskClient) -> None:
+    # Another process (or a direct database change) disabled the user without ending the session.
+    user = make_user("alice", PASSWORD)
+    login(client, "alice", PASSWORD)
+    user.enabled = False
+    db.session.commit()
+    assert not signed_in(client)
+    assert sessions() == 0
+
+
+def test_deleting_a_user_ends_their_session(app: Flask, client: FlaskClient) -> None:
+    make_user("alice", PASSWORD)
+    login(client, "alice", PASSWORD)
+    directory.delete_user("alice", actor="test")
+    assert not signed_in(client)
+    assert sessions() == 0
+
+
+def test_logout_asks_first_then_ends_the_session(app: Flask, client: FlaskClient) -> None:
+    make_user("alice", PASSWORD)
+    login(client, "alice", PASSWORD)
+    confirm = client.get("/logout")
+    assert confirm.status_code == 200 and b"Sign out?" in confirm.data
+    assert signed_in(client)  # GET alone (a link, an image) signs nobody out
+
+    assert client.post("/logout").status_code == 400  # no CSRF token
+    assert signed_in(client)
+
+    token = csrf_token(confirm.get_data(as_text=True))
+    done = client.post("/logout", data={"csrf_token": token})
+    assert done.status_code == 200 and b"You are signed out" in done.data
+    assert any(h.startswith("idp_session=;") for h in done.headers.getlist("Set-Cookie"))
+    assert not signed_in(client)
+    assert sessions() == 0
+    (event,) = audit.events(type="logout")
+    assert event.username == "alice" and event.reason == "user signed out"
+
+
+def test_logout_without_a_session_just_says_so(app: Flask, client: FlaskClient) -> None:
+    resp = client.get("/logout")
+    assert resp.status_code == 200 and b"You are signed out" in resp.data
+    assert audit.events(type="logout") == []
+
+
+def test_a_forged_cookie_is_ignored(app: Flask, client: FlaskClient) -> None:
+    client.set_cookie("idp_session", "x" * 43)
+    resp = client.get("/")
+    assert resp.status_code == 302
+    assert any(h.startswith("idp_session=;") for h in resp.headers.getlist("Set-Cookie"))
+
+
+def test_the_database_keeps_only_a_digest_of_the_cookie(app: Flask, client: FlaskClient) -> None:
+    make_user("alice", PASSWORD)
+    resp = login(client, "alice", PASSWORD)
+    value = next(h for h in resp.headers.getlist("Set-Cookie") if h.startswith("idp_session="))
+    token = value.split(";")[0].split("=", 1)[1]
+    (row,) = db.session.scalars(select(SsoSession)).all()
+    assert row.id != token and len(row.id) == 64
+    assert len(token) >= 43  # 32 random bytes

@@ -1,0 +1,88 @@
+"""`idp demo`: a seeded demo directory, and the server started the way `idp serve` starts it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+from flask import Flask
+from flask.testing import FlaskCliRunner
+from helpers import login_http
+
+from idp import audit
+from idp.authn import directory
+from idp.cli import cli
+from idp.demo import USERS, seed_demo
+
+IDP = str(Path(sys.executable).with_name("idp"))
+
+
+def test_seed_creates_users_groups_and_membership(app: Flask) -> None:
+    users = seed_demo()
+    assert [u.username for u in users] == ["alice", "bob", "carol"]
+    assert {g.name: [m.username for m in g.members] for g in directory.list_groups()} == {
+        "engineering": ["alice", "bob"], "finance": ["carol"], "idp-admins": ["alice"]}
+    for user in users:
+        principal = directory.authenticate(user.username, user.password)
+        assert principal is not None and principal.email == f"{user.username}@example.com"
+    assert directory.authenticate("alice", "alice-demo-pw") is not None
+
+
+def test_seeding_again_converges_without_errors(app: Flask) -> None:
+    seed_demo()
+    created = len(audit.events(limit=1000))
+    # Someone changed a password, disabled a user and took one out of a group.
+    directory.set_password("bob", "changed-password", actor="test")
+    directory.disable_user("carol", actor="test")
+    directory.remove_member("idp-admins", "alice", actor="test")
+    seed_demo()
+    assert len(directory.list_users()) == 3 and len(directory.list_groups()) == 3
+    for user in USERS:
+        assert directory.authenticate(user.username, user.password) is not None
+    assert [g.name for g in directory.require_user("alice").groups] == ["engineering", "idp-admins"]
+    seed_demo()  # a third run changes nothing
+    assert len(audit.events(limit=1000)) == created + 3 + 3
+
+
+def test_demo_command_is_registered(app: Flask, runner: FlaskCliRunner) -> None:
+    result = runner.invoke(cli, ["demo", "--help"])
+    assert result.exit_code == 0 and "--bind" in result.output
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_idp_demo_serves_and_alice_signs_in(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
+    env.update(IDP_DATA_DIR=str(tmp_path), IDP_LOG_FORMAT="text", IDP_WORKERS="1")
+    proc = subprocess.Popen([IDP, "demo", "--bind", f"127.0.0.1:{port}"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                requests.get(f"http://127.0.0.1:{port}/login", timeout=2)
+                break
+            except requests.ConnectionError:
+                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(0.2)
+        browser = requests.Session()
+        resp = login_http(browser, f"http://127.0.0.1:{port}", "alice", "alice-demo-pw")
+        assert resp.status_code == 302, resp.text
+        home = browser.get(f"http://127.0.0.1:{port}/", timeout=10)
+        assert "Signed in as" in home.text and "Alice Anderson" in home.text
+        assert home.headers["Server"].startswith("gunicorn")
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=10)
+    assert "alice" in out and "alice-demo-pw" in out

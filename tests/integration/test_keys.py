@@ -1,0 +1,140 @@
+"""Key rotation as SPs see it (metadata) and as the IdP uses it (which key signs), and key-file errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from lxml import etree
+
+from idp import create_app
+from idp.cli import cli
+from idp.config import Settings
+from idp.keys import KeyError_, generate_key_pair
+from idp.runtime import keystore
+from idp.saml import signing, xmlsafe
+from idp.saml.signing import SignatureInvalid
+
+MD = "urn:oasis:names:tc:SAML:2.0:metadata"
+DS = "http://www.w3.org/2000/09/xmldsig#"
+IDP_COMMAND = str(Path(sys.executable).parent / "idp")  # the installed console script
+
+
+@pytest.fixture
+def generated_app(make_settings: Callable[..., Settings]) -> Flask:
+    """An instance that generates and rotates its own keys (no IDP_SIGNING_KEY_FILE)."""
+    app = create_app(make_settings(signing_key_file=None, signing_cert_file=None))
+    app.config["TESTING"] = True
+    return app
+
+
+def metadata_certs(app: Flask) -> list[str]:
+    resp = app.test_client().get("/saml/metadata")
+    root = etree.fromstring(resp.data)
+    return ["".join(c.text.split()) for c in root.iterfind(
+        f"{{{MD}}}IDPSSODescriptor/{{{MD}}}KeyDescriptor[@use='signing']/{{{DS}}}KeyInfo/{{{DS}}}X509Data/"
+        f"{{{DS}}}X509Certificate")]
+
+
+def signing_cert(app: Flask, candidates: list[str]) -> str:
+    """Which published certificate verifies what the IdP signs now."""
+    with app.app_context():
+        root = xmlsafe.parse(b'<r xmlns="urn:x" ID="_x"><v>1</v></r>')
+        signing.sign(root, keystore().ring().active)
+    verified = []
+    for cert in candidates:
+        try:
+            if signing.verify_posted(root, [cert], allow_sha1=False):
+                verified.append(cert)
+        except SignatureInvalid:
+            pass
+    assert len(verified) == 1
+    return verified[0]
+
+
+def rotate(app: Flask) -> str:
+    result = app.test_cli_runner().invoke(cli, ["keys", "rotate"])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_rotation_publishes_first_then_signs_then_drops_the_old_key(generated_app: Flask) -> None:
+    app = generated_app
+    (original,) = metadata_certs(app)
+    assert signing_cert(app, [original]) == original
+
+    assert "not signing yet" in rotate(app)
+    certs = metadata_certs(app)
+    assert len(certs) == 2 and certs[0] == original
+    new = certs[1]
+    assert signing_cert(app, certs) == original  # published, not yet used
+
+    assert "now signing with key" in rotate(app)
+    certs = metadata_certs(app)
+    assert certs == [new, original]  # the old one stays published for SPs with old metadata
+    assert signing_cert(app, certs) == new
+
+    rotate(app)
+    certs = metadata_certs(app)
+    assert original not in certs
+    assert certs[0] == new and len(certs) == 2  # the next key is published again
+    assert signing_cert(app, certs) == new
+
+
+def test_a_running_server_sees_a_rotation_made_by_another_process(generated_app: Flask,
+                                                                   make_settings: Callable[..., Settings]) -> None:
+    (original,) = metadata_certs(generated_app)
+    # A second app on the same data dir stands for the CLI process.
+    other = create_app(make_settings(signing_key_file=None, signing_cert_file=None))
+    rotate(other)
+    rotate(other)
+    certs = metadata_certs(generated_app)
+    assert len(certs) == 2 and certs[1] == original
+    assert signing_cert(generated_app, certs) == certs[0]
+
+
+def write_pair(tmp_path: Path, key: bytes, cert: bytes) -> tuple[Path, Path]:
+    (tmp_path / "k.pem").write_bytes(key)
+    (tmp_path / "c.pem").write_bytes(cert)
+    return tmp_path / "k.pem", tmp_path / "c.pem"
+
+
+@pytest.mark.parametrize("case, message", [
+    ("garbage key", "IDP_SIGNING_KEY_FILE: {key} is not an unencrypted PEM private key"),
+    ("garbage cert", "IDP_SIGNING_CERT_FILE: {cert} is not a PEM certificate"),
+    ("mismatch", "IDP_SIGNING_CERT_FILE: {cert} does not match the key in IDP_SIGNING_KEY_FILE"),
+])
+def test_bad_key_files_are_named_at_start_up(make_settings: Callable[..., Settings], tmp_path: Path,
+                                             case: str, message: str) -> None:
+    key_pem, cert_pem = generate_key_pair("idp")
+    if case == "garbage key":
+        key_pem = b"not a key\n"
+    elif case == "garbage cert":
+        cert_pem = b"-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n"
+    else:
+        cert_pem = generate_key_pair("someone else")[1]
+    key, cert = write_pair(tmp_path, key_pem, cert_pem)
+    with pytest.raises(KeyError_) as info:
+        create_app(make_settings(signing_key_file=key, signing_cert_file=cert))
+    assert str(info.value) == message.format(key=key, cert=cert)
+
+
+def test_the_cli_reports_an_unreadable_key_file_and_exits(tmp_path: Path) -> None:
+    key, cert = write_pair(tmp_path, b"garbage", generate_key_pair("idp")[1])
+    env = {**os.environ, "IDP_DATA_DIR": str(tmp_path / "inst"), "IDP_SIGNING_KEY_FILE": str(key),
+           "IDP_SIGNING_CERT_FILE": str(cert), "IDP_LOG_FORMAT": "text"}
+    result = subprocess.run([IDP_COMMAND, "keys", "list"], env=env, capture_output=True,
+                            text=True, check=False, timeout=60)
+    assert result.returncode == 2
+    assert f"Error: IDP_SIGNING_KEY_FILE: {key} is not an unencrypted PEM private key" in result.stderr
+    assert "Traceback" not in result.stderr
+    missing = {**env, "IDP_SIGNING_KEY_FILE": str(tmp_path / "missing.key")}
+    result = subprocess.run([IDP_COMMAND, "keys", "list"], env=missing, capture_output=True,
+                            text=True, check=False, timeout=60)
+    assert result.returncode == 2
+    assert "IDP_SIGNING_KEY_FILE" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,237 @@
+"""Single Logout at /saml/slo with python3-saml SPs over real HTTP: refusals (each a 400 with an audit event,
+and the user's session left alone), logout without a session, and partial logout."""
+
+from __future__ import annotations
+
+import base64
+import zlib
+from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
+
+import pytest
+import requests
+from interop.pysaml2_sp import Browser, p3_request, python3_saml_sign_in
+from onelogin.saml2.auth import OneLogin_Saml2_Auth
+from onelogin.saml2.logout_response import OneLogin_Saml2_Logout_Response
+from saml_peers import SP_ENTITY_ID, SP_SLO_URL, python3_saml_metadata, python3_saml_settings, sp_keys
+
+from idp import audit
+from idp.authn import directory
+from idp.extensions import db
+from idp.saml import providers
+
+PASSWORD = "correct horse battery staple"
+SECURITY = {"logoutRequestSigned": True, "logoutResponseSigned": True, "wantMessagesSigned": True}
+RESPONDER = "urn:oasis:names:tc:SAML:2.0:status:Responder"
+SP2 = "https://sp2.example.test"
+
+
+@pytest.fixture
+def idp(live_server: Any) -> Any:
+    directory.create_group("staff", actor="test")
+    directory.create_user("alice", password=PASSWORD, actor="test", groups=["staff"], email="alice@example.test")
+    db.session.commit()
+    return live_server
+
+
+def register(idp: Any, **kwargs: Any) -> dict[str, Any]:
+    """Register a python3-saml SP (its own metadata) and return its settings, trusting our metadata."""
+    providers.add(python3_saml_metadata(security=SECURITY, **kwargs), None, providers.SpOptions(), actor="test")
+    db.session.commit()
+    metadata = requests.get(idp.url + "/saml/metadata", timeout=10).content
+    return python3_saml_settings(metadata, security=SECURITY, **kwargs)
+
+
+@pytest.fixture
+def sp(idp: Any) -> dict[str, Any]:
+    return register(idp)
+
+
+def signed_in(idp: Any, settings: dict[str, Any]) -> tuple[Browser, OneLogin_Saml2_Auth]:
+    browser = Browser(idp.url, "alice", PASSWORD)
+    return browser, python3_saml_sign_in(browser, settings)
+
+
+def logout_url(settings: dict[str, Any], auth: OneLogin_Saml2_Auth, return_to: str = "https://sp.example.test/bye"
+               ) -> tuple[str, OneLogin_Saml2_Auth]:
+    """A signed Redirect-binding LogoutRequest as python3-saml sends it."""
+    start = OneLogin_Saml2_Auth(p3_request(SP_SLO_URL), settings)
+    url = start.logout(return_to=return_to, name_id=auth.get_nameid(), session_index=auth.get_session_index(),
+                       name_id_format=auth.get_nameid_format())
+    return url, start
+
+
+def refusal(reason: str) -> audit.AuditEvent:
+    db.session.expire_all()
+    events = [e for e in audit.events(type="saml.refused") if e.details.get("endpoint") == "slo"]
+    assert events, "no saml.refused audit event"
+    assert reason in (events[0].reason or ""), events[0].reason
+    return events[0]
+
+
+def still_signed_in(idp: Any, browser: Browser, settings: dict[str, Any]) -> bool:
+    browser.password = None
+    auth = OneLogin_Saml2_Auth(p3_request(settings["sp"]["assertionConsumerService"]["url"]), settings)
+    return not browser.get(auth.login()).asked_password
+
+
+def without_signature(url: str) -> str:
+    base, query = url.split("?", 1)
+    kept = [p for p in query.split("&") if not p.startswith(("SigAlg=", "Signature="))]
+    return base + "?" + "&".join(kept)
+
+
+def test_sp_initiated_logout_answers_with_a_signed_success(idp: Any, sp: dict[str, Any]) -> None:
+    browser, auth = signed_in(idp, sp)
+    url, start = logout_url(sp, auth)
+    hop = browser.get(url)
+    assert hop.destination == SP_SLO_URL
+    done = OneLogin_Saml2_Auth(p3_request(hop.redirect), sp)
+    done.process_slo(request_id=start.get_last_request_id(), keep_local_session=True)
+    assert done.get_errors() == [], done.get_last_error_reason()  # signed, InResponseTo, Destination, Success
+    assert parse_qs(urlsplit(hop.redirect).query)["RelayState"] == ["https://sp.example.test/bye"]
+    assert not still_signed_in(idp, browser, sp)
+    db.session.expire_all()
+    assert [e.reason for e in audit.events(type="logout")] == ["saml-slo"]
+
+
+def test_unsigned_logout_request_from_an_sp_with_a_signing_key_is_refused(idp: Any, sp: dict[str, Any]) -> None:
+    browser, auth = signed_in(idp, sp)
+    url, _ = logout_url(sp, auth)
+    hop = browser.get(without_signature(url))
+    assert hop.response.status_code == 400
+    refusal("unsigned logout message")
+    assert still_signed_in(idp, browser, sp)
+
+
+def test_tampered_logout_request_is_refused(idp: Any, sp: dict[str, Any]) -> None:
+    browser, auth = signed_in(idp, sp)
+    url, _ = logout_url(sp, auth)
+    base, query = url.split("?", 1)
+    params = dict(p.split("=", 1) for p in query.split("&"))
+    xml = zlib.decompress(base64.b64decode(requests.utils.unquote(params["SAMLRequest"])), -15)
+    assert b"alice" in xml
+    # Same signature, another user's NameID.
+    forged = xml.replace(b">alice<", b">bob<")
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -15)
+    params["SAMLRequest"] = quote(base64.b64encode(deflater.compress(forged) + deflater.flush()), safe="")
+    hop = browser.get(base + "?" + "&".join(f"{k}={v}" for k, v in params.items()))
+    assert hop.response.status_code == 400
+    refusal("bad signature")
+    assert still_signed_in(idp, browser, sp)
+
+
+def test_logout_request_from_an_unknown_sp_is_refused(idp: Any, sp: dict[str, Any]) -> None:
+    browser, auth = signed_in(idp, sp)
+    stranger = python3_saml_settings(requests.get(idp.url + "/saml/metadata", timeout=10).content,
+                                     entity_id="https://stranger.example.test/metadata", security=SECURITY)
+    url, _ = logout_url(stranger, auth)
+    hop = browser.get(url)
+    assert hop.response.status_code == 400
+    event = refusal("unknown SP")
+    assert event.sp == "https://stranger.example.test/metadata"
+    assert still_signed_in(idp, browser, sp)
+
+
+def test_replayed_logout_request_is_refused(idp: Any, sp: dict[str, Any]) -> None:
+    browser, auth = signed_in(idp, sp)
+    url, _ = logout_url(sp, auth)
+    assert browser.get(url).destination == SP_SLO_URL
+    # Signed in again, the same captured request must not end the new session.
+    browser.password = PASSWORD
+    python3_saml_sign_in(browser, sp)
+    hop = browser.get(url)
+    assert hop.response.status_code == 400
+    refusal("replayed")
+    assert still_signed_in(idp, browser, sp)
+
+
+def test_logout_without_a_session_still_answers_success(idp: Any, sp: dict[str, Any]) -> None:
+    browser, auth = signed_in(idp, sp)
+    url, _ = logout_url(sp, auth)
+    assert browser.get(url).destination == SP_SLO_URL
+    # Logging out again (another tab, a second click): nothing left to end, and the SP still hears Success.
+    url, start = logout_url(sp, auth)
+    hop = browser.get(url)
+    done = OneLogin_Saml2_Auth(p3_request(hop.redirect), sp)
+    done.process_slo(request_id=start.get_last_request_id(), keep_local_session=True)
+    assert done.get_errors() == [], done.get_last_error_reason()
+    db.session.expire_all()
+    events = audit.events(type="saml.logout")
+    assert [e.details["session_found"] for e in events] == [False, True]  # newest first
+
+
+def test_a_signed_request_naming_the_session_index_ends_it_without_the_cookie(idp: Any, sp: dict[str, Any]) -> None:
+    """An SP posting across sites does not get our SameSite=Lax cookie sent along; its signed request naming
+    the SessionIndex we gave it is enough to find the session."""
+    browser, auth = signed_in(idp, sp)
+    url, start = logout_url(sp, auth)
+    hop = Browser(idp.url).get(url)
+    done = OneLogin_Saml2_Auth(p3_request(hop.redirect), sp)
+    done.process_slo(request_id=start.get_last_request_id(), keep_local_session=True)
+    assert done.get_errors() == [], done.get_last_error_reason()
+    assert not still_signed_in(idp, browser, sp)
+
+
+def test_an_sp_answering_with_an_error_makes_the_logout_partial(idp: Any, sp: dict[str, Any]) -> None:
+    sp2 = register(idp, entity_id=f"{SP2}/metadata", acs_url=f"{SP2}/acs", slo_url=f"{SP2}/slo",
+                   keys=sp_keys("second python3-saml sp"))
+    browser, auth = signed_in(idp, sp)
+    python3_saml_sign_in(browser, sp2, return_to=f"{SP2}/app")
+
+    url, start = logout_url(sp, auth)
+    hop = browser.get(url)
+    assert hop.destination == f"{SP2}/slo"
+    # The second SP validates our LogoutRequest but answers Responder (say its session store is down).
+    at_sp2 = OneLogin_Saml2_Auth(p3_request(hop.redirect), sp2)
+    request_id = at_sp2.get_last_request_id() or _request_id(hop.redirect)
+    answer = OneLogin_Saml2_Logout_Response(at_sp2.get_settings())
+    answer.build(request_id, status=RESPONDER)
+    params = {"SAMLResponse": answer.get_response(), "RelayState": hop.message.relay_state}
+    at_sp2.add_response_signature(params, SECURITY.get("signatureAlgorithm", sp2["security"]["signatureAlgorithm"]))
+    hop = browser.get(at_sp2.redirect_to(idp.url + "/saml/slo", params))
+
+    assert hop.destination == SP_SLO_URL
+    done = OneLogin_Saml2_Auth(p3_request(hop.redirect), sp)
+    done.process_slo(request_id=start.get_last_request_id(), keep_local_session=True)
+    assert done.get_errors() == [], done.get_last_error_reason()  # top-level Success: the IdP session ended
+    assert b"urn:oasis:names:tc:SAML:2.0:status:PartialLogout" in done.get_last_response_xml().encode()
+    assert not still_signed_in(idp, browser, sp)
+    db.session.expire_all()
+    (event,) = audit.events(type="saml.logout")
+    assert event.outcome == "partial"
+    assert event.details["notified"] == [{"sp": f"{SP2}/metadata", "result": "Responder"}]
+
+
+def test_an_sp_without_slo_endpoint_makes_the_logout_partial(idp: Any, sp: dict[str, Any]) -> None:
+    no_slo = register(idp, entity_id=f"{SP2}/metadata", acs_url=f"{SP2}/acs", slo_url=None,
+                      keys=sp_keys("second python3-saml sp"))
+    browser, auth = signed_in(idp, sp)
+    python3_saml_sign_in(browser, no_slo, return_to=f"{SP2}/app")
+    url, start = logout_url(sp, auth)
+    hop = browser.get(url)
+    assert hop.destination == SP_SLO_URL  # nobody else to visit: straight back
+    done = OneLogin_Saml2_Auth(p3_request(hop.redirect), sp)
+    done.process_slo(request_id=start.get_last_request_id(), keep_local_session=True)
+    assert done.get_errors() == []
+    assert b"PartialLogout" in done.get_last_response_xml().encode()
+    db.session.expire_all()
+    (event,) = audit.events(type="saml.logout")
+    assert event.details["notified"] == [{"sp": f"{SP2}/metadata", "result": "no SLO endpoint"}]
+
+
+def test_a_logout_response_for_no_logout_in_progress_is_refused(idp: Any, sp: dict[str, Any]) -> None:
+    settings = OneLogin_Saml2_Auth(p3_request(SP_SLO_URL), sp)
+    answer = OneLogin_Saml2_Logout_Response(settings.get_settings())
+    answer.build("_not_a_request_we_sent")
+    params = {"SAMLResponse": answer.get_response(), "RelayState": "made-up"}
+    settings.add_response_signature(params, sp["security"]["signatureAlgorithm"])
+    hop = Browser(idp.url).get(settings.redirect_to(idp.url + "/saml/slo", params))
+    assert hop.response.status_code == 400
+    assert refusal("unknown logout state").sp == SP_ENTITY_ID
+
+
+def _request_id(url: str) -> str:
+    xml = zlib.decompress(base64.b64decode(parse_qs(urlsplit(url).query)["SAMLRequest"][0]), -15)
+    start = xml.index(b' ID="') + 5
+    return xml[start:xml.index(b'"', start)].decode()

@@ -1,0 +1,385 @@
+"""What /saml/sso refuses, and how: an error page with the right status (nothing sent to an unverified
+address), or the SAML status the spec names posted to the SP's registered ACS, and an audit event each time.
+
+Requests are built by python3-saml (the SP library), not by us; the browser is Flask's test client.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+import tracemalloc
+import zlib
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from helpers import csrf_token, form_action, login, make_user
+from lxml import etree
+from saml_peers import ATTRIBUTE_MAP, NAMEID_EMAIL, SP_ACS_URL, OneLoginSp, read_post_form, sp_keys
+
+from idp import audit
+from idp.authn import directory
+from idp.extensions import db
+from idp.saml import providers
+from idp.saml.providers import SpOptions
+
+PASSWORD = "correct horse battery"
+SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
+RSA_SHA1 = "http://www.w3.org/2000/09/xmldsig#rsa-sha1"
+SHA1 = "http://www.w3.org/2000/09/xmldsig#sha1"
+IDP_BASE = "http://127.0.0.1:5000"  # the default IDP_BASE_URL the app fixture runs with
+
+
+@pytest.fixture
+def alice(app: Flask) -> None:
+    make_user("alice", PASSWORD, groups=["staff"], email="alice@example.test")
+
+
+def register(client: FlaskClient, **kwargs: Any) -> OneLoginSp:
+    options = kwargs.pop("options", {})
+    sp = OneLoginSp(client.get("/saml/metadata").data, **kwargs)
+    providers.add(sp.metadata(), None, SpOptions(attribute_map=tuple(ATTRIBUTE_MAP), **options), actor="test")
+    return sp
+
+
+@pytest.fixture
+def sp(client: FlaskClient, alice: None) -> OneLoginSp:
+    return register(client)
+
+
+def post_request(client: FlaskClient, xml: str | bytes, relay_state: str | None = None) -> Any:
+    data = {"SAMLRequest": base64.b64encode(xml if isinstance(xml, bytes) else xml.encode()).decode()}
+    if relay_state is not None:
+        data["RelayState"] = relay_state
+    return client.post("/saml/sso", data=data)
+
+
+def local(url: str) -> str:
+    """The IdP URL an SP library built, as a path: the test client keeps its cookies for its own host."""
+    assert url.startswith(IDP_BASE + "/"), url
+    return url.removeprefix(IDP_BASE)
+
+
+def refusals() -> list[audit.AuditEvent]:
+    return audit.events(type="saml.refused")
+
+
+def responses_issued() -> int:
+    return len(audit.events(type="saml.response"))
+
+
+def assert_refused(resp: Any, status: int, reason_part: str) -> None:
+    assert resp.status_code == status, resp.get_data(as_text=True)[:1000]
+    assert 'id="saml-post"' not in resp.get_data(as_text=True), "nothing may be posted anywhere"
+    events = refusals()
+    assert events, "every refusal is audited"
+    assert reason_part.lower() in (events[0].reason or "").lower(), events[0].reason
+
+
+def sign_in_and_continue(client: FlaskClient, resp: Any, password: str = PASSWORD) -> Any:
+    """From a redirect to the login page: sign in there, then follow back to /saml/continue/<id>."""
+    assert resp.status_code == 302, resp.status_code
+    location = urlsplit(resp.headers["Location"])
+    assert location.path == "/login"
+    query = parse_qs(location.query)
+    done = login(client, "alice", password, next=query["next"][0], force="force" in query)
+    if done.status_code != 302:
+        return done
+    return client.get(done.headers["Location"])
+
+
+def status_codes(form_fields: dict[str, str]) -> list[str]:
+    root = etree.fromstring(base64.b64decode(form_fields["SAMLResponse"]))
+    return [c.get("Value") for c in root.iter(f"{{{SAMLP}}}StatusCode")]
+
+
+# --- sign-in problems -------------------------------------------------------------------------------------
+
+def test_wrong_password_issues_no_response(client: FlaskClient, sp: OneLoginSp) -> None:
+    url, _ = sp.redirect_login("rs")
+    resp = client.get(local(url))
+    page = sign_in_and_continue(client, resp, password="wrong password here")
+    assert page.status_code == 200
+    assert "Incorrect username or password" in page.get_data(as_text=True)
+    assert 'id="saml-post"' not in page.get_data(as_text=True)
+    # Going to the continuation without signing in just leads back to the login page.
+    again = client.get(parse_qs(urlsplit(resp.headers["Location"]).query)["next"][0])
+    assert again.status_code == 302 and urlsplit(again.headers["Location"]).path == "/login"
+    assert responses_issued() == 0
+    assert [e.outcome for e in audit.events(type="login")] == ["failure"]
+
+
+@pytest.mark.parametrize("how", ["cli", "flag"])
+def test_disabled_users_live_session_yields_no_assertion(client: FlaskClient, sp: OneLoginSp, how: str) -> None:
+    url, _ = sp.redirect_login("rs")
+    form = read_post_form(sign_in_and_continue(client, client.get(local(url))).get_data(as_text=True))
+    assert form.action == SP_ACS_URL
+    assert responses_issued() == 1
+    if how == "cli":  # `idp user disable`: ends the sessions at once
+        assert directory.disable_user("alice", actor="test") == 1
+    else:  # the flag flipped underneath a live session (another process, a directory edit)
+        user = directory.require_user("alice")
+        user.enabled = False
+        db.session.commit()
+    url, _ = sp.redirect_login("rs")
+    resp = client.get(local(url))
+    assert resp.status_code == 302 and urlsplit(resp.headers["Location"]).path == "/login"
+    page = sign_in_and_continue(client, resp)
+    assert 'id="saml-post"' not in page.get_data(as_text=True)
+    assert responses_issued() == 1
+
+
+def test_force_authn_asks_for_the_password_again(client: FlaskClient, sp: OneLoginSp, frozen_clock: Any) -> None:
+    url, _ = sp.redirect_login("rs")
+    sign_in_and_continue(client, client.get(local(url)))
+    frozen_clock.advance(seconds=5)
+    url, request_id = sp.redirect_login("rs", force_authn=True)
+    resp = client.get(local(url))
+    assert resp.status_code == 302
+    location = urlsplit(resp.headers["Location"])
+    assert location.path == "/login" and parse_qs(location.query)["force"] == ["1"]
+    # Skipping the login page does not help: the old sign-in predates the request.
+    skipped = client.get(parse_qs(location.query)["next"][0])
+    assert skipped.status_code == 302 and urlsplit(skipped.headers["Location"]).path == "/login"
+    page = client.get(resp.headers["Location"])
+    assert 'name="password"' in page.get_data(as_text=True), "the login form is shown despite the session"
+    frozen_clock.advance(seconds=2)
+    done = client.post(form_action(page.get_data(as_text=True)), data={
+        "csrf_token": csrf_token(page.get_data(as_text=True)), "username": "alice", "password": PASSWORD})
+    form = read_post_form(client.get(done.headers["Location"]).get_data(as_text=True))
+    root = etree.fromstring(base64.b64decode(form.fields["SAMLResponse"]))
+    assert root.get("InResponseTo") == request_id
+    assert responses_issued() == 2
+
+
+def test_is_passive_without_session_answers_no_passive_to_the_acs(client: FlaskClient, sp: OneLoginSp) -> None:
+    url, request_id = sp.redirect_login("keep-me", is_passive=True)
+    resp = client.get(local(url))
+    assert resp.status_code == 200
+    form = read_post_form(resp.get_data(as_text=True))
+    assert form.action == SP_ACS_URL
+    assert form.fields["RelayState"] == "keep-me"
+    assert status_codes(form.fields) == [f"urn:oasis:names:tc:SAML:2.0:status:{s}" for s in ("Responder", "NoPassive")]
+    auth = sp.process_response(form, request_id)
+    assert "was Responder" in (auth.get_last_error_reason() or "")
+    assert not auth.is_authenticated()
+    assert "passive" in (refusals()[0].reason or "")
+    assert responses_issued() == 0
+
+
+def test_unsupported_nameid_policy_answers_invalid_nameid_policy(client: FlaskClient, alice: None) -> None:
+    sp = register(client, nameid_format="urn:oasis:names:tc:SAML:1.1:nameid-format:X509SubjectName")
+    url, _ = sp.redirect_login("rs")
+    form = read_post_form(client.get(local(url)).get_data(as_text=True))
+    assert form.action == SP_ACS_URL
+    assert status_codes(form.fields)[-1] == "urn:oasis:names:tc:SAML:2.0:status:InvalidNameIDPolicy"
+    assert refusals()
+
+
+def test_email_nameid_for_a_user_without_email(client: FlaskClient, app: Flask) -> None:
+    make_user("alice", PASSWORD)
+    sp = register(client, nameid_format=NAMEID_EMAIL)
+    url, _ = sp.redirect_login("rs")
+    page = sign_in_and_continue(client, client.get(local(url)))
+    form = read_post_form(page.get_data(as_text=True))
+    assert status_codes(form.fields)[-1] == "urn:oasis:names:tc:SAML:2.0:status:InvalidNameIDPolicy"
+    assert responses_issued() == 0
+
+
+# --- requests refused before anything is sent ------------------------------------------------------------
+
+def test_unknown_sp(client: FlaskClient, alice: None) -> None:
+    sp = OneLoginSp(client.get("/saml/metadata").data)  # never registered
+    url, _ = sp.redirect_login("rs")
+    resp = client.get(local(url))
+    assert_refused(resp, 400, "unknown service provider")
+    assert "Unknown service provider" in resp.get_data(as_text=True)
+    assert refusals()[0].sp == sp.entity_id
+
+
+def test_idp_initiated_for_an_unknown_sp_is_404(client: FlaskClient) -> None:
+    resp = client.get("/saml/init?sp=https://nobody.example.test/")
+    assert_refused(resp, 404, "unknown service provider")
+
+
+def test_acs_url_not_in_metadata(client: FlaskClient, sp: OneLoginSp) -> None:
+    evil = OneLoginSp(client.get("/saml/metadata").data, acs_url="https://evil.example.test/acs")
+    url, _ = evil.redirect_login("rs")
+    resp = client.get(local(url))
+    assert_refused(resp, 400, "ACS URL not in metadata")
+    assert "evil.example.test" not in resp.get_data(as_text=True)
+
+
+def test_tampered_signed_post_request(client: FlaskClient, alice: None) -> None:
+    sp = register(client, keys=sp_keys("signing sp"), security={"authnRequestsSigned": True})
+    xml, _ = sp.post_request()
+    tampered = xml.replace(SP_ACS_URL, "https://evil.example.test/acs")
+    assert tampered != xml
+    assert_refused(post_request(client, tampered), 400, "signature")
+
+
+def test_tampered_signed_redirect_request(client: FlaskClient, alice: None) -> None:
+    sp = register(client, keys=sp_keys("signing sp"), security={"authnRequestsSigned": True})
+    url, _ = sp.redirect_login("original")
+    tampered = url.replace("RelayState=original", "RelayState=changed")
+    assert tampered != url
+    assert_refused(client.get(local(tampered)), 400, "signature")
+    assert client.get(local(url)).status_code == 302  # the untouched request is fine
+
+
+def test_unsigned_request_when_signatures_are_required(client: FlaskClient, alice: None) -> None:
+    register(client, keys=sp_keys("signing sp"), options={"require_signed_requests": True})
+    unsigned = OneLoginSp(client.get("/saml/metadata").data, keys=sp_keys("signing sp"))
+    url, _ = unsigned.redirect_login("rs")
+    assert_refused(client.get(local(url)), 400, "unsigned")
+
+
+@pytest.mark.parametrize("binding", ["redirect", "post"])
+def test_sha1_signed_request_refused_unless_allowed(client: FlaskClient, alice: None, binding: str) -> None:
+    sha1 = {"authnRequestsSigned": True, "signatureAlgorithm": RSA_SHA1, "digestAlgorithm": SHA1}
+    sp = register(client, keys=sp_keys("signing sp"), security=sha1)
+
+    def send() -> Any:
+        if binding == "redirect":
+            return client.get(local(sp.redirect_login("rs")[0]))
+        return post_request(client, sp.post_request()[0], "rs")
+
+    assert_refused(send(), 400, "SHA-1")
+    providers.update(sp.entity_id, SpOptions(allow_sha1=True), actor="test")
+    db.session.commit()
+    resp = send()
+    assert resp.status_code == 302 and urlsplit(resp.headers["Location"]).path == "/login"
+
+
+def test_replayed_request_id(client: FlaskClient, sp: OneLoginSp) -> None:
+    xml, _ = sp.post_request()
+    first = post_request(client, xml)
+    assert first.status_code == 302
+    assert_refused(post_request(client, xml), 400, "replayed")
+
+
+def test_stale_issue_instant(client: FlaskClient, sp: OneLoginSp, app: Flask, frozen_clock: Any) -> None:
+    url, _ = sp.redirect_login("rs")
+    frozen_clock.advance(seconds=app.extensions["idp.settings"].saml_clock_skew_seconds + 30)
+    assert_refused(client.get(local(url)), 400, "IssueInstant")
+
+
+def test_destination_of_another_idp(client: FlaskClient, sp: OneLoginSp) -> None:
+    xml, _ = sp.post_request()
+    moved = xml.replace('Destination="http://127.0.0.1:5000/saml/sso"', 'Destination="https://other.test/sso"')
+    assert moved != xml
+    assert_refused(post_request(client, moved), 400, "destination")
+
+
+def test_expired_continuation(client: FlaskClient) -> None:
+    resp = client.get("/saml/continue/nonexistent")
+    assert_refused(resp, 400, "expired")
+    assert "go back to the application" in resp.get_data(as_text=True)
+
+
+# --- hostile XML and compression ------------------------------------------------------------------------
+
+XXE = b"""<?xml version="1.0"?>
+<!DOCTYPE r [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>
+<samlp:AuthnRequest xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol"
+ xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="_x" Version="2.0"
+ IssueInstant="2030-01-01T00:00:00Z"><saml:Issuer>&xxe;</saml:Issuer></samlp:AuthnRequest>"""
+
+LAUGHS = b"""<?xml version="1.0"?>
+<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+<!ENTITY lol2 "&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;">
+<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
+<!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">
+<!ENTITY lol5 "&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;">
+<!ENTITY lol6 "&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;">
+<!ENTITY lol7 "&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;">
+<!ENTITY lol8 "&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;">
+<!ENTITY lol9 "&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;">]>
+<samlp:AuthnRequest xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol"
+ xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="_x" Version="2.0"
+ IssueInstant="2030-01-01T00:00:00Z"><saml:Issuer>&lol9;</saml:Issuer></samlp:AuthnRequest>"""
+
+
+@pytest.mark.parametrize("payload", [XXE, LAUGHS], ids=["xxe", "billion-laughs"])
+def test_hostile_xml_is_refused_quickly(client: FlaskClient, sp: OneLoginSp, payload: bytes) -> None:
+    tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        resp = post_request(client, payload)
+        elapsed = time.perf_counter() - started
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert elapsed < 1.0
+    assert peak < 20 * 1024 * 1024, "no entity expansion"
+    body = resp.get_data(as_text=True)
+    assert "root:" not in body and "lollol" not in body
+    assert_refused(resp, 400, "DTD")
+
+
+def test_deflate_bomb_via_redirect(client: FlaskClient, sp: OneLoginSp) -> None:
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    bomb = deflater.compress(b"<a>" + b"A" * (100 * 1024 * 1024)) + deflater.flush()
+    assert len(bomb) < 200 * 1024
+    query = urlencode({"SAMLRequest": base64.b64encode(bomb).decode()})
+    tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        resp = client.get("/saml/sso?" + query)
+        elapsed = time.perf_counter() - started
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert elapsed < 1.0
+    assert peak < 20 * 1024 * 1024, f"inflating used {peak} bytes"
+    assert_refused(resp, 400, "too large")
+
+
+def test_garbage_is_a_clear_400(client: FlaskClient, sp: OneLoginSp) -> None:
+    assert_refused(client.get("/saml/sso?SAMLRequest=%%%not-base64"), 400, "base64")
+    assert_refused(client.post("/saml/sso", data={"SAMLRequest": base64.b64encode(b"<a><b></a>").decode()}),
+                   400, "")
+    assert_refused(client.get("/saml/sso"), 400, "no SAMLRequest")
+
+
+# --- where answers go ------------------------------------------------------------------------------------
+
+def test_acs_is_chosen_only_among_registered_endpoints(client: FlaskClient, alice: None) -> None:
+    """URL, index or neither: the answer goes to the metadata endpoint so named, or the default one."""
+    sp = OneLoginSp(client.get("/saml/metadata").data)
+    second = '<md:AssertionConsumerService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" ' \
+             'Location="https://sp.example.test/acs2" index="0"/>'
+    metadata = sp.metadata().decode().replace("</md:SPSSODescriptor>", second + "</md:SPSSODescriptor>")
+    providers.add(metadata.encode(), None, SpOptions(), actor="test")
+    login(client, "alice", PASSWORD)
+
+    def answered_at(xml: str) -> str:
+        resp = post_request(client, xml)
+        assert resp.status_code == 200, resp.get_data(as_text=True)[:500]
+        return read_post_form(resp.get_data(as_text=True)).action
+
+    xml, _ = sp.post_request()
+    assert answered_at(xml) == SP_ACS_URL
+    bare = sp.post_request()[0].replace(f'AssertionConsumerServiceURL="{SP_ACS_URL}"', "")
+    assert "AssertionConsumerServiceURL" not in bare
+    assert answered_at(bare) == "https://sp.example.test/acs2", "no URL: the lowest index is the default"
+    by_index = sp.post_request()[0].replace(f'AssertionConsumerServiceURL="{SP_ACS_URL}"',
+                                            'AssertionConsumerServiceIndex="1"')
+    assert answered_at(by_index) == SP_ACS_URL
+    unknown_index = sp.post_request()[0].replace(f'AssertionConsumerServiceURL="{SP_ACS_URL}"',
+                                                 'AssertionConsumerServiceIndex="7"')
+    assert_refused(post_request(client, unknown_index), 400, "ACS index")
+
+
+def test_requested_nameid_format_overrides_the_configured_one(client: FlaskClient, alice: None) -> None:
+    register(client, options={"nameid_format": "unspecified"})
+    asks_email = OneLoginSp(client.get("/saml/metadata").data, nameid_format=NAMEID_EMAIL)
+    login(client, "alice", PASSWORD)
+    url, request_id = asks_email.redirect_login("rs")
+    form = read_post_form(client.get(local(url)).get_data(as_text=True))
+    auth = asks_email.process_response(form, request_id)
+    assert auth.get_errors() == [], auth.get_last_error_reason()
+    assert (auth.get_nameid(), auth.get_nameid_format()) == ("alice@example.test", NAMEID_EMAIL)

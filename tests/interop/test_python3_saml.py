@@ -1,0 +1,203 @@
+"""python3-saml (SAML-Toolkits) as the service provider, over real HTTP against the running IdP.
+
+The SP library builds the AuthnRequests and validates every Response in strict mode: signatures (message
+and assertion) against the certificate it read from our /saml/metadata, audience, recipient, destination,
+InResponseTo and validity. The browser is a ``requests.Session`` that signs in through the real login form.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import Any
+
+import pytest
+import requests
+from helpers import make_user
+from onelogin.saml2.auth import OneLogin_Saml2_Auth
+from saml_peers import (
+    ATTRIBUTE_MAP,
+    NAMEID_EMAIL,
+    NAMEID_PERSISTENT,
+    NAMEID_TRANSIENT,
+    OneLoginSp,
+    PostedForm,
+    idp_metadata,
+    is_login_page,
+    read_post_form,
+    sp_keys,
+    submit_login,
+)
+
+from idp import audit
+from idp.extensions import db
+from idp.saml import providers
+from idp.saml.providers import SpOptions
+from idp.store import SessionParticipant
+
+PASSWORD = "correct horse battery"
+RELAY_STATE = "https://sp.example.test/after?tab=1&q=<a \"b\">"
+
+
+@pytest.fixture
+def idp(live_server: Any) -> Any:
+    make_user("alice", PASSWORD, groups=["admins", "staff"], email="alice@example.test",
+              display_name="Alice Liddell")
+    return live_server
+
+
+def make_sp(idp: Any, **kwargs: Any) -> OneLoginSp:
+    """A python3-saml SP trusting our metadata, registered with the IdP (release map: mail, groups, name)."""
+    options = kwargs.pop("options", {})
+    sp = OneLoginSp(idp_metadata(idp.url), **kwargs)
+    providers.add(sp.metadata(), None, SpOptions(attribute_map=tuple(ATTRIBUTE_MAP), **options), actor="test")
+    return sp
+
+
+def through_login(http: requests.Session, page: requests.Response) -> PostedForm:
+    """Sign in if the IdP asks for it, then return the auto-posting form it serves."""
+    if is_login_page(page):
+        page = submit_login(http, page, "alice", PASSWORD)
+    assert page.status_code == 200, page.text[:2000]
+    return read_post_form(page.text)
+
+
+def assert_valid(auth: OneLogin_Saml2_Auth) -> None:
+    assert auth.get_errors() == [], auth.get_last_error_reason()
+    assert auth.is_authenticated()
+
+
+def assert_alice(auth: OneLogin_Saml2_Auth) -> None:
+    attributes = auth.get_attributes()
+    assert attributes["groups"] == ["admins", "staff"]
+    assert attributes["mail"] == ["alice@example.test"]
+    assert attributes["displayName"] == ["Alice Liddell"]
+
+
+def redirect_sign_in(http: requests.Session, sp: OneLoginSp, relay_state: str = RELAY_STATE) -> OneLogin_Saml2_Auth:
+    url, request_id = sp.redirect_login(relay_state)
+    form = through_login(http, http.get(url, timeout=10))
+    assert form.fields["RelayState"] == relay_state
+    auth = sp.process_response(form, request_id)
+    assert_valid(auth)
+    return auth
+
+
+def test_sp_initiated_with_the_redirect_binding(idp: Any) -> None:
+    sp = make_sp(idp)
+    http = requests.Session()
+    url, request_id = sp.redirect_login(RELAY_STATE)
+    page = http.get(url, timeout=10)
+    assert is_login_page(page), "an anonymous browser is asked to sign in first"
+    page = submit_login(http, page, "alice", PASSWORD)
+    # The auto-posting page: its one script runs by nonce, it may post only to the SP's origin, and it
+    # works without JavaScript (a visible Continue button).
+    csp = page.headers["Content-Security-Policy"]
+    nonce = re.search(r"'nonce-([^']+)'", csp)
+    assert nonce and f'<script nonce="{nonce.group(1)}">' in page.text
+    assert "form-action https://sp.example.test;" in csp and "frame-ancestors 'none'" in csp
+    assert '<button type="submit">Continue</button>' in page.text
+    assert "&lt;a &#34;b&#34;&gt;" in page.text or "&lt;a &quot;b&quot;&gt;" in page.text, "RelayState escaped"
+    form = read_post_form(page.text)
+    assert form.fields["RelayState"] == RELAY_STATE
+    auth = sp.process_response(form, request_id)
+    assert_valid(auth)
+    assert auth.get_nameid() == "alice"
+    assert_alice(auth)
+    assert auth.get_session_index()
+
+
+def test_sp_initiated_with_the_post_binding(idp: Any) -> None:
+    sp = make_sp(idp, nameid_format=NAMEID_EMAIL)
+    http = requests.Session()
+    xml, request_id = sp.post_request()
+    page = http.post(idp.url + "/saml/sso", timeout=10, data={
+        "SAMLRequest": base64.b64encode(xml.encode()).decode(), "RelayState": RELAY_STATE,
+    })
+    form = through_login(http, page)
+    assert form.fields["RelayState"] == RELAY_STATE
+    auth = sp.process_response(form, request_id)
+    assert_valid(auth)
+    assert auth.get_nameid() == "alice@example.test"
+    assert auth.get_nameid_format() == NAMEID_EMAIL
+    assert_alice(auth)
+
+
+def test_signed_authn_request(idp: Any) -> None:
+    sp = make_sp(idp, keys=sp_keys("python3-saml signing sp"), security={"authnRequestsSigned": True},
+                 options={"require_signed_requests": True})
+    http = requests.Session()
+    url, _ = sp.redirect_login(RELAY_STATE)
+    assert "Signature=" in url and "SigAlg=" in url
+    auth = redirect_sign_in(http, sp)
+    assert_alice(auth)
+
+
+def test_idp_initiated(idp: Any) -> None:
+    sp = make_sp(idp)
+    http = requests.Session()
+    page = http.get(idp.url + "/saml/init", params={"sp": sp.entity_id, "RelayState": "/dashboard"}, timeout=10)
+    form = through_login(http, page)
+    assert form.fields["RelayState"] == "/dashboard"
+    auth = sp.process_response(form, None)
+    assert_valid(auth)
+    assert auth.get_nameid() == "alice"
+    assert_alice(auth)
+
+
+def test_an_existing_session_signs_in_without_the_login_page(idp: Any) -> None:
+    sp = make_sp(idp)
+    http = requests.Session()
+    redirect_sign_in(http, sp)
+    url, request_id = sp.redirect_login(RELAY_STATE)
+    page = http.get(url, timeout=10)
+    assert not is_login_page(page)
+    assert_valid(sp.process_response(read_post_form(page.text), request_id))
+
+
+def test_persistent_nameid_is_stable_per_sp_and_differs_between_sps(idp: Any) -> None:
+    sp1 = make_sp(idp, nameid_format=NAMEID_PERSISTENT)
+    sp2 = make_sp(idp, nameid_format=NAMEID_PERSISTENT, entity_id="https://sp2.example.test/metadata",
+                  acs_url="https://sp2.example.test/acs", slo_url=None)
+    first = redirect_sign_in(requests.Session(), sp1)
+    again = redirect_sign_in(requests.Session(), sp1)  # a new browser: a new sign-in, the same identifier
+    other = redirect_sign_in(requests.Session(), sp2)
+    assert first.get_nameid_format() == NAMEID_PERSISTENT
+    assert first.get_nameid() == again.get_nameid()
+    assert other.get_nameid() != first.get_nameid()
+    assert "alice" not in first.get_nameid() and "alice" not in other.get_nameid()
+    assert first.get_nameid_spnq() == sp1.entity_id
+    # Single Logout will need to reach both SPs by the NameID and SessionIndex they were given.
+    db.session.expire_all()
+    participants = {p.name_id: p for p in db.session.query(SessionParticipant)}
+    assert set(participants) == {first.get_nameid(), other.get_nameid()}
+    assert participants[other.get_nameid()].session_index == other.get_session_index()
+    issued = audit.events(type="saml.response")
+    assert len(issued) == 3 and issued[0].sp == sp2.entity_id and issued[0].username == "alice"
+    assert issued[0].details["name_id"] == other.get_nameid()
+    assert issued[0].details["attributes"] == ["mail", "groups", "displayName"]
+    assert issued[0].details["signed_assertion"] and issued[0].details["signed_response"]
+
+
+def test_transient_nameid_differs_each_time(idp: Any) -> None:
+    sp = make_sp(idp, nameid_format=NAMEID_TRANSIENT)
+    http = requests.Session()
+    first = redirect_sign_in(http, sp)
+    second = redirect_sign_in(http, sp)
+    assert first.get_nameid_format() == NAMEID_TRANSIENT
+    assert first.get_nameid() != second.get_nameid()
+
+
+def test_encrypted_assertion(idp: Any) -> None:
+    sp = make_sp(idp, keys=sp_keys("python3-saml encrypting sp"),
+                 security={"wantAssertionsEncrypted": True}, options={"encrypt_assertion": True})
+    http = requests.Session()
+    url, request_id = sp.redirect_login(RELAY_STATE)
+    form = through_login(http, http.get(url, timeout=10))
+    xml = base64.b64decode(form.fields["SAMLResponse"])
+    assert b"EncryptedAssertion" in xml and b"alice" not in xml
+    auth = sp.process_response(form, request_id)
+    assert_valid(auth)
+    assert auth.get_nameid() == "alice"
+    assert_alice(auth)
+    assert audit.events(type="saml.response")[0].details["encrypted"] is True
