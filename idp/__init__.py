@@ -45,7 +45,8 @@ def _configure(app: Flask, settings: Settings) -> None:
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.https,
-        MAX_CONTENT_LENGTH=settings.saml_max_message_bytes,
+        # A posted message is base64 of the XML (4/3 larger) plus the other form fields.
+        MAX_CONTENT_LENGTH=settings.saml_max_message_bytes * 4 // 3 + 16 * 1024,
         WTF_CSRF_TIME_LIMIT=settings.session_max_seconds,
         PREFERRED_URL_SCHEME="https" if settings.https else "http",
     )

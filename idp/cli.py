@@ -16,6 +16,8 @@ from flask_migrate.cli import db as db_group
 
 from idp import clock, create_app
 from idp.audit import events as audit_events
+from idp.authn.cli import group as group_group
+from idp.authn.cli import user as user_group
 from idp.config import ConfigError
 from idp.keys import KeyError_
 from idp.runtime import keystore
@@ -35,8 +37,12 @@ cli = FlaskGroup(
     name="idp", create_app=_app, add_default_commands=False, load_dotenv=False, set_debug_flag=False,
     help="Identity bridge: SAML 2.0 IdP over a built-in directory.",
 )
+# FlaskGroup's own options (--app, --env-file, --debug, --version) would let a command run some other app.
+cli.params = [p for p in cli.params if p.name not in ("app", "env_file", "debug", "version")]
 cli.add_command(db_group)
 cli.add_command(sp_group)
+cli.add_command(user_group)
+cli.add_command(group_group)
 
 
 @cli.command()
@@ -56,6 +62,8 @@ def serve(bind: str | None, workers: int | None) -> None:
             self.cfg.set("worker_class", "gthread")
             self.cfg.set("threads", 4)
             self.cfg.set("accesslog", "-")
+            # Path only: query strings and referrers carry SAML messages and signatures.
+            self.cfg.set("access_log_format", '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms')
 
         def load(self) -> Any:
             return app
@@ -84,13 +92,6 @@ def keys_list() -> None:
         click.echo(f"{key.kid}\t{key.state}")
 
 
-# --- directory, audit and demo (issue 2) ---------------------------------------------------------------------
-
-from idp.authn.cli import group as _group_cli  # noqa: E402
-from idp.authn.cli import user as _user_cli  # noqa: E402
-
-cli.add_command(_user_cli)
-cli.add_command(_group_cli)
 
 _RELATIVE = re.compile(r"(\d+)\s*([smhdw])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}

@@ -7,7 +7,14 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Iterable
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -18,6 +25,7 @@ from werkzeug.test import TestResponse
 from idp.authn import directory
 from idp.store import User
 
+IDP = str(Path(sys.executable).with_name("idp"))
 _CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
 _ACTION = re.compile(r'<form[^>]*action="([^"]*)"')
 
@@ -93,3 +101,42 @@ def make_user(
         if directory.get_group(name) is None:
             directory.create_group(name, actor="test")
     return directory.create_user(username, password=password, actor="test", groups=groups, **profile)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Served:
+    url: str
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@contextmanager
+def idp_process(args: list[str], env: dict[str, str], port: int, log: Path) -> Iterator[Served]:
+    """Run the real ``idp`` console script (a server) until it answers on ``port``; stop it afterwards.
+
+    Output goes to a file, not a pipe: a pipe nobody reads fills up and stalls the server.
+    """
+    url = f"http://127.0.0.1:{port}"
+    with open(log, "wb") as out, subprocess.Popen([IDP, *args], env=env, stdout=out, stderr=subprocess.STDOUT) as proc:
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    requests.get(url + "/login", timeout=2)
+                    break
+                except requests.ConnectionError:
+                    assert proc.poll() is None, log.read_text(errors="replace")
+                    assert time.monotonic() < deadline, "server did not start"
+                    time.sleep(0.2)
+            yield Served(url, log)
+        finally:
+            proc.terminate()
+            proc.wait(15)

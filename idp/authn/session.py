@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from flask import Response, has_request_context, request, url_for
+from flask import Flask, Response, current_app, has_request_context, request, url_for
 from sqlalchemy import delete, func, select, update
+from werkzeug.wrappers import Response as BaseResponse
 
 from idp import audit
 from idp.audit import AuditEvent
@@ -23,6 +25,24 @@ from idp.runtime import settings
 from idp.store import SessionParticipant, SsoSession, User
 
 COOKIE = "idp_session"
+
+# A protocol that signs users in elsewhere (SAML Single Logout) ends the session itself and may answer with
+# the first hop of its logout chain. Registered by the protocol so that authn never imports it.
+LogoutPropagation = Callable[[SsoSession, str], BaseResponse | None]
+_PROPAGATION = "idp.logout_propagation"
+
+
+def set_logout_propagation(app: Flask, propagate: LogoutPropagation) -> None:
+    app.extensions[_PROPAGATION] = propagate
+
+
+def sign_out(sso: SsoSession, reason: str) -> BaseResponse | None:
+    """End ``sso`` everywhere it reached; a response means the browser must visit the SPs first."""
+    propagate: LogoutPropagation | None = current_app.extensions.get(_PROPAGATION)
+    if propagate is not None:
+        return propagate(sso, reason)
+    end_session(sso, reason)
+    return None
 # last_seen_at is rewritten at most this often: sliding the idle timeout must not cost a write per request.
 _TOUCH_EVERY = timedelta(seconds=60)
 # Per-request state lives in the WSGI environ, not in `g`: an app context can outlive one request.

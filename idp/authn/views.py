@@ -6,7 +6,7 @@ from flask import Blueprint, redirect, render_template, request
 from werkzeug.wrappers import Response as BaseResponse
 
 from idp.authn.forms import LoginForm, LogoutForm
-from idp.authn.session import apply_cookie, current_principal, current_session, end_session, login_url, start_session
+from idp.authn.session import apply_cookie, current_principal, current_session, login_url, sign_out, start_session
 from idp.authn.signin import Status, sign_in
 
 bp = Blueprint("authn", __name__)
@@ -53,12 +53,12 @@ def login() -> BaseResponse | tuple[str, int] | str:
 
 
 @bp.route("/logout", methods=["GET", "POST"])
-def logout() -> str:
+def logout() -> BaseResponse | str:
     form = LogoutForm()
     sso = current_session()
     if request.method == "POST" and form.validate_on_submit():
-        if sso is not None:
-            end_session(sso, "user signed out")
+        if sso is not None and (hop := sign_out(sso, "user signed out")) is not None:
+            return hop
         return render_template("logout.html", signed_out=True)
     if sso is None:
         return render_template("logout.html", signed_out=True)

@@ -44,12 +44,13 @@ class NameId:
 
 
 def choose_format(configured: str, requested: str | None) -> str:
-    """The format to use: the request's NameIDPolicy Format if it names one, else the SP's setting."""
-    if requested and requested != UNSPECIFIED:
-        if requested not in SUPPORTED:
-            raise NameIdPolicyError(f"unsupported NameID format {requested}")
-        return requested
-    return configured if configured in SUPPORTED else UNSPECIFIED
+    """The SP's configured format. The admin's choice wins over the request: an SP set to an opaque
+    persistent ID must not obtain the user's email by asking for emailAddress, so a request for any other
+    specific format is refused (InvalidNameIDPolicy) rather than honoured."""
+    chosen = configured if configured in SUPPORTED else UNSPECIFIED
+    if requested and requested not in (UNSPECIFIED, chosen):
+        raise NameIdPolicyError(f"NameID format {requested} requested, but this SP is set to {chosen}")
+    return chosen
 
 
 def name_id_for(principal: Principal, sp: ServiceProvider, fmt: str) -> NameId:

@@ -30,6 +30,7 @@ from idp.keys import SigningKey
 DS = "http://www.w3.org/2000/09/xmldsig#"
 XENC = "http://www.w3.org/2001/04/xmlenc#"
 SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
+XML_ID = "{http://www.w3.org/XML/1998/namespace}id"
 
 RSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
 RSA_SHA1 = "http://www.w3.org/2000/09/xmldsig#rsa-sha1"
@@ -160,9 +161,10 @@ def verify_posted(root: etree._Element, certs_b64: list[str] | tuple[str, ...], 
         [_algorithm(reference.find(f"{{{DS}}}DigestMethod"), "DigestMethod")],
         allow_sha1,
     )
-    # Signature wrapping: the referenced ID must name the root and nothing else in the document.
+    # Signature wrapping: the referenced ID must name the root and nothing else in the document. libxml2
+    # also treats xml:id as an ID, so it counts too.
     document = root.getroottree().getroot()
-    if sum(1 for el in document.iter() if el.get("ID") == root_id) != 1:
+    if sum(1 for el in document.iter() for attr in ("ID", XML_ID) if el.get(attr) == root_id) != 1:
         raise SignatureInvalid("the signed ID occurs more than once in the message")
     for cert in certs_b64:
         key = _xmlsec_cert_key(cert)
@@ -171,8 +173,8 @@ def verify_posted(root: etree._Element, certs_b64: list[str] | tuple[str, ...], 
         ctx = xmlsec.SignatureContext()
         # The key comes from the SP's metadata; with a key set, xmlsec never takes one from KeyInfo.
         ctx.key = key
-        ctx.register_id(root, "ID")
         try:
+            ctx.register_id(root, "ID")
             ctx.verify(signature)
         except xmlsec.Error:
             continue

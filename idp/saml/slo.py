@@ -241,20 +241,19 @@ def _logout_request(inbound: Inbound, root: etree._Element) -> Response:
 
 
 def _find_session(sp: ServiceProvider, name_id: str, indexes: list[str], signed: bool) -> SsoSession | None:
-    """The IdP session the request names: the browser's own, else (signed requests only) by SessionIndex."""
+    """The IdP session the request names: the browser's own, else (signed requests only) by NameID/SessionIndex."""
     sso = current_session()
     if sso is not None and _participant(sso, sp, name_id, indexes) is not None:
         return sso
     # An SP posting across sites does not get our SameSite=Lax cookie sent along; a signed request naming
-    # a session index we handed to that SP identifies the session just as well.
-    if signed and indexes:
-        row = db.session.scalars(
-            select(SessionParticipant).where(
-                SessionParticipant.sp_id == sp.id,
-                SessionParticipant.name_id == name_id,
-                SessionParticipant.session_index.in_(indexes),
-            )
-        ).first()
+    # the subject we gave that SP (and the session index, if it names one) identifies the session as well.
+    if signed:
+        query = select(SessionParticipant).where(
+            SessionParticipant.sp_id == sp.id, SessionParticipant.name_id == name_id
+        )
+        if indexes:
+            query = query.where(SessionParticipant.session_index.in_(indexes))
+        row = db.session.scalars(query).first()
         if row is not None:
             return db.session.get(SsoSession, row.session_id)
     return None

@@ -7,18 +7,26 @@ SAML error status to a trusted ACS.
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, redirect, request, url_for
+from typing import cast
+
+from flask import Blueprint, Flask, Response, redirect, request, url_for
+from flask.blueprints import BlueprintSetupState
 from werkzeug.wrappers import Response as BaseResponse
 
-from idp.authn.session import current_session, login_url
+from idp.authn.session import COOKIE, current_session, login_url, set_logout_propagation
 from idp.errors import BadRequest
 from idp.extensions import csrf
 from idp.runtime import settings
-from idp.saml import sso
+from idp.saml import slo, sso
 from idp.saml.bindings import MAX_RELAY_STATE, Inbound, decode_post, decode_redirect, post_form
 from idp.saml.metadata import idp_metadata_xml
 
 bp = Blueprint("saml", __name__, url_prefix="/saml")
+
+
+@bp.record_once
+def _propagate_logout(state: BlueprintSetupState) -> None:
+    set_logout_propagation(cast(Flask, state.app), slo.start_idp_logout)
 
 
 @bp.get("/metadata")
@@ -43,6 +51,11 @@ def _inbound() -> Inbound:
     return decode_redirect(message, request.args.get("RelayState"), request.query_string, limit)
 
 
+def _no_passive(req: sso.SsoRequest) -> sso.SamlStatusError:
+    return sso.SamlStatusError(req, "urn:oasis:names:tc:SAML:2.0:status:NoPassive",
+                               "passive request without a usable session")
+
+
 def _answer(req: sso.SsoRequest) -> BaseResponse:
     """Answer at once when the session allows it; otherwise park the request and go to the login page."""
     ip = request.remote_addr
@@ -51,8 +64,7 @@ def _answer(req: sso.SsoRequest) -> BaseResponse:
         if req.is_passive:
             # The SP forbids us to interact with the user: no usable session means NoPassive, never a login page.
             if session is None or req.force_authn:
-                raise sso.SamlStatusError(req, "urn:oasis:names:tc:SAML:2.0:status:NoPassive",
-                                          "passive request without a usable session")
+                raise _no_passive(req)
             return _post(sso.issue(req, session, ip))
         if session is not None and not req.force_authn:
             return _post(sso.issue(req, session, ip))
@@ -74,6 +86,10 @@ def single_sign_on() -> BaseResponse:
         req = sso.receive(inbound, ip)
     except sso.SamlStatusError as err:
         return _post(sso.error_response(err, ip))
+    if request.method == "POST" and COOKIE not in request.cookies:
+        # A cross-site POST carries no SameSite=Lax cookie, but the same-site GET it is redirected to does:
+        # decide there, or a signed-in user would be asked again (or refused NoPassive).
+        return redirect(url_for("saml.resume", pending_id=sso.park(req)), 303)
     return _answer(req)
 
 
@@ -99,6 +115,9 @@ def resume(pending_id: str) -> BaseResponse:
     session = current_session()
     # With ForceAuthn the password must have been typed after the request came in, not before.
     if session is None or (req.force_authn and session.authn_at < req.received_at):
+        if req.is_passive:
+            sso.consume(pending_id, ip)
+            return _post(sso.error_response(_no_passive(req), ip))
         return redirect(login_url(url_for("saml.resume", pending_id=pending_id), force=req.force_authn))
     sso.consume(pending_id, ip)
     try:
@@ -107,14 +126,11 @@ def resume(pending_id: str) -> BaseResponse:
         return _post(sso.error_response(err, ip))
 
 
-# --- Single Logout (idp.saml.slo) ---------------------------------------------------------------------------
 
 
 @bp.route("/slo", methods=["GET", "POST"])
 def single_logout() -> BaseResponse:
     """LogoutRequests from SPs start a logout chain; LogoutResponses from SPs continue it."""
-    from idp.saml import slo
-
     return slo.handle()
 
 

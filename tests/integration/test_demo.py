@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import requests
 from flask import Flask
 from flask.testing import FlaskCliRunner
-from helpers import login_http
+from helpers import free_port, idp_process, login_http
 
 from idp import audit
 from idp.authn import directory
 from idp.cli import cli
 from idp.demo import USERS, seed_demo
-
-IDP = str(Path(sys.executable).with_name("idp"))
 
 
 def test_seed_creates_users_groups_and_membership(app: Flask) -> None:
@@ -54,35 +48,16 @@ def test_demo_command_is_registered(app: Flask, runner: FlaskCliRunner) -> None:
     assert result.exit_code == 0 and "--bind" in result.output
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_idp_demo_serves_and_alice_signs_in(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
     env.update(IDP_DATA_DIR=str(tmp_path), IDP_LOG_FORMAT="text", IDP_WORKERS="1")
-    proc = subprocess.Popen([IDP, "demo", "--bind", f"127.0.0.1:{port}"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                requests.get(f"http://127.0.0.1:{port}/login", timeout=2)
-                break
-            except requests.ConnectionError:
-                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.2)
+    with idp_process(["demo", "--bind", f"127.0.0.1:{port}"], env, port, tmp_path / "out.log") as served:
         browser = requests.Session()
-        resp = login_http(browser, f"http://127.0.0.1:{port}", "alice", "alice-demo-pw")
+        resp = login_http(browser, served.url, "alice", "alice-demo-pw")
         assert resp.status_code == 302, resp.text
-        home = browser.get(f"http://127.0.0.1:{port}/", timeout=10)
+        home = browser.get(served.url + "/", timeout=10)
         assert "Signed in as" in home.text and "Alice Anderson" in home.text
         assert home.headers["Server"].startswith("gunicorn")
-    finally:
-        proc.terminate()
-        out, _ = proc.communicate(timeout=10)
+    out = served.output()
     assert "alice" in out and "alice-demo-pw" in out

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import lxml.html
 import pytest
 import requests
 from onelogin.saml2.auth import OneLogin_Saml2_Auth
@@ -228,33 +229,18 @@ def test_single_logout_over_http_post_with_an_enveloped_signature(idp: Any, pysa
     assert browser.get(sp.login_url()[1]).asked_password
 
 
-@pytest.fixture
-def idp_logout_route(live_server: Any) -> str:
-    """What the IdP's own logout page does with :func:`start_idp_logout`, mounted before the first request
-    (the /logout view itself belongs to the sign-in pages)."""
-    from flask import Response
-
-    from idp.authn.session import current_session
-    from idp.saml.slo import start_idp_logout
-
-    def idp_logout() -> Response:
-        sso = current_session()
-        assert sso is not None
-        return start_idp_logout(sso) or Response("signed out, nobody to tell")
-
-    live_server.app.add_url_rule("/test/idp-logout", "test_idp_logout", idp_logout, methods=["GET"])
-    return live_server.url + "/test/idp-logout"
-
-
 def test_idp_initiated_logout_visits_every_sp_and_ends_on_the_signed_out_page(
-    idp_logout_route: str, idp: Any, pysaml2_sp_plain: Pysaml2Sp, p3_settings: dict[str, Any]
+    idp: Any, pysaml2_sp_plain: Pysaml2Sp, p3_settings: dict[str, Any]
 ) -> None:
     sp = pysaml2_sp_plain
     browser = Browser(idp.url, "alice", PASSWORD)
     authn, _ = sign_in_pysaml2(browser, sp)
     p3 = python3_saml_sign_in(browser, p3_settings)
 
-    hop = browser.get(idp_logout_route)
+    # The IdP's own logout page, as a user would use it: the confirmation form, then its POST.
+    confirm = browser.session.get(idp.url + "/logout", timeout=30)
+    token = lxml.html.fromstring(confirm.text).xpath("//input[@name='csrf_token']/@value")[0]
+    hop = browser.post(idp.url + "/logout", {"csrf_token": token})
     # First SP in sign-in order: pysaml2 gets a LogoutRequest it accepts for this user.
     assert hop.destination == sp.slo_url, hop.response.text[:500]
     sp.verify_redirect_signature(hop.message)

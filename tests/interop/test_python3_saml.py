@@ -123,6 +123,23 @@ def test_sp_initiated_with_the_post_binding(idp: Any) -> None:
     assert_alice(auth)
 
 
+def test_cross_site_post_reaches_a_signed_in_user_without_a_second_prompt(idp: Any) -> None:
+    """Browsers do not send our SameSite=Lax cookie with an SP's cross-site POST; the IdP must still see
+    the session (through a same-site redirect) instead of asking again or answering NoPassive."""
+    sp = make_sp(idp)
+    http = requests.Session()
+    redirect_sign_in(http, sp)  # signs alice in
+    for passive in (False, True):
+        xml, request_id = sp.post_request(is_passive=passive)
+        cross_site = requests.post(idp.url + "/saml/sso", allow_redirects=False, timeout=10, data={
+            "SAMLRequest": base64.b64encode(xml.encode()).decode(), "RelayState": RELAY_STATE})
+        assert cross_site.status_code == 303
+        page = http.get(idp.url + cross_site.headers["Location"], timeout=10)
+        auth = sp.process_response(read_post_form(page.text), request_id)
+        assert_valid(auth)
+        assert_alice(auth)
+
+
 def test_signed_authn_request(idp: Any) -> None:
     sp = make_sp(idp, keys=sp_keys("python3-saml signing sp"), security={"authnRequestsSigned": True},
                  options={"require_signed_requests": True})

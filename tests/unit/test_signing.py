@@ -179,6 +179,15 @@ def test_a_wrapped_signature_with_a_duplicated_id_is_refused() -> None:
         signing.verify_posted(xmlsafe.parse(etree.tostring(evil)), [sp_cert()], allow_sha1=False)
 
 
+def test_an_xml_id_duplicating_the_signed_id_is_refused_not_a_crash() -> None:
+    # libxml2 treats xml:id as an ID too: a duplicate must be a refusal (400), never an xmlsec error (500).
+    root = xmlsafe.parse(sp_signed(AUTHN_REQUEST))
+    extensions = etree.SubElement(root, f"{{{SAMLP}}}Extensions")
+    etree.SubElement(extensions, "{urn:example}foo").set("{http://www.w3.org/XML/1998/namespace}id", "_req1")
+    with pytest.raises(SignatureInvalid, match="more than once"):
+        signing.verify_posted(xmlsafe.parse(etree.tostring(root)), [sp_cert()], allow_sha1=False)
+
+
 def test_a_signature_referencing_another_element_is_refused() -> None:
     # XSW: the signature still points at the genuine (moved) element, not at the root it is attached to.
     original = xmlsafe.parse(sp_signed(AUTHN_REQUEST))
