@@ -390,3 +390,33 @@ def test_requested_nameid_format_must_match_the_configured_one(client: FlaskClie
     assert auth.get_errors() != [] and "emailAddress requested" in (auth.get_last_error_reason() or "")
 
 
+
+
+def test_a_request_id_used_on_one_binding_is_refused_on_the_other(client: FlaskClient, sp: OneLoginSp) -> None:
+    xml, _ = sp.post_request()
+    assert post_request(client, xml).status_code == 303
+    deflated = zlib.compress(xml.encode())[2:-4]
+    replay = client.get("/saml/sso?" + urlencode({"SAMLRequest": base64.b64encode(deflated).decode()}))
+    assert_refused(replay, 400, "replayed")
+
+
+def test_signing_never_starts_a_program(client: FlaskClient, alice: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pysaml2's default backend runs xmlsec1 per signature (~40/s per core); ours must sign in-process,
+    encryption included. An injected fault makes any subprocess during the sign-in fail the test."""
+    import subprocess
+
+    encrypting = register(client, keys=sp_keys("encrypting sp"), security={"wantAssertionsEncrypted": True},
+                          options={"encrypt_assertion": True})
+
+    def no_subprocess(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError(f"a program was started while signing: {args[:1]}")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", no_subprocess)
+    login(client, "alice", PASSWORD)
+    url, request_id = encrypting.redirect_login("rs")
+    form = read_post_form(client.get(local(url)).get_data(as_text=True))
+    root = etree.fromstring(base64.b64decode(form.fields["SAMLResponse"]))
+    assert root.find("{urn:oasis:names:tc:SAML:2.0:assertion}EncryptedAssertion") is not None
+    monkeypatch.undo()
+    auth = encrypting.process_response(form, request_id)
+    assert auth.get_errors() == [], auth.get_last_error_reason()
