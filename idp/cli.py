@@ -19,6 +19,7 @@ from idp.audit import events as audit_events
 from idp.authn.cli import group as group_group
 from idp.authn.cli import user as user_group
 from idp.config import ConfigError
+from idp.errors import IdpError
 from idp.keys import KeyError_
 from idp.runtime import keystore
 from idp.runtime import settings as runtime_settings
@@ -33,7 +34,17 @@ def _app() -> Flask:
         sys.exit(2)
 
 
-cli = FlaskGroup(
+class _Cli(FlaskGroup):
+    """Shows a refusal from a service (unknown user, duplicate, bad metadata) as one line, exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except IdpError as exc:
+            raise click.ClickException(exc.message) from exc
+
+
+cli = _Cli(
     name="idp", create_app=_app, add_default_commands=False, load_dotenv=False, set_debug_flag=False,
     help="Identity bridge: SAML 2.0 IdP over a built-in directory.",
 )

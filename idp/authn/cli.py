@@ -6,8 +6,6 @@ read in the process list and which lands in shell history).
 
 from __future__ import annotations
 
-import functools
-import getpass
 import json
 import sys
 from collections.abc import Callable
@@ -17,31 +15,10 @@ import click
 from flask.cli import AppGroup
 
 from idp.authn import directory, passwords
-from idp.errors import IdpError
+from idp.cli_support import actor
 from idp.store import Group, User
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def actor() -> str:
-    """Who made a change, for the audit log: the operating-system account running the CLI."""
-    try:
-        return "cli:" + getpass.getuser()
-    except (KeyError, OSError):  # no login name in a bare container
-        return "cli:unknown"
-
-
-def _service_errors(fn: F) -> F:
-    """Show a directory refusal (unknown user, duplicate, bad input) as a one-line error, exit code 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except IdpError as exc:
-            raise click.ClickException(exc.message) from exc
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _check_length(value: str) -> str:
@@ -107,7 +84,6 @@ def user() -> None:
 @click.option("--display-name")
 @click.option("--group", "groups", multiple=True, metavar="GROUP", help="Add to this group (repeatable).")
 @password_stdin
-@_service_errors
 def user_add(username: str, email: str | None, given_name: str | None, family_name: str | None,
              display_name: str | None, groups: tuple[str, ...], password_stdin: bool) -> None:
     """Add a user (asks for the password)."""
@@ -138,7 +114,6 @@ def user_list(as_json: bool) -> None:
 @user.command("show")
 @click.argument("username")
 @json_flag
-@_service_errors
 def user_show(username: str, as_json: bool) -> None:
     """Show one user."""
     data = _user_dict(directory.require_user(username))
@@ -155,7 +130,6 @@ def user_show(username: str, as_json: bool) -> None:
 
 @user.command("disable")
 @click.argument("username")
-@_service_errors
 def user_disable(username: str) -> None:
     """Disable a user and end their sessions."""
     ended = directory.disable_user(username, actor=actor())
@@ -164,7 +138,6 @@ def user_disable(username: str) -> None:
 
 @user.command("enable")
 @click.argument("username")
-@_service_errors
 def user_enable(username: str) -> None:
     """Enable a disabled user."""
     directory.enable_user(username, actor=actor())
@@ -174,7 +147,6 @@ def user_enable(username: str) -> None:
 @user.command("set-password")
 @click.argument("username")
 @password_stdin
-@_service_errors
 def user_set_password(username: str, password_stdin: bool) -> None:
     """Set a user's password (asks for it)."""
     directory.require_user(username)
@@ -185,7 +157,6 @@ def user_set_password(username: str, password_stdin: bool) -> None:
 @user.command("delete")
 @click.argument("username")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@_service_errors
 def user_delete(username: str, yes: bool) -> None:
     """Delete a user (ends their sessions)."""
     name = directory.require_user(username).username
@@ -203,7 +174,6 @@ def group() -> None:
 @group.command("add")
 @click.argument("name")
 @click.option("--description")
-@_service_errors
 def group_add(name: str, description: str | None) -> None:
     """Add a group."""
     created = directory.create_group(name, description=description, actor=actor())
@@ -224,7 +194,6 @@ def group_list(as_json: bool) -> None:
 @group.command("add-member")
 @click.argument("group_name", metavar="GROUP")
 @click.argument("username", metavar="USER")
-@_service_errors
 def group_add_member(group_name: str, username: str) -> None:
     """Put a user in a group."""
     name = directory.normalize_username(username)
@@ -237,7 +206,6 @@ def group_add_member(group_name: str, username: str) -> None:
 @group.command("remove-member")
 @click.argument("group_name", metavar="GROUP")
 @click.argument("username", metavar="USER")
-@_service_errors
 def group_remove_member(group_name: str, username: str) -> None:
     """Take a user out of a group."""
     directory.remove_member(group_name, username, actor=actor())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -10,7 +9,7 @@ from typing import Any, TypeVar
 import click
 from flask.cli import AppGroup
 
-from idp.errors import IdpError
+from idp.cli_support import actor
 from idp.saml import providers
 from idp.saml.metadata import NAMEID_FORMATS
 
@@ -19,13 +18,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 sp = AppGroup("sp", help="SAML service providers.")
 
 _SHORT_NAMEID = {urn: short for short, urn in NAMEID_FORMATS.items()}
-
-
-def _actor() -> str:
-    try:
-        return "cli:" + getpass.getuser()
-    except (OSError, KeyError):  # no login name in a bare container
-        return "cli:unknown"
 
 
 def _setting_options(func: F) -> F:
@@ -60,21 +52,14 @@ def _options(kwargs: dict[str, Any]) -> providers.SpOptions:
     )
 
 
-def _fail(exc: IdpError) -> click.ClickException:
-    return click.ClickException(exc.message)
-
-
 @sp.command("add")
 @click.option("--metadata", "source", required=True, metavar="FILE_OR_URL", help="The SP's metadata.")
 @_setting_options
 def add(source: str, **kwargs: Any) -> None:
     """Register a service provider from its metadata."""
-    try:
-        options = _options(kwargs)
-        xml = providers.fetch_metadata(source)
-        provider = providers.add(xml, providers.source_of(source), options, _actor())
-    except IdpError as exc:
-        raise _fail(exc) from None
+    options = _options(kwargs)
+    xml = providers.fetch_metadata(source)
+    provider = providers.add(xml, providers.source_of(source), options, actor())
     click.echo(f"registered service provider '{provider.entity_id}' ({provider.name})")
 
 
@@ -83,10 +68,7 @@ def add(source: str, **kwargs: Any) -> None:
 @_setting_options
 def set_(entity_id: str, **kwargs: Any) -> None:
     """Change a service provider's settings."""
-    try:
-        changed = providers.update(entity_id, _options(kwargs), _actor())
-    except IdpError as exc:
-        raise _fail(exc) from None
+    changed = providers.update(entity_id, _options(kwargs), actor())
     if not changed:
         click.echo("nothing changed")
     for key, change in changed.items():
@@ -121,10 +103,7 @@ def list_(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def show(entity_id: str, as_json: bool) -> None:
     """Show one service provider: settings, endpoints and certificates."""
-    try:
-        info = providers.describe(providers.get_or_404(entity_id))
-    except IdpError as exc:
-        raise _fail(exc) from None
+    info = providers.describe(providers.get_or_404(entity_id))
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
@@ -146,13 +125,10 @@ def show(entity_id: str, as_json: bool) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def remove(entity_id: str, yes: bool) -> None:
     """Unregister a service provider."""
-    try:
-        providers.get_or_404(entity_id)
-        if not yes:
-            click.confirm(f"remove service provider '{entity_id}'?", abort=True)
-        providers.remove(entity_id, _actor())
-    except IdpError as exc:
-        raise _fail(exc) from None
+    providers.get_or_404(entity_id)
+    if not yes:
+        click.confirm(f"remove service provider '{entity_id}'?", abort=True)
+    providers.remove(entity_id, actor())
     click.echo(f"removed service provider '{entity_id}'")
 
 
@@ -160,10 +136,7 @@ def remove(entity_id: str, yes: bool) -> None:
 @click.argument("entity_id")
 def refresh(entity_id: str) -> None:
     """Re-read a service provider's metadata from its recorded file or URL; settings are kept."""
-    try:
-        changed = providers.refresh(entity_id, _actor())
-    except IdpError as exc:
-        raise _fail(exc) from None
+    changed = providers.refresh(entity_id, actor())
     click.echo(f"metadata of '{entity_id}' " + ("updated" if changed else "unchanged"))
 
 
