@@ -232,10 +232,16 @@ def _logout_request(inbound: Inbound, root: etree._Element) -> Response:
         "binding": inbound.binding,
     }
     indexes = [(i.text or "").strip() for i in msg.session_index or []]
-    sso = _find_session(sp, msg.name_id.text.strip(), [i for i in indexes if i], signed)
+    name_id = msg.name_id.text.strip()
+    sso = _find_session(sp, name_id, [i for i in indexes if i], signed)
     if sso is None:
         # Already logged out here (or never): the user is signed out at the IdP, which is what was asked.
-        return _finish(_Chain(initiator=initiator, username=None, queue=[], results=[], session_found=False))
+        # But an unsigned request that came without our cookie cannot say which session it means; if that
+        # subject still has one, it stays, and the SP must hear that the logout was partial.
+        results = []
+        if not signed and _has_live_session(sp, name_id):
+            results = [{"sp": idp_entity_id(), "result": "session not identified (unsigned, no cookie)"}]
+        return _finish(_Chain(initiator=initiator, username=None, queue=[], results=results, session_found=False))
     chain = _start_chain(sso, initiator, exclude_sp_id=sp.id, reason="saml-slo")
     return _advance(chain)
 
@@ -257,6 +263,16 @@ def _find_session(sp: ServiceProvider, name_id: str, indexes: list[str], signed:
         if row is not None:
             return db.session.get(SsoSession, row.session_id)
     return None
+
+
+def _has_live_session(sp: ServiceProvider, name_id: str) -> bool:
+    return db.session.scalar(
+        select(SessionParticipant.session_id)
+        .join(SsoSession, SsoSession.id == SessionParticipant.session_id)
+        .where(SessionParticipant.sp_id == sp.id, SessionParticipant.name_id == name_id,
+               SsoSession.expires_at > now())
+        .limit(1)
+    ) is not None
 
 
 def _participant(sso: SsoSession, sp: ServiceProvider, name_id: str, indexes: list[str]) -> SessionParticipant | None:

@@ -235,3 +235,30 @@ def _request_id(url: str) -> str:
     xml = zlib.decompress(base64.b64decode(parse_qs(urlsplit(url).query)["SAMLRequest"][0]), -15)
     start = xml.index(b' ID="') + 5
     return xml[start:xml.index(b'"', start)].decode()
+
+
+def test_an_unsigned_request_without_the_cookie_ends_nothing_and_says_partial(idp: Any) -> None:
+    """An SP with no signing key can only log out the browser that carries our cookie: a request from
+    elsewhere cannot say which session it means, so the session stays and the SP hears PartialLogout."""
+    unsigned = {"logoutRequestSigned": False, "logoutResponseSigned": False, "wantMessagesSigned": True}
+    providers.add(python3_saml_metadata(keys=(b"", b""), security=unsigned), None, providers.SpOptions(),
+                  actor="test")
+    db.session.commit()
+    metadata = requests.get(idp.url + "/saml/metadata", timeout=10).content
+    settings = python3_saml_settings(metadata, keys=(b"", b""), security=unsigned)
+    browser, auth = signed_in(idp, settings)
+
+    url, start = logout_url(settings, auth)
+    hop = Browser(idp.url).get(url)  # no cookie: another browser, or a cross-site POST
+    done = OneLogin_Saml2_Auth(p3_request(hop.redirect), settings)
+    done.process_slo(request_id=start.get_last_request_id(), keep_local_session=True)
+    assert b"urn:oasis:names:tc:SAML:2.0:status:PartialLogout" in done.get_last_response_xml().encode()
+    assert still_signed_in(idp, browser, settings)
+
+    url, start = logout_url(settings, auth)
+    hop = browser.get(url)  # the user's own browser: its session ends, fully
+    done = OneLogin_Saml2_Auth(p3_request(hop.redirect), settings)
+    done.process_slo(request_id=start.get_last_request_id(), keep_local_session=True)
+    assert done.get_errors() == [], done.get_last_error_reason()
+    assert b"PartialLogout" not in done.get_last_response_xml().encode()
+    assert not still_signed_in(idp, browser, settings)
