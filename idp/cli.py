@@ -73,6 +73,9 @@ def serve(bind: str | None, workers: int | None) -> None:
             self.cfg.set("worker_class", "gthread")
             self.cfg.set("threads", 4)
             self.cfg.set("accesslog", "-")
+            # Gunicorn 25+'s control socket is one per home directory: a second instance would collide with it.
+            if "control_socket_disable" in self.cfg.settings:
+                self.cfg.set("control_socket_disable", True)
             # Path only: query strings and referrers carry SAML messages and signatures.
             self.cfg.set("access_log_format", '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms')
 
