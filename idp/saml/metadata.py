@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
@@ -89,6 +90,9 @@ def _schema() -> etree.XMLSchema:
     return etree.XMLSchema(etree.parse(str(SCHEMA_FILE), parser))
 
 
+_NETLOC = re.compile(r"[A-Za-z0-9._~%:@\[\]-]+")
+
+
 def _absolute_http(url: str | None) -> bool:
     if not url:
         return False
@@ -96,7 +100,9 @@ def _absolute_http(url: str | None) -> bool:
         parts = urlsplit(url)
     except ValueError:
         return False
-    return parts.scheme in ("http", "https") and bool(parts.netloc) and url == url.strip()
+    # The host ends up in a Content-Security-Policy (form-action): nothing but host characters may pass.
+    return (parts.scheme in ("http", "https") and _NETLOC.fullmatch(parts.netloc) is not None
+            and not any(c.isspace() for c in url))
 
 
 def _endpoints(descriptor: etree._Element, tag: str, bindings: tuple[str, ...], label: str) -> tuple[Endpoint, ...]:

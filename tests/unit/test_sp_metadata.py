@@ -89,6 +89,9 @@ def test_a_relative_acs_location_is_refused() -> None:
     assert refusal(xml) == "AssertionConsumerService Location '/acs' is not an absolute http(s) URL"
     xml = p3_metadata().replace(f'Location="{SP_ACS_URL}"', 'Location="javascript:alert(1)"')
     assert "is not an absolute http(s) URL" in refusal(xml)
+    # The ACS origin goes into the auto-post page's Content-Security-Policy: no room for extra directives.
+    xml = p3_metadata().replace(f'Location="{SP_ACS_URL}"', 'Location="https://sp.example;script-src%20*/acs"')
+    assert "is not an absolute http(s) URL" in refusal(xml)
 
 
 def test_an_unparsable_certificate_is_named() -> None:
