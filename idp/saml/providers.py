@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+from flask import has_request_context, request
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -64,11 +65,28 @@ class SpOptions:
 # --- look-up for the flows ---------------------------------------------------------------------------
 
 
+_MEMO = "idp.service_providers"
+
+
 def get(entity_id: str) -> ServiceProvider | None:
+    """The registered SP, looked up once per request (a sign-in asks for it at every step)."""
+    memo: dict[str, ServiceProvider | None] | None = (
+        request.environ.setdefault(_MEMO, {}) if has_request_context() else None
+    )
+    if memo is not None and entity_id in memo:
+        return memo[entity_id]
     sp: ServiceProvider | None = db.session.scalar(
         select(ServiceProvider).where(ServiceProvider.entity_id == entity_id)
     )
+    if memo is not None:
+        memo[entity_id] = sp
     return sp
+
+
+def _forget() -> None:
+    """Registering or removing an SP invalidates what this request looked up."""
+    if has_request_context():
+        request.environ.pop(_MEMO, None)
 
 
 def get_or_404(entity_id: str) -> ServiceProvider:
@@ -245,6 +263,7 @@ def add(xml: bytes, source: str | None, options: SpOptions, actor: str) -> Servi
     except IntegrityError:  # registered by someone else in the meantime
         db.session.rollback()
         raise Conflict(f"service provider '{meta.entity_id}' is already registered") from None
+    _forget()
     audit.record(audit.AuditEvent(
         type="sp.add", actor=actor, sp=meta.entity_id,
         details={"source": source, **_audit_view(values)},
@@ -274,6 +293,7 @@ def remove(entity_id: str, actor: str) -> None:
     sp = get_or_404(entity_id)
     name = sp.name
     db.session.delete(sp)
+    _forget()
     audit.record(audit.AuditEvent(type="sp.remove", actor=actor, sp=entity_id, details={"name": name}))
 
 
