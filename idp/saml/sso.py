@@ -246,7 +246,9 @@ def _consume_request_id(sp: ServiceProvider, request_id: str, now: datetime) -> 
     keep = timedelta(seconds=2 * cfg.saml_clock_skew_seconds + cfg.saml_assertion_lifetime_seconds)
     db.session.add(ConsumedId(namespace=_namespace(sp), value=request_id, expires_at=now + keep))
     try:
-        db.session.commit()
+        # Flushed, committed with the response (or the parked request): a concurrent replay waits on the
+        # unique key and fails then; an error before that leaves the ID unused, as no answer went out.
+        db.session.flush()
     except IntegrityError as exc:
         db.session.rollback()
         raise BadRequest("This sign-in request has already been used; go back to the application and "
