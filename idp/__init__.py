@@ -11,7 +11,7 @@ from idp.config import Settings
 from idp.database import MIGRATIONS, engine_options, upgrade_embedded
 from idp.errors import register_error_handlers
 from idp.extensions import csrf, db, migrate
-from idp.keys import KeyStore, data_dir_lock, write_private
+from idp.keys import EC, KeyStore, data_dir_lock, write_private
 from idp.logs import configure_logging, init_request_ids
 
 
@@ -30,6 +30,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     keys = KeyStore(settings)
     keys.ensure()
     app.extensions["idp.keys"] = keys
+    # ES256 ID tokens: a second ring, generated and rotated like the RSA one.
+    ec_keys = KeyStore(settings, kind=EC)
+    ec_keys.ensure()
+    app.extensions["idp.keys.ec"] = ec_keys
     upgrade_embedded(app, settings)
     _register_blueprints(app)
     return app
@@ -77,7 +81,9 @@ def _security_headers(app: Flask) -> None:
 
 def _register_blueprints(app: Flask) -> None:
     from idp.authn.views import bp as authn_bp
+    from idp.oidc.views import bp as oidc_bp
     from idp.saml.views import bp as saml_bp
 
     app.register_blueprint(authn_bp)
     app.register_blueprint(saml_bp)
+    app.register_blueprint(oidc_bp)

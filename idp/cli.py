@@ -20,7 +20,8 @@ from idp.authn.cli import group as group_group
 from idp.authn.cli import user as user_group
 from idp.config import ConfigError
 from idp.errors import IdpError
-from idp.keys import KeyError_
+from idp.keys import EC, RSA, KeyError_
+from idp.oidc.cli import oidc_client as oidc_client_group
 from idp.runtime import keystore
 from idp.runtime import settings as runtime_settings
 from idp.saml.cli import sp as sp_group
@@ -54,6 +55,7 @@ cli.add_command(db_group)
 cli.add_command(sp_group)
 cli.add_command(user_group)
 cli.add_command(group_group)
+cli.add_command(oidc_client_group)
 
 
 @cli.command()
@@ -91,19 +93,27 @@ def keys() -> None:
 
 
 @keys.command("rotate")
-def keys_rotate() -> None:
+@click.option("--type", "kind", type=click.Choice(["all", RSA, EC]), default="all", show_default=True,
+              help="Which ring: rsa (SAML, RS256 ID tokens), ec (ES256 ID tokens) or both.")
+def keys_rotate(kind: str) -> None:
     """Publish a new key; run again to start signing with it."""
-    try:
-        click.echo(keystore().rotate())
-    except KeyError_ as exc:
-        raise click.ClickException(str(exc)) from exc
+    for k in (RSA, EC) if kind == "all" else (kind,):
+        store = keystore(k)
+        if store.external and kind == "all":
+            click.echo(f"{k}: keys come from IDP_SIGNING_KEY_FILE; not rotated here")
+            continue
+        try:
+            click.echo(f"{k}: {store.rotate()}")
+        except KeyError_ as exc:
+            raise click.ClickException(str(exc)) from exc
 
 
 @keys.command("list")
 def keys_list() -> None:
     """Show the keys and their states."""
-    for key in keystore().ring().published:
-        click.echo(f"{key.kid}\t{key.state}")
+    for k in (RSA, EC):
+        for key in keystore(k).ring().published:
+            click.echo(f"{key.kid}\t{key.state}\t{k}")
 
 
 

@@ -4,6 +4,10 @@ Keys live in ``<data_dir>/keys/``: ``<kid>.key`` (mode 0600), ``<kid>.crt`` and 
 records each key's state: ``next`` (published in metadata, not yet signing), ``active`` (signing and
 published) or ``retired`` (still published so that SPs holding old metadata keep working until the next
 rotation). A running server notices a rotation made by the CLI through the manifest's mtime.
+
+There is one ring per key type, managed the same way: RSA (SAML signatures, RS256 ID tokens) in ``keys/``
+and EC P-256 (ES256 ID tokens) in ``keys/ec/``. Each key is parsed once per process, for xmlsec and as a
+JWK, since re-parsing a PEM per signature costs a factor of 100 (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -20,18 +24,23 @@ from dataclasses import dataclass
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import xmlsec
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
+from joserfc.jwk import ECKey, KeyParameters, RSAKey
 
 from idp.clock import now
 from idp.config import Settings
 
 NEXT, ACTIVE, RETIRED = "next", "active", "retired"
+RSA, EC = "rsa", "ec"
+# The JWS algorithm each key type signs ID tokens with.
+JWS_ALGORITHMS = {RSA: "RS256", EC: "ES256"}
 
 
 class KeyError_(Exception):
@@ -44,6 +53,29 @@ class SigningKey:
     state: str
     key_pem: bytes
     cert_pem: bytes
+    kind: str = RSA
+
+    @property
+    def alg(self) -> str:
+        return JWS_ALGORITHMS[self.kind]
+
+    @cached_property
+    def jwk(self) -> RSAKey | ECKey:
+        """The private key as a JOSE key, parsed once; ``kid`` is what every token header names."""
+        params: KeyParameters = {"kid": self.jwk_kid, "alg": self.alg, "use": "sig"}
+        if self.kind == EC:
+            return ECKey.import_key(self.key_pem, params)
+        return RSAKey.import_key(self.key_pem, params)
+
+    @cached_property
+    def jwk_kid(self) -> str:
+        # An external key has no kid of ours; its RFC 7638 thumbprint is stable and unique.
+        if self.kid != "external":
+            return self.kid
+        return RSAKey.import_key(self.key_pem).thumbprint()
+
+    def public_jwk(self) -> dict[str, Any]:
+        return dict(self.jwk.as_dict(private=False))
 
     @cached_property
     def cert_b64(self) -> str:
@@ -91,9 +123,14 @@ def write_private(path: Path, data: bytes) -> None:
         fh.write(data)
 
 
-def generate_key_pair(common_name: str) -> tuple[bytes, bytes]:
-    """RSA-2048 key and a self-signed SHA-256 certificate (SAML metadata pins it; no CA is involved)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+def generate_key_pair(common_name: str, kind: str = RSA) -> tuple[bytes, bytes]:
+    """RSA-2048 (or EC P-256) key and a self-signed SHA-256 certificate (SAML metadata pins it; no CA is
+    involved). EC keys get one too, so that both rings are stored and rotated the same way."""
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+    if kind == EC:
+        key = ec.generate_private_key(ec.SECP256R1())
+    else:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64])])
     start = now() - timedelta(minutes=5)
     cert = (
@@ -115,9 +152,10 @@ def generate_key_pair(common_name: str) -> tuple[bytes, bytes]:
 class KeyStore:
     """The process's view of the key ring, re-read only when the manifest changes."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, kind: str = RSA) -> None:
         self.settings = settings
-        self.dir = settings.data_dir / "keys"
+        self.kind = kind
+        self.dir = settings.data_dir / "keys" if kind == RSA else settings.data_dir / "keys" / kind
         self._lock = threading.Lock()
         self._mtime: tuple[int, int, int] | None = None
         self._ring: KeyRing | None = None
@@ -128,7 +166,8 @@ class KeyStore:
 
     @property
     def external(self) -> bool:
-        return self.settings.signing_key_file is not None
+        # IDP_SIGNING_KEY_FILE is the SAML (RSA) key; the EC ring is always ours.
+        return self.kind == RSA and self.settings.signing_key_file is not None
 
     def ring(self) -> KeyRing:
         if self.external:
@@ -156,7 +195,7 @@ class KeyStore:
             return
         with data_dir_lock(self.settings.data_dir):
             if not self.manifest.exists():
-                self.dir.mkdir(mode=0o700, exist_ok=True)
+                self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
                 kid = self._new_key()
                 self._write_manifest([{"kid": kid, "state": ACTIVE, "created": now().isoformat()}])
 
@@ -224,7 +263,7 @@ class KeyStore:
 
     def _new_key(self) -> str:
         kid = secrets.token_hex(6)
-        key_pem, cert_pem = generate_key_pair(urlsplit(self.settings.base_url).hostname or "idp")
+        key_pem, cert_pem = generate_key_pair(urlsplit(self.settings.base_url).hostname or "idp", self.kind)
         write_private(self.dir / f"{kid}.key", key_pem)
         (self.dir / f"{kid}.crt").write_bytes(cert_pem)
         return kid
@@ -241,6 +280,7 @@ class KeyStore:
                 e["kid"], e["state"],
                 (self.dir / f"{e['kid']}.key").read_bytes(),
                 (self.dir / f"{e['kid']}.crt").read_bytes(),
+                self.kind,
             )
             for e in entries
         ))

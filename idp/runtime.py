@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import current_app
 
 from idp.config import Settings
-from idp.keys import KeyStore
+from idp.keys import RSA, KeyStore
 
 
 def settings() -> Settings:
@@ -13,6 +13,7 @@ def settings() -> Settings:
     return s
 
 
-def keystore() -> KeyStore:
-    k: KeyStore = current_app.extensions["idp.keys"]
+def keystore(kind: str = RSA) -> KeyStore:
+    """The key ring of one key type: RSA (SAML, RS256) by default, or EC (ES256)."""
+    k: KeyStore = current_app.extensions["idp.keys" if kind == RSA else f"idp.keys.{kind}"]
     return k

@@ -39,6 +39,8 @@ def login() -> BaseResponse | tuple[str, int] | str:
         principal = current_principal() if force else None
         if principal is not None:
             form.username.data = principal.username  # re-authentication: ask the same user again
+        elif request.args.get("login_hint"):  # an OIDC client's hint; only prefills the field
+            form.username.data = request.args.get("login_hint", "")[:255]
         return render_template("login.html", form=form, action=action)
     # CSRFProtect has already refused a POST without a valid token (400) before we get here.
     if not form.validate_on_submit():

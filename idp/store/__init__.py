@@ -2,6 +2,7 @@
 
 from idp.store.audit import AuditRecord
 from idp.store.directory import Group, User, group_members
+from idp.store.oidc import OidcAuthorizationCode, OidcClient, OidcToken
 from idp.store.saml import PersistentNameId, ServiceProvider
 from idp.store.security import ConsumedId, LoginThrottle
 from idp.store.sessions import PendingRequest, SessionParticipant, SsoSession
@@ -11,6 +12,9 @@ __all__ = [
     "ConsumedId",
     "Group",
     "LoginThrottle",
+    "OidcAuthorizationCode",
+    "OidcClient",
+    "OidcToken",
     "PendingRequest",
     "PersistentNameId",
     "ServiceProvider",

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-29 11:21:33.545828
+Create Date: 2026-11-29 12:00:14.499270
 """
 from alembic import op
 import sqlalchemy as sa
@@ -59,6 +59,26 @@ def upgrade() -> None:
     sa.Column('locked_until', idp.store.types.UTCDateTime(), nullable=True),
     sa.PrimaryKeyConstraint('key')
     )
+    op.create_table('oidc_clients',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('client_id', sa.String(length=64), nullable=False),
+    sa.Column('name', sa.String(length=255), nullable=False),
+    sa.Column('secret_hash', sa.String(length=64), nullable=True),
+    sa.Column('public', sa.Boolean(), nullable=False),
+    sa.Column('auth_method', sa.String(length=32), nullable=False),
+    sa.Column('redirect_uris', sa.JSON(), nullable=False),
+    sa.Column('post_logout_redirect_uris', sa.JSON(), nullable=False),
+    sa.Column('grant_types', sa.JSON(), nullable=False),
+    sa.Column('scopes', sa.JSON(), nullable=False),
+    sa.Column('jwks', sa.JSON(), nullable=True),
+    sa.Column('id_token_alg', sa.String(length=16), nullable=False),
+    sa.Column('first_party', sa.Boolean(), nullable=False),
+    sa.Column('claim_map', sa.JSON(), nullable=False),
+    sa.Column('created_at', idp.store.types.UTCDateTime(), nullable=False),
+    sa.Column('updated_at', idp.store.types.UTCDateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('client_id')
+    )
     op.create_table('pending_requests',
     sa.Column('id', sa.String(length=64), nullable=False),
     sa.Column('kind', sa.String(length=32), nullable=False),
@@ -111,6 +131,56 @@ def upgrade() -> None:
     with op.batch_alter_table('group_members', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_group_members_user_id'), ['user_id'], unique=False)
 
+    op.create_table('oidc_authorization_codes',
+    sa.Column('code_hash', sa.String(length=64), nullable=False),
+    sa.Column('client_id', sa.String(length=64), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('session_id', sa.String(length=64), nullable=True),
+    sa.Column('redirect_uri', sa.String(length=2048), nullable=False),
+    sa.Column('scope', sa.String(length=1024), nullable=False),
+    sa.Column('nonce', sa.String(length=512), nullable=True),
+    sa.Column('auth_time', idp.store.types.UTCDateTime(), nullable=False),
+    sa.Column('code_challenge', sa.String(length=128), nullable=True),
+    sa.Column('code_challenge_method', sa.String(length=16), nullable=True),
+    sa.Column('created_at', idp.store.types.UTCDateTime(), nullable=False),
+    sa.Column('expires_at', idp.store.types.UTCDateTime(), nullable=False),
+    sa.Column('used_at', idp.store.types.UTCDateTime(), nullable=True),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('code_hash')
+    )
+    with op.batch_alter_table('oidc_authorization_codes', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_oidc_authorization_codes_client_id'), ['client_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_oidc_authorization_codes_expires_at'), ['expires_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_oidc_authorization_codes_user_id'), ['user_id'], unique=False)
+
+    op.create_table('oidc_tokens',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('client_id', sa.String(length=64), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=True),
+    sa.Column('session_id', sa.String(length=64), nullable=True),
+    sa.Column('grant_type', sa.String(length=64), nullable=False),
+    sa.Column('scope', sa.String(length=1024), nullable=False),
+    sa.Column('access_token_hash', sa.String(length=64), nullable=False),
+    sa.Column('refresh_token_hash', sa.String(length=64), nullable=True),
+    sa.Column('family_id', sa.String(length=64), nullable=False),
+    sa.Column('code_hash', sa.String(length=64), nullable=True),
+    sa.Column('auth_time', idp.store.types.UTCDateTime(), nullable=True),
+    sa.Column('issued_at', idp.store.types.UTCDateTime(), nullable=False),
+    sa.Column('expires_at', idp.store.types.UTCDateTime(), nullable=False),
+    sa.Column('refresh_expires_at', idp.store.types.UTCDateTime(), nullable=True),
+    sa.Column('refresh_used_at', idp.store.types.UTCDateTime(), nullable=True),
+    sa.Column('revoked_at', idp.store.types.UTCDateTime(), nullable=True),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('access_token_hash'),
+    sa.UniqueConstraint('refresh_token_hash')
+    )
+    with op.batch_alter_table('oidc_tokens', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_oidc_tokens_client_id'), ['client_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_oidc_tokens_code_hash'), ['code_hash'], unique=False)
+        batch_op.create_index(batch_op.f('ix_oidc_tokens_family_id'), ['family_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_oidc_tokens_user_id'), ['user_id'], unique=False)
+
     op.create_table('persistent_nameids',
     sa.Column('user_id', sa.Integer(), nullable=False),
     sa.Column('sp_id', sa.Integer(), nullable=False),
@@ -157,6 +227,19 @@ def downgrade() -> None:
 
     op.drop_table('sso_sessions')
     op.drop_table('persistent_nameids')
+    with op.batch_alter_table('oidc_tokens', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_oidc_tokens_user_id'))
+        batch_op.drop_index(batch_op.f('ix_oidc_tokens_family_id'))
+        batch_op.drop_index(batch_op.f('ix_oidc_tokens_code_hash'))
+        batch_op.drop_index(batch_op.f('ix_oidc_tokens_client_id'))
+
+    op.drop_table('oidc_tokens')
+    with op.batch_alter_table('oidc_authorization_codes', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_oidc_authorization_codes_user_id'))
+        batch_op.drop_index(batch_op.f('ix_oidc_authorization_codes_expires_at'))
+        batch_op.drop_index(batch_op.f('ix_oidc_authorization_codes_client_id'))
+
+    op.drop_table('oidc_authorization_codes')
     with op.batch_alter_table('group_members', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_group_members_user_id'))
 
@@ -167,6 +250,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_pending_requests_expires_at'))
 
     op.drop_table('pending_requests')
+    op.drop_table('oidc_clients')
     op.drop_table('login_throttle')
     op.drop_table('groups')
     with op.batch_alter_table('consumed_ids', schema=None) as batch_op:

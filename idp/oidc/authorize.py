@@ -1,0 +1,184 @@
+"""The authorization endpoint's decisions: answer at once from the SSO session, send the browser to sign
+in (and park the request meanwhile), or refuse.
+
+Refusals follow RFC 6749 4.1.2.1: until authlib has matched the client and its redirect URI exactly, a
+refusal is our error page and nothing is redirected; after that, the error goes to that redirect URI with
+the request's ``state``. ``prompt=login`` and ``max_age`` are satisfied only by a sign-in made after the
+request arrived (or recently enough), as with SAML ForceAuthn.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import defaultdict
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749 import OAuth2Payload, OAuth2Request
+from authlib.oauth2.rfc6749.errors import InvalidRequestError
+from authlib.oidc.core.errors import LoginRequiredError
+from flask import redirect as flask_redirect
+from flask import request, url_for
+from sqlalchemy import delete
+from werkzeug.datastructures import MultiDict
+from werkzeug.wrappers import Response as BaseResponse
+
+from idp import audit, clock
+from idp.audit import AuditEvent
+from idp.authn.session import current_session, login_url, principal_for
+from idp.errors import BadRequest
+from idp.extensions import db
+from idp.oidc.server import EndUser, access_denied, decide, server
+from idp.runtime import settings
+from idp.store import PendingRequest
+
+PENDING_KIND = "oidc-authorize"
+PENDING_LIFETIME = timedelta(minutes=10)
+MAX_QUERY = 8192
+
+
+class _Payload(OAuth2Payload):  # type: ignore[misc]
+    def __init__(self, args: MultiDict[str, str]) -> None:
+        self._args = args
+
+    @property
+    def data(self) -> MultiDict[str, str]:
+        return self._args
+
+    @property
+    def datalist(self) -> defaultdict[str, list[str]]:
+        values: defaultdict[str, list[str]] = defaultdict(list)
+        for key in self._args:
+            values[key].extend(self._args.getlist(key))
+        return values
+
+
+class AuthorizeRequest(OAuth2Request):  # type: ignore[misc]
+    """An authorization request rebuilt from its query string, so that a parked request is replayed exactly."""
+
+    def __init__(self, query: str) -> None:
+        super().__init__("GET", settings().base + "/oauth/authorize?" + query)
+        self._args: MultiDict[str, str] = MultiDict(parse_qsl(query, keep_blank_values=True))
+        self.payload = _Payload(self._args)
+
+    @property
+    def args(self) -> MultiDict[str, str]:
+        return self._args
+
+    @property
+    def form(self) -> MultiDict[str, str]:
+        return MultiDict()
+
+
+def _refuse(req: OAuth2Request | None, error: OAuth2Error, client_id: str | None) -> BaseResponse:
+    audit.record(AuditEvent(type="oidc.authorize", outcome="failure", sp=client_id, client_ip=request.remote_addr,
+                            reason=f"{error.error}: {error.description or ''}".strip(": ")[:1024]))
+    if req is not None and error.redirect_uri:
+        if req.payload is not None:
+            error.state = req.payload.state
+        response: BaseResponse = server().handle_error_response(req, error)
+        return response
+    raise BadRequest(
+        "This sign-in request cannot be accepted: " + (error.description or error.error or "invalid request"),
+        f"{error.error}: {error.description}",
+    )
+
+
+def handle(query: str, received_at: datetime, pending_id: str | None = None) -> BaseResponse:
+    """Decide an authorization request (fresh from ``/oauth/authorize`` or resumed after sign-in)."""
+    client_id = MultiDict(parse_qsl(query)).get("client_id")
+    client_label = client_id[:64] if client_id else None
+    if len(query) > MAX_QUERY:
+        raise BadRequest("The sign-in request is too long.", "authorization request too long")
+    try:
+        req = AuthorizeRequest(query)
+    except OAuth2Error as error:  # e.g. plain http on a non-loopback address
+        return _refuse(None, error, client_label)
+    sso = current_session()
+    end_user = EndUser(principal_for(sso), sso.id) if sso is not None else None
+    try:
+        grant = server().get_consent_grant(req, end_user=end_user)
+    except OAuth2Error as error:
+        return _refuse(req, error, client_label)
+    redirect_uri: str = grant.redirect_uri
+    data = req.payload.data
+    prompts = (data.get("prompt") or "").split()
+    try:
+        max_age = _max_age(data.get("max_age"), redirect_uri)
+    except OAuth2Error as error:
+        return _refuse(req, error, client_label)
+
+    now = clock.now()
+    # Back from the login page with a sign-in made after the request arrived: that satisfies prompt=login
+    # and max_age. On first arrival any existing sign-in predates the request (timestamps are whole seconds,
+    # so "before" cannot be told from "in the same second" by comparing them).
+    signed_in_since = pending_id is not None and sso is not None and sso.authn_at >= received_at
+    too_old = max_age is not None and sso is not None and now - sso.authn_at >= timedelta(seconds=max_age)
+    reauthenticate = ("login" in prompts or too_old) and not signed_in_since
+    if sso is None or reauthenticate:
+        if "none" in prompts:
+            return _refuse(req, LoginRequiredError(redirect_uri=redirect_uri), client_label)
+        pid = pending_id or park(query, received_at)
+        return flask_redirect(_login_url(url_for("oidc.resume", pending_id=pid),
+                                         force=reauthenticate, hint=data.get("login_hint")))
+    if pending_id is not None:
+        consume(pending_id)
+    assert end_user is not None
+    try:
+        decide(end_user.principal, grant.request.client, "authorization_code")
+    except OAuth2Error as error:
+        denied = access_denied(redirect_uri, req.payload.state, error.description or "access denied")
+        return _refuse(req, denied, client_label)
+    response: BaseResponse = server().create_authorization_response(req, grant_user=end_user, grant=grant)
+    return response
+
+
+def _max_age(value: str | None, redirect_uri: str) -> int | None:
+    if value is None or value == "":
+        return None
+    if not value.isdigit() or len(value) > 9:
+        raise InvalidRequestError("max_age must be a whole number of seconds.", redirect_uri=redirect_uri)
+    return int(value)
+
+
+def _login_url(next_path: str, *, force: bool, hint: str | None) -> str:
+    url = login_url(next_path, force=force)
+    if hint:
+        # Only prefills the username field; the user can change it.
+        url += ("&" if "?" in url else "?") + urlencode({"login_hint": hint[:255]})
+    return url
+
+
+# --- waiting for a sign-in --------------------------------------------------------------------------------
+
+def park(query: str, received_at: datetime) -> str:
+    pending_id = secrets.token_urlsafe(32)
+    db.session.add(PendingRequest(id=pending_id, kind=PENDING_KIND,
+                                  data={"query": query, "received_at": received_at.isoformat()},
+                                  expires_at=clock.now() + PENDING_LIFETIME))
+    db.session.commit()
+    return pending_id
+
+
+_EXPIRED = "This sign-in request has expired; go back to the application and try again."
+
+
+def pending(pending_id: str) -> dict[str, Any]:
+    row = db.session.get(PendingRequest, pending_id)
+    if row is None or row.kind != PENDING_KIND or row.expires_at <= clock.now():
+        raise BadRequest(_EXPIRED, "pending authorization request missing or expired")
+    return dict(row.data)
+
+
+def consume(pending_id: str) -> None:
+    result = db.session.execute(delete(PendingRequest).where(PendingRequest.id == pending_id))
+    db.session.commit()
+    if getattr(result, "rowcount", 0) != 1:
+        raise BadRequest(_EXPIRED, "pending authorization request already used")
+
+
+def resume(pending_id: str) -> BaseResponse:
+    data = pending(pending_id)
+    return handle(data["query"], datetime.fromisoformat(data["received_at"]), pending_id)

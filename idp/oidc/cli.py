@@ -1,0 +1,123 @@
+"""``idp oidc-client ...``: register and manage OpenID Connect clients."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+from flask.cli import AppGroup
+
+from idp.cli_support import actor
+from idp.errors import BadRequest
+from idp.oidc import clients
+
+oidc_client = AppGroup("oidc-client", help="OpenID Connect clients.")
+
+
+def _read_jwks(path: str | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise BadRequest(f"cannot read a JWKS from {path}: {exc}") from None
+    if isinstance(data, dict) and "keys" not in data and "kty" in data:
+        data = {"keys": [data]}  # a single JWK
+    if not isinstance(data, dict):
+        raise BadRequest(f"{path} is not a JWKS")
+    return data
+
+
+@oidc_client.command("add")
+@click.option("--name", required=True, help="A display name.")
+@click.option("--redirect-uri", "redirect_uris", multiple=True, metavar="URI",
+              help="A redirect URI, matched exactly. Repeat for each.")
+@click.option("--post-logout-redirect-uri", "post_logout_redirect_uris", multiple=True, metavar="URI")
+@click.option("--public", is_flag=True, help="A client that cannot keep a secret (SPA, native app): PKCE only.")
+@click.option("--grant", "grants", multiple=True, type=click.Choice(clients.GRANT_TYPES),
+              help="Allowed grant (default: authorization_code and refresh_token). Repeat for each.")
+@click.option("--scope", "scopes", multiple=True, type=click.Choice(clients.SCOPES),
+              help="Allowed scope (default: all). Repeat for each.")
+@click.option("--auth-method", type=click.Choice(clients.AUTH_METHODS),
+              help="Token endpoint authentication (default client_secret_basic).")
+@click.option("--jwks-file", type=click.Path(dir_okay=False), help="The client's public keys, for private_key_jwt.")
+@click.option("--id-token-alg", type=click.Choice(clients.ID_TOKEN_ALGS), default="RS256", show_default=True)
+@click.option("--first-party", is_flag=True, help="Our own application: no consent screen.")
+@click.option("--json", "as_json", is_flag=True, help="Print {client_id, client_secret} as JSON.")
+def add(name: str, redirect_uris: tuple[str, ...], post_logout_redirect_uris: tuple[str, ...], public: bool,
+        grants: tuple[str, ...], scopes: tuple[str, ...], auth_method: str | None, jwks_file: str | None,
+        id_token_alg: str, first_party: bool, as_json: bool) -> None:
+    """Register a client; its secret is printed now and never again."""
+    options = clients.ClientOptions(
+        name=name, redirect_uris=redirect_uris, post_logout_redirect_uris=post_logout_redirect_uris,
+        public=public, grant_types=grants, scopes=scopes, auth_method=auth_method, jwks=_read_jwks(jwks_file),
+        id_token_alg=id_token_alg, first_party=first_party,
+    )
+    registered = clients.add(options, actor())
+    _print_credentials(registered, as_json)
+
+
+def _print_credentials(registered: clients.Registered, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"client_id": registered.client_id, "client_secret": registered.client_secret}))
+        return
+    click.echo(f"client_id: {registered.client_id}")
+    if registered.client_secret:
+        click.echo(f"client_secret: {registered.client_secret}")
+        click.echo("The secret is shown only now; store it in the application's configuration.")
+
+
+@oidc_client.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_(as_json: bool) -> None:
+    """List the registered clients."""
+    found = clients.all_clients()
+    if as_json:
+        click.echo(json.dumps([clients.describe(c) for c in found], indent=2))
+        return
+    if not found:
+        click.echo("no OIDC clients registered")
+    for c in found:
+        click.echo(f"{c.client_id}\t{c.name}\t{c.auth_method}\t{','.join(c.grant_types)}")
+
+
+@oidc_client.command("show")
+@click.argument("client_id")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def show(client_id: str, as_json: bool) -> None:
+    """Show one client's settings (never its secret: only a hash of it is stored)."""
+    info = clients.describe(clients.get_or_404(client_id))
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    for key, value in info.items():
+        if isinstance(value, list) and key != "claim_map":
+            for item in value or ["-"]:
+                click.echo(f"{key}: {item}")
+        elif key == "claim_map":
+            click.echo(f"{key}: " + ", ".join(f"{r['attribute']}={r['name']} ({r.get('scope', 'profile')})"
+                                            for r in value))
+        else:
+            click.echo(f"{key}: {value}")
+
+
+@oidc_client.command("remove")
+@click.argument("client_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def remove(client_id: str, yes: bool) -> None:
+    """Unregister a client and revoke its tokens."""
+    clients.get_or_404(client_id)
+    if not yes:
+        click.confirm(f"remove OIDC client '{client_id}'?", abort=True)
+    clients.remove(client_id, actor())
+    click.echo(f"removed OIDC client '{client_id}'")
+
+
+@oidc_client.command("rotate-secret")
+@click.argument("client_id")
+@click.option("--json", "as_json", is_flag=True, help="Print {client_id, client_secret} as JSON.")
+def rotate_secret(client_id: str, as_json: bool) -> None:
+    """Replace a client's secret; the old one stops working at once."""
+    _print_credentials(clients.rotate_secret(client_id, actor()), as_json)

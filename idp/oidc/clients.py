@@ -1,0 +1,208 @@
+"""Registered OpenID Connect clients: look-up for the flows, and the add/remove/rotate-secret services.
+
+Services validate everything before storing anything, return the clear-text secret exactly once (only its
+digest is stored), and record one audit event per change. The CLI (and later the admin API) call them.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+
+from idp import audit, clock
+from idp.access.claims import validate_rules
+from idp.audit import AuditEvent
+from idp.errors import BadRequest, Conflict, NotFound
+from idp.extensions import db
+from idp.store import OidcAuthorizationCode, OidcClient, OidcToken
+from idp.store.oidc import PUBLIC_AUTH_METHOD, digest
+
+GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials",
+               "urn:ietf:params:oauth:grant-type:device_code")
+SCOPES = ("openid", "profile", "email", "groups")
+AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt")
+ID_TOKEN_ALGS = ("RS256", "ES256")
+
+# Our attributes as standard OIDC claims, each released under the scope that asks for it. Same rules and
+# the same release() as the SAML attribute map; "scope" is the only OIDC-specific key.
+DEFAULT_CLAIM_MAP: tuple[dict[str, str], ...] = (
+    {"attribute": "username", "name": "preferred_username", "scope": "profile"},
+    {"attribute": "display_name", "name": "name", "scope": "profile"},
+    {"attribute": "given_name", "name": "given_name", "scope": "profile"},
+    {"attribute": "family_name", "name": "family_name", "scope": "profile"},
+    {"attribute": "email", "name": "email", "scope": "email"},
+    {"attribute": "groups", "name": "groups", "scope": "groups"},
+)
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    name: str
+    redirect_uris: tuple[str, ...] = ()
+    post_logout_redirect_uris: tuple[str, ...] = ()
+    public: bool = False
+    grant_types: tuple[str, ...] = ()  # empty: authorization_code and refresh_token
+    scopes: tuple[str, ...] = ()  # empty: all of SCOPES
+    auth_method: str | None = None  # None: "none" for public clients, else client_secret_basic
+    jwks: dict[str, Any] | None = None
+    id_token_alg: str = "RS256"  # noqa: S105 - an algorithm name, not a secret
+    first_party: bool = False
+    claim_map: tuple[dict[str, str], ...] = field(default_factory=lambda: DEFAULT_CLAIM_MAP)
+
+
+@dataclass(frozen=True)
+class Registered:
+    """What `add` and `rotate_secret` hand back: the secret is in clear here and nowhere else."""
+
+    client_id: str
+    client_secret: str | None
+
+
+def get(client_id: str) -> OidcClient | None:
+    client: OidcClient | None = db.session.scalar(select(OidcClient).where(OidcClient.client_id == client_id))
+    return client
+
+
+def get_or_404(client_id: str) -> OidcClient:
+    client = get(client_id)
+    if client is None:
+        raise NotFound(f"no OIDC client '{client_id}' is registered")
+    return client
+
+
+def all_clients() -> list[OidcClient]:
+    return list(db.session.scalars(select(OidcClient).order_by(OidcClient.name, OidcClient.client_id)))
+
+
+def _check_uri(uri: str, label: str) -> None:
+    parts = urlsplit(uri)
+    if not parts.scheme or (parts.scheme in ("http", "https") and not parts.hostname):
+        raise BadRequest(f"{label} {uri!r} must be an absolute URI")
+    if parts.fragment or "#" in uri:
+        raise BadRequest(f"{label} {uri!r} must not have a fragment")
+    if parts.scheme in ("javascript", "data", "file", "vbscript"):
+        raise BadRequest(f"{label} {uri!r} uses a scheme that cannot be a redirect target")
+    if len(uri) > 2048:
+        raise BadRequest(f"{label} is longer than 2048 characters")
+
+
+def _validated(options: ClientOptions) -> dict[str, Any]:
+    name = options.name.strip()
+    if not name or len(name) > 255:
+        raise BadRequest("the name must be 1 to 255 characters")
+    grants = list(dict.fromkeys(options.grant_types or ("authorization_code", "refresh_token")))
+    for g in grants:
+        if g not in GRANT_TYPES:
+            raise BadRequest(f"unknown grant type {g!r}; known: {', '.join(GRANT_TYPES)}")
+    scopes = list(dict.fromkeys(options.scopes or SCOPES))
+    for s in scopes:
+        if s not in SCOPES:
+            raise BadRequest(f"unknown scope {s!r}; known: {', '.join(SCOPES)}")
+    for uri in options.redirect_uris:
+        _check_uri(uri, "redirect URI")
+    for uri in options.post_logout_redirect_uris:
+        _check_uri(uri, "post-logout redirect URI")
+    if "authorization_code" in grants and not options.redirect_uris:
+        raise BadRequest("the authorization_code grant needs at least one --redirect-uri")
+    if options.public:
+        if options.auth_method not in (None, PUBLIC_AUTH_METHOD):
+            raise BadRequest("a public client has no credentials; it cannot use --auth-method")
+        if "client_credentials" in grants:
+            raise BadRequest("a public client cannot use client_credentials: it has nothing to prove who it is")
+        method = PUBLIC_AUTH_METHOD
+    else:
+        method = options.auth_method or "client_secret_basic"
+        if method not in AUTH_METHODS:
+            raise BadRequest(f"unknown auth method {method!r}; known: {', '.join(AUTH_METHODS)}")
+    jwks = options.jwks
+    if method == "private_key_jwt":
+        if not jwks:
+            raise BadRequest("private_key_jwt needs the client's public keys (--jwks-file)")
+        try:
+            keys = KeySet.import_key_set(jwks)  # type: ignore[arg-type]
+        except (JoseError, ValueError, TypeError, KeyError) as exc:
+            raise BadRequest(f"the client's JWKS cannot be read: {exc}") from exc
+        if any(k.is_private for k in keys.keys):
+            raise BadRequest("the client's JWKS contains a private key; give only its public keys")
+    elif jwks:
+        raise BadRequest("a JWKS is only used with --auth-method private_key_jwt")
+    if options.id_token_alg not in ID_TOKEN_ALGS:
+        raise BadRequest(f"ID token algorithm {options.id_token_alg!r} is not one of {', '.join(ID_TOKEN_ALGS)}")
+    problems = validate_rules(options.claim_map)
+    if problems:
+        raise BadRequest("claim map: " + "; ".join(problems))
+    return {
+        "name": name, "public": options.public, "auth_method": method,
+        "redirect_uris": list(dict.fromkeys(options.redirect_uris)),
+        "post_logout_redirect_uris": list(dict.fromkeys(options.post_logout_redirect_uris)),
+        "grant_types": grants, "scopes": scopes, "jwks": jwks if method == "private_key_jwt" else None,
+        "id_token_alg": options.id_token_alg, "first_party": options.first_party,
+        "claim_map": [dict(r) for r in options.claim_map],
+    }
+
+
+def _uses_secret(method: str) -> bool:
+    return method in ("client_secret_basic", "client_secret_post")
+
+
+def add(options: ClientOptions, actor: str) -> Registered:
+    values = _validated(options)
+    client_id = secrets.token_urlsafe(16)
+    secret = secrets.token_urlsafe(32) if _uses_secret(values["auth_method"]) else None
+    client = OidcClient(client_id=client_id, secret_hash=digest(secret) if secret else None, **values)
+    db.session.add(client)
+    try:
+        db.session.flush()
+    except IntegrityError:  # a 128-bit random id collided: vanishingly unlikely, but never overwrite
+        db.session.rollback()
+        raise Conflict("client id collision; try again") from None
+    audit.record(AuditEvent(type="oidc.client.add", actor=actor, sp=client_id, details=_audit_view(values)))
+    return Registered(client_id, secret)
+
+
+def rotate_secret(client_id: str, actor: str) -> Registered:
+    """A new secret replaces the old one at once (there is no overlap: the old one may have leaked)."""
+    client = get_or_404(client_id)
+    if not _uses_secret(client.auth_method):
+        raise BadRequest(f"client '{client_id}' authenticates with {client.auth_method}, not a secret")
+    secret = secrets.token_urlsafe(32)
+    client.secret_hash = digest(secret)
+    audit.record(AuditEvent(type="oidc.client.rotate_secret", actor=actor, sp=client_id))
+    return Registered(client_id, secret)
+
+
+def remove(client_id: str, actor: str) -> None:
+    """Unregister a client; its codes and tokens stop working with it."""
+    client = get_or_404(client_id)
+    name = client.name
+    db.session.execute(delete(OidcAuthorizationCode).where(OidcAuthorizationCode.client_id == client_id))
+    db.session.execute(update(OidcToken).where(OidcToken.client_id == client_id, OidcToken.revoked_at.is_(None))
+                       .values(revoked_at=clock.now()))
+    db.session.delete(client)
+    audit.record(AuditEvent(type="oidc.client.remove", actor=actor, sp=client_id, details={"name": name}))
+
+
+def _audit_view(values: dict[str, Any]) -> dict[str, Any]:
+    view = {k: v for k, v in values.items() if k not in ("jwks", "claim_map")}
+    view["claims"] = [f"{r['attribute']}={r['name']}" for r in values["claim_map"]]
+    view["jwks_keys"] = len((values.get("jwks") or {}).get("keys", []))
+    return view
+
+
+def describe(client: OidcClient) -> dict[str, Any]:
+    """Everything an admin wants to see about one client (never the secret, which we do not have), JSON-ready."""
+    return {
+        "client_id": client.client_id, "name": client.name, "public": client.public,
+        "auth_method": client.auth_method, "redirect_uris": client.redirect_uris,
+        "post_logout_redirect_uris": client.post_logout_redirect_uris, "grant_types": client.grant_types,
+        "scopes": client.scopes, "id_token_alg": client.id_token_alg, "first_party": client.first_party,
+        "claim_map": client.claim_map, "jwks_keys": [k.get("kid") for k in (client.jwks or {}).get("keys", [])],
+        "created_at": client.created_at.isoformat() if client.created_at else None,
+    }

@@ -1,0 +1,100 @@
+"""RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0): end the SSO session, SAML side included.
+
+The post-logout redirect goes only to a URI registered for the client that the ``id_token_hint`` (or
+``client_id``) names; anything else is an error page. Without a hint that names the signed-in user, the
+user confirms first, so that another site cannot sign people out with a link.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import redirect, render_template, request
+from flask_wtf.csrf import validate_csrf
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+from sqlalchemy import update
+from werkzeug.wrappers import Response as BaseResponse
+from wtforms import ValidationError
+
+from idp import audit, clock
+from idp.audit import AuditEvent
+from idp.authn.session import current_principal, current_session, sign_out
+from idp.errors import BadRequest
+from idp.extensions import db
+from idp.keys import EC, RSA
+from idp.oidc import clients
+from idp.runtime import keystore, settings
+from idp.store import OidcClient, OidcToken
+
+# What the confirmation form carries over to its POST.
+_PARAMS = ("id_token_hint", "post_logout_redirect_uri", "state", "client_id")
+
+
+def _refuse(reason: str, client_id: str | None) -> BadRequest:
+    audit.record(AuditEvent(type="oidc.logout", outcome="failure", sp=client_id, client_ip=request.remote_addr,
+                            reason=reason))
+    return BadRequest("This sign-out request cannot be accepted: " + reason, reason)
+
+
+def _hint_claims(hint: str) -> dict[str, Any]:
+    """Claims of an ID token we issued. Expired hints are accepted (the spec says so: logout often comes
+    after the token's lifetime); the signature and issuer are what count."""
+    keys = KeySet([k.jwk for kind in (RSA, EC) for k in keystore(kind).ring().published])
+    try:
+        token = jwt.decode(hint, keys, algorithms=["RS256", "ES256"])
+    except (JoseError, ValueError) as exc:
+        raise _refuse("the id_token_hint is not an ID token of ours", None) from exc
+    claims = dict(token.claims)
+    if claims.get("iss") != settings().base or not isinstance(claims.get("aud"), str | list):
+        raise _refuse("the id_token_hint is not an ID token of ours", None)
+    return claims
+
+
+def end_session() -> BaseResponse:
+    params = {k: request.values.get(k, "")[:4096] for k in _PARAMS if request.values.get(k)}
+    confirmed_by_form = request.method == "POST" and request.form.get("confirm") == "1"
+    if confirmed_by_form:
+        try:
+            validate_csrf(request.form.get("csrf_token"))
+        except ValidationError as exc:
+            raise _refuse("the confirmation form has expired", None) from exc
+
+    claims = _hint_claims(params["id_token_hint"]) if "id_token_hint" in params else None
+    client_id = params.get("client_id")
+    if claims is not None:
+        aud = claims["aud"] if isinstance(claims["aud"], str) else (claims["aud"] or [""])[0]
+        if client_id and client_id != aud:
+            raise _refuse("client_id does not match the id_token_hint", client_id[:64])
+        client_id = aud
+    client: OidcClient | None = clients.get(client_id) if client_id else None
+    redirect_uri = params.get("post_logout_redirect_uri")
+    if redirect_uri and (client is None or redirect_uri not in client.post_logout_redirect_uris):
+        raise _refuse("post_logout_redirect_uri is not registered for this client",
+                      client_id[:64] if client_id else None)
+
+    sso = current_session()
+    if sso is not None:
+        hinted_user = claims is not None and claims.get("sub") == str(sso.user_id)
+        if not (hinted_user or confirmed_by_form):
+            return BaseResponse(render_template(
+                "oidc_logout.html", params=params, principal=current_principal(),
+                client_name=client.name if client else None), mimetype="text/html")
+        principal = current_principal()
+        # Tokens issued in this session end with it: the user asked to be signed out of the applications.
+        db.session.execute(update(OidcToken).where(OidcToken.session_id == sso.id, OidcToken.revoked_at.is_(None))
+                           .values(revoked_at=clock.now()))
+        audit.record(AuditEvent(type="oidc.logout", username=principal.username if principal else None,
+                                sp=client_id, client_ip=request.remote_addr,
+                                details={"post_logout_redirect_uri": redirect_uri}), commit=False)
+        # The SAML side too: when SPs must be told, the browser goes through their Single Logout first and
+        # the chain ends on our signed-out page (the post-logout redirect is not resumed after it yet).
+        hop = sign_out(sso, "RP-initiated logout")
+        if hop is not None:
+            return hop
+    if redirect_uri:
+        query = urlencode({"state": params["state"]}) if params.get("state") else ""
+        return redirect(redirect_uri + (("&" if "?" in redirect_uri else "?") + query if query else ""))
+    return BaseResponse(render_template("logout.html", signed_out=True), mimetype="text/html")

@@ -1,0 +1,463 @@
+"""The authlib authorization server: grants, token storage, client authentication and token endpoints.
+
+authlib runs the protocol (parameter checks, PKCE, prompt, error shapes, ID token encoding with joserfc);
+this module supplies what it leaves to us: storage of codes and tokens (hashed, see idp.store.oidc),
+single use of codes and refresh tokens with revocation on replay, the signing keys, the claims, and one
+decision point (:func:`decide`) that every grant calls. The token endpoint commits once, on success.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Request
+from authlib.oauth2.rfc6749 import OAuth2Request, grants
+from authlib.oauth2.rfc6749.errors import (
+    AccessDeniedError,
+    InvalidGrantError,
+    InvalidRequestError,
+    UnauthorizedClientError,
+)
+from authlib.oauth2.rfc6750 import BearerTokenGenerator, BearerTokenValidator
+from authlib.oauth2.rfc7009 import RevocationEndpoint
+from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
+from authlib.oauth2.rfc7636 import CodeChallenge
+from authlib.oauth2.rfc7662 import IntrospectionEndpoint
+from authlib.oidc.core.grants import OpenIDCode
+from flask import has_request_context
+from flask import request as flask_request
+from joserfc.jwk import KeySet
+from sqlalchemy import exists, select, update
+from sqlalchemy.exc import IntegrityError
+
+from idp import audit, clock
+from idp.audit import AuditEvent
+from idp.authn.principal import Principal, principal_from_user
+from idp.extensions import db
+from idp.keys import EC, RSA, SigningKey
+from idp.oidc import clients
+from idp.oidc.claims import subject, user_claims
+from idp.runtime import keystore, settings
+from idp.store import ConsumedId, OidcAuthorizationCode, OidcClient, OidcToken, User
+from idp.store.oidc import digest
+
+log = logging.getLogger(__name__)
+
+CODE_LIFETIME = timedelta(minutes=2)
+ACCESS_TOKEN_SECONDS = 3600
+REFRESH_TOKEN_LIFETIME = timedelta(days=14)
+ID_TOKEN_SECONDS = 600
+SECRET_AUTH = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
+
+
+@dataclass(frozen=True)
+class EndUser:
+    """The user a grant acts for, as authlib carries it in ``request.user``; ``session_id`` ties issued
+    codes and tokens to the SSO session for logout."""
+
+    principal: Principal
+    session_id: str | None
+
+
+# --- the decision point -------------------------------------------------------------------------------
+
+def decide(principal: Principal | None, client: OidcClient, grant_type: str) -> None:
+    """May ``principal`` (None for a machine client) use ``client`` now? Every grant asks here.
+
+    There is no access.decide.authorize() yet: the directory already refuses disabled users, so today this
+    only checks that the client still allows the grant. When authorize() lands, it is called here, and a
+    refusal raises AccessDeniedError (authorize) or InvalidGrantError (token endpoint) as now.
+    """
+    if not client.check_grant_type(grant_type):
+        raise UnauthorizedClientError(f"The client is not allowed to use {grant_type}.")
+
+
+# --- keys and tokens -------------------------------------------------------------------------------------
+
+def signing_key(alg: str) -> SigningKey:
+    """The active key for an algorithm, parsed once per process (KeyStore caches the ring)."""
+    return keystore(EC if alg == "ES256" else RSA).ring().active
+
+
+def _opaque_token(**_: Any) -> str:
+    return secrets.token_urlsafe(32)  # 256 bits: stored as SHA-256, see idp.store.oidc
+
+
+def _expires_in(client: OidcClient, grant_type: str) -> int:
+    return ACCESS_TOKEN_SECONDS
+
+
+def _find_user(user_id: int | None) -> User | None:
+    if user_id is None:
+        return None
+    user = db.session.get(User, user_id)
+    return user if user is not None and user.enabled else None
+
+
+def _audit(type_: str, client_id: str | None, *, outcome: str = "success", username: str | None = None,
+           reason: str | None = None, details: dict[str, Any] | None = None, commit: bool = True) -> None:
+    audit.record(AuditEvent(type=type_, outcome=outcome, username=username, sp=client_id,
+                            client_ip=flask_request.remote_addr if has_request_context() else None, reason=reason,
+                            details=details or {}), commit=commit)
+
+
+def _revoke(*conditions: Any) -> int:
+    result = db.session.execute(update(OidcToken).where(OidcToken.revoked_at.is_(None), *conditions)
+                                .values(revoked_at=clock.now()))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def _revoke_code_tokens(code: OidcAuthorizationCode, why: str) -> None:
+    """A replayed code: revoke everything issued from it (RFC 6749 4.1.2), audit, and commit now, since the
+    token endpoint's own transaction is about to be rolled back with the refusal."""
+    db.session.rollback()
+    count = _revoke(OidcToken.code_hash == code.code_hash)
+    _audit("oidc.code_reuse", code.client_id, outcome="failure", username=_username(code.user_id),
+           reason=why, details={"revoked_tokens": count})
+
+
+def _revoke_family(token: OidcToken, why: str) -> None:
+    db.session.rollback()
+    count = _revoke(OidcToken.family_id == token.family_id)
+    _audit("oidc.refresh_reuse", token.client_id, outcome="failure", username=_username(token.user_id),
+           reason=why, details={"revoked_tokens": count, "family": token.family_id})
+
+
+def _username(user_id: int | None) -> str | None:
+    if user_id is None:
+        return None
+    name: str | None = db.session.scalar(select(User.username).where(User.id == user_id))
+    return name
+
+
+def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
+    """Store a new token row (hashes only). Not committed here: the view commits with the code or refresh
+    token consumption that follows, or rolls both back."""
+    t = clock.now()
+    client: OidcClient = request.client
+    end_user: EndUser | None = request.user
+    code: OidcAuthorizationCode | None = request.authorization_code
+    parent: OidcToken | None = request.refresh_token
+    refresh = token.get("refresh_token")
+    row = OidcToken(
+        client_id=client.client_id,
+        user_id=end_user.principal.user_id if end_user else None,
+        session_id=end_user.session_id if end_user else None,
+        grant_type=request.payload.grant_type,
+        scope=token.get("scope", ""),
+        access_token_hash=digest(token["access_token"]),
+        refresh_token_hash=digest(refresh) if refresh else None,
+        family_id=parent.family_id if parent else secrets.token_hex(16),
+        code_hash=code.code_hash if code else (parent.code_hash if parent else None),
+        auth_time=end_user.principal.authn_at if end_user else None,
+        issued_at=t,
+        expires_at=t + timedelta(seconds=int(token.get("expires_in") or ACCESS_TOKEN_SECONDS)),
+        refresh_expires_at=t + REFRESH_TOKEN_LIFETIME if refresh else None,
+    )
+    db.session.add(row)
+    event = "oidc.refresh" if parent else "oidc.token"
+    _audit(event, client.client_id, username=end_user.principal.username if end_user else None, commit=False,
+           details={"grant_type": row.grant_type, "scope": row.scope, "refresh_token": bool(refresh),
+                    "family": row.family_id})
+
+
+# --- grants -----------------------------------------------------------------------------------------------
+
+class S256CodeChallenge(CodeChallenge):  # type: ignore[misc]
+    """PKCE with S256 only ("plain" protects nothing against a leaked request); required for public clients
+    at the authorization request already, not only at the token request."""
+
+    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
+
+    def validate_code_challenge(self, grant: Any, redirect_uri: str) -> None:
+        data = grant.request.payload.data
+        challenge = data.get("code_challenge")
+        if not challenge and grant.request.client.public:
+            raise InvalidRequestError("Public clients must use PKCE (code_challenge with S256).")
+        if challenge and data.get("code_challenge_method") != "S256":
+            raise InvalidRequestError("Only code_challenge_method=S256 is supported.")
+        super().validate_code_challenge(grant, redirect_uri)
+
+    def get_authorization_code_challenge(self, authorization_code: OidcAuthorizationCode) -> str | None:
+        return authorization_code.code_challenge
+
+    def get_authorization_code_challenge_method(self, authorization_code: OidcAuthorizationCode) -> str | None:
+        return authorization_code.code_challenge_method
+
+
+class OpenIDConnect(OpenIDCode):  # type: ignore[misc]
+    """ID tokens: our issuer, the client's algorithm and our active key for it, and the released claims."""
+
+    def exists_nonce(self, nonce: str, request: OAuth2Request) -> bool:
+        # A nonce seen before for this client is a replayed authentication request.
+        return bool(db.session.scalar(select(exists().where(
+            OidcAuthorizationCode.client_id == request.payload.client_id, OidcAuthorizationCode.nonce == nonce))))
+
+    def resolve_client_private_key(self, client: OidcClient) -> Any:
+        return signing_key(client.id_token_alg).jwk
+
+    def get_encode_header(self, client: OidcClient) -> dict[str, str]:
+        key = signing_key(client.id_token_alg)
+        return {"alg": key.alg, "kid": key.jwk_kid, "typ": "JWT"}
+
+    def get_compatible_claims(self, request: OAuth2Request) -> dict[str, Any]:
+        # Called once per ID token with the request (generate_user_info is not given the client).
+        t = int(clock.now().timestamp())
+        end_user: EndUser = request.user
+        client: OidcClient = request.client
+        claims = user_claims(end_user.principal, client.claim_map, request.authorization_code.get_scope())
+        claims.update(iss=settings().base, aud=client.client_id, azp=client.client_id, iat=t,
+                      exp=t + ID_TOKEN_SECONDS)
+        return claims
+
+    def generate_user_info(self, user: EndUser, scope: str) -> dict[str, Any]:
+        return {"sub": subject(user.principal)}
+
+
+class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
+    TOKEN_ENDPOINT_AUTH_METHODS = [*SECRET_AUTH, "none"]
+
+    def save_authorization_code(self, code: str, request: OAuth2Request) -> None:
+        end_user: EndUser = request.user
+        data = request.payload.data
+        db.session.add(OidcAuthorizationCode(
+            code_hash=digest(code), client_id=request.client.client_id, user_id=end_user.principal.user_id,
+            session_id=end_user.session_id, redirect_uri=request.payload.redirect_uri or "",
+            scope=request.scope or "", nonce=data.get("nonce"), auth_time=end_user.principal.authn_at,
+            code_challenge=data.get("code_challenge"), code_challenge_method=data.get("code_challenge_method"),
+            expires_at=clock.now() + CODE_LIFETIME,
+        ))
+        _audit("oidc.authorize", request.client.client_id, username=end_user.principal.username, commit=False,
+               details={"scope": request.scope, "redirect_uri": request.payload.redirect_uri})
+        db.session.commit()
+
+    def query_authorization_code(self, code: str, client: OidcClient) -> OidcAuthorizationCode | None:
+        row = db.session.get(OidcAuthorizationCode, digest(code)) if len(code) <= 256 else None
+        if row is None or row.client_id != client.client_id:
+            return None
+        if row.used_at is not None:
+            _revoke_code_tokens(row, "authorization code used twice")
+            return None
+        if row.expires_at <= clock.now():
+            return None
+        return row
+
+    def delete_authorization_code(self, authorization_code: OidcAuthorizationCode) -> None:
+        # Kept, marked used: only one of two concurrent exchanges gets past this update.
+        result = db.session.execute(
+            update(OidcAuthorizationCode)
+            .where(OidcAuthorizationCode.code_hash == authorization_code.code_hash,
+                   OidcAuthorizationCode.used_at.is_(None))
+            .values(used_at=clock.now()))
+        if getattr(result, "rowcount", 0) != 1:
+            _revoke_code_tokens(authorization_code, "authorization code used concurrently")
+            raise InvalidGrantError("The authorization code has already been used.")
+
+    def authenticate_user(self, authorization_code: OidcAuthorizationCode) -> EndUser | None:
+        user = _find_user(authorization_code.user_id)
+        if user is None:
+            return None
+        principal = principal_from_user(user, authorization_code.auth_time)
+        decide(principal, self.request.client, self.GRANT_TYPE)
+        return EndUser(principal, authorization_code.session_id)
+
+
+class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
+    TOKEN_ENDPOINT_AUTH_METHODS = [*SECRET_AUTH, "none"]
+    INCLUDE_NEW_REFRESH_TOKEN = True  # rotation: every refresh token is used once
+
+    def authenticate_refresh_token(self, refresh_token: str) -> OidcToken | None:
+        row: OidcToken | None = db.session.scalar(
+            select(OidcToken).where(OidcToken.refresh_token_hash == digest(refresh_token)))
+        if row is None or row.revoked_at is not None:
+            return None
+        if row.refresh_used_at is not None:
+            _revoke_family(row, "refresh token used twice")
+            return None
+        if row.refresh_expires_at is None or row.refresh_expires_at <= clock.now():
+            return None
+        return row
+
+    def authenticate_user(self, refresh_token: OidcToken) -> EndUser | None:
+        user = _find_user(refresh_token.user_id)
+        if user is None or refresh_token.auth_time is None:
+            return None
+        principal = principal_from_user(user, refresh_token.auth_time)
+        decide(principal, self.request.client, self.GRANT_TYPE)
+        return EndUser(principal, refresh_token.session_id)
+
+    def revoke_old_credential(self, refresh_token: OidcToken) -> None:
+        result = db.session.execute(
+            update(OidcToken)
+            .where(OidcToken.id == refresh_token.id, OidcToken.refresh_used_at.is_(None),
+                   OidcToken.revoked_at.is_(None))
+            .values(refresh_used_at=clock.now()))
+        if getattr(result, "rowcount", 0) != 1:
+            _revoke_family(refresh_token, "refresh token used concurrently")
+            raise InvalidGrantError("The refresh token has already been used.")
+
+
+class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[misc]
+    TOKEN_ENDPOINT_AUTH_METHODS = SECRET_AUTH
+
+    def validate_token_request(self) -> None:
+        super().validate_token_request()
+        decide(None, self.request.client, self.GRANT_TYPE)
+
+
+class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
+    """private_key_jwt (RFC 7523 / OIDC Core 9): a JWT signed with a key from the client's registered JWKS."""
+
+    CLIENT_AUTH_METHOD = "private_key_jwt"
+
+    def get_audiences(self) -> list[str]:
+        base = settings().base
+        return [base, f"{base}/oauth/token", f"{base}/oauth/introspect", f"{base}/oauth/revoke"]
+
+    def resolve_client_public_key(self, client: OidcClient) -> KeySet:
+        return KeySet.import_key_set(client.jwks or {"keys": []})  # type: ignore[arg-type]
+
+    def validate_jti(self, claims: dict[str, Any], jti: str) -> bool:
+        """Each assertion once: its jti is remembered until the assertion could no longer pass (exp)."""
+        namespace = "oidc-jti:" + hashlib.sha256(str(claims["sub"]).encode()).hexdigest()[:48]
+        exp = claims.get("exp")
+        keep_until = clock.now() + timedelta(seconds=self.leeway)
+        if isinstance(exp, int | float):
+            keep_until = max(keep_until, datetime.fromtimestamp(exp, UTC) + timedelta(seconds=self.leeway))
+        db.session.add(ConsumedId(namespace=namespace, value=str(jti)[:512], expires_at=keep_until))
+        try:
+            db.session.commit()
+        except IntegrityError:
+            db.session.rollback()
+            return False
+        return True
+
+
+# --- introspection, revocation, bearer tokens ---------------------------------------------------------
+
+@dataclass
+class FoundToken:
+    """A token row and which of its two tokens was presented."""
+
+    row: OidcToken
+    kind: str  # "access_token" | "refresh_token"
+
+    def check_client(self, client: OidcClient) -> bool:
+        return self.row.check_client(client)
+
+    @property
+    def active(self) -> bool:
+        row, t = self.row, clock.now()
+        if row.revoked_at is not None:
+            return False
+        if self.kind == "refresh_token":
+            return row.refresh_used_at is None and row.refresh_expires_at is not None and t < row.refresh_expires_at
+        return t < row.expires_at
+
+
+def find_token(value: str, hint: str | None) -> FoundToken | None:
+    if not value or len(value) > 512:
+        return None
+    h = digest(value)
+    order = ("refresh_token", "access_token") if hint == "refresh_token" else ("access_token", "refresh_token")
+    for kind in order:
+        column = OidcToken.access_token_hash if kind == "access_token" else OidcToken.refresh_token_hash
+        row = db.session.scalar(select(OidcToken).where(column == h))
+        if row is not None:
+            return FoundToken(row, kind)
+    return None
+
+
+class Introspection(IntrospectionEndpoint):  # type: ignore[misc]
+    CLIENT_AUTH_METHODS = SECRET_AUTH
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> FoundToken | None:
+        return find_token(token_string, token_type_hint)
+
+    def check_permission(self, token: FoundToken, client: OidcClient, request: OAuth2Request) -> bool:
+        # A client may introspect its own tokens; resource servers get their own permission later.
+        return token.check_client(client)
+
+    def create_introspection_payload(self, token: FoundToken | None) -> dict[str, Any]:
+        if token is None or not token.active:
+            return {"active": False}
+        row = token.row
+        user = _find_user(row.user_id)
+        if row.user_id is not None and user is None:
+            return {"active": False}  # the user was disabled or deleted since
+        exp = row.expires_at if token.kind == "access_token" else row.refresh_expires_at
+        payload: dict[str, Any] = {
+            "active": True, "client_id": row.client_id, "scope": row.scope, "token_type": "Bearer",
+            "iat": int(row.issued_at.timestamp()), "exp": int(exp.timestamp()) if exp else None,
+            "iss": settings().base, "aud": row.client_id,
+        }
+        if user is not None:
+            payload.update(sub=str(user.id), username=user.username)
+        return payload
+
+
+class Revocation(RevocationEndpoint):  # type: ignore[misc]
+    CLIENT_AUTH_METHODS = [*SECRET_AUTH, "none"]
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> FoundToken | None:
+        return find_token(token_string, token_type_hint)
+
+    def revoke_token(self, token: FoundToken, request: OAuth2Request) -> None:
+        # Revoking either token ends the grant: the whole family, so a refresh cannot bring it back.
+        count = _revoke(OidcToken.family_id == token.row.family_id)
+        _audit("oidc.revoke", token.row.client_id, username=_username(token.row.user_id),
+               details={"token_type": token.kind, "revoked_tokens": count})
+
+
+class AccessTokenValidator(BearerTokenValidator):  # type: ignore[misc]
+    def authenticate_token(self, token_string: str) -> OidcToken | None:
+        if not token_string or len(token_string) > 512:
+            return None
+        row: OidcToken | None = db.session.scalar(
+            select(OidcToken).where(OidcToken.access_token_hash == digest(token_string)))
+        return row
+
+
+# --- the server -------------------------------------------------------------------------------------------
+
+class Server(AuthorizationServer):  # type: ignore[misc]
+    def create_oauth2_request(self, request: Any) -> OAuth2Request:
+        # A request parked during sign-in is replayed from its stored parameters (idp.oidc.authorize).
+        if isinstance(request, OAuth2Request):
+            return request
+        return FlaskOAuth2Request(flask_request)
+
+
+def query_client(client_id: Any) -> OidcClient | None:
+    if not isinstance(client_id, str) or not client_id or len(client_id) > 64:
+        return None
+    return clients.get(client_id)
+
+
+def build_server() -> Server:
+    server = Server(query_client=query_client, save_token=save_token)
+    server.register_token_generator("default", BearerTokenGenerator(_opaque_token, _opaque_token, _expires_in))
+    server.register_client_auth_method(PrivateKeyJwt.CLIENT_AUTH_METHOD, PrivateKeyJwt())
+    server.register_grant(AuthorizationCodeGrant, [S256CodeChallenge(required=True), OpenIDConnect()])
+    server.register_grant(RefreshTokenGrant)
+    server.register_grant(ClientCredentialsGrant)
+    server.register_endpoint(Introspection)
+    server.register_endpoint(Revocation)
+    return server
+
+
+def access_denied(redirect_uri: str, state: str | None, why: str) -> AccessDeniedError:
+    return AccessDeniedError(description=why, redirect_uri=redirect_uri, state=state)
+
+
+@functools.cache
+def server() -> Server:
+    """One server per process: it holds only configuration; all state is in the database."""
+    return build_server()

@@ -1,0 +1,159 @@
+"""OpenID Connect endpoints: discovery, JWKS, authorize, token, userinfo, introspection, revocation.
+
+Views move requests between HTTP and authlib (:mod:`idp.oidc.server`) or :mod:`idp.oidc.authorize`; the
+token endpoint commits what a grant stored only when the answer is a success, and audits every refusal.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from authlib.integrations.flask_oauth2 import ResourceProtector
+from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6750.errors import InvalidTokenError
+from flask import Blueprint, Response, request
+from werkzeug.wrappers import Response as BaseResponse
+
+from idp import audit, clock
+from idp.audit import AuditEvent
+from idp.authn.principal import principal_from_user
+from idp.extensions import csrf, db
+from idp.keys import EC, RSA
+from idp.oidc import authorize as authz
+from idp.oidc import clients, logout
+from idp.oidc.claims import user_claims
+from idp.oidc.server import SECRET_AUTH, AccessTokenValidator, server
+from idp.runtime import keystore, settings
+from idp.store import User
+
+bp = Blueprint("oidc", __name__)
+
+_protector = ResourceProtector()
+_protector.register_token_validator(AccessTokenValidator())
+
+
+def _json(body: Any, status: int = 200, headers: Any = None, *, cache_seconds: int | None = None) -> Response:
+    resp = Response(json.dumps(body), status=status, headers=headers, mimetype="application/json")
+    if cache_seconds is not None:
+        resp.headers["Cache-Control"] = f"public, max-age={cache_seconds}"
+    return resp
+
+
+@bp.get("/.well-known/openid-configuration")
+def discovery() -> Response:
+    base = settings().base
+    return _json({
+        "issuer": base,
+        "authorization_endpoint": f"{base}/oauth/authorize",
+        "token_endpoint": f"{base}/oauth/token",
+        "userinfo_endpoint": f"{base}/oauth/userinfo",
+        "jwks_uri": f"{base}/oauth/jwks",
+        "introspection_endpoint": f"{base}/oauth/introspect",
+        "revocation_endpoint": f"{base}/oauth/revoke",
+        "end_session_endpoint": f"{base}/oauth/logout",
+        "scopes_supported": list(clients.SCOPES),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": list(clients.ID_TOKEN_ALGS),
+        "token_endpoint_auth_methods_supported": [*SECRET_AUTH, "none"],
+        "token_endpoint_auth_signing_alg_values_supported": ["RS256", "ES256"],
+        "introspection_endpoint_auth_methods_supported": SECRET_AUTH,
+        "revocation_endpoint_auth_methods_supported": [*SECRET_AUTH, "none"],
+        "code_challenge_methods_supported": ["S256"],
+        "prompt_values_supported": ["none", "login"],
+        "claims_supported": sorted({"sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "azp",
+                                    *(r["name"] for r in clients.DEFAULT_CLAIM_MAP)}),
+        "claims_parameter_supported": False,
+        "request_parameter_supported": False,
+        "request_uri_parameter_supported": False,
+    }, cache_seconds=300)
+
+
+@bp.get("/oauth/jwks")
+@bp.get("/.well-known/jwks.json")
+def jwks() -> Response:
+    """Every published key of both rings: the active ones, the next ones, and retired ones whose tokens may
+    still be in use. Short cache: a client that meets an unknown kid fetches again."""
+    keys = [k.public_jwk() for kind in (RSA, EC) for k in keystore(kind).ring().published]
+    return _json({"keys": keys}, cache_seconds=300)
+
+
+@bp.get("/oauth/authorize")
+def authorize() -> BaseResponse:
+    return authz.handle(request.query_string.decode("utf-8", "replace"), clock.now())
+
+
+@bp.get("/oauth/authorize/continue/<pending_id>")
+def resume(pending_id: str) -> BaseResponse:
+    """Back from the login page: decide the parked request against the new session."""
+    return authz.resume(pending_id)
+
+
+def _client_hint() -> str | None:
+    auth = request.authorization
+    value = (auth.username if auth is not None and auth.type == "basic" else None) or request.form.get("client_id")
+    return value[:64] if value else None
+
+
+@bp.post("/oauth/token")
+def token() -> BaseResponse:
+    resp: BaseResponse = server().create_token_response()
+    if resp.status_code == 200:
+        db.session.commit()
+        return resp
+    db.session.rollback()
+    try:
+        error = json.loads(resp.get_data(as_text=True)).get("error")
+    except ValueError:
+        error = None
+    audit.record(AuditEvent(
+        type="oidc.token", outcome="failure", sp=_client_hint(), client_ip=request.remote_addr,
+        reason=str(error or resp.status_code), details={"grant_type": request.form.get("grant_type", "")[:100]},
+    ))
+    return resp
+
+
+def _bearer_error(error: OAuth2Error) -> Response:
+    status, body, headers = error()
+    return _json(dict(body), status, headers)
+
+
+@bp.route("/oauth/userinfo", methods=["GET", "POST"])
+def userinfo() -> Response:
+    try:
+        access = _protector.acquire_token(["openid"])
+    except OAuth2Error as error:
+        return _bearer_error(error)
+    user = db.session.get(User, access.user_id) if access.user_id is not None else None
+    client = access.get_client()
+    if user is None or not user.enabled or client is None or access.auth_time is None:
+        return _bearer_error(InvalidTokenError())
+    principal = principal_from_user(user, access.auth_time)
+    return _json(user_claims(principal, client.claim_map, access.scope))
+
+
+@bp.post("/oauth/introspect")
+def introspect() -> BaseResponse:
+    resp: BaseResponse = server().create_endpoint_response("introspection")
+    return resp
+
+
+@bp.post("/oauth/revoke")
+def revoke() -> BaseResponse:
+    resp: BaseResponse = server().create_endpoint_response("revocation")
+    return resp
+
+
+@bp.route("/oauth/logout", methods=["GET", "POST"])
+def end_session() -> BaseResponse:
+    return logout.end_session()
+
+
+# Machine-to-machine endpoints: clients authenticate themselves (or present a bearer token); there is no
+# browser form and so no CSRF token.
+# end_session checks its own confirmation form's token: an RP may POST the logout request from its own page.
+for _view in (token, userinfo, introspect, revoke, end_session):
+    csrf.exempt(f"{__name__}.{_view.__name__}")

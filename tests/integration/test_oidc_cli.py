@@ -1,0 +1,83 @@
+"""`idp oidc-client ...`: secrets shown once and stored hashed, exact redirect URIs, audit events."""
+
+from __future__ import annotations
+
+import json
+
+from flask.testing import FlaskCliRunner
+
+from idp import audit
+from idp.cli import cli
+from idp.oidc import clients
+from idp.store.oidc import digest
+
+
+def run(runner: FlaskCliRunner, *args: str) -> str:
+    result = runner.invoke(cli, ["oidc-client", *args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_add_prints_the_secret_once_and_stores_only_its_hash(runner: FlaskCliRunner) -> None:
+    out = run(runner, "add", "--name", "Wiki", "--redirect-uri", "https://wiki.example.test/cb",
+              "--redirect-uri", "https://wiki.example.test/cb2", "--scope", "openid", "--scope", "email", "--json")
+    creds = json.loads(out)
+    client = clients.get(creds["client_id"])
+    assert client is not None and creds["client_secret"]
+    assert client.secret_hash == digest(creds["client_secret"]) != creds["client_secret"]
+    assert client.check_client_secret(creds["client_secret"]) and not client.check_client_secret("guess")
+    assert client.check_redirect_uri("https://wiki.example.test/cb")
+    assert not client.check_redirect_uri("https://wiki.example.test/cb/")
+    assert not client.check_redirect_uri("https://wiki.example.test/c")
+    assert client.scopes == ["openid", "email"]
+
+    shown = run(runner, "show", creds["client_id"])
+    assert creds["client_secret"] not in shown and "https://wiki.example.test/cb2" in shown
+    assert creds["client_id"] in run(runner, "list")
+
+    rotated = json.loads(run(runner, "rotate-secret", creds["client_id"], "--json"))
+    assert rotated["client_secret"] != creds["client_secret"]
+    client = clients.get(creds["client_id"])
+    assert client is not None and not client.check_client_secret(creds["client_secret"])
+    assert client.check_client_secret(rotated["client_secret"])
+
+    run(runner, "remove", creds["client_id"], "--yes")
+    assert clients.get(creds["client_id"]) is None
+    types = [e.type for e in audit.events()]
+    for expected in ("oidc.client.add", "oidc.client.rotate_secret", "oidc.client.remove"):
+        assert expected in types
+    assert all(creds["client_secret"] not in json.dumps(e.details) for e in audit.events())
+
+
+def test_public_and_private_key_jwt_clients_have_no_secret(runner: FlaskCliRunner, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    public = json.loads(run(runner, "add", "--name", "SPA", "--redirect-uri", "http://127.0.0.1:8080/cb",
+                            "--public", "--json"))
+    assert public["client_secret"] is None
+    assert "client_secret" not in run(runner, "add", "--name", "SPA2", "--redirect-uri", "http://127.0.0.1/cb",
+                                      "--public")
+    from joserfc.jwk import ECKey
+
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [ECKey.generate_key("P-256", private=True).as_dict(private=False)]}))
+    machine = json.loads(run(runner, "add", "--name", "Batch", "--grant", "client_credentials",
+                             "--auth-method", "private_key_jwt", "--jwks-file", str(jwks), "--json"))
+    assert machine["client_secret"] is None
+
+
+def test_refusals_store_nothing(runner: FlaskCliRunner, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    private = tmp_path / "private.json"
+    from joserfc.jwk import ECKey
+
+    private.write_text(json.dumps(ECKey.generate_key("P-256", private=True).as_dict(private=True)))
+    for args in (
+        ["--name", "x"],  # authorization_code without a redirect URI
+        ["--name", "x", "--redirect-uri", "https://a.test/cb#frag"],
+        ["--name", "x", "--redirect-uri", "javascript:alert(1)"],
+        ["--name", "x", "--public", "--grant", "client_credentials"],
+        ["--name", "x", "--grant", "client_credentials", "--auth-method", "private_key_jwt"],
+        ["--name", "x", "--grant", "client_credentials", "--auth-method", "private_key_jwt",
+         "--jwks-file", str(private)],
+    ):
+        result = runner.invoke(cli, ["oidc-client", "add", *args])
+        assert result.exit_code != 0, args
+    assert clients.all_clients() == []

@@ -1,0 +1,91 @@
+"""RP-initiated logout: the session ends (SAML side included), tokens of the session are revoked, and the
+browser goes back only to a registered post-logout URI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lxml.html
+import pytest
+import requests
+from helpers import make_user
+from oidc_peers import PASSWORD, browse, register, rp, start
+from saml_peers import ATTRIBUTE_MAP, OneLoginSp, idp_metadata, read_post_form, submit_login
+
+from idp import audit
+from idp.saml import providers
+from idp.saml.providers import SpOptions
+
+AFTER = "https://rp.example.test/signed-out"
+
+
+@pytest.fixture
+def idp(live_server: Any) -> Any:
+    make_user("alice", PASSWORD, email="alice@example.test")
+    return live_server
+
+
+def signed_in(idp: Any, http: requests.Session) -> tuple[Any, Any, dict[str, Any]]:
+    reg = register(post_logout_redirect_uris=(AFTER,))
+    session = rp(idp.url, reg)
+    auth = start(session)
+    arrival = browse(http, auth.url)
+    token = session.fetch_token(idp.url + "/oauth/token", authorization_response=arrival.url,
+                                code_verifier=auth.verifier, state=auth.state)
+    return reg, session, token
+
+
+def test_logout_with_a_hint_ends_the_session_and_its_tokens(idp: Any) -> None:
+    http = requests.Session()
+    _, session, token = signed_in(idp, http)
+    resp = http.get(idp.url + "/oauth/logout", allow_redirects=False, timeout=10, params={
+        "id_token_hint": token["id_token"], "post_logout_redirect_uri": AFTER, "state": "bye"})
+    assert resp.status_code == 302 and resp.headers["Location"] == AFTER + "?state=bye"
+    assert browse(http, start(session).url).login_prompts == 1  # signed out: asked again
+    info = session.introspect_token(idp.url + "/oauth/introspect", token=token["refresh_token"]).json()
+    assert info == {"active": False}
+    assert any(e.type == "oidc.logout" and e.outcome == "success" for e in audit.events())
+
+
+def test_an_unregistered_post_logout_uri_is_refused_without_redirect(idp: Any) -> None:
+    http = requests.Session()
+    _, session, token = signed_in(idp, http)
+    resp = http.get(idp.url + "/oauth/logout", allow_redirects=False, timeout=10, params={
+        "id_token_hint": token["id_token"], "post_logout_redirect_uri": "https://evil.example.test/"})
+    assert resp.status_code == 400 and "Location" not in resp.headers
+    assert browse(http, start(session).url).login_prompts == 0  # still signed in
+
+
+def test_without_a_hint_the_user_confirms(idp: Any) -> None:
+    http = requests.Session()
+    reg, session, _ = signed_in(idp, http)
+    page = http.get(idp.url + "/oauth/logout", timeout=10,
+                    params={"client_id": reg.client_id, "post_logout_redirect_uri": AFTER})
+    assert page.status_code == 200 and "Sign out?" in page.text
+    assert browse(http, start(session).url).login_prompts == 0  # the GET alone signed nobody out
+    form = lxml.html.fromstring(page.text).forms[0]
+    data = {i.get("name"): i.get("value") or "" for i in form.inputs if i.get("name")}
+    forged = requests.post(idp.url + "/oauth/logout", data={**data, "csrf_token": "forged"},
+                           cookies=http.cookies, allow_redirects=False, timeout=10)
+    assert forged.status_code == 400
+    done = http.post(idp.url + "/oauth/logout", data=data, headers={"Referer": page.url},
+                     allow_redirects=False, timeout=10)
+    assert done.status_code == 302 and done.headers["Location"] == AFTER
+    assert browse(http, start(session).url).login_prompts == 1
+
+
+def test_logout_also_ends_the_saml_side(idp: Any) -> None:
+    sp = OneLoginSp(idp_metadata(idp.url))
+    providers.add(sp.metadata(), None, SpOptions(attribute_map=tuple(ATTRIBUTE_MAP)), actor="test")
+    http = requests.Session()
+    url, request_id = sp.redirect_login("https://sp.example.test/after")
+    page = submit_login(http, http.get(url, timeout=10), "alice", PASSWORD)
+    assert sp.process_response(read_post_form(page.text), request_id).get_errors() == []
+    _, session, token = signed_in(idp, http)
+
+    resp = http.get(idp.url + "/oauth/logout", allow_redirects=False, timeout=10, params={
+        "id_token_hint": token["id_token"], "post_logout_redirect_uri": AFTER})
+    # The browser is sent to the SAML SP's Single Logout service with a LogoutRequest.
+    assert resp.status_code in (302, 303), resp.text[:500]
+    assert resp.headers["Location"].startswith("https://sp.example.test/slo?SAMLRequest=")
+    assert browse(http, start(session).url).login_prompts == 1

@@ -1,0 +1,192 @@
+"""What the OIDC provider refuses, and how: never a redirect to an unregistered address, RFC 6749 errors
+otherwise, replayed codes and refresh tokens revoking what they produced, prompt/max_age honoured."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+import requests
+from authlib.common.security import generate_token
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
+from helpers import make_user
+from oidc_peers import PASSWORD, REDIRECT_URI, browse, login_page_username, register, rp, start
+
+from idp import audit
+
+
+@pytest.fixture
+def idp(live_server: Any) -> Any:
+    make_user("alice", PASSWORD, email="alice@example.test")
+    return live_server
+
+
+def authorize_url(idp: Any, **params: str) -> str:
+    return idp.url + "/oauth/authorize?" + urlencode(params)
+
+
+def token_request(idp: Any, reg: Any, **data: str) -> requests.Response:
+    return requests.post(idp.url + "/oauth/token", data=data, auth=(reg.client_id, reg.client_secret), timeout=10)
+
+
+def introspect(idp: Any, reg: Any, token: str) -> dict[str, Any]:
+    resp = requests.post(idp.url + "/oauth/introspect", data={"token": token},
+                         auth=(reg.client_id, reg.client_secret), timeout=10)
+    result: dict[str, Any] = resp.json()
+    return result
+
+
+def code_for(idp: Any, reg: Any, http: requests.Session | None = None, **extra: str) -> tuple[str, str]:
+    """(code, verifier) through the real login form."""
+    verifier = generate_token(48)
+    url = authorize_url(idp, response_type="code", client_id=reg.client_id, redirect_uri=REDIRECT_URI,
+                        scope="openid email", state="s1", code_challenge=create_s256_code_challenge(verifier),
+                        code_challenge_method="S256", **extra)
+    arrival = browse(http or requests.Session(), url)
+    return arrival.params["code"], verifier
+
+
+def exchange(idp: Any, reg: Any, code: str, verifier: str) -> requests.Response:
+    return token_request(idp, reg, grant_type="authorization_code", code=code, redirect_uri=REDIRECT_URI,
+                         code_verifier=verifier)
+
+
+def test_an_unregistered_redirect_uri_gets_an_error_page_and_no_redirect(idp: Any) -> None:
+    reg = register()
+    for redirect in ("https://evil.example.test/callback", REDIRECT_URI + "/more", REDIRECT_URI + "?x=1"):
+        resp = requests.get(authorize_url(idp, response_type="code", client_id=reg.client_id,
+                                          redirect_uri=redirect, scope="openid", state="s"),
+                            allow_redirects=False, timeout=10)
+        assert resp.status_code == 400 and "Location" not in resp.headers
+        assert "evil" not in resp.headers.get("Location", "")
+    resp = requests.get(authorize_url(idp, response_type="code", client_id="nobody", redirect_uri=REDIRECT_URI),
+                        allow_redirects=False, timeout=10)
+    assert resp.status_code == 400 and "Location" not in resp.headers
+    assert any(e.type == "oidc.authorize" and e.outcome == "failure" for e in audit.events())
+
+
+def test_prompt_none_without_a_session_is_login_required_at_the_client(idp: Any) -> None:
+    reg = register()
+    resp = requests.get(authorize_url(idp, response_type="code", client_id=reg.client_id,
+                                      redirect_uri=REDIRECT_URI, scope="openid", state="xyz", prompt="none",
+                                      code_challenge=create_s256_code_challenge("v" * 43),
+                                      code_challenge_method="S256"),
+                        allow_redirects=False, timeout=10)
+    assert resp.status_code == 302
+    location = resp.headers["Location"]
+    assert location.startswith(REDIRECT_URI + "?") and "error=login_required" in location and "state=xyz" in location
+
+
+def test_public_clients_must_use_pkce_with_s256(idp: Any) -> None:
+    reg = register(public=True)
+    assert reg.client_secret is None
+    base = {"response_type": "code", "client_id": reg.client_id, "redirect_uri": REDIRECT_URI, "scope": "openid"}
+    for extra in ({}, {"code_challenge": "a" * 43, "code_challenge_method": "plain"}):
+        resp = requests.get(authorize_url(idp, **base, **extra), allow_redirects=False, timeout=10)
+        assert resp.status_code == 302 and "error=invalid_request" in resp.headers["Location"]
+
+
+def test_a_wrong_pkce_verifier_is_invalid_grant(idp: Any) -> None:
+    reg = register()
+    code, _ = code_for(idp, reg)
+    resp = exchange(idp, reg, code, generate_token(48))
+    assert resp.status_code == 400 and resp.json()["error"] == "invalid_grant"
+
+
+def test_a_wrong_client_secret_is_invalid_client(idp: Any) -> None:
+    reg = register()
+    code, verifier = code_for(idp, reg)
+    resp = requests.post(idp.url + "/oauth/token", auth=(reg.client_id, "not the secret"), timeout=10, data={
+        "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI, "code_verifier": verifier})
+    assert resp.status_code == 401 and resp.json()["error"] == "invalid_client"
+    refusal = next(e for e in audit.events() if e.type == "oidc.token")
+    assert refusal.outcome == "failure" and refusal.sp == reg.client_id and refusal.reason == "invalid_client"
+    # The code was not spent by the failed attempt.
+    assert exchange(idp, reg, code, verifier).status_code == 200
+
+
+def test_a_reused_code_is_refused_and_revokes_the_tokens_it_gave(idp: Any) -> None:
+    reg = register()
+    code, verifier = code_for(idp, reg)
+    first = exchange(idp, reg, code, verifier)
+    assert first.status_code == 200
+    tokens = first.json()
+    assert introspect(idp, reg, tokens["access_token"])["active"] is True
+
+    second = exchange(idp, reg, code, verifier)
+    assert second.status_code == 400 and second.json()["error"] == "invalid_grant"
+    assert introspect(idp, reg, tokens["access_token"]) == {"active": False}
+    refreshed = token_request(idp, reg, grant_type="refresh_token", refresh_token=tokens["refresh_token"])
+    assert refreshed.status_code == 400 and refreshed.json()["error"] == "invalid_grant"
+    assert any(e.type == "oidc.code_reuse" for e in audit.events())
+
+
+def test_a_reused_refresh_token_revokes_its_whole_family(idp: Any) -> None:
+    reg = register()
+    code, verifier = code_for(idp, reg)
+    tokens = exchange(idp, reg, code, verifier).json()
+    rotated = token_request(idp, reg, grant_type="refresh_token", refresh_token=tokens["refresh_token"]).json()
+    assert introspect(idp, reg, rotated["access_token"])["active"] is True
+
+    replay = token_request(idp, reg, grant_type="refresh_token", refresh_token=tokens["refresh_token"])
+    assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant"
+    for value in (rotated["access_token"], rotated["refresh_token"], tokens["access_token"]):
+        assert introspect(idp, reg, value) == {"active": False}
+    later = token_request(idp, reg, grant_type="refresh_token", refresh_token=rotated["refresh_token"])
+    assert later.status_code == 400
+    assert any(e.type == "oidc.refresh_reuse" for e in audit.events())
+
+
+def test_prompt_login_asks_again_even_with_a_session(idp: Any) -> None:
+    reg = register()
+    http = requests.Session()
+    code_for(idp, reg, http)  # signs in once
+    session = rp(idp.url, reg)
+    assert browse(http, start(session).url).login_prompts == 0  # the SSO session answers
+    assert browse(http, start(session, prompt="login").url).login_prompts == 1
+    assert browse(http, start(session, max_age="0").url).login_prompts == 1
+
+
+def test_login_hint_prefills_the_username(idp: Any) -> None:
+    reg = register()
+    session = rp(idp.url, reg)
+    assert login_page_username(requests.Session(), start(session, login_hint="alice").url) == "alice"
+
+
+def test_nonce_and_auth_time_are_in_the_id_token(idp: Any) -> None:
+    reg = register()
+    session = rp(idp.url, reg)
+    auth = start(session)
+    arrival = browse(requests.Session(), auth.url)
+    token = session.fetch_token(idp.url + "/oauth/token", authorization_response=arrival.url,
+                                code_verifier=auth.verifier, state=auth.state)
+    claims = session.parse_id_token(token, nonce=auth.nonce)
+    assert claims["nonce"] == auth.nonce and isinstance(claims["auth_time"], int)
+    assert "groups" in claims or "email" in claims
+
+
+def test_a_public_client_exchanges_its_code_with_the_verifier_and_no_secret(idp: Any) -> None:
+    reg = register(public=True)
+    code, verifier = code_for(idp, reg)
+    base = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI,
+            "client_id": reg.client_id}
+    missing = requests.post(idp.url + "/oauth/token", data=base, timeout=10)
+    assert missing.status_code == 400 and missing.json()["error"] == "invalid_request"
+    resp = requests.post(idp.url + "/oauth/token", data={**base, "code_verifier": verifier}, timeout=10)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["id_token"] and resp.json()["refresh_token"]
+    # A public client cannot pretend to be a confidential one, nor use client credentials.
+    cc = requests.post(idp.url + "/oauth/token", data={"grant_type": "client_credentials",
+                                                       "client_id": reg.client_id}, timeout=10)
+    assert cc.status_code in (400, 401) and cc.json()["error"] in ("invalid_client", "unauthorized_client")
+
+
+def test_prompt_none_with_a_too_old_sign_in_is_login_required(idp: Any) -> None:
+    reg = register()
+    http = requests.Session()
+    code_for(idp, reg, http)  # signed in
+    session = rp(idp.url, reg)
+    assert browse(http, start(session, prompt="none").url).params.get("code")  # the session answers silently
+    arrival = browse(http, start(session, prompt="none", max_age="0").url, username=None)
+    assert arrival.params["error"] == "login_required" and arrival.login_prompts == 0

@@ -1,0 +1,145 @@
+"""authlib's OAuth/OIDC client against the running provider over real HTTP, with PyJWT as a second,
+independent ID token validator. The browser is a ``requests.Session`` signing in through the login form."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jwt as pyjwt
+import pytest
+import requests
+from authlib.oauth2.rfc7523 import PrivateKeyJWT
+from helpers import make_user
+from joserfc import jwt
+from joserfc.jwk import ECKey, RSAKey
+from oidc_peers import PASSWORD, browse, register, rp, start
+
+from idp import audit
+
+
+@pytest.fixture
+def idp(live_server: Any) -> Any:
+    make_user("alice", PASSWORD, groups=["admins", "staff"], email="alice@example.test",
+              display_name="Alice Liddell", given_name="Alice", family_name="Liddell")
+    return live_server
+
+
+def pyjwt_validate(idp: Any, id_token: str, client_id: str, algorithm: str) -> dict[str, Any]:
+    """PyJWT, knowing nothing of authlib: key from our JWKS by kid, signature, iss, aud, exp."""
+    jwks = pyjwt.PyJWKClient(idp.url + "/oauth/jwks")
+    key = jwks.get_signing_key_from_jwt(id_token)
+    claims: dict[str, Any] = pyjwt.decode(
+        id_token, key.key, algorithms=[algorithm], audience=client_id, issuer=idp.url,
+        options={"require": ["exp", "iat", "iss", "aud", "sub"]},
+    )
+    return claims
+
+
+def test_code_flow_with_pkce_refresh_userinfo_introspection_revocation(idp: Any) -> None:
+    reg = register()
+    session = rp(idp.url, reg)
+    auth = start(session)
+    http = requests.Session()
+    arrival = browse(http, auth.url)
+    assert arrival.login_prompts == 1
+    assert arrival.params["state"] == auth.state
+
+    token = session.fetch_token(session.server_metadata["token_endpoint"], authorization_response=arrival.url,
+                                code_verifier=auth.verifier, state=auth.state)
+    # authlib's client validates signature (JWKS), iss, aud, exp, nonce and at_hash.
+    claims = session.parse_id_token(token, nonce=auth.nonce)
+    assert claims["iss"] == idp.url and claims["aud"] == reg.client_id
+    assert claims["email"] == "alice@example.test" and claims["groups"] == ["admins", "staff"]
+    assert claims["preferred_username"] == "alice" and "auth_time" in claims
+    with pytest.raises(Exception, match="nonce"):
+        session.parse_id_token(token, nonce="another nonce")
+
+    independent = pyjwt_validate(idp, token["id_token"], reg.client_id, "RS256")
+    assert independent["nonce"] == auth.nonce and independent["sub"] == claims["sub"]
+    header = pyjwt.get_unverified_header(token["id_token"])
+    assert header["alg"] == "RS256" and header["kid"]
+
+    info = session.userinfo()
+    assert info["sub"] == claims["sub"] and info["name"] == "Alice Liddell"
+
+    introspection = session.introspect_token(session.server_metadata["introspection_endpoint"],
+                                             token=token["access_token"]).json()
+    assert introspection["active"] is True and introspection["username"] == "alice"
+
+    old_refresh = token["refresh_token"]
+    refreshed = session.refresh_token(session.server_metadata["token_endpoint"], refresh_token=old_refresh)
+    assert refreshed["access_token"] != token["access_token"]
+    assert refreshed["refresh_token"] != old_refresh  # rotated
+    assert session.userinfo()["sub"] == claims["sub"]
+
+    session.revoke_token(session.server_metadata["revocation_endpoint"], token=refreshed["access_token"])
+    introspection = session.introspect_token(session.server_metadata["introspection_endpoint"],
+                                             token=refreshed["access_token"]).json()
+    assert introspection == {"active": False}
+    resp = requests.get(idp.url + "/oauth/userinfo", timeout=10,
+                        headers={"Authorization": "Bearer " + refreshed["access_token"]})
+    assert resp.status_code == 401 and "invalid_token" in resp.headers["WWW-Authenticate"]
+
+    types = [e.type for e in audit.events(limit=50)]
+    for expected in ("oidc.authorize", "oidc.token", "oidc.refresh", "oidc.revoke"):
+        assert expected in types
+
+
+def test_es256_client_gets_an_id_token_signed_with_the_ec_key(idp: Any) -> None:
+    reg = register(id_token_alg="ES256", auth_method="client_secret_post")
+    session = rp(idp.url, reg, token_endpoint_auth_method="client_secret_post")
+    auth = start(session)
+    arrival = browse(requests.Session(), auth.url)
+    token = session.fetch_token(session.server_metadata["token_endpoint"], authorization_response=arrival.url,
+                                code_verifier=auth.verifier, state=auth.state)
+    header = pyjwt.get_unverified_header(token["id_token"])
+    assert header["alg"] == "ES256"
+    jwk = next(k for k in requests.get(idp.url + "/oauth/jwks", timeout=10).json()["keys"]
+               if k["kid"] == header["kid"])
+    assert jwk["kty"] == "EC" and jwk["crv"] == "P-256"
+    assert session.parse_id_token(token, nonce=auth.nonce)["sub"]
+    assert pyjwt_validate(idp, token["id_token"], reg.client_id, "ES256")["nonce"] == auth.nonce
+
+
+def test_client_credentials_with_a_secret(idp: Any) -> None:
+    reg = register(grant_types=("client_credentials",), redirect_uris=(), scopes=("groups",))
+    session = rp(idp.url, reg, scope="groups")
+    token = session.fetch_token(session.server_metadata["token_endpoint"], grant_type="client_credentials")
+    assert token["scope"] == "groups" and "refresh_token" not in token and "id_token" not in token
+    info = session.introspect_token(session.server_metadata["introspection_endpoint"],
+                                    token=token["access_token"]).json()
+    assert info["active"] is True and info["client_id"] == reg.client_id and "sub" not in info
+
+
+def test_client_credentials_with_private_key_jwt(idp: Any) -> None:
+    key = RSAKey.generate_key(2048, {"kid": "rp-1"}, private=True)
+    reg = register(grant_types=("client_credentials",), redirect_uris=(), auth_method="private_key_jwt",
+                   jwks={"keys": [key.as_dict(private=False)]})
+    assert reg.client_secret is None
+    token_url = idp.url + "/oauth/token"
+    session = rp(idp.url, reg, scope="groups", client_secret=key.as_pem(private=True).decode(),
+                 token_endpoint_auth_method=PrivateKeyJWT(token_url, alg="RS256"))
+    token = session.fetch_token(token_url, grant_type="client_credentials")
+    assert token["access_token"]
+
+    # Signed with a key the client did not register (same kid): refused.
+    other = RSAKey.generate_key(2048, {"kid": "rp-1"}, private=True)
+    impostor = rp(idp.url, reg, scope="groups", client_secret=other.as_pem(private=True).decode(),
+                  token_endpoint_auth_method=PrivateKeyJWT(token_url, alg="RS256"))
+    with pytest.raises(Exception, match="invalid_client"):
+        impostor.fetch_token(token_url, grant_type="client_credentials")
+
+    # An assertion of another key type, or replayed, is a refusal too, never a server error.
+    ec = ECKey.generate_key("P-256", {"kid": "rp-1"}, private=True)
+    now = int(time.time())
+    claims = {"iss": reg.client_id, "sub": reg.client_id, "aud": token_url, "exp": now + 60, "jti": "x1"}
+    wrong_type = jwt.encode({"alg": "ES256", "kid": "rp-1"}, claims, ec)
+    valid = jwt.encode({"alg": "RS256", "kid": "rp-1"}, claims, key)
+    for assertion, expected in ((wrong_type, 400), (valid, 200), (valid, 400)):  # the last one is a replay
+        resp = requests.post(token_url, timeout=10, data={
+            "grant_type": "client_credentials", "client_assertion": assertion,
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"})
+        assert resp.status_code == expected, resp.text
+        if expected != 200:
+            assert resp.json()["error"] == "invalid_client"

@@ -1,0 +1,116 @@
+"""Shared pieces for OIDC tests: authlib's client side as the relying party, and a browser that signs in.
+
+The relying party is authlib's ``OAuth2Session`` with authlib's own OpenID Connect client mixin, so ID
+tokens are checked by authlib's client code (JWKS signature, iss, aud, nonce, exp, at_hash), not ours.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urljoin, urlsplit
+
+import lxml.html
+import requests
+from authlib.common.security import generate_token
+from authlib.integrations.base_client.sync_openid import OpenIDMixin
+from authlib.integrations.requests_client import OAuth2Session
+
+from idp.oidc import clients
+from idp.oidc.clients import ClientOptions
+
+REDIRECT_URI = "https://rp.example.test/callback"
+PASSWORD = "correct horse battery"
+ALL_SCOPES = "openid profile email groups"
+
+
+class AuthlibRp(OAuth2Session, OpenIDMixin):  # type: ignore[misc]
+    """authlib's requests client plus authlib's OpenID Connect client logic, reading our discovery document."""
+
+    def __init__(self, issuer: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        resp = requests.get(issuer + "/.well-known/openid-configuration", timeout=10)
+        resp.raise_for_status()
+        self.server_metadata: dict[str, Any] = resp.json()
+
+    def load_server_metadata(self) -> dict[str, Any]:
+        return self.server_metadata
+
+    def _get_session(self) -> Any:
+        return contextlib.nullcontext(self)
+
+
+def register(**options: Any) -> clients.Registered:
+    options.setdefault("name", "relying party")
+    options.setdefault("redirect_uris", (REDIRECT_URI,))
+    return clients.add(ClientOptions(**options), actor="test")
+
+
+def rp(issuer: str, reg: clients.Registered, **kwargs: Any) -> AuthlibRp:
+    kwargs.setdefault("scope", ALL_SCOPES)
+    kwargs.setdefault("redirect_uri", REDIRECT_URI)
+    kwargs.setdefault("code_challenge_method", "S256")
+    kwargs.setdefault("client_secret", reg.client_secret)
+    return AuthlibRp(issuer, client_id=reg.client_id, **kwargs)
+
+
+@dataclass
+class Authorization:
+    url: str  # the authorization request
+    state: str
+    nonce: str
+    verifier: str
+
+
+def start(session: AuthlibRp, **params: Any) -> Authorization:
+    verifier = generate_token(48)
+    nonce = generate_token(20)
+    url, state = session.create_authorization_url(
+        session.server_metadata["authorization_endpoint"], code_verifier=verifier, nonce=nonce, **params)
+    return Authorization(url, state, nonce, verifier)
+
+
+@dataclass
+class Arrival:
+    """Where the browser was finally sent back to the client, and whether it had to sign in."""
+
+    url: str
+    login_prompts: int
+
+    @property
+    def params(self) -> dict[str, str]:
+        return {k: v[0] for k, v in parse_qs(urlsplit(self.url).query).items()}
+
+
+def browse(http: requests.Session, url: str, username: str | None = "alice", password: str = PASSWORD) -> Arrival:
+    """Follow the IdP's redirects like a browser, signing in on the login page when shown (with
+    ``username``), until the IdP sends the browser to the client's redirect URI (whose host does not exist:
+    the URL is returned instead of followed)."""
+    prompts = 0
+    for _ in range(12):
+        resp = http.get(url, allow_redirects=False, timeout=10)
+        if resp.is_redirect:
+            url = urljoin(resp.url, resp.headers["Location"])
+            if url.startswith(REDIRECT_URI):
+                return Arrival(url, prompts)
+            continue
+        assert resp.status_code == 200, (resp.status_code, resp.text[:1000])
+        assert urlsplit(resp.url).path == "/login" and 'name="password"' in resp.text, resp.text[:1000]
+        assert username is not None, "the IdP asked for a password"
+        prompts += 1
+        form = lxml.html.fromstring(resp.text).forms[0]
+        data = {i.get("name"): i.get("value") or "" for i in form.inputs if i.get("name")}
+        data.update(username=username, password=password)
+        posted = http.post(urljoin(resp.url, form.get("action") or resp.url), data=data,
+                           headers={"Referer": resp.url}, allow_redirects=False, timeout=10)
+        assert posted.is_redirect, posted.text[:1000]
+        url = urljoin(posted.url, posted.headers["Location"])
+    raise AssertionError("too many redirects")
+
+
+def login_page_username(http: requests.Session, url: str) -> str:
+    """Follow redirects to the login page and return the prefilled username."""
+    resp = http.get(url, timeout=10)
+    doc = lxml.html.fromstring(resp.text)
+    return str(doc.forms[0].inputs["username"].value or "")
