@@ -22,6 +22,7 @@ from idp.config import ConfigError
 from idp.errors import IdpError
 from idp.keys import EC, RSA, KeyError_
 from idp.oidc.cli import oidc_client as oidc_client_group
+from idp.oidc.cli import oidc_consent as oidc_consent_group
 from idp.runtime import keystore
 from idp.runtime import settings as runtime_settings
 from idp.saml.cli import sp as sp_group
@@ -56,6 +57,7 @@ cli.add_command(sp_group)
 cli.add_command(user_group)
 cli.add_command(group_group)
 cli.add_command(oidc_client_group)
+cli.add_command(oidc_consent_group)
 
 
 @cli.command()

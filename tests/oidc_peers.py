@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urljoin, urlsplit
 
+import jwt as pyjwt
 import lxml.html
 import requests
 from authlib.common.security import generate_token
@@ -42,7 +43,9 @@ class AuthlibRp(OAuth2Session, OpenIDMixin):  # type: ignore[misc]
 
 
 def register(**options: Any) -> clients.Registered:
+    """A client registered through the service; first-party (no consent page) unless told otherwise."""
     options.setdefault("name", "relying party")
+    options.setdefault("first_party", True)
     options.setdefault("redirect_uris", (REDIRECT_URI,))
     return clients.add(ClientOptions(**options), actor="test")
 
@@ -73,27 +76,34 @@ def start(session: AuthlibRp, **params: Any) -> Authorization:
 
 @dataclass
 class Arrival:
-    """Where the browser was finally sent back to the client, and whether it had to sign in."""
+    """Where the browser was finally sent back to the client, and whether it had to sign in or consent."""
 
     url: str
     login_prompts: int
+    consent_prompts: int = 0
 
     @property
     def params(self) -> dict[str, str]:
         return {k: v[0] for k, v in parse_qs(urlsplit(self.url).query).items()}
 
 
-def browse(http: requests.Session, url: str, username: str | None = "alice", password: str = PASSWORD) -> Arrival:
+def browse(http: requests.Session, url: str, username: str | None = "alice", password: str = PASSWORD,
+           consent: str | None = None) -> Arrival:
     """Follow the IdP's redirects like a browser, signing in on the login page when shown (with
-    ``username``), until the IdP sends the browser to the client's redirect URI (whose host does not exist:
+    ``username``), answering a consent page with ``consent`` ("allow" or "deny"; None: a consent page is a
+    failure), until the IdP sends the browser to the client's redirect URI (whose host does not exist:
     the URL is returned instead of followed)."""
-    prompts = 0
+    prompts = consents = 0
     for _ in range(12):
         resp = http.get(url, allow_redirects=False, timeout=10)
+        while resp.status_code == 200 and is_consent_page(resp.text):
+            assert consent is not None, "the IdP asked for consent"
+            consents += 1
+            resp = answer_consent(http, resp, consent)
         if resp.is_redirect:
             url = urljoin(resp.url, resp.headers["Location"])
             if url.startswith(REDIRECT_URI):
-                return Arrival(url, prompts)
+                return Arrival(url, prompts, consents)
             continue
         assert resp.status_code == 200, (resp.status_code, resp.text[:1000])
         assert urlsplit(resp.url).path == "/login" and 'name="password"' in resp.text, resp.text[:1000]
@@ -109,8 +119,32 @@ def browse(http: requests.Session, url: str, username: str | None = "alice", pas
     raise AssertionError("too many redirects")
 
 
+def is_consent_page(page: str) -> bool:
+    return 'name="decision" value="allow"' in page
+
+
+def answer_consent(http: requests.Session, page: requests.Response, decision: str) -> requests.Response:
+    """Press Allow or Deny on the consent page (its form, its CSRF token)."""
+    form = lxml.html.fromstring(page.text).forms[0]
+    data = {i.get("name"): i.get("value") or "" for i in form.xpath(".//input[@name]")}
+    data["decision"] = decision
+    return http.post(urljoin(page.url, form.get("action")), data=data, headers={"Referer": page.url},
+                     allow_redirects=False, timeout=10)
+
+
 def login_page_username(http: requests.Session, url: str) -> str:
     """Follow redirects to the login page and return the prefilled username."""
     resp = http.get(url, timeout=10)
     doc = lxml.html.fromstring(resp.text)
     return str(doc.forms[0].inputs["username"].value or "")
+
+
+def pyjwt_validate(idp: Any, id_token: str, client_id: str, algorithm: str) -> dict[str, Any]:
+    """PyJWT, knowing nothing of authlib: key from our JWKS by kid, signature, iss, aud, exp."""
+    jwks = pyjwt.PyJWKClient(idp.url + "/oauth/jwks")
+    key = jwks.get_signing_key_from_jwt(id_token)
+    claims: dict[str, Any] = pyjwt.decode(
+        id_token, key.key, algorithms=[algorithm], audience=client_id, issuer=idp.url,
+        options={"require": ["exp", "iat", "iss", "aud", "sub"]},
+    )
+    return claims

@@ -27,8 +27,9 @@ from idp.store import SessionParticipant, SsoSession, User
 COOKIE = "idp_session"
 
 # A protocol that signs users in elsewhere (SAML Single Logout) ends the session itself and may answer with
-# the first hop of its logout chain. Registered by the protocol so that authn never imports it.
-LogoutPropagation = Callable[[SsoSession, str], BaseResponse | None]
+# the first hop of its logout chain, which ends by redirecting to ``return_to`` when one is given.
+# Registered by the protocol so that authn never imports it.
+LogoutPropagation = Callable[[SsoSession, str, str | None], BaseResponse | None]
 _PROPAGATION = "idp.logout_propagation"
 
 
@@ -36,11 +37,12 @@ def set_logout_propagation(app: Flask, propagate: LogoutPropagation) -> None:
     app.extensions[_PROPAGATION] = propagate
 
 
-def sign_out(sso: SsoSession, reason: str) -> BaseResponse | None:
-    """End ``sso`` everywhere it reached; a response means the browser must visit the SPs first."""
+def sign_out(sso: SsoSession, reason: str, return_to: str | None = None) -> BaseResponse | None:
+    """End ``sso`` everywhere it reached; a response means the browser must visit the SPs first, after which
+    it is sent to ``return_to`` (an absolute URL the caller has validated) instead of a signed-out page."""
     propagate: LogoutPropagation | None = current_app.extensions.get(_PROPAGATION)
     if propagate is not None:
-        return propagate(sso, reason)
+        return propagate(sso, reason, return_to)
     end_session(sso, reason)
     return None
 # last_seen_at is rewritten at most this often: sliding the idle timeout must not cost a write per request.

@@ -27,13 +27,7 @@ def ip_key(client_ip: str | None) -> str:
 
 def is_locked(username: str, client_ip: str | None) -> bool:
     """True while the username or the address is locked out."""
-    found = db.session.scalar(
-        select(LoginThrottle.key).where(
-            LoginThrottle.key.in_([user_key(username), ip_key(client_ip)]),
-            LoginThrottle.locked_until > now(),
-        ).limit(1)
-    )
-    return found is not None
+    return locked(user_key(username), ip_key(client_ip))
 
 
 def register_failure(username: str, client_ip: str | None) -> list[str]:
@@ -46,6 +40,20 @@ def register_failure(username: str, client_ip: str | None) -> list[str]:
         if _count(key, limit):
             started.append(key)
     return started
+
+
+def locked(*keys: str) -> bool:
+    """True while any of ``keys`` is locked out: the same counters for other guessable inputs than
+    passwords (OIDC device user codes), under keys of their own."""
+    found = db.session.scalar(
+        select(LoginThrottle.key).where(LoginThrottle.key.in_(keys), LoginThrottle.locked_until > now()).limit(1)
+    )
+    return found is not None
+
+
+def count_failure(key: str, limit: int) -> bool:
+    """Count one failure against ``key``; True when this failure starts its lockout. Does not commit."""
+    return _count(key, limit)
 
 
 def _count(key: str, limit: int) -> bool:

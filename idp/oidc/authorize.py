@@ -1,5 +1,5 @@
 """The authorization endpoint's decisions: answer at once from the SSO session, send the browser to sign
-in (and park the request meanwhile), or refuse.
+in (and park the request meanwhile), ask for consent (a third-party client, or ``prompt=consent``), or refuse.
 
 Refusals follow RFC 6749 4.1.2.1: until authlib has matched the client and its redirect URI exactly, a
 refusal is our error page and nothing is redirected; after that, the error goes to that redirect URI with
@@ -18,9 +18,9 @@ from urllib.parse import parse_qsl, urlencode
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import OAuth2Payload, OAuth2Request
 from authlib.oauth2.rfc6749.errors import InvalidRequestError
-from authlib.oidc.core.errors import LoginRequiredError
+from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
 from flask import redirect as flask_redirect
-from flask import request, url_for
+from flask import render_template, request, url_for
 from sqlalchemy import delete
 from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response as BaseResponse
@@ -30,9 +30,10 @@ from idp.audit import AuditEvent
 from idp.authn.session import current_session, login_url, principal_for
 from idp.errors import BadRequest
 from idp.extensions import db
+from idp.oidc import consent
 from idp.oidc.server import EndUser, access_denied, decide, server
 from idp.runtime import settings
-from idp.store import PendingRequest
+from idp.store import OidcClient, PendingRequest
 
 PENDING_KIND = "oidc-authorize"
 PENDING_LIFETIME = timedelta(minutes=10)
@@ -86,8 +87,10 @@ def _refuse(req: OAuth2Request | None, error: OAuth2Error, client_id: str | None
     )
 
 
-def handle(query: str, received_at: datetime, pending_id: str | None = None) -> BaseResponse:
-    """Decide an authorization request (fresh from ``/oauth/authorize`` or resumed after sign-in)."""
+def handle(query: str, received_at: datetime, pending_id: str | None = None, answer: str | None = None
+           ) -> BaseResponse:
+    """Decide an authorization request (fresh from ``/oauth/authorize``, resumed after sign-in, or with the
+    user's ``answer`` from the consent page: "allow" or "deny")."""
     client_id = MultiDict(parse_qsl(query)).get("client_id")
     client_label = client_id[:64] if client_id else None
     if len(query) > MAX_QUERY:
@@ -123,16 +126,39 @@ def handle(query: str, received_at: datetime, pending_id: str | None = None) -> 
         pid = pending_id or park(query, received_at)
         return flask_redirect(_login_url(url_for("oidc.resume", pending_id=pid),
                                          force=reauthenticate, hint=data.get("login_hint")))
-    if pending_id is not None:
-        consume(pending_id)
     assert end_user is not None
+    client: OidcClient = grant.request.client
+    scope: str = grant.request.scope or ""
     try:
-        decide(end_user.principal, grant.request.client, "authorization_code")
+        decide(end_user.principal, client, "authorization_code")
     except OAuth2Error as error:
+        _done(pending_id)
         denied = access_denied(redirect_uri, req.payload.state, error.description or "access denied")
         return _refuse(req, denied, client_label)
+    if answer == "deny":
+        _done(pending_id)
+        return _refuse(req, access_denied(redirect_uri, req.payload.state, "The user did not allow the request."),
+                       client_label)
+    if answer is None and ("consent" in prompts or consent.needed(end_user.principal, client, scope)):
+        if "none" in prompts:
+            _done(pending_id)
+            return _refuse(req, ConsentRequiredError(redirect_uri=redirect_uri), client_label)
+        # The request waits for the answer like it waits for a sign-in; the form names it.
+        pid = pending_id or park(query, received_at)
+        return BaseResponse(render_template(
+            "oidc_consent.html", client_name=client.name, scopes=consent.describe(scope),
+            principal=end_user.principal, action=url_for("oidc.consent_answer", pending_id=pid),
+        ), mimetype="text/html")
+    _done(pending_id)
+    if answer == "allow" and not client.first_party:
+        consent.remember(end_user.principal, client, scope)
     response: BaseResponse = server().create_authorization_response(req, grant_user=end_user, grant=grant)
     return response
+
+
+def _done(pending_id: str | None) -> None:
+    if pending_id is not None:
+        consume(pending_id)
 
 
 def _max_age(value: str | None, redirect_uri: str) -> int | None:
@@ -179,6 +205,6 @@ def consume(pending_id: str) -> None:
         raise BadRequest(_EXPIRED, "pending authorization request already used")
 
 
-def resume(pending_id: str) -> BaseResponse:
+def resume(pending_id: str, answer: str | None = None) -> BaseResponse:
     data = pending(pending_id)
-    return handle(data["query"], datetime.fromisoformat(data["received_at"]), pending_id)
+    return handle(data["query"], datetime.fromisoformat(data["received_at"]), pending_id, answer)

@@ -1,4 +1,5 @@
-"""``idp oidc-client ...``: register and manage OpenID Connect clients."""
+"""``idp oidc-client ...``: register and manage OpenID Connect clients; ``idp oidc-consent ...``: users'
+consents to third-party clients."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from typing import Any
 import click
 from flask.cli import AppGroup
 
+from idp.authn import directory
 from idp.cli_support import actor
 from idp.errors import BadRequest
-from idp.oidc import clients
+from idp.oidc import clients, consent
 
 oidc_client = AppGroup("oidc-client", help="OpenID Connect clients.")
 
@@ -121,3 +123,33 @@ def remove(client_id: str, yes: bool) -> None:
 def rotate_secret(client_id: str, as_json: bool) -> None:
     """Replace a client's secret; the old one stops working at once."""
     _print_credentials(clients.rotate_secret(client_id, actor()), as_json)
+
+
+oidc_consent = AppGroup("oidc-consent", help="What users allowed third-party OIDC clients.")
+
+
+@oidc_consent.command("list")
+@click.option("--user", "username", required=True, help="Whose consents.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def consent_list(username: str, as_json: bool) -> None:
+    """List the clients a user allowed, with the scopes allowed."""
+    user = directory.require_user(username)
+    apps = consent.for_user(user.id)
+    if as_json:
+        click.echo(json.dumps([{"client_id": a.client_id, "name": a.name, "scope": a.scope,
+                                "granted_at": a.granted_at.isoformat()} for a in apps], indent=2))
+        return
+    if not apps:
+        click.echo(f"{user.username} has allowed no clients")
+    for a in apps:
+        click.echo(f"{a.client_id}\t{a.name}\t{a.scope}\t{a.granted_at.isoformat()}")
+
+
+@oidc_consent.command("revoke")
+@click.option("--user", "username", required=True, help="Whose consent.")
+@click.option("--client", "client_id", required=True, help="The client's id.")
+def consent_revoke(username: str, client_id: str) -> None:
+    """Forget a user's consent to a client and revoke the client's tokens for that user."""
+    user = directory.require_user(username)
+    count = consent.revoke(user.id, user.username, client_id, actor())
+    click.echo(f"revoked {user.username}'s consent to '{client_id}' ({count} token(s) revoked)")

@@ -21,7 +21,7 @@ from idp.access.claims import validate_rules
 from idp.audit import AuditEvent
 from idp.errors import BadRequest, Conflict, NotFound
 from idp.extensions import db
-from idp.store import OidcAuthorizationCode, OidcClient, OidcToken
+from idp.store import OidcAuthorizationCode, OidcClient, OidcConsent, OidcDeviceCode, OidcToken
 from idp.store.oidc import PUBLIC_AUTH_METHOD, digest
 
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials",
@@ -179,10 +179,11 @@ def rotate_secret(client_id: str, actor: str) -> Registered:
 
 
 def remove(client_id: str, actor: str) -> None:
-    """Unregister a client; its codes and tokens stop working with it."""
+    """Unregister a client; its codes, tokens and users' consents go with it."""
     client = get_or_404(client_id)
     name = client.name
-    db.session.execute(delete(OidcAuthorizationCode).where(OidcAuthorizationCode.client_id == client_id))
+    for model in (OidcAuthorizationCode, OidcDeviceCode, OidcConsent):
+        db.session.execute(delete(model).where(model.client_id == client_id))
     db.session.execute(update(OidcToken).where(OidcToken.client_id == client_id, OidcToken.revoked_at.is_(None))
                        .values(revoked_at=clock.now()))
     db.session.delete(client)

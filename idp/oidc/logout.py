@@ -90,11 +90,19 @@ def end_session() -> BaseResponse:
                                 sp=client_id, client_ip=request.remote_addr,
                                 details={"post_logout_redirect_uri": redirect_uri}), commit=False)
         # The SAML side too: when SPs must be told, the browser goes through their Single Logout first and
-        # the chain ends on our signed-out page (the post-logout redirect is not resumed after it yet).
-        hop = sign_out(sso, "RP-initiated logout")
+        # the chain ends with the post-logout redirect (validated above).
+        hop = sign_out(sso, "RP-initiated logout", return_to=_after(redirect_uri, params.get("state")))
         if hop is not None:
             return hop
-    if redirect_uri:
-        query = urlencode({"state": params["state"]}) if params.get("state") else ""
-        return redirect(redirect_uri + (("&" if "?" in redirect_uri else "?") + query if query else ""))
+    after = _after(redirect_uri, params.get("state"))
+    if after:
+        return redirect(after)
     return BaseResponse(render_template("logout.html", signed_out=True), mimetype="text/html")
+
+
+def _after(redirect_uri: str | None, state: str | None) -> str | None:
+    """The registered post-logout URI with the client's ``state``, or None."""
+    if not redirect_uri:
+        return None
+    query = urlencode({"state": state}) if state else ""
+    return redirect_uri + (("&" if "?" in redirect_uri else "?") + query if query else "")

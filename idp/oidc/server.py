@@ -30,7 +30,7 @@ from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
-from authlib.oidc.core.grants import OpenIDCode
+from authlib.oidc.core.grants import OpenIDCode, OpenIDToken
 from flask import has_request_context
 from flask import request as flask_request
 from joserfc.jwk import KeySet
@@ -69,7 +69,8 @@ class EndUser:
 # --- the decision point -------------------------------------------------------------------------------
 
 def decide(principal: Principal | None, client: OidcClient, grant_type: str) -> None:
-    """May ``principal`` (None for a machine client) use ``client`` now? Every grant asks here.
+    """May ``principal`` (None for a machine client, or before a device's user is known) use ``client``
+    now? Every grant asks here.
 
     There is no access.decide.authorize() yet: the directory already refuses disabled users, so today this
     only checks that the client still allows the grant. When authorize() lands, it is called here, and a
@@ -94,14 +95,14 @@ def _expires_in(client: OidcClient, grant_type: str) -> int:
     return ACCESS_TOKEN_SECONDS
 
 
-def _find_user(user_id: int | None) -> User | None:
+def active_user(user_id: int | None) -> User | None:
     if user_id is None:
         return None
     user = db.session.get(User, user_id)
     return user if user is not None and user.enabled else None
 
 
-def _audit(type_: str, client_id: str | None, *, outcome: str = "success", username: str | None = None,
+def audit_event(type_: str, client_id: str | None, *, outcome: str = "success", username: str | None = None,
            reason: str | None = None, details: dict[str, Any] | None = None, commit: bool = True) -> None:
     audit.record(AuditEvent(type=type_, outcome=outcome, username=username, sp=client_id,
                             client_ip=flask_request.remote_addr if has_request_context() else None, reason=reason,
@@ -119,14 +120,14 @@ def _revoke_code_tokens(code: OidcAuthorizationCode, why: str) -> None:
     token endpoint's own transaction is about to be rolled back with the refusal."""
     db.session.rollback()
     count = _revoke(OidcToken.code_hash == code.code_hash)
-    _audit("oidc.code_reuse", code.client_id, outcome="failure", username=_username(code.user_id),
+    audit_event("oidc.code_reuse", code.client_id, outcome="failure", username=_username(code.user_id),
            reason=why, details={"revoked_tokens": count})
 
 
 def _revoke_family(token: OidcToken, why: str) -> None:
     db.session.rollback()
     count = _revoke(OidcToken.family_id == token.family_id)
-    _audit("oidc.refresh_reuse", token.client_id, outcome="failure", username=_username(token.user_id),
+    audit_event("oidc.refresh_reuse", token.client_id, outcome="failure", username=_username(token.user_id),
            reason=why, details={"revoked_tokens": count, "family": token.family_id})
 
 
@@ -163,7 +164,7 @@ def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
     )
     db.session.add(row)
     event = "oidc.refresh" if parent else "oidc.token"
-    _audit(event, client.client_id, username=end_user.principal.username if end_user else None, commit=False,
+    audit_event(event, client.client_id, username=end_user.principal.username if end_user else None, commit=False,
            details={"grant_type": row.grant_type, "scope": row.scope, "refresh_token": bool(refresh),
                     "family": row.family_id})
 
@@ -192,13 +193,16 @@ class S256CodeChallenge(CodeChallenge):  # type: ignore[misc]
         return authorization_code.code_challenge_method
 
 
-class OpenIDConnect(OpenIDCode):  # type: ignore[misc]
-    """ID tokens: our issuer, the client's algorithm and our active key for it, and the released claims."""
+def _granted_scope(request: OAuth2Request) -> str:
+    """The scope of the grant being exchanged: an authorization code's or a device code's."""
+    granted = request.authorization_code or request.credential
+    scope: str = granted.get_scope() if granted is not None else ""
+    return scope
 
-    def exists_nonce(self, nonce: str, request: OAuth2Request) -> bool:
-        # A nonce seen before for this client is a replayed authentication request.
-        return bool(db.session.scalar(select(exists().where(
-            OidcAuthorizationCode.client_id == request.payload.client_id, OidcAuthorizationCode.nonce == nonce))))
+
+class IdTokens(OpenIDToken):  # type: ignore[misc]
+    """ID tokens for any grant with a user: our issuer, the client's algorithm and our active key for it,
+    and the released claims."""
 
     def resolve_client_private_key(self, client: OidcClient) -> Any:
         return signing_key(client.id_token_alg).jwk
@@ -212,13 +216,22 @@ class OpenIDConnect(OpenIDCode):  # type: ignore[misc]
         t = int(clock.now().timestamp())
         end_user: EndUser = request.user
         client: OidcClient = request.client
-        claims = user_claims(end_user.principal, client.claim_map, request.authorization_code.get_scope())
+        claims = user_claims(end_user.principal, client.claim_map, _granted_scope(request))
         claims.update(iss=settings().base, aud=client.client_id, azp=client.client_id, iat=t,
-                      exp=t + ID_TOKEN_SECONDS)
+                      exp=t + ID_TOKEN_SECONDS, auth_time=int(end_user.principal.authn_at.timestamp()))
         return claims
 
     def generate_user_info(self, user: EndUser, scope: str) -> dict[str, Any]:
         return {"sub": subject(user.principal)}
+
+
+class OpenIDConnect(IdTokens, OpenIDCode):  # type: ignore[misc]
+    """ID tokens for the code grant, plus its authorization-request checks (nonce, prompt)."""
+
+    def exists_nonce(self, nonce: str, request: OAuth2Request) -> bool:
+        # A nonce seen before for this client is a replayed authentication request.
+        return bool(db.session.scalar(select(exists().where(
+            OidcAuthorizationCode.client_id == request.payload.client_id, OidcAuthorizationCode.nonce == nonce))))
 
 
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
@@ -234,7 +247,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
             code_challenge=data.get("code_challenge"), code_challenge_method=data.get("code_challenge_method"),
             expires_at=clock.now() + CODE_LIFETIME,
         ))
-        _audit("oidc.authorize", request.client.client_id, username=end_user.principal.username, commit=False,
+        audit_event("oidc.authorize", request.client.client_id, username=end_user.principal.username, commit=False,
                details={"scope": request.scope, "redirect_uri": request.payload.redirect_uri})
         db.session.commit()
 
@@ -261,7 +274,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
             raise InvalidGrantError("The authorization code has already been used.")
 
     def authenticate_user(self, authorization_code: OidcAuthorizationCode) -> EndUser | None:
-        user = _find_user(authorization_code.user_id)
+        user = active_user(authorization_code.user_id)
         if user is None:
             return None
         principal = principal_from_user(user, authorization_code.auth_time)
@@ -286,7 +299,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
         return row
 
     def authenticate_user(self, refresh_token: OidcToken) -> EndUser | None:
-        user = _find_user(refresh_token.user_id)
+        user = active_user(refresh_token.user_id)
         if user is None or refresh_token.auth_time is None:
             return None
         principal = principal_from_user(user, refresh_token.auth_time)
@@ -389,7 +402,7 @@ class Introspection(IntrospectionEndpoint):  # type: ignore[misc]
         if token is None or not token.active:
             return {"active": False}
         row = token.row
-        user = _find_user(row.user_id)
+        user = active_user(row.user_id)
         if row.user_id is not None and user is None:
             return {"active": False}  # the user was disabled or deleted since
         exp = row.expires_at if token.kind == "access_token" else row.refresh_expires_at
@@ -412,7 +425,7 @@ class Revocation(RevocationEndpoint):  # type: ignore[misc]
     def revoke_token(self, token: FoundToken, request: OAuth2Request) -> None:
         # Revoking either token ends the grant: the whole family, so a refresh cannot bring it back.
         count = _revoke(OidcToken.family_id == token.row.family_id)
-        _audit("oidc.revoke", token.row.client_id, username=_username(token.row.user_id),
+        audit_event("oidc.revoke", token.row.client_id, username=_username(token.row.user_id),
                details={"token_type": token.kind, "revoked_tokens": count})
 
 
@@ -450,6 +463,11 @@ def build_server() -> Server:
     server.register_grant(ClientCredentialsGrant)
     server.register_endpoint(Introspection)
     server.register_endpoint(Revocation)
+    # Imported here: the device grant builds on this module's decide(), EndUser and IdTokens.
+    from idp.oidc import device
+
+    server.register_grant(device.DeviceCodeGrant, [IdTokens()])
+    server.register_endpoint(device.DeviceAuthorization)
     return server
 
 

@@ -1,4 +1,5 @@
-"""OpenID Connect endpoints: discovery, JWKS, authorize, token, userinfo, introspection, revocation.
+"""OpenID Connect endpoints: discovery, JWKS, authorize (and its consent answer), token, userinfo,
+introspection, revocation, device authorization and the ``/device`` page, and the user's allowed apps.
 
 Views move requests between HTTP and authlib (:mod:`idp.oidc.server`) or :mod:`idp.oidc.authorize`; the
 token endpoint commits what a grant stored only when the answer is a success, and audits every refusal.
@@ -12,22 +13,28 @@ from typing import Any
 from authlib.integrations.flask_oauth2 import ResourceProtector
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6750.errors import InvalidTokenError
-from flask import Blueprint, Response, request
+from authlib.oauth2.rfc8628 import DEVICE_CODE_GRANT_TYPE
+from flask import Blueprint, Response, redirect, request
 from werkzeug.wrappers import Response as BaseResponse
 
 from idp import audit, clock
 from idp.audit import AuditEvent
 from idp.authn.principal import principal_from_user
+from idp.authn.session import current_principal, login_url
+from idp.errors import BadRequest
 from idp.extensions import csrf, db
 from idp.keys import EC, RSA
 from idp.oidc import authorize as authz
-from idp.oidc import clients, logout
+from idp.oidc import clients, consent, device_page, logout
 from idp.oidc.claims import user_claims
 from idp.oidc.server import SECRET_AUTH, AccessTokenValidator, server
 from idp.runtime import keystore, settings
 from idp.store import User
 
 bp = Blueprint("oidc", __name__)
+
+# Token endpoint answers to a device polling for its user's decision (RFC 8628 3.5).
+POLLING = ("authorization_pending", "slow_down")
 
 _protector = ResourceProtector()
 _protector.register_token_validator(AccessTokenValidator())
@@ -55,7 +62,9 @@ def discovery() -> Response:
         "scopes_supported": list(clients.SCOPES),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "device_authorization_endpoint": f"{base}/oauth/device",
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials",
+                                  DEVICE_CODE_GRANT_TYPE],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": list(clients.ID_TOKEN_ALGS),
         "token_endpoint_auth_methods_supported": [*SECRET_AUTH, "none"],
@@ -63,7 +72,7 @@ def discovery() -> Response:
         "introspection_endpoint_auth_methods_supported": SECRET_AUTH,
         "revocation_endpoint_auth_methods_supported": [*SECRET_AUTH, "none"],
         "code_challenge_methods_supported": ["S256"],
-        "prompt_values_supported": ["none", "login"],
+        "prompt_values_supported": ["none", "login", "consent"],
         "claims_supported": sorted({"sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "azp",
                                     *(r["name"] for r in clients.DEFAULT_CLAIM_MAP)}),
         "claims_parameter_supported": False,
@@ -92,6 +101,47 @@ def resume(pending_id: str) -> BaseResponse:
     return authz.resume(pending_id)
 
 
+@bp.post("/oauth/authorize/consent/<pending_id>")
+def consent_answer(pending_id: str) -> BaseResponse:
+    """The consent page's answer (CSRF-checked): decide the parked request with it."""
+    answer = request.form.get("decision", "")
+    if answer not in ("allow", "deny"):
+        raise BadRequest("Choose Allow or Deny.", f"unexpected consent answer {answer[:32]!r}")
+    return authz.resume(pending_id, answer)
+
+
+@bp.post("/oauth/consent/<client_id>/revoke")
+def revoke_consent(client_id: str) -> BaseResponse:
+    """The home page's revoke button (CSRF-checked): the signed-in user takes back what they allowed."""
+    principal = current_principal()
+    if principal is None:
+        return redirect(login_url("/"))
+    consent.revoke(principal.user_id, principal.username, client_id[:64], actor=principal.username)
+    return redirect("/")
+
+
+@bp.app_context_processor
+def _allowed_apps() -> dict[str, Any]:
+    # The home page (authn's template) lists these without authn importing the OIDC package.
+    return {"allowed_apps": consent.for_user}
+
+
+@bp.post("/oauth/device")
+def device_authorization() -> BaseResponse:
+    resp: BaseResponse = server().create_endpoint_response("device_authorization")
+    if resp.status_code != 200:
+        db.session.rollback()
+        audit.record(AuditEvent(type="oidc.device.authorize", outcome="failure", sp=_client_hint(),
+                                client_ip=request.remote_addr, reason=_error_of(resp)))
+    return resp
+
+
+@bp.route("/device", methods=["GET", "POST"])
+def device() -> BaseResponse:
+    """verification_uri: a short address a user can type."""
+    return device_page.show() if request.method == "GET" else device_page.submit()
+
+
 def _client_hint() -> str | None:
     auth = request.authorization
     value = (auth.username if auth is not None and auth.type == "basic" else None) or request.form.get("client_id")
@@ -105,15 +155,22 @@ def token() -> BaseResponse:
         db.session.commit()
         return resp
     db.session.rollback()
-    try:
-        error = json.loads(resp.get_data(as_text=True)).get("error")
-    except ValueError:
-        error = None
+    error = _error_of(resp)
+    if error in POLLING:
+        return resp  # a device waiting for its user: an answer, not a refusal (one every 5 s per device)
     audit.record(AuditEvent(
         type="oidc.token", outcome="failure", sp=_client_hint(), client_ip=request.remote_addr,
-        reason=str(error or resp.status_code), details={"grant_type": request.form.get("grant_type", "")[:100]},
+        reason=error, details={"grant_type": request.form.get("grant_type", "")[:100]},
     ))
     return resp
+
+
+def _error_of(resp: BaseResponse) -> str:
+    try:
+        error = json.loads(resp.get_data(as_text=True)).get("error")
+    except (ValueError, AttributeError):
+        error = None
+    return str(error or resp.status_code)
 
 
 def _bearer_error(error: OAuth2Error) -> Response:
@@ -155,5 +212,5 @@ def end_session() -> BaseResponse:
 # Machine-to-machine endpoints: clients authenticate themselves (or present a bearer token); there is no
 # browser form and so no CSRF token.
 # end_session checks its own confirmation form's token: an RP may POST the logout request from its own page.
-for _view in (token, userinfo, introspect, revoke, end_session):
+for _view in (token, userinfo, introspect, revoke, end_session, device_authorization):
     csrf.exempt(f"{__name__}.{_view.__name__}")

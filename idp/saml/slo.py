@@ -7,7 +7,8 @@ gets a signed LogoutRequest, and its LogoutResponse comes back here. The chain's
 ``PendingRequest`` (kind ``saml-logout``), which the RelayState we send names; the browser carries nothing
 else. Finally the initiating SP gets a signed LogoutResponse: Success, with PartialLogout underneath when some
 SP answered with an error or could not be reached. :func:`start_idp_logout` runs the same chain for the
-IdP's own logout page and ends on a "signed out" page instead.
+IdP's own logout page and ends on a "signed out" page instead, or, when its caller (RP-initiated OIDC logout)
+gives a ``return_to`` address it has validated, with a redirect there.
 """
 
 from __future__ import annotations
@@ -296,17 +297,20 @@ class _Chain:
     session_found: bool = True
     current: dict[str, str] | None = None
     pending_id: str | None = None
+    # IdP-initiated chains only: where the browser goes at the end (validated by whoever started the chain).
+    return_to: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"initiator": self.initiator, "username": self.username, "queue": self.queue,
-                "results": self.results, "session_found": self.session_found, "current": self.current}
+                "results": self.results, "session_found": self.session_found, "current": self.current,
+                "return_to": self.return_to}
 
     @classmethod
     def from_pending(cls, pending: PendingRequest) -> _Chain:
         d = pending.data
         return cls(initiator=d.get("initiator"), username=d.get("username"), queue=list(d.get("queue") or []),
                    results=list(d.get("results") or []), session_found=bool(d.get("session_found", True)),
-                   current=d.get("current"), pending_id=pending.id)
+                   current=d.get("current"), pending_id=pending.id, return_to=d.get("return_to"))
 
 
 def _start_chain(sso: SsoSession, initiator: dict[str, Any] | None, exclude_sp_id: int | None,
@@ -369,6 +373,8 @@ def _finish(chain: _Chain) -> Response:
         details={"initiated_by": "sp" if initiator else "idp", "session_found": chain.session_found,
                  "notified": chain.results},
     ))
+    if initiator is None and chain.return_to:
+        return Response(status=302, headers={"Location": chain.return_to})
     if initiator is None:
         return Response(render_template("saml_logged_out.html", results=chain.results, partial=partial))
     sp = providers.get(initiator["sp"])
@@ -496,13 +502,16 @@ def _deflate(data: bytes) -> bytes:
 # -- IdP-initiated (the IdP's own logout page) ---------------------------------------------------------------
 
 
-def start_idp_logout(sso: SsoSession, reason: str = "user signed out") -> Response | None:
-    """End ``sso`` and log the user out of its SPs that have SLO endpoints, ending on a "signed out" page.
+def start_idp_logout(sso: SsoSession, reason: str = "user signed out", return_to: str | None = None
+                     ) -> Response | None:
+    """End ``sso`` and log the user out of its SPs that have SLO endpoints, ending on a "signed out" page,
+    or redirecting to ``return_to``: an address the caller has validated, since it is not checked here.
 
     Returns the first hop of the chain, or None when no SP needs telling (the session is ended either way),
-    in which case the caller shows its own signed-out page.
+    in which case the caller shows its own signed-out page or goes to ``return_to`` itself.
     """
     chain = _start_chain(sso, initiator=None, exclude_sp_id=None, reason=reason)
+    chain.return_to = return_to
     if not chain.queue:
         return None
     return _advance(chain)

@@ -2,7 +2,7 @@
 
 from idp.store.audit import AuditRecord
 from idp.store.directory import Group, User, group_members
-from idp.store.oidc import OidcAuthorizationCode, OidcClient, OidcToken
+from idp.store.oidc import OidcAuthorizationCode, OidcClient, OidcConsent, OidcDeviceCode, OidcToken
 from idp.store.saml import PersistentNameId, ServiceProvider
 from idp.store.security import ConsumedId, LoginThrottle
 from idp.store.sessions import PendingRequest, SessionParticipant, SsoSession
@@ -14,6 +14,8 @@ __all__ = [
     "LoginThrottle",
     "OidcAuthorizationCode",
     "OidcClient",
+    "OidcConsent",
+    "OidcDeviceCode",
     "OidcToken",
     "PendingRequest",
     "PersistentNameId",

@@ -1,4 +1,4 @@
-"""OpenID Connect clients, authorization codes and tokens, implementing authlib's model contracts.
+"""OpenID Connect clients, codes (authorization and device), tokens and consents, on authlib's contracts.
 
 Nothing secret is stored in clear: client secrets, codes, access and refresh tokens are kept as SHA-256
 digests. They are all 256-bit random values we generated, so a fast unsalted hash cannot be brute-forced,
@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from authlib.oauth2.rfc6749 import ClientMixin, TokenMixin
+from authlib.oauth2.rfc8628 import DeviceCredentialMixin
 from authlib.oidc.core import AuthorizationCodeMixin
 from sqlalchemy import JSON, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
@@ -185,3 +186,62 @@ class OidcToken(db.Model, TokenMixin):  # type: ignore[name-defined,misc]
         client: OidcClient | None = db.session.scalar(
             db.select(OidcClient).where(OidcClient.client_id == self.client_id))
         return client
+
+
+# Device authorization (RFC 8628) states.
+DEVICE_PENDING = "pending"
+DEVICE_APPROVED = "approved"
+DEVICE_DENIED = "denied"
+
+
+class OidcDeviceCode(db.Model, DeviceCredentialMixin):  # type: ignore[name-defined,misc]
+    """A device authorization (RFC 8628): one row per device code, shared by every process.
+
+    Both codes are stored as digests: the device code is 256 bits of randomness, the user code is short but
+    lives ten minutes and its entry is throttled. The row records the user's decision, the polling pace
+    (``poll_interval`` grows by 5 s at every ``slow_down``) and ``used_at``, set in the transaction that
+    issues the tokens, so that a device code yields tokens once.
+    """
+
+    __tablename__ = "oidc_device_codes"
+
+    device_code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    client_id: Mapped[str] = mapped_column(String(64), index=True)
+    scope: Mapped[str] = mapped_column(String(1024), default="")
+    status: Mapped[str] = mapped_column(String(16), default=DEVICE_PENDING)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    auth_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    poll_interval: Mapped[int] = mapped_column(default=5)
+    last_polled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    # --- authlib DeviceCredentialMixin ---
+
+    def get_client_id(self) -> str:
+        return self.client_id
+
+    def get_scope(self) -> str:
+        return self.scope
+
+    def get_user_code(self) -> str:
+        return self.user_code_hash  # only the digest is kept; idp.oidc.device looks rows up by it
+
+    def is_expired(self) -> bool:
+        return now() >= self.expires_at
+
+
+class OidcConsent(db.Model):  # type: ignore[name-defined,misc]
+    """What a user allowed a (third-party) client: the scopes consented to so far, one row per user and
+    client. A request for scopes beyond these asks again; deleting the row revokes the consent."""
+
+    __tablename__ = "oidc_consents"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(1024), default="")
+    granted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)

@@ -9,10 +9,13 @@ import lxml.html
 import pytest
 import requests
 from helpers import make_user
+from interop.pysaml2_sp import p3_request
 from oidc_peers import PASSWORD, browse, register, rp, start
+from onelogin.saml2.auth import OneLogin_Saml2_Auth
 from saml_peers import ATTRIBUTE_MAP, OneLoginSp, idp_metadata, read_post_form, submit_login
 
 from idp import audit
+from idp.extensions import db
 from idp.saml import providers
 from idp.saml.providers import SpOptions
 
@@ -84,8 +87,18 @@ def test_logout_also_ends_the_saml_side(idp: Any) -> None:
     _, session, token = signed_in(idp, http)
 
     resp = http.get(idp.url + "/oauth/logout", allow_redirects=False, timeout=10, params={
-        "id_token_hint": token["id_token"], "post_logout_redirect_uri": AFTER})
-    # The browser is sent to the SAML SP's Single Logout service with a LogoutRequest.
+        "id_token_hint": token["id_token"], "post_logout_redirect_uri": AFTER, "state": "bye"})
+    # The browser is sent to the SAML SP's Single Logout service with a LogoutRequest, which python3-saml
+    # accepts (signed, for this user) and answers; back at the IdP, the chain ends at the client's URI.
     assert resp.status_code in (302, 303), resp.text[:500]
     assert resp.headers["Location"].startswith("https://sp.example.test/slo?SAMLRequest=")
+    settings = {**sp.settings, "security": {**sp.settings["security"], "logoutResponseSigned": True}}
+    at_sp = OneLogin_Saml2_Auth(p3_request(resp.headers["Location"]), settings)
+    back = at_sp.process_slo(keep_local_session=True)
+    assert at_sp.get_errors() == [], at_sp.get_last_error_reason()
+    done = http.get(back, allow_redirects=False, timeout=10)
+    assert done.status_code == 302 and done.headers["Location"] == AFTER + "?state=bye"
     assert browse(http, start(session).url).login_prompts == 1
+    db.session.expire_all()
+    (event,) = audit.events(type="saml.logout")
+    assert event.outcome == "success" and event.details["notified"] == [{"sp": sp.entity_id, "result": "success"}]

@@ -13,7 +13,7 @@ from authlib.oauth2.rfc7523 import PrivateKeyJWT
 from helpers import make_user
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
-from oidc_peers import PASSWORD, browse, register, rp, start
+from oidc_peers import PASSWORD, browse, pyjwt_validate, register, rp, start
 
 from idp import audit
 
@@ -23,17 +23,6 @@ def idp(live_server: Any) -> Any:
     make_user("alice", PASSWORD, groups=["admins", "staff"], email="alice@example.test",
               display_name="Alice Liddell", given_name="Alice", family_name="Liddell")
     return live_server
-
-
-def pyjwt_validate(idp: Any, id_token: str, client_id: str, algorithm: str) -> dict[str, Any]:
-    """PyJWT, knowing nothing of authlib: key from our JWKS by kid, signature, iss, aud, exp."""
-    jwks = pyjwt.PyJWKClient(idp.url + "/oauth/jwks")
-    key = jwks.get_signing_key_from_jwt(id_token)
-    claims: dict[str, Any] = pyjwt.decode(
-        id_token, key.key, algorithms=[algorithm], audience=client_id, issuer=idp.url,
-        options={"require": ["exp", "iat", "iss", "aud", "sub"]},
-    )
-    return claims
 
 
 def test_code_flow_with_pkce_refresh_userinfo_introspection_revocation(idp: Any) -> None:

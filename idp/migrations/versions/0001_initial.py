@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-29 12:00:14.499270
+Create Date: 2026-11-29 12:14:51.546072
 """
 from alembic import op
 import sqlalchemy as sa
@@ -153,6 +153,38 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_oidc_authorization_codes_expires_at'), ['expires_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_oidc_authorization_codes_user_id'), ['user_id'], unique=False)
 
+    op.create_table('oidc_consents',
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('client_id', sa.String(length=64), nullable=False),
+    sa.Column('scope', sa.String(length=1024), nullable=False),
+    sa.Column('granted_at', idp.store.types.UTCDateTime(), nullable=False),
+    sa.Column('updated_at', idp.store.types.UTCDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('user_id', 'client_id')
+    )
+    op.create_table('oidc_device_codes',
+    sa.Column('device_code_hash', sa.String(length=64), nullable=False),
+    sa.Column('user_code_hash', sa.String(length=64), nullable=False),
+    sa.Column('client_id', sa.String(length=64), nullable=False),
+    sa.Column('scope', sa.String(length=1024), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=True),
+    sa.Column('auth_time', idp.store.types.UTCDateTime(), nullable=True),
+    sa.Column('poll_interval', sa.Integer(), nullable=False),
+    sa.Column('last_polled_at', idp.store.types.UTCDateTime(), nullable=True),
+    sa.Column('created_at', idp.store.types.UTCDateTime(), nullable=False),
+    sa.Column('expires_at', idp.store.types.UTCDateTime(), nullable=False),
+    sa.Column('decided_at', idp.store.types.UTCDateTime(), nullable=True),
+    sa.Column('used_at', idp.store.types.UTCDateTime(), nullable=True),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('device_code_hash'),
+    sa.UniqueConstraint('user_code_hash')
+    )
+    with op.batch_alter_table('oidc_device_codes', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_oidc_device_codes_client_id'), ['client_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_oidc_device_codes_expires_at'), ['expires_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_oidc_device_codes_user_id'), ['user_id'], unique=False)
+
     op.create_table('oidc_tokens',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('client_id', sa.String(length=64), nullable=False),
@@ -234,6 +266,13 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_oidc_tokens_client_id'))
 
     op.drop_table('oidc_tokens')
+    with op.batch_alter_table('oidc_device_codes', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_oidc_device_codes_user_id'))
+        batch_op.drop_index(batch_op.f('ix_oidc_device_codes_expires_at'))
+        batch_op.drop_index(batch_op.f('ix_oidc_device_codes_client_id'))
+
+    op.drop_table('oidc_device_codes')
+    op.drop_table('oidc_consents')
     with op.batch_alter_table('oidc_authorization_codes', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_oidc_authorization_codes_user_id'))
         batch_op.drop_index(batch_op.f('ix_oidc_authorization_codes_expires_at'))

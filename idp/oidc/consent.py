@@ -1,0 +1,95 @@
+"""Consent: what a user allowed a third-party client to receive, remembered, listed and revocable.
+
+First-party clients (``--first-party``) never ask. For the others, a request is covered when every scope it
+asks for was allowed before; allowing adds the new scopes to the remembered ones. Revoking forgets the
+consent and revokes the client's tokens for that user, so that the application really loses access.
+Services take the acting user or admin as an argument, so the CLI, the home page and the authorization
+endpoint share them; each change is an audit event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, select, update
+
+from idp import audit, clock
+from idp.audit import AuditEvent
+from idp.authn.principal import Principal
+from idp.errors import NotFound
+from idp.extensions import db
+from idp.store import OidcClient, OidcConsent, OidcToken
+
+# What the consent page says each scope gives away.
+SCOPE_DESCRIPTIONS = {
+    "openid": "Sign you in with your account here (an identifier that stays the same)",
+    "profile": "Your name and username",
+    "email": "Your email address",
+    "groups": "The groups you belong to",
+}
+
+
+def describe(scope: str) -> list[str]:
+    return [SCOPE_DESCRIPTIONS.get(s, s) for s in scope.split()]
+
+
+@dataclass(frozen=True)
+class AllowedApp:
+    client_id: str
+    name: str
+    scope: str
+    granted_at: datetime
+
+
+def _row(user_id: int, client_id: str) -> OidcConsent | None:
+    return db.session.get(OidcConsent, (user_id, client_id))
+
+
+def needed(principal: Principal, client: OidcClient, scope: str) -> bool:
+    """Must the user be asked before ``client`` gets ``scope``?"""
+    if client.first_party:
+        return False
+    row = _row(principal.user_id, client.client_id)
+    return row is None or not set(scope.split()) <= set(row.scope.split())
+
+
+def remember(principal: Principal, client: OidcClient, scope: str, *, commit: bool = True) -> None:
+    """Record that the user allowed ``scope`` (in addition to what was allowed before)."""
+    t = clock.now()
+    row = _row(principal.user_id, client.client_id)
+    if row is None:
+        allowed = " ".join(dict.fromkeys(scope.split()))
+        db.session.add(OidcConsent(user_id=principal.user_id, client_id=client.client_id, scope=allowed,
+                                   granted_at=t, updated_at=t))
+    else:
+        allowed = " ".join(dict.fromkeys([*row.scope.split(), *scope.split()]))
+        row.scope, row.updated_at = allowed, t
+    audit.record(AuditEvent(type="oidc.consent.grant", username=principal.username, sp=client.client_id,
+                            details={"scope": allowed}), commit=commit)
+
+
+def for_user(user_id: int) -> list[AllowedApp]:
+    rows = db.session.execute(
+        select(OidcConsent, OidcClient.name)
+        .join(OidcClient, OidcClient.client_id == OidcConsent.client_id)
+        .where(OidcConsent.user_id == user_id)
+        .order_by(OidcClient.name, OidcConsent.client_id))
+    return [AllowedApp(c.client_id, name, c.scope, c.granted_at) for c, name in rows]
+
+
+def revoke(user_id: int, username: str, client_id: str, actor: str) -> int:
+    """Forget the consent and revoke the client's tokens for this user; returns how many tokens ended."""
+    if _row(user_id, client_id) is None:
+        raise NotFound(f"{username} has not allowed client '{client_id}'")
+    db.session.execute(delete(OidcConsent).where(OidcConsent.user_id == user_id,
+                                                 OidcConsent.client_id == client_id))
+    result = db.session.execute(
+        update(OidcToken)
+        .where(OidcToken.user_id == user_id, OidcToken.client_id == client_id, OidcToken.revoked_at.is_(None))
+        .values(revoked_at=clock.now()))
+    count = int(getattr(result, "rowcount", 0) or 0)
+    audit.record(AuditEvent(type="oidc.consent.revoke", username=username, actor=actor, sp=client_id,
+                            details={"revoked_tokens": count}))
+    return count
+

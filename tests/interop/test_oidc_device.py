@@ -1,0 +1,179 @@
+"""The device authorization grant (RFC 8628) over real HTTP: a device client written from the RFC with plain
+``requests`` (authlib has no client side for it), a user approving in a browser through the real login form
+and the ``/device`` page, and the ID token checked by PyJWT against our JWKS."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urljoin
+
+import lxml.html
+import pytest
+import requests
+from helpers import make_user
+from oidc_peers import PASSWORD, pyjwt_validate, register
+from saml_peers import submit_login
+
+from idp import audit
+from idp.extensions import db
+
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+
+
+@pytest.fixture
+def idp(live_server: Any) -> Any:
+    make_user("alice", PASSWORD, email="alice@example.test", display_name="Alice Liddell")
+    return live_server
+
+
+@pytest.fixture
+def tv() -> Any:
+    """A public client (a television app) allowed the device grant and refresh tokens."""
+    return register(name="Living-room TV", public=True, redirect_uris=(),
+                    grant_types=(DEVICE_GRANT, "refresh_token"), first_party=False)
+
+
+def device_authorization(idp: Any, client_id: str, scope: str = "openid profile email") -> dict[str, Any]:
+    resp = requests.post(idp.url + "/oauth/device", data={"client_id": client_id, "scope": scope}, timeout=10)
+    assert resp.status_code == 200, resp.text
+    body: dict[str, Any] = resp.json()
+    return body
+
+
+def poll(idp: Any, client_id: str, device_code: str) -> requests.Response:
+    return requests.post(idp.url + "/oauth/token", timeout=10, data={
+        "grant_type": DEVICE_GRANT, "device_code": device_code, "client_id": client_id})
+
+
+def error_of(resp: requests.Response) -> str:
+    assert resp.status_code == 400, (resp.status_code, resp.text)
+    return str(resp.json()["error"])
+
+
+def open_device_page(http: requests.Session, url: str) -> requests.Response:
+    """Visit the link from the device; sign in through the real login form when sent there."""
+    resp = http.get(url, timeout=10)
+    if 'name="password"' in resp.text:
+        resp = submit_login(http, resp, "alice", PASSWORD)
+    assert resp.status_code == 200 and "Connect a device" in resp.text, resp.text[:1000]
+    return resp
+
+
+def post_form(http: requests.Session, page: requests.Response, **fields: str) -> requests.Response:
+    form = lxml.html.fromstring(page.text).forms[0]
+    data = {i.get("name"): i.get("value") or "" for i in form.xpath(".//input[@name]")}
+    data.update(fields)
+    return http.post(urljoin(page.url, form.get("action")), data=data, headers={"Referer": page.url}, timeout=10)
+
+
+def test_device_flow_end_to_end(idp: Any, tv: Any, frozen_clock: Any) -> None:
+    frozen_clock.advance(minutes=-1)  # tokens issued "now" stay in the past for PyJWT's iat check
+    discovery = requests.get(idp.url + "/.well-known/openid-configuration", timeout=10).json()
+    assert discovery["device_authorization_endpoint"] == idp.url + "/oauth/device"
+    assert DEVICE_GRANT in discovery["grant_types_supported"]
+
+    grant = device_authorization(idp, tv.client_id)
+    assert re.fullmatch(r"[BCDFGHJKLMNPQRSTVWXZ]{4}-[BCDFGHJKLMNPQRSTVWXZ]{4}", grant["user_code"])
+    assert grant["verification_uri"] == idp.url + "/device"
+    assert grant["verification_uri_complete"] == idp.url + "/device?user_code=" + grant["user_code"]
+    assert grant["interval"] == 5 and grant["expires_in"] == 600
+
+    # The user has not answered yet; polling again at once is too fast, and the interval grows by 5 s.
+    assert error_of(poll(idp, tv.client_id, grant["device_code"])) == "authorization_pending"
+    assert error_of(poll(idp, tv.client_id, grant["device_code"])) == "slow_down"
+    frozen_clock.advance(seconds=6)  # enough for 5 s, not for the 10 s the device must now wait
+    assert error_of(poll(idp, tv.client_id, grant["device_code"])) == "slow_down"
+    frozen_clock.advance(seconds=16)
+    assert error_of(poll(idp, tv.client_id, grant["device_code"])) == "authorization_pending"
+
+    # The user opens the short link, signs in, types the code sloppily and confirms what the TV gets.
+    http = requests.Session()
+    page = open_device_page(http, grant["verification_uri_complete"])
+    typed = grant["user_code"].replace("-", " ").lower()
+    confirm = post_form(http, page, user_code=typed)
+    assert "Connect Living-room TV?" in confirm.text and grant["user_code"] in confirm.text
+    assert "Your email address" in confirm.text
+    done = post_form(http, confirm, decision="approve")
+    assert "Device connected" in done.text
+
+    token_resp = poll(idp, tv.client_id, grant["device_code"])
+    assert token_resp.status_code == 200, token_resp.text
+    token = token_resp.json()
+    assert token["refresh_token"] and token["scope"] == "openid profile email"
+    claims = pyjwt_validate(idp, token["id_token"], tv.client_id, "RS256")
+    assert claims["preferred_username"] == "alice" and claims["email"] == "alice@example.test"
+    info = requests.get(idp.url + "/oauth/userinfo", headers={"Authorization": "Bearer " + token["access_token"]},
+                        timeout=10).json()
+    assert info["sub"] == claims["sub"] and info["name"] == "Alice Liddell"
+
+    # One use: the same device code gives nothing more, and the used code cannot be entered again.
+    assert error_of(poll(idp, tv.client_id, grant["device_code"])) == "invalid_grant"
+    again = post_form(http, open_device_page(http, idp.url + "/device"), user_code=grant["user_code"])
+    assert "not valid" in again.text
+    db.session.expire_all()
+    types = [(e.type, e.outcome) for e in audit.events(limit=50)]
+    for expected in (("oidc.device.authorize", "success"), ("oidc.device.approve", "success"),
+                     ("oidc.token", "success"), ("oidc.consent.grant", "success")):
+        assert expected in types, expected
+
+
+def test_the_user_denies(idp: Any, tv: Any) -> None:
+    grant = device_authorization(idp, tv.client_id)
+    http = requests.Session()
+    confirm = post_form(http, open_device_page(http, grant["verification_uri"]), user_code=grant["user_code"])
+    done = post_form(http, confirm, decision="deny")
+    assert "Request denied" in done.text
+    assert error_of(poll(idp, tv.client_id, grant["device_code"])) == "access_denied"
+    db.session.expire_all()
+    assert [e.outcome for e in audit.events(type="oidc.device.deny")] == ["failure"]
+
+
+def test_an_expired_device_code(idp: Any, tv: Any, frozen_clock: Any) -> None:
+    grant = device_authorization(idp, tv.client_id)
+    frozen_clock.advance(seconds=601)
+    assert error_of(poll(idp, tv.client_id, grant["device_code"])) == "expired_token"
+    http = requests.Session()
+    late = post_form(http, open_device_page(http, grant["verification_uri"]), user_code=grant["user_code"])
+    assert "not valid, has expired" in late.text
+
+
+def test_wrong_user_codes_are_throttled(idp: Any, tv: Any) -> None:
+    grant = device_authorization(idp, tv.client_id)
+    http = requests.Session()
+    page = open_device_page(http, grant["verification_uri"])
+    wrong = "BBBB-BBBB" if grant["user_code"] != "BBBB-BBBB" else "CCCC-CCCC"
+    answers = [post_form(http, page, user_code=wrong) for _ in range(5)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 200, 429]
+    assert "not valid" in answers[0].text and "Too many wrong codes" in answers[-1].text
+    # Locked out: even the right code is not looked at now.
+    right = post_form(http, page, user_code=grant["user_code"])
+    assert right.status_code == 429 and "Connect Living-room TV?" not in right.text
+    db.session.expire_all()
+    failures = audit.events(type="oidc.device.code")
+    assert len(failures) == 6 and all(e.outcome == "failure" for e in failures)
+
+
+def test_the_device_page_form_needs_its_csrf_token(idp: Any, tv: Any) -> None:
+    grant = device_authorization(idp, tv.client_id)
+    http = requests.Session()
+    page = open_device_page(http, grant["verification_uri"])
+    forged = post_form(http, page, user_code=grant["user_code"], csrf_token="forged")
+    assert forged.status_code == 400 and "Connect Living-room TV?" not in forged.text
+
+
+def test_refusals_at_the_device_endpoints(idp: Any, tv: Any) -> None:
+    web = register(name="web app")  # authorization_code and refresh_token only
+    resp = requests.post(idp.url + "/oauth/device", data={"scope": "openid"},
+                         auth=(web.client_id, web.client_secret), timeout=10)
+    assert resp.status_code == 400 and resp.json()["error"] == "unauthorized_client"
+    resp = requests.post(idp.url + "/oauth/device", data={"client_id": "nobody"}, timeout=10)
+    assert resp.status_code in (400, 401) and resp.json()["error"] == "invalid_client"
+    assert error_of(poll(idp, tv.client_id, "not-a-device-code")) == "invalid_grant"
+    # Another client cannot redeem this client's device code.
+    other = register(name="other tv", public=True, redirect_uris=(), grant_types=(DEVICE_GRANT,))
+    grant = device_authorization(idp, tv.client_id)
+    assert poll(idp, other.client_id, grant["device_code"]).status_code == 400
+    db.session.expire_all()
+    refused = [e for e in audit.events(type="oidc.device.authorize") if e.outcome == "failure"]
+    assert {e.reason for e in refused} == {"unauthorized_client", "invalid_client"}
