@@ -9,6 +9,7 @@ request arrived (or recently enough), as with SAML ForceAuthn.
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections import defaultdict
 from datetime import datetime, timedelta
@@ -91,10 +92,16 @@ def handle(query: str, received_at: datetime, pending_id: str | None = None, ans
            ) -> BaseResponse:
     """Decide an authorization request (fresh from ``/oauth/authorize``, resumed after sign-in, or with the
     user's ``answer`` from the consent page: "allow" or "deny")."""
-    client_id = MultiDict(parse_qsl(query)).get("client_id")
+    args = MultiDict(parse_qsl(query))
+    client_id = args.get("client_id")
     client_label = client_id[:64] if client_id else None
     if len(query) > MAX_QUERY:
         raise BadRequest("The sign-in request is too long.", "authorization request too long")
+    # authlib quotes these two in its error descriptions, which may only hold printable ASCII without
+    # quotes or backslashes; anything else would make it raise instead of answering.
+    if not all(_ECHOED.fullmatch(args.get(name, "")) for name in ("response_type", "redirect_uri")):
+        return _refuse(None, InvalidRequestError("response_type or redirect_uri has characters no client uses."),
+                       client_label)
     try:
         req = AuthorizeRequest(query)
     except OAuth2Error as error:  # e.g. plain http on a non-loopback address
@@ -110,6 +117,8 @@ def handle(query: str, received_at: datetime, pending_id: str | None = None, ans
     prompts = (data.get("prompt") or "").split()
     try:
         max_age = _max_age(data.get("max_age"), redirect_uri)
+        if len(data.get("nonce") or "") > MAX_NONCE:  # the column's size; refuse rather than fail to store
+            raise InvalidRequestError(f"nonce may be at most {MAX_NONCE} characters.", redirect_uri=redirect_uri)
     except OAuth2Error as error:
         return _refuse(req, error, client_label)
 
@@ -161,10 +170,15 @@ def _done(pending_id: str | None) -> None:
         consume(pending_id)
 
 
+MAX_NONCE = 512
+_ECHOED = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")
+_DIGITS = re.compile(r"[0-9]{1,9}")
+
+
 def _max_age(value: str | None, redirect_uri: str) -> int | None:
     if value is None or value == "":
         return None
-    if not value.isdigit() or len(value) > 9:
+    if not _DIGITS.fullmatch(value):  # ASCII only: str.isdigit() also takes "²", which int() refuses
         raise InvalidRequestError("max_age must be a whole number of seconds.", redirect_uri=redirect_uri)
     return int(value)
 

@@ -21,6 +21,7 @@ from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Request
 from authlib.oauth2.rfc6749 import OAuth2Request, grants
 from authlib.oauth2.rfc6749.errors import (
     AccessDeniedError,
+    InvalidClientError,
     InvalidGrantError,
     InvalidRequestError,
     UnauthorizedClientError,
@@ -325,6 +326,10 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[mis
         decide(None, self.request.client, self.GRANT_TYPE)
 
 
+# authlib's and most client libraries' default lifetime for a client assertion is an hour.
+MAX_ASSERTION_SECONDS = 3600 + 300
+
+
 class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
     """private_key_jwt (RFC 7523 / OIDC Core 9): a JWT signed with a key from the client's registered JWKS."""
 
@@ -337,13 +342,19 @@ class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
     def resolve_client_public_key(self, client: OidcClient) -> KeySet:
         return KeySet.import_key_set(client.jwks or {"keys": []})  # type: ignore[arg-type]
 
+    def verify_claims(self, claims: Any) -> None:
+        # A client assertion is for one request: one valid for years would be a long-lived secret, and an
+        # absurd exp must be a refusal, not an overflow.
+        exp = claims.get("exp")
+        if not isinstance(exp, int | float) or exp - clock.now().timestamp() > MAX_ASSERTION_SECONDS:
+            raise InvalidClientError(description="The client assertion must expire within an hour.")
+        super().verify_claims(claims)
+
     def validate_jti(self, claims: dict[str, Any], jti: str) -> bool:
         """Each assertion once: its jti is remembered until the assertion could no longer pass (exp)."""
         namespace = "oidc-jti:" + hashlib.sha256(str(claims["sub"]).encode()).hexdigest()[:48]
-        exp = claims.get("exp")
-        keep_until = clock.now() + timedelta(seconds=self.leeway)
-        if isinstance(exp, int | float):
-            keep_until = max(keep_until, datetime.fromtimestamp(exp, UTC) + timedelta(seconds=self.leeway))
+        exp = claims["exp"]  # verify_claims has bounded it
+        keep_until = max(clock.now(), datetime.fromtimestamp(exp, UTC)) + timedelta(seconds=self.leeway)
         db.session.add(ConsumedId(namespace=namespace, value=str(jti)[:512], expires_at=keep_until))
         try:
             db.session.commit()

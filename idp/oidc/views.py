@@ -7,6 +7,7 @@ token endpoint commits what a grant stored only when the answer is a success, an
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -178,30 +179,57 @@ def _bearer_error(error: OAuth2Error) -> Response:
     return _json(dict(body), status, headers)
 
 
+def _refused(endpoint: str, resp: BaseResponse) -> BaseResponse:
+    """Every denied request is an audit event, whichever endpoint refused it."""
+    if resp.status_code >= 400:
+        audit.record(AuditEvent(
+            type=f"oidc.{endpoint}", outcome="failure", sp=_client_hint(), client_ip=request.remote_addr,
+            reason=_error_of(resp),
+        ))
+    return resp
+
+
+@bp.before_request
+def _malformed_authorization_header() -> BaseResponse | None:
+    # authlib's parser raises (a 500) on "Basic " with no credentials and on credentials that are not UTF-8:
+    # answer invalid_client here instead. Headers it ignores (no space, other schemes) are left to it.
+    header = request.headers.get("Authorization", "")
+    if " " not in header:
+        return None
+    parts = header.split(None, 1)
+    if len(parts) == 2 and parts[0].lower() != "basic":
+        return None
+    try:
+        base64.b64decode(parts[1], validate=True).decode("utf-8")
+        return None
+    except (IndexError, ValueError, UnicodeDecodeError):
+        return _refused(request.path.rsplit("/", 1)[-1], _json(
+            {"error": "invalid_client", "error_description": "Malformed HTTP Basic credentials."}, 401,
+            [("WWW-Authenticate", 'Basic realm="oauth"')]))
+
+
 @bp.route("/oauth/userinfo", methods=["GET", "POST"])
-def userinfo() -> Response:
+def userinfo() -> BaseResponse:
     try:
         access = _protector.acquire_token(["openid"])
     except OAuth2Error as error:
-        return _bearer_error(error)
+        return _refused("userinfo", _bearer_error(error))
     user = db.session.get(User, access.user_id) if access.user_id is not None else None
     client = access.get_client()
     if user is None or not user.enabled or client is None or access.auth_time is None:
-        return _bearer_error(InvalidTokenError())
+        return _refused("userinfo", _bearer_error(InvalidTokenError()))
     principal = principal_from_user(user, access.auth_time)
     return _json(user_claims(principal, client.claim_map, access.scope))
 
 
 @bp.post("/oauth/introspect")
 def introspect() -> BaseResponse:
-    resp: BaseResponse = server().create_endpoint_response("introspection")
-    return resp
+    return _refused("introspect", server().create_endpoint_response("introspection"))
 
 
 @bp.post("/oauth/revoke")
 def revoke() -> BaseResponse:
-    resp: BaseResponse = server().create_endpoint_response("revocation")
-    return resp
+    return _refused("revoke", server().create_endpoint_response("revocation"))
 
 
 @bp.route("/oauth/logout", methods=["GET", "POST"])

@@ -68,7 +68,8 @@ class OidcClient(db.Model, ClientMixin):  # type: ignore[name-defined,misc]
         if not scope:
             return ""
         allowed = set(self.scopes)
-        return " ".join(s for s in scope.split() if s in allowed)
+        # Each scope once: repeated ones would only inflate what we store.
+        return " ".join(dict.fromkeys(s for s in scope.split() if s in allowed))
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
         return redirect_uri in self.redirect_uris  # exact string match, no prefixes or wildcards
