@@ -47,15 +47,19 @@ def _read_jwks(path: str | None) -> dict[str, Any] | None:
 @click.option("--jwks-file", type=click.Path(dir_okay=False), help="The client's public keys, for private_key_jwt.")
 @click.option("--id-token-alg", type=click.Choice(clients.ID_TOKEN_ALGS), default="RS256", show_default=True)
 @click.option("--first-party", is_flag=True, help="Our own application: no consent screen.")
+@click.option("--claim", "claims", multiple=True, metavar="OURS=NAME[;SCOPE]",
+              help="Release our attribute as this claim when SCOPE (default profile) is granted; repeat for each. "
+                   "Given at all, it replaces the default claim map.")
 @click.option("--json", "as_json", is_flag=True, help="Print {client_id, client_secret} as JSON.")
 def add(name: str, redirect_uris: tuple[str, ...], post_logout_redirect_uris: tuple[str, ...], public: bool,
         grants: tuple[str, ...], scopes: tuple[str, ...], auth_method: str | None, jwks_file: str | None,
-        id_token_alg: str, first_party: bool, as_json: bool) -> None:
+        id_token_alg: str, first_party: bool, claims: tuple[str, ...], as_json: bool) -> None:
     """Register a client; its secret is printed now and never again."""
+    extra: dict[str, Any] = {"claim_map": tuple(clients.claim_rule(c) for c in claims)} if claims else {}
     options = clients.ClientOptions(
         name=name, redirect_uris=redirect_uris, post_logout_redirect_uris=post_logout_redirect_uris,
         public=public, grant_types=grants, scopes=scopes, auth_method=auth_method, jwks=_read_jwks(jwks_file),
-        id_token_alg=id_token_alg, first_party=first_party,
+        id_token_alg=id_token_alg, first_party=first_party, **extra,
     )
     registered = clients.add(options, actor())
     _print_credentials(registered, as_json)

@@ -42,6 +42,19 @@ DEFAULT_CLAIM_MAP: tuple[dict[str, str], ...] = (
 )
 
 
+def claim_rule(spec: str) -> dict[str, str]:
+    """``--claim OURS=NAME[;SCOPE]``: release our attribute OURS as claim NAME when SCOPE (default profile)
+    is granted. Checked like every stored map, by :func:`idp.access.claims.validate_rules`."""
+    ours, sep, rest = spec.partition("=")
+    name, _, scope = rest.partition(";")
+    scope = scope.strip() or "profile"
+    if not sep or not name.strip():
+        raise BadRequest(f"claim {spec!r}: expected OURS=NAME or OURS=NAME;SCOPE")
+    if scope not in SCOPES:
+        raise BadRequest(f"claim {spec!r}: unknown scope {scope!r} (known: {', '.join(SCOPES)})")
+    return {"attribute": ours.strip(), "name": name.strip(), "scope": scope}
+
+
 @dataclass(frozen=True)
 class ClientOptions:
     name: str

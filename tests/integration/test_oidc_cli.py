@@ -81,3 +81,20 @@ def test_refusals_store_nothing(runner: FlaskCliRunner, tmp_path) -> None:  # ty
         result = runner.invoke(cli, ["oidc-client", "add", *args])
         assert result.exit_code != 0, args
     assert clients.all_clients() == []
+
+
+def test_claim_options_replace_the_claim_map(runner: FlaskCliRunner) -> None:
+    out = run(runner, "add", "--name", "Grafana", "--redirect-uri", "https://grafana.example.test/cb",
+              "--claim", "groups=roles;groups", "--claim", "email=mail;email", "--claim", "username=login", "--json")
+    client = clients.get(json.loads(out)["client_id"])
+    assert client is not None
+    assert client.claim_map == [
+        {"attribute": "groups", "name": "roles", "scope": "groups"},
+        {"attribute": "email", "name": "mail", "scope": "email"},
+        {"attribute": "username", "name": "login", "scope": "profile"},
+    ]
+    for bad, message in (("shoe_size=size", "unknown attribute"), ("groups", "expected OURS=NAME"),
+                         ("groups=roles;admin", "unknown scope")):
+        result = runner.invoke(cli, ["oidc-client", "add", "--name", "X", "--redirect-uri",
+                                     "https://x.example.test/cb", "--claim", bad])
+        assert result.exit_code != 0 and message in result.output, result.output

@@ -16,6 +16,7 @@ from joserfc.jwk import ECKey, RSAKey
 from oidc_peers import PASSWORD, browse, pyjwt_validate, register, rp, start
 
 from idp import audit
+from idp.oidc import clients
 
 
 @pytest.fixture
@@ -73,6 +74,20 @@ def test_code_flow_with_pkce_refresh_userinfo_introspection_revocation(idp: Any)
     types = [e.type for e in audit.events(limit=50)]
     for expected in ("oidc.authorize", "oidc.token", "oidc.refresh", "oidc.revoke"):
         assert expected in types
+
+
+def test_a_clients_claim_map_names_its_claims(idp: Any) -> None:
+    """The per-client map (the same release() as SAML's attribute map) decides claim names and scopes."""
+    reg = register(claim_map=(clients.claim_rule("groups=roles;groups"), clients.claim_rule("email=mail;email")))
+    session = rp(idp.url, reg, scope="openid groups")
+    auth = start(session)
+    arrival = browse(requests.Session(), auth.url)
+    token = session.fetch_token(session.server_metadata["token_endpoint"], authorization_response=arrival.url,
+                                code_verifier=auth.verifier, state=auth.state)
+    claims = session.parse_id_token(token, nonce=auth.nonce)
+    assert claims["roles"] == ["admins", "staff"]
+    assert "groups" not in claims and "mail" not in claims  # email scope not granted
+    assert session.userinfo()["roles"] == ["admins", "staff"]
 
 
 def test_es256_client_gets_an_id_token_signed_with_the_ec_key(idp: Any) -> None:
