@@ -21,7 +21,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,9 @@ from idp.clock import now
 from idp.config import Settings
 
 NEXT, ACTIVE, RETIRED = "next", "active", "retired"
+# Far longer than anything a key signs lives (ID tokens 10 min, SAML assertions minutes) and than relying
+# parties cache metadata and JWKS for.
+RETIRED_KEY_RETENTION = timedelta(days=1)
 RSA, EC = "rsa", "ec"
 # The JWS algorithm each key type signs ID tokens with.
 JWS_ALGORITHMS = {RSA: "RS256", EC: "ES256"}
@@ -200,33 +203,35 @@ class KeyStore:
                 self._write_manifest([{"kid": kid, "state": ACTIVE, "created": now().isoformat()}])
 
     def rotate(self) -> str:
-        """First call: publish a new key as ``next``. Second call: sign with it, retire the old one."""
+        """First call: publish a new key as ``next``. Second call: sign with it, retire the old one.
+
+        A retired key stays published until RETIRED_KEY_RETENTION has passed since it stopped signing, however
+        often keys rotate meanwhile: what it signed must still verify until it expires."""
         if self.external:
             raise KeyError_("keys come from IDP_SIGNING_KEY_FILE; rotate them where they are managed")
         with data_dir_lock(self.settings.data_dir):
+            t = now()
             entries = json.loads(self.manifest.read_text())["keys"]
             pending = [e for e in entries if e["state"] == NEXT]
-            if not pending:
-                # The retired key has had a whole rotation cycle to drain; the new one takes its place.
-                retired = [e["kid"] for e in entries if e["state"] == RETIRED]
-                entries = [e for e in entries if e["state"] != RETIRED]
+            if pending:
+                for e in entries:
+                    if e["state"] == ACTIVE:
+                        e.update(state=RETIRED, retired_at=t.isoformat())
+                    elif e["state"] == NEXT:
+                        e["state"] = ACTIVE
+            else:
                 kid = self._new_key()
-                entries.append({"kid": kid, "state": NEXT, "created": now().isoformat()})
-                self._write_manifest(entries)
-                for old in retired:  # only once the manifest no longer names them
-                    self._delete_key(old)
-                return (f"published new key {kid} in metadata; it is not signing yet. Once service "
-                        "providers have refreshed the IdP metadata, run `idp keys rotate` again.")
-            kept = []
-            for e in entries:
-                if e["state"] == RETIRED:
-                    self._delete_key(e["kid"])
-                    continue
-                e["state"] = {ACTIVE: RETIRED, NEXT: ACTIVE}[e["state"]]
-                kept.append(e)
-            self._write_manifest(kept)
-            return (f"now signing with key {pending[0]['kid']}; the previous key stays published "
-                    "until the next rotation.")
+                entries.append({"kid": kid, "state": NEXT, "created": t.isoformat()})
+            expired = [e["kid"] for e in entries if e["state"] == RETIRED
+                       and datetime.fromisoformat(e.get("retired_at", t.isoformat())) + RETIRED_KEY_RETENTION <= t]
+            self._write_manifest([e for e in entries if e["kid"] not in expired])
+            for old in expired:  # only once the manifest no longer names them
+                self._delete_key(old)
+            if pending:
+                return (f"now signing with key {pending[0]['kid']}; the previous key stays published for "
+                        f"{RETIRED_KEY_RETENTION} so that what it signed still verifies.")
+            return (f"published new key {kid}; it is not signing yet. Once service providers and clients have "
+                    "refreshed the IdP metadata and JWKS, run `idp keys rotate` again.")
 
     def _delete_key(self, kid: str) -> None:
         for suffix in (".key", ".crt"):

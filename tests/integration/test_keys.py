@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -63,7 +64,7 @@ def rotate(app: Flask) -> str:
     return result.output
 
 
-def test_rotation_publishes_first_then_signs_then_drops_the_old_key(generated_app: Flask) -> None:
+def test_rotation_publishes_first_then_signs_then_drops_the_old_key(generated_app: Flask, frozen_clock: Any) -> None:
     app = generated_app
     (original,) = metadata_certs(app)
     assert signing_cert(app, [original]) == original
@@ -79,11 +80,18 @@ def test_rotation_publishes_first_then_signs_then_drops_the_old_key(generated_ap
     assert certs == [new, original]  # the old one stays published for SPs with old metadata
     assert signing_cert(app, certs) == new
 
+    # Rotating again at once publishes a third key, but what the original signed may still be in use.
     rotate(app)
     certs = metadata_certs(app)
-    assert original not in certs
-    assert certs[0] == new and len(certs) == 2  # the next key is published again
+    assert certs[0] == new and original in certs and len(certs) == 3
     assert signing_cert(app, certs) == new
+
+    # A day on, the original has outlived anything it signed: the next rotation drops it.
+    frozen_clock.advance(days=1, seconds=1)
+    rotate(app)
+    certs = metadata_certs(app)
+    assert original not in certs and len(certs) == 2
+    assert signing_cert(app, certs) != original
 
 
 def test_a_running_server_sees_a_rotation_made_by_another_process(generated_app: Flask,
