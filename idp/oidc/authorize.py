@@ -102,6 +102,9 @@ def handle(query: str, received_at: datetime, pending_id: str | None = None, ans
     if not all(_ECHOED.fullmatch(args.get(name, "")) for name in ("response_type", "redirect_uri")):
         return _refuse(None, InvalidRequestError("response_type or redirect_uri has characters no client uses."),
                        client_label)
+    if "openid" in args.get("scope", "").split() and not args.get("redirect_uri"):
+        # OIDC Core 3.1.2.1: required, even when the client has registered only one.
+        return _refuse(None, InvalidRequestError("redirect_uri is required."), client_label)
     try:
         req = AuthorizeRequest(query)
     except OAuth2Error as error:  # e.g. plain http on a non-loopback address

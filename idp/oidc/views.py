@@ -10,12 +10,13 @@ from __future__ import annotations
 import base64
 import json
 from typing import Any
+from urllib.parse import urlencode
 
 from authlib.integrations.flask_oauth2 import ResourceProtector
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6750.errors import InvalidTokenError
 from authlib.oauth2.rfc8628 import DEVICE_CODE_GRANT_TYPE
-from flask import Blueprint, Response, redirect, request
+from flask import Blueprint, Response, redirect, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
 from idp import audit, clock
@@ -91,8 +92,13 @@ def jwks() -> Response:
     return _json({"keys": keys}, cache_seconds=300)
 
 
-@bp.get("/oauth/authorize")
+@bp.route("/oauth/authorize", methods=["GET", "POST"])
 def authorize() -> BaseResponse:
+    if request.method == "POST":
+        # OIDC Core 3.1.2.1 allows POST. A cross-site POST carries no SameSite=Lax cookie, but the same-site
+        # GET it is turned into does, so a signed-in user is recognised.
+        query = urlencode(list(request.form.items(multi=True)))
+        return redirect(url_for("oidc.authorize") + "?" + query, 303)
     return authz.handle(request.query_string.decode("utf-8", "replace"), clock.now())
 
 
@@ -240,5 +246,6 @@ def end_session() -> BaseResponse:
 # Machine-to-machine endpoints: clients authenticate themselves (or present a bearer token); there is no
 # browser form and so no CSRF token.
 # end_session checks its own confirmation form's token: an RP may POST the logout request from its own page.
-for _view in (token, userinfo, introspect, revoke, end_session, device_authorization):
+# authorize's POST (from an RP's page) changes nothing: it only becomes the GET that is then decided.
+for _view in (authorize, token, userinfo, introspect, revoke, end_session, device_authorization):
     csrf.exempt(f"{__name__}.{_view.__name__}")

@@ -114,3 +114,25 @@ def test_no_input_makes_a_server_error(
             else client.get(path + "?" + urlencode(params), headers=headers))
     assert resp.status_code < 500, (path, params, resp.status_code)
     db.session.rollback()
+
+
+def test_an_openid_request_without_redirect_uri_is_refused_without_redirect(app: Flask, client: FlaskClient) -> None:
+    make_user("alice", PASSWORD)
+    reg = register()  # one registered redirect URI: OAuth would let it be left out, OIDC does not
+    login(client, "alice", PASSWORD)
+    resp = client.get("/oauth/authorize?" + urlencode(
+        {"response_type": "code", "client_id": reg.client_id, "scope": "openid", "state": "st"}))
+    assert resp.status_code == 400 and "Location" not in resp.headers
+    assert "redirect_uri is required" in resp.get_data(as_text=True)
+
+
+def test_the_authorization_endpoint_takes_post_too(app: Flask, client: FlaskClient) -> None:
+    make_user("alice", PASSWORD)
+    reg = register()
+    login(client, "alice", PASSWORD)
+    params = {"response_type": "code", "client_id": reg.client_id, "redirect_uri": REDIRECT_URI,
+              "scope": "openid", "state": "st", "code_challenge": "x" * 43, "code_challenge_method": "S256"}
+    posted = client.post("/oauth/authorize", data=params)  # an RP's cross-site form: no CSRF token
+    assert posted.status_code == 303
+    resp = client.get(posted.headers["Location"])
+    assert resp.status_code == 302 and resp.headers["Location"].startswith(REDIRECT_URI + "?code=")
