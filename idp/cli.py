@@ -18,6 +18,7 @@ from idp import clock, create_app
 from idp.audit import events as audit_events
 from idp.authn.cli import group as group_group
 from idp.authn.cli import user as user_group
+from idp.authn.connectors.cli import directory as directory_group
 from idp.config import ConfigError
 from idp.errors import IdpError
 from idp.keys import EC, RSA, KeyError_
@@ -56,6 +57,7 @@ cli.add_command(db_group)
 cli.add_command(sp_group)
 cli.add_command(user_group)
 cli.add_command(group_group)
+cli.add_command(directory_group)
 cli.add_command(oidc_client_group)
 cli.add_command(oidc_consent_group)
 

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from idp.authn.connectors.settings import DirectoryConfig, load_file
+
 
 class ConfigError(Exception):
     """Every problem found in the settings, reported together."""
@@ -39,6 +41,10 @@ class Settings:
     log_format: str = "json"
     log_level: str = "INFO"
     workers: int = 2
+    # IDP_CONFIG: an optional YAML file for lists, such as the directory connectors.
+    config: Path | None = None
+    # Read from the IDP_CONFIG file (not an environment variable of its own).
+    directories: tuple[DirectoryConfig, ...] = ()
 
     @property
     def base(self) -> str:
@@ -69,6 +75,8 @@ class Settings:
         problems: list[str] = []
         values: dict[str, Any] = {}
         for f in fields(cls):
+            if f.name == "directories":
+                continue
             name = "IDP_" + f.name.upper()
             raw = env.get(name)
             if raw is None and f.name == "secret_key" and env.get(name + "_FILE"):
@@ -85,13 +93,16 @@ class Settings:
                     values[f.name] = raw.lower() in ("1", "true", "yes", "on")
                 elif isinstance(default, int):
                     values[f.name] = int(raw)
-                elif f.name in ("data_dir", "signing_key_file", "signing_cert_file"):
+                elif f.name in ("data_dir", "signing_key_file", "signing_cert_file", "config"):
                     values[f.name] = Path(raw) if raw else None
                 else:
                     values[f.name] = raw or None
             except ValueError:
                 problems.append(f"{name}: {raw!r} is not a whole number")
         values.update(overrides)
+        if values.get("config") is not None and "directories" not in overrides:
+            values["directories"], file_problems = load_file(values["config"])
+            problems.extend(file_problems)
         settings = cls(**values)
         problems.extend(settings.problems())
         if problems:

@@ -12,10 +12,14 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
+
+# The session's OpenLDAP server (fixture ``slapd``), started on first use.
+from ldap_server import slapd  # noqa: F401
 from sqlalchemy import create_engine, text
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from idp import clock, create_app
+from idp.authn.connectors.chain import close_all as close_connectors
 from idp.config import Settings
 from idp.extensions import db
 from idp.keys import generate_key_pair
@@ -98,6 +102,7 @@ def app(make_settings: Callable[..., Settings]) -> Iterator[Flask]:
     application.config["TESTING"] = True
     with application.app_context():
         yield application
+        close_connectors()  # pooled directory connections
         db.session.remove()
         db.engine.dispose()
 
@@ -157,6 +162,7 @@ def live_server(make_settings: Callable[..., Settings]) -> Iterator[LiveServer]:
     server = LiveServer(make_settings)
     with server.app.app_context():
         yield server
+        close_connectors()
         db.session.remove()
     server.stop()
     with server.app.app_context():

@@ -29,6 +29,7 @@ _GROUP = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 # A syntax check only (one @, a dotted domain, no spaces): deliverability is the mail system's business.
 _EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+")
 PROFILE_FIELDS = ("email", "given_name", "family_name", "display_name")
+UNKNOWN_USER = "unknown user"
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,8 @@ def enable_user(username: str, *, actor: str) -> None:
 
 def set_password(username: str, password: str, *, actor: str) -> None:
     user = require_user(username)
+    if user.source != "local":
+        raise BadRequest(f"'{user.username}' signs in with directory {user.source}: change the password there")
     user.password_hash = passwords.hash_password(password)
     audit.record(AuditEvent(type="user.set_password", actor=actor, username=user.username))
 
@@ -227,9 +230,10 @@ def check_credentials(username: str, password: str) -> AuthnOutcome:
     so the answer's timing does not tell whether the user exists."""
     name = normalize_username(username)
     user = get_user(name)
-    if user is None:
+    if user is None or user.source != "local":
+        # A directory user's shadow row has no password here: their directory decides.
         passwords.dummy_verify(password)
-        return AuthnOutcome(name[:255], None, "unknown user")
+        return AuthnOutcome(name[:255], None, UNKNOWN_USER)
     if not passwords.verify(user.password_hash, password):
         return AuthnOutcome(name, None, "bad password")
     if not user.enabled:

@@ -1,4 +1,4 @@
-"""Password sign-in as one decision: throttle check, credential check, counters and audit events.
+"""Password sign-in as one decision: throttle check, the connector chain, counters and audit events.
 
 The login view only renders what this returns, so the same decision (and the same audit trail) would
 serve any other front end.
@@ -12,8 +12,10 @@ from enum import Enum
 from idp import audit
 from idp.audit import AuditEvent
 from idp.authn import throttle
-from idp.authn.directory import check_credentials, normalize_username
+from idp.authn.connectors import chain
+from idp.authn.directory import normalize_username
 from idp.authn.principal import Principal
+from idp.errors import DirectoryUnavailable
 from idp.extensions import db
 
 
@@ -21,6 +23,8 @@ class Status(Enum):
     OK = "ok"
     FAILED = "failed"
     LOCKED = "locked"
+    # No identity source accepted the credentials and one could not be asked: not the user's fault, not counted.
+    UNAVAILABLE = "unavailable"
 
 
 @dataclass(frozen=True)
@@ -36,7 +40,12 @@ def sign_in(username: str, password: str, client_ip: str | None) -> SignInResult
         audit.record(AuditEvent(type="login", outcome="failure", username=name, client_ip=client_ip,
                                 reason="locked out"))
         return SignInResult(Status.LOCKED)
-    outcome = check_credentials(name, password)
+    try:
+        outcome = chain.check(name, password)
+    except DirectoryUnavailable as exc:
+        audit.record(AuditEvent(type="login", outcome="failure", username=name, client_ip=client_ip,
+                                reason=exc.reason))
+        return SignInResult(Status.UNAVAILABLE)
     if outcome.principal is None:
         audit.record(AuditEvent(type="login", outcome="failure", username=name, client_ip=client_ip,
                                 reason=outcome.reason), commit=False)
@@ -47,6 +56,7 @@ def sign_in(username: str, password: str, client_ip: str | None) -> SignInResult
         db.session.commit()
         return SignInResult(Status.LOCKED if started else Status.FAILED)
     throttle.reset_user(name)
-    audit.record(AuditEvent(type="login", username=name, client_ip=client_ip,
+    # Commits the shadow row of a directory user together with the event.
+    audit.record(AuditEvent(type="login", username=outcome.principal.username, client_ip=client_ip,
                             details={"source": outcome.principal.source}))
     return SignInResult(Status.OK, outcome.principal)

@@ -15,6 +15,7 @@ bp.after_app_request(apply_cookie)
 GENERIC_FAILURE = "Incorrect username or password."
 LOCKED_OUT = "Too many failed attempts. Try again later."
 MISSING_INPUT = "Enter your username and password."
+UNAVAILABLE = "The directory is unavailable right now, so your password cannot be checked. Try again in a few minutes."
 
 
 def safe_next(value: str | None) -> str:
@@ -48,6 +49,8 @@ def login() -> BaseResponse | tuple[str, int] | str:
     result = sign_in(form.username.data or "", form.password.data or "", request.remote_addr)
     if result.status is Status.LOCKED:
         return render_template("login.html", form=form, action=action, error=LOCKED_OUT), 429
+    if result.status is Status.UNAVAILABLE:
+        return render_template("login.html", form=form, action=action, error=UNAVAILABLE), 503
     if result.principal is None:
         return render_template("login.html", form=form, action=action, error=GENERIC_FAILURE)
     start_session(result.principal.user_id)

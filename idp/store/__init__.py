@@ -1,6 +1,7 @@
 """All ORM models. Imports nothing of ours but the extensions, the clock and its own modules."""
 
 from idp.store.audit import AuditRecord
+from idp.store.connectors import Directory
 from idp.store.directory import Group, User, group_members
 from idp.store.oidc import OidcAuthorizationCode, OidcClient, OidcConsent, OidcDeviceCode, OidcToken
 from idp.store.saml import PersistentNameId, ServiceProvider
@@ -10,6 +11,7 @@ from idp.store.sessions import PendingRequest, SessionParticipant, SsoSession
 __all__ = [
     "AuditRecord",
     "ConsumedId",
+    "Directory",
     "Group",
     "LoginThrottle",
     "OidcAuthorizationCode",

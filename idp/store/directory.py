@@ -1,10 +1,16 @@
-"""The built-in directory: users, groups, membership."""
+"""The built-in directory: users, groups, membership; and shadow rows for users of external directories.
+
+A user signed in by an LDAP/AD connector gets a row here too (``source`` names the connector, ``external_id``
+holds the directory's immutable id, ``password_hash`` stays NULL), refreshed at each sign-in, so that sessions,
+SAML persistent NameIDs, OIDC subjects and consents keep pointing at one stable ``users.id``.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Column, ForeignKey, String, Table
+from sqlalchemy import JSON, Column, ForeignKey, String, Table, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from idp.clock import now
@@ -21,6 +27,7 @@ group_members = Table(
 
 class User(db.Model):  # type: ignore[name-defined,misc]
     __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("source", "external_id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(255), unique=True)
@@ -30,6 +37,11 @@ class User(db.Model):  # type: ignore[name-defined,misc]
     display_name: Mapped[str | None] = mapped_column(String(255))
     enabled: Mapped[bool] = mapped_column(default=True)
     password_hash: Mapped[str | None] = mapped_column(String(255))
+    # "local" for the built-in directory, else the name of the connector that vouches for this user.
+    source: Mapped[str] = mapped_column(String(64), default="local", server_default="local")
+    external_id: Mapped[str | None] = mapped_column(String(255))
+    # Group names the directory reported at the last sign-in (nested ones resolved), beside local groups.
+    external_groups: Mapped[list[Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now, onupdate=now)
 

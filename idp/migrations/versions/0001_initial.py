@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-29 12:14:51.546072
+Create Date: 2026-11-29 12:28:56.445823
 """
 from alembic import op
 import sqlalchemy as sa
@@ -44,6 +44,17 @@ def upgrade() -> None:
     with op.batch_alter_table('consumed_ids', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_consumed_ids_expires_at'), ['expires_at'], unique=False)
 
+    op.create_table('directories',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('name', sa.String(length=64), nullable=False),
+    sa.Column('type', sa.String(length=32), nullable=False),
+    sa.Column('settings', sa.JSON(), nullable=False),
+    sa.Column('bind_password_encrypted', sa.Text(), nullable=True),
+    sa.Column('created_at', idp.store.types.UTCDateTime(), nullable=False),
+    sa.Column('updated_at', idp.store.types.UTCDateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('name')
+    )
     op.create_table('groups',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('name', sa.String(length=255), nullable=False),
@@ -116,9 +127,13 @@ def upgrade() -> None:
     sa.Column('display_name', sa.String(length=255), nullable=True),
     sa.Column('enabled', sa.Boolean(), nullable=False),
     sa.Column('password_hash', sa.String(length=255), nullable=True),
+    sa.Column('source', sa.String(length=64), server_default='local', nullable=False),
+    sa.Column('external_id', sa.String(length=255), nullable=True),
+    sa.Column('external_groups', sa.JSON(), nullable=True),
     sa.Column('created_at', idp.store.types.UTCDateTime(), nullable=False),
     sa.Column('updated_at', idp.store.types.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('source', 'external_id'),
     sa.UniqueConstraint('username')
     )
     op.create_table('group_members',
@@ -292,6 +307,7 @@ def downgrade() -> None:
     op.drop_table('oidc_clients')
     op.drop_table('login_throttle')
     op.drop_table('groups')
+    op.drop_table('directories')
     with op.batch_alter_table('consumed_ids', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_consumed_ids_expires_at'))
 

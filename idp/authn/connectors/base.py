@@ -1,0 +1,37 @@
+"""The connector protocol every identity source implements, and the verdict it gives the chain."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from idp.authn.principal import Principal
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One connector's answer. ``reason`` is for the audit log only (never shown). ``known`` says the
+    connector found this username, which ends the chain: the first source that knows a user decides."""
+
+    principal: Principal | None
+    reason: str | None = None
+    known: bool = False
+
+
+class Connector(Protocol):
+    """An identity source. ``authenticate`` returns a Principal for good credentials and None otherwise;
+    an outage (server down, timeout, the service account refused) raises DirectoryUnavailable, a wrong
+    password never does."""
+
+    name: str
+    domains: tuple[str, ...]
+
+    def authenticate(self, username: str, password: str) -> Principal | None: ...
+
+    def check(self, username: str, password: str) -> Verdict:
+        """The same decision with the reason for the audit log."""
+        ...
+
+    def close(self) -> None:
+        """Release pooled connections (the connector is being replaced or the process ends)."""
+        ...

@@ -1,0 +1,147 @@
+"""The chain: which connectors exist (IDP_CONFIG file, then the database), in which order, and how one
+sign-in walks them.
+
+Order: the built-in directory first (unless the YAML file places an entry ``{name: local, type: local}``
+elsewhere), then the YAML entries in file order, then database entries in the order they were added. A
+username with a domain that a connector claims (``alice@corp.example``, ``CORP\\alice``) goes to that
+connector only, without the domain. Otherwise every connector is asked in order and the first that knows
+the username decides: a wrong password there ends the sign-in, so one name is never tried against several
+directories' passwords. A connector that is down is skipped; if nobody accepted the credentials and one was
+down, the sign-in fails as "directory unavailable" (we cannot tell a wrong password from a missing answer).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from dataclasses import dataclass
+
+from flask import current_app
+from sqlalchemy import select
+
+from idp.authn.connectors import registry
+from idp.authn.connectors.base import Connector, Verdict
+from idp.authn.connectors.ldap import UNAVAILABLE
+from idp.authn.connectors.local import LOCAL
+from idp.authn.connectors.settings import DirectoryConfig, parse_entry
+from idp.errors import DirectoryUnavailable
+from idp.extensions import db
+from idp.runtime import settings
+from idp.store import Directory
+
+log = logging.getLogger(__name__)
+_CACHE = "idp.connectors"
+LOCAL_CONFIG = DirectoryConfig(name=LOCAL, type="local", origin="built in")
+
+
+@dataclass(frozen=True)
+class Configured:
+    """A directory as configured, before its connector is built."""
+
+    cfg: DirectoryConfig | None
+    encrypted: str | None
+    origin: str
+    name: str
+    problems: tuple[str, ...] = ()
+
+
+def from_row(row: Directory) -> Configured:
+    cfg, problems = parse_entry({"name": row.name, "type": row.type, **(row.settings or {})}, "database",
+                                secret_stored=row.bind_password_encrypted is not None)
+    return Configured(cfg, row.bind_password_encrypted, "database", row.name, tuple(problems))
+
+
+def configured() -> list[Configured]:
+    """Every directory in chain order."""
+    from_file = [Configured(c, None, "IDP_CONFIG", c.name) for c in settings().directories]
+    out = [] if any(c.name == LOCAL for c in from_file) else [Configured(LOCAL_CONFIG, None, "built in", LOCAL)]
+    out += from_file
+    names = {c.name for c in out}
+    for row in db.session.scalars(select(Directory).order_by(Directory.id)):
+        if row.name in names:
+            log.warning("directory %s is configured in IDP_CONFIG and in the database; the file wins", row.name)
+            continue
+        out.append(from_row(row))
+    return out
+
+
+class _Built:
+    """Connectors kept per app between sign-ins (their connection pools are the point), rebuilt when their
+    settings change."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.by_name: dict[str, tuple[str, Connector]] = {}
+
+
+def _built() -> _Built:
+    cache: _Built | None = current_app.extensions.get(_CACHE)
+    if cache is None:
+        cache = current_app.extensions.setdefault(_CACHE, _Built())
+    return cache
+
+
+def _fingerprint(item: Configured) -> str:
+    return hashlib.sha256(repr((item.cfg, item.encrypted)).encode()).hexdigest()
+
+
+def connector(item: Configured) -> Connector:
+    """The built connector for a configured directory (DirectoryUnavailable when it cannot be built)."""
+    if item.cfg is None:
+        raise DirectoryUnavailable(UNAVAILABLE, f"directory {item.name} is misconfigured: "
+                                                + "; ".join(item.problems))
+    cache, key = _built(), _fingerprint(item)
+    with cache.lock:
+        hit = cache.by_name.get(item.name)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        built = registry.build(item.cfg, item.encrypted)
+        if hit is not None:
+            hit[1].close()
+        cache.by_name[item.name] = (key, built)
+        return built
+
+
+def close_all() -> None:
+    cache = _built()
+    with cache.lock:
+        for _, built in cache.by_name.values():
+            built.close()
+        cache.by_name.clear()
+
+
+def _route(username: str, items: list[Configured]) -> list[tuple[Configured, str]]:
+    domain, bare = None, username
+    if "\\" in username:
+        domain, _, bare = username.partition("\\")
+    elif "@" in username:
+        bare, _, domain = username.rpartition("@")
+    if domain and bare:
+        claimed = [i for i in items if i.cfg is not None and domain.lower() in i.cfg.domains]
+        if claimed:
+            return [(i, bare) for i in claimed]
+    return [(i, username) for i in items]
+
+
+def check(username: str, password: str) -> Verdict:
+    """Walk the chain for one sign-in. Raises DirectoryUnavailable as described in the module docstring."""
+    candidates = _route(username, configured())
+    label = (lambda name, text: f"{name}: {text}") if len(candidates) > 1 else (lambda name, text: text)
+    reasons: list[str] = []
+    outages: list[str] = []
+    for item, name in candidates:
+        try:
+            verdict = connector(item).check(name, password)
+        except DirectoryUnavailable as exc:
+            log.warning("directory %s unavailable: %s", item.name, exc.reason)
+            outages.append(f"{item.name}: {exc.reason}")
+            continue
+        if verdict.principal is not None:
+            return verdict
+        reasons.append(label(item.name, verdict.reason or "refused"))
+        if verdict.known:
+            return Verdict(None, reasons[-1], known=True)
+    if outages:
+        raise DirectoryUnavailable(UNAVAILABLE, "directory unavailable: " + "; ".join(outages + reasons))
+    return Verdict(None, "; ".join(reasons) or "no identity source configured")

@@ -1,0 +1,117 @@
+"""``idp directory ...``: LDAP directories from the command line.
+
+The service account's password comes from one line of stdin (``--bind-password-stdin``, stored encrypted)
+or stays in a file the server reads (``--bind-password-file``); never from argv, which other local users can
+read in the process list.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from flask.cli import AppGroup
+
+from idp.authn.connectors import admin, chain
+from idp.cli_support import actor
+from idp.extensions import db
+
+
+@click.group("directory", cls=AppGroup)
+def directory() -> None:
+    """Identity sources: LDAP directories (and the built-in one)."""
+
+
+@directory.command("add")
+@click.argument("name")
+@click.option("--type", "kind", type=click.Choice(["ldap"]), default="ldap", show_default=True)
+@click.option("--url", "urls", multiple=True, required=True, metavar="URL",
+              help="ldap://HOST[:PORT] or ldaps://HOST[:PORT]; repeat for failover, tried in this order.")
+@click.option("--base-dn", required=True, metavar="DN")
+@click.option("--bind-dn", metavar="DN", help="Service account for searches (search-then-bind).")
+@click.option("--bind-password-stdin", is_flag=True, help="Read the service password from one line of stdin.")
+@click.option("--bind-password-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Read the service password from this file at each start instead of storing it.")
+@click.option("--user-filter", metavar="FILTER", help="Default (objectClass=inetOrgPerson).")
+@click.option("--username-attribute", metavar="ATTR", help="Default uid.")
+@click.option("--group-mode", type=click.Choice(["memberof", "member", "posix"]),
+              help="Where groups come from (default member: groupOfNames/groupOfUniqueNames search).")
+@click.option("--ca-file", type=click.Path(dir_okay=False, path_type=Path), help="CA certificate(s) to trust (PEM).")
+@click.option("--start-tls", is_flag=True, help="Upgrade ldap:// connections with StartTLS.")
+@click.option("--timeout", type=click.FloatRange(0.1, 120), help="Seconds per connect and operation (default 5).")
+@click.option("--domain", "domains", multiple=True, metavar="D",
+              help="Route user@D and D\\user here (repeatable).")
+def directory_add(name: str, kind: str, urls: tuple[str, ...], base_dn: str, bind_dn: str | None,
+                  bind_password_stdin: bool, bind_password_file: Path | None, user_filter: str | None,
+                  username_attribute: str | None, group_mode: str | None, ca_file: Path | None, start_tls: bool,
+                  timeout: float | None, domains: tuple[str, ...]) -> None:
+    """Add an LDAP directory to the sign-in chain."""
+    if bind_password_stdin and bind_password_file:
+        raise click.UsageError("use --bind-password-stdin or --bind-password-file, not both")
+    password = None
+    if bind_password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise click.ClickException("no password on stdin")
+    values: dict[str, Any] = {
+        "urls": list(urls), "base_dn": base_dn, "bind_dn": bind_dn, "bind_password_file": bind_password_file,
+        "user_filter": user_filter, "username_attribute": username_attribute, "group_mode": group_mode,
+        "ca_file": str(ca_file.resolve()) if ca_file else None, "start_tls": start_tls or None,
+        "timeout": timeout, "domains": list(domains) or None,
+    }
+    if bind_password_file is not None:
+        values["bind_password_file"] = str(bind_password_file.resolve())
+    added = admin.add(name, kind, {k: v for k, v in values.items() if v is not None}, password, actor=actor())
+    db.session.commit()
+    click.echo(f"directory '{added.name}' added; check it with: idp directory test {added.name} --user NAME")
+
+
+@directory.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def directory_list(as_json: bool) -> None:
+    """The sign-in chain, in the order it is tried."""
+    items = [admin.describe(i) for i in chain.configured()]
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return
+    for i, item in enumerate(items, start=1):
+        where = ", ".join(item.get("urls", [])) or ("problems: " + "; ".join(item["problems"])
+                                                     if "problems" in item else "")
+        click.echo(f"{i}. {item['name']}  {item.get('type', '?')}  ({item['origin']})  {where}".rstrip())
+
+
+@directory.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def directory_show(name: str, as_json: bool) -> None:
+    """One directory's settings (the password only as where it is kept)."""
+    data = admin.describe(admin.get(name))
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    for key, value in data.items():
+        click.echo(f"{key.replace('_', ' ')}: {', '.join(map(str, value)) if isinstance(value, list) else value}")
+
+
+@directory.command("remove")
+@click.argument("name")
+def directory_remove(name: str) -> None:
+    """Take a directory (added with `directory add`) out of the chain."""
+    admin.remove(name, actor=actor())
+    db.session.commit()
+    click.echo(f"directory '{name}' removed")
+
+
+@directory.command("test")
+@click.argument("name")
+@click.option("--user", "username", help="Also look this user up and resolve their groups.")
+def directory_test(name: str, username: str | None) -> None:
+    """Check connection, service bind, user lookup and groups; exit 1 if anything failed."""
+    report = admin.test(name, username)
+    for step in report.steps:
+        click.echo(f"{'ok  ' if step.ok else 'FAIL'}  {step.what:<8}  {step.detail}")
+    if not report.ok:
+        sys.exit(1)

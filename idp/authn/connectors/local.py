@@ -1,0 +1,29 @@
+"""The ``local`` connector: the built-in directory (idp/authn/directory.py) behind the connector protocol."""
+
+from __future__ import annotations
+
+from idp.authn import directory
+from idp.authn.connectors.base import Verdict
+from idp.authn.connectors.settings import DirectoryConfig
+from idp.authn.principal import Principal
+
+LOCAL = "local"
+
+
+class LocalConnector:
+    name = LOCAL
+    domains: tuple[str, ...] = ()
+
+    def check(self, username: str, password: str) -> Verdict:
+        outcome = directory.check_credentials(username, password)
+        return Verdict(outcome.principal, outcome.reason, known=outcome.reason != directory.UNKNOWN_USER)
+
+    def authenticate(self, username: str, password: str) -> Principal | None:
+        return self.check(username, password).principal
+
+    def close(self) -> None:
+        pass
+
+
+def build(cfg: DirectoryConfig) -> LocalConnector:
+    return LocalConnector()

@@ -1,0 +1,82 @@
+"""``idp directory``: add (password from stdin, stored encrypted), list, show, test and remove, against the
+session's slapd; and the IDP_CONFIG file's problems reported together at start-up."""
+
+from __future__ import annotations
+
+import json
+
+from flask import Flask
+from flask.testing import FlaskClient, FlaskCliRunner
+from helpers import login
+from ldap_server import Slapd, closed_port_url
+from sqlalchemy import select
+
+from idp import audit
+from idp.cli import cli
+from idp.extensions import db
+from idp.store import Directory, User
+
+
+def add(runner: FlaskCliRunner, slapd: Slapd, name: str, *urls: str, extra: tuple[str, ...] = ()) -> str:
+    args = ["directory", "add", name, "--base-dn", slapd.base_dn, "--bind-dn", slapd.service_dn,
+            "--bind-password-stdin", "--ca-file", str(slapd.ca_file), "--start-tls", "--timeout", "2", *extra]
+    for url in urls:
+        args += ["--url", url]
+    result = runner.invoke(cli, args, input=slapd.service_password + "\n")
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_add_list_show_test_and_sign_in(app: Flask, runner: FlaskCliRunner, client: FlaskClient,
+                                        slapd: Slapd) -> None:
+    add(runner, slapd, "corp", closed_port_url(), slapd.ldap_url, extra=("--domain", "corp.example"))
+    # The password is stored encrypted, and shown nowhere.
+    row = db.session.scalar(select(Directory).where(Directory.name == "corp"))
+    assert row.bind_password_encrypted and slapd.service_password not in row.bind_password_encrypted
+    assert slapd.service_password not in json.dumps(row.settings)
+    shown = runner.invoke(cli, ["directory", "show", "corp"]).output
+    assert "bind password: stored encrypted" in shown and slapd.service_password not in shown
+    listed = runner.invoke(cli, ["directory", "list"]).output.splitlines()
+    assert listed[0].startswith("1. local  local") and listed[1].startswith("2. corp  ldap  (database)")
+    add_event = audit.events(type="directory.add")[0]
+    assert slapd.service_password not in json.dumps(add_event.details)
+
+    tested = runner.invoke(cli, ["directory", "test", "corp", "--user", "alice"])
+    lines = tested.output.splitlines()
+    # The dead first URL is reported (and makes the exit code 1); lookups still work through the second.
+    assert tested.exit_code == 1
+    assert lines[1].startswith("FAIL  connect   ldap://127.0.0.1:") and "refused" in lines[1].lower()
+    assert lines[2] == f"ok    connect   {slapd.ldap_url}: ok, service bind as {slapd.service_dn}"
+    assert lines[3].startswith("ok    user      alice: uid=alice,ou=people,dc=example,dc=test (entryUUID ")
+    assert lines[4] == "ok    groups    engineers, rnd, staff (3 level(s))"
+
+    assert login(client, "alice@corp.example", "alice-pw").status_code == 302
+    assert db.session.scalar(select(User).where(User.username == "alice")).source == "corp"
+
+    assert runner.invoke(cli, ["directory", "remove", "corp"]).exit_code == 0
+    assert "corp" not in runner.invoke(cli, ["directory", "list"]).output
+
+
+def test_test_reports_every_failure_and_exits_non_zero(app: Flask, runner: FlaskCliRunner, slapd: Slapd) -> None:
+    add(runner, slapd, "good", slapd.ldap_url)
+    ok = runner.invoke(cli, ["directory", "test", "good", "--user", "carol"])
+    assert ok.exit_code == 0, ok.output
+    assert "ok    groups    cycle-a, cycle-b" in ok.output
+    missing = runner.invoke(cli, ["directory", "test", "good", "--user", "*)(uid=*"])
+    assert missing.exit_code == 1
+    assert "FAIL  user      *)(uid=*: unknown user (filter (&(objectClass=inetOrgPerson)(uid=\\2a\\29\\28uid=\\2a)))" \
+        in missing.output
+    add(runner, slapd, "down", closed_port_url(), closed_port_url())
+    down = runner.invoke(cli, ["directory", "test", "down", "--user", "alice"])
+    assert down.exit_code == 1
+    assert down.output.count("FAIL  connect") == 2 and "FAIL  user" in down.output
+
+
+def test_add_refuses_bad_input_with_every_problem(app: Flask, runner: FlaskCliRunner) -> None:
+    result = runner.invoke(cli, ["directory", "add", "Bad Name", "--url", "http://x", "--base-dn", "not a dn",
+                                 "--ca-file", "/nonexistent/ca.pem"])
+    assert result.exit_code == 1
+    for problem in ("name must be", "must be ldap://HOST", "base_dn: 'not a dn' is not a valid DN",
+                    "ca_file: /nonexistent/ca.pem is not a readable file"):
+        assert problem in result.output
+    assert runner.invoke(cli, ["directory", "remove", "local"]).exit_code == 1

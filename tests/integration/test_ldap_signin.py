@@ -1,0 +1,231 @@
+"""Sign-in against a real OpenLDAP slapd (tests/ldap_server.py, data in tests/fixtures/directory.ldif):
+transports and certificate checks, wrong passwords, filter injection, UTF-8 names, nested groups and the
+cycle, failover, and an outage that leaves local users signing in."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.ctx import AppContext
+from flask.testing import FlaskClient
+from helpers import login, make_user
+from ldap_server import Slapd, closed_port_url, directory_config
+from sqlalchemy import select
+
+from idp import audit, create_app
+from idp.authn.connectors.chain import close_all
+from idp.authn.connectors.ldap_connector import LdapConnector
+from idp.authn.connectors.settings import DirectoryConfig
+from idp.authn.session import current_principal
+from idp.config import Settings
+from idp.extensions import db
+from idp.store import User
+
+NESTED = ("engineers", "rnd", "staff")
+
+
+@pytest.fixture
+def with_directories(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., Flask]]:
+    """An app whose IDP_CONFIG lists these directories, its context pushed until the test ends."""
+    contexts: list[AppContext] = []
+
+    def build(*directories: DirectoryConfig) -> Flask:
+        app = create_app(make_settings(directories=directories))
+        app.config["TESTING"] = True
+        contexts.append(app.app_context())
+        contexts[-1].push()
+        return app
+
+    yield build
+    for ctx in reversed(contexts):
+        close_all()
+        db.session.remove()
+        db.engine.dispose()
+        ctx.pop()
+
+
+def sign_in(client: FlaskClient, username: str, password: str) -> tuple[int, str]:
+    resp = login(client, username, password)
+    return resp.status_code, resp.get_data(as_text=True)
+
+
+def last_login() -> audit.AuditEvent:
+    return audit.events(type="login", limit=1)[0]
+
+
+@pytest.mark.parametrize("transport", ["ldap", "starttls", "ldaps"])
+def test_directory_user_signs_in_over_each_transport(
+    slapd: Slapd, tmp_path: Path, with_directories: Callable[..., Flask], transport: str
+) -> None:
+    options: dict[str, object] = {
+        "ldap": {},
+        "starttls": {"start_tls": True, "ca_file": str(slapd.ca_file)},
+        "ldaps": {"urls": [slapd.ldaps_url], "ca_file": str(slapd.ca_file)},
+    }[transport]  # type: ignore[assignment]
+    app = with_directories(directory_config(slapd, tmp_path, **options))
+    client = app.test_client()
+    status, _ = sign_in(client, "alice", "alice-pw")
+    assert status == 302
+    with app.test_request_context(headers={"Cookie": client.get_cookie("idp_session").key + "="
+                                           + client.get_cookie("idp_session").value}):
+        principal = current_principal()
+    assert principal is not None
+    assert principal.username == "alice" and principal.source == "corp"
+    assert principal.email == "alice@corp.example" and principal.display_name == "Alice Liddell"
+    assert principal.groups == NESTED
+    shadow = db.session.scalar(select(User).where(User.username == "alice"))
+    assert shadow.source == "corp" and shadow.password_hash is None and shadow.external_id
+    assert last_login().details == {"source": "corp"}
+
+
+@pytest.mark.parametrize("transport", ["starttls", "ldaps"])
+def test_a_certificate_from_another_ca_is_refused(
+    slapd: Slapd, tmp_path: Path, with_directories: Callable[..., Flask], transport: str
+) -> None:
+    url = slapd.ldaps_url if transport == "ldaps" else slapd.ldap_url
+    app = with_directories(directory_config(slapd, tmp_path, urls=[url], start_tls=transport == "starttls",
+                                            ca_file=str(slapd.wrong_ca_file)))
+    status, page = sign_in(app.test_client(), "alice", "alice-pw")
+    assert status == 503 and "directory is unavailable" in page
+    event = last_login()
+    assert event.outcome == "failure" and "certificate verify failed" in (event.reason or "")
+
+
+def test_wrong_password_unknown_user_and_empty_password_are_answers_not_errors(
+    slapd: Slapd, tmp_path: Path, app: Flask
+) -> None:
+    connector = LdapConnector(directory_config(slapd, tmp_path), slapd.service_password)
+    try:
+        assert connector.authenticate("alice", "wrong") is None
+        assert connector.check("alice", "wrong").reason == "bad password"
+        assert connector.authenticate("nobody", "alice-pw") is None
+        # An empty password would be an unauthenticated bind, which LDAP servers accept.
+        assert connector.check("alice", "").reason == "empty password"
+        assert connector.authenticate("alice", "alice-pw") is not None
+    finally:
+        connector.close()
+
+
+@pytest.mark.parametrize("attempt", ["*", "*)(uid=*", "alice)(|(uid=*", "alice*", "*(x)", "o'brien*", "al\\2a",
+                                     "alice\x00", "(uid=alice)"])
+def test_filter_injection_matches_nobody(slapd: Slapd, tmp_path: Path, app: Flask, attempt: str) -> None:
+    connector = LdapConnector(directory_config(slapd, tmp_path), slapd.service_password)
+    try:
+        assert connector.directory.find_user(attempt).entry is None
+        for password in ("alice-pw", "bob-pw", "o'brien*(x)-pw"):
+            assert connector.authenticate(attempt, password) is None
+    finally:
+        connector.close()
+
+
+def test_names_needing_escapes_and_utf8_names_sign_in(
+    slapd: Slapd, tmp_path: Path, with_directories: Callable[..., Flask]
+) -> None:
+    app = with_directories(directory_config(slapd, tmp_path))
+    assert sign_in(app.test_client(), "o'brien*(x)", "o'brien*(x)-pw")[0] == 302
+    assert sign_in(app.test_client(), "Zoë", "zoë-pw")[0] == 302
+    zoe = db.session.scalar(select(User).where(User.username == "zoë"))
+    assert zoe.display_name == "Zoë Ünal" and zoe.family_name == "Ünal"
+    assert sorted(zoe.external_groups) == list(NESTED)
+    assert db.session.scalar(select(User).where(User.username == "o'brien*(x)")).email == "obrien@corp.example"
+
+
+@pytest.mark.parametrize(("mode", "user", "groups"), [
+    ("member", "alice", NESTED),
+    ("memberof", "alice", NESTED),
+    ("member", "bob", ("auditors", "staff")),  # groupOfUniqueNames and groupOfNames
+    ("posix", "alice", ("developers",)),
+    ("member", "carol", ("cycle-a", "cycle-b")),  # a cycle ends
+    ("memberof", "carol", ("cycle-a", "cycle-b")),
+])
+def test_groups_nested_and_cyclic(slapd: Slapd, tmp_path: Path, app: Flask, mode: str, user: str,
+                                  groups: tuple[str, ...]) -> None:
+    connector = LdapConnector(directory_config(slapd, tmp_path, group_mode=mode), slapd.service_password)
+    try:
+        principal = connector.authenticate(user, f"{user}-pw")
+        assert principal is not None and principal.groups == groups
+    finally:
+        connector.close()
+
+
+def test_the_depth_limit_stops_the_walk(slapd: Slapd, tmp_path: Path, app: Flask) -> None:
+    connector = LdapConnector(directory_config(slapd, tmp_path, group_depth=2), slapd.service_password)
+    try:
+        entry = connector.directory.find_user("alice").entry
+        assert entry is not None
+        found = connector.directory.groups(entry)
+        assert found.names == ("engineers", "rnd") and found.truncated
+    finally:
+        connector.close()
+
+
+def test_failover_when_the_first_server_is_down(
+    slapd: Slapd, tmp_path: Path, with_directories: Callable[..., Flask]
+) -> None:
+    app = with_directories(directory_config(slapd, tmp_path, urls=[closed_port_url(), slapd.ldap_url], timeout=2))
+    started = time.monotonic()
+    assert sign_in(app.test_client(), "alice", "alice-pw")[0] == 302
+    assert time.monotonic() - started < 2, "a refused connection must fail over at once"
+
+
+def test_all_servers_down_gives_503_and_an_audit_event_while_local_users_sign_in(
+    slapd: Slapd, tmp_path: Path, with_directories: Callable[..., Flask]
+) -> None:
+    down = directory_config(slapd, tmp_path, urls=[closed_port_url(), closed_port_url("ldaps")], timeout=1)
+    # The directory first and the built-in one after it: a local user must not depend on the directory.
+    local_after = DirectoryConfig(name="local", type="local")
+    app = with_directories(down, local_after)
+    make_user("dora", "dora-local-password")
+    client = app.test_client()
+    status, page = sign_in(client, "alice", "alice-pw")
+    assert status == 503
+    assert "The directory is unavailable right now" in page
+    event = last_login()
+    assert event.outcome == "failure" and event.username == "alice"
+    assert event.reason and event.reason.startswith("directory unavailable: corp:")
+    # Not counted as a failed password: no lockout builds up during an outage.
+    for _ in range(6):
+        sign_in(app.test_client(), "alice", "alice-pw")
+    assert sign_in(client, "dora", "dora-local-password")[0] == 302
+    assert last_login().details == {"source": "local"}
+
+
+def test_a_username_with_a_domain_goes_to_that_directory(
+    slapd: Slapd, tmp_path: Path, with_directories: Callable[..., Flask]
+) -> None:
+    app = with_directories(directory_config(slapd, tmp_path, domains=["corp.example", "CORP"]))
+    assert sign_in(app.test_client(), "alice@corp.example", "alice-pw")[0] == 302
+    assert sign_in(app.test_client(), "CORP\\bob", "bob-pw")[0] == 302
+    assert last_login().username == "bob"
+    # Both sign-ins are the same shadow rows, keyed by entryUUID.
+    assert db.session.scalar(select(User).where(User.username == "alice")).source == "corp"
+
+
+def test_a_directory_password_never_opens_a_local_account_of_the_same_name(
+    slapd: Slapd, tmp_path: Path, with_directories: Callable[..., Flask]
+) -> None:
+    app = with_directories(directory_config(slapd, tmp_path), DirectoryConfig(name="local", type="local"))
+    make_user("alice", "alice-local-password")
+    status, page = sign_in(app.test_client(), "alice", "alice-pw")
+    assert status == 200 and "Incorrect username or password." in page
+    assert last_login().reason == "corp: username 'alice' already belongs to a local user"
+    # The first source that knows a name decides: with the directory first, the local password is not tried.
+    assert sign_in(app.test_client(), "alice", "alice-local-password")[0] == 200
+    assert last_login().reason == "corp: bad password"
+
+
+def test_a_shadow_user_disabled_locally_cannot_sign_in(
+    slapd: Slapd, tmp_path: Path, with_directories: Callable[..., Flask]
+) -> None:
+    from idp.authn import directory
+
+    app = with_directories(directory_config(slapd, tmp_path))
+    assert sign_in(app.test_client(), "bob", "bob-pw")[0] == 302
+    directory.disable_user("bob", actor="test")
+    db.session.commit()
+    assert sign_in(app.test_client(), "bob", "bob-pw")[0] == 200
+    assert last_login().reason == "corp: user disabled"

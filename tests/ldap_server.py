@@ -1,0 +1,188 @@
+"""A real OpenLDAP ``slapd`` for the tests: own child process, throwaway config, TLS from a CA made here.
+
+One server per test session (it starts in well under a second), listening on free loopback ports for
+ldap:// (StartTLS too) and ldaps://, with the memberof and refint overlays, seeded with ldapadd from
+tests/fixtures/directory.ldif so that the overlay writes memberOf as it would in production.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from helpers import free_port
+
+from idp.authn.connectors.settings import DirectoryConfig, parse_entry
+
+SLAPD = shutil.which("slapd") or "/usr/sbin/slapd"
+LDAPADD = shutil.which("ldapadd") or "/usr/bin/ldapadd"
+FIXTURE = Path(__file__).parent / "fixtures" / "directory.ldif"
+SUFFIX = "dc=example,dc=test"
+ROOT_DN = f"cn=admin,{SUFFIX}"
+ROOT_PW = "root-secret"  # the tests' own superuser; the bridge uses the service account below
+SERVICE_DN = f"cn=bridge,ou=services,{SUFFIX}"
+SERVICE_PW = "bridge-service-pw"
+
+SLAPD_CONF = """\
+include /etc/ldap/schema/core.schema
+include /etc/ldap/schema/cosine.schema
+include /etc/ldap/schema/inetorgperson.schema
+include /etc/ldap/schema/nis.schema
+modulepath /usr/lib/ldap
+moduleload back_mdb
+moduleload memberof
+moduleload refint
+pidfile {dir}/slapd.pid
+argsfile {dir}/slapd.args
+TLSCACertificateFile {dir}/ca.pem
+TLSCertificateFile {dir}/server.pem
+TLSCertificateKeyFile {dir}/server.key
+
+database mdb
+maxsize 33554432
+suffix "{suffix}"
+rootdn "{root_dn}"
+rootpw {root_pw}
+directory {dir}/db
+# Like a real directory: passwords only for binding, the service account reads, anonymous users see nothing.
+access to attrs=userPassword by anonymous auth by * none
+access to * by dn.exact="{service_dn}" read by self read by * none
+overlay memberof
+memberof-refint TRUE
+overlay refint
+refint_attributes member uniqueMember
+"""
+
+
+@dataclass(frozen=True)
+class Slapd:
+    ldap_url: str
+    ldaps_url: str
+    ca_file: Path
+    wrong_ca_file: Path
+    base_dn: str = SUFFIX
+    service_dn: str = SERVICE_DN
+    service_password: str = SERVICE_PW
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _ca(cn: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    start = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
+    cert = (
+        x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(_name(cn)).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(start)
+        .not_valid_after(start + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def make_tls_files(d: Path) -> None:
+    """ca.pem, server.pem/server.key for 127.0.0.1 and localhost, and wrong-ca.pem (an unrelated CA)."""
+    ca_key, ca_cert = _ca("idp test LDAP CA")
+    key = ec.generate_private_key(ec.SECP256R1())
+    start = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
+    cert = (
+        x509.CertificateBuilder().subject_name(_name("localhost")).issuer_name(ca_cert.subject)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number()).not_valid_before(start)
+        .not_valid_after(start + datetime.timedelta(days=2))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                    x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                       critical=False)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    (d / "ca.pem").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    (d / "server.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (d / "server.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                     serialization.NoEncryption()))
+    _, other = _ca("some other CA")
+    (d / "wrong-ca.pem").write_bytes(other.public_bytes(serialization.Encoding.PEM))
+
+
+def _wait_for(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    import socket
+
+    deadline = time.monotonic() + 15
+    while True:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        if proc.poll() is not None:
+            raise RuntimeError(f"slapd exited ({proc.returncode}):\n{log.read_text(errors='replace')}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"slapd did not listen on {port}:\n{log.read_text(errors='replace')}")
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
+    """The session's directory server. Missing binaries skip the test on a laptop and fail it in CI."""
+    if not (os.access(SLAPD, os.X_OK) and os.access(LDAPADD, os.X_OK)):
+        reason = "slapd/ldapadd not installed (apt-get install slapd ldap-utils)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    d = tmp_path_factory.mktemp("slapd")
+    (d / "db").mkdir()
+    make_tls_files(d)
+    (d / "slapd.conf").write_text(SLAPD_CONF.format(dir=d, suffix=SUFFIX, root_dn=ROOT_DN, root_pw=ROOT_PW,
+                                                    service_dn=SERVICE_DN))
+    port, tls_port = free_port(), free_port()
+    log = d / "slapd.log"
+    ldap_url, ldaps_url = f"ldap://127.0.0.1:{port}", f"ldaps://127.0.0.1:{tls_port}"
+    with open(log, "wb") as out:
+        # -d 0: stay in the foreground (our child, stopped by us) without debug output.
+        proc = subprocess.Popen([SLAPD, "-f", str(d / "slapd.conf"), "-h", f"{ldap_url}/ {ldaps_url}/", "-d", "0"],
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        _wait_for(port, proc, log)
+        _wait_for(tls_port, proc, log)
+        seeded = subprocess.run([LDAPADD, "-x", "-H", ldap_url, "-D", ROOT_DN, "-w", ROOT_PW, "-f", str(FIXTURE)],
+                                capture_output=True, text=True, timeout=30, check=False)
+        if seeded.returncode != 0:
+            raise RuntimeError(f"ldapadd failed: {seeded.stderr}")
+        yield Slapd(ldap_url=ldap_url, ldaps_url=ldaps_url, ca_file=d / "ca.pem", wrong_ca_file=d / "wrong-ca.pem")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def directory_config(server: Slapd, secrets_dir: Path, name: str = "corp", **overrides: object) -> DirectoryConfig:
+    """A validated ``ldap`` directory for ``server`` (plain ldap:// unless told), the service password in a file
+    the way an admin would keep it."""
+    secret = secrets_dir / f"{name}-bind-password"
+    secret.write_text(server.service_password + "\n")
+    raw: dict[str, object] = {"name": name, "type": "ldap", "urls": [server.ldap_url], "base_dn": server.base_dn,
+                              "bind_dn": server.service_dn, "bind_password_file": str(secret), "timeout": 3}
+    raw.update(overrides)
+    cfg, problems = parse_entry(raw, "test")
+    assert cfg is not None, problems
+    return cfg
+
+
+def closed_port_url(scheme: str = "ldap") -> str:
+    """A loopback URL nothing listens on: a directory server that is down."""
+    return f"{scheme}://127.0.0.1:{free_port()}"

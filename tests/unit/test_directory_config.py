@@ -1,0 +1,73 @@
+"""The IDP_CONFIG file's directories: read at start-up, with every problem reported in one message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from idp.config import ConfigError, Settings
+
+
+def test_directories_are_read_in_order(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text("secret\n")
+    (tmp_path / "idp.yaml").write_text(f"""
+directories:
+  - name: corp
+    type: ldap
+    urls: [ldaps://ldap1.corp.example, ldaps://ldap2.corp.example:1636]
+    base_dn: dc=corp,dc=example
+    bind_dn: cn=bridge,dc=corp,dc=example
+    bind_password_file: {tmp_path / "pw"}
+    group_mode: memberof
+    domains: [corp.example, CORP]
+  - name: local
+    type: local
+""")
+    s = Settings.from_env({"IDP_CONFIG": str(tmp_path / "idp.yaml")})
+    corp, local = s.directories
+    assert corp.urls == ("ldaps://ldap1.corp.example", "ldaps://ldap2.corp.example:1636")
+    assert corp.domains == ("corp.example", "corp") and corp.tls_verify and corp.group_mode == "memberof"
+    assert local.type == "local"
+
+
+def test_every_problem_in_the_file_is_reported_at_once(tmp_path: Path) -> None:
+    (tmp_path / "idp.yaml").write_text("""
+directories:
+  - name: corp
+    type: ldap
+    urls: [http://ldap.corp.example, ldap://ldap.corp.example:notaport]
+    base_dn: "dc=corp,,"
+    bind_dn: cn=bridge,dc=corp,dc=example
+    bind_password: in-the-clear
+    user_filter: (uid=*
+    group_mode: sometimes
+    timeout: -1
+    colour: blue
+  - name: dc
+    type: ad
+  - name: corp
+    type: ldap
+    urls: ldap://x
+    base_dn: dc=x
+""")
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({"IDP_CONFIG": str(tmp_path / "idp.yaml"), "IDP_WORKERS": "0"})
+    text = str(err.value)
+    for expected in (
+        "IDP_WORKERS", "unknown setting 'colour'", "bind_password must not be written in the file",
+        "'http://ldap.corp.example' must be ldap://HOST", "has an invalid port",
+        "base_dn: 'dc=corp,,' is not a valid DN",
+        "user_filter: must be a parenthesised LDAP filter", "group_mode: 'sometimes'", "timeout: must be between",
+        "the Active Directory preset is not available yet", "the name 'corp' is used twice",
+    ):
+        assert expected in text, expected
+    assert "in-the-clear" not in text
+
+
+def test_an_unreadable_or_malformed_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        Settings.from_env({"IDP_CONFIG": str(tmp_path / "missing.yaml")})
+    (tmp_path / "bad.yaml").write_text("directories: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        Settings.from_env({"IDP_CONFIG": str(tmp_path / "bad.yaml")})
