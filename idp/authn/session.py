@@ -115,10 +115,22 @@ def _username(user_id: int) -> str | None:
     return name
 
 
-def _delete_rows(ids: list[str]) -> None:
+def _delete_rows(ids: list[str], successor: str | None = None) -> None:
     # Participants first: no reliance on ON DELETE CASCADE being enforced by every database.
     db.session.execute(delete(SessionParticipant).where(SessionParticipant.session_id.in_(ids)))
     db.session.execute(delete(SsoSession).where(SsoSession.id.in_(ids)))
+    for listener in current_app.extensions.get(_ENDED, ()):
+        listener(ids, successor)
+
+
+# What was issued in a session ends with it (OIDC tokens); a protocol registers a listener, so authn never
+# imports it. ``successor`` is set when the same user signed in again: the session goes on under a new id.
+SessionEnded = Callable[[list[str], str | None], None]
+_ENDED = "idp.session_ended"
+
+
+def on_session_end(app: Flask, listener: SessionEnded) -> None:
+    app.extensions.setdefault(_ENDED, []).append(listener)
 
 
 def current_principal() -> Principal | None:
@@ -151,7 +163,7 @@ def start_session(user_id: int) -> SsoSession:
         db.session.execute(
             update(SessionParticipant).where(SessionParticipant.session_id == old.id).values(session_id=new.id)
         )
-        _delete_rows([old.id])
+        _delete_rows([old.id], successor=new.id)
     elif old is not None:
         end_session(old, "replaced by another user's sign-in", commit=False)
     # Housekeeping while we write anyway: sessions past their absolute lifetime.

@@ -15,19 +15,17 @@ from flask_wtf.csrf import validate_csrf
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
-from sqlalchemy import update
 from werkzeug.wrappers import Response as BaseResponse
 from wtforms import ValidationError
 
-from idp import audit, clock
+from idp import audit
 from idp.audit import AuditEvent
 from idp.authn.session import current_principal, current_session, sign_out
 from idp.errors import BadRequest
-from idp.extensions import db
 from idp.keys import EC, RSA
 from idp.oidc import clients
 from idp.runtime import keystore, settings
-from idp.store import OidcClient, OidcToken
+from idp.store import OidcClient
 
 # What the confirmation form carries over to its POST.
 _PARAMS = ("id_token_hint", "post_logout_redirect_uri", "state", "client_id")
@@ -83,14 +81,12 @@ def end_session() -> BaseResponse:
                 "oidc_logout.html", params=params, principal=current_principal(),
                 client_name=client.name if client else None), mimetype="text/html")
         principal = current_principal()
-        # Tokens issued in this session end with it: the user asked to be signed out of the applications.
-        db.session.execute(update(OidcToken).where(OidcToken.session_id == sso.id, OidcToken.revoked_at.is_(None))
-                           .values(revoked_at=clock.now()))
         audit.record(AuditEvent(type="oidc.logout", username=principal.username if principal else None,
                                 sp=client_id, client_ip=request.remote_addr,
                                 details={"post_logout_redirect_uri": redirect_uri}), commit=False)
-        # The SAML side too: when SPs must be told, the browser goes through their Single Logout first and
-        # the chain ends with the post-logout redirect (validated above).
+        # Ending the session revokes its tokens (idp.oidc.server.session_ended) and ends the SAML side too:
+        # when SPs must be told, the browser goes through their Single Logout first and the chain ends with
+        # the post-logout redirect (validated above).
         hop = sign_out(sso, "RP-initiated logout", return_to=_after(redirect_uri, params.get("state")))
         if hop is not None:
             return hop

@@ -116,6 +116,18 @@ def _revoke(*conditions: Any) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
+def session_ended(ids: list[str], successor: str | None) -> None:
+    """Tokens issued in an SSO session end with it, however it ends (logout, SAML SLO, expiry, a disabled
+    user), as Keycloak binds refresh tokens to the session; when the same user signs in again the session
+    goes on under a new id, and so do its tokens and codes."""
+    if successor is not None:
+        db.session.execute(update(OidcToken).where(OidcToken.session_id.in_(ids)).values(session_id=successor))
+        db.session.execute(update(OidcAuthorizationCode).where(OidcAuthorizationCode.session_id.in_(ids))
+                           .values(session_id=successor))
+        return
+    _revoke(OidcToken.session_id.in_(ids))
+
+
 def _revoke_code_tokens(code: OidcAuthorizationCode, why: str) -> None:
     """A replayed code: revoke everything issued from it (RFC 6749 4.1.2), audit, and commit now, since the
     token endpoint's own transaction is about to be rolled back with the refusal."""

@@ -9,31 +9,37 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlencode
 
 from authlib.integrations.flask_oauth2 import ResourceProtector
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6750.errors import InvalidTokenError
 from authlib.oauth2.rfc8628 import DEVICE_CODE_GRANT_TYPE
-from flask import Blueprint, Response, redirect, request, url_for
+from flask import Blueprint, Flask, Response, redirect, request, url_for
+from flask.blueprints import BlueprintSetupState
 from werkzeug.wrappers import Response as BaseResponse
 
 from idp import audit, clock
 from idp.audit import AuditEvent
 from idp.authn.principal import principal_from_user
-from idp.authn.session import current_principal, login_url
+from idp.authn.session import current_principal, login_url, on_session_end
 from idp.errors import BadRequest
 from idp.extensions import csrf, db
 from idp.keys import EC, RSA
 from idp.oidc import authorize as authz
 from idp.oidc import clients, consent, device_page, logout
 from idp.oidc.claims import user_claims
-from idp.oidc.server import SECRET_AUTH, AccessTokenValidator, server
+from idp.oidc.server import SECRET_AUTH, AccessTokenValidator, server, session_ended
 from idp.runtime import keystore, settings
 from idp.store import User
 
 bp = Blueprint("oidc", __name__)
+
+
+@bp.record_once
+def _end_tokens_with_sessions(state: BlueprintSetupState) -> None:
+    on_session_end(cast(Flask, state.app), session_ended)
 
 # Token endpoint answers to a device polling for its user's decision (RFC 8628 3.5).
 POLLING = ("authorization_pending", "slow_down")

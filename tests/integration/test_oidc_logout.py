@@ -102,3 +102,25 @@ def test_logout_also_ends_the_saml_side(idp: Any) -> None:
     db.session.expire_all()
     (event,) = audit.events(type="saml.logout")
     assert event.outcome == "success" and event.details["notified"] == [{"sp": sp.entity_id, "result": "success"}]
+
+
+def active(idp: Any, session: Any, token: str) -> bool:
+    return bool(session.introspect_token(idp.url + "/oauth/introspect", token=token).json()["active"])
+
+
+def test_any_end_of_the_sso_session_revokes_its_tokens_but_signing_in_again_does_not(idp: Any) -> None:
+    """Tokens live no longer than the sign-in they came from (as Keycloak binds refresh tokens to the SSO
+    session): the IdP's own /logout page ends them too. Re-authenticating keeps them."""
+    http = requests.Session()
+    _, session, token = signed_in(idp, http)
+
+    again = browse(http, start(session, prompt="login").url)  # the same user types the password again
+    assert again.login_prompts == 1
+    assert active(idp, session, token["refresh_token"]) and active(idp, session, token["access_token"])
+
+    page = http.get(idp.url + "/logout", timeout=10)
+    csrf = lxml.html.fromstring(page.text).xpath("//input[@name='csrf_token']/@value")[0]
+    assert http.post(idp.url + "/logout", data={"csrf_token": csrf}, headers={"Referer": page.url},
+                     timeout=10).status_code == 200
+    assert not active(idp, session, token["refresh_token"])
+    assert not active(idp, session, token["access_token"])
