@@ -31,6 +31,8 @@ class Status(Enum):
 class SignInResult:
     status: Status
     principal: Principal | None = None
+    # What to tell the user instead of the generic refusal (see connectors.base.Verdict.message).
+    message: str | None = None
 
 
 def sign_in(username: str, password: str, client_ip: str | None) -> SignInResult:
@@ -54,7 +56,7 @@ def sign_in(username: str, password: str, client_ip: str | None) -> SignInResult
             audit.record(AuditEvent(type="login.lockout", outcome="failure", username=name, client_ip=client_ip,
                                     reason=f"too many failed sign-ins for {key}"), commit=False)
         db.session.commit()
-        return SignInResult(Status.LOCKED if started else Status.FAILED)
+        return SignInResult(Status.LOCKED if started else Status.FAILED, message=outcome.message)
     throttle.reset_user(name)
     # Commits the shadow row of a directory user together with the event.
     audit.record(AuditEvent(type="login", username=outcome.principal.username, client_ip=client_ip,

@@ -52,7 +52,7 @@ def login() -> BaseResponse | tuple[str, int] | str:
     if result.status is Status.UNAVAILABLE:
         return render_template("login.html", form=form, action=action, error=UNAVAILABLE), 503
     if result.principal is None:
-        return render_template("login.html", form=form, action=action, error=GENERIC_FAILURE)
+        return render_template("login.html", form=form, action=action, error=result.message or GENERIC_FAILURE)
     start_session(result.principal.user_id)
     return redirect(next_path)
 

@@ -59,7 +59,7 @@ directories:
         "'http://ldap.corp.example' must be ldap://HOST", "has an invalid port",
         "base_dn: 'dc=corp,,' is not a valid DN",
         "user_filter: must be a parenthesised LDAP filter", "group_mode: 'sometimes'", "timeout: must be between",
-        "the Active Directory preset is not available yet", "the name 'corp' is used twice",
+        "(dc): urls: at least one ldap://", "the name 'corp' is used twice",
     ):
         assert expected in text, expected
     assert "in-the-clear" not in text
@@ -71,3 +71,43 @@ def test_an_unreadable_or_malformed_file_is_a_config_error(tmp_path: Path) -> No
     (tmp_path / "bad.yaml").write_text("directories: [\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         Settings.from_env({"IDP_CONFIG": str(tmp_path / "bad.yaml")})
+
+
+def test_an_ad_entry_gets_the_active_directory_preset_and_keeps_its_own_values(tmp_path: Path) -> None:
+    (tmp_path / "idp.yaml").write_text("""
+directories:
+  - name: dc
+    type: ad
+    urls: ldaps://127.0.0.1
+    base_dn: DC=example,DC=test
+    tls_server_name: DC1.example.test
+    domains: [EXAMPLE, example.test]
+  - name: dc2
+    type: ad
+    urls: ldaps://127.0.0.1
+    base_dn: DC=example,DC=test
+    group_mode: memberof
+""")
+    dc, dc2 = Settings.from_env({"IDP_CONFIG": str(tmp_path / "idp.yaml")}).directories
+    assert (dc.username_attribute, dc.id_attribute, dc.group_mode) == ("sAMAccountName", "objectGUID", "inchain")
+    assert dc.user_filter == "(&(objectCategory=person)(objectClass=user))" and dc.group_filter == "(objectClass=group)"
+    assert dc.domains == ("example", "example.test") and dc.tls_server_name == "DC1.example.test"
+    # Stored rows keep only what differs from the preset, so a row re-read gets the same settings.
+    assert "username_attribute" not in dc.public() and dc.public()["tls_server_name"] == "DC1.example.test"
+    assert dc2.group_mode == "memberof" and dc2.public()["group_mode"] == "memberof"
+
+
+def test_the_in_chain_rule_is_refused_for_a_plain_ldap_directory(tmp_path: Path) -> None:
+    (tmp_path / "idp.yaml").write_text("""
+directories:
+  - name: corp
+    type: ldap
+    urls: ldap://ldap.corp.example
+    base_dn: dc=corp,dc=example
+    group_mode: inchain
+    tls_server_name: "bad name!"
+""")
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({"IDP_CONFIG": str(tmp_path / "idp.yaml")})
+    assert "inchain is Active Directory's matching rule" in str(err.value)
+    assert "tls_server_name: 'bad name!' must be a host name" in str(err.value)

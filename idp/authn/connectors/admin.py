@@ -11,8 +11,8 @@ from sqlalchemy import select
 from idp import audit
 from idp.audit import AuditEvent
 from idp.authn.connectors import chain, secrets
+from idp.authn.connectors.ad import open_directory
 from idp.authn.connectors.chain import Configured
-from idp.authn.connectors.ldap import LdapDirectory
 from idp.authn.connectors.local import LOCAL
 from idp.authn.connectors.settings import parse_entry
 from idp.errors import BadRequest, Conflict, DirectoryUnavailable, NotFound
@@ -98,7 +98,7 @@ def test(name: str, username: str | None) -> Report:
         report.add(False, "settings", "; ".join(item.problems))
         return report
     cfg = item.cfg
-    if cfg.type != "ldap":
+    if cfg.type not in ("ldap", "ad"):
         report.add(True, "settings", f"type {cfg.type}: nothing to connect to")
         return report
     try:
@@ -108,7 +108,7 @@ def test(name: str, username: str | None) -> Report:
         return report
     report.add(True, "settings", f"{len(cfg.urls)} URL(s), base {cfg.base_dn}, "
                                  f"{'StartTLS, ' if cfg.start_tls else ''}group mode {cfg.group_mode}")
-    directory = LdapDirectory(cfg, password)
+    directory = open_directory(cfg, password)
     try:
         bound = f"service bind as {cfg.bind_dn}" if cfg.bind_dn else "anonymous"
         for url, error in directory.probe():
@@ -122,18 +122,23 @@ def test(name: str, username: str | None) -> Report:
             return report
         entry = found.entry
         if entry is None:
-            report.add(False, "user", f"{username}: {found.reason} (filter {directory.user_filter(username)})")
+            query = directory.user_filter(username.strip())
+            searched = f"filter {query}" if query else "not a sign-in name this directory accepts"
+            report.add(False, "user", f"{username}: {found.reason} ({searched})")
             return report
         profile = ", ".join(f"{k} {v}" for k, v in (("email", entry.email), ("name", entry.display_name)) if v)
         report.add(True, "user", f"{entry.username}: {entry.dn} ({cfg.id_attribute} {entry.external_id}"
                                  f"{', ' + profile if profile else ''})")
+        if entry.account_state:
+            # Found, but the directory will refuse the sign-in whatever the password: the admin should know.
+            report.add(False, "account", ", ".join(entry.account_state))
         try:
             groups = directory.groups(entry, use_cache=False)
         except DirectoryUnavailable as exc:
             report.add(False, "groups", exc.reason)
             return report
         detail = ", ".join(groups.names) or "(none)"
-        detail += f" ({groups.levels} level(s)"
+        detail += " (in-chain search" if cfg.group_mode == "inchain" else f" ({groups.levels} level(s)"
         detail += f"; stopped at group_depth={cfg.group_depth})" if groups.truncated else ")"
         report.add(not groups.truncated, "groups", detail)
         return report

@@ -11,11 +11,15 @@ from idp.authn.principal import Principal
 @dataclass(frozen=True)
 class Verdict:
     """One connector's answer. ``reason`` is for the audit log only (never shown). ``known`` says the
-    connector found this username, which ends the chain: the first source that knows a user decides."""
+    connector found this username, which ends the chain: the first source that knows a user decides.
+    ``message`` is what the user is told instead of the generic refusal; a connector sets it only when
+    telling reveals nothing to someone without the password (an account disabled, found after the password
+    was right), never for an unknown user or a wrong password."""
 
     principal: Principal | None
     reason: str | None = None
     known: bool = False
+    message: str | None = None
 
 
 class Connector(Protocol):

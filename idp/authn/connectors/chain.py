@@ -4,10 +4,11 @@ sign-in walks them.
 Order: the built-in directory first (unless the YAML file places an entry ``{name: local, type: local}``
 elsewhere), then the YAML entries in file order, then database entries in the order they were added. A
 username with a domain that a connector claims (``alice@corp.example``, ``CORP\\alice``) goes to that
-connector only, without the domain. Otherwise every connector is asked in order and the first that knows
-the username decides: a wrong password there ends the sign-in, so one name is never tried against several
-directories' passwords. A connector that is down is skipped; if nobody accepted the credentials and one was
-down, the sign-in fails as "directory unavailable" (we cannot tell a wrong password from a missing answer).
+connector only, without the domain (an Active Directory gets it whole: UPN and DOMAIN\\user are its own
+sign-in forms). Otherwise every connector is asked in order and the first that knows the username decides: a
+wrong password there ends the sign-in, so one name is never tried against several directories' passwords. A
+connector that is down is skipped; if nobody accepted the credentials and one was down, the sign-in fails as
+"directory unavailable" (we cannot tell a wrong password from a missing answer).
 """
 
 from __future__ import annotations
@@ -120,7 +121,8 @@ def _route(username: str, items: list[Configured]) -> list[tuple[Configured, str
     if domain and bare:
         claimed = [i for i in items if i.cfg is not None and domain.lower() in i.cfg.domains]
         if claimed:
-            return [(i, bare) for i in claimed]
+            # Active Directory takes the whole name: UPN and DOMAIN\user are its own sign-in forms.
+            return [(i, username if i.cfg is not None and i.cfg.type == "ad" else bare) for i in claimed]
     return [(i, username) for i in items]
 
 
@@ -141,7 +143,7 @@ def check(username: str, password: str) -> Verdict:
             return verdict
         reasons.append(label(item.name, verdict.reason or "refused"))
         if verdict.known:
-            return Verdict(None, reasons[-1], known=True)
+            return Verdict(None, reasons[-1], known=True, message=verdict.message)
     if outages:
         raise DirectoryUnavailable(UNAVAILABLE, "directory unavailable: " + "; ".join(outages + reasons))
     return Verdict(None, "; ".join(reasons) or "no identity source configured")

@@ -1,4 +1,4 @@
-"""``idp directory ...``: LDAP directories from the command line.
+"""``idp directory ...``: LDAP directories and Active Directory domains from the command line.
 
 The service account's password comes from one line of stdin (``--bind-password-stdin``, stored encrypted)
 or stays in a file the server reads (``--bind-password-file``); never from argv, which other local users can
@@ -27,7 +27,8 @@ def directory() -> None:
 
 @directory.command("add")
 @click.argument("name")
-@click.option("--type", "kind", type=click.Choice(["ldap"]), default="ldap", show_default=True)
+@click.option("--type", "kind", type=click.Choice(["ldap", "ad"]), default="ldap", show_default=True,
+              help="ad: Active Directory (sAMAccountName/UPN/DOMAIN\\user, objectGUID, in-chain groups).")
 @click.option("--url", "urls", multiple=True, required=True, metavar="URL",
               help="ldap://HOST[:PORT] or ldaps://HOST[:PORT]; repeat for failover, tried in this order.")
 @click.option("--base-dn", required=True, metavar="DN")
@@ -35,20 +36,24 @@ def directory() -> None:
 @click.option("--bind-password-stdin", is_flag=True, help="Read the service password from one line of stdin.")
 @click.option("--bind-password-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Read the service password from this file at each start instead of storing it.")
-@click.option("--user-filter", metavar="FILTER", help="Default (objectClass=inetOrgPerson).")
-@click.option("--username-attribute", metavar="ATTR", help="Default uid.")
-@click.option("--group-mode", type=click.Choice(["memberof", "member", "posix"]),
-              help="Where groups come from (default member: groupOfNames/groupOfUniqueNames search).")
+@click.option("--user-filter", metavar="FILTER",
+              help="Default (objectClass=inetOrgPerson); ad: (&(objectCategory=person)(objectClass=user)).")
+@click.option("--username-attribute", metavar="ATTR", help="Default uid; ad: sAMAccountName.")
+@click.option("--group-mode", type=click.Choice(["memberof", "member", "posix", "inchain"]),
+              help="Where groups come from (default member: groupOfNames/groupOfUniqueNames search; "
+                   "ad: inchain, every nested group in one search).")
 @click.option("--ca-file", type=click.Path(dir_okay=False, path_type=Path), help="CA certificate(s) to trust (PEM).")
 @click.option("--start-tls", is_flag=True, help="Upgrade ldap:// connections with StartTLS.")
+@click.option("--tls-server-name", metavar="HOST",
+              help="The name the server certificate must carry when the URL's host is not it.")
 @click.option("--timeout", type=click.FloatRange(0.1, 120), help="Seconds per connect and operation (default 5).")
 @click.option("--domain", "domains", multiple=True, metavar="D",
               help="Route user@D and D\\user here (repeatable).")
 def directory_add(name: str, kind: str, urls: tuple[str, ...], base_dn: str, bind_dn: str | None,
                   bind_password_stdin: bool, bind_password_file: Path | None, user_filter: str | None,
                   username_attribute: str | None, group_mode: str | None, ca_file: Path | None, start_tls: bool,
-                  timeout: float | None, domains: tuple[str, ...]) -> None:
-    """Add an LDAP directory to the sign-in chain."""
+                  tls_server_name: str | None, timeout: float | None, domains: tuple[str, ...]) -> None:
+    """Add an LDAP directory or an Active Directory domain to the sign-in chain."""
     if bind_password_stdin and bind_password_file:
         raise click.UsageError("use --bind-password-stdin or --bind-password-file, not both")
     password = None
@@ -60,7 +65,7 @@ def directory_add(name: str, kind: str, urls: tuple[str, ...], base_dn: str, bin
         "urls": list(urls), "base_dn": base_dn, "bind_dn": bind_dn, "bind_password_file": bind_password_file,
         "user_filter": user_filter, "username_attribute": username_attribute, "group_mode": group_mode,
         "ca_file": str(ca_file.resolve()) if ca_file else None, "start_tls": start_tls or None,
-        "timeout": timeout, "domains": list(domains) or None,
+        "tls_server_name": tls_server_name, "timeout": timeout, "domains": list(domains) or None,
     }
     if bind_password_file is not None:
         values["bind_password_file"] = str(bind_password_file.resolve())

@@ -32,7 +32,7 @@ from ldap3.core.exceptions import (
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn
 
-from idp.authn.connectors.settings import DirectoryConfig
+from idp.authn.connectors.settings import IN_CHAIN, DirectoryConfig
 from idp.errors import DirectoryUnavailable
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,8 @@ INVALID_CREDENTIALS = 49
 # Member searches put at most this many DNs in one OR filter.
 _BATCH = 50
 UNAVAILABLE = "The directory is unavailable right now. Try again in a few minutes."
+# LDAP_MATCHING_RULE_IN_CHAIN: Active Directory follows member links transitively for this rule.
+IN_CHAIN_RULE = "1.2.840.113556.1.4.1941"
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,18 @@ class DirectoryEntry:
     family_name: str | None
     display_name: str | None
     member_of: tuple[str, ...]  # DNs of direct groups (memberOf mode)
+    # What the directory says about the account besides the password (AD: "disabled", "locked"), for
+    # `idp directory test`; sign-in goes by the bind's answer, not by this.
+    account_state: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A password check that did not succeed: ``reason`` for the audit log, ``message`` for the user (None:
+    the generic refusal)."""
+
+    reason: str
+    message: str | None = None
 
 
 @dataclass(frozen=True)
@@ -85,7 +99,7 @@ class _VerifyingTls(Tls):  # type: ignore[misc]
     SANs the way Python's handshake does; here the handshake itself verifies the name.
     """
 
-    def __init__(self, ca_file: Path | None, verify: bool) -> None:
+    def __init__(self, ca_file: Path | None, verify: bool, server_name: str | None = None) -> None:
         super().__init__(validate=ssl.CERT_REQUIRED if verify else ssl.CERT_NONE,
                          ca_certs_file=str(ca_file) if ca_file else None)
         ctx = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
@@ -93,11 +107,12 @@ class _VerifyingTls(Tls):  # type: ignore[misc]
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
         self._context = ctx
+        self._server_name = server_name
 
     def wrap_socket(self, connection: Any, do_handshake: bool = False) -> None:
         connection.socket = self._context.wrap_socket(connection.socket, server_side=False,
                                                       do_handshake_on_connect=do_handshake,
-                                                      server_hostname=connection.server.host)
+                                                      server_hostname=self._server_name or connection.server.host)
 
 
 def _server(url: str, tls: Tls, timeout: float) -> Server:
@@ -221,7 +236,7 @@ class LdapDirectory:
     def __init__(self, cfg: DirectoryConfig, bind_password: str | None) -> None:
         self.cfg = cfg
         self._bind_password = bind_password
-        self._tls = _VerifyingTls(cfg.ca_file, cfg.tls_verify)
+        self._tls = _VerifyingTls(cfg.ca_file, cfg.tls_verify, cfg.tls_server_name)
         self._servers = [_server(url, self._tls, cfg.timeout) for url in cfg.urls]
         # FIRST with an availability check: the first reachable URL in the configured order serves.
         # (ldap3's stubs type active/exhaust as bool; ldap3 documents an int as a cycle count / seconds.)
@@ -291,15 +306,23 @@ class LdapDirectory:
             names.append("memberOf")
         return list(dict.fromkeys(names))
 
-    def user_filter(self, username: str) -> str:
+    def user_filter(self, username: str) -> str | None:
+        """The search for a sign-in name (None: no entry can match it)."""
         # Every value entering a filter is escaped (RFC 4515): "*)(uid=*" must match nobody.
         return f"(&{self.cfg.user_filter}({self.cfg.username_attribute}={escape_filter_chars(username)}))"
 
+    def _external_id(self, attrs: Any, raw: Any) -> str | None:
+        """The stable id; ValueError when the directory sent something that cannot be one."""
+        return _first(attrs, self.cfg.id_attribute)
+
+    def _account_state(self, attrs: Any, raw: Any) -> tuple[str, ...]:
+        return ()
+
     def find_user(self, username: str) -> Lookup:
         name = username.strip()
-        if not name or len(name) > 255:
+        query = self.user_filter(name) if name and len(name) <= 255 else None
+        if query is None:
             return Lookup(None, "unknown user")
-        query = self.user_filter(name)
 
         def run() -> list[dict[str, Any]]:
             with self._search_pool.lend() as conn:
@@ -312,8 +335,12 @@ class LdapDirectory:
             return Lookup(None, "unknown user")
         if len(found) > 1:
             return Lookup(None, f"ambiguous: the filter {query} matches several entries")
-        dn, attrs = found[0]["dn"], found[0].get("attributes")
-        external_id = _first(attrs, self.cfg.id_attribute)
+        dn, attrs, raw = found[0]["dn"], found[0].get("attributes"), found[0].get("raw_attributes")
+        try:
+            external_id = self._external_id(attrs, raw)
+            state = self._account_state(attrs, raw)
+        except ValueError as exc:
+            return Lookup(None, f"entry {dn}: {exc}")
         stored_name = _first(attrs, self.cfg.username_attribute)
         if external_id is None:
             return Lookup(None, f"entry {dn} has no {self.cfg.id_attribute} (the stable id)")
@@ -326,6 +353,7 @@ class LdapDirectory:
             family_name=_first(attrs, self.cfg.family_name_attribute),
             display_name=_first(attrs, self.cfg.display_name_attribute),
             member_of=_all(attrs, "memberOf"),
+            account_state=state,
         ))
 
     def _entries(self, conn: Connection, what: str) -> list[dict[str, Any]]:
@@ -338,13 +366,13 @@ class LdapDirectory:
                                                     f"{result.get('description')} {result.get('message') or ''}")
         return [r for r in (conn.response or []) if r.get("type") == "searchResEntry"]
 
-    def verify_password(self, entry: DirectoryEntry, password: str) -> str | None:
-        """None when the password is right, else the directory's reason (for the audit log)."""
+    def verify_password(self, entry: DirectoryEntry, password: str) -> Refusal | None:
+        """None when the password is right, else why not."""
         if not password:
             # An empty password would be an unauthenticated bind, which succeeds (RFC 4513 5.1.2).
-            return "empty password"
+            return Refusal("empty password")
 
-        def run() -> str | None:
+        def run() -> Refusal | None:
             with self._bind_pool.lend() as conn:
                 conn.authentication, conn.user, conn.password = ldap3.SIMPLE, entry.dn, password
                 try:
@@ -355,13 +383,18 @@ class LdapDirectory:
                     return None
                 result = conn.result or {}
                 code = result.get("result")
-                if code == INVALID_CREDENTIALS:
-                    return "bad password"
                 if code in (51, 52, 80) or code is None:  # busy, unavailable, other: the server, not the user
                     raise DirectoryUnavailable(UNAVAILABLE, f"directory {self.cfg.name}: bind failed: {result}")
-                return f"bind refused: {result.get('description')} {result.get('message') or ''}".strip()
+                return self._bind_refusal(code, str(result.get("description") or ""),
+                                          str(result.get("message") or ""))
 
         return self._guard("password check", run)
+
+    def _bind_refusal(self, code: int, description: str, message: str) -> Refusal:
+        """What a refused user bind means (a directory with richer answers, such as AD, says more)."""
+        if code == INVALID_CREDENTIALS:
+            return Refusal("bad password")
+        return Refusal(f"bind refused: {description} {message}".strip())
 
     # --- groups ------------------------------------------------------------------------------------------
 
@@ -383,6 +416,12 @@ class LdapDirectory:
                 for found in self._search_groups(conn, query):
                     names.setdefault(found[0], found[1])
                 return Groups(tuple(sorted(set(names.values()))), 1, False)
+            if c.group_mode == IN_CHAIN:
+                # The server walks the nesting itself (cycles included): every group in one search.
+                query = f"(&{c.group_filter}(member:{IN_CHAIN_RULE}:={escape_filter_chars(entry.dn)}))"
+                for found in self._search_groups(conn, query):
+                    names.setdefault(found[0].lower(), found[1])
+                return Groups(tuple(sorted(set(names.values()))), 0, False)
             if c.group_mode == "memberof":
                 frontier = []
                 for dn in entry.member_of:

@@ -1,11 +1,12 @@
-"""The ``ldap`` connector: search-then-bind sign-in through an LdapDirectory, ending in a shadow row."""
+"""The ``ldap`` and ``ad`` connectors: search-then-bind sign-in through an LdapDirectory (or its Active
+Directory preset), ending in a shadow row."""
 
 from __future__ import annotations
 
 import logging
 
+from idp.authn.connectors.ad import open_directory
 from idp.authn.connectors.base import Verdict
-from idp.authn.connectors.ldap import LdapDirectory
 from idp.authn.connectors.settings import DirectoryConfig
 from idp.authn.connectors.shadow import provision
 from idp.authn.principal import Principal
@@ -19,7 +20,7 @@ class LdapConnector:
             log.warning("directory %s: TLS certificate verification is off", cfg.name)
         self.name = cfg.name
         self.domains = cfg.domains
-        self.directory = LdapDirectory(cfg, bind_password)
+        self.directory = open_directory(cfg, bind_password)
 
     def check(self, username: str, password: str) -> Verdict:
         found = self.directory.find_user(username)
@@ -27,7 +28,7 @@ class LdapConnector:
             return Verdict(None, found.reason, known=found.reason != "unknown user")
         refusal = self.directory.verify_password(found.entry, password)
         if refusal is not None:
-            return Verdict(None, refusal, known=True)
+            return Verdict(None, refusal.reason, known=True, message=refusal.message)
         # Groups after the bind: nobody learns group structure without the password.
         groups = self.directory.groups(found.entry)
         if groups.truncated:

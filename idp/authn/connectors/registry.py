@@ -17,7 +17,8 @@ Factory = Callable[[DirectoryConfig, str | None], Connector]
 FACTORIES: dict[str, Factory] = {
     "local": lambda cfg, _encrypted: local.build(cfg),
     "ldap": lambda cfg, encrypted: LdapConnector(cfg, bind_password(cfg, encrypted)),
-    # "ad": the Active Directory preset of LdapConnector (sAMAccountName/UPN, in-chain groups, objectGUID).
+    # The Active Directory preset: same connector, AdDirectory client (settings.PRESETS has its defaults).
+    "ad": lambda cfg, encrypted: LdapConnector(cfg, bind_password(cfg, encrypted)),
 }
 
 

@@ -19,8 +19,21 @@ from urllib.parse import urlsplit
 import yaml
 
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
-TYPES = ("local", "ldap")
-GROUP_MODES = ("memberof", "member", "posix")
+TYPES = ("local", "ldap", "ad")
+# inchain: Active Directory's LDAP_MATCHING_RULE_IN_CHAIN, every nested group in one search (type ad only).
+GROUP_MODES = ("memberof", "member", "posix", "inchain")
+IN_CHAIN = "inchain"
+# Type presets: defaults that differ from the plain LDAP ones. An entry's own values still win.
+PRESETS: dict[str, dict[str, Any]] = {
+    "ad": {
+        "user_filter": "(&(objectCategory=person)(objectClass=user))",
+        "username_attribute": "sAMAccountName",
+        "id_attribute": "objectGUID",
+        "group_mode": IN_CHAIN,
+        "group_filter": "(objectClass=group)",
+        "group_member_attributes": ("member",),
+    },
+}
 # Keys an entry may have besides its name and type; anything else is a typo worth refusing.
 _TUPLES = ("urls", "domains", "group_member_attributes")
 
@@ -52,6 +65,9 @@ class DirectoryConfig:
     ca_file: Path | None = None
     start_tls: bool = False
     tls_verify: bool = True
+    # The name the server's certificate must carry when the URL's host is not it (an IP address, or a DC
+    # whose certificate names only its FQDN): verification stays on, against this name.
+    tls_server_name: str | None = None
     timeout: float = 5.0
     pool_size: int = 4
     domains: tuple[str, ...] = ()
@@ -73,7 +89,7 @@ class DirectoryConfig:
             if f.name in ("name", "type", "origin"):
                 continue
             value = getattr(self, f.name)
-            if value == f.default:
+            if value == PRESETS.get(self.type, {}).get(f.name, f.default):
                 continue
             out[f.name] = list(value) if isinstance(value, tuple) else str(value) if isinstance(value, Path) else value
         return out
@@ -151,11 +167,11 @@ def parse_entry(raw: Any, origin: str, *, secret_stored: bool = False) -> tuple[
     if not isinstance(name, str) or not NAME.fullmatch(name):
         problems.append(f"{where}: name must be lower-case letters, digits, - and _ (at most 64)")
     if kind not in TYPES:
-        hint = " (the Active Directory preset is not available yet)" if kind == "ad" else ""
-        problems.append(f"{where}: type must be one of {', '.join(TYPES)}{hint}")
-    if kind not in TYPES:
+        problems.append(f"{where}: type must be one of {', '.join(TYPES)}")
         return None, problems
     values["name"] = str(name)  # checked above; the rest is still worth checking
+    for key, value in PRESETS.get(str(kind), {}).items():
+        values.setdefault(key, value)
     values["domains"] = tuple(d.lower() for d in values.get("domains", ()))
     cfg = DirectoryConfig(**values, origin=origin)
     problems.extend(f"{where}: {p}" for p in _check(cfg, secret_stored))
@@ -204,6 +220,10 @@ def _check(cfg: DirectoryConfig, secret_stored: bool) -> list[str]:
         out.append(f"ca_file: {cfg.ca_file} is not a readable file")
     if cfg.group_mode not in GROUP_MODES:
         out.append(f"group_mode: {cfg.group_mode!r} must be one of {', '.join(GROUP_MODES)}")
+    elif cfg.group_mode == IN_CHAIN and cfg.type != "ad":
+        out.append("group_mode: inchain is Active Directory's matching rule; use it with type ad")
+    if cfg.tls_server_name is not None and not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})", cfg.tls_server_name):
+        out.append(f"tls_server_name: {cfg.tls_server_name!r} must be a host name")
     if not 0 < cfg.timeout <= 120:
         out.append("timeout: must be between 0 and 120 seconds")
     if not 1 <= cfg.group_depth <= 50:

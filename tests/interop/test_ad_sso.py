@@ -1,0 +1,48 @@
+"""End to end: a user of the real Samba AD domain controller signs in through a python3-saml SP with their
+UPN, and their three-level nested AD groups arrive in the SAML assertion."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import LiveServer
+from samba_ad import NESTED, SambaAd, ad_config
+from saml_peers import ATTRIBUTE_MAP, OneLoginSp, idp_metadata, is_login_page, read_post_form, submit_login
+
+from idp.authn.connectors.chain import close_all
+from idp.config import Settings
+from idp.extensions import db
+from idp.saml import providers
+from idp.saml.providers import SpOptions
+
+
+@pytest.fixture
+def idp(make_settings: Callable[..., Settings], samba_ad: SambaAd, tmp_path: Path) -> Iterator[LiveServer]:
+    server = LiveServer(make_settings, directories=(ad_config(samba_ad, tmp_path),))
+    with server.app.app_context():
+        yield server
+        close_all()
+        db.session.remove()
+    server.stop()
+    with server.app.app_context():
+        close_all()
+        db.engine.dispose()
+
+
+def test_an_ad_user_reaches_a_saml_sp_with_nested_groups(idp: LiveServer) -> None:
+    sp = OneLoginSp(idp_metadata(idp.url))
+    providers.add(sp.metadata(), None, SpOptions(attribute_map=tuple(ATTRIBUTE_MAP)), actor="test")
+    http = requests.Session()
+    url, request_id = sp.redirect_login("https://sp.example.test/after")
+    page = http.get(url, timeout=10)
+    assert is_login_page(page)
+    page = submit_login(http, page, "alice@example.test", "alice-pw")
+    auth = sp.process_response(read_post_form(page.text), request_id)
+    assert auth.get_errors() == [], auth.get_last_error_reason()
+    assert auth.get_nameid() == "alice"
+    attributes = auth.get_attributes()
+    assert tuple(attributes["groups"]) == NESTED
+    assert attributes["mail"] == ["alice@example.test"]
