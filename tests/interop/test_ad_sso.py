@@ -1,5 +1,5 @@
-"""End to end: a user of the real Samba AD domain controller signs in through a python3-saml SP with their
-UPN, and their three-level nested AD groups arrive in the SAML assertion."""
+"""End to end: a user of the real Samba AD domain controller signs in through a python3-saml SP and an
+authlib OIDC client, and their three-level nested AD groups arrive in the SAML assertion and the ID token."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import LiveServer
+from oidc_peers import browse, register, rp, start
 from samba_ad import NESTED, SambaAd, ad_config
 from saml_peers import ATTRIBUTE_MAP, OneLoginSp, idp_metadata, is_login_page, read_post_form, submit_login
 
@@ -46,3 +47,17 @@ def test_an_ad_user_reaches_a_saml_sp_with_nested_groups(idp: LiveServer) -> Non
     attributes = auth.get_attributes()
     assert tuple(attributes["groups"]) == NESTED
     assert attributes["mail"] == ["alice@example.test"]
+
+
+def test_an_ad_user_reaches_an_oidc_client_with_nested_groups(idp: LiveServer) -> None:
+    reg = register()
+    session = rp(idp.url, reg)
+    authorization = start(session)
+    arrival = browse(requests.Session(), authorization.url, username="EXAMPLE\\alice", password="alice-pw")
+    assert arrival.login_prompts == 1
+    token = session.fetch_token(session.server_metadata["token_endpoint"], authorization_response=arrival.url,
+                                code_verifier=authorization.verifier, state=authorization.state)
+    claims = session.parse_id_token(token, nonce=authorization.nonce)  # authlib checks it against our JWKS
+    assert claims["email"] == "alice@example.test"
+    assert tuple(claims["groups"]) == NESTED
+    assert tuple(session.userinfo()["groups"]) == NESTED
