@@ -14,7 +14,7 @@ from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 
 # The session's OpenLDAP server (fixture ``slapd``), started on first use.
-from ldap_server import slapd  # noqa: F401
+from ldap_server import slapd, spare_slapd  # noqa: F401
 
 # The session's Samba AD domain controller (fixture ``samba_ad``), provisioned on first use.
 from samba_ad import samba_ad  # noqa: F401

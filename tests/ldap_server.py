@@ -11,6 +11,7 @@ import datetime
 import ipaddress
 import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -133,15 +134,30 @@ def _wait_for(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
         time.sleep(0.05)
 
 
-@pytest.fixture(scope="session")
-def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
-    """The session's directory server. Missing binaries skip the test on a laptop and fail it in CI."""
-    if not (os.access(SLAPD, os.X_OK) and os.access(LDAPADD, os.X_OK)):
-        reason = "slapd/ldapadd not installed (apt-get install slapd ldap-utils)"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    d = tmp_path_factory.mktemp("slapd")
+@dataclass
+class SlapdProcess:
+    """One running slapd: the session's, or another one a test starts from the same data to stop it."""
+
+    proc: subprocess.Popen[bytes]
+    ldap_url: str
+    ldaps_url: str
+    dir: Path
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # a stopped process would not act on SIGTERM
+            self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def start_slapd(d: Path) -> SlapdProcess:
+    """A slapd in ``d`` (made here) on free loopback ports, TLS from a CA of its own (ca.pem), seeded from
+    tests/fixtures/directory.ldif. The caller stops it (SlapdProcess.stop)."""
+    d.mkdir(parents=True, exist_ok=True)
     (d / "db").mkdir()
     make_tls_files(d)
     (d / "slapd.conf").write_text(SLAPD_CONF.format(dir=d, suffix=SUFFIX, root_dn=ROOT_DN, root_pw=ROOT_PW,
@@ -153,6 +169,7 @@ def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
         # -d 0: stay in the foreground (our child, stopped by us) without debug output.
         proc = subprocess.Popen([SLAPD, "-f", str(d / "slapd.conf"), "-h", f"{ldap_url}/ {ldaps_url}/", "-d", "0"],
                                 stdout=out, stderr=subprocess.STDOUT)
+    server = SlapdProcess(proc, ldap_url, ldaps_url, d)
     try:
         _wait_for(port, proc, log)
         _wait_for(tls_port, proc, log)
@@ -160,14 +177,42 @@ def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
                                 capture_output=True, text=True, timeout=30, check=False)
         if seeded.returncode != 0:
             raise RuntimeError(f"ldapadd failed: {seeded.stderr}")
-        yield Slapd(ldap_url=ldap_url, ldaps_url=ldaps_url, ca_file=d / "ca.pem", wrong_ca_file=d / "wrong-ca.pem")
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def _require_binaries() -> None:
+    """Missing binaries skip the test on a laptop and fail it in CI."""
+    if not (os.access(SLAPD, os.X_OK) and os.access(LDAPADD, os.X_OK)):
+        reason = "slapd/ldapadd not installed (apt-get install slapd ldap-utils)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
+    """The session's directory server."""
+    _require_binaries()
+    server = start_slapd(tmp_path_factory.mktemp("slapd"))
+    try:
+        yield Slapd(ldap_url=server.ldap_url, ldaps_url=server.ldaps_url, ca_file=server.dir / "ca.pem",
+                    wrong_ca_file=server.dir / "wrong-ca.pem")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        server.stop()
+
+
+@pytest.fixture
+def spare_slapd(tmp_path: Path) -> Iterator[SlapdProcess]:
+    """Another slapd with the same entries, for this test only (to be stopped, hung or killed)."""
+    _require_binaries()
+    server = start_slapd(tmp_path / "spare-slapd")
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def directory_config(server: Slapd, secrets_dir: Path, name: str = "corp", **overrides: object) -> DirectoryConfig:

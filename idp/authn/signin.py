@@ -35,29 +35,40 @@ class SignInResult:
     message: str | None = None
 
 
+def _locked_out(name: str, client_ip: str | None) -> SignInResult:
+    audit.record(AuditEvent(type="login", outcome="failure", username=name, client_ip=client_ip,
+                            reason="locked out"))
+    return SignInResult(Status.LOCKED)
+
+
 def sign_in(username: str, password: str, client_ip: str | None) -> SignInResult:
     name = normalize_username(username)[:255]
-    if throttle.is_locked(name, client_ip):
+    items = chain.configured()
+    # Counted under the folded name without a routed domain: full-width ALICE, CORP\alice and alice@corp.example are
+    # one counter. The user a connector finds has a counter of its own too (throttle.subject_key).
+    counted = chain.routed_name(throttle.fold(name), items)
+    if throttle.is_locked(counted, client_ip):
         # Refused before the password is looked at: a lockout must not become a password oracle.
-        audit.record(AuditEvent(type="login", outcome="failure", username=name, client_ip=client_ip,
-                                reason="locked out"))
-        return SignInResult(Status.LOCKED)
+        return _locked_out(name, client_ip)
     try:
-        outcome = chain.check(name, password)
+        outcome = chain.check(name, password, items=items, is_locked=throttle.subject_locked)
     except DirectoryUnavailable as exc:
         audit.record(AuditEvent(type="login", outcome="failure", username=name, client_ip=client_ip,
                                 reason=exc.reason))
         return SignInResult(Status.UNAVAILABLE)
+    if outcome.locked:
+        # The connector found a locked-out user under another spelling and stopped before the password.
+        return _locked_out(name, client_ip)
     if outcome.principal is None:
         audit.record(AuditEvent(type="login", outcome="failure", username=name, client_ip=client_ip,
                                 reason=outcome.reason), commit=False)
-        started = throttle.register_failure(name, client_ip)
+        started = throttle.register_failure(counted, client_ip, outcome.subject)
         for key in started:
             audit.record(AuditEvent(type="login.lockout", outcome="failure", username=name, client_ip=client_ip,
                                     reason=f"too many failed sign-ins for {key}"), commit=False)
         db.session.commit()
         return SignInResult(Status.LOCKED if started else Status.FAILED, message=outcome.message)
-    throttle.reset_user(name)
+    throttle.reset_user(counted, outcome.subject)
     # Commits the shadow row of a directory user together with the event.
     audit.record(AuditEvent(type="login", username=outcome.principal.username, client_ip=client_ip,
                             details={"source": outcome.principal.source}))

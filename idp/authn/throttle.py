@@ -2,10 +2,16 @@
 
 The counters are rows (LoginThrottle), so every worker process and every host behind a load balancer
 sees the same counts.
+
+A user has two counters: the typed name, folded so that the spellings a directory treats as one name count
+as one (NFKC makes full-width letters plain, casefold ignores case; the caller strips a routed domain), and,
+once a connector has found the user, the user themselves ("subject": source and stable id), which no
+spelling escapes.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import timedelta
 
 from sqlalchemy import delete, or_, select
@@ -17,8 +23,17 @@ from idp.runtime import settings
 from idp.store import LoginThrottle
 
 
+def fold(username: str) -> str:
+    """The typed name as the lockout counts it."""
+    return unicodedata.normalize("NFKC", username).casefold().strip()
+
+
 def user_key(username: str) -> str:
-    return "user:" + username[:300]
+    return "user:" + fold(username)[:300]
+
+
+def subject_key(subject: str) -> str:
+    return "subject:" + subject[:300]
 
 
 def ip_key(client_ip: str | None) -> str:
@@ -30,13 +45,21 @@ def is_locked(username: str, client_ip: str | None) -> bool:
     return locked(user_key(username), ip_key(client_ip))
 
 
-def register_failure(username: str, client_ip: str | None) -> list[str]:
-    """Count one failed sign-in against the username and the address. Returns the keys whose lockout
-    starts with this failure (each lockout is reported once). Does not commit."""
+def subject_locked(subject: str) -> bool:
+    """True while the user a connector found (whatever name was typed) is locked out."""
+    return locked(subject_key(subject))
+
+
+def register_failure(username: str, client_ip: str | None, subject: str | None = None) -> list[str]:
+    """Count one failed sign-in against the username, the address and (when a connector found the user) the
+    subject. Returns the keys whose lockout starts with this failure (each lockout is reported once). Does
+    not commit."""
     cfg = settings()
     started = []
-    for key, limit in ((user_key(username), cfg.login_max_failures),
-                       (ip_key(client_ip), cfg.login_ip_max_failures)):
+    counters = [(user_key(username), cfg.login_max_failures), (ip_key(client_ip), cfg.login_ip_max_failures)]
+    if subject is not None:
+        counters.append((subject_key(subject), cfg.login_max_failures))
+    for key, limit in counters:
         if _count(key, limit):
             started.append(key)
     return started
@@ -83,15 +106,16 @@ def _count(key: str, limit: int) -> bool:
     return True
 
 
-def reset_user(username: str) -> None:
-    """A successful sign-in clears the username's counter (not the address's: one good account must not
-    let an address keep guessing others). Also drops stale rows. Does not commit."""
+def reset_user(username: str, subject: str | None = None) -> None:
+    """A successful sign-in clears the username's and the subject's counters (not the address's: one good
+    account must not let an address keep guessing others). Also drops stale rows. Does not commit."""
     cfg = settings()
     t = now()
     stale = t - timedelta(seconds=cfg.login_failure_window_seconds)
+    keys = [user_key(username)] + ([subject_key(subject)] if subject is not None else [])
     db.session.execute(
         delete(LoginThrottle).where(or_(
-            LoginThrottle.key == user_key(username),
+            LoginThrottle.key.in_(keys),
             (LoginThrottle.window_started_at < stale)
             & or_(LoginThrottle.locked_until.is_(None), LoginThrottle.locked_until < t),
         ))

@@ -17,10 +17,12 @@ import re
 import uuid
 from typing import Any
 
+from ldap3.core.exceptions import LDAPException
 from ldap3.utils.conv import escape_filter_chars
 
-from idp.authn.connectors.ldap import INVALID_CREDENTIALS, LdapDirectory, Refusal
+from idp.authn.connectors.ldap import INVALID_CREDENTIALS, UNAVAILABLE, LdapDirectory, Refusal
 from idp.authn.connectors.settings import DirectoryConfig
+from idp.errors import DirectoryUnavailable
 
 _SUBCODE = re.compile(r"\bdata ([0-9a-f]{1,8})\b", re.IGNORECASE)
 _ADMIN = "Contact your administrator."
@@ -128,5 +130,10 @@ class AdDirectory(LdapDirectory):
 
 
 def open_directory(cfg: DirectoryConfig, bind_password: str | None) -> LdapDirectory:
-    """The directory client for a configured ``ldap`` or ``ad`` directory."""
-    return AdDirectory(cfg, bind_password) if cfg.type == "ad" else LdapDirectory(cfg, bind_password)
+    """The directory client for a configured ``ldap`` or ``ad`` directory. DirectoryUnavailable when it cannot be
+    set up (a CA file that changed into something unreadable since the settings were checked): an outage with
+    its reason in the audit log, not a server error on every sign-in."""
+    try:
+        return AdDirectory(cfg, bind_password) if cfg.type == "ad" else LdapDirectory(cfg, bind_password)
+    except (OSError, LDAPException) as exc:  # ssl.SSLError is an OSError
+        raise DirectoryUnavailable(UNAVAILABLE, f"directory {cfg.name} cannot be set up: {exc}") from exc

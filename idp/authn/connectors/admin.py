@@ -108,7 +108,11 @@ def test(name: str, username: str | None) -> Report:
         return report
     report.add(True, "settings", f"{len(cfg.urls)} URL(s), base {cfg.base_dn}, "
                                  f"{'StartTLS, ' if cfg.start_tls else ''}group mode {cfg.group_mode}")
-    directory = open_directory(cfg, password)
+    try:
+        directory = open_directory(cfg, password)
+    except DirectoryUnavailable as exc:
+        report.add(False, "settings", exc.reason)
+        return report
     try:
         bound = f"service bind as {cfg.bind_dn}" if cfg.bind_dn else "anonymous"
         for url, error in directory.probe():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -14,12 +15,18 @@ class Verdict:
     connector found this username, which ends the chain: the first source that knows a user decides.
     ``message`` is what the user is told instead of the generic refusal; a connector sets it only when
     telling reveals nothing to someone without the password (an account disabled, found after the password
-    was right), never for an unknown user or a wrong password."""
+    was right), never for an unknown user or a wrong password.
+
+    ``subject`` names the user the connector found, however the name was typed ("corp:<stable id>"), for the
+    lockout counters; ``locked`` says the connector stopped before the password because that subject is
+    locked out."""
 
     principal: Principal | None
     reason: str | None = None
     known: bool = False
     message: str | None = None
+    subject: str | None = None
+    locked: bool = False
 
 
 class Connector(Protocol):
@@ -32,8 +39,10 @@ class Connector(Protocol):
 
     def authenticate(self, username: str, password: str) -> Principal | None: ...
 
-    def check(self, username: str, password: str) -> Verdict:
-        """The same decision with the reason for the audit log."""
+    def check(self, username: str, password: str, *,
+              is_locked: Callable[[str], bool] | None = None) -> Verdict:
+        """The same decision with the reason for the audit log. ``is_locked(subject)``: asked once the user is
+        found and before the password is checked; True ends the check with a ``locked`` verdict."""
         ...
 
     def close(self) -> None:

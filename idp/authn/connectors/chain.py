@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from flask import current_app
@@ -112,29 +113,49 @@ def close_all() -> None:
         cache.by_name.clear()
 
 
-def _route(username: str, items: list[Configured]) -> list[tuple[Configured, str]]:
-    domain, bare = None, username
+def _split(username: str) -> tuple[str | None, str]:
+    """(domain, bare name) of DOMAIN\\user or user@domain; (None, username) otherwise."""
     if "\\" in username:
         domain, _, bare = username.partition("\\")
-    elif "@" in username:
+        return domain, bare
+    if "@" in username:
         bare, _, domain = username.rpartition("@")
+        return domain, bare
+    return None, username
+
+
+def _claimed(domain: str, items: list[Configured]) -> list[Configured]:
+    return [i for i in items if i.cfg is not None and domain.lower() in i.cfg.domains]
+
+
+def routed_name(username: str, items: list[Configured]) -> str:
+    """The name without a domain that a directory claims (CORP\\alice, alice@corp.example -> alice): the
+    spellings of one sign-in name that the chain sends to the same place, for the lockout counter."""
+    domain, bare = _split(username)
+    return bare if domain and bare and _claimed(domain, items) else username
+
+
+def _route(username: str, items: list[Configured]) -> list[tuple[Configured, str]]:
+    domain, bare = _split(username)
     if domain and bare:
-        claimed = [i for i in items if i.cfg is not None and domain.lower() in i.cfg.domains]
+        claimed = _claimed(domain, items)
         if claimed:
             # Active Directory takes the whole name: UPN and DOMAIN\user are its own sign-in forms.
             return [(i, username if i.cfg is not None and i.cfg.type == "ad" else bare) for i in claimed]
     return [(i, username) for i in items]
 
 
-def check(username: str, password: str) -> Verdict:
-    """Walk the chain for one sign-in. Raises DirectoryUnavailable as described in the module docstring."""
-    candidates = _route(username, configured())
+def check(username: str, password: str, *, items: list[Configured] | None = None,
+          is_locked: Callable[[str], bool] | None = None) -> Verdict:
+    """Walk the chain for one sign-in. Raises DirectoryUnavailable as described in the module docstring.
+    ``items``: configured() if already read; ``is_locked``: passed to each connector (see Connector.check)."""
+    candidates = _route(username, configured() if items is None else items)
     label = (lambda name, text: f"{name}: {text}") if len(candidates) > 1 else (lambda name, text: text)
     reasons: list[str] = []
     outages: list[str] = []
     for item, name in candidates:
         try:
-            verdict = connector(item).check(name, password)
+            verdict = connector(item).check(name, password, is_locked=is_locked)
         except DirectoryUnavailable as exc:
             log.warning("directory %s unavailable: %s", item.name, exc.reason)
             outages.append(f"{item.name}: {exc.reason}")
@@ -143,7 +164,8 @@ def check(username: str, password: str) -> Verdict:
             return verdict
         reasons.append(label(item.name, verdict.reason or "refused"))
         if verdict.known:
-            return Verdict(None, reasons[-1], known=True, message=verdict.message)
+            return Verdict(None, reasons[-1], known=True, message=verdict.message, subject=verdict.subject,
+                           locked=verdict.locked)
     if outages:
         raise DirectoryUnavailable(UNAVAILABLE, "directory unavailable: " + "; ".join(outages + reasons))
     return Verdict(None, "; ".join(reasons) or "no identity source configured")

@@ -1,5 +1,5 @@
-"""The LDAP directory client (ldap3): server pool with failover, pooled connections, user lookup, password
-check by bind, group resolution (memberOf, member search, posixGroup memberUid; nested, cycle-safe, depth
+"""The LDAP directory client (ldap3): failover over the configured URLs, pooled connections, user lookup,
+password check by bind, group resolution (memberOf, member search, posixGroup memberUid; nested, cycle-safe, depth
 limited) and a short-lived membership cache. It knows LDAP only: no database, no Flask.
 
 Every outage (no server reachable, TLS refused, timeout, the service account refused) raises
@@ -8,26 +8,29 @@ DirectoryUnavailable with the cause as its reason; a wrong password is an answer
 
 from __future__ import annotations
 
+import ast
 import logging
-import math
 import ssl
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import ldap3
-from ldap3 import BASE, FIRST, NONE, SUBTREE, Connection, Server, ServerPool, Tls
+from ldap3 import BASE, NONE, SUBTREE, Connection, Server, Tls
 from ldap3.core.exceptions import (
+    LDAPCommunicationError,
     LDAPException,
     LDAPInvalidDnError,
-    LDAPServerPoolExhaustedError,
-    LDAPSocketOpenError,
+    LDAPPasswordIsMandatoryError,
+    LDAPResponseTimeoutError,
+    LDAPSASLPrepError,
+    LDAPStartTLSError,
 )
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn
@@ -38,13 +41,12 @@ from idp.errors import DirectoryUnavailable
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# ldap3 sleeps this long after every failed cycle over the pool, even the last: with all servers down a
-# sign-in would hang 10 s beyond the timeouts we configure. It is a process-wide ldap3 setting.
-ldap3.set_config_parameter("POOLING_LOOP_TIMEOUT", 0)
-# A server found down is skipped for this long by the connection that found it (ldap3 keeps the state per
-# connection, and ours are pooled), so a dead first URL does not cost a connect attempt per operation.
-EXHAUST_SECONDS = 30
+# A server found down (refused, reset, timed out, TLS failed) goes to the back of the order for this long, for
+# every connection of its directory: a hung first URL then costs one timeout per period, not one per sign-in.
+DOWN_SECONDS = 30.0
 INVALID_CREDENTIALS = 49
+# Bind answers that are the server's state, not the user's: busy, unavailable, other. Another server may do.
+_SERVER_TROUBLE = (51, 52, 80)
 # Member searches put at most this many DNs in one OR filter.
 _BATCH = 50
 UNAVAILABLE = "The directory is unavailable right now. Try again in a few minutes."
@@ -123,8 +125,64 @@ def _server(url: str, tls: Tls, timeout: float) -> Server:
                   get_info=NONE, connect_timeout=timeout)
 
 
+class _ServerFailed(Exception):
+    """This server cannot serve the operation now (StartTLS refused, busy, no TLS): try the next one."""
+
+
+def _arm(conn: Connection, until: float) -> None:
+    """Give the next exchange on ``conn`` what is left of its time (Python's socket timeout bounds each send and
+    receive; ldap3's own receive_timeout only takes whole seconds and is fixed per connection)."""
+    left = until - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("no time left for this server")
+    if conn.socket is not None:
+        conn.socket.settimeout(left)
+
+
+def _timed_out(exc: BaseException) -> bool:
+    # ldap3 re-raises socket errors as classes derived from both its own error and the original type.
+    return isinstance(exc, TimeoutError | LDAPResponseTimeoutError)
+
+
+class _Failover:
+    """Which of a directory's URLs were found down lately, shared by all its connections and threads.
+
+    The order is the configured one, except that a server found down within DOWN_SECONDS goes last: still a
+    last resort (when everything is down, whatever answers first wins), never a toll on every sign-in."""
+
+    def __init__(self, count: int, hold: float = DOWN_SECONDS) -> None:
+        self._down_until = [0.0] * count
+        self._hold = hold
+        self._lock = threading.Lock()
+
+    def plan(self) -> list[tuple[int, bool]]:
+        """(server index, found down lately) in the order to try them."""
+        now = time.monotonic()
+        with self._lock:
+            down = [until > now for until in self._down_until]
+        return [(i, False) for i, d in enumerate(down) if not d] + [(i, True) for i, d in enumerate(down) if d]
+
+    def down(self, index: int) -> None:
+        with self._lock:
+            self._down_until[index] = time.monotonic() + self._hold
+
+    def up(self, index: int) -> None:
+        with self._lock:
+            self._down_until[index] = 0.0
+
+
 def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
+    text = str(exc.args[0]) if len(exc.args) == 1 else str(exc)
+    # ldap3 wraps some messages in the repr of a one-element tuple, sometimes twice: unwrap them.
+    while text.startswith("(") and text.endswith(",)"):
+        try:
+            inner = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            break
+        if not (isinstance(inner, tuple) and len(inner) == 1):
+            break
+        text = str(inner[0])
+    text = text or type(exc).__name__
     return text if len(text) < 300 else text[:300] + "..."
 
 
@@ -164,40 +222,76 @@ def _rdn_value(dn: str, attribute: str) -> str | None:
 
 class _ConnectionPool:
     """A few open connections reused across sign-ins (a TCP and TLS handshake per sign-in would cost more
-    than the sign-in). ldap3's synchronous connections are not thread-safe: each is lent to one caller."""
+    than the sign-in). ldap3's synchronous connections are not thread-safe: each is lent to one caller.
 
-    def __init__(self, make: Callable[[], Connection], size: int) -> None:
-        self._make = make
+    ``size`` bounds the open connections, lent and idle together: a burst of sign-ins waits for one (within
+    its deadline) rather than opening a connection each. Each connection belongs to one server (its index)."""
+
+    def __init__(self, size: int) -> None:
         self._size = size
-        self._idle: list[Connection] = []
-        self._lock = threading.Lock()
+        self._idle: list[tuple[int, Connection]] = []
+        self._cond = threading.Condition()
+        self.live = 0  # open connections, lent or idle
+        self.peak = 0  # the most ever open at once (diagnostics)
 
-    @contextmanager
-    def lend(self) -> Iterator[Connection]:
-        with self._lock:
-            conn = self._idle.pop() if self._idle else None
-        conn = conn or self._make()
+    def take(self, index: int, deadline: float) -> Connection | None:
+        """An idle connection to server ``index``, or None with a slot reserved for opening one (give it back
+        with ``put`` or ``discard``). DirectoryUnavailable when no slot frees up before ``deadline``."""
+        stale: list[Connection] = []
         try:
-            yield conn
-        except BaseException:
-            _close_quietly(conn)  # its state is unknown after a failure
-            raise
-        with self._lock:
-            if len(self._idle) < self._size:
-                self._idle.append(conn)
-                return
-        _close_quietly(conn)
+            with self._cond:
+                while True:
+                    for pos, (i, conn) in enumerate(self._idle):
+                        if i == index:
+                            del self._idle[pos]
+                            return conn
+                    if self._idle and self.live >= self._size:
+                        # Idle connections to a server we are not using now: make room for one we need.
+                        stale.append(self._idle.pop(0)[1])
+                        self.live -= 1
+                    if self.live < self._size:
+                        self.live += 1
+                        self.peak = max(self.peak, self.live)
+                        return None
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise DirectoryUnavailable(UNAVAILABLE, f"all {self._size} directory connections are busy")
+                    self._cond.wait(left)
+        finally:
+            for conn in stale:
+                _close_quietly(conn)
+
+    def put(self, index: int, conn: Connection) -> None:
+        with self._cond:
+            # Most recently used last: take() scans from the front, so the oldest stay in use too.
+            self._idle.append((index, conn))
+            self._cond.notify()
+
+    def discard(self, conn: Connection | None) -> None:
+        """Close a lent connection (its state is unknown after a failure) or release an unused slot."""
+        if conn is not None:
+            _close_quietly(conn)
+        with self._cond:
+            self.live -= 1
+            self._cond.notify()
 
     def clear(self) -> None:
-        with self._lock:
+        with self._cond:
             idle, self._idle = self._idle, []
-        for conn in idle:
+            self.live -= len(idle)
+            self._cond.notify_all()
+        for _, conn in idle:
             _close_quietly(conn)
 
 
 def _close_quietly(conn: Connection) -> None:
+    conn.password = None
     with suppress(LDAPException, OSError):
         conn.unbind()
+    # ldap3 leaves the socket of a connection that failed half-way (refused StartTLS, failed handshake) open.
+    if conn.socket is not None:
+        with suppress(OSError):
+            conn.socket.close()
 
 
 class _GroupCache:
@@ -237,60 +331,129 @@ class LdapDirectory:
         self.cfg = cfg
         self._bind_password = bind_password
         self._tls = _VerifyingTls(cfg.ca_file, cfg.tls_verify, cfg.tls_server_name)
-        self._servers = [_server(url, self._tls, cfg.timeout) for url in cfg.urls]
-        # FIRST with an availability check: the first reachable URL in the configured order serves.
-        # (ldap3's stubs type active/exhaust as bool; ldap3 documents an int as a cycle count / seconds.)
-        self._pool = ServerPool(self._servers, FIRST, active=1, exhaust=EXHAUST_SECONDS)  # type: ignore[arg-type]
-        self._search_pool = _ConnectionPool(self._service_connection, cfg.pool_size)
-        self._bind_pool = _ConnectionPool(self._bind_connection, cfg.pool_size)
+        # Passwords (the service account's and users') only ever travel over TLS when TLS is configured at all:
+        # a server that lost StartTLS, or an ldap:// URL next to ldaps:// ones, must not get them in clear.
+        self._tls_required = cfg.start_tls or any(urlsplit(url).scheme == "ldaps" for url in cfg.urls)
+        self._failover = _Failover(len(cfg.urls))
+        self._search_pool = _ConnectionPool(cfg.pool_size)
+        self._bind_pool = _ConnectionPool(cfg.pool_size)
         self._groups = _GroupCache(cfg.group_cache_seconds)
+        # A DN nobody has: "unknown user" binds as it, so that it costs what a wrong password costs.
+        self._dummy_dn = f"cn=idp-no-such-user-{uuid.uuid4().hex},{cfg.users_base}"
 
     # --- connections -------------------------------------------------------------------------------------
 
-    def _open(self, pool_or_server: ServerPool | Server, user: str | None, password: str | None) -> Connection:
-        # receive_timeout must be whole seconds (ldap3 packs it into SO_RCVTIMEO).
-        conn = Connection(pool_or_server, user=user, password=password, read_only=True, raise_exceptions=False,
-                          receive_timeout=math.ceil(self.cfg.timeout), auto_bind=ldap3.AUTO_BIND_NONE)
+    def _open(self, index: int, until: float, service: bool) -> Connection:
+        """A new connection to server ``index`` (StartTLS done; bound as the service account if ``service``)."""
+        # One Server per connection: its connect timeout is this attempt's share of the deadline. receive_timeout
+        # stays None (ldap3 would pack it into SO_RCVTIMEO as whole seconds); _arm sets the socket's timeout.
+        server = _server(self.cfg.urls[index], self._tls, max(0.001, until - time.monotonic()))
+        conn = Connection(server, read_only=True, raise_exceptions=False, receive_timeout=None,
+                          auto_bind=ldap3.AUTO_BIND_NONE,
+                          # A referral would make ldap3 bind again, with the same credentials, at the referred host.
+                          auto_referrals=False)
         try:
             conn.open(read_server_info=False)
-            if self.cfg.start_tls and not conn.server.ssl and not conn.start_tls(read_server_info=False):
-                raise DirectoryUnavailable(UNAVAILABLE, f"StartTLS refused by {conn.server}: {conn.result}")
+            if self.cfg.start_tls and not server.ssl:
+                _arm(conn, until)
+                if not conn.start_tls(read_server_info=False):
+                    raise _ServerFailed(f"StartTLS refused: {(conn.result or {}).get('description')}")
+            if service and self.cfg.bind_dn:
+                self._service_bind(conn, until)
         except BaseException:
-            # ldap3 leaves the socket of a refused connection (or a failed TLS handshake) open.
-            if conn.socket is not None:
-                conn.socket.close()
+            _close_quietly(conn)
             raise
         return conn
 
-    def _service_connection(self) -> Connection:
-        conn = self._open(self._pool, self.cfg.bind_dn, self._bind_password)
-        if self.cfg.bind_dn and not conn.bind(read_server_info=False):
-            result = conn.result or {}
-            _close_quietly(conn)
-            # A refused service account is a configuration outage, not a user's wrong password.
-            raise DirectoryUnavailable(
-                UNAVAILABLE, f"service bind as {self.cfg.bind_dn} refused: {result.get('description')} "
-                             f"{result.get('message') or ''}".strip())
-        return conn
+    def _require_tls(self, conn: Connection) -> None:
+        if self._tls_required and not (conn.server.ssl or conn.tls_started):
+            raise _ServerFailed("refusing to send a password over a connection without TLS")
 
-    def _bind_connection(self) -> Connection:
-        # Used only to check passwords by binding; it never searches, whoever it was last bound as.
-        return self._open(self._pool, None, None)
+    def _service_bind(self, conn: Connection, until: float) -> None:
+        self._require_tls(conn)
+        _arm(conn, until)
+        conn.authentication, conn.user, conn.password = ldap3.SIMPLE, self.cfg.bind_dn, self._bind_password
+        try:
+            ok = conn.bind(read_server_info=False)
+        finally:
+            conn.password = None  # pooled connections must not keep the service password
+        if ok:
+            return
+        result = conn.result or {}
+        text = f"{result.get('description')} {result.get('message') or ''}".strip()
+        if result.get("result") in _SERVER_TROUBLE or result.get("result") is None:
+            raise _ServerFailed(f"service bind failed: {text}")
+        # A refused service account is a configuration outage, not a user's wrong password (and the same on
+        # every server: no failover).
+        raise DirectoryUnavailable(UNAVAILABLE, f"directory {self.cfg.name}: service bind as {self.cfg.bind_dn} "
+                                                f"refused: {text}")
 
-    def _guard(self, what: str, run: Callable[[], T]) -> T:
-        """Run an LDAP operation; a broken pooled connection is retried once on a fresh one."""
-        for attempt in (1, 2):
-            try:
-                return run()
-            except DirectoryUnavailable:
-                raise
-            except (LDAPException, OSError) as exc:
-                # A fresh connection that cannot open is an outage now; a pooled one may just be stale.
-                if attempt == 2 or isinstance(exc, LDAPServerPoolExhaustedError | LDAPSocketOpenError | OSError):
-                    log.warning("directory %s: %s failed: %s", self.cfg.name, what, _describe(exc))
+    def _run(self, pool: _ConnectionPool, service: bool, what: str, op: Callable[[Connection], T]) -> T:
+        """Run ``op`` on a connection to the first server that answers, all within one deadline (the timeout).
+
+        Servers are tried in the configured order (those found down lately last), one connection each; a
+        server that times out, resets or fails TLS is marked down and the next one tried, with an equal share
+        of the time left, so a hung first server cannot eat the whole deadline. A pooled connection that
+        fails other than by timing out may just have been closed by the server: it gets one retry on a fresh
+        connection to the same server. Answers (DirectoryUnavailable from ``op``) end the walk at once."""
+        deadline = time.monotonic() + self.cfg.timeout
+        plan = self._failover.plan()
+        errors: list[str] = []
+        for pos, (index, was_down) in enumerate(plan):
+            url = self.cfg.urls[index]
+            # Servers found down lately do not shrink the share of the ones believed up.
+            left_in_class = sum(1 for _, d in plan[pos:] if d == was_down)
+            fresh_only = False
+            while True:
+                now = time.monotonic()
+                if now >= deadline:
+                    break
+                until = now + (deadline - now) / left_in_class
+                conn = pool.take(index, deadline)
+                pooled = conn is not None and not fresh_only
+                try:
+                    if conn is None or fresh_only:
+                        if conn is not None:  # the stale one: replace it, keeping its slot
+                            _close_quietly(conn)
+                        conn = self._open(index, until, service)
+                    _arm(conn, until)
+                    result = op(conn)
+                except DirectoryUnavailable:
+                    pool.discard(conn)
+                    raise
+                except _ServerFailed as exc:
+                    pool.discard(conn)
+                    errors.append(f"{url}: {exc}")
+                except (LDAPCommunicationError, LDAPStartTLSError, LDAPResponseTimeoutError, OSError) as exc:
+                    # (ssl.SSLError and socket timeouts are OSErrors; ldap3's socket errors derive from them.)
+                    pool.discard(conn)
+                    if pooled and not _timed_out(exc):
+                        fresh_only = True
+                        continue
+                    errors.append(f"{url}: {_describe(exc)}")
+                except LDAPException as exc:
+                    # Not the network: a request ldap3 refused to build. Another server would not do better.
+                    pool.discard(conn)
                     raise DirectoryUnavailable(UNAVAILABLE, f"directory {self.cfg.name}: {what} failed: "
                                                             f"{_describe(exc)}") from exc
-        raise AssertionError("unreachable")
+                except BaseException:
+                    pool.discard(conn)
+                    raise
+                else:
+                    pool.put(index, conn)
+                    if was_down:
+                        self._failover.up(index)
+                    return result
+                self._failover.down(index)
+                log.info("directory %s: %s; trying the next server", self.cfg.name, errors[-1])
+                break
+            if time.monotonic() >= deadline:
+                break
+        if not errors:
+            errors.append(f"no answer within {self.cfg.timeout:g} s")
+        reason = f"directory {self.cfg.name}: {what} failed: " + "; ".join(errors)
+        log.warning("%s", reason)
+        raise DirectoryUnavailable(UNAVAILABLE, reason)
 
     def close(self) -> None:
         self._search_pool.clear()
@@ -324,13 +487,12 @@ class LdapDirectory:
         if query is None:
             return Lookup(None, "unknown user")
 
-        def run() -> list[dict[str, Any]]:
-            with self._search_pool.lend() as conn:
-                conn.search(self.cfg.users_base, query, SUBTREE, attributes=self._user_attributes(), size_limit=2,
-                            time_limit=int(max(1, self.cfg.timeout)))
-                return self._entries(conn, "user search")
+        def run(conn: Connection) -> list[dict[str, Any]]:
+            conn.search(self.cfg.users_base, query, SUBTREE, attributes=self._user_attributes(), size_limit=2,
+                        time_limit=int(max(1, self.cfg.timeout)))
+            return self._entries(conn, "user search")
 
-        found = self._guard("user search", run)
+        found = self._run(self._search_pool, True, "user search", run)
         if not found:
             return Lookup(None, "unknown user")
         if len(found) > 1:
@@ -361,6 +523,8 @@ class LdapDirectory:
         code = result.get("result", 0)
         # 0 success, 4 sizeLimitExceeded (more than one match: reported as ambiguous), 32 noSuchObject (the
         # base is empty or gone: nobody matches). Anything else is the directory failing us.
+        if code in (51, 52):  # busy, unavailable: another server may answer
+            raise _ServerFailed(f"{what} failed: {result.get('description')}")
         if code not in (0, 4, 32):
             raise DirectoryUnavailable(UNAVAILABLE, f"directory {self.cfg.name}: {what} failed: "
                                                     f"{result.get('description')} {result.get('message') or ''}")
@@ -371,24 +535,40 @@ class LdapDirectory:
         if not password:
             # An empty password would be an unauthenticated bind, which succeeds (RFC 4513 5.1.2).
             return Refusal("empty password")
+        return self._bind_as(entry.dn, password)
 
-        def run() -> Refusal | None:
-            with self._bind_pool.lend() as conn:
-                conn.authentication, conn.user, conn.password = ldap3.SIMPLE, entry.dn, password
-                try:
-                    ok = conn.bind(read_server_info=False)
-                finally:
-                    conn.password = None
-                if ok:
-                    return None
-                result = conn.result or {}
-                code = result.get("result")
-                if code in (51, 52, 80) or code is None:  # busy, unavailable, other: the server, not the user
-                    raise DirectoryUnavailable(UNAVAILABLE, f"directory {self.cfg.name}: bind failed: {result}")
-                return self._bind_refusal(code, str(result.get("description") or ""),
-                                          str(result.get("message") or ""))
+    def dummy_bind(self, password: str) -> None:
+        """A bind that fails, as costly as checking a real user's password: "unknown user" must not answer
+        measurably faster than "wrong password" (that would tell which names exist). An outage here is not
+        reported: the answer is "unknown user" either way."""
+        if not password:
+            return
+        try:
+            self._bind_as(self._dummy_dn, password)
+        except DirectoryUnavailable as exc:
+            log.debug("directory %s: dummy bind failed: %s", self.cfg.name, exc.reason)
 
-        return self._guard("password check", run)
+    def _bind_as(self, dn: str, password: str) -> Refusal | None:
+        def run(conn: Connection) -> Refusal | None:
+            self._require_tls(conn)
+            conn.authentication, conn.user, conn.password = ldap3.SIMPLE, dn, password
+            try:
+                ok = conn.bind(read_server_info=False)
+            except (LDAPSASLPrepError, LDAPPasswordIsMandatoryError):
+                # ldap3 refuses to send a password SASLprep prohibits (control characters, unassigned code
+                # points) before anything goes on the wire. No directory would accept it: a wrong password.
+                return Refusal("bad password")
+            finally:
+                conn.password = None
+            if ok:
+                return None
+            result = conn.result or {}
+            code = result.get("result")
+            if code in _SERVER_TROUBLE or code is None:  # the server, not the user
+                raise _ServerFailed(f"bind failed: {result.get('description')} {result.get('message') or ''}")
+            return self._bind_refusal(code, str(result.get("description") or ""), str(result.get("message") or ""))
+
+        return self._run(self._bind_pool, False, "password check", run)
 
     def _bind_refusal(self, code: int, description: str, message: str) -> Refusal:
         """What a refused user bind means (a directory with richer answers, such as AD, says more)."""
@@ -402,56 +582,55 @@ class LdapDirectory:
         key = entry.dn.lower()
         if use_cache and (hit := self._groups.get(key)) is not None:
             return Groups(hit.names, hit.levels, hit.truncated, cached=True)
-        found = self._guard("group search", lambda: self._resolve(entry))
+        found = self._run(self._search_pool, True, "group search", lambda conn: self._resolve(conn, entry))
         self._groups.put(key, found)
         return found
 
-    def _resolve(self, entry: DirectoryEntry) -> Groups:
+    def _resolve(self, conn: Connection, entry: DirectoryEntry) -> Groups:
         c = self.cfg
         names: dict[str, str] = {}  # lower-cased DN -> group name
-        with self._search_pool.lend() as conn:
-            if c.group_mode == "posix":
-                # posixGroup members are user names, not DNs, so there is nothing to nest.
-                query = f"(&{c.group_filter}(memberUid={escape_filter_chars(entry.username)}))"
-                for found in self._search_groups(conn, query):
-                    names.setdefault(found[0], found[1])
-                return Groups(tuple(sorted(set(names.values()))), 1, False)
-            if c.group_mode == IN_CHAIN:
-                # The server walks the nesting itself (cycles included): every group in one search.
-                query = f"(&{c.group_filter}(member:{IN_CHAIN_RULE}:={escape_filter_chars(entry.dn)}))"
-                for found in self._search_groups(conn, query):
-                    names.setdefault(found[0].lower(), found[1])
-                return Groups(tuple(sorted(set(names.values()))), 0, False)
-            if c.group_mode == "memberof":
-                frontier = []
-                for dn in entry.member_of:
-                    if dn.lower() in names:
-                        continue
-                    name = _rdn_value(dn, c.group_name_attribute) or self._group_name(conn, dn)
-                    if name:
+        if c.group_mode == "posix":
+            # posixGroup members are user names, not DNs, so there is nothing to nest.
+            query = f"(&{c.group_filter}(memberUid={escape_filter_chars(entry.username)}))"
+            for found in self._search_groups(conn, query):
+                names.setdefault(found[0], found[1])
+            return Groups(tuple(sorted(set(names.values()))), 1, False)
+        if c.group_mode == IN_CHAIN:
+            # The server walks the nesting itself (cycles included): every group in one search.
+            query = f"(&{c.group_filter}(member:{IN_CHAIN_RULE}:={escape_filter_chars(entry.dn)}))"
+            for found in self._search_groups(conn, query):
+                names.setdefault(found[0].lower(), found[1])
+            return Groups(tuple(sorted(set(names.values()))), 0, False)
+        if c.group_mode == "memberof":
+            frontier = []
+            for dn in entry.member_of:
+                if dn.lower() in names:
+                    continue
+                name = _rdn_value(dn, c.group_name_attribute) or self._group_name(conn, dn)
+                if name:
+                    names[dn.lower()] = name
+                    frontier.append(dn)
+            levels = 1
+        else:
+            frontier, levels = [entry.dn], 0
+        seen = {entry.dn.lower(), *names}
+        # Breadth first, one search per level: the groups that have any of the frontier as a member. The
+        # seen set ends cycles; the depth limit ends pathological chains.
+        while frontier and levels < c.group_depth:
+            parents: list[str] = []
+            for start in range(0, len(frontier), _BATCH):
+                batch = frontier[start:start + _BATCH]
+                members = "".join(f"({attr}={escape_filter_chars(dn)})"
+                                  for dn in batch for attr in c.group_member_attributes)
+                for dn, name in self._search_groups(conn, f"(&{c.group_filter}(|{members}))"):
+                    if dn.lower() not in seen:
+                        seen.add(dn.lower())
                         names[dn.lower()] = name
-                        frontier.append(dn)
-                levels = 1
-            else:
-                frontier, levels = [entry.dn], 0
-            seen = {entry.dn.lower(), *names}
-            # Breadth first, one search per level: the groups that have any of the frontier as a member. The
-            # seen set ends cycles; the depth limit ends pathological chains.
-            while frontier and levels < c.group_depth:
-                parents: list[str] = []
-                for start in range(0, len(frontier), _BATCH):
-                    batch = frontier[start:start + _BATCH]
-                    members = "".join(f"({attr}={escape_filter_chars(dn)})"
-                                      for dn in batch for attr in c.group_member_attributes)
-                    for dn, name in self._search_groups(conn, f"(&{c.group_filter}(|{members}))"):
-                        if dn.lower() not in seen:
-                            seen.add(dn.lower())
-                            names[dn.lower()] = name
-                            parents.append(dn)
-                frontier = parents
-                if parents:
-                    levels += 1
-            return Groups(tuple(sorted(set(names.values()))), levels, bool(frontier))
+                        parents.append(dn)
+            frontier = parents
+            if parents:
+                levels += 1
+        return Groups(tuple(sorted(set(names.values()))), levels, bool(frontier))
 
     def _search_groups(self, conn: Connection, query: str) -> Iterator[tuple[str, str]]:
         conn.search(self.cfg.groups_base, query, SUBTREE, attributes=[self.cfg.group_name_attribute],
@@ -471,19 +650,12 @@ class LdapDirectory:
     def probe(self) -> list[tuple[str, str | None]]:
         """Each URL on its own: connect (and StartTLS), then the service bind. (url, None) or (url, error)."""
         out: list[tuple[str, str | None]] = []
-        for url, server in zip(self.cfg.urls, self._servers, strict=True):
+        for index, url in enumerate(self.cfg.urls):
             try:
-                conn = self._open(server, self.cfg.bind_dn, self._bind_password)
-                try:
-                    if self.cfg.bind_dn and not conn.bind(read_server_info=False):
-                        result = conn.result or {}
-                        out.append((url, f"service bind refused: {result.get('description')}"))
-                        continue
-                finally:
-                    _close_quietly(conn)
+                _close_quietly(self._open(index, time.monotonic() + self.cfg.timeout, True))
                 out.append((url, None))
             except DirectoryUnavailable as exc:
                 out.append((url, exc.reason))
-            except LDAPException as exc:
+            except (_ServerFailed, LDAPException, OSError) as exc:
                 out.append((url, _describe(exc)))
         return out

@@ -4,6 +4,7 @@ Directory preset), ending in a shadow row."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from idp.authn.connectors.ad import open_directory
 from idp.authn.connectors.base import Verdict
@@ -22,19 +23,30 @@ class LdapConnector:
         self.domains = cfg.domains
         self.directory = open_directory(cfg, bind_password)
 
-    def check(self, username: str, password: str) -> Verdict:
+    def check(self, username: str, password: str, *,
+              is_locked: Callable[[str], bool] | None = None) -> Verdict:
         found = self.directory.find_user(username)
         if found.entry is None:
+            if found.reason == "unknown user":
+                # As costly as a wrong password, so that the time taken does not tell which names exist.
+                self.directory.dummy_bind(password)
             return Verdict(None, found.reason, known=found.reason != "unknown user")
+        # The user whatever the spelling typed (full-width letters, CORP\alice, alice@corp.example): what the lockout
+        # counts, and checks here, before the password reaches the directory.
+        subject = f"{self.name}:{found.entry.external_id}"
+        if is_locked is not None and is_locked(subject):
+            return Verdict(None, "locked out", known=True, subject=subject, locked=True)
         refusal = self.directory.verify_password(found.entry, password)
         if refusal is not None:
-            return Verdict(None, refusal.reason, known=True, message=refusal.message)
+            return Verdict(None, refusal.reason, known=True, message=refusal.message, subject=subject)
         # Groups after the bind: nobody learns group structure without the password.
         groups = self.directory.groups(found.entry)
         if groups.truncated:
             log.warning("directory %s: groups of %s nest deeper than group_depth=%d; the rest is ignored",
                         self.name, found.entry.dn, self.directory.cfg.group_depth)
-        return provision(self.name, found.entry, groups.names)
+        verdict = provision(self.name, found.entry, groups.names)
+        return Verdict(verdict.principal, verdict.reason, known=verdict.known, message=verdict.message,
+                       subject=subject)
 
     def authenticate(self, username: str, password: str) -> Principal | None:
         return self.check(username, password).principal

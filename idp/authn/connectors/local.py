@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from idp.authn import directory
 from idp.authn.connectors.base import Verdict
 from idp.authn.connectors.settings import DirectoryConfig
@@ -14,7 +16,9 @@ class LocalConnector:
     name = LOCAL
     domains: tuple[str, ...] = ()
 
-    def check(self, username: str, password: str) -> Verdict:
+    def check(self, username: str, password: str, *,
+              is_locked: Callable[[str], bool] | None = None) -> Verdict:
+        # A local name is its own canonical form (one exact, lower-cased match): the typed-name counter is enough.
         outcome = directory.check_credentials(username, password)
         return Verdict(outcome.principal, outcome.reason, known=outcome.reason != directory.UNKNOWN_USER)
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -121,6 +123,32 @@ def _dn_problem(text: str) -> str | None:
     return None
 
 
+def _redacted(url: str) -> str:
+    parts = urlsplit(url)
+    return parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
+
+
+def _ca_problem(path: Path) -> str | None:
+    """Why the CA file cannot be trusted as one (None: it loads), the way the connector will load it."""
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    return _load_ca(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=32)
+def _load_ca(path: str, mtime_ns: int, size: int) -> str | None:
+    # Cached by modification time and size: database entries are parsed again at every sign-in.
+    try:
+        ssl.create_default_context(cafile=path)
+    except ssl.SSLError as exc:
+        return f"does not hold a PEM CA certificate ({exc.reason or exc})"
+    except (OSError, ValueError) as exc:
+        return f"cannot be read ({getattr(exc, 'strerror', None) or exc})"
+    return None
+
+
 def parse_entry(raw: Any, origin: str, *, secret_stored: bool = False) -> tuple[DirectoryConfig | None, list[str]]:
     """One directory from plain data. ``secret_stored``: the database holds an encrypted bind password."""
     if not isinstance(raw, Mapping):
@@ -192,7 +220,13 @@ def _check(cfg: DirectoryConfig, secret_stored: bool) -> list[str]:
         except ValueError:
             out.append(f"urls: {url!r} has an invalid port")
             continue
-        if parts.scheme not in ("ldap", "ldaps") or not parts.hostname or parts.path not in ("", "/"):
+        if parts.username is not None or parts.password is not None:
+            # Credentials in a URL end up in logs and `directory show`; and they are not where we look.
+            out.append(f"urls: {_redacted(url)!r} must not contain a user or password; use bind_dn and "
+                       "bind_password_file or bind_password_env")
+        elif parts.query or parts.fragment or "?" in url or "#" in url:
+            out.append(f"urls: {url!r} must not have a query or fragment (ldap://HOST[:PORT] only)")
+        elif parts.scheme not in ("ldap", "ldaps") or not parts.hostname or parts.path not in ("", "/"):
             out.append(f"urls: {url!r} must be ldap://HOST[:PORT] or ldaps://HOST[:PORT]")
         elif parts.scheme == "ldaps" and cfg.start_tls:
             out.append(f"urls: {url!r} is already TLS; start_tls applies to ldap:// URLs only")
@@ -218,6 +252,8 @@ def _check(cfg: DirectoryConfig, secret_stored: bool) -> list[str]:
         out.append(f"bind_password_env: the environment variable {cfg.bind_password_env} is not set")
     if cfg.ca_file is not None and not cfg.ca_file.is_file():
         out.append(f"ca_file: {cfg.ca_file} is not a readable file")
+    elif cfg.ca_file is not None and (problem := _ca_problem(cfg.ca_file)):
+        out.append(f"ca_file: {cfg.ca_file} {problem}")
     if cfg.group_mode not in GROUP_MODES:
         out.append(f"group_mode: {cfg.group_mode!r} must be one of {', '.join(GROUP_MODES)}")
     elif cfg.group_mode == IN_CHAIN and cfg.type != "ad":
