@@ -147,6 +147,9 @@ class LiveServer:
     def __init__(self, make_settings: Callable[..., Settings], **overrides: object) -> None:
         self._app: Flask | None = None
         self.server: BaseWSGIServer = make_server("127.0.0.1", 0, self._dispatch, threaded=True)
+        # A client that connects and resets before accept() would leave a blocking accept() waiting forever,
+        # and shutdown() with it; with a timeout, serve_forever just goes round again.
+        self.server.socket.settimeout(1.0)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self.app = create_app(make_settings(base_url=self.url, **overrides))
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -170,3 +173,49 @@ def live_server(make_settings: Callable[..., Settings]) -> Iterator[LiveServer]:
     server.stop()
     with server.app.app_context():
         db.engine.dispose()
+
+
+@pytest.fixture
+def with_directories(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., Flask]]:
+    """An app whose IDP_CONFIG lists these directories (and these settings), its context pushed."""
+    from flask.ctx import AppContext
+
+    from idp.authn.connectors.chain import close_all
+
+    contexts: list[AppContext] = []
+
+    def build(*directories: object, **overrides: object) -> Flask:
+        app = create_app(make_settings(directories=directories, **overrides))
+        app.config["TESTING"] = True
+        contexts.append(app.app_context())
+        contexts[-1].push()
+        return app
+
+    yield build
+    for ctx in reversed(contexts):
+        close_all()
+        db.session.remove()
+        db.engine.dispose()
+        ctx.pop()
+
+
+@pytest.fixture
+def directory_server(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., LiveServer]]:
+    """A live server whose IDP_CONFIG lists these directories; its connector pools closed afterwards."""
+    from idp.authn.connectors.chain import close_all
+
+    servers: list[LiveServer] = []
+
+    def start(*directories: object) -> LiveServer:
+        server = LiveServer(make_settings, directories=directories)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        with server.app.app_context():
+            close_all()
+        server.stop()
+        with server.app.app_context():
+            close_all()
+            db.engine.dispose()

@@ -6,44 +6,21 @@ account refusals (disabled, locked, expired, must change password) told apart fr
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from flask import Flask
-from flask.ctx import AppContext
 from flask.testing import FlaskCliRunner
 from helpers import login
 from samba_ad import NESTED, SambaAd, ad_config
 from sqlalchemy import select
 
-from idp import audit, create_app
-from idp.authn.connectors.chain import close_all
-from idp.authn.connectors.settings import DirectoryConfig
+from idp import audit
 from idp.authn.views import GENERIC_FAILURE
 from idp.cli import cli
-from idp.config import Settings
 from idp.extensions import db
 from idp.store import User
-
-
-@pytest.fixture
-def with_directories(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., Flask]]:
-    contexts: list[AppContext] = []
-
-    def build(*directories: DirectoryConfig) -> Flask:
-        app = create_app(make_settings(directories=directories))
-        app.config["TESTING"] = True
-        contexts.append(app.app_context())
-        contexts[-1].push()
-        return app
-
-    yield build
-    for ctx in reversed(contexts):
-        close_all()
-        db.session.remove()
-        db.engine.dispose()
-        ctx.pop()
 
 
 def sign_in(app: Flask, username: str, password: str) -> tuple[int, str]:

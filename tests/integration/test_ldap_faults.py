@@ -17,40 +17,16 @@ from typing import Any
 import ldap3
 import pytest
 from flask import Flask
-from flask.ctx import AppContext
 from flask.testing import FlaskCliRunner
 from helpers import login
 from ldap_server import Slapd, SlapdProcess, closed_port_url, directory_config
 
-from idp import audit, create_app
-from idp.authn.connectors.chain import close_all
+from idp import audit
 from idp.authn.connectors.ldap import DirectoryEntry, LdapDirectory
 from idp.authn.connectors.ldap_connector import LdapConnector
-from idp.authn.connectors.settings import DirectoryConfig, parse_entry
+from idp.authn.connectors.settings import parse_entry
 from idp.cli import cli
-from idp.config import Settings
 from idp.errors import DirectoryUnavailable
-from idp.extensions import db
-
-
-@pytest.fixture
-def with_directories(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., Flask]]:
-    """An app whose IDP_CONFIG lists these directories (and these settings), its context pushed."""
-    contexts: list[AppContext] = []
-
-    def build(*directories: DirectoryConfig, **overrides: Any) -> Flask:
-        app = create_app(make_settings(directories=directories, **overrides))
-        app.config["TESTING"] = True
-        contexts.append(app.app_context())
-        contexts[-1].push()
-        return app
-
-    yield build
-    for ctx in reversed(contexts):
-        close_all()
-        db.session.remove()
-        db.engine.dispose()
-        ctx.pop()
 
 
 @pytest.fixture

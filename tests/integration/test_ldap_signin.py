@@ -5,47 +5,24 @@ cycle, failover, and an outage that leaves local users signing in."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from flask import Flask
-from flask.ctx import AppContext
 from flask.testing import FlaskClient
 from helpers import login, make_user
 from ldap_server import Slapd, closed_port_url, directory_config
 from sqlalchemy import select
 
-from idp import audit, create_app
-from idp.authn.connectors.chain import close_all
+from idp import audit
 from idp.authn.connectors.ldap_connector import LdapConnector
 from idp.authn.connectors.settings import DirectoryConfig
 from idp.authn.session import current_principal
-from idp.config import Settings
 from idp.extensions import db
 from idp.store import User
 
 NESTED = ("engineers", "rnd", "staff")
-
-
-@pytest.fixture
-def with_directories(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., Flask]]:
-    """An app whose IDP_CONFIG lists these directories, its context pushed until the test ends."""
-    contexts: list[AppContext] = []
-
-    def build(*directories: DirectoryConfig) -> Flask:
-        app = create_app(make_settings(directories=directories))
-        app.config["TESTING"] = True
-        contexts.append(app.app_context())
-        contexts[-1].push()
-        return app
-
-    yield build
-    for ctx in reversed(contexts):
-        close_all()
-        db.session.remove()
-        db.engine.dispose()
-        ctx.pop()
 
 
 def sign_in(client: FlaskClient, username: str, password: str) -> tuple[int, str]:

@@ -13,24 +13,17 @@ from oidc_peers import browse, register, rp, start
 from samba_ad import NESTED, SambaAd, ad_config
 from saml_peers import ATTRIBUTE_MAP, OneLoginSp, idp_metadata, is_login_page, read_post_form, submit_login
 
-from idp.authn.connectors.chain import close_all
-from idp.config import Settings
 from idp.extensions import db
 from idp.saml import providers
 from idp.saml.providers import SpOptions
 
 
 @pytest.fixture
-def idp(make_settings: Callable[..., Settings], samba_ad: SambaAd, tmp_path: Path) -> Iterator[LiveServer]:
-    server = LiveServer(make_settings, directories=(ad_config(samba_ad, tmp_path),))
+def idp(directory_server: Callable[..., LiveServer], samba_ad: SambaAd, tmp_path: Path) -> Iterator[LiveServer]:
+    server = directory_server(ad_config(samba_ad, tmp_path))
     with server.app.app_context():
         yield server
-        close_all()
         db.session.remove()
-    server.stop()
-    with server.app.app_context():
-        close_all()
-        db.engine.dispose()
 
 
 def test_an_ad_user_reaches_a_saml_sp_with_nested_groups(idp: LiveServer) -> None:

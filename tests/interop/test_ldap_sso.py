@@ -13,25 +13,17 @@ from ldap_server import Slapd, directory_config
 from oidc_peers import browse, register, rp, start
 from saml_peers import ATTRIBUTE_MAP, OneLoginSp, idp_metadata, is_login_page, read_post_form, submit_login
 
-from idp.authn.connectors.chain import close_all
-from idp.config import Settings
 from idp.extensions import db
 from idp.saml import providers
 from idp.saml.providers import SpOptions
 
 
 @pytest.fixture
-def idp(make_settings: Callable[..., Settings], slapd: Slapd, tmp_path: Path) -> Iterator[LiveServer]:
-    server = LiveServer(make_settings, directories=(directory_config(slapd, tmp_path, start_tls=True,
-                                                                     ca_file=str(slapd.ca_file)),))
+def idp(directory_server: Callable[..., LiveServer], slapd: Slapd, tmp_path: Path) -> Iterator[LiveServer]:
+    server = directory_server(directory_config(slapd, tmp_path, start_tls=True, ca_file=str(slapd.ca_file)))
     with server.app.app_context():
         yield server
-        close_all()
         db.session.remove()
-    server.stop()
-    with server.app.app_context():
-        close_all()
-        db.engine.dispose()
 
 
 def test_an_ldap_user_reaches_a_saml_sp_and_an_oidc_client_with_nested_groups(idp: LiveServer) -> None:
