@@ -76,6 +76,9 @@ def _answer(req: sso.SsoRequest) -> BaseResponse:
 
 @bp.route("/sso", methods=["GET", "POST"])
 def single_sign_on() -> BaseResponse:
+    if request.method == "HEAD":
+        # Link checkers and prefetchers send HEAD; answering it must not use up the request's single-use ID.
+        return Response(status=200)
     ip = request.remote_addr
     try:
         try:

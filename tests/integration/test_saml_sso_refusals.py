@@ -420,3 +420,10 @@ def test_signing_never_starts_a_program(client: FlaskClient, alice: None, monkey
     monkeypatch.undo()
     auth = encrypting.process_response(form, request_id)
     assert auth.get_errors() == [], auth.get_last_error_reason()
+
+
+def test_a_head_request_does_not_use_up_the_request(client: FlaskClient, sp: OneLoginSp) -> None:
+    url, _ = sp.redirect_login("rs")
+    assert client.head(local(url)).status_code == 200  # a link checker or prefetcher
+    assert client.get(local(url)).status_code == 302  # the browser's own visit still works
+    assert refusals() == []
