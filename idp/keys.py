@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import fcntl
 import json
+import logging
 import os
 import secrets
 import threading
@@ -36,6 +37,8 @@ from joserfc.jwk import ECKey, KeyParameters, RSAKey
 
 from idp.clock import now
 from idp.config import Settings
+
+log = logging.getLogger(__name__)
 
 NEXT, ACTIVE, RETIRED = "next", "active", "retired"
 # Far longer than anything a key signs lives (ID tokens 10 min, SAML assertions minutes) and than relying
@@ -243,8 +246,14 @@ class KeyStore:
         assert key_file and cert_file
         try:
             key_pem, cert_pem = key_file.read_bytes(), cert_file.read_bytes()
+            mode = key_file.stat().st_mode
         except OSError as exc:
             raise KeyError_(f"cannot read {exc.filename}: {exc.strerror}") from exc
+        if mode & 0o077:
+            # Not refused: mounted secrets (Kubernetes' default 0644) often look like this behind their own
+            # access control. But the admin should know.
+            log.warning("IDP_SIGNING_KEY_FILE %s is readable by other users (mode %o); 0600 is advised",
+                        key_file, mode & 0o777)
         try:
             key = serialization.load_pem_private_key(key_pem, password=None)
         except (ValueError, TypeError) as exc:

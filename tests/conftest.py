@@ -40,6 +40,7 @@ def signing_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
     d = tmp_path_factory.mktemp("keys")
     key_pem, cert_pem = generate_key_pair("127.0.0.1")
     (d / "idp.key").write_bytes(key_pem)
+    (d / "idp.key").chmod(0o600)
     (d / "idp.crt").write_bytes(cert_pem)
     return d / "idp.key", d / "idp.crt"
 

@@ -146,3 +146,14 @@ def test_the_cli_reports_an_unreadable_key_file_and_exits(tmp_path: Path) -> Non
                             text=True, check=False, timeout=60)
     assert result.returncode == 2
     assert "IDP_SIGNING_KEY_FILE" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_key_file_others_can_read_is_warned_about(make_settings: Callable[..., Settings], tmp_path: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    key, cert = write_pair(tmp_path, *generate_key_pair("idp"))
+    key.chmod(0o600)
+    create_app(make_settings(signing_key_file=key, signing_cert_file=cert))
+    assert "readable by other users" not in caplog.text
+    key.chmod(0o644)
+    create_app(make_settings(signing_key_file=key, signing_cert_file=cert))
+    assert "readable by other users (mode 644)" in caplog.text
