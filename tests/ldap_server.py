@@ -7,12 +7,15 @@ tests/fixtures/directory.ldif so that the overlay writes memberOf as it would in
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import os
 import shutil
 import signal
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +32,7 @@ from idp.authn.connectors.settings import DirectoryConfig, parse_entry
 
 SLAPD = shutil.which("slapd") or "/usr/sbin/slapd"
 LDAPADD = shutil.which("ldapadd") or "/usr/bin/ldapadd"
+LDAPMODIFY = shutil.which("ldapmodify") or "/usr/bin/ldapmodify"
 FIXTURE = Path(__file__).parent / "fixtures" / "directory.ldif"
 SUFFIX = "dc=example,dc=test"
 ROOT_DN = f"cn=admin,{SUFFIX}"
@@ -231,3 +235,58 @@ def directory_config(server: Slapd, secrets_dir: Path, name: str = "corp", **ove
 def closed_port_url(scheme: str = "ldap") -> str:
     """A loopback URL nothing listens on: a directory server that is down."""
     return f"{scheme}://127.0.0.1:{free_port()}"
+
+
+def ldapmodify(url: str, ldif: str) -> None:
+    """Change a directory the way its admin would (ldapmodify as the root DN), behind the bridge's back."""
+    done = subprocess.run([LDAPMODIFY, "-x", "-H", url, "-D", ROOT_DN, "-w", ROOT_PW], input=ldif,
+                          capture_output=True, text=True, timeout=30, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"ldapmodify failed: {done.stderr}")
+
+
+class SlowProxy:
+    """A TCP proxy to a real slapd that holds every request for ``delay`` seconds before passing it on (a slow
+    directory: each operation answered, late). Answers flow back at once. ``stop()`` closes everything."""
+
+    def __init__(self, upstream: str, delay: float) -> None:
+        host, _, port = upstream.removeprefix("ldap://").partition(":")
+        self._upstream = (host, int(port))
+        self.delay = delay
+        self._sockets: list[socket.socket] = []
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(16)
+        self.url = f"ldap://127.0.0.1:{self._listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client = self._listener.accept()[0]
+                server = socket.create_connection(self._upstream)
+            except OSError:
+                return
+            self._sockets += [client, server]
+            threading.Thread(target=self._pipe, args=(client, server, self.delay), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, 0.0), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket, delay: float) -> None:
+        try:
+            while data := src.recv(65536):
+                if delay:
+                    time.sleep(delay)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def stop(self) -> None:
+        self._listener.close()
+        for s in self._sockets:
+            with contextlib.suppress(OSError):
+                s.close()

@@ -12,6 +12,7 @@ from ldap_server import Slapd, closed_port_url
 from sqlalchemy import select
 
 from idp import audit
+from idp.authn.connectors import chain
 from idp.cli import cli
 from idp.extensions import db
 from idp.store import Directory, User
@@ -80,3 +81,14 @@ def test_add_refuses_bad_input_with_every_problem(app: Flask, runner: FlaskCliRu
                     "ca_file: /nonexistent/ca.pem is not a readable file"):
         assert problem in result.output
     assert runner.invoke(cli, ["directory", "remove", "local"]).exit_code == 1
+
+
+def test_add_sets_the_group_cache_seconds(app: Flask, runner: FlaskCliRunner, slapd: Slapd) -> None:
+    add(runner, slapd, "corp", slapd.ldap_url, extra=("--group-cache-seconds", "5"))
+    shown = json.loads(runner.invoke(cli, ["directory", "show", "corp", "--json"]).output)
+    assert shown["group_cache_seconds"] == 5
+    item = next(i for i in chain.configured() if i.name == "corp")
+    assert item.cfg is not None and item.cfg.group_cache_seconds == 5
+    refused = runner.invoke(cli, ["directory", "add", "other", "--url", slapd.ldap_url, "--base-dn", slapd.base_dn,
+                                  "--group-cache-seconds", "-1"])
+    assert refused.exit_code == 2 and "--group-cache-seconds" in refused.output

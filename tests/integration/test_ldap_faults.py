@@ -18,15 +18,18 @@ import ldap3
 import pytest
 from flask import Flask
 from flask.testing import FlaskCliRunner
-from helpers import login
-from ldap_server import Slapd, SlapdProcess, closed_port_url, directory_config
+from helpers import login, make_user
+from ldap_server import Slapd, SlapdProcess, SlowProxy, closed_port_url, directory_config
+from sqlalchemy import select
 
 from idp import audit
 from idp.authn.connectors.ldap import DirectoryEntry, LdapDirectory
 from idp.authn.connectors.ldap_connector import LdapConnector
-from idp.authn.connectors.settings import parse_entry
+from idp.authn.connectors.settings import DirectoryConfig, parse_entry
 from idp.cli import cli
 from idp.errors import DirectoryUnavailable
+from idp.extensions import db
+from idp.store import User
 
 
 @pytest.fixture
@@ -391,3 +394,70 @@ def test_no_password_is_sent_when_starttls_did_not_happen(
 def _alice() -> DirectoryEntry:
     return DirectoryEntry(dn="uid=alice,ou=people,dc=example,dc=test", external_id="x", username="alice",
                           email=None, given_name=None, family_name=None, display_name=None, member_of=())
+
+
+# --- the group walk within the call's deadline ---------------------------------------------------------------
+
+
+def test_a_slow_nested_group_walk_runs_out_of_time_as_an_outage_not_a_hang(
+    slapd: Slapd, tmp_path: Path, with_directories: Callable[..., Flask]
+) -> None:
+    # Every request answered 0.4 s late: sign-in's user search and bind fit in the 1.2 s timeout, but alice's
+    # group walk takes four searches (1.6 s). Each level gets only what is left, so the walk stops in time.
+    proxy = SlowProxy(slapd.ldap_url, delay=0.4)
+    try:
+        app = with_directories(directory_config(slapd, tmp_path, urls=[proxy.url], timeout=1.2))
+        status, took = timed_sign_in(app, "alice", "alice-pw")
+        assert status == 503
+        event = last_login()
+        assert event.outcome == "failure" and "group search failed" in (event.reason or ""), event.reason
+        # The group walk stopped at its deadline: not four searches' worth after it.
+        connector = LdapConnector(directory_config(slapd, tmp_path, name="direct", urls=[proxy.url], timeout=1.2),
+                                  slapd.service_password)
+        try:
+            entry = connector.directory.find_user("alice").entry
+            assert entry is not None
+            started = time.monotonic()
+            with pytest.raises(DirectoryUnavailable) as err:
+                connector.directory.groups(entry)
+            assert time.monotonic() - started < 1.2 + 0.3
+            assert "group search failed" in err.value.reason
+        finally:
+            connector.close()
+        assert took < 3 * 1.2 + 0.5
+    finally:
+        proxy.stop()
+
+
+def test_a_nested_group_walk_that_fits_in_the_deadline_still_succeeds(
+    slapd: Slapd, tmp_path: Path, with_directories: Callable[..., Flask]
+) -> None:
+    proxy = SlowProxy(slapd.ldap_url, delay=0.1)
+    try:
+        app = with_directories(directory_config(slapd, tmp_path, urls=[proxy.url], timeout=2))
+        assert timed_sign_in(app, "alice", "alice-pw")[0] == 302
+    finally:
+        proxy.stop()
+
+
+# --- the first source that knows a user decides, even when it is down ---------------------------------------
+
+
+def test_a_later_directory_does_not_sign_in_a_name_an_earlier_directory_that_is_down_may_own(
+    slapd: Slapd, tmp_path: Path, with_directories: Callable[..., Flask], binds: list[tuple[str | None, bool]]
+) -> None:
+    down = directory_config(slapd, tmp_path, name="hq", urls=[closed_port_url()], timeout=1)
+    later = directory_config(slapd, tmp_path, name="branch")
+    app = with_directories(down, later, DirectoryConfig(name="local", type="local"))
+    make_user("dora", "dora-local-password")
+    status, _ = timed_sign_in(app, "alice", "alice-pw")
+    assert status == 503
+    event = last_login()
+    assert event.outcome == "failure" and event.username == "alice"
+    assert "hq:" in (event.reason or "") and "branch: not asked" in (event.reason or "")
+    # No shadow row: "alice" may be hq's, and branch must not take the name for good.
+    assert db.session.scalar(select(User).where(User.username == "alice")) is None
+    # And the password meant for hq never went to branch.
+    assert not any(dn and "alice" in dn for dn, _ in binds)
+    # The built-in directory's own users still sign in.
+    assert timed_sign_in(app, "dora", "dora-local-password")[0] == 302

@@ -9,10 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import Clock
 from flask import Flask
 from flask.testing import FlaskClient
 from helpers import login, make_user
-from ldap_server import Slapd, closed_port_url, directory_config
+from ldap_server import Slapd, SlapdProcess, closed_port_url, directory_config, ldapmodify
 from sqlalchemy import select
 
 from idp import audit
@@ -206,3 +207,65 @@ def test_a_shadow_user_disabled_locally_cannot_sign_in(
     db.session.commit()
     assert sign_in(app.test_client(), "bob", "bob-pw")[0] == 200
     assert last_login().reason == "corp: user disabled"
+
+
+# --- the group-membership cache ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def searches(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The base DN of every ldap3 search the bridge sends, recorded before ldap3 sends it."""
+    import ldap3
+
+    seen: list[str] = []
+    original = ldap3.Connection.search
+
+    def spy(self: ldap3.Connection, search_base: str, *args: object, **kwargs: object) -> object:
+        seen.append(search_base)
+        return original(self, search_base, *args, **kwargs)
+
+    monkeypatch.setattr(ldap3.Connection, "search", spy)
+    return seen
+
+
+def group_searches(seen: list[str]) -> int:
+    return sum(1 for base in seen if base.startswith("ou=groups,"))
+
+
+def test_groups_are_cached_for_group_cache_seconds_then_read_again(
+    slapd: Slapd, spare_slapd: SlapdProcess, tmp_path: Path, with_directories: Callable[..., Flask],
+    frozen_clock: Clock, searches: list[str]
+) -> None:
+    # A directory of this test's own (spare_slapd): its groups are changed below.
+    app = with_directories(directory_config(slapd, tmp_path, urls=[spare_slapd.ldap_url], group_cache_seconds=30,
+                                            group_base_dn="ou=groups," + slapd.base_dn))
+    assert sign_in(app.test_client(), "alice", "alice-pw")[0] == 302
+    walked = group_searches(searches)
+    assert walked == 4  # engineers, rnd, staff, then nothing above staff
+    shadow = db.session.scalar(select(User).where(User.username == "alice"))
+    assert sorted(shadow.external_groups) == list(NESTED)
+
+    # The admin takes alice out of engineers (and so out of rnd and staff).
+    ldapmodify(spare_slapd.ldap_url, "dn: cn=engineers,ou=groups,dc=example,dc=test\nchangetype: modify\n"
+                                     "delete: member\nmember: uid=alice,ou=people,dc=example,dc=test\n")
+    frozen_clock.advance(seconds=29)
+    assert sign_in(app.test_client(), "alice", "alice-pw")[0] == 302
+    assert group_searches(searches) == walked, "a sign-in within the TTL must not search for groups"
+    db.session.expire_all()
+    assert sorted(shadow.external_groups) == list(NESTED)  # still the cached membership
+
+    frozen_clock.advance(seconds=2)
+    assert sign_in(app.test_client(), "alice", "alice-pw")[0] == 302
+    assert group_searches(searches) == walked + 1  # one search: alice is in no group any more
+    db.session.expire_all()
+    assert shadow.external_groups == []
+
+
+def test_a_zero_group_cache_asks_the_directory_every_time(
+    slapd: Slapd, tmp_path: Path, with_directories: Callable[..., Flask], searches: list[str]
+) -> None:
+    app = with_directories(directory_config(slapd, tmp_path, group_cache_seconds=0,
+                                            group_base_dn="ou=groups," + slapd.base_dn))
+    assert sign_in(app.test_client(), "alice", "alice-pw")[0] == 302
+    assert sign_in(app.test_client(), "alice", "alice-pw")[0] == 302
+    assert group_searches(searches) == 8

@@ -9,6 +9,11 @@ sign-in forms). Otherwise every connector is asked in order and the first that k
 wrong password there ends the sign-in, so one name is never tried against several directories' passwords. A
 connector that is down is skipped; if nobody accepted the credentials and one was down, the sign-in fails as
 "directory unavailable" (we cannot tell a wrong password from a missing answer).
+
+Once a directory is down, the directories after it are not asked: the one that is down may own the name, and
+a later one would sign in (and make a shadow row for, taking the name for good) someone else of that name,
+with a password meant for the first. Only the built-in directory is still asked: its users are accounts the
+bridge itself holds, and they must keep signing in when a directory is down.
 """
 
 from __future__ import annotations
@@ -154,6 +159,9 @@ def check(username: str, password: str, *, items: list[Configured] | None = None
     reasons: list[str] = []
     outages: list[str] = []
     for item, name in candidates:
+        if outages and item.cfg is not None and item.cfg.type != "local":
+            outages.append(f"{item.name}: not asked, an earlier directory is down")
+            continue
         try:
             verdict = connector(item).check(name, password, is_locked=is_locked)
         except DirectoryUnavailable as exc:

@@ -47,12 +47,15 @@ def directory() -> None:
 @click.option("--tls-server-name", metavar="HOST",
               help="The name the server certificate must carry when the URL's host is not it.")
 @click.option("--timeout", type=click.FloatRange(0.1, 120), help="Seconds per connect and operation (default 5).")
+@click.option("--group-cache-seconds", type=click.IntRange(0, 86400), metavar="N",
+              help="Keep a user's groups this long between sign-ins (default 60; 0: ask the directory every time).")
 @click.option("--domain", "domains", multiple=True, metavar="D",
               help="Route user@D and D\\user here (repeatable).")
 def directory_add(name: str, kind: str, urls: tuple[str, ...], base_dn: str, bind_dn: str | None,
                   bind_password_stdin: bool, bind_password_file: Path | None, user_filter: str | None,
                   username_attribute: str | None, group_mode: str | None, ca_file: Path | None, start_tls: bool,
-                  tls_server_name: str | None, timeout: float | None, domains: tuple[str, ...]) -> None:
+                  tls_server_name: str | None, timeout: float | None, group_cache_seconds: int | None,
+                  domains: tuple[str, ...]) -> None:
     """Add an LDAP directory or an Active Directory domain to the sign-in chain."""
     if bind_password_stdin and bind_password_file:
         raise click.UsageError("use --bind-password-stdin or --bind-password-file, not both")
@@ -65,7 +68,8 @@ def directory_add(name: str, kind: str, urls: tuple[str, ...], base_dn: str, bin
         "urls": list(urls), "base_dn": base_dn, "bind_dn": bind_dn, "bind_password_file": bind_password_file,
         "user_filter": user_filter, "username_attribute": username_attribute, "group_mode": group_mode,
         "ca_file": str(ca_file.resolve()) if ca_file else None, "start_tls": start_tls or None,
-        "tls_server_name": tls_server_name, "timeout": timeout, "domains": list(domains) or None,
+        "tls_server_name": tls_server_name, "timeout": timeout,
+        "group_cache_seconds": group_cache_seconds, "domains": list(domains) or None,
     }
     if bind_password_file is not None:
         values["bind_password_file"] = str(bind_password_file.resolve())

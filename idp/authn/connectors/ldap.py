@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import logging
+import math
 import ssl
 import threading
 import time
@@ -35,6 +36,7 @@ from ldap3.core.exceptions import (
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn
 
+from idp import clock
 from idp.authn.connectors.settings import IN_CHAIN, DirectoryConfig
 from idp.errors import DirectoryUnavailable
 
@@ -137,6 +139,12 @@ def _arm(conn: Connection, until: float) -> None:
         raise TimeoutError("no time left for this server")
     if conn.socket is not None:
         conn.socket.settimeout(left)
+
+
+def _time_limit(until: float) -> int:
+    """The server-side time limit for a search (whole seconds, at least 1; 0 would mean none): the socket
+    timeout set by _arm is the real bound, this only lets the server give up too."""
+    return max(1, math.ceil(until - time.monotonic()))
 
 
 def _timed_out(exc: BaseException) -> bool:
@@ -294,34 +302,46 @@ def _close_quietly(conn: Connection) -> None:
             conn.socket.close()
 
 
-class _GroupCache:
-    """user DN -> group names for a few seconds: a busy sign-in page must not walk the groups every time."""
+def _clock_seconds() -> float:
+    return clock.now().timestamp()
 
-    def __init__(self, ttl: float, max_entries: int = 10_000) -> None:
+
+class _GroupCache:
+    """user DN -> group names for ``group_cache_seconds``: a busy sign-in page must not walk the groups every time.
+
+    Timed by the bridge's clock (idp.clock, which tests move) rather than time.monotonic: an entry stored "in
+    the future" (the clock went back) counts as expired, so a clock step can only shorten its life."""
+
+    def __init__(self, ttl: float, max_entries: int = 10_000, now: Callable[[], float] = _clock_seconds) -> None:
         self._ttl = ttl
         self._max = max_entries
-        self._data: dict[str, tuple[float, Groups]] = {}
+        self._now = now
+        self._data: dict[str, tuple[float, Groups]] = {}  # key -> (stored at, groups)
         self._lock = threading.Lock()
+
+    def _fresh(self, stored: float, t: float) -> bool:
+        return stored <= t < stored + self._ttl
 
     def get(self, key: str) -> Groups | None:
         if self._ttl <= 0:
             return None
+        t = self._now()
         with self._lock:
             hit = self._data.get(key)
-            if hit is None or hit[0] < time.monotonic():
+            if hit is None or not self._fresh(hit[0], t):
                 return None
             return hit[1]
 
     def put(self, key: str, groups: Groups) -> None:
         if self._ttl <= 0:
             return
+        t = self._now()
         with self._lock:
             if len(self._data) >= self._max:
-                now = time.monotonic()
-                self._data = {k: v for k, v in self._data.items() if v[0] >= now}
+                self._data = {k: v for k, v in self._data.items() if self._fresh(v[0], t)}
                 if len(self._data) >= self._max:
                     self._data.clear()
-            self._data[key] = (time.monotonic() + self._ttl, groups)
+            self._data[key] = (t, groups)
 
 
 class LdapDirectory:
@@ -388,8 +408,10 @@ class LdapDirectory:
         raise DirectoryUnavailable(UNAVAILABLE, f"directory {self.cfg.name}: service bind as {self.cfg.bind_dn} "
                                                 f"refused: {text}")
 
-    def _run(self, pool: _ConnectionPool, service: bool, what: str, op: Callable[[Connection], T]) -> T:
-        """Run ``op`` on a connection to the first server that answers, all within one deadline (the timeout).
+    def _run(self, pool: _ConnectionPool, service: bool, what: str, op: Callable[[Connection, float], T]) -> T:
+        """Run ``op(conn, until)`` on a connection to the first server that answers, all within one deadline (the
+        timeout). ``until`` is when this server's share of it ends: an op of several exchanges (the group walk)
+        arms the socket with what is left before each one (_arm), so the whole op, not each exchange, is bounded.
 
         Servers are tried in the configured order (those found down lately last), one connection each; a
         server that times out, resets or fails TLS is marked down and the next one tried, with an equal share
@@ -417,7 +439,7 @@ class LdapDirectory:
                             _close_quietly(conn)
                         conn = self._open(index, until, service)
                     _arm(conn, until)
-                    result = op(conn)
+                    result = op(conn, until)
                 except DirectoryUnavailable:
                     pool.discard(conn)
                     raise
@@ -487,9 +509,9 @@ class LdapDirectory:
         if query is None:
             return Lookup(None, "unknown user")
 
-        def run(conn: Connection) -> list[dict[str, Any]]:
+        def run(conn: Connection, until: float) -> list[dict[str, Any]]:
             conn.search(self.cfg.users_base, query, SUBTREE, attributes=self._user_attributes(), size_limit=2,
-                        time_limit=int(max(1, self.cfg.timeout)))
+                        time_limit=_time_limit(until))
             return self._entries(conn, "user search")
 
         found = self._run(self._search_pool, True, "user search", run)
@@ -549,7 +571,7 @@ class LdapDirectory:
             log.debug("directory %s: dummy bind failed: %s", self.cfg.name, exc.reason)
 
     def _bind_as(self, dn: str, password: str) -> Refusal | None:
-        def run(conn: Connection) -> Refusal | None:
+        def run(conn: Connection, until: float) -> Refusal | None:
             self._require_tls(conn)
             conn.authentication, conn.user, conn.password = ldap3.SIMPLE, dn, password
             try:
@@ -582,23 +604,24 @@ class LdapDirectory:
         key = entry.dn.lower()
         if use_cache and (hit := self._groups.get(key)) is not None:
             return Groups(hit.names, hit.levels, hit.truncated, cached=True)
-        found = self._run(self._search_pool, True, "group search", lambda conn: self._resolve(conn, entry))
+        found = self._run(self._search_pool, True, "group search",
+                          lambda conn, until: self._resolve(conn, until, entry))
         self._groups.put(key, found)
         return found
 
-    def _resolve(self, conn: Connection, entry: DirectoryEntry) -> Groups:
+    def _resolve(self, conn: Connection, until: float, entry: DirectoryEntry) -> Groups:
         c = self.cfg
         names: dict[str, str] = {}  # lower-cased DN -> group name
         if c.group_mode == "posix":
             # posixGroup members are user names, not DNs, so there is nothing to nest.
             query = f"(&{c.group_filter}(memberUid={escape_filter_chars(entry.username)}))"
-            for found in self._search_groups(conn, query):
+            for found in self._search_groups(conn, until, query):
                 names.setdefault(found[0], found[1])
             return Groups(tuple(sorted(set(names.values()))), 1, False)
         if c.group_mode == IN_CHAIN:
             # The server walks the nesting itself (cycles included): every group in one search.
             query = f"(&{c.group_filter}(member:{IN_CHAIN_RULE}:={escape_filter_chars(entry.dn)}))"
-            for found in self._search_groups(conn, query):
+            for found in self._search_groups(conn, until, query):
                 names.setdefault(found[0].lower(), found[1])
             return Groups(tuple(sorted(set(names.values()))), 0, False)
         if c.group_mode == "memberof":
@@ -606,7 +629,7 @@ class LdapDirectory:
             for dn in entry.member_of:
                 if dn.lower() in names:
                     continue
-                name = _rdn_value(dn, c.group_name_attribute) or self._group_name(conn, dn)
+                name = _rdn_value(dn, c.group_name_attribute) or self._group_name(conn, until, dn)
                 if name:
                     names[dn.lower()] = name
                     frontier.append(dn)
@@ -622,7 +645,7 @@ class LdapDirectory:
                 batch = frontier[start:start + _BATCH]
                 members = "".join(f"({attr}={escape_filter_chars(dn)})"
                                   for dn in batch for attr in c.group_member_attributes)
-                for dn, name in self._search_groups(conn, f"(&{c.group_filter}(|{members}))"):
+                for dn, name in self._search_groups(conn, until, f"(&{c.group_filter}(|{members}))"):
                     if dn.lower() not in seen:
                         seen.add(dn.lower())
                         names[dn.lower()] = name
@@ -632,16 +655,21 @@ class LdapDirectory:
                 levels += 1
         return Groups(tuple(sorted(set(names.values()))), levels, bool(frontier))
 
-    def _search_groups(self, conn: Connection, query: str) -> Iterator[tuple[str, str]]:
+    def _search_groups(self, conn: Connection, until: float, query: str) -> Iterator[tuple[str, str]]:
+        # Each level of a nested walk gets only what is left of the call's time, not a fresh timeout: a
+        # slow server must not stretch a deep walk to depth x timeout. Running out is an outage (TimeoutError).
+        _arm(conn, until)
         conn.search(self.cfg.groups_base, query, SUBTREE, attributes=[self.cfg.group_name_attribute],
-                    time_limit=int(max(1, self.cfg.timeout)))
+                    time_limit=_time_limit(until))
         for found in self._entries(conn, "group search"):
             name = _first(found.get("attributes"), self.cfg.group_name_attribute)
             if name:
                 yield found["dn"], name
 
-    def _group_name(self, conn: Connection, dn: str) -> str | None:
-        conn.search(dn, "(objectClass=*)", BASE, attributes=[self.cfg.group_name_attribute])
+    def _group_name(self, conn: Connection, until: float, dn: str) -> str | None:
+        _arm(conn, until)
+        conn.search(dn, "(objectClass=*)", BASE, attributes=[self.cfg.group_name_attribute],
+                    time_limit=_time_limit(until))
         found = self._entries(conn, "group lookup")
         return _first(found[0].get("attributes"), self.cfg.group_name_attribute) if found else None
 
