@@ -97,6 +97,13 @@ def _load(token: str | None) -> SsoSession | None:
     if user is None or not user.enabled:
         end_session(sso, "user disabled")
         return None
+    # Imported here: revalidation reaches the connector chain, whose local connector imports this module.
+    from idp.authn.revalidation import revalidate
+
+    if not revalidate(user):
+        # The directory no longer vouches for the user: revalidate ended all their sessions, this one included.
+        _clear_cookie()
+        return None
     if t - sso.last_seen_at >= _TOUCH_EVERY:
         sso.last_seen_at = t
         db.session.commit()

@@ -31,7 +31,8 @@ from sqlalchemy import delete, exists, select, update
 from sqlalchemy.exc import IntegrityError
 
 from idp import clock
-from idp.authn.principal import Principal, principal_from_user
+from idp.authn.principal import Principal
+from idp.authn.revalidation import revalidated_principal
 from idp.extensions import db
 from idp.oidc import clients, consent
 from idp.oidc.server import SECRET_AUTH, EndUser, active_user, audit_event, decide
@@ -149,7 +150,9 @@ class DeviceCodeGrant(_DeviceCodeGrant):  # type: ignore[misc]
         user = active_user(credential.user_id)
         if user is None or credential.auth_time is None:
             raise InvalidGrantError("The user who approved this device is no longer active.")
-        principal = principal_from_user(user, credential.auth_time)
+        principal = revalidated_principal(user, credential.auth_time)
+        if principal is None:
+            raise InvalidGrantError("The user who approved this device is no longer active.")
         decide(principal, self.request.client, self.GRANT_TYPE)
         # One use: committed with the tokens by the token view (or rolled back with a failure).
         result = db.session.execute(

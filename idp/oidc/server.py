@@ -40,7 +40,8 @@ from sqlalchemy.exc import IntegrityError
 
 from idp import audit, clock
 from idp.audit import AuditEvent
-from idp.authn.principal import Principal, principal_from_user
+from idp.authn.principal import Principal
+from idp.authn.revalidation import revalidated_principal
 from idp.extensions import db
 from idp.keys import EC, RSA, SigningKey
 from idp.oidc import clients
@@ -290,7 +291,9 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
         user = active_user(authorization_code.user_id)
         if user is None:
             return None
-        principal = principal_from_user(user, authorization_code.auth_time)
+        principal = revalidated_principal(user, authorization_code.auth_time)
+        if principal is None:
+            raise InvalidGrantError("The user is no longer active.")
         decide(principal, self.request.client, self.GRANT_TYPE)
         return EndUser(principal, authorization_code.session_id)
 
@@ -315,7 +318,11 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
         user = active_user(refresh_token.user_id)
         if user is None or refresh_token.auth_time is None:
             return None
-        principal = principal_from_user(user, refresh_token.auth_time)
+        # The directory is asked again now and then: a user gone there gets no new tokens (their refresh tokens
+        # were revoked with their sessions).
+        principal = revalidated_principal(user, refresh_token.auth_time)
+        if principal is None:
+            raise InvalidGrantError("The user is no longer active.")
         decide(principal, self.request.client, self.GRANT_TYPE)
         return EndUser(principal, refresh_token.session_id)
 

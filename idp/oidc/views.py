@@ -22,7 +22,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from idp import audit, clock
 from idp.audit import AuditEvent
-from idp.authn.principal import principal_from_user
+from idp.authn.revalidation import revalidated_principal
 from idp.authn.session import current_principal, login_url, on_session_end
 from idp.errors import BadRequest
 from idp.extensions import csrf, db
@@ -230,7 +230,9 @@ def userinfo() -> BaseResponse:
     client = access.get_client()
     if user is None or not user.enabled or client is None or access.auth_time is None:
         return _refused("userinfo", _bearer_error(InvalidTokenError()))
-    principal = principal_from_user(user, access.auth_time)
+    principal = revalidated_principal(user, access.auth_time)
+    if principal is None:
+        return _refused("userinfo", _bearer_error(InvalidTokenError()))
     return _json(user_claims(principal, client.claim_map, access.scope))
 
 

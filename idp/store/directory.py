@@ -42,6 +42,9 @@ class User(db.Model):  # type: ignore[name-defined,misc]
     external_id: Mapped[str | None] = mapped_column(String(255))
     # Group names the directory reported at the last sign-in (nested ones resolved), beside local groups.
     external_groups: Mapped[list[Any] | None] = mapped_column(JSON)
+    # When the directory last vouched for this shadow row (a sign-in or a revalidation): a principal rebuilt
+    # without a password asks the directory again once this is older than its revalidate_seconds.
+    checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now, onupdate=now)
 

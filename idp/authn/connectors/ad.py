@@ -18,7 +18,7 @@ import uuid
 from typing import Any
 
 from ldap3.core.exceptions import LDAPException
-from ldap3.utils.conv import escape_filter_chars
+from ldap3.utils.conv import escape_bytes, escape_filter_chars
 
 from idp.authn.connectors.ldap import INVALID_CREDENTIALS, UNAVAILABLE, LdapDirectory, Refusal
 from idp.authn.connectors.settings import DirectoryConfig
@@ -94,6 +94,14 @@ class AdDirectory(LdapDirectory):
         if "@" in username:
             return f"(&{c.user_filter}(userPrincipalName={escape_filter_chars(username)}))"
         return f"(&{c.user_filter}({c.username_attribute}={escape_filter_chars(username)}))"
+
+    def id_filter(self, external_id: str) -> str:
+        if self.cfg.id_attribute.lower() != "objectguid":
+            return super().id_filter(external_id)
+        # objectGUID is matched on its 16 raw bytes (little-endian GUID order, as _external_id read them), each
+        # byte escaped: AD does not match the string form. ValueError when the id is not a GUID.
+        raw = uuid.UUID(external_id).bytes_le
+        return f"(&{self.cfg.user_filter}(objectGUID={escape_bytes(raw)}))"
 
     def _user_attributes(self) -> list[str]:
         return list(dict.fromkeys([*super()._user_attributes(), *_STATE_ATTRIBUTES]))

@@ -15,9 +15,10 @@ from idp.authn.connectors.ad import open_directory
 from idp.authn.connectors.chain import Configured
 from idp.authn.connectors.local import LOCAL
 from idp.authn.connectors.settings import parse_entry
+from idp.authn.session import end_user_sessions
 from idp.errors import BadRequest, Conflict, DirectoryUnavailable, NotFound
 from idp.extensions import db
-from idp.store import Directory
+from idp.store import Directory, User
 
 
 def add(name: str, kind: str, values: dict[str, Any], bind_password: str | None, *, actor: str) -> Configured:
@@ -60,13 +61,24 @@ def describe(item: Configured) -> dict[str, Any]:
     return out
 
 
-def remove(name: str, *, actor: str) -> None:
+def remove(name: str, *, actor: str) -> int:
+    """Take a database directory out of the chain; the number of its users disabled."""
     item = get(name)
     if item.origin != "database":
         raise BadRequest(f"directory '{name}' comes from {item.origin}; change it there")
     row = db.session.scalar(select(Directory).where(Directory.name == name))
     db.session.delete(row)
-    audit.record(AuditEvent(type="directory.remove", actor=actor, details={"directory": name}))
+    # Nobody vouches for its users any more: their shadow rows are disabled (kept, so that the directory added
+    # back under this name finds their ids, consents and NameIDs again once an admin enables them) and every
+    # session they hold ends now, with the OIDC tokens bound to it.
+    users = list(db.session.scalars(select(User).where(User.source == name, User.enabled.is_(True))))
+    ended = 0
+    for user in users:
+        user.enabled = False
+        ended += end_user_sessions(user.id)
+    audit.record(AuditEvent(type="directory.remove", actor=actor,
+                            details={"directory": name, "users_disabled": len(users), "sessions_ended": ended}))
+    return len(users)
 
 
 @dataclass

@@ -45,6 +45,12 @@ class Connector(Protocol):
         found and before the password is checked; True ends the check with a ``locked`` verdict."""
         ...
 
+    def recheck(self, external_id: str) -> Verdict:
+        """Ask again about a user this connector vouched for, found by their stable id without a password: a
+        Principal (the shadow row refreshed: profile, groups) while they are still there and enabled, else the
+        reason they are not. An outage raises DirectoryUnavailable."""
+        ...
+
     def close(self) -> None:
         """Release pooled connections (the connector is being replaced or the process ends)."""
         ...

@@ -49,13 +49,16 @@ def directory() -> None:
 @click.option("--timeout", type=click.FloatRange(0.1, 120), help="Seconds per connect and operation (default 5).")
 @click.option("--group-cache-seconds", type=click.IntRange(0, 86400), metavar="N",
               help="Keep a user's groups this long between sign-ins (default 60; 0: ask the directory every time).")
+@click.option("--revalidate-seconds", type=click.IntRange(0, 86400), metavar="N",
+              help="Check a signed-in user against the directory again once the last check is this old "
+                   "(default 300; 0: at every use of their session or tokens).")
 @click.option("--domain", "domains", multiple=True, metavar="D",
               help="Route user@D and D\\user here (repeatable).")
 def directory_add(name: str, kind: str, urls: tuple[str, ...], base_dn: str, bind_dn: str | None,
                   bind_password_stdin: bool, bind_password_file: Path | None, user_filter: str | None,
                   username_attribute: str | None, group_mode: str | None, ca_file: Path | None, start_tls: bool,
                   tls_server_name: str | None, timeout: float | None, group_cache_seconds: int | None,
-                  domains: tuple[str, ...]) -> None:
+                  revalidate_seconds: int | None, domains: tuple[str, ...]) -> None:
     """Add an LDAP directory or an Active Directory domain to the sign-in chain."""
     if bind_password_stdin and bind_password_file:
         raise click.UsageError("use --bind-password-stdin or --bind-password-file, not both")
@@ -69,7 +72,8 @@ def directory_add(name: str, kind: str, urls: tuple[str, ...], base_dn: str, bin
         "user_filter": user_filter, "username_attribute": username_attribute, "group_mode": group_mode,
         "ca_file": str(ca_file.resolve()) if ca_file else None, "start_tls": start_tls or None,
         "tls_server_name": tls_server_name, "timeout": timeout,
-        "group_cache_seconds": group_cache_seconds, "domains": list(domains) or None,
+        "group_cache_seconds": group_cache_seconds,
+        "revalidate_seconds": revalidate_seconds, "domains": list(domains) or None,
     }
     if bind_password_file is not None:
         values["bind_password_file"] = str(bind_password_file.resolve())
@@ -108,10 +112,10 @@ def directory_show(name: str, as_json: bool) -> None:
 @directory.command("remove")
 @click.argument("name")
 def directory_remove(name: str) -> None:
-    """Take a directory (added with `directory add`) out of the chain."""
-    admin.remove(name, actor=actor())
+    """Take a directory (added with `directory add`) out of the chain; its users are disabled and signed out."""
+    disabled = admin.remove(name, actor=actor())
     db.session.commit()
-    click.echo(f"directory '{name}' removed")
+    click.echo(f"directory '{name}' removed; {disabled} of its user(s) disabled and signed out")
 
 
 @directory.command("test")

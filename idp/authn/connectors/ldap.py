@@ -503,12 +503,27 @@ class LdapDirectory:
     def _account_state(self, attrs: Any, raw: Any) -> tuple[str, ...]:
         return ()
 
+    def id_filter(self, external_id: str) -> str:
+        """The search for the entry with this stable id (as _external_id spells it), escaped like any value."""
+        return f"(&{self.cfg.user_filter}({self.cfg.id_attribute}={escape_filter_chars(external_id)}))"
+
     def find_user(self, username: str) -> Lookup:
         name = username.strip()
         query = self.user_filter(name) if name and len(name) <= 255 else None
         if query is None:
             return Lookup(None, "unknown user")
+        return self._lookup(query)
 
+    def find_by_id(self, external_id: str) -> Lookup:
+        """The entry of a user already known by their stable id (revalidating a shadow row): "unknown user"
+        when it is gone, or no longer matches the user filter."""
+        try:
+            query = self.id_filter(external_id)
+        except ValueError:
+            return Lookup(None, "unknown user")
+        return self._lookup(query)
+
+    def _lookup(self, query: str) -> Lookup:
         def run(conn: Connection, until: float) -> list[dict[str, Any]]:
             conn.search(self.cfg.users_base, query, SUBTREE, attributes=self._user_attributes(), size_limit=2,
                         time_limit=_time_limit(until))

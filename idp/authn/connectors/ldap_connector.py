@@ -48,6 +48,16 @@ class LdapConnector:
         return Verdict(verdict.principal, verdict.reason, known=verdict.known, message=verdict.message,
                        subject=subject)
 
+    def recheck(self, external_id: str) -> Verdict:
+        found = self.directory.find_by_id(external_id)
+        if found.entry is None:
+            return Verdict(None, f"gone from the directory ({found.reason})", known=found.reason != "unknown user")
+        if "disabled" in found.entry.account_state:
+            # AD keeps a disabled account's entry; its bind would be refused (533), so the session ends too.
+            return Verdict(None, "account disabled in the directory", known=True)
+        groups = self.directory.groups(found.entry)
+        return provision(self.name, found.entry, groups.names)
+
     def authenticate(self, username: str, password: str) -> Principal | None:
         return self.check(username, password).principal
 

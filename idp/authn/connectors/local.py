@@ -25,6 +25,10 @@ class LocalConnector:
     def authenticate(self, username: str, password: str) -> Principal | None:
         return self.check(username, password).principal
 
+    def recheck(self, external_id: str) -> Verdict:
+        # Built-in users are the bridge's own rows, never shadows of something elsewhere: nothing to ask.
+        return Verdict(None, "the built-in directory keeps no shadow rows")
+
     def close(self) -> None:
         pass
 

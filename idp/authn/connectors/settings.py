@@ -64,6 +64,9 @@ class DirectoryConfig:
     group_member_attributes: tuple[str, ...] = ("member", "uniqueMember")
     group_depth: int = 5
     group_cache_seconds: int = 60
+    # A session, refresh token or userinfo call of this directory's user is checked against the directory again
+    # (still there, not disabled, current groups) once the last check is this old; 0: at every use.
+    revalidate_seconds: int = 300
     ca_file: Path | None = None
     start_tls: bool = False
     tls_verify: bool = True
@@ -266,6 +269,8 @@ def _check(cfg: DirectoryConfig, secret_stored: bool) -> list[str]:
         out.append("group_depth: must be between 1 and 50")
     if cfg.group_cache_seconds < 0:
         out.append("group_cache_seconds: must not be negative")
+    if cfg.revalidate_seconds < 0:
+        out.append("revalidate_seconds: must not be negative")
     if not 1 <= cfg.pool_size <= 100:
         out.append("pool_size: must be between 1 and 100")
     return out

@@ -26,7 +26,8 @@ def _clip(value: str | None, size: int = 255) -> str | None:
 
 
 def provision(source: str, entry: DirectoryEntry, groups: tuple[str, ...], *, retry: bool = True) -> Verdict:
-    """The Principal of a directory user whose password was just verified (the row made or refreshed)."""
+    """The Principal of a directory user whose password was just verified, or who was just found again by their
+    stable id (revalidation): the row made or refreshed, and marked as checked now."""
     username = entry.username.strip().lower()[:255]
     user: User | None = db.session.scalar(
         select(User).where(User.source == source, User.external_id == entry.external_id))
@@ -49,6 +50,7 @@ def provision(source: str, entry: DirectoryEntry, groups: tuple[str, ...], *, re
     user.family_name = _clip(entry.family_name)
     user.display_name = _clip(entry.display_name)
     user.external_groups = list(groups)
+    user.checked_at = now()
     try:
         db.session.flush()
     except IntegrityError:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-29 12:28:56.445823
+Create Date: 2026-11-29 13:19:18.274013
 """
 from alembic import op
 import sqlalchemy as sa
@@ -130,6 +130,7 @@ def upgrade() -> None:
     sa.Column('source', sa.String(length=64), server_default='local', nullable=False),
     sa.Column('external_id', sa.String(length=255), nullable=True),
     sa.Column('external_groups', sa.JSON(), nullable=True),
+    sa.Column('checked_at', idp.store.types.UTCDateTime(), nullable=True),
     sa.Column('created_at', idp.store.types.UTCDateTime(), nullable=False),
     sa.Column('updated_at', idp.store.types.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id'),

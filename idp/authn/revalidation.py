@@ -1,0 +1,84 @@
+"""Revalidation: asking a directory again about a user it vouched for, when their principal is rebuilt without a
+password.
+
+A shadow row is refreshed at each password sign-in. Between sign-ins the SSO session (new SAML assertions, OIDC
+authorizations) and OIDC tokens (refresh, userinfo, device flow) rebuild the principal from that row, so a user
+deleted, disabled or moved out of groups in the directory would otherwise keep the old standing until they next
+type a password. Once the row's last check is older than its directory's ``revalidate_seconds``, the directory is
+asked again by the user's stable id (one search with the service account):
+
+- gone, disabled, or no longer signable (name taken): every session of the user ends (the session-ended hook
+  revokes their OIDC tokens) and the caller refuses;
+- still there: the shadow row gets the current profile and groups;
+- the directory cannot answer: the user goes on with what we have, and is asked about again next time (an outage
+  must not sign everybody out).
+
+OIDC calls :func:`revalidated_principal`; the session calls :func:`revalidate` when it loads.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from idp import audit
+from idp.audit import AuditEvent
+from idp.authn.connectors import chain
+from idp.authn.connectors.local import LOCAL
+from idp.authn.principal import Principal, principal_from_user
+from idp.authn.session import end_user_sessions
+from idp.clock import now
+from idp.errors import DirectoryUnavailable
+from idp.extensions import db
+from idp.store import User
+
+log = logging.getLogger(__name__)
+EVENT = "user.revalidate"
+
+
+def revalidate(user: User) -> bool:
+    """True while the user may go on (checked lately, confirmed now, or their directory is down); False once
+    their sessions were ended because the directory no longer vouches for them. Commits what it changed."""
+    if user.source == LOCAL or user.external_id is None:
+        return True
+    item = next((i for i in chain.configured() if i.name == user.source), None)
+    if item is None:
+        # Taken out of the configuration file: nobody vouches for this row any more (`idp directory remove`
+        # disables the rows of a database entry itself).
+        return _refuse(user, f"directory {user.source} is no longer configured")
+    t = now()
+    checked = user.checked_at
+    # A check "in the future" (the clock went back) counts as stale: a clock step can only bring a check closer.
+    if item.cfg is not None and checked is not None and checked <= t < checked + timedelta(
+            seconds=item.cfg.revalidate_seconds):
+        return True
+    external_id, username = user.external_id, user.username
+    try:
+        verdict = chain.connector(item).recheck(external_id)
+    except DirectoryUnavailable as exc:
+        # checked_at stays as it was, so the next use asks again.
+        log.warning("directory %s unavailable while revalidating %s: %s", user.source, username, exc.reason)
+        audit.record(AuditEvent(type=EVENT, outcome="warning", username=username, actor=f"directory:{user.source}",
+                                reason=f"not rechecked, going on: {exc.reason}", details={"source": user.source}))
+        return True
+    if verdict.principal is None:
+        return _refuse(user, verdict.reason or "refused by the directory")
+    db.session.commit()
+    return True
+
+
+def _refuse(user: User, reason: str) -> bool:
+    source, username = user.source, user.username
+    ended = end_user_sessions(user.id)
+    # Not marked as checked: every later use asks again until the directory vouches for the user once more.
+    audit.record(AuditEvent(type=EVENT, outcome="failure", username=username, actor=f"directory:{source}",
+                            reason=reason, details={"source": source, "sessions_ended": ended}))
+    return False
+
+
+def revalidated_principal(user: User, authn_at: datetime) -> Principal | None:
+    """The Principal of a user row outside a password sign-in (OIDC refresh, userinfo, device flow), or None
+    when the user is disabled here or their directory no longer vouches for them (sessions then ended)."""
+    if not user.enabled or not revalidate(user):
+        return None
+    return principal_from_user(user, authn_at)
