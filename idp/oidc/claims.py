@@ -13,7 +13,7 @@ from idp.authn.principal import Principal
 RESERVED = frozenset({"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "auth_time", "nonce", "at_hash",
                       "c_hash", "acr", "amr", "azp", "sid"})
 # Attributes that are lists even with one value, so clients see one shape.
-MULTI_VALUED = frozenset({"groups"})
+MULTI_VALUED = frozenset({"groups", "roles"})
 
 
 def subject(principal: Principal) -> str:

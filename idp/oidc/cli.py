@@ -10,8 +10,9 @@ from typing import Any
 import click
 from flask.cli import AppGroup
 
+from idp.access.claims import add_role, rule_text
 from idp.authn import directory
-from idp.cli_support import actor
+from idp.cli_support import actor, role_spec
 from idp.errors import BadRequest
 from idp.oidc import clients, consent
 
@@ -50,12 +51,23 @@ def _read_jwks(path: str | None) -> dict[str, Any] | None:
 @click.option("--claim", "claims", multiple=True, metavar="OURS=NAME[;SCOPE]",
               help="Release our attribute as this claim when SCOPE (default profile) is granted; repeat for each. "
                    "Given at all, it replaces the default claim map.")
+@click.option("--role", "roles", multiple=True, metavar="CLAIM:GROUP=ROLE",
+              help="Release ROLE in claim CLAIM (a list, under the groups scope) to members of GROUP, directory "
+                   "and nested groups included. Repeat for each; adds to that claim's role map.")
 @click.option("--json", "as_json", is_flag=True, help="Print {client_id, client_secret} as JSON.")
 def add(name: str, redirect_uris: tuple[str, ...], post_logout_redirect_uris: tuple[str, ...], public: bool,
         grants: tuple[str, ...], scopes: tuple[str, ...], auth_method: str | None, jwks_file: str | None,
-        id_token_alg: str, first_party: bool, claims: tuple[str, ...], as_json: bool) -> None:
+        id_token_alg: str, first_party: bool, claims: tuple[str, ...], roles: tuple[str, ...],
+        as_json: bool) -> None:
     """Register a client; its secret is printed now and never again."""
-    extra: dict[str, Any] = {"claim_map": tuple(clients.claim_rule(c) for c in claims)} if claims else {}
+    claim_map = [clients.claim_rule(c) for c in claims] if claims else None
+    if roles:
+        claim_map = claim_map if claim_map is not None else [dict(r) for r in clients.DEFAULT_CLAIM_MAP]
+        for spec in roles:
+            # Under "groups", not "profile": a role discloses group membership (anyone holding the map can
+            # read it backwards), so it needs the same grant, and consent, as the groups claim itself.
+            claim_map = add_role(claim_map, *role_spec(spec), scope="groups")
+    extra: dict[str, Any] = {"claim_map": tuple(claim_map)} if claim_map is not None else {}
     options = clients.ClientOptions(
         name=name, redirect_uris=redirect_uris, post_logout_redirect_uris=post_logout_redirect_uris,
         public=public, grant_types=grants, scopes=scopes, auth_method=auth_method, jwks=_read_jwks(jwks_file),
@@ -103,8 +115,7 @@ def show(client_id: str, as_json: bool) -> None:
             for item in value or ["-"]:
                 click.echo(f"{key}: {item}")
         elif key == "claim_map":
-            click.echo(f"{key}: " + ", ".join(f"{r['attribute']}={r['name']} ({r.get('scope', 'profile')})"
-                                            for r in value))
+            click.echo(f"{key}: " + ", ".join(f"{rule_text(r)} ({r.get('scope', 'profile')})" for r in value))
         else:
             click.echo(f"{key}: {value}")
 

@@ -17,7 +17,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from idp import audit, clock
-from idp.access.claims import validate_rules
+from idp.access.claims import rule_text, validate_rules
 from idp.audit import AuditEvent
 from idp.errors import BadRequest, Conflict, NotFound
 from idp.extensions import db
@@ -67,7 +67,7 @@ class ClientOptions:
     jwks: dict[str, Any] | None = None
     id_token_alg: str = "RS256"  # noqa: S105 - an algorithm name, not a secret
     first_party: bool = False
-    claim_map: tuple[dict[str, str], ...] = field(default_factory=lambda: DEFAULT_CLAIM_MAP)
+    claim_map: tuple[dict[str, Any], ...] = field(default_factory=lambda: DEFAULT_CLAIM_MAP)
 
 
 @dataclass(frozen=True)
@@ -205,7 +205,7 @@ def remove(client_id: str, actor: str) -> None:
 
 def _audit_view(values: dict[str, Any]) -> dict[str, Any]:
     view = {k: v for k, v in values.items() if k not in ("jwks", "claim_map")}
-    view["claims"] = [f"{r['attribute']}={r['name']}" for r in values["claim_map"]]
+    view["claims"] = [rule_text(r) for r in values["claim_map"]]
     view["jwks_keys"] = len((values.get("jwks") or {}).get("keys", []))
     return view
 

@@ -9,7 +9,8 @@ from typing import Any, TypeVar
 import click
 from flask.cli import AppGroup
 
-from idp.cli_support import actor
+from idp.access.claims import add_role, role_map_text
+from idp.cli_support import actor, role_spec
 from idp.saml import providers
 from idp.saml.metadata import NAMEID_FORMATS
 
@@ -38,18 +39,25 @@ def _setting_options(func: F) -> F:
         click.option("--attribute", "attributes", multiple=True, metavar="OURS=NAME[;FORMAT]",
                      help="Release our attribute OURS as NAME (FORMAT basic|uri|unspecified). Repeat for each; "
                           "when given, the SP gets exactly these attributes."),
+        click.option("--role", "roles", multiple=True, metavar="NAME:GROUP=ROLE",
+                     help="Release ROLE in attribute NAME to members of GROUP (directory and nested groups "
+                          "included). Repeat for each; adds to that attribute's role map."),
     ]
     for decorator in reversed(decorators):
         func = decorator(func)
     return func
 
 
-def _options(kwargs: dict[str, Any]) -> providers.SpOptions:
-    attributes = kwargs.pop("attributes")
-    return providers.SpOptions(
-        **kwargs,
-        attribute_map=tuple(providers.parse_attribute_rule(a) for a in attributes) if attributes else None,
-    )
+def _options(kwargs: dict[str, Any], current: list[dict[str, Any]] | None = None) -> providers.SpOptions:
+    """The settings given; ``current`` is the release map that ``--role`` extends when ``--attribute`` is not
+    given (the SP's own map for `set`, the default map for `add`)."""
+    attributes, roles = kwargs.pop("attributes"), kwargs.pop("roles")
+    rules = [providers.parse_attribute_rule(a) for a in attributes] if attributes else None
+    if roles:
+        rules = rules if rules is not None else list(current or providers.default_attribute_map())
+        for spec in roles:
+            rules = add_role(rules, *role_spec(spec), name_format=providers.NAME_FORMATS["basic"])
+    return providers.SpOptions(**kwargs, attribute_map=tuple(rules) if rules is not None else None)
 
 
 @sp.command("add")
@@ -68,7 +76,8 @@ def add(source: str, **kwargs: Any) -> None:
 @_setting_options
 def set_(entity_id: str, **kwargs: Any) -> None:
     """Change a service provider's settings."""
-    changed = providers.update(entity_id, _options(kwargs), actor())
+    current = providers.get_or_404(entity_id).attribute_map if kwargs["roles"] else None
+    changed = providers.update(entity_id, _options(kwargs, current), actor())
     if not changed:
         click.echo("nothing changed")
     for key, change in changed.items():
@@ -140,8 +149,9 @@ def refresh(entity_id: str) -> None:
     click.echo(f"metadata of '{entity_id}' " + ("updated" if changed else "unchanged"))
 
 
-def _attributes_text(rules: list[dict[str, str]]) -> str:
+def _attributes_text(rules: list[dict[str, Any]]) -> str:
     short = {urn: name for name, urn in providers.NAME_FORMATS.items()}
     return ", ".join(
-        f"{r['attribute']}={r['name']};{short.get(r['name_format'], r['name_format'])}" for r in rules
+        f"{r['attribute']}={r['name']};{short.get(r['name_format'], r['name_format'])}{role_map_text(r)}"
+        for r in rules
     ) or "(none)"

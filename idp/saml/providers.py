@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from idp import audit
+from idp.access.claims import ROLES, rule_text, validate_rules
 from idp.errors import BadRequest, Conflict, NotFound
 from idp.extensions import db
 from idp.saml.metadata import (
@@ -59,7 +61,7 @@ class SpOptions:
     require_signed_requests: bool | None = None
     allow_sha1: bool | None = None
     # Replaces the whole release map when given: the SP gets exactly these attributes.
-    attribute_map: tuple[dict[str, str], ...] | None = None
+    attribute_map: tuple[dict[str, Any], ...] | None = None
 
 
 # --- look-up for the flows ---------------------------------------------------------------------------
@@ -145,18 +147,27 @@ def parse_attribute_rule(spec: str) -> dict[str, str]:
     return attribute_rule(ours, name, fmt)
 
 
-def attribute_rule(ours: str, name: str, name_format: str | None = None) -> dict[str, str]:
-    """One checked release-map entry; ``name_format`` short (basic|uri|unspecified), a URN, or empty (basic)."""
+def attribute_rule(ours: str, name: str, name_format: str | None = None,
+                   roles: Mapping[str, list[str]] | None = None) -> dict[str, Any]:
+    """One checked release-map entry; ``name_format`` short (basic|uri|unspecified), a URN, or empty (basic).
+    A ``roles`` entry carries its group-to-role map (:data:`idp.access.claims.ROLES`)."""
     ours, name, fmt = ours.strip(), name.strip(), (name_format or "").strip() or "basic"
-    if ours not in ATTRIBUTES:
-        raise BadRequest(f"unknown attribute {ours!r}; ours are {', '.join(ATTRIBUTES)}")
+    if ours == ROLES:
+        problems = validate_rules([{"attribute": ours, "name": name or "-", "roles": roles}])
+        if problems:
+            raise BadRequest(f"attribute {name!r}: " + "; ".join(p.partition(": ")[2] for p in problems))
+    elif ours not in ATTRIBUTES:
+        raise BadRequest(f"unknown attribute {ours!r}; ours are {', '.join([*ATTRIBUTES, ROLES])}")
     if not name or len(name) > 1024:
         raise BadRequest(f"attribute {ours!r} needs a SAML name (at most 1024 characters)")
     if fmt in NAME_FORMATS:
         fmt = NAME_FORMATS[fmt]
     elif fmt not in NAME_FORMATS.values():
         raise BadRequest(f"attribute name format {fmt!r} is not one of {', '.join(NAME_FORMATS)}")
-    return {"attribute": ours, "name": name, "name_format": fmt}
+    rule: dict[str, Any] = {"attribute": ours, "name": name, "name_format": fmt}
+    if ours == ROLES:
+        rule["roles"] = {g: list(rs) for g, rs in (roles or {}).items()}
+    return rule
 
 
 # --- reading metadata from a file or URL --------------------------------------------------------------
@@ -227,8 +238,8 @@ def _given(options: SpOptions) -> dict[str, Any]:
     if "nameid_format" in values:
         values["nameid_format"] = resolve_nameid_format(values["nameid_format"])
     if "attribute_map" in values:
-        values["attribute_map"] = [attribute_rule(r.get("attribute", ""), r.get("name", ""), r.get("name_format"))
-                                   for r in values["attribute_map"]]
+        values["attribute_map"] = [attribute_rule(r.get("attribute", ""), r.get("name", ""), r.get("name_format"),
+                                                  r.get("roles")) for r in values["attribute_map"]]
     return values
 
 
@@ -326,7 +337,7 @@ def refresh(entity_id: str, actor: str) -> bool:
 
 def _audit_view(values: dict[str, Any]) -> dict[str, Any]:
     view = {k: v for k, v in values.items() if k != "attribute_map"}
-    view["attributes"] = [f"{r['attribute']}={r['name']}" for r in values["attribute_map"]]
+    view["attributes"] = [rule_text(r) for r in values["attribute_map"]]
     return view
 
 
@@ -334,7 +345,7 @@ def _audit_changes(changed: dict[str, dict[str, Any]]) -> dict[str, Any]:
     out = dict(changed)
     if "attribute_map" in out:
         out["attribute_map"] = {
-            side: [f"{r['attribute']}={r['name']}" for r in out["attribute_map"][side]] for side in ("from", "to")
+            side: [rule_text(r) for r in out["attribute_map"][side]] for side in ("from", "to")
         }
     return out
 

@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 
 from idp import audit
 from idp.cli import cli
+from idp.errors import BadRequest
 from idp.extensions import db
 from idp.saml import providers
 from idp.store import ServiceProvider
@@ -147,6 +148,33 @@ def test_set_changes_only_what_is_given_and_audits_it(runner: FlaskCliRunner, md
                                                                          "--allow-sha1")
     assert "metadata has no encryption certificate" in refused(runner, "sp", "set", SP_ENTITY_ID,
                                                                "--encrypt-assertion")
+
+
+def test_role_options_build_one_role_rule_per_attribute(runner: FlaskCliRunner, md_file: Path) -> None:
+    ok(runner, "sp", "add", "--metadata", str(md_file), "--attribute", "email=mail",
+       "--role", "https://example.com/role:engineers=developer", "--role", "https://example.com/role:staff=viewer")
+    sp = providers.get(SP_ENTITY_ID)
+    assert sp is not None
+    assert sp.attribute_map == [
+        {"attribute": "email", "name": "mail", "name_format": BASIC},
+        {"attribute": "roles", "name": "https://example.com/role", "name_format": BASIC,
+         "roles": {"engineers": ["developer"], "staff": ["viewer"]}},
+    ]
+    # `set --role` extends the SP's own map; the rest of it stays.
+    out = ok(runner, "sp", "set", SP_ENTITY_ID, "--role", "https://example.com/role:engineers=deployer")
+    assert "roles=https://example.com/role;basic {engineers=developer,deployer staff=viewer}" in out
+    sp = providers.get(SP_ENTITY_ID)
+    assert sp is not None and sp.attribute_map[0] == {"attribute": "email", "name": "mail", "name_format": BASIC}
+    assert sp.attribute_map[1]["roles"] == {"engineers": ["developer", "deployer"], "staff": ["viewer"]}
+    (event,) = audit.events(type="sp.update")
+    assert event.details["changed"]["attribute_map"]["to"] == [
+        "email=mail", "roles=https://example.com/role {engineers=developer,deployer staff=viewer}"]
+    for bad in ("engineers=developer", "https://example.com/role:engineers", "role:=developer"):
+        assert "must look like NAME:GROUP=ROLE" in refused(runner, "sp", "set", SP_ENTITY_ID, "--role", bad)
+    # A bad map cannot come in through the service either.
+    bad_map = ({"attribute": "roles", "name": "role", "roles": {"staff": []}},)
+    with pytest.raises(BadRequest, match="group 'staff' must map to a non-empty list"):
+        providers.update(SP_ENTITY_ID, providers.SpOptions(attribute_map=bad_map), "test")
 
 
 def test_list_and_show(runner: FlaskCliRunner, md_file: Path) -> None:

@@ -98,3 +98,28 @@ def test_claim_options_replace_the_claim_map(runner: FlaskCliRunner) -> None:
         result = runner.invoke(cli, ["oidc-client", "add", "--name", "X", "--redirect-uri",
                                      "https://x.example.test/cb", "--claim", bad])
         assert result.exit_code != 0 and message in result.output, result.output
+
+
+def test_role_options_add_a_role_claim_under_the_groups_scope(runner: FlaskCliRunner) -> None:
+    out = run(runner, "add", "--name", "Datadog", "--redirect-uri", "https://dd.example.test/cb",
+              "--role", "roles:engineers=developer", "--role", "roles:staff=viewer",
+              "--role", "roles:engineers=developer", "--json")
+    client = clients.get(json.loads(out)["client_id"])
+    assert client is not None
+    assert client.claim_map == [*map(dict, clients.DEFAULT_CLAIM_MAP), {
+        "attribute": "roles", "name": "roles", "scope": "groups",
+        "roles": {"engineers": ["developer"], "staff": ["viewer"]}}]
+    out = run(runner, "add", "--name", "Grafana", "--redirect-uri", "https://grafana.example.test/cb",
+              "--claim", "username=login", "--role", "grafana_role:admins=Admin", "--json")
+    client = clients.get(json.loads(out)["client_id"])
+    assert client is not None
+    assert client.claim_map == [
+        {"attribute": "username", "name": "login", "scope": "profile"},
+        {"attribute": "roles", "name": "grafana_role", "scope": "groups", "roles": {"admins": ["Admin"]}},
+    ]
+    assert "roles=grafana_role {admins=Admin} (groups)" in run(runner, "show", client.client_id)
+    for bad in ("engineers=developer", "roles:engineers", "roles:engineers="):
+        result = runner.invoke(cli, ["oidc-client", "add", "--name", "X", "--redirect-uri",
+                                     "https://x.example.test/cb", "--role", bad])
+        assert result.exit_code != 0 and "must look like NAME:GROUP=ROLE" in result.output, result.output
+    assert len(clients.all_clients()) == 2
