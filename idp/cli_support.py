@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import getpass
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import click
 
 from idp.access.claims import parse_role_spec
 from idp.errors import BadRequest
@@ -22,3 +27,21 @@ def role_spec(spec: str) -> tuple[str, str, str]:
         return parse_role_spec(spec)
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
+
+
+def echo_record(info: Mapping[str, Any], as_json: bool,
+                render: Mapping[str, Callable[[Any], list[str]]] | None = None) -> None:
+    """What a `show` command prints: the record as JSON, or a `key: value` line each, a list as one line per
+    item ("-" when empty); ``render`` gives some keys lines of their own."""
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    for key, value in info.items():
+        if render and key in render:
+            lines = render[key](value)
+        elif isinstance(value, list):
+            lines = [str(item) for item in value] or ["-"]
+        else:
+            lines = [str(value)]
+        for line in lines:
+            click.echo(f"{key}: {line}")

@@ -12,7 +12,7 @@ from flask.cli import AppGroup
 
 from idp.access.claims import add_role, rule_text
 from idp.authn import directory
-from idp.cli_support import actor, role_spec
+from idp.cli_support import actor, echo_record, role_spec
 from idp.errors import BadRequest
 from idp.oidc import clients, consent
 
@@ -106,18 +106,8 @@ def list_(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def show(client_id: str, as_json: bool) -> None:
     """Show one client's settings (never its secret: only a hash of it is stored)."""
-    info = clients.describe(clients.get_or_404(client_id))
-    if as_json:
-        click.echo(json.dumps(info, indent=2))
-        return
-    for key, value in info.items():
-        if isinstance(value, list) and key != "claim_map":
-            for item in value or ["-"]:
-                click.echo(f"{key}: {item}")
-        elif key == "claim_map":
-            click.echo(f"{key}: " + ", ".join(f"{rule_text(r)} ({r.get('scope', 'profile')})" for r in value))
-        else:
-            click.echo(f"{key}: {value}")
+    echo_record(clients.describe(clients.get_or_404(client_id)), as_json, render={"claim_map": lambda rules: [
+        ", ".join(f"{rule_text(r)} ({r.get('scope', 'profile')})" for r in rules)]})
 
 
 @oidc_client.command("remove")

@@ -10,7 +10,7 @@ import click
 from flask.cli import AppGroup
 
 from idp.access.claims import add_role, role_map_text
-from idp.cli_support import actor, role_spec
+from idp.cli_support import actor, echo_record, role_spec
 from idp.saml import providers
 from idp.saml.metadata import NAMEID_FORMATS
 
@@ -112,21 +112,15 @@ def list_(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def show(entity_id: str, as_json: bool) -> None:
     """Show one service provider: settings, endpoints and certificates."""
-    info = providers.describe(providers.get_or_404(entity_id))
-    if as_json:
-        click.echo(json.dumps(info, indent=2))
-        return
-    for key, value in info.items():
-        if key == "attribute_map":
-            click.echo(f"{key}: {_attributes_text(value)}")
-        elif key in ("acs", "slo"):
-            for e in value:
-                click.echo(f"{key}: {e['location']} ({e['binding'].rsplit(':', 1)[-1]})")
-        elif isinstance(value, list):
-            for item in value or ["-"]:
-                click.echo(f"{key}: {item}")
-        else:
-            click.echo(f"{key}: {value}")
+    echo_record(providers.describe(providers.get_or_404(entity_id)), as_json, render={
+        "attribute_map": lambda rules: [_attributes_text(rules)],
+        "acs": _endpoint_lines,
+        "slo": _endpoint_lines,
+    })
+
+
+def _endpoint_lines(endpoints: list[dict[str, str]]) -> list[str]:
+    return [f"{e['location']} ({e['binding'].rsplit(':', 1)[-1]})" for e in endpoints]
 
 
 @sp.command("remove")
