@@ -205,3 +205,21 @@ def idp_metadata(base_url: str) -> bytes:
     resp = requests.get(base_url + "/saml/metadata", timeout=10)
     resp.raise_for_status()
     return resp.content
+
+
+def sign_in_at_a_new_sp(idp_url: str, username: str, password: str,
+                        attribute_map: tuple[dict[str, Any], ...] = tuple(ATTRIBUTE_MAP)) -> OneLogin_Saml2_Auth:
+    """Register a python3-saml SP with this release map, then sign in through it with the real login form.
+    Returns the SP's view of the response, which it has already validated (asserted error-free)."""
+    from idp.saml import providers
+
+    sp = OneLoginSp(idp_metadata(idp_url))
+    providers.add(sp.metadata(), None, providers.SpOptions(attribute_map=attribute_map), actor="test")
+    http = requests.Session()
+    url, request_id = sp.redirect_login("https://sp.example.test/after")
+    page = http.get(url, timeout=10)
+    assert is_login_page(page)
+    page = submit_login(http, page, username, password)
+    auth = sp.process_response(read_post_form(page.text), request_id)
+    assert auth.get_errors() == [], auth.get_last_error_reason()
+    return auth

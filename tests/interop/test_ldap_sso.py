@@ -11,11 +11,9 @@ import requests
 from conftest import LiveServer
 from ldap_server import Slapd, directory_config
 from oidc_peers import browse, register, rp, start
-from saml_peers import ATTRIBUTE_MAP, OneLoginSp, idp_metadata, is_login_page, read_post_form, submit_login
+from saml_peers import sign_in_at_a_new_sp
 
 from idp.extensions import db
-from idp.saml import providers
-from idp.saml.providers import SpOptions
 
 
 @pytest.fixture
@@ -27,15 +25,7 @@ def idp(directory_server: Callable[..., LiveServer], slapd: Slapd, tmp_path: Pat
 
 
 def test_an_ldap_user_reaches_a_saml_sp_and_an_oidc_client_with_nested_groups(idp: LiveServer) -> None:
-    sp = OneLoginSp(idp_metadata(idp.url))
-    providers.add(sp.metadata(), None, SpOptions(attribute_map=tuple(ATTRIBUTE_MAP)), actor="test")
-    http = requests.Session()
-    url, request_id = sp.redirect_login("https://sp.example.test/after")
-    page = http.get(url, timeout=10)
-    assert is_login_page(page)
-    page = submit_login(http, page, "zoë", "zoë-pw")
-    auth = sp.process_response(read_post_form(page.text), request_id)
-    assert auth.get_errors() == [], auth.get_last_error_reason()
+    auth = sign_in_at_a_new_sp(idp.url, "zoë", "zoë-pw")
     assert auth.get_nameid() == "zoë"
     attributes = auth.get_attributes()
     assert attributes["groups"] == ["engineers", "rnd", "staff"]

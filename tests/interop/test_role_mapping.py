@@ -11,11 +11,9 @@ import requests
 from conftest import LiveServer
 from ldap_server import Slapd, directory_config
 from oidc_peers import browse, register, rp, start
-from saml_peers import OneLoginSp, idp_metadata, is_login_page, read_post_form, submit_login
+from saml_peers import sign_in_at_a_new_sp
 
 from idp.extensions import db
-from idp.saml import providers
-from idp.saml.providers import SpOptions
 
 # zoë is a direct member of engineers only; rnd (engineers are in it) and staff (rnd is in it) are nested.
 ROLE_MAP = {"sales": ["seller"], "rnd": ["developer"], "staff": ["viewer", "developer"], "auditors": ["auditor"]}
@@ -31,18 +29,10 @@ def idp(directory_server: Callable[..., LiveServer], slapd: Slapd, tmp_path: Pat
 
 
 def test_nested_directory_groups_become_roles_in_the_assertion_and_the_id_token(idp: LiveServer) -> None:
-    sp = OneLoginSp(idp_metadata(idp.url))
     rules = ({"attribute": "groups", "name": "groups"},
              {"attribute": "roles", "name": ROLE, "name_format": "uri", "roles": ROLE_MAP},
              {"attribute": "roles", "name": "sales-role", "roles": {"sales": ["seller"]}})
-    providers.add(sp.metadata(), None, SpOptions(attribute_map=rules), actor="test")
-    http = requests.Session()
-    url, request_id = sp.redirect_login("https://sp.example.test/after")
-    page = http.get(url, timeout=10)
-    assert is_login_page(page)
-    page = submit_login(http, page, "zoë", "zoë-pw")
-    auth = sp.process_response(read_post_form(page.text), request_id)
-    assert auth.get_errors() == [], auth.get_last_error_reason()
+    auth = sign_in_at_a_new_sp(idp.url, "zoë", "zoë-pw", rules)
     attributes = auth.get_attributes()
     assert attributes["groups"] == ["engineers", "rnd", "staff"]
     assert attributes[ROLE] == ["developer", "viewer"]  # map order, each once
