@@ -1,5 +1,6 @@
 """All ORM models. Imports nothing of ours but the extensions, the clock and its own modules."""
 
+from idp.store.access import Account, AppAssignment, Assignment, OrganizationalUnit, PermissionSet
 from idp.store.audit import AuditRecord
 from idp.store.connectors import Directory
 from idp.store.directory import Group, User, group_members
@@ -9,6 +10,9 @@ from idp.store.security import ConsumedId, LoginThrottle
 from idp.store.sessions import PendingRequest, SessionParticipant, SsoSession
 
 __all__ = [
+    "Account",
+    "AppAssignment",
+    "Assignment",
     "AuditRecord",
     "ConsumedId",
     "Directory",
@@ -19,7 +23,9 @@ __all__ = [
     "OidcConsent",
     "OidcDeviceCode",
     "OidcToken",
+    "OrganizationalUnit",
     "PendingRequest",
+    "PermissionSet",
     "PersistentNameId",
     "ServiceProvider",
     "SessionParticipant",

@@ -15,7 +15,7 @@ from typing import Any
 from authlib.oauth2.rfc6749 import ClientMixin, TokenMixin
 from authlib.oauth2.rfc8628 import DeviceCredentialMixin
 from authlib.oidc.core import AuthorizationCodeMixin
-from sqlalchemy import JSON, ForeignKey, String
+from sqlalchemy import JSON, ForeignKey, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from idp.clock import now
@@ -52,6 +52,10 @@ class OidcClient(db.Model, ClientMixin):  # type: ignore[name-defined,misc]
     first_party: Mapped[bool] = mapped_column(default=False)
     # [{"attribute": "email", "name": "email", "scope": "email"}]: idp.access.claims.release rules.
     claim_map: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # Without an app assignment a client is open to nobody, unless this is set (idp app open-to-all).
+    open_to_all: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # The client's own "start sign-in" page (OIDC's initiate_login_uri): where the portal launches it.
+    login_url: Mapped[str | None] = mapped_column(String(2048))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now, onupdate=now)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, String, Text
+from sqlalchemy import JSON, ForeignKey, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from idp.clock import now
@@ -30,6 +30,8 @@ class ServiceProvider(db.Model):  # type: ignore[name-defined,misc]
     allow_sha1: Mapped[bool] = mapped_column(default=False)
     # [{"attribute": "email", "name": "...", "name_format": "...", "friendly_name": "..."}]
     attribute_map: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # Without an app assignment an SP is open to nobody, unless this is set (idp app open-to-all).
+    open_to_all: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now, onupdate=now)
 
