@@ -82,8 +82,10 @@ def _security_headers(app: Flask) -> None:
 def _register_blueprints(app: Flask) -> None:
     from idp.authn.views import bp as authn_bp
     from idp.oidc.views import bp as oidc_bp
+    from idp.portal import bp as portal_bp
     from idp.saml.views import bp as saml_bp
 
     app.register_blueprint(authn_bp)
     app.register_blueprint(saml_bp)
     app.register_blueprint(oidc_bp)
+    app.register_blueprint(portal_bp)

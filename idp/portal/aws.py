@@ -1,0 +1,1 @@
+"""The stable AWS console link /portal/aws/<account-id>/<permission-set-name>."""
