@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from idp import audit
 from idp.audit import AuditEvent
-from idp.authn.connectors import chain, secrets
+from idp.authn.connectors import bind_passwords, chain
 from idp.authn.connectors.ad import open_directory
 from idp.authn.connectors.chain import Configured
 from idp.authn.connectors.local import LOCAL
@@ -33,8 +33,8 @@ def add(name: str, kind: str, values: dict[str, Any], bind_password: str | None,
         raise BadRequest("invalid directory:\n" + "\n".join(f"  - {p}" for p in problems))
     if any(c.name == name for c in chain.configured()):
         raise Conflict(f"directory '{name}' already exists")
-    row = Directory(name=name, type=kind, settings=cfg.public(),
-                    bind_password_encrypted=secrets.encrypt(bind_password) if bind_password is not None else None)
+    encrypted = bind_passwords.encrypt(bind_password) if bind_password is not None else None
+    row = Directory(name=name, type=kind, settings=cfg.public(), bind_password_encrypted=encrypted)
     db.session.add(row)
     audit.record(AuditEvent(type="directory.add", actor=actor,
                             details={"directory": name, "type": kind, "urls": list(cfg.urls)}))
@@ -114,7 +114,7 @@ def test(name: str, username: str | None) -> Report:
         report.add(True, "settings", f"type {cfg.type}: nothing to connect to")
         return report
     try:
-        password = secrets.bind_password(cfg, item.encrypted)
+        password = bind_passwords.bind_password(cfg, item.encrypted)
     except DirectoryUnavailable as exc:
         report.add(False, "settings", exc.reason)
         return report

@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 from idp.authn.connectors import local
 from idp.authn.connectors.base import Connector
+from idp.authn.connectors.bind_passwords import bind_password
 from idp.authn.connectors.ldap_connector import LdapConnector
-from idp.authn.connectors.secrets import bind_password
 from idp.authn.connectors.settings import DirectoryConfig
 
 # (settings, encrypted bind password from the database or None) -> connector
