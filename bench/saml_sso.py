@@ -120,6 +120,7 @@ def main() -> None:
                        input="bench-password\n", env=env, check=True, capture_output=True, text=True)
         subprocess.run([IDP, "sp", "add", "--metadata", str(Path(tmp) / "sp.xml")],
                        env=env, check=True, capture_output=True)
+        subprocess.run([IDP, "app", "open-to-all", SP], env=env, check=True, capture_output=True)
         server = subprocess.Popen([IDP, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             http = requests.Session()

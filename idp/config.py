@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -10,6 +11,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from idp.authn.connectors.settings import DirectoryConfig, load_file
+
+# AWS's limits on session tags (IDP_AWS_PRINCIPAL_TAGS).
+_AWS_MAX_SESSION_TAGS = 50
+_AWS_TAG_KEY = re.compile(r"[\w .:/=+@-]{1,128}")
 
 
 class ConfigError(Exception):
@@ -38,11 +43,18 @@ class Settings:
     saml_clock_skew_seconds: int = 180
     saml_assertion_lifetime_seconds: int = 300
     saml_max_message_bytes: int = 256 * 1024
+    # AWS federation: session tags as "Key=attribute,..." (our attribute names, idp.access.claims.SOURCES),
+    # and which attribute gives the SourceIdentity (username|email|none) and the RoleSessionName (username|email).
+    aws_principal_tags: str | None = None
+    aws_source_identity: str = "username"
+    aws_role_session_name: str = "username"
     log_format: str = "json"
     log_level: str = "INFO"
     workers: int = 2
     # IDP_CONFIG: an optional YAML file for lists, such as the directory connectors.
     config: Path | None = None
+    # IDP_PRESETS_DIR: the SAML app presets (idp sp add --preset); default: the repository's metadata/presets/.
+    presets_dir: Path | None = None
     # Read from the IDP_CONFIG file (not an environment variable of its own).
     directories: tuple[DirectoryConfig, ...] = ()
 
@@ -67,6 +79,12 @@ class Settings:
         parts = urlsplit(self.base_url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
         return f"{parts.hostname}:{port}"
+
+    @property
+    def aws_tags(self) -> tuple[tuple[str, str], ...]:
+        """IDP_AWS_PRINCIPAL_TAGS as (tag key, our attribute) pairs, in the order given."""
+        pairs = (item.rpartition("=") for item in (self.aws_principal_tags or "").split(",") if item.strip())
+        return tuple((key.strip(), attribute.strip()) for key, _, attribute in pairs)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -93,7 +111,7 @@ class Settings:
                     values[f.name] = raw.lower() in ("1", "true", "yes", "on")
                 elif isinstance(default, int):
                     values[f.name] = int(raw)
-                elif f.name in ("data_dir", "signing_key_file", "signing_cert_file", "config"):
+                elif f.name in ("data_dir", "signing_key_file", "signing_cert_file", "config", "presets_dir"):
                     values[f.name] = Path(raw) if raw else None
                 else:
                     values[f.name] = raw or None
@@ -124,6 +142,8 @@ class Settings:
                             ("IDP_SIGNING_CERT_FILE", self.signing_cert_file)):
             if path is not None and not path.is_file():
                 out.append(f"{label}: {path} is not a readable file")
+        if self.presets_dir is not None and not self.presets_dir.is_dir():
+            out.append(f"IDP_PRESETS_DIR: {self.presets_dir} is not a directory")
         positive = {
             "IDP_SESSION_IDLE_SECONDS": self.session_idle_seconds,
             "IDP_SESSION_MAX_SECONDS": self.session_max_seconds,
@@ -140,8 +160,35 @@ class Settings:
             out.append("IDP_SAML_CLOCK_SKEW_SECONDS: must not be negative")
         if self.session_idle_seconds > self.session_max_seconds:
             out.append("IDP_SESSION_IDLE_SECONDS: must not exceed IDP_SESSION_MAX_SECONDS")
+        out.extend(self._aws_problems())
         if self.log_format not in ("json", "text"):
             out.append(f"IDP_LOG_FORMAT: {self.log_format!r} must be 'json' or 'text'")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             out.append(f"IDP_LOG_LEVEL: {self.log_level!r} must be DEBUG, INFO, WARNING or ERROR")
+        return out
+
+    def _aws_problems(self) -> list[str]:
+        # Imported here: the claims module reaches the models, and settings are read before anything else.
+        from idp.access.claims import SOURCES
+
+        out: list[str] = []
+        if self.aws_source_identity not in ("username", "email", "none"):
+            out.append(f"IDP_AWS_SOURCE_IDENTITY: {self.aws_source_identity!r} must be username, email or none")
+        if self.aws_role_session_name not in ("username", "email"):
+            out.append(f"IDP_AWS_ROLE_SESSION_NAME: {self.aws_role_session_name!r} must be username or email")
+        tags = self.aws_tags
+        if len(tags) > _AWS_MAX_SESSION_TAGS:
+            out.append(f"IDP_AWS_PRINCIPAL_TAGS: AWS takes at most {_AWS_MAX_SESSION_TAGS} session tags")
+        seen: set[str] = set()
+        for key, attribute in tags:
+            if not _AWS_TAG_KEY.fullmatch(key) or key.lower().startswith("aws:"):
+                out.append(f"IDP_AWS_PRINCIPAL_TAGS: {key!r} is not a valid tag key (1 to 128 letters, digits, "
+                           "spaces or _.:/=+-@, not starting with aws:)")
+            elif key.lower() in seen:  # AWS compares tag keys without case
+                out.append(f"IDP_AWS_PRINCIPAL_TAGS: tag {key!r} is given twice")
+            seen.add(key.lower())
+            if attribute == "groups" or attribute not in SOURCES:  # a tag has one value, and groups many
+                single = [s for s in SOURCES if s != "groups"]
+                out.append(f"IDP_AWS_PRINCIPAL_TAGS: tag {key!r} needs one of {', '.join(single)}, "
+                           f"not {attribute!r}")
         return out

@@ -1,4 +1,5 @@
-"""Shared pieces for OIDC tests: authlib's client side as the relying party, and a browser that signs in.
+"""Shared pieces for OIDC tests: authlib's client side as the relying party, a browser that signs in, and
+the device grant's device and browser sides.
 
 The relying party is authlib's ``OAuth2Session`` with authlib's own OpenID Connect client mixin, so ID
 tokens are checked by authlib's client code (JWKS signature, iss, aud, nonce, exp, at_hash), not ours.
@@ -17,6 +18,7 @@ import requests
 from authlib.common.security import generate_token
 from authlib.integrations.base_client.sync_openid import OpenIDMixin
 from authlib.integrations.requests_client import OAuth2Session
+from saml_peers import submit_login
 
 from idp.oidc import clients
 from idp.oidc.clients import ClientOptions
@@ -43,9 +45,11 @@ class AuthlibRp(OAuth2Session, OpenIDMixin):  # type: ignore[misc]
 
 
 def register(**options: Any) -> clients.Registered:
-    """A client registered through the service; first-party (no consent page) unless told otherwise."""
+    """A client registered through the service; first-party (no consent page) and open to every signed-in
+    user unless told otherwise (a test about access passes ``open_to_all=False`` and assigns it)."""
     options.setdefault("name", "relying party")
     options.setdefault("first_party", True)
+    options.setdefault("open_to_all", True)
     options.setdefault("redirect_uris", (REDIRECT_URI,))
     return clients.add(ClientOptions(**options), actor="test")
 
@@ -148,3 +152,42 @@ def pyjwt_validate(idp: Any, id_token: str, client_id: str, algorithm: str) -> d
         options={"require": ["exp", "iat", "iss", "aud", "sub"]},
     )
     return claims
+
+
+# --- the device grant (RFC 8628): a device client written from the RFC with plain requests, and the user's
+# browser on the /device page ------------------------------------------------------------------------------
+
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+
+
+def device_authorization(idp: Any, client_id: str, scope: str = "openid profile email") -> dict[str, Any]:
+    resp = requests.post(idp.url + "/oauth/device", data={"client_id": client_id, "scope": scope}, timeout=10)
+    assert resp.status_code == 200, resp.text
+    body: dict[str, Any] = resp.json()
+    return body
+
+
+def poll(idp: Any, client_id: str, device_code: str) -> requests.Response:
+    return requests.post(idp.url + "/oauth/token", timeout=10, data={
+        "grant_type": DEVICE_GRANT, "device_code": device_code, "client_id": client_id})
+
+
+def error_of(resp: requests.Response) -> str:
+    assert resp.status_code == 400, (resp.status_code, resp.text)
+    return str(resp.json()["error"])
+
+
+def open_device_page(http: requests.Session, url: str, username: str = "alice") -> requests.Response:
+    """Visit the link from the device; sign in through the real login form when sent there."""
+    resp = http.get(url, timeout=10)
+    if 'name="password"' in resp.text:
+        resp = submit_login(http, resp, username, PASSWORD)
+    assert resp.status_code == 200 and "Connect a device" in resp.text, resp.text[:1000]
+    return resp
+
+
+def post_form(http: requests.Session, page: requests.Response, **fields: str) -> requests.Response:
+    form = lxml.html.fromstring(page.text).forms[0]
+    data = {i.get("name"): i.get("value") or "" for i in form.xpath(".//input[@name]")}
+    data.update(fields)
+    return http.post(urljoin(page.url, form.get("action")), data=data, headers={"Referer": page.url}, timeout=10)

@@ -23,6 +23,8 @@ from onelogin.saml2.settings import OneLogin_Saml2_Settings
 from onelogin.saml2.utils import OneLogin_Saml2_Utils
 
 from idp.keys import generate_key_pair
+from idp.saml import providers
+from idp.store import ServiceProvider
 
 SP_ENTITY_ID = "https://sp.example.test/metadata"
 SP_ACS_URL = "https://sp.example.test/acs"
@@ -201,6 +203,13 @@ class OneLoginSp:
         return auth
 
 
+def register_sp(metadata: bytes, **options: Any) -> ServiceProvider:
+    """Register an SP through the service with these :class:`providers.SpOptions`; open to every signed-in
+    user unless ``open_to_all=False`` (a test about access then assigns it)."""
+    options.setdefault("open_to_all", True)
+    return providers.add(metadata, None, providers.SpOptions(**options), actor="test")
+
+
 def idp_metadata(base_url: str) -> bytes:
     resp = requests.get(base_url + "/saml/metadata", timeout=10)
     resp.raise_for_status()
@@ -211,10 +220,8 @@ def sign_in_at_a_new_sp(idp_url: str, username: str, password: str,
                         attribute_map: tuple[dict[str, Any], ...] = tuple(ATTRIBUTE_MAP)) -> OneLogin_Saml2_Auth:
     """Register a python3-saml SP with this release map, then sign in through it with the real login form.
     Returns the SP's view of the response, which it has already validated (asserted error-free)."""
-    from idp.saml import providers
-
     sp = OneLoginSp(idp_metadata(idp_url))
-    providers.add(sp.metadata(), None, providers.SpOptions(attribute_map=attribute_map), actor="test")
+    register_sp(sp.metadata(), attribute_map=attribute_map)
     http = requests.Session()
     url, request_id = sp.redirect_login("https://sp.example.test/after")
     page = http.get(url, timeout=10)

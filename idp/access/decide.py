@@ -187,7 +187,8 @@ def _roles(principal: Principal, now: datetime, target: AccountTarget | None) ->
         query = query.where(PermissionSet.mfa_required.is_(False))
 
     found: dict[tuple[int, int], tuple[PermissionSet, list[Source]]] = {}
-    for row, pset in db.session.execute(query).tuples():
+    # Sources in the order they were granted, the same on every database (and on every listing).
+    for row, pset in db.session.execute(query.order_by(Assignment.id)):
         hit = [a for a in accounts if a.id == row.account_id or row.ou_id in ou_chain[a.id]]
         scope = (f"ou {ou_names.get(row.ou_id or 0)}" if row.ou_id is not None
                  else f"account {hit[0].account_id}" if hit else "")
@@ -253,7 +254,8 @@ def _app(principal: Principal, now: datetime, target: AppTarget) -> AppGrant | s
         column = AppAssignment.client_id
     if open_to_all:
         return AppGrant(target.kind, target.key, name, None, (Source("everyone", "open to all", None),), login_url)
-    rows = db.session.scalars(select(AppAssignment).where(column == app_id, _mine(AppAssignment, principal, now)))
+    rows = db.session.scalars(select(AppAssignment).where(column == app_id, _mine(AppAssignment, principal, now))
+                              .order_by(AppAssignment.id))
     sources = tuple(Source(_via(r, principal), "app", r.until) for r in rows)
     if not sources:
         return "not assigned to this application"
@@ -262,7 +264,8 @@ def _app(principal: Principal, now: datetime, target: AppTarget) -> AppGrant | s
 
 def _apps(principal: Principal, now: datetime) -> list[AppGrant]:
     sources: dict[tuple[str, int], list[Source]] = defaultdict(list)
-    for row in db.session.scalars(select(AppAssignment).where(_mine(AppAssignment, principal, now))):
+    for row in db.session.scalars(select(AppAssignment).where(_mine(AppAssignment, principal, now))
+                                  .order_by(AppAssignment.id)):
         key = ("saml", row.sp_id) if row.sp_id is not None else ("oidc", row.client_id or 0)
         sources[key].append(Source(_via(row, principal), "app", row.until))
     everyone = (Source("everyone", "open to all", None),)

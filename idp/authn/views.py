@@ -1,8 +1,8 @@
-"""Login, logout and the small home page. They render; decisions live in signin.py and session.py."""
+"""Login and logout (the home page is the portal's). They render; decisions live in signin.py and session.py."""
 
 from __future__ import annotations
 
-from flask import Blueprint, redirect, render_template, request
+from flask import Blueprint, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
 from idp.authn.forms import LoginForm, LogoutForm
@@ -30,7 +30,8 @@ def safe_next(value: str | None) -> str:
 
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> BaseResponse | tuple[str, int] | str:
-    next_path = safe_next(request.args.get("next"))
+    # Signing in with nowhere else to go lands on the portal: what the user may open.
+    next_path = safe_next(request.args.get("next") or url_for("portal.index"))
     force = request.args.get("force") == "1"
     if request.method == "GET" and not force and current_session() is not None:
         return redirect(next_path)
@@ -68,11 +69,3 @@ def logout() -> BaseResponse | str:
     if sso is None:
         return render_template("logout.html", signed_out=True)
     return render_template("logout.html", signed_out=False, form=form, principal=current_principal())
-
-
-@bp.route("/")
-def home() -> BaseResponse | str:
-    principal = current_principal()
-    if principal is None:
-        return redirect(login_url("/"))
-    return render_template("home.html", principal=principal)

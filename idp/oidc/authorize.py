@@ -27,6 +27,7 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response as BaseResponse
 
 from idp import audit, clock
+from idp.access.decide import AccessDenied
 from idp.audit import AuditEvent
 from idp.authn.session import current_session, login_url, principal_for
 from idp.errors import BadRequest
@@ -143,10 +144,10 @@ def handle(query: str, received_at: datetime, pending_id: str | None = None, ans
     scope: str = grant.request.scope or ""
     try:
         decide(end_user.principal, client, "authorization_code")
-    except OAuth2Error as error:
+    except (OAuth2Error, AccessDenied) as error:
         _done(pending_id)
-        denied = access_denied(redirect_uri, req.payload.state, error.description or "access denied")
-        return _refuse(req, denied, client_label)
+        why = error.message if isinstance(error, AccessDenied) else error.description or "access denied"
+        return _refuse(req, access_denied(redirect_uri, req.payload.state, why), client_label)
     if answer == "deny":
         _done(pending_id)
         return _refuse(req, access_denied(redirect_uri, req.payload.state, "The user did not allow the request."),

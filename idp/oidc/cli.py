@@ -54,11 +54,16 @@ def _read_jwks(path: str | None) -> dict[str, Any] | None:
 @click.option("--role", "roles", multiple=True, metavar="CLAIM:GROUP=ROLE",
               help="Release ROLE in claim CLAIM (a list, under the groups scope) to members of GROUP, directory "
                    "and nested groups included. Repeat for each; adds to that claim's role map.")
+@click.option("--login-url", metavar="URL",
+              help="Where the portal sends a user to start signing in to the client (OIDC's initiate_login_uri); "
+                   "https, or http on a loopback address.")
+@click.option("--open-to-all", is_flag=True,
+              help="Every signed-in user may use the client (default: only users and groups it is assigned to).")
 @click.option("--json", "as_json", is_flag=True, help="Print {client_id, client_secret} as JSON.")
 def add(name: str, redirect_uris: tuple[str, ...], post_logout_redirect_uris: tuple[str, ...], public: bool,
         grants: tuple[str, ...], scopes: tuple[str, ...], auth_method: str | None, jwks_file: str | None,
         id_token_alg: str, first_party: bool, claims: tuple[str, ...], roles: tuple[str, ...],
-        as_json: bool) -> None:
+        login_url: str | None, open_to_all: bool, as_json: bool) -> None:
     """Register a client; its secret is printed now and never again."""
     claim_map = [clients.claim_rule(c) for c in claims] if claims else None
     if roles:
@@ -71,7 +76,8 @@ def add(name: str, redirect_uris: tuple[str, ...], post_logout_redirect_uris: tu
     options = clients.ClientOptions(
         name=name, redirect_uris=redirect_uris, post_logout_redirect_uris=post_logout_redirect_uris,
         public=public, grant_types=grants, scopes=scopes, auth_method=auth_method, jwks=_read_jwks(jwks_file),
-        id_token_alg=id_token_alg, first_party=first_party, **extra,
+        id_token_alg=id_token_alg, first_party=first_party, open_to_all=open_to_all, login_url=login_url,
+        **extra,
     )
     registered = clients.add(options, actor())
     _print_credentials(registered, as_json)

@@ -68,6 +68,10 @@ class ClientOptions:
     id_token_alg: str = "RS256"  # noqa: S105 - an algorithm name, not a secret
     first_party: bool = False
     claim_map: tuple[dict[str, Any], ...] = field(default_factory=lambda: DEFAULT_CLAIM_MAP)
+    # Every signed-in user may use the client; otherwise only those it is assigned to (idp.access.decide).
+    open_to_all: bool = False
+    # OIDC's initiate_login_uri: where the portal sends a user to start signing in to the client.
+    login_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,17 @@ def _check_uri(uri: str, label: str) -> None:
         raise BadRequest(f"{label} is longer than 2048 characters")
 
 
+_LOOPBACK = ("localhost", "127.0.0.1", "::1")
+
+
+def _check_login_url(uri: str) -> None:
+    """A page the user's browser is sent to from the portal: https, or http on this machine only."""
+    _check_uri(uri, "login URL")
+    parts = urlsplit(uri)
+    if not (parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK)):
+        raise BadRequest(f"login URL {uri!r} must use https (http only on a loopback address)")
+
+
 def _validated(options: ClientOptions) -> dict[str, Any]:
     name = options.name.strip()
     if not name or len(name) > 255:
@@ -122,6 +137,8 @@ def _validated(options: ClientOptions) -> dict[str, Any]:
         _check_uri(uri, "redirect URI")
     for uri in options.post_logout_redirect_uris:
         _check_uri(uri, "post-logout redirect URI")
+    if options.login_url is not None:
+        _check_login_url(options.login_url)
     if "authorization_code" in grants and not options.redirect_uris:
         raise BadRequest("the authorization_code grant needs at least one --redirect-uri")
     if options.public:
@@ -158,6 +175,7 @@ def _validated(options: ClientOptions) -> dict[str, Any]:
         "grant_types": grants, "scopes": scopes, "jwks": jwks if method == "private_key_jwt" else None,
         "id_token_alg": options.id_token_alg, "first_party": options.first_party,
         "claim_map": [dict(r) for r in options.claim_map],
+        "open_to_all": options.open_to_all, "login_url": options.login_url,
     }
 
 
@@ -165,9 +183,16 @@ def _uses_secret(method: str) -> bool:
     return method in ("client_secret_basic", "client_secret_post")
 
 
+def _new_client_id() -> str:
+    # Never starting with "-", which `idp oidc-client show <id>` (and any command line) would take for an option.
+    while (client_id := secrets.token_urlsafe(16)).startswith("-"):
+        pass
+    return client_id
+
+
 def add(options: ClientOptions, actor: str) -> Registered:
     values = _validated(options)
-    client_id = secrets.token_urlsafe(16)
+    client_id = _new_client_id()
     secret = secrets.token_urlsafe(32) if _uses_secret(values["auth_method"]) else None
     client = OidcClient(client_id=client_id, secret_hash=digest(secret) if secret else None, **values)
     db.session.add(client)
@@ -218,5 +243,6 @@ def describe(client: OidcClient) -> dict[str, Any]:
         "post_logout_redirect_uris": client.post_logout_redirect_uris, "grant_types": client.grant_types,
         "scopes": client.scopes, "id_token_alg": client.id_token_alg, "first_party": client.first_party,
         "claim_map": client.claim_map, "jwks_keys": [k.get("kid") for k in (client.jwks or {}).get("keys", [])],
+        "open_to_all": client.open_to_all, "login_url": client.login_url,
         "created_at": client.created_at.isoformat() if client.created_at else None,
     }

@@ -31,11 +31,12 @@ from sqlalchemy import delete, exists, select, update
 from sqlalchemy.exc import IntegrityError
 
 from idp import clock
+from idp.access.decide import AccessDenied
 from idp.authn.principal import Principal
 from idp.authn.revalidation import revalidated_principal
 from idp.extensions import db
 from idp.oidc import clients, consent
-from idp.oidc.server import SECRET_AUTH, EndUser, active_user, audit_event, decide
+from idp.oidc.server import SECRET_AUTH, EndUser, active_user, audit_event, decide, decide_token
 from idp.runtime import settings
 from idp.store import OidcClient, OidcDeviceCode
 from idp.store.oidc import DEVICE_APPROVED, DEVICE_DENIED, DEVICE_PENDING, digest
@@ -153,7 +154,7 @@ class DeviceCodeGrant(_DeviceCodeGrant):  # type: ignore[misc]
         principal = revalidated_principal(user, credential.auth_time)
         if principal is None:
             raise InvalidGrantError("The user who approved this device is no longer active.")
-        decide(principal, self.request.client, self.GRANT_TYPE)
+        decide_token(principal, self.request.client, self.GRANT_TYPE)
         # One use: committed with the tokens by the token view (or rolled back with a failure).
         result = db.session.execute(
             update(OidcDeviceCode)
@@ -214,14 +215,17 @@ def find_pending(code: str) -> PendingDevice | None:
 def decide_device(pending: PendingDevice, principal: Principal, approve: bool) -> bool | None:
     """Record the user's answer once: whether the device is approved, or None if the request was decided or
     expired meanwhile. Approval asks decide() first; a refusal there is recorded as a denial. Audited and
-    committed."""
+    committed. A user who has not been given the client is then told so: AccessDenied (a 403 page)."""
     approved = approve
     reason = None
+    denied: AccessDenied | None = None
     if approve:
         try:
             decide(principal, pending.client, DEVICE_CODE_GRANT_TYPE)
         except OAuth2Error as exc:  # not allowed: the device hears access_denied
             approved, reason = False, exc.description or exc.error
+        except AccessDenied as exc:
+            approved, reason, denied = False, exc.reason, exc
     t = clock.now()
     result = db.session.execute(
         update(OidcDeviceCode)
@@ -238,4 +242,6 @@ def decide_device(pending: PendingDevice, principal: Principal, approve: bool) -
     audit_event("oidc.device.approve" if approved else "oidc.device.deny", pending.client.client_id,
            outcome="success" if approved else "failure", username=principal.username, reason=reason,
            details={"scope": pending.scope})
+    if denied is not None:
+        raise denied
     return approved

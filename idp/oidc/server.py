@@ -39,6 +39,7 @@ from sqlalchemy import exists, select, update
 from sqlalchemy.exc import IntegrityError
 
 from idp import audit, clock
+from idp.access.decide import AccessDenied, AppTarget, authorize
 from idp.audit import AuditEvent
 from idp.authn.principal import Principal
 from idp.authn.revalidation import revalidated_principal
@@ -72,14 +73,26 @@ class EndUser:
 
 def decide(principal: Principal | None, client: OidcClient, grant_type: str) -> None:
     """May ``principal`` (None for a machine client, or before a device's user is known) use ``client``
-    now? Every grant asks here.
-
-    There is no access.decide.authorize() yet: the directory already refuses disabled users, so today this
-    only checks that the client still allows the grant. When authorize() lands, it is called here, and a
-    refusal raises AccessDeniedError (authorize) or InvalidGrantError (token endpoint) as now.
+    now? Every grant asks here: the client must still allow the grant (UnauthorizedClientError), and the
+    user must have been given the client (:func:`idp.access.decide.authorize`, which audits a refusal and
+    raises AccessDenied). Callers answer AccessDenied the way their endpoint must: ``access_denied`` at the
+    redirect URI (authorize), ``invalid_grant`` at the token endpoint (:func:`decide_token`), the error page
+    on the device page. A machine client (client_credentials) acts for no user: no app check.
     """
     if not client.check_grant_type(grant_type):
         raise UnauthorizedClientError(f"The client is not allowed to use {grant_type}.")
+    if principal is not None:
+        ip = flask_request.remote_addr if has_request_context() else None
+        authorize(principal, AppTarget("oidc", client.client_id), clock.now(), client_ip=ip)
+
+
+def decide_token(principal: Principal, client: OidcClient, grant_type: str) -> None:
+    """:func:`decide` at the token endpoint: a user no longer given the client makes the code, refresh
+    token or device code held for them an invalid grant (RFC 6749 5.2)."""
+    try:
+        decide(principal, client, grant_type)
+    except AccessDenied as exc:
+        raise InvalidGrantError(exc.message) from exc
 
 
 # --- keys and tokens -------------------------------------------------------------------------------------
@@ -294,7 +307,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
         principal = revalidated_principal(user, authorization_code.auth_time)
         if principal is None:
             raise InvalidGrantError("The user is no longer active.")
-        decide(principal, self.request.client, self.GRANT_TYPE)
+        decide_token(principal, self.request.client, self.GRANT_TYPE)
         return EndUser(principal, authorization_code.session_id)
 
 
@@ -323,7 +336,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
         principal = revalidated_principal(user, refresh_token.auth_time)
         if principal is None:
             raise InvalidGrantError("The user is no longer active.")
-        decide(principal, self.request.client, self.GRANT_TYPE)
+        decide_token(principal, self.request.client, self.GRANT_TYPE)
         return EndUser(principal, refresh_token.session_id)
 
     def revoke_old_credential(self, refresh_token: OidcToken) -> None:

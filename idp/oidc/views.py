@@ -125,7 +125,7 @@ def consent_answer(pending_id: str) -> BaseResponse:
 
 @bp.post("/oauth/consent/<client_id>/revoke")
 def revoke_consent(client_id: str) -> BaseResponse:
-    """The home page's revoke button (CSRF-checked): the signed-in user takes back what they allowed."""
+    """The portal's revoke button (CSRF-checked): the signed-in user takes back what they allowed."""
     principal = current_principal()
     if principal is None:
         return redirect(login_url("/"))
@@ -135,7 +135,7 @@ def revoke_consent(client_id: str) -> BaseResponse:
 
 @bp.app_context_processor
 def _allowed_apps() -> dict[str, Any]:
-    # The home page (authn's template) lists these without authn importing the OIDC package.
+    # The portal lists these without authn importing the OIDC package.
     return {"allowed_apps": consent.for_user}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -11,7 +12,8 @@ from flask.cli import AppGroup
 
 from idp.access.claims import add_role, role_map_text
 from idp.cli_support import actor, echo_record, role_spec
-from idp.saml import providers
+from idp.errors import BadRequest
+from idp.saml import presets, providers
 from idp.saml.metadata import NAMEID_FORMATS
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -39,36 +41,100 @@ def _setting_options(func: F) -> F:
         click.option("--attribute", "attributes", multiple=True, metavar="OURS=NAME[;FORMAT]",
                      help="Release our attribute OURS as NAME (FORMAT basic|uri|unspecified). Repeat for each; "
                           "when given, the SP gets exactly these attributes."),
-        click.option("--role", "roles", multiple=True, metavar="NAME:GROUP=ROLE",
+        click.option("--role", "roles", multiple=True, metavar="[NAME:]GROUP=ROLE",
                      help="Release ROLE in attribute NAME to members of GROUP (directory and nested groups "
-                          "included). Repeat for each; adds to that attribute's role map."),
+                          "included). Repeat for each; adds to that attribute's role map. With --preset, NAME "
+                          "may be left out for the preset's role attribute."),
     ]
     for decorator in reversed(decorators):
         func = decorator(func)
     return func
 
 
-def _options(kwargs: dict[str, Any], current: list[dict[str, Any]] | None = None) -> providers.SpOptions:
+def _options(kwargs: dict[str, Any], current: list[dict[str, Any]] | None = None,
+             role_attribute: tuple[str, str] | None = None) -> providers.SpOptions:
     """The settings given; ``current`` is the release map that ``--role`` extends when ``--attribute`` is not
-    given (the SP's own map for `set`, the default map for `add`)."""
+    given (the SP's own map for `set`, the preset's or the default map for `add`). ``role_attribute`` (name,
+    name format) is the attribute a ``--role GROUP=ROLE`` without a NAME goes to."""
     attributes, roles = kwargs.pop("attributes"), kwargs.pop("roles")
     rules = [providers.parse_attribute_rule(a) for a in attributes] if attributes else None
     if roles:
-        rules = rules if rules is not None else list(current or providers.default_attribute_map())
+        if rules is None:
+            rules = list(current) if current is not None else providers.default_attribute_map()
         for spec in roles:
-            rules = add_role(rules, *role_spec(spec), name_format=providers.NAME_FORMATS["basic"])
+            name, group, role = _role(spec, role_attribute)
+            fmt = role_attribute[1] if role_attribute and name == role_attribute[0] else providers.NAME_FORMATS["basic"]
+            rules = add_role(rules, name, group, role, name_format=fmt)
     return providers.SpOptions(**kwargs, attribute_map=tuple(rules) if rules is not None else None)
 
 
+def _role(spec: str, role_attribute: tuple[str, str] | None) -> tuple[str, str, str]:
+    """``NAME:GROUP=ROLE``, or ``GROUP=ROLE`` when a preset names its role attribute."""
+    group, sep, role = spec.partition("=")
+    if role_attribute and sep and ":" not in group and group.strip() and role.strip():
+        return role_attribute[0], group.strip(), role.strip()
+    return role_spec(spec)
+
+
 @sp.command("add")
-@click.option("--metadata", "source", required=True, metavar="FILE_OR_URL", help="The SP's metadata.")
+@click.option("--metadata", "source", metavar="FILE_OR_URL", help="The SP's metadata.")
+@click.option("--preset", metavar="NAME", help="Build the metadata from an app preset (see `idp sp presets`).")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
+              help="A preset's parameter (its account-specific values). Repeat for each.")
 @_setting_options
-def add(source: str, **kwargs: Any) -> None:
-    """Register a service provider from its metadata."""
-    options = _options(kwargs)
-    xml = providers.fetch_metadata(source)
-    provider = providers.add(xml, providers.source_of(source), options, actor())
+def add(source: str | None, preset: str | None, params: tuple[str, ...], **kwargs: Any) -> None:
+    """Register a service provider from its metadata, or from an app preset and its parameters."""
+    if (source is None) == (preset is None):
+        raise BadRequest("give either --metadata FILE_OR_URL or --preset NAME")
+    if params and preset is None:
+        raise BadRequest("--param goes with --preset")
+    recorded: str | None
+    if preset is None:
+        assert source is not None
+        options = _options(kwargs)
+        xml, recorded = providers.fetch_metadata(source), providers.source_of(source)
+    else:
+        found = presets.load(preset)
+        xml = presets.render(found, presets.parse_params(params))
+        recorded = presets.source_of(found)
+        if kwargs["nameid_format"] is None:
+            kwargs["nameid_format"] = found.nameid_format
+        options = _options(kwargs, list(found.attributes), presets.role_attribute_of(found))
+        if options.attribute_map is None:
+            options = dataclasses.replace(options, attribute_map=found.attributes)
+    provider = providers.add(xml, recorded, options, actor())
     click.echo(f"registered service provider '{provider.entity_id}' ({provider.name})")
+
+
+@sp.command("presets")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def presets_(as_json: bool) -> None:
+    """List the app presets `idp sp add --preset` takes, with their parameters and defaults."""
+    found = presets.load_all()
+    if as_json:
+        click.echo(json.dumps([_preset_record(p) for p in found], indent=2))
+        return
+    if not found:
+        click.echo(f"no presets in {presets.presets_dir()}")
+    for p in found:
+        role = f"; roles in {p.role_attribute.name}" if p.role_attribute else ""
+        source = f"metadata {p.metadata_file.name}" if p.metadata_file else p.entity_id
+        click.echo(f"{p.key}\t{p.display_name}\t{source}{role}")
+        for param in p.parameters:
+            when = (f"default {param.default}" if param.default is not None
+                    else "required" if param.required else "optional")
+            click.echo(f"  --param {param.name}=...\t{when}\t{param.help}")
+
+
+def _preset_record(p: presets.Preset) -> dict[str, Any]:
+    return {
+        "name": p.key, "display_name": p.display_name, "entity_id": p.entity_id, "acs": list(p.acs),
+        "metadata_file": p.metadata_file.name if p.metadata_file else None,
+        "nameid_format": p.nameid_format,
+        "parameters": [dataclasses.asdict(param) for param in p.parameters],
+        "attributes": [dict(r) for r in p.attributes],
+        "role_attribute": dataclasses.asdict(p.role_attribute) if p.role_attribute else None,
+    }
 
 
 @sp.command("set")

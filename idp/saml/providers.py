@@ -62,6 +62,8 @@ class SpOptions:
     allow_sha1: bool | None = None
     # Replaces the whole release map when given: the SP gets exactly these attributes.
     attribute_map: tuple[dict[str, Any], ...] | None = None
+    # Every signed-in user may use the SP; otherwise only those it is assigned to (idp.access.decide).
+    open_to_all: bool | None = None
 
 
 # --- look-up for the flows ---------------------------------------------------------------------------
@@ -262,6 +264,7 @@ def add(xml: bytes, source: str | None, options: SpOptions, actor: str) -> Servi
         "require_signed_requests": meta.authn_requests_signed,
         "allow_sha1": False,
         "attribute_map": default_attribute_map(),
+        "open_to_all": False,  # an app is closed until it is assigned or opened
     }
     values.update(_given(options))
     _check_consistent(values, meta)

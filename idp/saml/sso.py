@@ -4,9 +4,10 @@ Intake (:func:`receive`) checks an AuthnRequest in a fixed order, and until the 
 (ACS) is known to be one of the SP's metadata endpoints, every failure is an error page: nothing is ever
 sent to an address we have not verified. After that, failures the spec names (NoPassive,
 InvalidNameIDPolicy) are SAML Responses posted to that trusted ACS (:class:`SamlStatusError`,
-:func:`error_response`). Issuance (:func:`issue`) builds the Response with pysaml2's classes, then signs and
-encrypts it in-process with :mod:`idp.saml.signing`, records the SP as a session participant (for Single
-Logout) and audits it.
+:func:`error_response`). Issuance (:func:`issue`) first asks :func:`idp.access.decide.authorize` whether the
+user may open the SP (or, for an AWS console launch, the account role), then builds the Response with
+pysaml2's classes, signs and encrypts it in-process with :mod:`idp.saml.signing`, records the SP as a session
+participant (for Single Logout) and audits it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 
 from idp import audit, clock
-from idp.access.claims import release
+from idp.access import aws
+from idp.access.claims import ReleasedAttribute, release
+from idp.access.decide import AccountTarget, AppTarget, Grant, authorize
 from idp.audit import AuditEvent
 from idp.authn.session import principal_for
 from idp.errors import BadRequest, IdpError, NotFound
@@ -55,6 +58,9 @@ class SsoRequest:
     # The NameIDPolicy Format the SP asked for, if any; resolved against the SP's setting at issuance.
     requested_nameid_format: str | None
     received_at: datetime
+    # An AWS console launch (:func:`aws_launch`): the account, and the permission set whose role to offer.
+    aws_account: str | None = None
+    permission_set: str | None = None
 
     def to_data(self) -> dict[str, Any]:
         data = asdict(self)
@@ -255,12 +261,17 @@ def _consume_request_id(sp: ServiceProvider, request_id: str, now: datetime) -> 
                          "try again.", "replayed request") from exc
 
 
-def idp_initiated(entity_id: str, relay_state: str | None, client_ip: str | None) -> SsoRequest:
-    """A sign-in the IdP starts (``/saml/init``): to the SP's default ACS, answering no request."""
+def _registered(entity_id: str, client_ip: str | None) -> ServiceProvider:
     sp = providers.get(entity_id)
     if sp is None:
         audit_refusal("unknown service provider (IdP-initiated)", sp=entity_id[:1024], client_ip=client_ip)
         raise NotFound("Unknown service provider", "unknown service provider")
+    return sp
+
+
+def idp_initiated(entity_id: str, relay_state: str | None, client_ip: str | None) -> SsoRequest:
+    """A sign-in the IdP starts (``/saml/init``): to the SP's default ACS, answering no request."""
+    sp = _registered(entity_id, client_ip)
     try:
         acs = default_acs(providers.metadata_of(sp))
     except IdpError as exc:
@@ -269,6 +280,23 @@ def idp_initiated(entity_id: str, relay_state: str | None, client_ip: str | None
     return SsoRequest(
         sp_entity_id=sp.entity_id, request_id=None, acs_url=acs, relay_state=relay_state,
         force_authn=False, is_passive=False, requested_nameid_format=None, received_at=clock.now(),
+    )
+
+
+def aws_launch(entity_id: str, acs_url: str, account_id: str, permission_set: str, relay_state: str | None,
+               client_ip: str | None) -> SsoRequest:
+    """An IdP-initiated sign-in to AWS (the portal's console link) for one account and permission set, posted
+    to ``acs_url`` (the account's sign-in endpoint, which must be one of the SP's POST ACS endpoints).
+    Whether the user holds that role is decided at issuance, like every other sign-in."""
+    sp = _registered(entity_id, client_ip)
+    if not any(e.location == acs_url for e in post_acs_endpoints(providers.metadata_of(sp))):
+        audit_refusal(f"AWS sign-in endpoint not in metadata: {acs_url[:200]}", sp=entity_id, client_ip=client_ip)
+        raise BadRequest("This AWS sign-in endpoint is not registered for the application.",
+                         f"ACS URL not in metadata: {acs_url[:200]}")
+    return SsoRequest(
+        sp_entity_id=sp.entity_id, request_id=None, acs_url=acs_url, relay_state=relay_state,
+        force_authn=False, is_passive=False, requested_nameid_format=None, received_at=clock.now(),
+        aws_account=account_id, permission_set=permission_set,
     )
 
 
@@ -340,18 +368,24 @@ def issue(req: SsoRequest, session: SsoSession, client_ip: str | None) -> Outbou
         raise BadRequest("Unknown service provider", "service provider removed")
     md = providers.metadata_of(sp)
     principal = principal_for(session)
+    now = clock.now()
+    # AccessDenied (audited by authorize) is an error page for the user, not a Response to the SP.
+    if req.aws_account is not None:
+        grant = authorize(principal, AccountTarget(req.aws_account, req.permission_set), now, client_ip=client_ip)
+    else:
+        grant = authorize(principal, AppTarget("saml", sp.entity_id), now, client_ip=client_ip)
     try:
         fmt = nameid.choose_format(sp.nameid_format, req.requested_nameid_format)
         name_id = nameid.name_id_for(principal, sp, fmt)
     except nameid.NameIdPolicyError as exc:
         raise SamlStatusError(req, samlp.STATUS_INVALID_NAMEID_POLICY, exc.reason) from exc
 
-    now = clock.now()
     skew = timedelta(seconds=min(cfg.saml_clock_skew_seconds, 60))  # NotBefore: allow a little SP clock lag
     not_on_or_after = _instant(now + timedelta(seconds=cfg.saml_assertion_lifetime_seconds))
     participant = db.session.get(SessionParticipant, (session.id, sp.id))
     session_index = participant.session_index if participant is not None else _id()
-    attributes = release(principal, sp.attribute_map or [])
+    aws_attributes = aws.role_attributes(principal, grant.roles, now) if req.aws_account is not None else []
+    attributes = release(principal, sp.attribute_map or []) + aws_attributes
 
     assertion = saml.Assertion(
         id=_id(), version="2.0", issue_instant=_instant(now), issuer=_issuer(),
@@ -409,10 +443,21 @@ def issue(req: SsoRequest, session: SsoSession, client_ip: str | None) -> Outbou
             "name_id": name_id.value, "name_id_format": name_id.format,
             "attributes": [a.name for a in attributes], "signed_assertion": sp.sign_assertion,
             "signed_response": sp.sign_response, "encrypted": encrypted,
-            "in_response_to": req.request_id,
+            "in_response_to": req.request_id, **_aws_details(req, grant, aws_attributes),
         },
     ))  # commits the participant and any new persistent NameID with it
     return Outbound(req.acs_url, etree.tostring(root), req.relay_state)
+
+
+def _aws_details(req: SsoRequest, grant: Grant, released: list[ReleasedAttribute]) -> dict[str, Any]:
+    """What the audit log says about a role assumption: the account, the roles offered, and the session
+    length AWS was told."""
+    if req.aws_account is None:
+        return {}
+    duration = next((a.values[0] for a in released if a.name == aws.SESSION_DURATION), None)
+    return {"aws": {"account": req.aws_account, "permission_set": req.permission_set,
+                    "roles": [r.role_arn for r in grant.roles],
+                    "session_seconds": int(duration) if duration is not None else None}}
 
 
 def _record_participant(session: SsoSession, sp: ServiceProvider, name_id: nameid.NameId, session_index: str,

@@ -2,7 +2,8 @@
 
 Views only move messages between HTTP and :mod:`idp.saml.sso`: they pick the binding, ask the session who
 is signed in, and choose between answering at once, sending the browser to the login page, or posting a
-SAML error status to a trusted ACS.
+SAML error status to a trusted ACS. A user who has not been given the app gets a 403 page (AccessDenied
+from :func:`idp.saml.sso.issue`), not a Response at the SP.
 """
 
 from __future__ import annotations
@@ -56,8 +57,9 @@ def _no_passive(req: sso.SsoRequest) -> sso.SamlStatusError:
                                "passive request without a usable session")
 
 
-def _answer(req: sso.SsoRequest) -> BaseResponse:
-    """Answer at once when the session allows it; otherwise park the request and go to the login page."""
+def answer(req: sso.SsoRequest) -> BaseResponse:
+    """Answer at once when the session allows it; otherwise park the request and go to the login page.
+    Also the portal's AWS console link answers with it (:func:`idp.saml.sso.aws_launch`)."""
     ip = request.remote_addr
     session = current_session()
     try:
@@ -93,7 +95,7 @@ def single_sign_on() -> BaseResponse:
         # A cross-site POST carries no SameSite=Lax cookie, but the same-site GET it is redirected to does:
         # decide there, or a signed-in user would be asked again (or refused NoPassive).
         return redirect(url_for("saml.resume", pending_id=sso.park(req)), 303)
-    return _answer(req)
+    return answer(req)
 
 
 # The SP's auto-posted form cannot carry our CSRF token; the request is checked on its own terms.
@@ -107,7 +109,7 @@ def idp_initiated() -> BaseResponse:
     if relay_state is not None and len(relay_state) > MAX_RELAY_STATE:
         sso.audit_refusal("relay state too long", sp=entity_id[:1024], client_ip=request.remote_addr)
         raise BadRequest("The RelayState is too long.", "relay state too long")
-    return _answer(sso.idp_initiated(entity_id, relay_state, request.remote_addr))
+    return answer(sso.idp_initiated(entity_id, relay_state, request.remote_addr))
 
 
 @bp.get("/continue/<pending_id>")
@@ -127,8 +129,6 @@ def resume(pending_id: str) -> BaseResponse:
         return _post(sso.issue(req, session, ip))
     except sso.SamlStatusError as err:
         return _post(sso.error_response(err, ip))
-
-
 
 
 @bp.route("/slo", methods=["GET", "POST"])

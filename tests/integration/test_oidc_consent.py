@@ -49,7 +49,8 @@ def test_consent_is_asked_once_remembered_and_asked_again_after_revoking(idp: An
     forged = http.post(idp.url + form.get("action"), data={"csrf_token": "forged"}, timeout=10)
     assert forged.status_code == 400
     revoked = http.post(idp.url + form.get("action"), data=fields, headers={"Referer": home.url}, timeout=10)
-    assert revoked.status_code == 200 and "Photo printer" not in revoked.text
+    # Still listed among the apps it may open (it is open to all), no longer among those it allowed.
+    assert revoked.status_code == 200 and "Apps you allowed" not in revoked.text
 
     # The application lost its access, and the next sign-in asks again.
     info = session.introspect_token(idp.url + "/oauth/introspect", token=token["refresh_token"]).json()

@@ -12,12 +12,10 @@ from helpers import make_user
 from interop.pysaml2_sp import p3_request
 from oidc_peers import PASSWORD, browse, register, rp, start
 from onelogin.saml2.auth import OneLogin_Saml2_Auth
-from saml_peers import ATTRIBUTE_MAP, OneLoginSp, idp_metadata, read_post_form, submit_login
+from saml_peers import ATTRIBUTE_MAP, OneLoginSp, idp_metadata, read_post_form, register_sp, submit_login
 
 from idp import audit
 from idp.extensions import db
-from idp.saml import providers
-from idp.saml.providers import SpOptions
 
 AFTER = "https://rp.example.test/signed-out"
 
@@ -79,7 +77,7 @@ def test_without_a_hint_the_user_confirms(idp: Any) -> None:
 
 def test_logout_also_ends_the_saml_side(idp: Any) -> None:
     sp = OneLoginSp(idp_metadata(idp.url))
-    providers.add(sp.metadata(), None, SpOptions(attribute_map=tuple(ATTRIBUTE_MAP)), actor="test")
+    register_sp(sp.metadata(), attribute_map=tuple(ATTRIBUTE_MAP))
     http = requests.Session()
     url, request_id = sp.redirect_login("https://sp.example.test/after")
     page = submit_login(http, http.get(url, timeout=10), "alice", PASSWORD)

@@ -10,10 +10,9 @@ import pytest
 from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from saml_peers import SP_ENTITY_ID, python3_saml_metadata
+from saml_peers import SP_ENTITY_ID, python3_saml_metadata, register_sp
 
 from idp.extensions import db
-from idp.saml import providers
 
 XML_FRAGMENTS = st.sampled_from([
     b"<samlp:AuthnRequest xmlns:samlp='urn:oasis:names:tc:SAML:2.0:protocol' ID='_a' Version='2.0' "
@@ -40,7 +39,7 @@ PARAMS = st.fixed_dictionaries(
 @pytest.fixture
 def registered(app: Flask) -> None:
     """An SP the fragments name as issuer, so that input gets past the first check."""
-    providers.add(python3_saml_metadata(), None, providers.SpOptions(), actor="test")
+    register_sp(python3_saml_metadata())
     db.session.commit()
 
 

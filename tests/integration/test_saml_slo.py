@@ -13,12 +13,11 @@ import requests
 from interop.pysaml2_sp import Browser, p3_request, python3_saml_sign_in
 from onelogin.saml2.auth import OneLogin_Saml2_Auth
 from onelogin.saml2.logout_response import OneLogin_Saml2_Logout_Response
-from saml_peers import SP_ENTITY_ID, SP_SLO_URL, python3_saml_metadata, python3_saml_settings, sp_keys
+from saml_peers import SP_ENTITY_ID, SP_SLO_URL, python3_saml_metadata, python3_saml_settings, register_sp, sp_keys
 
 from idp import audit
 from idp.authn import directory
 from idp.extensions import db
-from idp.saml import providers
 
 PASSWORD = "correct horse battery staple"
 SECURITY = {"logoutRequestSigned": True, "logoutResponseSigned": True, "wantMessagesSigned": True}
@@ -36,7 +35,7 @@ def idp(live_server: Any) -> Any:
 
 def register(idp: Any, **kwargs: Any) -> dict[str, Any]:
     """Register a python3-saml SP (its own metadata) and return its settings, trusting our metadata."""
-    providers.add(python3_saml_metadata(security=SECURITY, **kwargs), None, providers.SpOptions(), actor="test")
+    register_sp(python3_saml_metadata(security=SECURITY, **kwargs))
     db.session.commit()
     metadata = requests.get(idp.url + "/saml/metadata", timeout=10).content
     return python3_saml_settings(metadata, security=SECURITY, **kwargs)
@@ -241,8 +240,7 @@ def test_an_unsigned_request_without_the_cookie_ends_nothing_and_says_partial(id
     """An SP with no signing key can only log out the browser that carries our cookie: a request from
     elsewhere cannot say which session it means, so the session stays and the SP hears PartialLogout."""
     unsigned = {"logoutRequestSigned": False, "logoutResponseSigned": False, "wantMessagesSigned": True}
-    providers.add(python3_saml_metadata(keys=(b"", b""), security=unsigned), None, providers.SpOptions(),
-                  actor="test")
+    register_sp(python3_saml_metadata(keys=(b"", b""), security=unsigned))
     db.session.commit()
     metadata = requests.get(idp.url + "/saml/metadata", timeout=10).content
     settings = python3_saml_settings(metadata, keys=(b"", b""), security=unsigned)

@@ -18,7 +18,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from helpers import csrf_token, form_action, login, make_user
 from lxml import etree
-from saml_peers import ATTRIBUTE_MAP, NAMEID_EMAIL, SP_ACS_URL, OneLoginSp, read_post_form, sp_keys
+from saml_peers import ATTRIBUTE_MAP, NAMEID_EMAIL, SP_ACS_URL, OneLoginSp, read_post_form, register_sp, sp_keys
 
 from idp import audit
 from idp.authn import directory
@@ -41,7 +41,7 @@ def alice(app: Flask) -> None:
 def register(client: FlaskClient, **kwargs: Any) -> OneLoginSp:
     options = kwargs.pop("options", {})
     sp = OneLoginSp(client.get("/saml/metadata").data, **kwargs)
-    providers.add(sp.metadata(), None, SpOptions(attribute_map=tuple(ATTRIBUTE_MAP), **options), actor="test")
+    register_sp(sp.metadata(), attribute_map=tuple(ATTRIBUTE_MAP), **options)
     return sp
 
 
@@ -355,7 +355,7 @@ def test_acs_is_chosen_only_among_registered_endpoints(client: FlaskClient, alic
     second = '<md:AssertionConsumerService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" ' \
              'Location="https://sp.example.test/acs2" index="0"/>'
     metadata = sp.metadata().decode().replace("</md:SPSSODescriptor>", second + "</md:SPSSODescriptor>")
-    providers.add(metadata.encode(), None, SpOptions(), actor="test")
+    register_sp(metadata.encode())
     login(client, "alice", PASSWORD)
 
     def answered_at(xml: str) -> str:

@@ -15,15 +15,13 @@ import requests
 from conftest import Clock, LiveServer
 from ldap_server import SUFFIX, Slapd, SlapdProcess, directory_config, ldapmodify
 from oidc_peers import AuthlibRp, browse, register, rp, start
-from saml_peers import ATTRIBUTE_MAP, OneLoginSp, idp_metadata, is_login_page, read_post_form, submit_login
+from saml_peers import ATTRIBUTE_MAP, OneLoginSp, idp_metadata, is_login_page, read_post_form, register_sp, submit_login
 from sqlalchemy import select
 
 from idp import audit
 from idp.authn.connectors import admin
 from idp.cli import cli
 from idp.extensions import db
-from idp.saml import providers
-from idp.saml.providers import SpOptions
 from idp.store import SsoSession, User
 
 REVALIDATE = 60
@@ -61,7 +59,7 @@ class SignedIn:
 
 def sign_in(idp: LiveServer, username: str, password: str) -> SignedIn:
     sp = OneLoginSp(idp_metadata(idp.url))
-    providers.add(sp.metadata(), None, SpOptions(attribute_map=tuple(ATTRIBUTE_MAP)), actor="test")
+    register_sp(sp.metadata(), attribute_map=tuple(ATTRIBUTE_MAP))
     reg = register()
     db.session.commit()
     http = requests.Session()

@@ -6,19 +6,24 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import urljoin
 
-import lxml.html
 import pytest
 import requests
 from helpers import make_user
-from oidc_peers import PASSWORD, pyjwt_validate, register
-from saml_peers import submit_login
+from oidc_peers import (
+    DEVICE_GRANT,
+    PASSWORD,
+    device_authorization,
+    error_of,
+    open_device_page,
+    poll,
+    post_form,
+    pyjwt_validate,
+    register,
+)
 
 from idp import audit
 from idp.extensions import db
-
-DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
 
 @pytest.fixture
@@ -32,39 +37,6 @@ def tv() -> Any:
     """A public client (a television app) allowed the device grant and refresh tokens."""
     return register(name="Living-room TV", public=True, redirect_uris=(),
                     grant_types=(DEVICE_GRANT, "refresh_token"), first_party=False)
-
-
-def device_authorization(idp: Any, client_id: str, scope: str = "openid profile email") -> dict[str, Any]:
-    resp = requests.post(idp.url + "/oauth/device", data={"client_id": client_id, "scope": scope}, timeout=10)
-    assert resp.status_code == 200, resp.text
-    body: dict[str, Any] = resp.json()
-    return body
-
-
-def poll(idp: Any, client_id: str, device_code: str) -> requests.Response:
-    return requests.post(idp.url + "/oauth/token", timeout=10, data={
-        "grant_type": DEVICE_GRANT, "device_code": device_code, "client_id": client_id})
-
-
-def error_of(resp: requests.Response) -> str:
-    assert resp.status_code == 400, (resp.status_code, resp.text)
-    return str(resp.json()["error"])
-
-
-def open_device_page(http: requests.Session, url: str) -> requests.Response:
-    """Visit the link from the device; sign in through the real login form when sent there."""
-    resp = http.get(url, timeout=10)
-    if 'name="password"' in resp.text:
-        resp = submit_login(http, resp, "alice", PASSWORD)
-    assert resp.status_code == 200 and "Connect a device" in resp.text, resp.text[:1000]
-    return resp
-
-
-def post_form(http: requests.Session, page: requests.Response, **fields: str) -> requests.Response:
-    form = lxml.html.fromstring(page.text).forms[0]
-    data = {i.get("name"): i.get("value") or "" for i in form.xpath(".//input[@name]")}
-    data.update(fields)
-    return http.post(urljoin(page.url, form.get("action")), data=data, headers={"Referer": page.url}, timeout=10)
 
 
 def test_device_flow_end_to_end(idp: Any, tv: Any, frozen_clock: Any) -> None:

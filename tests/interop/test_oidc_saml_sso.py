@@ -7,16 +7,13 @@ from typing import Any
 import requests
 from helpers import make_user
 from oidc_peers import PASSWORD, browse, register, rp, start
-from saml_peers import ATTRIBUTE_MAP, OneLoginSp, idp_metadata, is_login_page, read_post_form, submit_login
-
-from idp.saml import providers
-from idp.saml.providers import SpOptions
+from saml_peers import ATTRIBUTE_MAP, OneLoginSp, idp_metadata, is_login_page, read_post_form, register_sp, submit_login
 
 
 def test_a_saml_sign_in_gives_an_oidc_code_without_a_second_password_prompt(live_server: Any) -> None:
     make_user("alice", PASSWORD, groups=["staff"], email="alice@example.test")
     sp = OneLoginSp(idp_metadata(live_server.url))
-    providers.add(sp.metadata(), None, SpOptions(attribute_map=tuple(ATTRIBUTE_MAP)), actor="test")
+    register_sp(sp.metadata(), attribute_map=tuple(ATTRIBUTE_MAP))
     http = requests.Session()
 
     url, request_id = sp.redirect_login("https://sp.example.test/after")

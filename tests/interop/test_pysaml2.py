@@ -24,13 +24,13 @@ from saml_peers import (
     cert_b64,
     python3_saml_metadata,
     python3_saml_settings,
+    register_sp,
 )
 
 from idp import audit
 from idp.authn import directory
 from idp.extensions import db
 from idp.keys import generate_key_pair
-from idp.saml import providers
 
 PASSWORD = "correct horse battery staple"
 SUCCESS = "urn:oasis:names:tc:SAML:2.0:status:Success"
@@ -53,7 +53,7 @@ def idp(live_server: Any) -> Any:
 
 def register_pysaml2(idp: Any, workdir: Path, encrypt: bool) -> Pysaml2Sp:
     sp = Pysaml2Sp(workdir)
-    providers.add(sp.metadata_xml(), None, providers.SpOptions(encrypt_assertion=encrypt), actor="test")
+    register_sp(sp.metadata_xml(), encrypt_assertion=encrypt)
     db.session.commit()
     sp.connect(requests.get(idp.url + "/saml/metadata", timeout=10).content)
     return sp
@@ -73,7 +73,7 @@ def pysaml2_sp_plain(idp: Any, tmp_path: Path) -> Pysaml2Sp:
 
 @pytest.fixture
 def p3_settings(idp: Any) -> dict[str, Any]:
-    providers.add(python3_saml_metadata(security=P3_SECURITY), None, providers.SpOptions(), actor="test")
+    register_sp(python3_saml_metadata(security=P3_SECURITY))
     db.session.commit()
     metadata = requests.get(idp.url + "/saml/metadata", timeout=10).content
     return python3_saml_settings(metadata, security=P3_SECURITY)

@@ -25,14 +25,13 @@ from saml_peers import (
     idp_metadata,
     is_login_page,
     read_post_form,
+    register_sp,
     sp_keys,
     submit_login,
 )
 
 from idp import audit
 from idp.extensions import db
-from idp.saml import providers
-from idp.saml.providers import SpOptions
 from idp.store import SessionParticipant
 
 PASSWORD = "correct horse battery"
@@ -50,7 +49,7 @@ def make_sp(idp: Any, **kwargs: Any) -> OneLoginSp:
     """A python3-saml SP trusting our metadata, registered with the IdP (release map: mail, groups, name)."""
     options = kwargs.pop("options", {})
     sp = OneLoginSp(idp_metadata(idp.url), **kwargs)
-    providers.add(sp.metadata(), None, SpOptions(attribute_map=tuple(ATTRIBUTE_MAP), **options), actor="test")
+    register_sp(sp.metadata(), attribute_map=tuple(ATTRIBUTE_MAP), **options)
     return sp
 
 

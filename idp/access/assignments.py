@@ -1,0 +1,309 @@
+"""Who gets what: permission sets assigned in an account or an OU, applications assigned or open to all, and
+a user's effective access as :func:`idp.access.decide.authorize` sees it.
+
+A user is named by row, a group by name: a group of an LDAP or AD directory has no row, only the names the
+users who signed in with it carry, and an admin must be able to grant to it before anyone of it has.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, select
+
+from idp import audit, clock
+from idp.access.accounts import require_account, require_ou, until_text
+from idp.access.decide import AWS_ENTITY_ID, EVERYTHING, Grant, RoleGrant, authorize
+from idp.access.permission_sets import require_permission_set
+from idp.audit import AuditEvent
+from idp.authn import directory
+from idp.authn.principal import Principal, principal_from_user
+from idp.errors import BadRequest, Conflict, NotFound
+from idp.extensions import db
+from idp.store import AppAssignment, Assignment, OidcClient, ServiceProvider, User
+
+# --- principals -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Who:
+    """Whom an assignment is for: a user (row id) or a group (name)."""
+
+    user_id: int | None
+    group_name: str | None
+    username: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"group {self.group_name}" if self.group_name is not None else f"user {self.username}"
+
+    def matches(self, model: type[Assignment] | type[AppAssignment]) -> ColumnElement[bool]:
+        if self.group_name is not None:
+            return model.group_name == self.group_name
+        return model.user_id == self.user_id
+
+
+def _group_name(name: str) -> str:
+    name = name.strip()
+    if not name or len(name) > 255 or not name.isprintable():
+        raise BadRequest(f"invalid group name {name!r}")
+    return name
+
+
+def _known_group(name: str) -> bool:
+    """A local group, a group some directory user signed in with (nested ones included), or a group an
+    assignment already names (given as group:NAME before anyone of it signed in)."""
+    if directory.get_group(name) is not None:
+        return True
+    for model in (Assignment, AppAssignment):
+        if db.session.scalar(select(model.id).where(model.group_name == name).limit(1)) is not None:
+            return True
+    rows = db.session.scalars(select(User.external_groups).where(User.external_groups.is_not(None)))
+    return any(name in (groups or ()) for groups in rows)
+
+
+def resolve_principal(text: str) -> Who:
+    """``user:NAME``, ``group:NAME``, or a bare name: a user, else a known group (:func:`_known_group`); both a
+    user and a group → ask for the prefix."""
+    kind, sep, rest = text.partition(":")
+    if sep and kind in ("user", "group"):
+        if kind == "group":
+            return Who(None, _group_name(rest))
+        user = directory.get_user(rest)
+        if user is None:
+            raise NotFound(f"no user '{directory.normalize_username(rest)}' (a directory user can be assigned "
+                           "once they have signed in; assign one of their groups meanwhile)")
+        return Who(user.id, None, user.username)
+    user = directory.get_user(text)
+    group = text.strip() if _known_group(text.strip()) else None
+    if user is not None and group is not None:
+        raise BadRequest(f"'{text}' is both a user and a group: write user:{user.username} or group:{group}")
+    if user is not None:
+        return Who(user.id, None, user.username)
+    if group is not None:
+        return Who(None, group)
+    raise NotFound(f"no user or group '{text.strip()}'; for a directory group nobody has signed in with yet, "
+                   f"write group:{text.strip()}")
+
+
+def parse_until(text: str, now: datetime) -> datetime:
+    """An end as given to ``--until``: an ISO datetime (UTC when it names no zone) or a date, which means the
+    end of that day in UTC (the assignment works through it). It must be later than ``now``."""
+    value = text.strip()
+    try:
+        if len(value) == 10:  # YYYY-MM-DD
+            end = datetime.combine(date.fromisoformat(value) + timedelta(days=1), time(), UTC)
+        else:
+            parsed = datetime.fromisoformat(value)
+            end = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise BadRequest(f"{text!r} is neither an ISO date (2027-03-31) nor an ISO time "
+                         "(2027-03-31T18:00:00Z)") from None
+    return check_until(end, now)
+
+
+def check_until(until: datetime, now: datetime) -> datetime:
+    """The end, in UTC (a time without a zone is taken as UTC), or BadRequest when it is not after ``now``."""
+    until = until.replace(tzinfo=UTC) if until.tzinfo is None else until.astimezone(UTC)
+    if until <= now:
+        raise BadRequest(f"the end {until.isoformat()} is already past")
+    return until
+
+
+@dataclass(frozen=True)
+class Assigned:
+    """What an assign or unassign did, for its caller to report."""
+
+    principal: str  # "user alice" / "group engineers"
+    what: str  # the permission set, or the application's name
+    where: str  # "account 111122223333", "ou Production", "saml https://sp.example.com"
+    until: datetime | None = None
+
+
+# --- account assignments --------------------------------------------------------------------------------
+
+
+def _scope(account: str | None, ou: str | None) -> tuple[dict[str, int], str]:
+    """The assignment's columns for its target, and how to name it."""
+    if (account is None) == (ou is None):
+        raise BadRequest("name exactly one of an account or an OU")
+    if account is not None:
+        row = require_account(account)
+        return {"account_id": row.id}, f"account {row.account_id}"
+    unit = require_ou(ou or "")
+    return {"ou_id": unit.id}, f"ou {unit.name}"
+
+
+def _assignment_query(who: Who, pset_id: int, target: dict[str, int]) -> Any:
+    query = select(Assignment).where(who.matches(Assignment), Assignment.permission_set_id == pset_id)
+    for column, value in target.items():
+        query = query.where(getattr(Assignment, column) == value)
+    return query
+
+
+def assign(principal: str, permission_set: str, *, account: str | None = None, ou: str | None = None,
+           until: datetime | None = None, actor: str) -> Assigned:
+    """Give ``principal`` (see :func:`resolve_principal`) the permission set in one account, or in every
+    account of an OU and its sub-OUs, including accounts added later."""
+    now = clock.now()
+    until = check_until(until, now) if until is not None else None
+    who = resolve_principal(principal)
+    pset = require_permission_set(permission_set)
+    target, where = _scope(account, ou)
+    # No unique constraint can say this (NULLs in the key): a check here. An ended duplicate is reused.
+    existing: Assignment | None = db.session.scalar(_assignment_query(who, pset.id, target))
+    if existing is not None and (existing.until is None or existing.until > now):
+        raise Conflict(f"{who.label} already has {pset.name} in {where}{until_text(existing.until, now)}")
+    if existing is not None:
+        existing.until, existing.created_by, existing.created_at = until, actor, now
+    else:
+        db.session.add(Assignment(permission_set_id=pset.id, user_id=who.user_id, group_name=who.group_name,
+                                  until=until, created_by=actor, **target))
+    audit.record(AuditEvent(type="access.assign", actor=actor, username=who.username, details={
+        "principal": who.label, "permission_set": pset.name, "scope": where,
+        "until": until.isoformat() if until else None}))
+    return Assigned(who.label, pset.name, where, until)
+
+
+def unassign(principal: str, permission_set: str, *, account: str | None = None, ou: str | None = None,
+             actor: str) -> Assigned:
+    who = resolve_principal(principal)
+    pset = require_permission_set(permission_set)
+    target, where = _scope(account, ou)
+    existing = db.session.scalar(_assignment_query(who, pset.id, target))
+    if existing is None:
+        raise NotFound(f"{who.label} has no assignment of {pset.name} in {where}")
+    db.session.delete(existing)
+    audit.record(AuditEvent(type="access.unassign", actor=actor, username=who.username, details={
+        "principal": who.label, "permission_set": pset.name, "scope": where}))
+    return Assigned(who.label, pset.name, where)
+
+
+# --- applications ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class App:
+    kind: str  # "saml" or "oidc"
+    key: str  # entity ID or client_id
+    name: str
+    row: ServiceProvider | OidcClient
+
+    @property
+    def column(self) -> dict[str, int]:
+        return {"sp_id": self.row.id} if self.kind == "saml" else {"client_id": self.row.id}
+
+
+def _app(row: ServiceProvider | OidcClient) -> App:
+    if isinstance(row, ServiceProvider):
+        return App("saml", row.entity_id, row.name, row)
+    return App("oidc", row.client_id, row.name, row)
+
+
+def resolve_app(text: str) -> App:
+    """An SP's entity ID or an OIDC client's client_id, else an SP's or client's name. The AWS sign-in SP
+    is refused: accounts are opened through account assignments."""
+    value = text.strip()
+    by_key = [*db.session.scalars(select(ServiceProvider).where(ServiceProvider.entity_id == value)),
+              *db.session.scalars(select(OidcClient).where(OidcClient.client_id == value))]
+    found = by_key or [*db.session.scalars(select(ServiceProvider).where(ServiceProvider.name == value)),
+                       *db.session.scalars(select(OidcClient).where(OidcClient.name == value))]
+    if not found:
+        raise NotFound(f"no application '{value}' (an SP's entity ID, an OIDC client's id, or their name)")
+    if len(found) > 1:
+        raise BadRequest(f"'{value}' names several applications ("
+                         + ", ".join(f"{a.kind} {a.key}" for a in map(_app, found)) + "): use the ID")
+    app = _app(found[0])
+    if app.kind == "saml" and app.key == AWS_ENTITY_ID:
+        raise BadRequest("AWS sign-in is not assigned as an application: its accounts are opened through "
+                         "account assignments (idp assign USER_OR_GROUP PERMISSION_SET --account ACCOUNT)")
+    return app
+
+
+def _app_assignments(app: App, who: Who | None = None) -> Any:
+    query = select(AppAssignment)
+    for column, value in app.column.items():
+        query = query.where(getattr(AppAssignment, column) == value)
+    return query.where(who.matches(AppAssignment)) if who is not None else query
+
+
+def assign_app(app_text: str, principal: str, *, until: datetime | None = None, actor: str) -> Assigned:
+    now = clock.now()
+    until = check_until(until, now) if until is not None else None
+    app, who = resolve_app(app_text), resolve_principal(principal)
+    existing: AppAssignment | None = db.session.scalar(_app_assignments(app, who))
+    if existing is not None and (existing.until is None or existing.until > now):
+        raise Conflict(f"{app.name} is already assigned to {who.label}{until_text(existing.until, now)}")
+    if existing is not None:
+        existing.until, existing.created_by, existing.created_at = until, actor, now
+    else:
+        db.session.add(AppAssignment(user_id=who.user_id, group_name=who.group_name, until=until,
+                                     created_by=actor, **app.column))
+    audit.record(AuditEvent(type="access.app.assign", actor=actor, username=who.username, sp=app.key, details={
+        "app": app.name, "kind": app.kind, "principal": who.label, "until": until.isoformat() if until else None}))
+    return Assigned(who.label, app.name, f"{app.kind} {app.key}", until)
+
+
+def unassign_app(app_text: str, principal: str, *, actor: str) -> Assigned:
+    app, who = resolve_app(app_text), resolve_principal(principal)
+    existing = db.session.scalar(_app_assignments(app, who))
+    if existing is None:
+        raise NotFound(f"{app.name} is not assigned to {who.label}")
+    db.session.delete(existing)
+    audit.record(AuditEvent(type="access.app.unassign", actor=actor, username=who.username, sp=app.key,
+                            details={"app": app.name, "kind": app.kind, "principal": who.label}))
+    return Assigned(who.label, app.name, f"{app.kind} {app.key}")
+
+
+def set_open_to_all(app_text: str, on: bool, *, actor: str) -> bool:
+    """Open the app to every signed-in user (``on``) or only to those assigned; False when it already was."""
+    app = resolve_app(app_text)
+    if app.row.open_to_all == on:
+        return False
+    app.row.open_to_all = on
+    audit.record(AuditEvent(type="access.app.open_to_all", actor=actor, sp=app.key,
+                            details={"app": app.name, "kind": app.kind, "open_to_all": on}))
+    return True
+
+
+def describe_apps() -> list[dict[str, Any]]:
+    """Every application (AWS sign-in aside) and who may use it."""
+    now = clock.now()
+    rows = db.session.execute(select(AppAssignment, User.username).outerjoin(User, User.id == AppAssignment.user_id))
+    assigned: dict[tuple[str, int], list[str]] = {}
+    for row, username in rows:
+        key = ("saml", row.sp_id) if row.sp_id is not None else ("oidc", row.client_id or 0)
+        who = f"group {row.group_name}" if row.group_name is not None else f"user {username}"
+        assigned.setdefault(key, []).append(who + until_text(row.until, now))
+    apps = [_app(sp) for sp in db.session.scalars(select(ServiceProvider).where(
+        ServiceProvider.entity_id != AWS_ENTITY_ID))] + [_app(c) for c in db.session.scalars(select(OidcClient))]
+    return [{"kind": a.kind, "key": a.key, "name": a.name, "open_to_all": a.row.open_to_all,
+             "assigned": sorted(assigned.get((a.kind, a.row.id), []))}
+            for a in sorted(apps, key=lambda a: (a.name.lower(), a.key))]
+
+
+# --- effective access -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Access:
+    principal: Principal
+    enabled: bool
+    grant: Grant
+    # Roles held through a permission set that requires MFA, which this user's sign-in would lack.
+    with_mfa_only: tuple[RoleGrant, ...]
+
+
+def effective_access(username: str) -> Access:
+    """What the user may open now, as the one decision answers it (a read: nothing is audited)."""
+    user = directory.require_user(username)
+    now = clock.now()
+    principal = principal_from_user(user, now)
+    grant = authorize(principal, EVERYTHING, now)
+    held = {(r.account_id, r.permission_set) for r in grant.roles}
+    with_mfa = authorize(replace(principal, mfa=True), EVERYTHING, now)
+    return Access(principal, user.enabled, grant,
+                  tuple(r for r in with_mfa.roles if (r.account_id, r.permission_set) not in held))
+

@@ -1,0 +1,66 @@
+"""Access-model rows for tests that need a world of accounts and apps to look at (the portal's): OUs,
+accounts, permission sets, assignments and app assignments, written with the ORM (needs an app context).
+
+Rows are written as they are, without the admin services' validation, so a test can also store what those
+services would refuse (a name with markup, an assignment that has already ended).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TypeVar
+
+from idp.extensions import db
+from idp.store import (
+    Account,
+    AppAssignment,
+    Assignment,
+    OidcClient,
+    OrganizationalUnit,
+    PermissionSet,
+    ServiceProvider,
+    User,
+)
+
+T = TypeVar("T")
+
+
+def _saved(row: T) -> T:
+    db.session.add(row)
+    db.session.commit()
+    return row
+
+
+def ou(name: str, parent: OrganizationalUnit | None = None) -> OrganizationalUnit:
+    return _saved(OrganizationalUnit(name=name, parent_id=parent.id if parent else None))
+
+
+def account(account_id: str, name: str, in_ou: OrganizationalUnit | None = None) -> Account:
+    return _saved(Account(
+        account_id=account_id, name=name, ou_id=in_ou.id if in_ou else None,
+        saml_provider_arn=f"arn:aws:iam::{account_id}:saml-provider/bridge",
+    ))
+
+
+def permission_set(name: str, hours: int = 1, role_name: str | None = None) -> PermissionSet:
+    return _saved(PermissionSet(name=name, session_duration_seconds=hours * 3600, role_name=role_name or name,
+                                managed_policy_arns=[]))
+
+
+def assign(pset: PermissionSet, *, user: User | None = None, group: str | None = None,
+           account: Account | None = None, ou: OrganizationalUnit | None = None,
+           until: datetime | None = None) -> Assignment:
+    """``pset`` for a user or a group, in one account or in every account of an OU."""
+    return _saved(Assignment(
+        permission_set_id=pset.id, user_id=user.id if user else None, group_name=group,
+        account_id=account.id if account else None, ou_id=ou.id if ou else None, until=until, created_by="test",
+    ))
+
+
+def assign_app(app: ServiceProvider | OidcClient, *, user: User | None = None, group: str | None = None,
+               until: datetime | None = None) -> AppAssignment:
+    saml = isinstance(app, ServiceProvider)
+    return _saved(AppAssignment(
+        sp_id=app.id if saml else None, client_id=None if saml else app.id,
+        user_id=user.id if user else None, group_name=group, until=until, created_by="test",
+    ))
