@@ -10,8 +10,10 @@ from flask import Flask
 from flask.testing import FlaskCliRunner
 from helpers import free_port, idp_process, login_http
 
-from idp import audit
+from idp import audit, clock
+from idp.access.decide import EVERYTHING, authorize
 from idp.authn import directory
+from idp.authn.principal import principal_from_user
 from idp.cli import cli
 from idp.demo import USERS, seed_demo
 
@@ -25,6 +27,19 @@ def test_seed_creates_users_groups_and_membership(app: Flask) -> None:
         principal = directory.authenticate(user.username, user.password)
         assert principal is not None and principal.email == f"{user.username}@example.com"
     assert directory.authenticate("alice", "alice-demo-pw") is not None
+
+
+def test_seed_grants_demo_access(app: Flask) -> None:
+    seed_demo()
+
+    def roles(username: str) -> list[tuple[str, str]]:
+        principal = principal_from_user(directory.require_user(username), clock.now())
+        return [(r.account_name, r.permission_set) for r in authorize(principal, EVERYTHING, clock.now()).roles]
+
+    assert roles("alice") == [("Demo production", "Administrator"), ("Demo production", "ReadOnly"),
+                              ("Demo sandbox", "ReadOnly")]
+    assert roles("bob") == [("Demo production", "ReadOnly"), ("Demo sandbox", "ReadOnly")]
+    assert roles("carol") == []
 
 
 def test_seeding_again_converges_without_errors(app: Flask) -> None:
@@ -57,7 +72,7 @@ def test_idp_demo_serves_and_alice_signs_in(tmp_path: Path) -> None:
         resp = login_http(browser, served.url, "alice", "alice-demo-pw")
         assert resp.status_code == 302, resp.text
         home = browser.get(served.url + "/", timeout=10)
-        assert "Signed in as" in home.text and "Alice Anderson" in home.text
+        assert "Alice Anderson" in home.text and "Demo sandbox" in home.text and "111111111111" in home.text
         assert home.headers["Server"].startswith("gunicorn")
     out = served.output()
     assert "alice" in out and "alice-demo-pw" in out
