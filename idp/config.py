@@ -45,8 +45,10 @@ class Settings:
     saml_max_message_bytes: int = 256 * 1024
     # AWS federation: session tags as "Key=attribute,..." (our attribute names, idp.access.claims.SOURCES),
     # and which attribute gives the SourceIdentity (username|email|none) and the RoleSessionName (username|email).
+    # Tags and a SourceIdentity need sts:TagSession / sts:SetSourceIdentity in every role's trust policy, or AWS
+    # refuses the sign-in: both are off unless asked for.
     aws_principal_tags: str | None = None
-    aws_source_identity: str = "username"
+    aws_source_identity: str = "none"
     aws_role_session_name: str = "username"
     log_format: str = "json"
     log_level: str = "INFO"

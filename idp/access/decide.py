@@ -36,8 +36,11 @@ from idp.store import (
 AWS_ENTITY_ID = "urn:amazon:webservices"
 # AWS refuses a SessionDuration under 15 minutes.
 AWS_MIN_SESSION_SECONDS = 900
+ENDS_TOO_SOON = "the assignment ends in less than 15 minutes, AWS's shortest session"
 
 AppKind = Literal["saml", "oidc"]
+# OIDC grants a person signs in through; a client with none of them is a machine's and no one's app.
+USER_GRANTS = frozenset({"authorization_code", "urn:ietf:params:oauth:grant-type:device_code"})
 
 
 @dataclass(frozen=True)
@@ -111,16 +114,16 @@ def authorize(principal: Principal, target: Target, now: datetime, *, client_ip:
     """What ``principal`` may open of ``target`` at ``now``: a Grant with at least one role or app, or
     AccessDenied (audited as ``access.denied``). For EVERYTHING, an empty Grant is an answer, not a refusal."""
     if isinstance(target, AccountTarget):
-        roles = _roles(principal, now, target)
+        roles, ending = _roles(principal, now, target)
         if not roles:
-            _deny(principal, target, _why_no_role(principal, target, now), client_ip)
+            _deny(principal, target, ENDS_TOO_SOON if ending else _why_no_role(principal, target, now), client_ip)
         return Grant(roles=tuple(roles))
     if isinstance(target, AppTarget):
         app = _app(principal, now, target)
         if isinstance(app, str):
             _deny(principal, target, app, client_ip)
         return Grant(apps=(app,))
-    return Grant(roles=tuple(_roles(principal, now, None)), apps=tuple(_apps(principal, now)))
+    return Grant(roles=tuple(_roles(principal, now, None)[0]), apps=tuple(_apps(principal, now)))
 
 
 def _deny(principal: Principal, target: Target, reason: str, client_ip: str | None) -> NoReturn:
@@ -168,14 +171,15 @@ def _ancestors(ou_id: int | None, parents: dict[int, int | None]) -> list[int]:
     return out
 
 
-def _roles(principal: Principal, now: datetime, target: AccountTarget | None) -> list[RoleGrant]:
+def _roles(principal: Principal, now: datetime, target: AccountTarget | None) -> tuple[list[RoleGrant], bool]:
+    """The granted roles, and whether some role was left out because its assignment ends too soon."""
     parents, ou_names = _ou_tree()
     accounts_q = select(Account)
     if target is not None:
         accounts_q = accounts_q.where(Account.account_id == target.account_id)
     accounts = list(db.session.scalars(accounts_q))
     if not accounts:
-        return []
+        return [], False
     ou_chain = {a.id: _ancestors(a.ou_id, parents) for a in accounts}
     ous = {ou for chain in ou_chain.values() for ou in chain}
     query = (select(Assignment, PermissionSet).join(PermissionSet)
@@ -199,7 +203,10 @@ def _roles(principal: Principal, now: datetime, target: AccountTarget | None) ->
     by_id = {a.id: a for a in accounts}
     out = [_role_grant(by_id[account_pk], pset, sources, now)
            for (account_pk, _), (pset, sources) in found.items()]
-    return sorted(out, key=lambda g: (g.account_name.lower(), g.account_id, g.permission_set.lower()))
+    # AWS's shortest session is 15 minutes: a role that would outlive its assignment is not offered at all.
+    granted = [g for g in out if g.until is None or (g.until - now).total_seconds() >= AWS_MIN_SESSION_SECONDS]
+    granted.sort(key=lambda g: (g.account_name.lower(), g.account_id, g.permission_set.lower()))
+    return granted, len(granted) < len(out)
 
 
 def _latest_end(sources: Iterable[Source]) -> datetime | None:
@@ -210,9 +217,8 @@ def _latest_end(sources: Iterable[Source]) -> datetime | None:
 def _role_grant(account: Account, pset: PermissionSet, sources: list[Source], now: datetime) -> RoleGrant:
     until = _latest_end(sources)
     seconds = pset.session_duration_seconds
-    if until is not None:
-        # A contractor's console session should not outlive the assignment, within what AWS accepts.
-        seconds = max(AWS_MIN_SESSION_SECONDS, min(seconds, int((until - now) / timedelta(seconds=1))))
+    if until is not None:  # a contractor's console session does not outlive the assignment
+        seconds = min(seconds, int((until - now) / timedelta(seconds=1)))
     return RoleGrant(
         account_id=account.account_id, account_name=account.name, permission_set=pset.name,
         role_arn=f"arn:aws:iam::{account.account_id}:role/{pset.role_name}",
@@ -278,6 +284,8 @@ def _apps(principal: Principal, now: datetime) -> list[AppGrant]:
         out.append(AppGrant("saml", sp.entity_id, sp.name, _latest_end(mine), mine))
     for client in db.session.scalars(select(OidcClient).where(
             or_(OidcClient.open_to_all.is_(True), OidcClient.id.in_([k[1] for k in sources if k[0] == "oidc"])))):
+        if not set(client.grant_types) & USER_GRANTS:
+            continue  # a machine client: nothing a person could open
         mine = everyone if client.open_to_all else tuple(sources[("oidc", client.id)])
         out.append(AppGrant("oidc", client.client_id, client.name, _latest_end(mine), mine, client.login_url))
     return sorted(out, key=lambda g: (g.name.lower(), g.key))

@@ -18,7 +18,8 @@ from idp.store import Assignment, PermissionSet
 
 # IAM's own character sets: role names, and permission set names in IAM Identity Center.
 _ROLE_NAME = re.compile(r"[\w+=,.@-]{1,64}", re.ASCII)
-_PERMISSION_SET_NAME = re.compile(r"[\w+=,.@-]{1,32}", re.ASCII)
+# At least one letter or digit: "." and ".." would be path segments in the portal's /portal/aws/<id>/<name>.
+_PERMISSION_SET_NAME = re.compile(r"(?=.*[A-Za-z0-9])[\w+=,.@-]{1,32}", re.ASCII)
 _POLICY_ARN = re.compile(r"arn:aws:iam::(aws|[0-9]{12}):policy/[\w+=,.@/-]{1,512}", re.ASCII)
 _INLINE_POLICY_MAX = 32768  # IAM Identity Center's limit for a permission set's inline policy
 
@@ -95,7 +96,8 @@ def add_permission_set(name: str, spec: PermissionSetSpec, *, actor: str) -> Per
     """The role name defaults to the permission set's name."""
     name = name.strip()
     if not _PERMISSION_SET_NAME.fullmatch(name):
-        raise BadRequest(f"invalid permission set name {name!r}: 1 to 32 of letters, digits and +=,.@_-")
+        raise BadRequest(f"invalid permission set name {name!r}: 1 to 32 of letters, digits and +=,.@_-, "
+                         "with at least one letter or digit")
     if spec.session_hours is None:
         raise BadRequest("a permission set needs a session duration (1 to 12 hours)")
     values = {"role_name": name, "managed_policy_arns": [], **_pset_values(spec)}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import redirect, request, url_for
+from flask import Response, redirect, request, url_for
 from sqlalchemy import select
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -44,6 +44,8 @@ def ensure_sp(actor: str) -> ServiceProvider:
 
 @bp.get("/aws/<account_id>/<permission_set>")
 def aws_console(account_id: str, permission_set: str) -> BaseResponse:
+    if request.method == "HEAD":  # link checkers and prefetchers: no role assumption for them
+        return Response(status=200)
     session = current_session()
     if session is None:
         return redirect(login_url(url_for("portal.aws_console", account_id=account_id,

@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from idp import audit, clock
 from idp.access import aws
 from idp.access.claims import ReleasedAttribute, release
-from idp.access.decide import AccountTarget, AppTarget, Grant, authorize
+from idp.access.decide import AccessDenied, AccountTarget, AppTarget, Grant, authorize
 from idp.audit import AuditEvent
 from idp.authn.session import principal_for
 from idp.errors import BadRequest, IdpError, NotFound
@@ -369,11 +369,16 @@ def issue(req: SsoRequest, session: SsoSession, client_ip: str | None) -> Outbou
     md = providers.metadata_of(sp)
     principal = principal_for(session)
     now = clock.now()
-    # AccessDenied (audited by authorize) is an error page for the user, not a Response to the SP.
-    if req.aws_account is not None:
-        grant = authorize(principal, AccountTarget(req.aws_account, req.permission_set), now, client_ip=client_ip)
-    else:
-        grant = authorize(principal, AppTarget("saml", sp.entity_id), now, client_ip=client_ip)
+    target = (AccountTarget(req.aws_account, req.permission_set) if req.aws_account is not None
+              else AppTarget("saml", sp.entity_id))
+    try:
+        grant = authorize(principal, target, now, client_ip=client_ip)
+    except AccessDenied as exc:
+        # Audited by authorize. A user sees an error page rather than a Response at the SP (as Okta does);
+        # but a passive request must not take over the screen: its SP gets RequestDenied.
+        if req.is_passive:
+            raise SamlStatusError(req, samlp.STATUS_REQUEST_DENIED, exc.reason) from exc
+        raise
     try:
         fmt = nameid.choose_format(sp.nameid_format, req.requested_nameid_format)
         name_id = nameid.name_id_for(principal, sp, fmt)
@@ -384,8 +389,13 @@ def issue(req: SsoRequest, session: SsoSession, client_ip: str | None) -> Outbou
     not_on_or_after = _instant(now + timedelta(seconds=cfg.saml_assertion_lifetime_seconds))
     participant = db.session.get(SessionParticipant, (session.id, sp.id))
     session_index = participant.session_index if participant is not None else _id()
-    aws_attributes = aws.role_attributes(principal, grant.roles, now) if req.aws_account is not None else []
-    attributes = release(principal, sp.attribute_map or []) + aws_attributes
+    # An AWS launch carries exactly the roles the decision granted: no release rule of the AWS SP may add
+    # others (such as a Role mapping made before permission sets existed).
+    attributes = (aws.role_attributes(principal, grant.roles, now) if req.aws_account is not None
+                  else release(principal, sp.attribute_map or []))
+    # STS ends a console session at the shorter of SessionDuration and SessionNotOnOrAfter: for AWS the
+    # permission set decides, not how long ago the user signed in here.
+    session_end = None if req.aws_account is not None else _instant(session.expires_at)
 
     assertion = saml.Assertion(
         id=_id(), version="2.0", issue_instant=_instant(now), issuer=_issuer(),
@@ -408,7 +418,7 @@ def issue(req: SsoRequest, session: SsoSession, client_ip: str | None) -> Outbou
         ),
         authn_statement=[saml.AuthnStatement(
             authn_instant=_instant(session.authn_at), session_index=session_index,
-            session_not_on_or_after=_instant(session.expires_at),
+            session_not_on_or_after=session_end,
             authn_context=saml.AuthnContext(
                 authn_context_class_ref=saml.AuthnContextClassRef(text=PASSWORDPROTECTEDTRANSPORT)),
         )],
@@ -443,7 +453,7 @@ def issue(req: SsoRequest, session: SsoSession, client_ip: str | None) -> Outbou
             "name_id": name_id.value, "name_id_format": name_id.format,
             "attributes": [a.name for a in attributes], "signed_assertion": sp.sign_assertion,
             "signed_response": sp.sign_response, "encrypted": encrypted,
-            "in_response_to": req.request_id, **_aws_details(req, grant, aws_attributes),
+            "in_response_to": req.request_id, **_aws_details(req, grant, attributes),
         },
     ))  # commits the participant and any new persistent NameID with it
     return Outbound(req.acs_url, etree.tostring(root), req.relay_state)

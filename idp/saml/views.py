@@ -104,6 +104,8 @@ csrf.exempt(f"{__name__}.single_sign_on")
 
 @bp.get("/init")
 def idp_initiated() -> BaseResponse:
+    if request.method == "HEAD":  # link checkers and prefetchers: no sign-in is sent for them
+        return Response(status=200)
     entity_id = request.args.get("sp", "")
     relay_state = request.args.get("RelayState") or None
     if relay_state is not None and len(relay_state) > MAX_RELAY_STATE:

@@ -15,7 +15,7 @@ from saml_peers import python3_saml_metadata
 
 from idp import audit, clock
 from idp.access import accounts, assignments, permission_sets
-from idp.access.decide import EVERYTHING, AccessDenied, AccountTarget, AppTarget, Grant, authorize
+from idp.access.decide import ENDS_TOO_SOON, EVERYTHING, AccessDenied, AccountTarget, AppTarget, Grant, authorize
 from idp.access.permission_sets import PermissionSetSpec
 from idp.authn import directory
 from idp.authn.principal import Principal, principal_from_user
@@ -118,11 +118,15 @@ def test_an_assignment_stops_at_its_end_and_cuts_the_session(frozen_clock: Clock
     frozen_clock.advance(hours=1, minutes=30)
     (role,) = authorize(principal("alice"), AccountTarget(PROD), clock.now()).roles
     assert role.session_seconds == 30 * 60
-    frozen_clock.advance(minutes=29, seconds=59)
+    frozen_clock.advance(minutes=15)
     (role,) = authorize(principal("alice"), AccountTarget(PROD), clock.now()).roles
-    assert role.session_seconds == 900  # AWS's shortest session; the assignment still has a second
-
+    assert role.session_seconds == 900  # AWS's shortest session, and exactly what is left
+    # Less than AWS's shortest session left: not offered, since the session would outlive the assignment.
     frozen_clock.advance(seconds=1)
+    assert denied(principal("alice"), AccountTarget(PROD)) == ENDS_TOO_SOON
+    assert authorize(principal("alice"), EVERYTHING, clock.now()) == Grant()
+
+    frozen_clock.advance(minutes=15)
     assert denied(principal("alice"), AccountTarget(PROD)) == "no assignment for this account"
     assert authorize(principal("alice"), EVERYTHING, clock.now()) == Grant()
 
@@ -218,6 +222,7 @@ def test_everything_is_exactly_what_is_granted(frozen_clock: Clock) -> None:
     grafana = register(name="Grafana", open_to_all=False).client_id
     chat = register(name="Chat", open_to_all=False).client_id
     register(name="Payroll", open_to_all=False)  # nobody's
+    register(name="Nightly job", open_to_all=True, grant_types=("client_credentials",))  # no person's app
     assignments.assign_app(grafana, "alice", actor="test")
     assignments.set_open_to_all(chat, True, actor="test")
     frozen_clock.advance(minutes=10)  # the Sandbox assignment has ended

@@ -238,8 +238,8 @@ def test_duplicate_permission_set_and_invalid_name(runner: FlaskCliRunner) -> No
     ok(runner, "permission-set", "add", "Admin", "--session-duration", "1")
     assert "permission set 'Admin' already exists" in refused(
         runner, "permission-set", "add", "Admin", "--session-duration", "2")
-    assert "invalid permission set name" in refused(runner, "permission-set", "add", "x" * 33,
-                                                    "--session-duration", "1")
+    for bad in ("x" * 33, "..", "-", "Admin Role"):  # "..": a path segment in the portal's console link
+        assert "invalid permission set name" in refused(runner, "permission-set", "add", bad, "--session-duration", "1")
     assert "no permission set 'Nope'" in refused(runner, "permission-set", "update", "Nope",
                                                  "--session-duration", "2")
 

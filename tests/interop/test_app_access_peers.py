@@ -8,6 +8,7 @@ endpoint) or a refused device; each refusal is one ``access.denied`` audit event
 
 from __future__ import annotations
 
+import base64
 from datetime import timedelta
 
 import pytest
@@ -89,6 +90,21 @@ def test_saml_sign_in_is_refused_to_a_user_the_sp_is_not_assigned_to(idp: LiveSe
 
     assert denials() == [("alice", wiki.entity_id, NOT_ASSIGNED)] * 2
     assert audit.events(type="saml.response") == []
+
+
+def test_a_passive_request_from_an_unassigned_user_gets_request_denied_at_the_sp(idp: LiveServer) -> None:
+    """IsPassive forbids taking over the screen: the SP gets a RequestDenied Response, not our 403 page."""
+    wiki = closed_sp(idp, WIKI)
+    http = requests.Session()
+    assert submit_login(http, http.get(idp.url + "/login", timeout=10), "alice", PASSWORD).status_code == 200
+    url, request_id = wiki.redirect_login("https://wiki.example.test/after", is_passive=True)
+    form = read_post_form(http.get(url, timeout=10).text)
+    auth = wiki.process_response(form, request_id)
+    assert not auth.is_authenticated()
+    assert "was Responder" in auth.get_last_error_reason()
+    assert b'StatusCode Value="urn:oasis:names:tc:SAML:2.0:status:RequestDenied"' in base64.b64decode(
+        form.fields["SAMLResponse"])
+    assert denials() == [("alice", wiki.entity_id, NOT_ASSIGNED)]
 
 
 def test_a_forged_idp_initiated_link_to_an_unassigned_sp_is_refused(idp: LiveServer) -> None:

@@ -122,8 +122,10 @@ def test_console_link_gives_a_response_aws_sign_in_and_sts_accept(app: Flask, mo
     assert attributes[aws.ROLE] == [f"{role(PROD, 'AdministratorAccess')},{provider(PROD)}"]
     assert attributes[aws.ROLE_SESSION_NAME] == ["alice"]
     assert attributes[aws.SESSION_DURATION] == ["7200"]
-    assert attributes[aws.SOURCE_IDENTITY] == ["alice"]
-    assert set(attributes) == {aws.ROLE, aws.ROLE_SESSION_NAME, aws.SESSION_DURATION, aws.SOURCE_IDENTITY}
+    # No SourceIdentity or tags unless configured: they need extra actions in every role's trust policy.
+    assert set(attributes) == {aws.ROLE, aws.ROLE_SESSION_NAME, aws.SESSION_DURATION}
+    # No SessionNotOnOrAfter: STS would end the console session with our sign-in session, not the set's.
+    assert auth.get_session_expiration() is None
     now = datetime.now(UTC).timestamp()
     assert now < auth.get_last_assertion_not_on_or_after() <= now + 300 + 5  # a short-lived bearer assertion
 
@@ -146,6 +148,20 @@ def test_console_link_gives_a_response_aws_sign_in_and_sts_accept(app: Flask, mo
     assert event.sp == AWS_ENTITY_ID
     assert event.details["aws"] == {"account": PROD, "permission_set": "Admin",
                                     "roles": [role(PROD, "AdministratorAccess")], "session_seconds": 7200}
+
+
+def test_a_launch_carries_only_the_granted_roles(app: Flask, model: dict[str, Any]) -> None:
+    """A Role mapping left on the AWS SP (as set up before permission sets existed) must not widen a launch,
+    and a HEAD request (a link checker) launches nothing."""
+    client = signed_in(app, "alice")
+    assert client.head(f"/portal/aws/{PROD}/Admin").status_code == 200
+    assert providers.get(AWS_ENTITY_ID) is None and audit.events(type="saml.response") == []
+    ensure_sp("test")
+    stale = {"attribute": "roles", "name": aws.ROLE, "roles": {"engineers": [f"{role(SANDBOX, 'Root')},x"]}}
+    providers.update(AWS_ENTITY_ID, providers.SpOptions(attribute_map=(stale,)), actor="test")
+    form = read_post_form(launch(client, PROD, "Admin").get_data(as_text=True))
+    attributes = validated(aws_sign_in(client), form).get_attributes()
+    assert attributes[aws.ROLE] == [f"{role(PROD, 'AdministratorAccess')},{provider(PROD)}"]
 
 
 def test_aws_sign_in_is_registered_once_on_first_use(app: Flask, model: dict[str, Any]) -> None:

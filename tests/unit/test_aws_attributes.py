@@ -76,7 +76,7 @@ def test_one_role_value_per_role_and_the_shortest_session(with_directories: Call
                              f"arn:aws:iam::111122223333:role/ReadOnly,{provider}")
     assert out[aws.SESSION_DURATION] == ("3600",)
     assert out[aws.ROLE_SESSION_NAME] == ("alice",)
-    assert out[aws.SOURCE_IDENTITY] == ("alice",)  # the default
+    assert aws.SOURCE_IDENTITY not in out  # off by default: it needs sts:SetSourceIdentity in the trust policy
     assert not any(name.startswith(aws.PRINCIPAL_TAG) for name in out)  # none configured
 
 
@@ -114,9 +114,9 @@ def test_names_and_tags_come_from_the_configured_attributes(with_directories: Ca
     assert aws.PRINCIPAL_TAG + "Email" not in out
 
 
-def test_source_identity_can_be_left_out(with_directories: Callable[..., Flask]) -> None:
-    with_directories(aws_source_identity="none")
-    assert aws.SOURCE_IDENTITY not in released(grant("Admin"))
+def test_source_identity_from_the_username(with_directories: Callable[..., Flask]) -> None:
+    with_directories(aws_source_identity="username")
+    assert released(grant("Admin"))[aws.SOURCE_IDENTITY] == ("alice",)
 
 
 def test_aws_settings_are_read_and_checked() -> None:
