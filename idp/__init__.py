@@ -80,6 +80,8 @@ def _security_headers(app: Flask) -> None:
 
 
 def _register_blueprints(app: Flask) -> None:
+    from idp.admin.api import init_api
+    from idp.admin.ui import bp as admin_bp
     from idp.authn.views import bp as authn_bp
     from idp.oidc.views import bp as oidc_bp
     from idp.portal import bp as portal_bp
@@ -89,3 +91,5 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(saml_bp)
     app.register_blueprint(oidc_bp)
     app.register_blueprint(portal_bp)
+    app.register_blueprint(admin_bp)
+    init_api(app)

@@ -16,6 +16,7 @@ from flask_migrate.cli import db as db_group
 
 from idp import clock, create_app
 from idp.access import cli as access_cli
+from idp.admin import cli as admin_cli
 from idp.audit import events as audit_events
 from idp.authn.cli import group as group_group
 from idp.authn.cli import user as user_group
@@ -61,6 +62,7 @@ cli.add_command(group_group)
 cli.add_command(directory_group)
 cli.add_command(oidc_client_group)
 cli.add_command(oidc_consent_group)
+cli.add_command(admin_cli.admin)
 for _command in (access_cli.ou, access_cli.account, access_cli.permission_set, access_cli.assign,
                  access_cli.unassign, access_cli.app, access_cli.access):
     cli.add_command(_command)

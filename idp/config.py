@@ -50,6 +50,8 @@ class Settings:
     aws_principal_tags: str | None = None
     aws_source_identity: str = "none"
     aws_role_session_name: str = "username"
+    # Members of this group (from any directory) may use the admin web UI at /admin.
+    admin_group: str = "idp-admins"
     log_format: str = "json"
     log_level: str = "INFO"
     workers: int = 2

@@ -55,8 +55,11 @@ def _wants_json() -> bool:
 
 def _render(status: int, title: str, message: str) -> Response:
     if _wants_json():
+        # The admin API's shape (idp.admin.api.base) for its paths, also where no API view was reached (404, 405).
+        body = ({"code": status, "status": title, "message": message} if request.path.startswith("/api/v1/")
+                else {"error": title, "message": message})
         resp = Response(
-            json.dumps({"error": title, "message": message}),
+            json.dumps(body),
             status=status,
             mimetype="application/json",
         )

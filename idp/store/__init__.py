@@ -1,6 +1,7 @@
 """All ORM models. Imports nothing of ours but the extensions, the clock and its own modules."""
 
 from idp.store.access import Account, AppAssignment, Assignment, OrganizationalUnit, PermissionSet
+from idp.store.admin import AdminToken
 from idp.store.audit import AuditRecord
 from idp.store.connectors import Directory
 from idp.store.directory import Group, User, group_members
@@ -11,6 +12,7 @@ from idp.store.sessions import PendingRequest, SessionParticipant, SsoSession
 
 __all__ = [
     "Account",
+    "AdminToken",
     "AppAssignment",
     "Assignment",
     "AuditRecord",

@@ -1,0 +1,45 @@
+"""The admin REST API under /api/v1 (flask-smorest: marshmallow schemas validate requests, answer 422 with
+the field and the reason, and make the OpenAPI 3 document at /api/v1/openapi.json).
+
+Each resource module under this package makes its blueprint ``blp`` with :func:`idp.admin.api.base.blueprint`
+(admin token check: GET needs a read or write token, anything else a write token; JSON errors; no CSRF,
+since no cookie is used); every module here but ``base`` is registered.
+"""
+
+from __future__ import annotations
+
+import pkgutil
+from importlib import import_module
+
+from flask import Flask
+from flask_smorest import Api
+
+from idp.admin.api.base import PREFIX
+
+
+
+class _Api(Api):  # type: ignore[misc]
+    def _register_error_handlers(self) -> None:
+        # flask-smorest would answer every HTTPException of the whole app in JSON (HTML pages included);
+        # the API's blueprints carry JSON handlers of their own instead (base.blueprint).
+        pass
+
+
+def init_api(app: Flask) -> None:
+    app.config.update(
+        API_TITLE="Identity bridge admin API",
+        API_VERSION="v1",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX=PREFIX,
+        OPENAPI_JSON_PATH="openapi.json",
+        API_SPEC_OPTIONS={
+            "security": [{"adminToken": []}],
+            "components": {"securitySchemes": {"adminToken": {
+                "type": "http", "scheme": "bearer",
+                "description": "An admin token from `idp admin token create --scope read|write`."}}},
+        },
+    )
+    api = _Api(app)
+    for module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+        if module != "base":
+            api.register_blueprint(import_module(f"{__name__}.{module}").blp)
