@@ -17,7 +17,6 @@ from flask_smorest import Api
 from idp.admin.api.base import PREFIX
 
 
-
 class _Api(Api):  # type: ignore[misc]
     def _register_error_handlers(self) -> None:
         # flask-smorest would answer every HTTPException of the whole app in JSON (HTML pages included);
