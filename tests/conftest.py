@@ -19,7 +19,7 @@ from ldap_server import slapd, spare_slapd  # noqa: F401
 # The session's Samba AD domain controller (fixture ``samba_ad``), provisioned on first use.
 from samba_ad import samba_ad  # noqa: F401
 from sqlalchemy import create_engine, text
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from idp import clock, create_app
 from idp.authn.connectors.chain import close_all as close_connectors
@@ -142,12 +142,19 @@ def frozen_clock() -> Iterator[Clock]:
     clock.set_clock(None)
 
 
+class _OneRequestPerConnection(WSGIRequestHandler):
+    # No keep-alive: a client reusing a pooled connection just as the server drops it gets a reset (seen once
+    # in CI, mid-test); a connection per request costs nothing on loopback.
+    protocol_version = "HTTP/1.0"
+
+
 class LiveServer:
     """The app served over real HTTP on a free loopback port, so that SP libraries talk to it as to any IdP."""
 
     def __init__(self, make_settings: Callable[..., Settings], **overrides: object) -> None:
         self._app: Flask | None = None
-        self.server: BaseWSGIServer = make_server("127.0.0.1", 0, self._dispatch, threaded=True)
+        self.server: BaseWSGIServer = make_server("127.0.0.1", 0, self._dispatch, threaded=True,
+                                                   request_handler=_OneRequestPerConnection)
         # A client that connects and resets before accept() would leave a blocking accept() waiting forever,
         # and shutdown() with it; with a timeout, serve_forever just goes round again.
         self.server.socket.settimeout(1.0)
