@@ -81,9 +81,10 @@ def require_ou(name: str) -> OrganizationalUnit:
     return ou
 
 
-def _chain(ou_id: int | None) -> list[OrganizationalUnit]:
-    """The OU and every OU above it, nearest first (the table is small: one query)."""
-    rows = {r.id: r for r in db.session.scalars(select(OrganizationalUnit))}
+def _chain(ou_id: int | None, rows: dict[int, OrganizationalUnit] | None = None) -> list[OrganizationalUnit]:
+    """The OU and every OU above it, nearest first (the table is small: one query, or none given ``rows``)."""
+    if rows is None:
+        rows = {r.id: r for r in db.session.scalars(select(OrganizationalUnit))}
     out: list[OrganizationalUnit] = []
     while ou_id is not None and ou_id in rows and rows[ou_id] not in out:
         out.append(rows[ou_id])
@@ -94,6 +95,19 @@ def _chain(ou_id: int | None) -> list[OrganizationalUnit]:
 def ou_path(ou_id: int | None) -> str:
     """"Production/Payments"; "(root)" for None."""
     return "/".join(reversed([ou.name for ou in _chain(ou_id)])) if ou_id is not None else ROOT
+
+
+def ou_paths() -> dict[int, str]:
+    """Every OU's path by id, in one query."""
+    rows = {r.id: r for r in db.session.scalars(select(OrganizationalUnit))}
+    return {pk: "/".join(reversed([ou.name for ou in _chain(pk, rows)])) for pk in rows}
+
+
+def ou_and_below(name: str) -> set[int]:
+    """The ids of an OU and of every OU inside it: what an assignment in that OU reaches."""
+    top = require_ou(name)
+    rows = {r.id: r for r in db.session.scalars(select(OrganizationalUnit))}
+    return {pk for pk in rows if top in _chain(pk, rows)}
 
 
 def add_ou(name: str, *, parent: str | None = None, actor: str) -> OrganizationalUnit:
@@ -117,6 +131,8 @@ def move_ou(name: str, *, parent: str | None, actor: str) -> None:
     if new_parent is not None and ou in _chain(new_parent.id):
         raise BadRequest(f"cannot move '{ou.name}' under '{new_parent.name}': "
                          f"'{new_parent.name}' is '{ou.name}' or inside it")
+    if ou.parent_id == (new_parent.id if new_parent else None):
+        return  # already there: nothing changes, nothing to record
     before = ou_path(ou.parent_id)
     ou.parent_id = new_parent.id if new_parent else None
     audit.record(AuditEvent(type="access.ou.move", actor=actor,
@@ -196,14 +212,19 @@ def _check_provider_arn(account_id: str, arn: str) -> str:
     return arn
 
 
+def _account_name(name: str) -> str:
+    name = name.strip()
+    if not name or len(name) > 255:
+        raise BadRequest("an account name is 1 to 255 characters")
+    return name
+
+
 def add_account(account_id: str, *, name: str, saml_provider_arn: str, ou: str | None = None,
                 signin_url: str | None = None, actor: str) -> Account:
     account_id = account_id.strip()
     if not _ACCOUNT_ID.fullmatch(account_id):
         raise BadRequest(f"invalid AWS account id {account_id!r}: exactly 12 digits")
-    name = name.strip()
-    if not name or len(name) > 255:
-        raise BadRequest("an account name is 1 to 255 characters")
+    name = _account_name(name)
     arn = _check_provider_arn(account_id, saml_provider_arn)
     url = _signin_url(signin_url.strip()) if signin_url else None
     parent = require_ou(ou) if ou is not None else None
@@ -222,11 +243,52 @@ def move_account(account_id: str, *, ou: str | None, actor: str) -> None:
     """Put the account in ``ou``, or directly under the root for None: it leaves the old OU's assignments
     and gains the new one's."""
     account = require_account(account_id)
-    target = require_ou(ou) if ou is not None else None
+    _move(account, require_ou(ou) if ou is not None else None, actor)
+
+
+def _move(account: Account, target: OrganizationalUnit | None, actor: str) -> None:
+    if account.ou_id == (target.id if target else None):
+        return  # already there: nothing changes, nothing to record
     before = ou_path(account.ou_id)
     account.ou_id = target.id if target else None
     audit.record(AuditEvent(type="access.account.move", actor=actor, details={
         "account": account.account_id, "from": before, "to": ou_path(account.ou_id)}))
+
+
+@dataclass(frozen=True)
+class AccountChanges:
+    """An account's settings to change; None: unchanged. An empty sign-in URL means the global endpoint; an
+    empty OU puts the account directly under the root (no OU has an empty name)."""
+
+    name: str | None = None
+    saml_provider_arn: str | None = None
+    signin_url: str | None = None
+    ou: str | None = None
+
+
+def update_account(account_id: str, changes: AccountChanges, *, actor: str) -> dict[str, dict[str, Any]]:
+    """Change the given settings, all checked before any is stored; returns what changed ({} when nothing did,
+    and then records nothing). A new OU is recorded as a move, like :func:`move_account`."""
+    account = require_account(account_id)
+    after: dict[str, Any] = {}
+    if changes.name is not None:
+        after["name"] = _account_name(changes.name)
+    if changes.saml_provider_arn is not None:
+        after["saml_provider_arn"] = _check_provider_arn(account.account_id, changes.saml_provider_arn)
+    if changes.signin_url is not None:
+        url = changes.signin_url.strip()
+        after["signin_url"] = _signin_url(url) if url else None
+    target = require_ou(changes.ou) if changes.ou else None  # "": the root
+    changed = {k: {"from": getattr(account, k), "to": v} for k, v in after.items() if getattr(account, k) != v}
+    for key, change in changed.items():
+        setattr(account, key, change["to"])
+    if changed:
+        audit.record(AuditEvent(type="access.account.update", actor=actor, details={
+            "account": account.account_id, "fields": sorted(changed), "changed": dict(changed)}))
+    if changes.ou is not None and account.ou_id != (target.id if target else None):
+        changed["ou"] = {"from": ou_path(account.ou_id), "to": ou_path(target.id if target else None)}
+        _move(account, target, actor)
+    return changed
 
 
 def remove_account(account_id: str, *, actor: str) -> int:

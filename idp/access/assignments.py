@@ -7,7 +7,8 @@ users who signed in with it carry, and an admin must be able to grant to it befo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -22,7 +23,16 @@ from idp.authn import directory
 from idp.authn.principal import Principal, principal_from_user
 from idp.errors import BadRequest, Conflict, NotFound
 from idp.extensions import db
-from idp.store import AppAssignment, Assignment, OidcClient, ServiceProvider, User
+from idp.store import (
+    Account,
+    AppAssignment,
+    Assignment,
+    OidcClient,
+    OrganizationalUnit,
+    PermissionSet,
+    ServiceProvider,
+    User,
+)
 
 # --- principals -----------------------------------------------------------------------------------------
 
@@ -120,6 +130,7 @@ class Assigned:
     what: str  # the permission set, or the application's name
     where: str  # "account 111122223333", "ou Production", "saml https://sp.example.com"
     until: datetime | None = None
+    id: int | None = None  # the assignment's row (the admin API names assignments by it)
 
 
 # --- account assignments --------------------------------------------------------------------------------
@@ -158,13 +169,15 @@ def assign(principal: str, permission_set: str, *, account: str | None = None, o
         raise Conflict(f"{who.label} already has {pset.name} in {where}{until_text(existing.until, now)}")
     if existing is not None:
         existing.until, existing.created_by, existing.created_at = until, actor, now
+        row = existing
     else:
-        db.session.add(Assignment(permission_set_id=pset.id, user_id=who.user_id, group_name=who.group_name,
-                                  until=until, created_by=actor, **target))
+        row = Assignment(permission_set_id=pset.id, user_id=who.user_id, group_name=who.group_name,
+                         until=until, created_by=actor, **target)
+        db.session.add(row)
     audit.record(AuditEvent(type="access.assign", actor=actor, username=who.username, details={
         "principal": who.label, "permission_set": pset.name, "scope": where,
         "until": until.isoformat() if until else None}))
-    return Assigned(who.label, pset.name, where, until)
+    return Assigned(who.label, pset.name, where, until, row.id)
 
 
 def unassign(principal: str, permission_set: str, *, account: str | None = None, ou: str | None = None,
@@ -175,10 +188,66 @@ def unassign(principal: str, permission_set: str, *, account: str | None = None,
     existing = db.session.scalar(_assignment_query(who, pset.id, target))
     if existing is None:
         raise NotFound(f"{who.label} has no assignment of {pset.name} in {where}")
-    db.session.delete(existing)
+    return _remove(existing, who, pset.name, where, actor)
+
+
+def require_assignment(assignment_id: int) -> Assignment:
+    # An id no integer column holds would make the database raise, not answer "none".
+    row: Assignment | None = db.session.get(Assignment, assignment_id) if 0 < assignment_id < 2**31 else None
+    if row is None:
+        raise NotFound(f"no assignment {assignment_id}")
+    return row
+
+
+def unassign_by_id(assignment_id: int, *, actor: str) -> Assigned:
+    """The same as :func:`unassign`, for an assignment named by its row (the admin API's way)."""
+    row = require_assignment(assignment_id)
+    info = describe_assignments([row])[0]
+    return _remove(row, info.who, info.permission_set, info.where, actor)
+
+
+def _remove(row: Assignment, who: Who, pset_name: str, where: str, actor: str) -> Assigned:
+    assignment_id = row.id
+    db.session.delete(row)
     audit.record(AuditEvent(type="access.unassign", actor=actor, username=who.username, details={
-        "principal": who.label, "permission_set": pset.name, "scope": where}))
-    return Assigned(who.label, pset.name, where)
+        "principal": who.label, "permission_set": pset_name, "scope": where}))
+    return Assigned(who.label, pset_name, where, id=assignment_id)
+
+
+@dataclass(frozen=True)
+class AssignmentInfo:
+    """An assignment with the names its row points at."""
+
+    id: int
+    who: Who
+    permission_set: str
+    account: str | None  # AWS's 12 digits; None for an OU's assignment
+    ou: str | None
+    until: datetime | None
+    created_by: str
+    created_at: datetime
+
+    @property
+    def where(self) -> str:
+        return f"account {self.account}" if self.account is not None else f"ou {self.ou}"
+
+
+def describe_assignments(rows: Sequence[Assignment]) -> list[AssignmentInfo]:
+    """The rows with their names, in four queries whatever their number (a page of the admin API)."""
+
+    def names(model: Any, column: Any, ids: Iterable[int | None]) -> dict[int, str]:
+        wanted = {i for i in ids if i is not None}
+        if not wanted:
+            return {}
+        return {pk: name for pk, name in db.session.execute(select(model.id, column).where(model.id.in_(wanted)))}
+
+    users = names(User, User.username, (r.user_id for r in rows))
+    psets = names(PermissionSet, PermissionSet.name, (r.permission_set_id for r in rows))
+    accounts = names(Account, Account.account_id, (r.account_id for r in rows))
+    ous = names(OrganizationalUnit, OrganizationalUnit.name, (r.ou_id for r in rows))
+    return [AssignmentInfo(r.id, Who(r.user_id, r.group_name, users.get(r.user_id or 0)),
+                           psets[r.permission_set_id], accounts.get(r.account_id or 0), ous.get(r.ou_id or 0),
+                           r.until, r.created_by, r.created_at) for r in rows]
 
 
 # --- applications ---------------------------------------------------------------------------------------
@@ -238,12 +307,14 @@ def assign_app(app_text: str, principal: str, *, until: datetime | None = None, 
         raise Conflict(f"{app.name} is already assigned to {who.label}{until_text(existing.until, now)}")
     if existing is not None:
         existing.until, existing.created_by, existing.created_at = until, actor, now
+        row = existing
     else:
-        db.session.add(AppAssignment(user_id=who.user_id, group_name=who.group_name, until=until,
-                                     created_by=actor, **app.column))
+        row = AppAssignment(user_id=who.user_id, group_name=who.group_name, until=until, created_by=actor,
+                            **app.column)
+        db.session.add(row)
     audit.record(AuditEvent(type="access.app.assign", actor=actor, username=who.username, sp=app.key, details={
         "app": app.name, "kind": app.kind, "principal": who.label, "until": until.isoformat() if until else None}))
-    return Assigned(who.label, app.name, f"{app.kind} {app.key}", until)
+    return Assigned(who.label, app.name, f"{app.kind} {app.key}", until, row.id)
 
 
 def unassign_app(app_text: str, principal: str, *, actor: str) -> Assigned:
@@ -307,3 +378,10 @@ def effective_access(username: str) -> Access:
     return Access(principal, user.enabled, grant,
                   tuple(r for r in with_mfa.roles if (r.account_id, r.permission_set) not in held))
 
+
+def describe_access(found: Access) -> dict[str, Any]:
+    """The access as data (times as datetimes): what ``idp access show --json`` and the admin API show."""
+    p = found.principal
+    return {"user": p.username, "source": p.source, "enabled": found.enabled, "groups": list(p.groups),
+            "roles": [asdict(r) for r in found.grant.roles], "apps": [asdict(a) for a in found.grant.apps],
+            "with_mfa_only": [asdict(r) for r in found.with_mfa_only]}

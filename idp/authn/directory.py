@@ -24,10 +24,10 @@ from idp.extensions import db
 from idp.store import Group, User
 
 # Lower-case, no spaces: usernames end up in NameIDs, logs and CLI arguments.
-_USERNAME = re.compile(r"[a-z0-9][a-z0-9._@+-]{0,254}")
-_GROUP = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
+USERNAME = re.compile(r"[a-z0-9][a-z0-9._@+-]{0,254}")
+GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 # A syntax check only (one @, a dotted domain, no spaces): deliverability is the mail system's business.
-_EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+")
+EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+")
 PROFILE_FIELDS = ("email", "given_name", "family_name", "display_name")
 UNKNOWN_USER = "unknown user"
 
@@ -67,6 +67,12 @@ def list_users() -> list[User]:
     return list(db.session.scalars(select(User).order_by(User.username)))
 
 
+def _require_local(user: User) -> None:
+    if user.source != "local":
+        raise Conflict(f"'{user.username}' comes from directory {user.source}: change their profile and password "
+                       "there (here they can only be disabled, enabled or deleted)")
+
+
 def _check_profile(values: dict[str, str | None]) -> dict[str, str | None]:
     out: dict[str, str | None] = {}
     for name, value in values.items():
@@ -76,7 +82,7 @@ def _check_profile(values: dict[str, str | None]) -> dict[str, str | None]:
         value = value or None
         if value is not None and len(value) > (320 if name == "email" else 255):
             raise BadRequest(f"{name.replace('_', ' ')} is too long")
-        if name == "email" and value is not None and not _EMAIL.fullmatch(value):
+        if name == "email" and value is not None and not EMAIL.fullmatch(value):
             raise BadRequest(f"invalid email address '{value}'")
         out[name] = value
     return out
@@ -95,7 +101,7 @@ def create_user(
 ) -> User:
     """Add a user. ``password=None`` makes an account that cannot sign in with a password (yet)."""
     name = normalize_username(username)
-    if not _USERNAME.fullmatch(name):
+    if not USERNAME.fullmatch(name):
         raise BadRequest(
             f"invalid username '{username}': use letters, digits and . _ @ + - (starting with a letter or digit)"
         )
@@ -119,13 +125,34 @@ def create_user(
     return user
 
 
-def update_user(username: str, *, actor: str, **changes: str | None) -> User:
-    """Change profile fields (email, given_name, family_name, display_name); ``None`` or "" clears one."""
+def update_user(username: str, *, actor: str, enabled: bool | None = None, password: str | None = None,
+                **changes: str | None) -> User:
+    """Change profile fields (email, given_name, family_name, display_name; ``None`` or "" clears one), the
+    password, and whether the user may sign in, all or nothing: every value is checked before any is set.
+    A directory user's profile and password are the directory's (Conflict); ``enabled`` is ours for anyone."""
     user = require_user(username)
-    for name, value in _check_profile(changes).items():
-        setattr(user, name, value)
-    audit.record(AuditEvent(type="user.update", actor=actor, username=user.username,
-                            details={"fields": sorted(changes)}))
+    if changes or password is not None:
+        _require_local(user)
+    profile = _check_profile(changes)
+    password_hash = passwords.hash_password(password) if password is not None else None
+    events: list[AuditEvent] = []
+    if changes:
+        for name, value in profile.items():
+            setattr(user, name, value)
+        events.append(AuditEvent(type="user.update", actor=actor, username=user.username,
+                                 details={"fields": sorted(changes)}))
+    if password_hash is not None:
+        user.password_hash = password_hash
+        events.append(AuditEvent(type="user.set_password", actor=actor, username=user.username))
+    if enabled is not None and enabled != user.enabled:
+        user.enabled = enabled
+        if enabled:
+            events.append(AuditEvent(type="user.enable", actor=actor, username=user.username))
+        else:
+            events.append(AuditEvent(type="user.disable", actor=actor, username=user.username,
+                                     details={"sessions_ended": end_user_sessions(user.id)}))
+    for event in events:
+        audit.record(event)
     return user
 
 
@@ -147,8 +174,7 @@ def enable_user(username: str, *, actor: str) -> None:
 
 def set_password(username: str, password: str, *, actor: str) -> None:
     user = require_user(username)
-    if user.source != "local":
-        raise BadRequest(f"'{user.username}' signs in with directory {user.source}: change the password there")
+    _require_local(user)
     user.password_hash = passwords.hash_password(password)
     audit.record(AuditEvent(type="user.set_password", actor=actor, username=user.username))
 
@@ -182,7 +208,7 @@ def list_groups() -> list[Group]:
 
 def create_group(name: str, *, actor: str, description: str | None = None) -> Group:
     name = name.strip()
-    if not _GROUP.fullmatch(name):
+    if not GROUP_NAME.fullmatch(name):
         raise BadRequest(
             f"invalid group name '{name}': use letters, digits and . _ - (starting with a letter or digit)"
         )
@@ -200,6 +226,15 @@ def create_group(name: str, *, actor: str, description: str | None = None) -> Gr
         raise Conflict(f"group '{name}' already exists") from exc
     audit.record(AuditEvent(type="group.create", actor=actor, details={"group": name}))
     return group
+
+
+def delete_group(name: str, *, actor: str) -> None:
+    """Remove a local group and its memberships. Assignments name groups, not rows (a directory's groups have
+    none), so an assignment to this name stays and applies again to a group of the same name."""
+    group = require_group(name)
+    members = [u.username for u in group.members]
+    db.session.delete(group)
+    audit.record(AuditEvent(type="group.delete", actor=actor, details={"group": group.name, "members": members}))
 
 
 def add_member(group_name: str, username: str, *, actor: str) -> bool:

@@ -1,7 +1,7 @@
-"""Registered OpenID Connect clients: look-up for the flows, and the add/remove/rotate-secret services.
+"""Registered OpenID Connect clients: look-up for the flows, and the add/update/remove/rotate-secret services.
 
 Services validate everything before storing anything, return the clear-text secret exactly once (only its
-digest is stored), and record one audit event per change. The CLI (and later the admin API) call them.
+digest is stored), and record one audit event per change. The CLI and the admin API and UI call them.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from urllib.parse import urlsplit
 
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
+from sqlalchemy import update as sql_update
 from sqlalchemy.exc import IntegrityError
 
 from idp import audit, clock
@@ -205,6 +206,41 @@ def add(options: ClientOptions, actor: str) -> Registered:
     return Registered(client_id, secret)
 
 
+def options_of(client: OidcClient) -> ClientOptions:
+    """A client's current settings, for :func:`update` to change some of (``dataclasses.replace``)."""
+    return ClientOptions(
+        name=client.name, redirect_uris=tuple(client.redirect_uris),
+        post_logout_redirect_uris=tuple(client.post_logout_redirect_uris), public=client.public,
+        grant_types=tuple(client.grant_types), scopes=tuple(client.scopes), auth_method=client.auth_method,
+        jwks=client.jwks, id_token_alg=client.id_token_alg, first_party=client.first_party,
+        claim_map=tuple(client.claim_map), open_to_all=client.open_to_all, login_url=client.login_url,
+    )
+
+
+def update(client_id: str, options: ClientOptions, actor: str) -> dict[str, dict[str, Any]]:
+    """Change a client's settings to ``options`` (checked as on add); returns what changed ({} when nothing
+    did, and then records nothing). A client stays public or confidential, and one without a secret cannot
+    start using one (it would have none); leaving secrets for private_key_jwt drops the secret at once."""
+    client = get_or_404(client_id)
+    if options.public != client.public:
+        raise BadRequest(f"client '{client_id}' cannot change between public and confidential; register a new one")
+    values = _validated(options)
+    if _uses_secret(values["auth_method"]) and not _uses_secret(client.auth_method):
+        raise BadRequest(f"client '{client_id}' has no secret to authenticate with {values['auth_method']}; "
+                         "register a new client")
+    before = {key: getattr(client, key) for key in values}
+    changed = {key: {"from": before[key], "to": value} for key, value in values.items() if before[key] != value}
+    if not changed:
+        return {}
+    for key in changed:
+        setattr(client, key, values[key])
+    if not _uses_secret(client.auth_method):
+        client.secret_hash = None
+    audit.record(AuditEvent(type="oidc.client.update", actor=actor, sp=client_id,
+                            details={"changed": _audit_changes(changed)}))
+    return changed
+
+
 def rotate_secret(client_id: str, actor: str) -> Registered:
     """A new secret replaces the old one at once (there is no overlap: the old one may have leaked)."""
     client = get_or_404(client_id)
@@ -222,7 +258,7 @@ def remove(client_id: str, actor: str) -> None:
     name = client.name
     for model in (OidcAuthorizationCode, OidcDeviceCode, OidcConsent):
         db.session.execute(delete(model).where(model.client_id == client_id))
-    db.session.execute(update(OidcToken).where(OidcToken.client_id == client_id, OidcToken.revoked_at.is_(None))
+    db.session.execute(sql_update(OidcToken).where(OidcToken.client_id == client_id, OidcToken.revoked_at.is_(None))
                        .values(revoked_at=clock.now()))
     db.session.delete(client)
     audit.record(AuditEvent(type="oidc.client.remove", actor=actor, sp=client_id, details={"name": name}))
@@ -233,6 +269,16 @@ def _audit_view(values: dict[str, Any]) -> dict[str, Any]:
     view["claims"] = [rule_text(r) for r in values["claim_map"]]
     view["jwks_keys"] = len((values.get("jwks") or {}).get("keys", []))
     return view
+
+
+def _audit_changes(changed: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    out = dict(changed)
+    if "claim_map" in out:
+        out["claim_map"] = {side: [rule_text(r) for r in out["claim_map"][side]] for side in ("from", "to")}
+    if "jwks" in out:  # public keys, but bulky: their ids say enough
+        out["jwks"] = {side: [k.get("kid") for k in (out["jwks"][side] or {}).get("keys", [])]
+                       for side in ("from", "to")}
+    return out
 
 
 def describe(client: OidcClient) -> dict[str, Any]:

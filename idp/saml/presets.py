@@ -6,24 +6,30 @@ and the attribute it takes roles from. :func:`render` turns a preset and an admi
 SP metadata (an SPSSODescriptor with the ACS endpoints and NameIDFormat, no KeyDescriptor) that is then
 registered through :func:`idp.saml.providers.add` like any other metadata; a preset may instead name a
 metadata file kept beside it (AWS). Every problem in a preset file or a parameter is one line saying which.
+:func:`sp_metadata` renders the same kind of metadata for an SP an admin describes by its URLs instead, and
+:func:`register` is the whole "add from a preset" the admin API and UI call.
 """
 
 from __future__ import annotations
 
+import base64
 import re
 import string
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from lxml import etree
 
 from idp.errors import BadRequest, IdpError, NotFound
 from idp.runtime import settings
 from idp.saml import providers
-from idp.saml.metadata import BINDING_POST, MD, MDUI, PROTOCOL
+from idp.saml.metadata import BINDING_POST, BINDING_REDIRECT, DS, MD, MDUI, PROTOCOL, MetadataError
+from idp.store import ServiceProvider
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "metadata" / "presets"
 SUFFIX = ".yaml"
@@ -280,22 +286,70 @@ def render(preset: Preset, given: Mapping[str, str]) -> bytes:
         except OSError as exc:
             raise PresetError(f"preset '{preset.key}': cannot read {preset.metadata_file} "
                               f"({exc.strerror})") from None
-    entity_id = _fill(preset.entity_id or "", values)
     acs = [url for url in (_fill(t, values) for t in preset.acs) if url is not None]
-    root = etree.Element(f"{{{MD}}}EntityDescriptor", nsmap={"md": MD, "mdui": MDUI}, entityID=entity_id or "")
-    sp = etree.SubElement(root, f"{{{MD}}}SPSSODescriptor", protocolSupportEnumeration=PROTOCOL,
-                          WantAssertionsSigned="true")
-    ui = etree.SubElement(etree.SubElement(sp, f"{{{MD}}}Extensions"), f"{{{MDUI}}}UIInfo")
-    name = etree.SubElement(ui, f"{{{MDUI}}}DisplayName")
-    name.set("{http://www.w3.org/XML/1998/namespace}lang", "en")
-    name.text = preset.display_name
-    etree.SubElement(sp, f"{{{MD}}}NameIDFormat").text = preset.nameid_format
-    for index, url in enumerate(dict.fromkeys(acs)):
-        endpoint = etree.SubElement(sp, f"{{{MD}}}AssertionConsumerService", Binding=BINDING_POST,
-                                    Location=url, index=str(index))
-        if index == 0:
-            endpoint.set("isDefault", "true")
+    return sp_metadata(_fill(preset.entity_id or "", values) or "", acs, display_name=preset.display_name,
+                       nameid_format=preset.nameid_format)
+
+
+def sp_metadata(entity_id: str, acs: Sequence[str], *, display_name: str | None = None,
+                nameid_format: str | None = None, slo_url: str | None = None,
+                certificate_pem: str | None = None) -> bytes:
+    """Metadata for an SP known by its URLs rather than by a metadata file (a preset, or an admin's fields):
+    an SPSSODescriptor with HTTP-POST ACS endpoints (the first the default), an HTTP-Redirect SLO endpoint
+    and one certificate for signing and encryption when given. It is registered like any other metadata,
+    through :func:`idp.saml.providers.add`, whose parser checks the URLs."""
+    key_b64 = _certificate_b64(certificate_pem) if certificate_pem is not None else None
+    try:
+        root = etree.Element(f"{{{MD}}}EntityDescriptor", nsmap={"md": MD, "mdui": MDUI, "ds": DS},
+                             entityID=entity_id)
+        sp = etree.SubElement(root, f"{{{MD}}}SPSSODescriptor", protocolSupportEnumeration=PROTOCOL,
+                              WantAssertionsSigned="true")
+        # The schema's order: Extensions, KeyDescriptor, SingleLogoutService, NameIDFormat, AssertionConsumerService.
+        if display_name:
+            ui = etree.SubElement(etree.SubElement(sp, f"{{{MD}}}Extensions"), f"{{{MDUI}}}UIInfo")
+            name = etree.SubElement(ui, f"{{{MDUI}}}DisplayName")
+            name.set("{http://www.w3.org/XML/1998/namespace}lang", "en")
+            name.text = display_name
+        if key_b64 is not None:
+            key_info = etree.SubElement(etree.SubElement(sp, f"{{{MD}}}KeyDescriptor"), f"{{{DS}}}KeyInfo")
+            x509_data = etree.SubElement(key_info, f"{{{DS}}}X509Data")
+            etree.SubElement(x509_data, f"{{{DS}}}X509Certificate").text = key_b64
+        if slo_url:
+            etree.SubElement(sp, f"{{{MD}}}SingleLogoutService", Binding=BINDING_REDIRECT, Location=slo_url)
+        if nameid_format:
+            etree.SubElement(sp, f"{{{MD}}}NameIDFormat").text = nameid_format
+        for index, url in enumerate(dict.fromkeys(acs)):
+            endpoint = etree.SubElement(sp, f"{{{MD}}}AssertionConsumerService", Binding=BINDING_POST,
+                                        Location=url, index=str(index))
+            if index == 0:
+                endpoint.set("isDefault", "true")
+    except ValueError as exc:  # lxml refuses control characters and the like
+        raise MetadataError(f"cannot build SP metadata from these values: {exc}") from None
     return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
+
+
+def _certificate_b64(pem: str) -> str:
+    """A PEM certificate (or the base64 between its BEGIN and END lines, as vendors' pages often show it) as
+    metadata carries it (base64 DER), or MetadataError."""
+    pem = pem.strip()
+    if not pem.startswith("-----BEGIN"):
+        pem = f"-----BEGIN CERTIFICATE-----\n{pem}\n-----END CERTIFICATE-----"
+    try:
+        cert = x509.load_pem_x509_certificate(pem.encode("utf-8"))
+    except (ValueError, UnicodeEncodeError):
+        raise MetadataError("the certificate is not a PEM X.509 certificate (-----BEGIN CERTIFICATE-----)") from None
+    return base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode("ascii")
+
+
+def register(name: str, params: Mapping[str, str], options: providers.SpOptions, actor: str) -> ServiceProvider:
+    """Register an SP from the preset ``name`` and its parameter values; the preset's NameID format and
+    attribute map apply unless ``options`` give their own."""
+    preset = load(name)
+    xml = render(preset, params)
+    options = replace(options, nameid_format=options.nameid_format or preset.nameid_format,
+                      attribute_map=options.attribute_map if options.attribute_map is not None
+                      else preset.attributes)
+    return providers.add(xml, source_of(preset), options, actor)
 
 
 def source_of(preset: Preset) -> str | None:

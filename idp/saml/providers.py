@@ -1,7 +1,7 @@
 """Registered SAML service providers: look-up for the flows, and the add/update/remove/refresh services.
 
-The flows call :func:`get` and :func:`metadata_of` (parsed metadata cached per SP version). The CLI (and later
-the admin API) call :func:`add`, :func:`update`, :func:`remove` and :func:`refresh`, which validate
+The flows call :func:`get` and :func:`metadata_of` (parsed metadata cached per SP version). The CLI and the
+admin API and UI call :func:`add`, :func:`update`, :func:`remove` and :func:`refresh`, which validate
 everything first, store nothing on a refusal, and record one audit event per change.
 """
 
@@ -100,6 +100,14 @@ def get_or_404(entity_id: str) -> ServiceProvider:
     return sp
 
 
+def get_by_id_or_404(sp_id: int) -> ServiceProvider:
+    """The SP by its row id, as the admin API and UI name SPs (an entity ID is no good in a URL path)."""
+    sp: ServiceProvider | None = db.session.get(ServiceProvider, sp_id)
+    if sp is None:
+        raise NotFound(f"no service provider {sp_id} is registered")
+    return sp
+
+
 def all_providers() -> list[ServiceProvider]:
     return list(db.session.scalars(select(ServiceProvider).order_by(ServiceProvider.entity_id)))
 
@@ -126,7 +134,7 @@ def metadata_of(sp: ServiceProvider) -> SpMetadata:
     return found
 
 
-# --- option parsing (shared by the CLI and, later, the admin API) --------------------------------------
+# --- option parsing (shared by the CLI and the admin API and UI) ---------------------------------------
 
 
 def resolve_nameid_format(value: str) -> str:
@@ -178,10 +186,7 @@ def attribute_rule(ours: str, name: str, name_format: str | None = None,
 def fetch_metadata(source: str) -> bytes:
     """The bytes of a metadata file or http(s) URL, bounded in size; MetadataError says why not."""
     if "://" in source:
-        scheme = urlsplit(source).scheme.lower()
-        if scheme not in ("http", "https"):
-            raise MetadataError(f"cannot fetch {source}: only http and https URLs are supported")
-        return _fetch_url(source)
+        return fetch_url(source)
     path = Path(source).expanduser()
     try:
         if path.stat().st_size > METADATA_MAX_BYTES:
@@ -191,7 +196,10 @@ def fetch_metadata(source: str) -> bytes:
         raise MetadataError(f"cannot read {source}: {exc.strerror or exc}") from None
 
 
-def _fetch_url(url: str) -> bytes:
+def fetch_url(url: str) -> bytes:
+    """The bytes of an http(s) URL only (never a file: what the admin API and UI accept), bounded in size."""
+    if urlsplit(url).scheme.lower() not in ("http", "https"):
+        raise MetadataError(f"cannot fetch {url}: only http and https URLs are supported")
     try:
         with requests.get(url, timeout=FETCH_TIMEOUT_SECONDS, stream=True) as resp:
             if resp.status_code != 200:
@@ -250,6 +258,14 @@ def _default_nameid(meta: SpMetadata) -> str:
     return next((f for f in meta.nameid_formats if f in supported), NAMEID_UNSPECIFIED)
 
 
+def _text_of(xml: bytes) -> str:
+    """Metadata is stored as text: parsable in another declared encoding is not enough."""
+    try:
+        return xml.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MetadataError("metadata must be UTF-8 encoded") from None
+
+
 def add(xml: bytes, source: str | None, options: SpOptions, actor: str) -> ServiceProvider:
     """Register an SP from its metadata. Conflict when its entityID is already registered."""
     meta = parse_sp_metadata(xml)
@@ -269,7 +285,7 @@ def add(xml: bytes, source: str | None, options: SpOptions, actor: str) -> Servi
     values.update(_given(options))
     _check_consistent(values, meta)
     sp = ServiceProvider(
-        entity_id=meta.entity_id, metadata_xml=xml.decode("utf-8"), metadata_source=source, **values
+        entity_id=meta.entity_id, metadata_xml=_text_of(xml), metadata_source=source, **values
     )
     db.session.add(sp)
     try:
@@ -323,7 +339,7 @@ def refresh(entity_id: str, actor: str) -> bool:
             f"the metadata at {sp.metadata_source} is for '{meta.entity_id}', not '{sp.entity_id}'"
         )
     _check_consistent(_settings_of(sp), meta)
-    text = xml.decode("utf-8")
+    text = _text_of(xml)
     changed = text != sp.metadata_xml
     if changed:
         sp.metadata_xml = text

@@ -32,6 +32,11 @@ def init_api(app: Flask) -> None:
         OPENAPI_URL_PREFIX=PREFIX,
         OPENAPI_JSON_PATH="openapi.json",
         API_SPEC_OPTIONS={
+            "info": {"description": "Users, groups, SAML service providers, OIDC clients, AWS accounts, OUs, "
+                                    "permission sets, assignments and the audit log. Errors are JSON "
+                                    "{code, status, message, errors}; lists are paged {items, page, per_page, "
+                                    "total}."},
+            "servers": [{"url": "/"}],
             "security": [{"adminToken": []}],
             "components": {"securitySchemes": {"adminToken": {
                 "type": "http", "scheme": "bearer",

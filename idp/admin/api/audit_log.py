@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import marshmallow as ma
@@ -44,7 +45,16 @@ def audit_events(args: dict[str, Any]) -> dict[str, Any]:
         if column in args:
             query = query.where(getattr(AuditRecord, column) == args[column])
     if "since" in args:
-        query = query.where(AuditRecord.at >= args["since"])
+        query = query.where(AuditRecord.at >= _utc(args["since"]))
     if "until" in args:
-        query = query.where(AuditRecord.at < args["until"])
+        query = query.where(AuditRecord.at < _utc(args["until"]))
     return page_of(query, args)
+
+
+def _utc(moment: datetime) -> datetime:
+    # 0001-01-01T00:00+05:00 is a valid time that UTC cannot hold (year 0): the earliest one stands for it, and the
+    # latest one for a time in year 10000.
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        return (datetime.min if moment.year == 1 else datetime.max).replace(tzinfo=UTC)

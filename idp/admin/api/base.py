@@ -1,30 +1,53 @@
 """What every API resource module shares: :func:`blueprint` (a flask-smorest Blueprint with the token check,
-CSRF exemption and JSON errors already attached), :func:`caller` (the token's name for the audit log), and
-paging (:class:`PageArgs`, :func:`page_of`)."""
+CSRF exemption and JSON errors already attached), :func:`caller` (the token's name for the audit log), paging
+(:class:`PageArgs`, :func:`page_of`), :class:`ErrorSchema`, the body of every error answer
+({"code", "status", "message", "errors"}), and :class:`StrictBoolean`.
+
+The document must say what the API accepts (schemathesis checks it): in JSON bodies use :class:`StrictBoolean`
+and ``ma.fields.Integer(strict=True)``, since marshmallow's defaults also take 1 for true and "5" for 5.
+
+Every operation documents 401, 403 and a default error by itself, and ``@blp.arguments`` adds its 422.
+Document the other errors a view can answer with ``@blp.alt_response(404, schema=ErrorSchema)`` (likewise 409,
+or 422 where a service refuses a value of a request without arguments).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import wraps
 from typing import Any
 
 import marshmallow as ma
 from flask import Response, g, jsonify, request
-from flask_smorest import Blueprint
+from flask_smorest import Blueprint, abort
+from flask_smorest.error_handler import ErrorSchema as ErrorSchema
 from sqlalchemy import Select, func, select
 from werkzeug.exceptions import HTTPException
 
+from idp import audit
 from idp.admin import tokens
+from idp.audit import AuditEvent
 from idp.errors import BadRequest, IdpError
 from idp.extensions import csrf, db
 
 PREFIX = "/api/v1"
 _READ_METHODS = {"GET", "HEAD", "OPTIONS"}
 MAX_PAGE_SIZE = 200
+_REALM = 'Bearer realm="idp-admin"'
+_UNAUTHENTICATED = "An admin API token is required (Authorization: Bearer ...)."
 
 
 def caller() -> str:
     """The audit name of the token making this request."""
     return str(g.idp_api_actor)
+
+
+# ErrorSchema, re-exported for the resource modules, is the schema flask-smorest documents its own error answers
+# with (a schema's 422, the default error) and exactly the body _json_error writes: one "Error" for them all.
+_SHARED_ERRORS = {
+    "401": "No admin API token, or an unknown or revoked one.",
+    "403": "The token may not do this: a read-only token asking to change something.",
+}
 
 
 def _json_error(status: int, name: str, message: str | None = None, errors: Any = None,
@@ -40,20 +63,58 @@ def _json_error(status: int, name: str, message: str | None = None, errors: Any 
     return resp
 
 
+def _refuse(status: int, name: str, message: str, reason: str, challenge: str, actor: str | None = None
+            ) -> Response:
+    db.session.rollback()
+    audit.record(AuditEvent(type="admin.api.denied", outcome="failure", actor=actor, client_ip=request.remote_addr,
+                            reason=reason, details={"method": request.method, "path": request.path}))
+    return _json_error(status, name, message, headers={"WWW-Authenticate": challenge})
+
+
 def _authenticate() -> Response | None:
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    row = tokens.authenticate(value.strip()) if scheme.lower() == "bearer" and value.strip() else None
+    if scheme.lower() != "bearer" or not value.strip():
+        return _refuse(401, "Unauthorized", _UNAUTHENTICATED, "no bearer token", _REALM)
+    row = tokens.authenticate(value.strip())
     if row is None:
-        db.session.rollback()
-        return _json_error(401, "Unauthorized", "An admin API token is required (Authorization: Bearer ...).",
-                           headers={"WWW-Authenticate": 'Bearer realm="idp-admin"'})
+        return _refuse(401, "Unauthorized", _UNAUTHENTICATED, "unknown or revoked token", _REALM)
     if request.method not in _READ_METHODS and row.scope != "write":
-        db.session.rollback()
-        return _json_error(403, "Forbidden", "This token is read-only.",
-                           headers={"WWW-Authenticate": 'Bearer error="insufficient_scope", scope="write"'})
+        return _refuse(403, "Forbidden", "This token is read-only.", "read-only token",
+                       'Bearer error="insufficient_scope", scope="write"', tokens.actor_of(row))
     g.idp_api_actor = tokens.actor_of(row)
     db.session.commit()  # last_used_at
     return None
+
+
+def _storable(value: Any) -> bool:
+    if isinstance(value, str):
+        # PostgreSQL text holds no NUL, and UTF-8 no lone surrogate (JSON "\ud800"): refused here, not a 500 there.
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return False
+        return "\x00" not in value
+    if isinstance(value, dict):
+        return all(_storable(k) and _storable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_storable(v) for v in value)
+    return True
+
+
+def _refuse_unstorable_text() -> Response | None:
+    values: list[Any] = [request.view_args or {}, request.args.to_dict(flat=False)]
+    if request.is_json:
+        values.append(request.get_json(silent=True))
+    if all(_storable(v) for v in values):
+        return None
+    return _json_error(422, "Unprocessable Entity", "Text may not contain NUL characters or lone surrogates.")
+
+
+def _keep_changes(resp: Response) -> Response:
+    # Services commit with their audit event; whatever else a successful view changed is kept too.
+    if resp.status_code < 400:
+        db.session.commit()
+    return resp
 
 
 def _http_error(exc: HTTPException) -> Response:
@@ -72,14 +133,66 @@ def _idp_error(exc: IdpError) -> Response:
     return _json_error(exc.status, exc.title, exc.message)
 
 
+class _Blueprint(Blueprint):  # type: ignore[misc]
+    """Documents the errors every operation shares with :class:`ErrorSchema`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._prepare_doc_cbks.append(self._prepare_error_doc)
+
+    def arguments(self, schema: Any, *, location: str = "json", required: bool = True, **kwargs: Any
+                  ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """flask-smorest's, and a JSON body the document requires must be there: webargs would take a missing
+        body, or one of another type, for {} (a PATCH with nothing in it would then succeed)."""
+        parse = super().arguments(schema, location=location, required=required, **kwargs)
+        if location != "json" or not required:
+            return parse  # type: ignore[no-any-return]
+
+        def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
+            view = parse(func)
+
+            @wraps(view)
+            def checked(*args: Any, **kw: Any) -> Any:
+                if not request.get_data(cache=True).strip():
+                    abort(422, message="A JSON body is required.")
+                if not request.is_json:
+                    abort(415, message="Send the body as JSON (Content-Type: application/json).")
+                return view(*args, **kw)
+
+            return checked
+
+        return decorator
+
+    @staticmethod
+    def _prepare_error_doc(doc: dict[str, Any], doc_info: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        responses = doc.setdefault("responses", {})
+        for status, description in _SHARED_ERRORS.items():
+            if status not in responses and int(status) not in responses:
+                responses[status] = {"description": description,
+                                     "content": {"application/json": {"schema": ErrorSchema}}}
+        return doc
+
+
 def blueprint(name: str, path: str, description: str) -> Blueprint:
     """A resource's blueprint at PREFIX + path, with the API's authentication and error handling."""
-    blp = Blueprint(f"api_{name}", f"idp.admin.api.{name}", url_prefix=PREFIX + path, description=description)
+    blp = _Blueprint(f"api_{name}", f"idp.admin.api.{name}", url_prefix=PREFIX + path, description=description)
     blp.before_request(_authenticate)
+    blp.before_request(_refuse_unstorable_text)
+    blp.after_request(_keep_changes)
     blp.register_error_handler(HTTPException, _http_error)
     blp.register_error_handler(IdpError, _idp_error)
     csrf.exempt(blp)
     return blp
+
+
+class StrictBoolean(ma.fields.Boolean):
+    """true or false, nothing else: marshmallow's Boolean also takes 0, 1, "yes", "off"..., which the document
+    (type: boolean) does not allow. Use it in JSON bodies (a query string's booleans are text: use Boolean)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
 
 
 class PageArgs(ma.Schema):

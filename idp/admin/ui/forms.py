@@ -1,0 +1,65 @@
+"""What the admin pages' forms share: choices for select fields, a multi-checkbox field, the confirmation form
+every deletion posts, a service's refusal shown next to the field it is about, the 422 answer of a form posted
+in vain, and a textarea's lines. Templates render fields with the macros of ``admin/_form.html``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from flask import render_template
+from flask_wtf import FlaskForm
+from werkzeug.wrappers import Response as BaseResponse
+from wtforms import BooleanField, Field, SelectMultipleField
+from wtforms.validators import InputRequired
+from wtforms.widgets import CheckboxInput, ListWidget
+
+from idp.errors import IdpError
+
+try:  # WTForms 3.3 deprecates (value, label) tuples for SelectChoice
+    from wtforms import SelectChoice
+except ImportError:  # pragma: no cover - older WTForms
+    SelectChoice = None
+
+# What a page view answers: a page, a page with a status (a refused form), or a redirect.
+Page = str | tuple[str, int] | BaseResponse
+
+# A form posted with errors is re-rendered with this status, so that clients and tests can tell it was refused.
+UNPROCESSABLE = 422
+
+
+def choices(pairs: Iterable[tuple[str, str]]) -> list[Any]:
+    """(value, label) pairs as the ``choices`` of a select, radio or multi-checkbox field."""
+    return [SelectChoice(value, label) if SelectChoice is not None else (value, label) for value, label in pairs]
+
+
+class MultiCheckboxField(SelectMultipleField):  # type: ignore[misc]
+    """Several choices as checkboxes (``_form.html`` renders it as a fieldset)."""
+
+    widget = ListWidget(prefix_label=False)
+    option_widget = CheckboxInput()
+
+
+class ConfirmForm(FlaskForm):  # type: ignore[misc]
+    """The second step of a deletion: the box must be ticked, so a stray click or a replayed POST deletes
+    nothing. Views set ``confirm.label.text`` to say what goes."""
+
+    confirm = BooleanField("Yes, delete it", validators=[InputRequired("Tick the box to confirm.")])
+
+
+def show_error(form: FlaskForm, exc: IdpError, field: Field | None = None) -> None:
+    """A service's refusal next to ``field``, or above the form when it is about no one field."""
+    if field is None:
+        form.form_errors.append(exc.message)
+    else:  # a field that was not validated has a tuple
+        field.errors = [*field.errors, exc.message]
+
+
+def refused(template: str, **context: Any) -> tuple[str, int]:
+    """The page again, with the form's errors, as the answer to a POST that changed nothing."""
+    return render_template(template, **context), UNPROCESSABLE
+
+
+def lines(text: str | None) -> tuple[str, ...]:
+    """A textarea's non-blank lines, stripped (one redirect URI, group or role per line)."""
+    return tuple(line.strip() for line in (text or "").splitlines() if line.strip())

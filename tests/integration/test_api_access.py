@@ -1,0 +1,434 @@
+"""/api/v1 for the access model: OUs, accounts, permission sets, assignments and a user's effective access,
+driven with real admin tokens, as a ticketing system would."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from admin_api import bearer
+from conftest import Clock
+from flask.testing import FlaskClient, FlaskCliRunner
+from helpers import make_user
+from sqlalchemy import func, select
+from werkzeug.test import TestResponse
+
+from idp import audit
+from idp.access.decide import AccessDenied, AccountTarget, authorize
+from idp.admin import tokens
+from idp.authn import directory
+from idp.authn.principal import principal_from_user
+from idp.cli import cli
+from idp.extensions import db
+from idp.store import Account, Assignment, OrganizationalUnit, PermissionSet
+
+A1, A2 = "111122223333", "444455556666"
+
+
+class Api:
+    """The test client with an admin token, under /api/v1."""
+
+    def __init__(self, client: FlaskClient, scope: str, name: str = "ticketing") -> None:
+        self.client, self.headers = client, bearer(scope, name)
+        self.actor = tokens.actor_of(tokens.all_tokens()[-1])  # how the audit log names this caller
+
+    def call(self, method: str, path: str, **kwargs: Any) -> TestResponse:
+        return self.client.open("/api/v1" + path, method=method, headers=self.headers, **kwargs)
+
+    def ok(self, method: str, path: str, status: int = 200, **kwargs: Any) -> Any:
+        resp = self.call(method, path, **kwargs)
+        assert resp.status_code == status, (resp.status_code, resp.get_data(as_text=True))
+        return resp.get_json() if resp.data else None
+
+    def refused(self, method: str, path: str, status: int, **kwargs: Any) -> dict[str, Any]:
+        resp = self.call(method, path, **kwargs)
+        assert resp.status_code == status, (resp.status_code, resp.get_data(as_text=True))
+        body: dict[str, Any] = resp.get_json()
+        assert body["code"] == status
+        return body
+
+
+@pytest.fixture
+def api(client: FlaskClient) -> Api:
+    return Api(client, "write")
+
+
+def arn(account_id: str) -> str:
+    return f"arn:aws:iam::{account_id}:saml-provider/bridge"
+
+
+def new_account(api: Api, account_id: str = A1, **fields: Any) -> Any:
+    body = {"account_id": account_id, "name": f"acct-{account_id[:4]}", "saml_provider_arn": arn(account_id),
+            **fields}
+    return api.ok("POST", "/accounts", 201, json=body)
+
+
+def count(model: Any) -> int:
+    return int(db.session.scalar(select(func.count()).select_from(model)))
+
+
+def field_errors(body: dict[str, Any]) -> dict[str, list[str]]:
+    errors: dict[str, list[str]] = body["errors"]["json"]
+    return errors
+
+
+# --- OUs --------------------------------------------------------------------------------------------------
+
+
+def test_ous_create_read_move_delete(api: Api) -> None:
+    assert api.ok("POST", "/ous", 201, json={"name": "Production"}) == {
+        "name": "Production", "parent": None, "path": "Production", "depth": 0, "accounts": 0}
+    payments = api.ok("POST", "/ous", 201, json={"name": "Payments", "parent": "Production"})
+    assert (payments["parent"], payments["path"], payments["depth"]) == ("Production", "Production/Payments", 1)
+    api.ok("POST", "/ous", 201, json={"name": "Sandbox"})
+    new_account(api, A1, ou="Payments")
+
+    assert [(o["name"], o["parent"], o["path"], o["accounts"]) for o in api.ok("GET", "/ous")] == [
+        ("Production", None, "Production", 0),
+        ("Payments", "Production", "Production/Payments", 1),
+        ("Sandbox", None, "Sandbox", 0)]
+    assert api.ok("GET", "/ous/Payments")["accounts"] == 1
+
+    moved = api.ok("PATCH", "/ous/Payments", json={"parent": "Sandbox"})
+    assert (moved["parent"], moved["path"]) == ("Sandbox", "Sandbox/Payments")
+    assert api.ok("PATCH", "/ous/Payments", json={"parent": None})["path"] == "Payments"
+    events = audit.events(type="access.ou.move")
+    assert [(e.actor, e.details["to"]) for e in reversed(events)] == [(api.actor, "Sandbox"), (api.actor, "(root)")]
+
+    api.ok("DELETE", "/ous/Production", 204)
+    api.refused("GET", "/ous/Production", 404)
+    assert [o["name"] for o in api.ok("GET", "/ous")] == ["Payments", "Sandbox"]
+    assert audit.events(type="access.ou.remove")[0].actor == api.actor
+
+
+def test_ou_refusals(api: Api) -> None:
+    api.ok("POST", "/ous", 201, json={"name": "Production"})
+    api.ok("POST", "/ous", 201, json={"name": "Payments", "parent": "Production"})
+    new_account(api, A1, ou="Payments")
+
+    assert "already exists" in api.refused("POST", "/ous", 409, json={"name": "Production"})["message"]
+    assert "no organizational unit 'Nowhere'" in api.refused(
+        "POST", "/ous", 404, json={"name": "Cards", "parent": "Nowhere"})["message"]
+    assert "name" in field_errors(api.refused("POST", "/ous", 422, json={"name": ""}))
+    assert "no '/'" in api.refused("POST", "/ous", 422, json={"name": "a/b"})["message"]
+    assert "cannot move 'Production' under 'Payments'" in api.refused(
+        "PATCH", "/ous/Production", 422, json={"parent": "Payments"})["message"]
+    api.refused("PATCH", "/ous/Nowhere", 404, json={"parent": None})
+    assert "still holds accounts" in api.refused("DELETE", "/ous/Payments", 409)["message"]
+    api.refused("DELETE", "/ous/Nowhere", 404)
+    assert count(OrganizationalUnit) == 2
+    assert audit.events(type="access.ou.move") == []
+
+
+# --- accounts ---------------------------------------------------------------------------------------------
+
+
+def test_accounts_create_read_update_delete(api: Api) -> None:
+    api.ok("POST", "/ous", 201, json={"name": "Production"})
+    api.ok("POST", "/ous", 201, json={"name": "Payments", "parent": "Production"})
+    created = new_account(api, A1, name="Payments prod", ou="Payments",
+                          signin_url="https://us-east-1.signin.aws.amazon.com/saml")
+    assert created == {"account_id": A1, "name": "Payments prod", "ou": "Payments",
+                       "ou_path": "Production/Payments", "saml_provider_arn": arn(A1),
+                       "signin_url": "https://us-east-1.signin.aws.amazon.com/saml"}
+    new_account(api, A2, name="Sandbox")
+    assert api.ok("GET", f"/accounts/{A1}") == created
+
+    page = api.ok("GET", "/accounts", query_string={"per_page": 1})
+    assert (page["total"], page["page"], [a["name"] for a in page["items"]]) == (2, 1, ["Payments prod"])
+    assert [a["name"] for a in api.ok("GET", "/accounts", query_string={"page": 2, "per_page": 1})["items"]] == [
+        "Sandbox"]
+    # An OU's accounts include those of the OUs inside it, as an assignment in it reaches them.
+    assert [a["account_id"] for a in api.ok("GET", "/accounts", query_string={"ou": "Production"})["items"]] == [A1]
+    api.refused("GET", "/accounts", 404, query_string={"ou": "Nowhere"})
+
+    updated = api.ok("PATCH", f"/accounts/{A1}", json={"name": "Payments", "signin_url": None, "ou": None})
+    assert (updated["name"], updated["signin_url"], updated["ou"], updated["ou_path"]) == (
+        "Payments", None, None, "(root)")
+    (update,) = audit.events(type="access.account.update")
+    assert update.actor == api.actor
+    assert update.details["changed"] == {
+        "name": {"from": "Payments prod", "to": "Payments"},
+        "signin_url": {"from": "https://us-east-1.signin.aws.amazon.com/saml", "to": None}}
+    (move,) = audit.events(type="access.account.move")
+    assert (move.actor, move.details["from"], move.details["to"]) == (api.actor, "Production/Payments", "(root)")
+    api.ok("PATCH", f"/accounts/{A1}", json={"ou": "Production", "name": "Payments"})
+    assert db.session.scalar(select(Account.ou_id).where(Account.account_id == A1)) is not None
+    assert len(audit.events(type="access.account.update")) == 1  # the same name is no change
+
+    api.ok("DELETE", f"/accounts/{A1}", 204)
+    api.refused("GET", f"/accounts/{A1}", 404)
+    assert audit.events(type="access.account.remove")[0].actor == api.actor
+    assert [a["account_id"] for a in api.ok("GET", "/accounts")["items"]] == [A2]
+
+
+def test_account_refusals(api: Api) -> None:
+    body = field_errors(api.refused("POST", "/accounts", 422, json={
+        "account_id": "12345", "name": "", "saml_provider_arn": arn(A1)}))
+    assert body["account_id"] == ["an AWS account id is exactly 12 digits"]
+    assert "name" in body
+    assert "saml_provider_arn" in field_errors(api.refused("POST", "/accounts", 422, json={
+        "account_id": A1, "name": "x"}))
+    assert "is in account 444455556666, not 111122223333" in api.refused("POST", "/accounts", 422, json={
+        "account_id": A1, "name": "x", "saml_provider_arn": arn(A2)})["message"]
+    assert "AWS sign-in SAML endpoint" in api.refused("POST", "/accounts", 422, json={
+        "account_id": A1, "name": "x", "saml_provider_arn": arn(A1),
+        "signin_url": "https://evil.example/saml"})["message"]
+    api.refused("POST", "/accounts", 404, json={"account_id": A1, "name": "x", "saml_provider_arn": arn(A1),
+                                                "ou": "Nowhere"})
+    assert count(Account) == 0
+
+    new_account(api, A1)
+    assert "already exists" in api.refused("POST", "/accounts", 409, json={
+        "account_id": A1, "name": "again", "saml_provider_arn": arn(A1)})["message"]
+    # A refused change changes nothing, not even the parts that were fine.
+    api.refused("PATCH", f"/accounts/{A1}", 422, json={"name": "Renamed", "saml_provider_arn": arn(A2)})
+    api.refused("PATCH", f"/accounts/{A1}", 404, json={"name": "Renamed", "ou": "Nowhere"})
+    assert api.ok("GET", f"/accounts/{A1}")["name"] == "acct-1111"
+    assert "name" in field_errors(api.refused("PATCH", f"/accounts/{A1}", 422, json={"name": None}))
+    api.refused("PATCH", f"/accounts/{A2}", 404, json={"name": "x"})
+    api.refused("DELETE", f"/accounts/{A2}", 404)
+    assert audit.events(type="access.account.update") == []
+
+
+# --- permission sets --------------------------------------------------------------------------------------
+
+POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:Get*", "Resource": "*"}]}
+
+
+def test_permission_sets_create_read_update_delete(api: Api) -> None:
+    created = api.ok("POST", "/permission-sets", 201, json={
+        "name": "Admin", "session_duration_hours": 4, "description": "break glass",
+        "managed_policy_arns": ["arn:aws:iam::aws:policy/AdministratorAccess"], "inline_policy": POLICY,
+        "relay_state": "https://console.aws.amazon.com/ec2/", "mfa_required": True})
+    assert created == {
+        "name": "Admin", "description": "break glass", "session_duration_hours": 4, "role_name": "Admin",
+        "managed_policy_arns": ["arn:aws:iam::aws:policy/AdministratorAccess"], "inline_policy": POLICY,
+        "relay_state": "https://console.aws.amazon.com/ec2/", "mfa_required": True}
+    api.ok("POST", "/permission-sets", 201, json={"name": "ReadOnly", "session_duration_hours": 1,
+                                                  "role_name": "ro-role"})
+    assert api.ok("GET", "/permission-sets/Admin") == created
+    page = api.ok("GET", "/permission-sets")
+    assert (page["total"], [(p["name"], p["role_name"]) for p in page["items"]]) == (
+        2, [("Admin", "Admin"), ("ReadOnly", "ro-role")])
+
+    updated = api.ok("PATCH", "/permission-sets/Admin", json={
+        "session_duration_hours": 8, "description": None, "inline_policy": None, "managed_policy_arns": []})
+    assert {k: updated[k] for k in ("session_duration_hours", "description", "inline_policy",
+                                    "managed_policy_arns", "relay_state", "mfa_required")} == {
+        "session_duration_hours": 8, "description": None, "inline_policy": None, "managed_policy_arns": [],
+        "relay_state": "https://console.aws.amazon.com/ec2/", "mfa_required": True}
+    (event,) = audit.events(type="access.permission_set.update")
+    assert event.actor == api.actor
+    assert event.details["fields"] == ["description", "inline_policy", "managed_policy_arns",
+                                       "session_duration_seconds"]
+
+    api.ok("DELETE", "/permission-sets/ReadOnly", 204)
+    api.refused("GET", "/permission-sets/ReadOnly", 404)
+    assert audit.events(type="access.permission_set.delete")[0].actor == api.actor
+
+
+def test_permission_set_refusals(api: Api) -> None:
+    errors = field_errors(api.refused("POST", "/permission-sets", 422, json={
+        "name": "Admin", "session_duration_hours": 13}))
+    assert list(errors) == ["session_duration_hours"]
+    assert "session_duration_hours" in field_errors(api.refused("POST", "/permission-sets", 422,
+                                                                json={"name": "Admin"}))
+    assert "name" in field_errors(api.refused("POST", "/permission-sets", 422, json={
+        "name": "x" * 33, "session_duration_hours": 1}))
+    assert "inline_policy" in field_errors(api.refused("POST", "/permission-sets", 422, json={
+        "name": "Admin", "session_duration_hours": 1, "inline_policy": "{}"}))
+    assert "invalid managed policy ARN" in api.refused("POST", "/permission-sets", 422, json={
+        "name": "Admin", "session_duration_hours": 1, "managed_policy_arns": ["AdministratorAccess"]})["message"]
+    assert "relay state must be an https URL" in api.refused("POST", "/permission-sets", 422, json={
+        "name": "Admin", "session_duration_hours": 1, "relay_state": "http://console.aws.amazon.com/"})["message"]
+    assert count(PermissionSet) == 0
+
+    api.ok("POST", "/permission-sets", 201, json={"name": "Admin", "session_duration_hours": 1})
+    api.refused("POST", "/permission-sets", 409, json={"name": "Admin", "session_duration_hours": 2})
+    assert "session_duration_hours" in field_errors(api.refused(
+        "PATCH", "/permission-sets/Admin", 422, json={"session_duration_hours": 0}))
+    assert "name" in field_errors(api.refused("PATCH", "/permission-sets/Admin", 422, json={"name": "Other"}))
+    api.refused("PATCH", "/permission-sets/Nope", 404, json={"session_duration_hours": 2})
+    api.refused("DELETE", "/permission-sets/Nope", 404)
+    assert api.ok("GET", "/permission-sets/Admin")["session_duration_hours"] == 1
+
+
+def test_a_permission_set_in_use_is_deleted_only_with_force(api: Api) -> None:
+    make_user("alice")
+    new_account(api)
+    api.ok("POST", "/permission-sets", 201, json={"name": "Admin", "session_duration_hours": 1})
+    api.ok("POST", "/assignments", 201, json={"principal": "alice", "permission_set": "Admin", "account": A1})
+
+    body = api.refused("DELETE", "/permission-sets/Admin", 409)
+    assert f"used by 1 assignment(s) (user alice: Admin in account {A1})" in body["message"]
+    assert count(PermissionSet) == 1
+    api.ok("DELETE", "/permission-sets/Admin", 204, query_string={"force": "true"})
+    assert (count(PermissionSet), count(Assignment)) == (0, 0)
+    (event,) = audit.events(type="access.permission_set.delete")
+    assert (event.actor, event.details["assignments_removed"]) == (
+        api.actor, [f"user alice: Admin in account {A1}"])
+
+
+# --- assignments and effective access ---------------------------------------------------------------------
+
+
+def _can_open(username: str, account_id: str, permission_set: str) -> bool:
+    user = directory.require_user(username)
+    now = datetime.now(UTC)
+    try:
+        authorize(principal_from_user(user, now), AccountTarget(account_id, permission_set), now)
+    except AccessDenied:
+        return False
+    return True
+
+
+def test_an_assignment_made_through_the_api_grants_access_until_deleted(api: Api, runner: FlaskCliRunner) -> None:
+    make_user("alice", groups=["engineers"])
+    new_account(api, A1, name="Prod")
+    api.ok("POST", "/permission-sets", 201, json={"name": "Admin", "session_duration_hours": 2})
+    assert not _can_open("alice", A1, "Admin")
+    assert api.ok("GET", "/access/alice")["roles"] == []
+
+    created = api.ok("POST", "/assignments", 201, json={
+        "principal": "group:engineers", "permission_set": "Admin", "account": A1})
+    assert {k: v for k, v in created.items() if k not in ("id", "created_at")} == {
+        "principal": "group:engineers", "permission_set": "Admin", "account": A1, "ou": None, "until": None,
+        "active": True, "created_by": api.actor}
+    assert api.ok("GET", f"/assignments/{created['id']}") == created
+    (assigned,) = audit.events(type="access.assign")
+    assert (assigned.actor, assigned.details["principal"]) == (api.actor, "group engineers")
+
+    assert _can_open("alice", A1, "Admin")
+    access = api.ok("GET", "/access/alice")
+    (role,) = access["roles"]
+    assert (role["account_id"], role["role_arn"], role["session_seconds"], role["sources"]) == (
+        A1, f"arn:aws:iam::{A1}:role/Admin", 7200,
+        [{"via": "group engineers", "scope": f"account {A1}", "until": None}])
+    # The API and the CLI read the same decision.
+    shown = runner.invoke(cli, ["access", "show", "alice", "--json"])
+    assert shown.exit_code == 0, shown.output
+    assert access == json.loads(shown.stdout)
+
+    api.ok("DELETE", f"/assignments/{created['id']}", 204)
+    assert not _can_open("alice", A1, "Admin")
+    assert api.ok("GET", "/access/alice")["roles"] == []
+    api.refused("GET", f"/assignments/{created['id']}", 404)
+    api.refused("DELETE", f"/assignments/{created['id']}", 404)
+    (unassigned,) = audit.events(type="access.unassign")
+    assert (unassigned.actor, unassigned.details) == (api.actor, {
+        "principal": "group engineers", "permission_set": "Admin", "scope": f"account {A1}"})
+    assert "no user 'nobody'" in api.refused("GET", "/access/nobody", 404)["message"]
+
+
+def test_assignment_refusals(api: Api, frozen_clock: Clock) -> None:
+    frozen_clock.current = datetime(2027, 3, 10, 12, 0, tzinfo=UTC)
+    make_user("alice")
+    new_account(api)
+    api.ok("POST", "/ous", 201, json={"name": "Production"})
+    api.ok("POST", "/permission-sets", 201, json={"name": "Admin", "session_duration_hours": 1})
+    base = {"principal": "alice", "permission_set": "Admin"}
+
+    for target in ({}, {"account": A1, "ou": "Production"}):
+        errors = field_errors(api.refused("POST", "/assignments", 422, json={**base, **target}))
+        assert errors == {"account": ["give exactly one of account and ou"],
+                          "ou": ["give exactly one of account and ou"]}
+    assert "account" in field_errors(api.refused("POST", "/assignments", 422, json={**base, "account": "1"}))
+    for until, reason in (("2027-03-10T18:00:00", "needs a zone"), ("2027-03-10T11:00:00Z", "already past"),
+                          ("next week", "neither an ISO date")):
+        errors = field_errors(api.refused("POST", "/assignments", 422, json={**base, "account": A1, "until": until}))
+        assert reason in errors["until"][0]
+    assert "no user or group 'bob'" in api.refused("POST", "/assignments", 404, json={
+        **base, "principal": "bob", "account": A1})["message"]
+    api.refused("POST", "/assignments", 404, json={**base, "permission_set": "Nope", "account": A1})
+    api.refused("POST", "/assignments", 404, json={**base, "account": A2})
+    api.refused("POST", "/assignments", 404, json={**base, "ou": "Nowhere"})
+    assert count(Assignment) == 0
+
+    api.ok("POST", "/assignments", 201, json={**base, "account": A1})
+    assert "already has Admin in account" in api.refused("POST", "/assignments", 409, json={
+        **base, "principal": "user:alice", "account": A1})["message"]
+    for missing in ("999", "99999999999999999999999"):
+        api.refused("GET", f"/assignments/{missing}", 404)
+        api.refused("DELETE", f"/assignments/{missing}", 404)
+
+
+def test_assignments_with_an_end_and_filters(api: Api, frozen_clock: Clock) -> None:
+    frozen_clock.current = datetime(2027, 3, 10, 12, 0, tzinfo=UTC)
+    make_user("alice", groups=["engineers"])
+    make_user("bob")
+    api.ok("POST", "/ous", 201, json={"name": "Production"})
+    new_account(api, A1, ou="Production")
+    new_account(api, A2)
+    for name in ("Admin", "ReadOnly"):
+        api.ok("POST", "/permission-sets", 201, json={"name": name, "session_duration_hours": 1})
+
+    contractor = api.ok("POST", "/assignments", 201, json={
+        "principal": "bob", "permission_set": "Admin", "account": A2, "until": "2027-03-10"})
+    assert contractor["until"] == "2027-03-11T00:00:00+00:00"  # works through that day, UTC
+    timed = api.ok("POST", "/assignments", 201, json={
+        "principal": "alice", "permission_set": "ReadOnly", "account": A2, "until": "2027-03-10T15:00:00+02:00"})
+    assert timed["until"] == "2027-03-10T13:00:00+00:00"
+    in_ou = api.ok("POST", "/assignments", 201, json={
+        "principal": "engineers", "permission_set": "ReadOnly", "ou": "Production"})
+    assert (in_ou["principal"], in_ou["ou"], in_ou["account"]) == ("group:engineers", "Production", None)
+
+    def ids(**query: str) -> list[int]:
+        return [a["id"] for a in api.ok("GET", "/assignments", query_string=query)["items"]]
+
+    assert ids() == [contractor["id"], timed["id"], in_ou["id"]]
+    assert ids(principal="bob") == [contractor["id"]]
+    assert ids(principal="group:engineers") == [in_ou["id"]]
+    assert ids(permission_set="ReadOnly") == [timed["id"], in_ou["id"]]
+    assert ids(account=A2) == [contractor["id"], timed["id"]]
+    assert ids(ou="Production") == [in_ou["id"]]
+    assert ids(principal="alice", account=A2) == [timed["id"]]
+    assert ids(active="true") == [contractor["id"], timed["id"], in_ou["id"]]
+    api.refused("GET", "/assignments", 404, query_string={"permission_set": "Nope"})
+    assert "active" in api.refused("GET", "/assignments", 422, query_string={"active": "maybe"})["errors"]["query"]
+
+    frozen_clock.advance(hours=2)  # 14:00: alice's ReadOnly in A2 has ended
+    assert ids(active="true") == [contractor["id"], in_ou["id"]]
+    assert ids(active="false") == [timed["id"]]
+    assert api.ok("GET", f"/assignments/{timed['id']}")["active"] is False
+    assert [(r["account_id"], r["permission_set"]) for r in api.ok("GET", "/access/alice")["roles"]] == [
+        (A1, "ReadOnly")]
+    page = api.ok("GET", "/assignments", query_string={"per_page": 2, "page": 2})
+    assert (page["total"], [a["id"] for a in page["items"]]) == (3, [in_ou["id"]])
+
+
+# --- scopes -----------------------------------------------------------------------------------------------
+
+
+def test_a_read_only_token_reads_but_changes_nothing(api: Api, client: FlaskClient) -> None:
+    make_user("alice")
+    api.ok("POST", "/ous", 201, json={"name": "Production"})
+    new_account(api)
+    api.ok("POST", "/permission-sets", 201, json={"name": "Admin", "session_duration_hours": 1})
+    assignment = api.ok("POST", "/assignments", 201, json={"principal": "alice", "permission_set": "Admin",
+                                                            "account": A1})
+    reader = Api(client, "read", name="dashboard")
+    for path in ("/ous", "/ous/Production", "/accounts", f"/accounts/{A1}", "/permission-sets",
+                 "/permission-sets/Admin", "/assignments", f"/assignments/{assignment['id']}", "/access/alice"):
+        reader.ok("GET", path)
+
+    writes: list[tuple[str, str, dict[str, Any] | None]] = [
+        ("POST", "/ous", {"name": "Sandbox"}), ("PATCH", "/ous/Production", {"parent": None}),
+        ("DELETE", "/ous/Production", None),
+        ("POST", "/accounts", {"account_id": A2, "name": "x", "saml_provider_arn": arn(A2)}),
+        ("PATCH", f"/accounts/{A1}", {"name": "renamed"}), ("DELETE", f"/accounts/{A1}", None),
+        ("POST", "/permission-sets", {"name": "Other", "session_duration_hours": 1}),
+        ("PATCH", "/permission-sets/Admin", {"session_duration_hours": 2}),
+        ("DELETE", "/permission-sets/Admin", None),
+        ("POST", "/assignments", {"principal": "alice", "permission_set": "Admin", "ou": "Production"}),
+        ("DELETE", f"/assignments/{assignment['id']}", None),
+    ]
+    for method, path, body in writes:
+        assert reader.refused(method, path, 403, json=body)["message"] == "This token is read-only."
+    assert (count(OrganizationalUnit), count(Account), count(PermissionSet), count(Assignment)) == (1, 1, 1, 1)
+    assert api.ok("GET", f"/accounts/{A1}")["name"] == "acct-1111"
+    denied = audit.events(type="admin.api.denied")
+    assert len(denied) == len(writes)
+    assert {e.actor for e in denied} == {reader.actor}
