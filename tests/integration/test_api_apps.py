@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import threading
-from collections.abc import Iterator
 from datetime import timedelta
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -117,29 +114,8 @@ def test_an_sp_registered_from_its_metadata_is_read_back_and_listed(api: Api) ->
     assert event.actor == api.actor and event.sp == SP_ENTITY_ID
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A real HTTP server on loopback serving the files of a folder."""
-    folder = tmp_path / "www"
-    folder.mkdir()
-
-    class Handler(SimpleHTTPRequestHandler):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, directory=str(folder), **kwargs)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", folder
-    server.shutdown()
-    server.server_close()
-
-
-def test_an_sp_registered_from_a_url_is_refreshed_from_it(api: Api, served: tuple[str, Path]) -> None:
-    base, folder = served
+def test_an_sp_registered_from_a_url_is_refreshed_from_it(api: Api, http_dir: tuple[str, Path]) -> None:
+    base, folder = http_dir
     (folder / "sp.xml").write_text(sp_metadata())
     created = api.post("/service-providers", {"metadata_url": f"{base}/sp.xml", "open_to_all": True})
     assert created["metadata_source"] == f"{base}/sp.xml" and created["open_to_all"] is True

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import getpass
 import json
-import threading
-from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -229,28 +226,6 @@ def test_refresh_rereads_the_file_and_keeps_settings(runner: FlaskCliRunner, md_
     sp = providers.get(SP_ENTITY_ID)
     assert sp is not None
     assert [e.location for e in providers.metadata_of(sp).acs] == ["https://sp.example.test/new-acs"]
-
-
-@pytest.fixture
-def http_dir(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A real HTTP server on loopback serving files from a folder."""
-    folder = tmp_path / "www"
-    folder.mkdir()
-
-    class Handler(SimpleHTTPRequestHandler):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, directory=str(folder), **kwargs)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", folder
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
 
 
 def test_add_and_refresh_from_a_url(runner: FlaskCliRunner, http_dir: tuple[str, Path]) -> None:

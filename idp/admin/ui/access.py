@@ -29,7 +29,7 @@ from idp.access import accounts, assignments, permission_sets
 from idp.access.accounts import AccountChanges
 from idp.access.permission_sets import PermissionSetSpec
 from idp.admin.ui import admin_actor, bp
-from idp.admin.ui.forms import ConfirmForm, choices, lines, refused, show_error
+from idp.admin.ui.forms import ConfirmForm, choices, confirm_step, lines, refused, show_error
 from idp.admin.ui.paging import paged
 from idp.admin.ui.refusals import place
 from idp.errors import BadRequest, Conflict, IdpError
@@ -56,12 +56,6 @@ def _done(message: str, endpoint: str, **values: Any) -> BaseResponse:
     db.session.commit()
     flash(message, "success")
     return redirect(url_for(endpoint, **values), 303)
-
-
-def _confirm_page(form: ConfirmForm, *, title: str, back: str, warning: str | None = None) -> Page:
-    page = render_template("admin/app_confirm.html", form=form, back=back, action=request.path, title=title,
-                           button=title.split()[0], warning=warning)
-    return (page, 422) if request.method == "POST" else page
 
 
 # --- accounts and OUs -----------------------------------------------------------------------------------
@@ -201,19 +195,15 @@ def account_remove(account_id: str) -> Page:
     row = accounts.require_account(account_id)
     form = ConfirmForm()
     form.confirm.label.text = f"Yes, remove {row.name} ({row.account_id})"
-    if form.validate_on_submit():
-        try:
-            removed = accounts.remove_account(row.account_id, actor=admin_actor())
-        except IdpError as exc:
-            db.session.rollback()
-            show_error(form, exc)
-        else:
-            return _done(f"Removed the account {account_id}"
-                         + (f" and its {removed} assignment(s)." if removed else "."), "admin.accounts")
+
+    def act() -> str:
+        removed = accounts.remove_account(row.account_id, actor=admin_actor())
+        return f"Removed the account {account_id}" + (f" and its {removed} assignment(s)." if removed else ".")
+
     own = len(db.session.scalars(select(Assignment.id).where(Assignment.account_id == row.id)).all())
-    return _confirm_page(form, title=f"Remove {row.name} ({row.account_id})",
-                         back=url_for("admin.account", account_id=row.account_id),
-                         warning=f"Its {own} own assignment(s) go with it; no one can open it from here any more.")
+    return confirm_step(form, title=f"Remove {row.name} ({row.account_id})", button="Remove", act=act,
+                        back=url_for("admin.account", account_id=row.account_id), done=url_for("admin.accounts"),
+                        warning=f"Its {own} own assignment(s) go with it; no one can open it from here any more.")
 
 
 class MoveOuForm(FlaskForm):  # type: ignore[misc]
@@ -259,17 +249,14 @@ def ou_remove(name: str) -> Page:
     ou = accounts.require_ou(name)
     form = ConfirmForm()
     form.confirm.label.text = f"Yes, remove the OU {ou.name}"
-    if form.validate_on_submit():
-        try:
-            removed = accounts.remove_ou(ou.name, actor=admin_actor())
-        except IdpError as exc:  # it still holds accounts or OUs
-            db.session.rollback()
-            show_error(form, exc)
-        else:
-            return _done(f"Removed the OU {name}" + (f" and its {removed} assignment(s)." if removed else "."),
-                         "admin.accounts")
-    return _confirm_page(form, title=f"Remove the OU {ou.name}", back=url_for("admin.ou", name=ou.name),
-                         warning="Only an empty OU can be removed; the assignments made in it go with it.")
+
+    def act() -> str:  # refused while it still holds accounts or OUs
+        removed = accounts.remove_ou(ou.name, actor=admin_actor())
+        return f"Removed the OU {name}" + (f" and its {removed} assignment(s)." if removed else ".")
+
+    return confirm_step(form, title=f"Remove the OU {ou.name}", button="Remove", act=act,
+                        back=url_for("admin.ou", name=ou.name), done=url_for("admin.accounts"),
+                        warning="Only an empty OU can be removed; the assignments made in it go with it.")
 
 
 # --- permission sets ------------------------------------------------------------------------------------
@@ -532,12 +519,10 @@ def assignment_remove(assignment_id: int) -> Page:
     form = ConfirmForm()
     what = f"{info.permission_set} for {info.who.label} in {info.where}"
     form.confirm.label.text = f"Yes, take back {what}"
-    if form.validate_on_submit():
-        try:
-            done = assignments.unassign_by_id(assignment_id, actor=admin_actor())
-        except IdpError as exc:
-            db.session.rollback()
-            show_error(form, exc)
-        else:
-            return _done(f"Took back {done.what} from {done.principal} in {done.where}.", "admin.assignments")
-    return _confirm_page(form, title=f"Remove the assignment of {what}", back=url_for("admin.assignments"))
+
+    def act() -> str:
+        done = assignments.unassign_by_id(assignment_id, actor=admin_actor())
+        return f"Took back {done.what} from {done.principal} in {done.where}."
+
+    return confirm_step(form, title=f"Remove the assignment of {what}", button="Remove", act=act,
+                        back=url_for("admin.assignments"), done=url_for("admin.assignments"))

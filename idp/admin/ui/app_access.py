@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from flask import flash, redirect, render_template, request
+from flask import request
 from flask_wtf import FlaskForm
 from sqlalchemy import select
 from wtforms import BooleanField, HiddenField, SelectField, StringField
@@ -16,7 +16,7 @@ from wtforms.validators import DataRequired, Length, Optional
 from idp import clock
 from idp.access import assignments
 from idp.admin.ui import admin_actor
-from idp.admin.ui.forms import UNPROCESSABLE, ConfirmForm, Page, choices, show_error
+from idp.admin.ui.forms import ConfirmForm, Page, choices, confirm_step, show_error
 from idp.errors import BadRequest, IdpError, NotFound
 from idp.extensions import db
 from idp.store import AppAssignment, OidcClient, ServiceProvider, User
@@ -109,16 +109,9 @@ def unassign_page(key: str, app_name: str, back: str) -> Page:
     if request.method == "GET":
         form.principal.data = request.args.get("principal", "")
     form.confirm.label.text = f"Yes, {app_name} is no longer for {form.principal.data.replace(':', ' ', 1)}"
-    if form.validate_on_submit():
-        try:
-            done = assignments.unassign_app(key, form.principal.data, actor=admin_actor())
-        except IdpError as exc:
-            db.session.rollback()
-            show_error(form, exc)
-        else:
-            db.session.commit()
-            flash(f"{done.what} is no longer assigned to {done.principal}.", "success")
-            return redirect(back, 303)
-    page = render_template("admin/app_confirm.html", form=form, back=back, action=request.full_path.rstrip("?"),
-                           title=f"Unassign {app_name}", button="Unassign")
-    return (page, UNPROCESSABLE) if request.method == "POST" else page
+
+    def act() -> str:
+        done = assignments.unassign_app(key, form.principal.data, actor=admin_actor())
+        return f"{done.what} is no longer assigned to {done.principal}."
+
+    return confirm_step(form, title=f"Unassign {app_name}", button="Unassign", back=back, act=act, done=back)

@@ -15,7 +15,17 @@ from wtforms.validators import URL, DataRequired, InputRequired, Length, Optiona
 
 from idp import clock
 from idp.admin.ui import admin_actor, app_access, bp
-from idp.admin.ui.forms import UNPROCESSABLE, ConfirmForm, MultiCheckboxField, Page, choices, lines, refused, show_error
+from idp.admin.ui.forms import (
+    UNPROCESSABLE,
+    ConfirmForm,
+    MultiCheckboxField,
+    Page,
+    choices,
+    confirm_step,
+    lines,
+    refused,
+    show_error,
+)
 from idp.errors import IdpError
 from idp.extensions import db
 from idp.oidc import clients
@@ -211,18 +221,12 @@ def client_delete(client_id: str) -> Page:
     row = clients.get_or_404(client_id)
     form = ConfirmForm()
     form.confirm.label.text = f"Yes, delete {row.name} ({row.client_id})"
-    if form.validate_on_submit():
-        try:
-            clients.remove(client_id, admin_actor())
-        except IdpError as exc:
-            db.session.rollback()
-            show_error(form, exc)
-        else:
-            db.session.commit()
-            flash(f"Deleted {row.name}.", "success")
-            return redirect(url_for("admin.clients"), 303)
-    page = render_template(
-        "admin/app_confirm.html", form=form, back=url_for("admin.client", client_id=client_id), action=request.path,
-        title=f"Delete {row.name}", button="Delete",
+
+    def act() -> str:
+        clients.remove(client_id, admin_actor())
+        return f"Deleted {row.name}."
+
+    return confirm_step(
+        form, title=f"Delete {row.name}", back=url_for("admin.client", client_id=client_id), act=act,
+        done=url_for("admin.clients"),
         warning="Its tokens are revoked at once, and its users' consents and pending codes are deleted.")
-    return (page, UNPROCESSABLE) if request.method == "POST" else page

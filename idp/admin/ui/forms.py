@@ -4,10 +4,10 @@ in vain, and a textarea's lines. Templates render fields with the macros of ``ad
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from flask import render_template
+from flask import flash, redirect, render_template, request
 from flask_wtf import FlaskForm
 from werkzeug.wrappers import Response as BaseResponse
 from wtforms import BooleanField, Field, SelectMultipleField
@@ -15,6 +15,7 @@ from wtforms.validators import InputRequired
 from wtforms.widgets import CheckboxInput, ListWidget
 
 from idp.errors import IdpError
+from idp.extensions import db
 
 try:  # WTForms 3.3 deprecates (value, label) tuples for SelectChoice
     from wtforms import SelectChoice
@@ -63,3 +64,22 @@ def refused(template: str, **context: Any) -> tuple[str, int]:
 def lines(text: str | None) -> tuple[str, ...]:
     """A textarea's non-blank lines, stripped (one redirect URI, group or role per line)."""
     return tuple(line.strip() for line in (text or "").splitlines() if line.strip())
+
+
+def confirm_step(form: ConfirmForm, *, title: str, back: str, act: Callable[[], str], done: str,
+                 warning: str | None = None, button: str = "Delete") -> Page:
+    """A deletion's two steps: the confirmation page, then, once its box is ticked, ``act`` (the service call,
+    answering the message to flash) and a redirect to ``done``. A service's refusal shows above the form."""
+    if form.validate_on_submit():
+        try:
+            message = act()
+        except IdpError as exc:
+            db.session.rollback()
+            show_error(form, exc)
+        else:
+            db.session.commit()
+            flash(message, "success")
+            return redirect(done, 303)
+    page = render_template("admin/app_confirm.html", form=form, back=back, action=request.full_path.rstrip("?"),
+                           title=title, button=button, warning=warning)
+    return (page, UNPROCESSABLE) if request.method == "POST" else page

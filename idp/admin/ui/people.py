@@ -17,7 +17,7 @@ from wtforms.validators import DataRequired, EqualTo, Length, Optional
 
 from idp.access import assignments
 from idp.admin.ui import admin_actor, bp
-from idp.admin.ui.forms import ConfirmForm, MultiCheckboxField, choices, refused, show_error
+from idp.admin.ui.forms import ConfirmForm, MultiCheckboxField, choices, confirm_step, refused, show_error
 from idp.admin.ui.paging import paged
 from idp.admin.ui.refusals import place
 from idp.authn import directory
@@ -270,21 +270,15 @@ def person_delete(username: str) -> Page:
     user = _local_user(username)
     form = ConfirmForm()
     form.confirm.label.text = f"Yes, delete {user.username}"
-    if form.validate_on_submit():
-        try:
-            directory.delete_user(user.username, actor=admin_actor())
-        except IdpError as exc:
-            db.session.rollback()
-            show_error(form, exc)
-        else:
-            db.session.commit()
-            flash(f"Deleted {user.username}.", "success")
-            return redirect(url_for("admin.people"), 303)
-    page = render_template(
-        "admin/app_confirm.html", form=form, back=url_for("admin.person", username=user.username),
-        action=request.path, title=f"Delete {user.username}", button="Delete",
+
+    def act() -> str:
+        directory.delete_user(user.username, actor=admin_actor())
+        return f"Deleted {user.username}."
+
+    return confirm_step(
+        form, title=f"Delete {user.username}", back=url_for("admin.person", username=user.username), act=act,
+        done=url_for("admin.people"),
         warning="Their sessions end at once; what was assigned to them personally goes too.")
-    return (page, 422) if request.method == "POST" else page
 
 
 @bp.get("/people/<username>/access")
@@ -408,19 +402,13 @@ def group_delete(name: str) -> Page:
     group = directory.require_group(name)
     form = ConfirmForm()
     form.confirm.label.text = f"Yes, delete the group {group.name}"
-    if form.validate_on_submit():
-        try:
-            directory.delete_group(group.name, actor=admin_actor())
-        except IdpError as exc:
-            db.session.rollback()
-            show_error(form, exc)
-        else:
-            db.session.commit()
-            flash(f"Deleted the group {name}.", "success")
-            return redirect(url_for("admin.groups"), 303)
-    page = render_template(
-        "admin/app_confirm.html", form=form, back=url_for("admin.group", name=group.name), action=request.path,
-        title=f"Delete the group {group.name}", button="Delete",
+
+    def act() -> str:
+        directory.delete_group(group.name, actor=admin_actor())
+        return f"Deleted the group {name}."
+
+    return confirm_step(
+        form, title=f"Delete the group {group.name}", back=url_for("admin.group", name=group.name), act=act,
+        done=url_for("admin.groups"),
         warning=f"Its {len(group.members)} member(s) leave it. Assignments to the group name stay, and apply "
                 "again to a directory group of the same name.")
-    return (page, 422) if request.method == "POST" else page

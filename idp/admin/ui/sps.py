@@ -19,7 +19,7 @@ from idp import clock
 from idp.access.claims import ROLES, add_role
 from idp.access.decide import AWS_ENTITY_ID
 from idp.admin.ui import admin_actor, app_access, bp
-from idp.admin.ui.forms import UNPROCESSABLE, ConfirmForm, Page, choices, refused, show_error
+from idp.admin.ui.forms import UNPROCESSABLE, ConfirmForm, Page, choices, confirm_step, refused, show_error
 from idp.errors import BadRequest, IdpError
 from idp.extensions import db
 from idp.saml import presets, providers
@@ -359,18 +359,11 @@ def sp_delete(sp_id: int) -> Page:
     row = providers.get_by_id_or_404(sp_id)
     form = ConfirmForm()
     form.confirm.label.text = f"Yes, delete {row.name} ({row.entity_id})"
-    if form.validate_on_submit():
-        try:
-            providers.remove(row.entity_id, admin_actor())
-        except IdpError as exc:
-            db.session.rollback()
-            show_error(form, exc)
-        else:
-            db.session.commit()
-            flash(f"Deleted {row.name}.", "success")
-            return redirect(url_for("admin.sps"), 303)
-    page = render_template(
-        "admin/app_confirm.html", form=form, back=url_for("admin.sp", sp_id=sp_id), action=request.path,
-        title=f"Delete {row.name}", button="Delete",
+
+    def act() -> str:
+        providers.remove(row.entity_id, admin_actor())
+        return f"Deleted {row.name}."
+
+    return confirm_step(
+        form, title=f"Delete {row.name}", back=url_for("admin.sp", sp_id=sp_id), act=act, done=url_for("admin.sps"),
         warning="Its users can no longer sign in to it; their persistent NameIDs for it are deleted too.")
-    return (page, UNPROCESSABLE) if request.method == "POST" else page
