@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 
 from idp.clock import now
 from idp.extensions import db
@@ -37,6 +37,34 @@ def record(event: AuditEvent, *, commit: bool = True) -> None:
     payload = asdict(event)
     payload["at"] = event.at.isoformat()
     log.info("audit %s %s", event.type, event.outcome, extra={"audit": payload})
+
+
+def query(*, username: str | None = None, actor: str | None = None, type: str | None = None,
+          outcome: str | None = None, since: datetime | None = None, until: datetime | None = None
+          ) -> Select[tuple[AuditRecord]]:
+    """The stored events, newest first: those about ``username``, done by ``actor``, of ``type`` and ``outcome``
+    (exact matches; None: any), at or after ``since`` and before ``until`` (a time without a zone is UTC). The
+    admin API and UI filter the log with it, so both show the same rows."""
+    found = select(AuditRecord).order_by(AuditRecord.at.desc(), AuditRecord.id.desc())
+    for column, value in (("username", username), ("actor", actor), ("type", type), ("outcome", outcome)):
+        if value is not None:
+            found = found.where(getattr(AuditRecord, column) == value)
+    if since is not None:
+        found = found.where(AuditRecord.at >= _utc(since))
+    if until is not None:
+        found = found.where(AuditRecord.at < _utc(until))
+    return found
+
+
+def _utc(moment: datetime) -> datetime:
+    # 0001-01-01T00:00+05:00 is a valid time that UTC cannot hold (year 0): the earliest UTC time stands for it,
+    # and the latest one for a time in year 10000 (9999-12-31T23:59-05:00).
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        return (datetime.min if moment.year == 1 else datetime.max).replace(tzinfo=UTC)
 
 
 def events(

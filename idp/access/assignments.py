@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, Select, or_, select
 
 from idp import audit, clock
 from idp.access.accounts import require_account, require_ou, until_text
@@ -98,25 +98,34 @@ def resolve_principal(text: str) -> Who:
                    f"write group:{text.strip()}")
 
 
-def parse_until(text: str, now: datetime) -> datetime:
-    """An end as given to ``--until``: an ISO datetime (UTC when it names no zone) or a date, which means the
-    end of that day in UTC (the assignment works through it). It must be later than ``now``."""
+def parse_until(text: str, now: datetime, *, require_zone: bool = False) -> datetime:
+    """An end as given to ``--until``, the admin API or the admin UI: an ISO date, which means the end of that day
+    in UTC (the assignment works through it), or an ISO time, in UTC when it names no zone unless
+    ``require_zone`` (the admin API: a time without a zone is refused). It must be later than ``now`` and a
+    time UTC can hold (BadRequest otherwise)."""
     value = text.strip()
     try:
         if len(value) == 10:  # YYYY-MM-DD
-            end = datetime.combine(date.fromisoformat(value) + timedelta(days=1), time(), UTC)
+            end = datetime.combine(date.fromisoformat(value), time(), UTC) + timedelta(days=1)
         else:
-            parsed = datetime.fromisoformat(value)
-            end = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-    except (ValueError, OverflowError):
+            end = datetime.fromisoformat(value)
+    except ValueError:
         raise BadRequest(f"{text!r} is neither an ISO date (2027-03-31) nor an ISO time "
                          "(2027-03-31T18:00:00Z)") from None
+    except OverflowError:  # the end of 9999-12-31 is in year 10000
+        raise BadRequest(f"{text!r} is too late: an end must be before year 10000") from None
+    if end.tzinfo is None and require_zone:
+        raise BadRequest(f"{text!r} needs a zone: 2027-03-31T18:00:00Z, or an offset such as +02:00")
     return check_until(end, now)
 
 
 def check_until(until: datetime, now: datetime) -> datetime:
-    """The end, in UTC (a time without a zone is taken as UTC), or BadRequest when it is not after ``now``."""
-    until = until.replace(tzinfo=UTC) if until.tzinfo is None else until.astimezone(UTC)
+    """The end, in UTC (a time without a zone is taken as UTC), or BadRequest when it is not after ``now`` or is
+    a time UTC cannot hold (0001-01-01T00:00+05:00 is in year 0, 9999-12-31T23:59-05:00 in year 10000)."""
+    try:
+        until = until.replace(tzinfo=UTC) if until.tzinfo is None else until.astimezone(UTC)
+    except OverflowError:
+        raise BadRequest(f"the end {until.isoformat()} is outside the years 1 to 9999 in UTC") from None
     if until <= now:
         raise BadRequest(f"the end {until.isoformat()} is already past")
     return until
@@ -206,6 +215,28 @@ def unassign_by_id(assignment_id: int, *, actor: str) -> Assigned:
     return _remove(row, info.who, info.permission_set, info.where, actor)
 
 
+def update_assignment(assignment_id: int, *, until: datetime | None, actor: str) -> Assigned:
+    """Set or clear (None) the end of the assignment named by its row; an ended one runs again until the new
+    end. Nothing is recorded when the end stays the same."""
+    row = require_assignment(assignment_id)
+    info = describe_assignments([row])[0]
+    before, after = row.until, _new_end(until)
+    if after != before:
+        row.until = after
+        audit.record(AuditEvent(type="access.assign.update", actor=actor, username=info.who.username, details={
+            "principal": info.who.label, "permission_set": info.permission_set, "scope": info.where,
+            "until": {"from": _iso(before), "to": _iso(after)}}))
+    return Assigned(info.who.label, info.permission_set, info.where, after, row.id)
+
+
+def _new_end(until: datetime | None) -> datetime | None:
+    return check_until(until, clock.now()) if until is not None else None
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
 def _remove(row: Assignment, who: Who, pset_name: str, where: str, actor: str) -> Assigned:
     assignment_id = row.id
     db.session.delete(row)
@@ -248,6 +279,28 @@ def describe_assignments(rows: Sequence[Assignment]) -> list[AssignmentInfo]:
     return [AssignmentInfo(r.id, Who(r.user_id, r.group_name, users.get(r.user_id or 0)),
                            psets[r.permission_set_id], accounts.get(r.account_id or 0), ous.get(r.ou_id or 0),
                            r.until, r.created_by, r.created_at) for r in rows]
+
+
+def assignment_query(*, principal: str | None = None, permission_set: str | None = None,
+                     account: str | None = None, ou: str | None = None, active: bool | None = None,
+                     now: datetime | None = None) -> Select[tuple[Assignment]]:
+    """The account assignments, oldest first: those of ``principal`` (as :func:`resolve_principal` reads it),
+    of ``permission_set``, made in ``account`` or in ``ou`` (that OU's own, not its parents'), running at ``now``
+    (``active`` True) or ended by then (False); None: any. A name that matches nothing is NotFound. The admin
+    API and UI filter assignments with it."""
+    found = select(Assignment).order_by(Assignment.id)
+    if principal is not None:
+        found = found.where(resolve_principal(principal).matches(Assignment))
+    if permission_set is not None:
+        found = found.where(Assignment.permission_set_id == require_permission_set(permission_set).id)
+    if account is not None:
+        found = found.where(Assignment.account_id == require_account(account).id)
+    if ou is not None:
+        found = found.where(Assignment.ou_id == require_ou(ou).id)
+    if active is not None:
+        running = or_(Assignment.until.is_(None), Assignment.until > (now or clock.now()))
+        found = found.where(running if active else ~running)
+    return found
 
 
 # --- applications ---------------------------------------------------------------------------------------
@@ -326,6 +379,32 @@ def unassign_app(app_text: str, principal: str, *, actor: str) -> Assigned:
     audit.record(AuditEvent(type="access.app.unassign", actor=actor, username=who.username, sp=app.key,
                             details={"app": app.name, "kind": app.kind, "principal": who.label}))
     return Assigned(who.label, app.name, f"{app.kind} {app.key}")
+
+
+def require_app_assignment(assignment_id: int) -> AppAssignment:
+    # An id no integer column holds would make the database raise, not answer "none".
+    row: AppAssignment | None = (db.session.get(AppAssignment, assignment_id) if 0 < assignment_id < 2**31
+                                 else None)
+    if row is None:
+        raise NotFound(f"no application assignment {assignment_id}")
+    return row
+
+
+def update_app_assignment(assignment_id: int, *, until: datetime | None, actor: str) -> Assigned:
+    """Set or clear (None) the end of the application assignment named by its row; an ended one runs again
+    until the new end. Nothing is recorded when the end stays the same."""
+    row = require_app_assignment(assignment_id)
+    app = _app(db.session.get_one(ServiceProvider, row.sp_id) if row.sp_id is not None
+               else db.session.get_one(OidcClient, row.client_id))
+    username = db.session.get_one(User, row.user_id).username if row.user_id is not None else None
+    who = Who(row.user_id, row.group_name, username)
+    before, after = row.until, _new_end(until)
+    if after != before:
+        row.until = after
+        audit.record(AuditEvent(type="access.app.update", actor=actor, username=who.username, sp=app.key, details={
+            "app": app.name, "kind": app.kind, "principal": who.label,
+            "until": {"from": _iso(before), "to": _iso(after)}}))
+    return Assigned(who.label, app.name, f"{app.kind} {app.key}", after, row.id)
 
 
 def set_open_to_all(app_text: str, on: bool, *, actor: str) -> bool:

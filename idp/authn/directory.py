@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from idp import audit
@@ -67,10 +67,27 @@ def list_users() -> list[User]:
     return list(db.session.scalars(select(User).order_by(User.username)))
 
 
-def _require_local(user: User) -> None:
+def search_users(*, q: str | None = None, source: str | None = None) -> Select[tuple[User]]:
+    """Users by username: those whose username or email contains ``q`` (any case), from ``source`` ("local" or
+    a directory's name); None or "" for either: any. The admin API and UI list people with it."""
+    found = select(User).order_by(User.username)
+    if q:
+        part = q.strip().lower()
+        found = found.where(or_(User.username.contains(part, autoescape=True),
+                                func.lower(User.email).contains(part, autoescape=True)))
+    if source:
+        found = found.where(User.source == source)
+    return found
+
+
+def require_local(user: User) -> User:
+    """The user, when the built-in directory owns them; Conflict for a directory (LDAP, AD) user, whose row is
+    the directory's: the admin API and UI neither change nor delete it (the next sign-in would bring it back,
+    without its persistent NameIDs and consents). The CLI's ``idp user disable|enable`` may still block or allow
+    one locally (:func:`disable_user`, :func:`enable_user`)."""
     if user.source != "local":
-        raise Conflict(f"'{user.username}' comes from directory {user.source}: change their profile and password "
-                       "there (here they can only be disabled, enabled or deleted)")
+        raise Conflict(f"'{user.username}' is managed by directory {user.source}: change them there")
+    return user
 
 
 def _check_profile(values: dict[str, str | None]) -> dict[str, str | None]:
@@ -129,10 +146,8 @@ def update_user(username: str, *, actor: str, enabled: bool | None = None, passw
                 **changes: str | None) -> User:
     """Change profile fields (email, given_name, family_name, display_name; ``None`` or "" clears one), the
     password, and whether the user may sign in, all or nothing: every value is checked before any is set.
-    A directory user's profile and password are the directory's (Conflict); ``enabled`` is ours for anyone."""
-    user = require_user(username)
-    if changes or password is not None:
-        _require_local(user)
+    A directory user is their directory's (Conflict, :func:`require_local`), ``enabled`` included."""
+    user = require_local(require_user(username))
     profile = _check_profile(changes)
     password_hash = passwords.hash_password(password) if password is not None else None
     events: list[AuditEvent] = []
@@ -156,6 +171,8 @@ def update_user(username: str, *, actor: str, enabled: bool | None = None, passw
     return user
 
 
+# disable_user and enable_user take directory users too, on purpose: the CLI's documented local override
+# (idp.authn.connectors.shadow: a directory user can be disabled here), not the admin API's or UI's PATCH.
 def disable_user(username: str, *, actor: str) -> int:
     """Disable the user and end their live sessions at once. Returns how many sessions were ended."""
     user = require_user(username)
@@ -173,14 +190,14 @@ def enable_user(username: str, *, actor: str) -> None:
 
 
 def set_password(username: str, password: str, *, actor: str) -> None:
-    user = require_user(username)
-    _require_local(user)
+    user = require_local(require_user(username))
     user.password_hash = passwords.hash_password(password)
     audit.record(AuditEvent(type="user.set_password", actor=actor, username=user.username))
 
 
 def delete_user(username: str, *, actor: str) -> None:
-    user = require_user(username)
+    """Delete a local user and end their sessions; a directory user is Conflict (:func:`require_local`)."""
+    user = require_local(require_user(username))
     name = user.username
     ended = end_user_sessions(user.id)
     db.session.delete(user)
@@ -217,7 +234,7 @@ def create_group(name: str, *, actor: str, description: str | None = None) -> Gr
     ):
         # Names differing only in case would be indistinguishable to most SPs.
         raise Conflict(f"group '{name}' already exists")
-    group = Group(name=name, description=(description or "").strip() or None)
+    group = Group(name=name, description=_description(description))
     db.session.add(group)
     try:
         db.session.flush()
@@ -225,6 +242,24 @@ def create_group(name: str, *, actor: str, description: str | None = None) -> Gr
         db.session.rollback()
         raise Conflict(f"group '{name}' already exists") from exc
     audit.record(AuditEvent(type="group.create", actor=actor, details={"group": name}))
+    return group
+
+
+def _description(text: str | None) -> str | None:
+    text = (text or "").strip() or None
+    if text is not None and len(text) > 1024:
+        raise BadRequest("a group's description is at most 1024 characters")
+    return text
+
+
+def update_group(name: str, *, description: str | None, actor: str) -> Group:
+    """Change a local group's description (None or "" clears it); nothing is recorded when it stays the same."""
+    group = require_group(name)
+    before, after = group.description, _description(description)
+    if after != before:
+        group.description = after
+        audit.record(AuditEvent(type="group.update", actor=actor, details={
+            "group": group.name, "description": {"from": before, "to": after}}))
     return group
 
 

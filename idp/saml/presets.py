@@ -99,7 +99,8 @@ def load(name: str, directory: Path | None = None) -> Preset:
     folder = directory or presets_dir()
     if not _PRESET_NAME.fullmatch(name) or not (folder / (name + SUFFIX)).is_file():
         known = ", ".join(names(folder)) or "none"
-        raise NotFound(f"no preset '{name}' in {folder}; presets: {known}")
+        # Shown to API and UI callers: the setting's name, not the server's filesystem.
+        raise NotFound(f"no preset '{name}' in the presets folder (IDP_PRESETS_DIR); presets: {known}")
     return parse(folder / (name + SUFFIX))
 
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
+import socket
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import requests
 from flask import has_request_context, request
@@ -196,12 +198,45 @@ def fetch_metadata(source: str) -> bytes:
         raise MetadataError(f"cannot read {source}: {exc.strerror or exc}") from None
 
 
+# Never fetched from, whatever a URL's host resolves to: link-local addresses (169.254.169.254 is the metadata
+# service of most clouds, handing out credentials), AWS's IPv6 metadata service, and "unspecified" ones (0.0.0.0
+# and :: reach this host).
+_NEVER_FETCHED = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10"),
+                  ipaddress.ip_network("0.0.0.0/8"), ipaddress.ip_network("::/128"),
+                  ipaddress.ip_network("fd00:ec2::254/128"))
+
+
 def fetch_url(url: str) -> bytes:
-    """The bytes of an http(s) URL only (never a file: what the admin API and UI accept), bounded in size."""
-    if urlsplit(url).scheme.lower() not in ("http", "https"):
+    """The bytes of an http(s) URL only (never a file: what the admin API and UI accept), bounded in size.
+
+    An admin gives the URL, but the bridge fetches it from inside the network (server-side request forgery), so:
+    no redirect is followed (a 3xx is refused, naming where it points: give that URL if it is right); a URL with
+    a user name or password is refused (it would be stored and audited as the SP's metadata source); and a host
+    any of whose addresses is link-local (169.254.0.0/16, fe80::/10: cloud metadata services), AWS's IPv6
+    metadata address or unspecified (0.0.0.0, ::) is refused. Loopback and private addresses are allowed on
+    purpose: SPs on an intranet are common, and metadata is often served next to the bridge. The host is
+    resolved once for the check and again by the connection, so a DNS answer that changes in between
+    (rebinding) is not caught; the refused addresses are the ones a plain URL must never reach.
+    """
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https"):
         raise MetadataError(f"cannot fetch {url}: only http and https URLs are supported")
+    if "@" in parts.netloc:
+        # Not echoed: the URL carries a secret.
+        raise MetadataError("a metadata URL may not contain a user name or password")
+    host = unquote(parts.hostname or "")  # an IPv6 zone is written %25: fe80::1%25eth0
     try:
-        with requests.get(url, timeout=FETCH_TIMEOUT_SECONDS, stream=True) as resp:
+        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    except ValueError:
+        raise MetadataError(f"cannot fetch {url}: its port is not a number from 0 to 65535") from None
+    if not host:
+        raise MetadataError(f"cannot fetch {url}: it names no host")
+    _check_fetchable(url, host, port)
+    try:
+        with requests.get(url, timeout=FETCH_TIMEOUT_SECONDS, stream=True, allow_redirects=False) as resp:
+            if resp.is_redirect:
+                raise MetadataError(f"fetching {url} was redirected to {resp.headers.get('Location')!r}; "
+                                    "redirects are not followed: give the URL the metadata is at")
             if resp.status_code != 200:
                 raise MetadataError(f"fetching {url} returned HTTP {resp.status_code}")
             data = bytearray()
@@ -212,6 +247,21 @@ def fetch_url(url: str) -> bytes:
             return bytes(data)
     except requests.RequestException as exc:
         raise MetadataError(f"cannot fetch {url}: {type(exc).__name__}") from None
+
+
+def _check_fetchable(url: str, host: str, port: int) -> None:
+    """MetadataError unless every address ``host`` resolves to may be fetched from (see :func:`fetch_url`)."""
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):  # gaierror is an OSError; an over-long label an UnicodeError
+        raise MetadataError(f"cannot fetch {url}: its host {host!r} does not resolve") from None
+    for *_, sockaddr in found:
+        address = ipaddress.ip_address(str(sockaddr[0]).partition("%")[0])
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        if any(address in net for net in _NEVER_FETCHED):
+            raise MetadataError(f"cannot fetch {url}: {host} resolves to {address}, a link-local or "
+                                "unspecified address that metadata is never fetched from")
 
 
 def source_of(source: str) -> str:

@@ -338,6 +338,35 @@ def test_assignment_filters(admin: FlaskClient, frozen_clock: Clock) -> None:
     assert unknown.status_code == 422 and "no user 'nobody'" in field_errors(unknown, "principal")
 
 
+def test_change_when_an_assignment_ends(admin: FlaskClient, frozen_clock: Clock) -> None:
+    world()
+    soon = frozen_clock() + timedelta(hours=1)
+    done = assignments.assign("group:engineers", "ReadOnly", account=PROD, until=soon, actor="test")
+    page = f"/admin/assignments/{done.id}"
+    assert f'href="{page}"' in text(admin.get("/admin/assignments"))
+    shown = text(admin.get(page))
+    assert f"End of ReadOnly for group engineers in account {PROD}" in shown and soon.isoformat() in shown
+
+    for value, reason in (("2001-01-01", "is already past"), ("soon", "neither an ISO date")):
+        refused = post_form(admin, page, page, {"until": value})
+        assert refused.status_code == 422 and reason in field_errors(refused, "until"), value
+    assert not by_admin("access.assign.update")
+
+    moved = post_form(admin, page, page, {"until": "2099-12-31"})
+    assert moved.status_code == 303
+    assert (f"ReadOnly is assigned to group engineers in account {PROD} until 2100-01-01 00:00 UTC."
+            in flashed(admin.get(moved.headers["Location"])))
+    assert db.session.get(Assignment, done.id).until == datetime(2100, 1, 1, tzinfo=UTC)
+    [event] = by_admin("access.assign.update")
+    assert event.details["until"] == {"from": soon.isoformat(), "to": "2100-01-01T00:00:00+00:00"}
+
+    assert post_form(admin, page, page, {"until": ""}).status_code == 303
+    db.session.expire_all()
+    assert db.session.get(Assignment, done.id).until is None
+    assert "It has no end." in text(admin.get(page))
+    assert admin.get("/admin/assignments/999999").status_code == 404
+
+
 def test_remove_an_assignment_after_confirming(admin: FlaskClient) -> None:
     world()
     done = assignments.assign("group:engineers", "ReadOnly", account=PROD, actor="test")

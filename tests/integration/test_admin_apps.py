@@ -12,12 +12,14 @@ import html
 import io
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import lxml.html
 import pytest
 from admin_ui import by_admin, field_errors, form_errors, sign_in_admin
+from conftest import Clock
 from flask import Flask, g
 from flask.testing import FlaskClient
 from helpers import DEFAULT_PASSWORD, csrf_token, login, make_user
@@ -26,6 +28,7 @@ from sqlalchemy import select
 from werkzeug.datastructures import MultiDict
 from werkzeug.test import TestResponse
 
+from idp.access import assignments
 from idp.audit import events
 from idp.extensions import db
 from idp.oidc import clients
@@ -325,6 +328,59 @@ def test_assign_open_and_unassign_with_confirmation(admin: Browser) -> None:
     assert [e.details["principal"] for e in by_admin("access.app.unassign")] == ["group engineers"]
 
 
+def test_an_unassignment_must_say_whom(admin: Browser) -> None:
+    sp = providers.add(metadata(), None, providers.SpOptions(name="Wiki"), actor="test")
+    reg = clients.add(clients.ClientOptions(name="Reports", redirect_uris=("https://r.example.test/cb",)),
+                      actor="test")
+    for page, key in ((f"/admin/sps/{sp.id}", ENTITY_ID), (f"/admin/clients/{reg.client_id}", reg.client_id)):
+        assignments.assign_app(key, "group:engineers", actor="test")
+        action = page + "/unassign?principal=group%3Aengineers"
+        admin.get(action)
+        refused = admin.submit(action, {"principal": None, "confirm": True})  # the hidden field left out
+        assert refused.status_code == 400 and "Say which one: ?principal=group:NAME." in visible(refused), page
+        assert "Say which one" in visible(admin.get(page + "/unassign", status=400))
+    assert len(db.session.scalars(select(AppAssignment)).all()) == 2 and by_admin("access.app.unassign") == []
+
+
+def test_change_when_an_app_assignment_ends(admin: Browser, frozen_clock: Clock) -> None:
+    sp = providers.add(metadata(), None, providers.SpOptions(name="Wiki"), actor="test")
+    reg = clients.add(clients.ClientOptions(name="Reports", redirect_uris=("https://r.example.test/cb",)),
+                      actor="test")
+    wiki = assignments.assign_app(ENTITY_ID, "group:engineers", until=frozen_clock() + timedelta(days=1),
+                                  actor="test")
+    reports = assignments.assign_app(reg.client_id, "group:engineers", actor="test")
+    page, change = f"/admin/sps/{sp.id}", f"/admin/sps/{sp.id}/assignments/{wiki.id}"
+    assert f'href="{change}"' in admin.get(page).get_data(as_text=True)
+    # Another app's assignment is not this app's to change.
+    admin.get(f"/admin/sps/{sp.id}/assignments/{reports.id}", status=404)
+
+    form = admin.get(change)
+    assert "End of Wiki for group engineers" in visible(form)
+    refused = admin.submit(change, {"until": "2001-01-01"})
+    assert refused.status_code == 422 and "is already past" in field_errors(refused, "until")
+    refused = admin.submit(change, {"until": "next week"})
+    assert refused.status_code == 422 and "neither an ISO date" in field_errors(refused, "until")
+    assert by_admin("access.app.update") == []
+
+    shown = admin.follow(admin.submit(change, {"until": "2099-12-31"}))
+    assert "Wiki is assigned to group engineers until 2100-01-01 00:00 UTC." in visible(shown)
+    assert "group engineers 2100-01-01 00:00 UTC" in visible(shown)
+    [event] = by_admin("access.app.update")
+    assert event.details["until"]["to"] == "2100-01-01T00:00:00+00:00"
+
+    # The OIDC client's page works the same way; an emptied field means no end.
+    client_change = f"/admin/clients/{reg.client_id}/assignments/{reports.id}"
+    admin.get(client_change)
+    admin.follow(admin.submit(client_change, {"until": "2099-01-01T12:00:00+02:00"}))
+    db.session.expire_all()
+    assert db.session.get(AppAssignment, reports.id).until == datetime(2099, 1, 1, 10, 0, tzinfo=UTC)
+    admin.get(change)
+    admin.follow(admin.submit(change, {"until": ""}))
+    db.session.expire_all()
+    assert db.session.get(AppAssignment, wiki.id).until is None
+    assert "group engineers no end" in visible(admin.get(page))
+
+
 def test_delete_needs_confirmation(admin: Browser) -> None:
     sp = providers.add(metadata(), None, providers.SpOptions(name="Wiki"), actor="test")
     page = admin.get(f"/admin/sps/{sp.id}/delete")
@@ -429,7 +485,7 @@ def test_non_admins_get_403_on_every_page_and_post(app: Flask) -> None:
     assert login(client, "mallory", DEFAULT_PASSWORD).status_code == 302
     g.pop("csrf_token", None)
     token_ = csrf_token(client.get("/login?force=1").get_data(as_text=True))
-    ids = {"sp_id": sp.id, "client_id": reg.client_id, "via": "xml", "key": "datadog"}
+    ids = {"sp_id": sp.id, "client_id": reg.client_id, "via": "xml", "key": "datadog", "assignment_id": 1}
     mine = [r for r in app.url_map.iter_rules()
             if r.endpoint.removeprefix("admin.").startswith(("sp", "client")) and r.endpoint.startswith("admin.")]
     assert len(mine) >= 15

@@ -81,6 +81,19 @@ def test_filters(admin: FlaskClient, frozen_clock: Clock) -> None:
     assert '<option value="user.disable">user.disable</option>' in admin.get("/admin/audit").get_data(as_text=True)
 
 
+def test_times_at_the_ends_of_the_calendar(admin: FlaskClient, frozen_clock: Clock) -> None:
+    # Valid ISO times that UTC cannot hold (year 0, year 10000) mean "since the beginning" and "until the end".
+    record(frozen_clock, "user.create", at=START + timedelta(minutes=1), username="alice")
+
+    def types(query: str) -> list[str]:
+        return [t for _, t, _ in rows(admin.get(f"/admin/audit?username=alice&{query}"))]
+
+    assert types("since=0001-01-01T00:00%2B05:00&until=9999-12-31T23:59:59-05:00") == ["user.create"]
+    assert types("since=0001-01-01&until=9999-12-31") == ["user.create"]
+    assert types("until=0001-01-01T04:00%2B05:00") == []
+    assert types("since=9999-12-31T23:00-05:00") == []
+
+
 def test_bad_times_are_shown_next_to_the_field(admin: FlaskClient) -> None:
     bad = admin.get("/admin/audit?since=yesterday")
     assert bad.status_code == 422 and "Not a date or a time" in field_errors(bad, "since")

@@ -165,7 +165,13 @@ def test_group_membership_from_the_user_page(client: FlaskClient) -> None:
     assert post_form(client, page, f"{page}/groups", {"add_group": "dev"}).status_code == 303
     assert [g.name for g in directory.require_user("jay").groups] == ["dev", "ops"]
     assert by_admin("group.add_member")[0].details == {"group": "dev"}
-    assert post_form(client, page, f"{page}/groups/remove", {"group": "ops"}).status_code == 303
+    removal = f"{page}/groups/remove?group=ops"
+    assert f'href="{removal}"' in text(client.get(page))
+    assert "Yes, take jay out of ops" in text(client.get(removal))
+    one_click = post_form(client, removal, removal, {"group": "ops"})  # the box not ticked
+    assert one_click.status_code == 422 and "Tick the box to confirm." in field_errors(one_click, "confirm")
+    assert [g.name for g in directory.require_user("jay").groups] == ["dev", "ops"]
+    assert post_form(client, removal, removal, {"group": "ops", "confirm": "y"}).status_code == 303
     assert [g.name for g in directory.require_user("jay").groups] == ["dev"]
     assert by_admin("group.remove_member")[0].details == {"group": "ops"}
 
@@ -214,6 +220,23 @@ def test_effective_access_is_linked_from_the_user_page(client: FlaskClient) -> N
     assert "No account." in text(client.get("/admin/people/root/access"))
 
 
+def test_text_the_database_cannot_store_is_refused_with_400(client: FlaskClient) -> None:
+    # PostgreSQL stores no NUL (its driver raises before the query): refused on every database, and said why.
+    sign_in_admin(client)
+    make_user("xena")
+    created = post_form(client, "/admin/people/new", "/admin/people/new",
+                        {"username": "yuri", "display_name": "Yuri\x00", "password": ""})
+    assert created.status_code == 400 and "cannot be stored (a NUL character" in text(created)
+    assert directory.get_user("yuri") is None and not by_admin("user.create")
+    edited = post_form(client, "/admin/people/xena", "/admin/people/xena/profile", {"email": "x\x00@example.com"})
+    assert edited.status_code == 400 and directory.require_user("xena").email is None
+    for path in ("/admin/people?q=xe%00na", "/admin/audit?username=%00", "/admin/people/xe%00na",
+                 "/admin/groups/a%00b"):
+        refused = client.get(path)
+        assert refused.status_code == 400 and "cannot be stored" in text(refused), path
+    assert client.get("/admin/people?q=xena").status_code == 200
+
+
 # --- people: directory users ------------------------------------------------------------------------------
 
 
@@ -252,9 +275,50 @@ def test_create_a_group_and_manage_its_members(client: FlaskClient) -> None:
     nobody = post_form(client, page, f"{page}/members", {"username": "nobody"})
     assert nobody.status_code == 422 and "no user 'nobody'" in field_errors(nobody, "username")
 
-    assert post_form(client, page, f"{page}/members/remove", {"member": "pat"}).status_code == 303
+    removal = f"{page}/members/remove?member=pat"
+    assert f'href="{removal}"' in text(client.get(page))
+    one_click = post_form(client, removal, removal, {"member": "pat"})
+    assert one_click.status_code == 422 and [u.username for u in directory.require_group("auditors").members] == [
+        "pat"]
+    assert post_form(client, removal, removal, {"member": "pat", "confirm": "y"}).status_code == 303
     assert directory.require_group("auditors").members == []
     assert by_admin("group.remove_member")[0].username == "pat"
+
+
+def test_edit_a_groups_description(client: FlaskClient) -> None:
+    sign_in_admin(client)
+    directory.create_group("oncall", actor="test", description="Paged at night")
+    page = "/admin/groups/oncall"
+    assert "Paged at night" in text(client.get(page))
+    saved = post_form(client, page, f"{page}/description", {"description": "  Paged day and night "})
+    assert saved.status_code == 303 and "Saved the description of oncall." in flashed(client.get(page))
+    assert directory.require_group("oncall").description == "Paged day and night"
+    [event] = by_admin("group.update")
+    assert event.details == {"group": "oncall", "description": {"from": "Paged at night",
+                                                                 "to": "Paged day and night"}}
+    too_long = post_form(client, page, f"{page}/description", {"description": "x" * 1025})
+    assert too_long.status_code == 422 and "1024" in field_errors(too_long, "description")
+    assert post_form(client, page, f"{page}/description", {"description": ""}).status_code == 303
+    assert directory.require_group("oncall").description is None and len(by_admin("group.update")) == 2
+
+
+def test_taking_someone_out_of_the_admin_group_is_confirmed_with_a_warning(client: FlaskClient) -> None:
+    sign_in_admin(client)
+    make_user("wes", groups=["idp-admins"])
+    for removal, hidden in (("/admin/groups/idp-admins/members/remove?member=wes", {"member": "wes"}),
+                            ("/admin/people/wes/groups/remove?group=idp-admins", {"group": "idp-admins"})):
+        confirm = text(client.get(removal))
+        assert "idp-admins is the admin group: wes can no longer use these pages." in confirm
+        # One click (a POST without the box ticked, or naming no one) takes no one out.
+        assert post_form(client, removal, removal, hidden).status_code == 422
+        assert post_form(client, removal, removal.split("?")[0], {"confirm": "y"}).status_code == 400
+        assert [u.username for u in directory.require_group("idp-admins").members] == ["root", "wes"]
+    assert not by_admin("group.remove_member")
+    # Taking oneself out says so.
+    own = "/admin/groups/idp-admins/members/remove?member=root"
+    assert "and neither can you, from your next page." in text(client.get(own))
+    assert post_form(client, own, own, {"member": "root", "confirm": "y"}).status_code == 303
+    assert client.get("/admin/groups").status_code == 403
 
 
 def test_group_name_refusals_are_shown_next_to_the_field(client: FlaskClient) -> None:

@@ -12,6 +12,7 @@ from admin_api import bearer
 from conftest import Clock
 from flask.testing import FlaskClient, FlaskCliRunner
 from helpers import make_user
+from saml_peers import SP_ENTITY_ID, python3_saml_metadata
 from sqlalchemy import func, select
 from werkzeug.test import TestResponse
 
@@ -85,10 +86,17 @@ def test_ous_create_read_move_delete(api: Api) -> None:
     api.ok("POST", "/ous", 201, json={"name": "Sandbox"})
     new_account(api, A1, ou="Payments")
 
-    assert [(o["name"], o["parent"], o["path"], o["accounts"]) for o in api.ok("GET", "/ous")] == [
+    listed = api.ok("GET", "/ous")
+    assert (listed["total"], listed["page"], listed["per_page"]) == (3, 1, 50)
+    assert [(o["name"], o["parent"], o["path"], o["accounts"]) for o in listed["items"]] == [
         ("Production", None, "Production", 0),
         ("Payments", "Production", "Production/Payments", 1),
         ("Sandbox", None, "Sandbox", 0)]
+    # Paged like every list, in the tree's order.
+    second = api.ok("GET", "/ous", query_string={"per_page": 2, "page": 2})
+    assert (second["total"], [o["path"] for o in second["items"]]) == (3, ["Sandbox"])
+    assert api.ok("GET", "/ous", query_string={"page": 3, "per_page": 2})["items"] == []
+    assert "per_page" in api.refused("GET", "/ous", 422, query_string={"per_page": 500})["errors"]["query"]
     assert api.ok("GET", "/ous/Payments")["accounts"] == 1
 
     moved = api.ok("PATCH", "/ous/Payments", json={"parent": "Sandbox"})
@@ -99,7 +107,7 @@ def test_ous_create_read_move_delete(api: Api) -> None:
 
     api.ok("DELETE", "/ous/Production", 204)
     api.refused("GET", "/ous/Production", 404)
-    assert [o["name"] for o in api.ok("GET", "/ous")] == ["Payments", "Sandbox"]
+    assert [o["name"] for o in api.ok("GET", "/ous")["items"]] == ["Payments", "Sandbox"]
     assert audit.events(type="access.ou.remove")[0].actor == api.actor
 
 
@@ -399,6 +407,66 @@ def test_assignments_with_an_end_and_filters(api: Api, frozen_clock: Clock) -> N
     assert (page["total"], [a["id"] for a in page["items"]]) == (3, [in_ou["id"]])
 
 
+def test_until_is_read_alike_for_assignments_and_app_assignments(api: Api, frozen_clock: Clock) -> None:
+    frozen_clock.current = datetime(2027, 3, 10, 12, 0, tzinfo=UTC)
+    make_user("alice")
+    new_account(api)
+    api.ok("POST", "/permission-sets", 201, json={"name": "Admin", "session_duration_hours": 1})
+    api.ok("POST", "/service-providers", 201, json={"metadata_xml": python3_saml_metadata().decode()})
+    endpoints = {"/assignments": {"principal": "alice", "permission_set": "Admin", "account": A1},
+                 "/app-assignments": {"principal": "alice", "app": SP_ENTITY_ID}}
+
+    for path, body in endpoints.items():
+        for until, reason in (("2027-03-10T18:00:00", "needs a zone"),
+                              ("0001-01-01T00:00:00+05:00", "outside the years 1 to 9999"),
+                              ("9999-12-31T23:59:59-05:00", "outside the years 1 to 9999"),
+                              ("9999-12-31", "before year 10000"),
+                              ("2027-03-09", "already past"),
+                              ("soon", "neither an ISO date")):
+            errors = field_errors(api.refused("POST", path, 422, json={**body, "until": until}))
+            assert reason in errors["until"][0], (path, until, errors)
+        # A date: through that day, UTC; the latest end UTC can hold is fine.
+        made = api.ok("POST", path, 201, json={**body, "until": "2027-03-31"})
+        assert made["until"] == "2027-04-01T00:00:00+00:00", path
+        again = api.ok("PATCH", f"{path}/{made['id']}", json={"until": "9999-12-31T23:59:59Z"})
+        assert again["until"] == "9999-12-31T23:59:59+00:00", path
+    assert count(Assignment) == 1
+
+
+def test_an_assignments_end_is_set_and_cleared(api: Api, frozen_clock: Clock) -> None:
+    frozen_clock.current = datetime(2027, 3, 10, 12, 0, tzinfo=UTC)
+    make_user("alice")
+    new_account(api)
+    api.ok("POST", "/permission-sets", 201, json={"name": "Admin", "session_duration_hours": 1})
+    made = api.ok("POST", "/assignments", 201, json={"principal": "alice", "permission_set": "Admin",
+                                                     "account": A1, "until": "2027-03-10T13:00:00Z"})
+    path = f"/assignments/{made['id']}"
+
+    frozen_clock.advance(hours=2)  # ended
+    assert api.ok("GET", "/access/alice")["roles"] == []
+    extended = api.ok("PATCH", path, json={"until": "2027-03-20"})
+    assert (extended["until"], extended["active"]) == ("2027-03-21T00:00:00+00:00", True)
+    assert {k: v for k, v in extended.items() if k not in ("until", "active")} == {
+        k: v for k, v in made.items() if k not in ("until", "active")}
+    assert [r["account_id"] for r in api.ok("GET", "/access/alice")["roles"]] == [A1]
+    cleared = api.ok("PATCH", path, json={"until": None})
+    assert cleared["until"] is None and api.ok("GET", path) == cleared
+    api.ok("PATCH", path, json={"until": None})  # no change: nothing recorded
+
+    events = audit.events(type="access.assign.update")
+    assert [e.details["until"] for e in reversed(events)] == [
+        {"from": "2027-03-10T13:00:00+00:00", "to": "2027-03-21T00:00:00+00:00"},
+        {"from": "2027-03-21T00:00:00+00:00", "to": None}]
+    assert {e.actor for e in events} == {api.actor} and {e.username for e in events} == {"alice"}
+    assert events[0].details["scope"] == f"account {A1}" and events[0].details["permission_set"] == "Admin"
+
+    assert "until" in field_errors(api.refused("PATCH", path, 422, json={}))
+    assert "already past" in field_errors(api.refused("PATCH", path, 422, json={"until": "2027-03-01"}))["until"][0]
+    assert "until" in field_errors(api.refused("PATCH", path, 422, json={"until": 5}))
+    api.refused("PATCH", "/assignments/999", 404, json={"until": None})
+    assert api.ok("GET", path)["until"] is None
+
+
 # --- scopes -----------------------------------------------------------------------------------------------
 
 
@@ -423,6 +491,7 @@ def test_a_read_only_token_reads_but_changes_nothing(api: Api, client: FlaskClie
         ("PATCH", "/permission-sets/Admin", {"session_duration_hours": 2}),
         ("DELETE", "/permission-sets/Admin", None),
         ("POST", "/assignments", {"principal": "alice", "permission_set": "Admin", "ou": "Production"}),
+        ("PATCH", f"/assignments/{assignment['id']}", {"until": "2030-01-01"}),
         ("DELETE", f"/assignments/{assignment['id']}", None),
     ]
     for method, path, body in writes:

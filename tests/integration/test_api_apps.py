@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from datetime import timedelta
+import socket
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ from werkzeug.test import TestResponse
 from idp import clock
 from idp.admin import tokens
 from idp.extensions import db
+from idp.saml import presets, providers
+from idp.saml.metadata import MetadataError
 from idp.store import AppAssignment, AuditRecord, OidcClient, ServiceProvider
 from idp.store.oidc import digest
 
@@ -138,6 +141,93 @@ def test_an_sp_registered_from_a_url_is_refreshed_from_it(api: Api, http_dir: tu
     assert "HTTP 404" in error["message"]
 
 
+def test_a_metadata_url_that_redirects_is_refused_naming_where_it_points(api: Api,
+                                                                          http_dir: tuple[str, Path]) -> None:
+    base, folder = http_dir
+    # The file server redirects a folder asked without its final slash (301, Location: /moved/); the folder's
+    # index is good metadata, which following the redirect would register.
+    (folder / "moved").mkdir()
+    (folder / "moved" / "index.html").write_text(sp_metadata())
+    error = api.post("/service-providers", {"metadata_url": f"{base}/moved"}, expect=422)
+    assert "redirected to '/moved/'" in error["message"] and "not followed" in error["message"]
+    assert count(ServiceProvider) == 0
+
+    # Refresh re-reads the recorded URL the same way.
+    (folder / "sp.xml").write_text(sp_metadata())
+    created = api.post("/service-providers", {"metadata_url": f"{base}/sp.xml"})
+    (folder / "sp.xml").unlink()
+    (folder / "sp.xml").mkdir()
+    (folder / "sp.xml" / "index.html").write_text(sp_metadata(acs_url="https://sp.example.test/elsewhere"))
+    error = api.post(f"/service-providers/{created['id']}/refresh", expect=422)
+    assert "redirected to '/sp.xml/'" in error["message"]
+    assert api.get(f"/service-providers/{created['id']}")["acs"][0]["location"] == "https://sp.example.test/acs"
+
+
+def test_a_metadata_url_with_credentials_is_refused_and_not_echoed(api: Api, http_dir: tuple[str, Path]) -> None:
+    base, folder = http_dir
+    (folder / "sp.xml").write_text(sp_metadata())
+    url = base.replace("http://", "http://admin:s3cret-pw@") + "/sp.xml"
+    error = api.post("/service-providers", {"metadata_url": url}, expect=422)
+    assert "user name or password" in error["message"] and "s3cret-pw" not in str(error)
+    assert count(ServiceProvider) == 0
+    assert "s3cret-pw" not in repr([(e.reason, e.details) for e in db.session.scalars(select(AuditRecord))])
+
+
+@pytest.mark.parametrize("url", [
+    "http://169.254.169.254/latest/meta-data/iam/security-credentials/",
+    "http://2852039166/latest/meta-data/",  # 169.254.169.254 written as one number: caught once resolved
+    "http://[fe80::1]/metadata.xml",
+    "http://0.0.0.0/metadata.xml",
+    "http://[::]/metadata.xml",
+])
+def test_a_metadata_url_reaching_a_link_local_or_unspecified_address_is_refused(api: Api, url: str) -> None:
+    error = api.post("/service-providers", {"metadata_url": url}, expect=422)
+    assert "link-local or unspecified address" in error["message"], error
+    assert count(ServiceProvider) == 0
+
+
+def test_the_fetch_service_refuses_what_the_api_schema_lets_through_to_it(app: Flask) -> None:
+    # The admin UI calls it too, with URLs no schema has looked at.
+    for url in ("http://[::ffff:169.254.169.254]/latest/meta-data/", "http://[fe80::1%25lo]:8080/md.xml"):
+        with pytest.raises(MetadataError, match="link-local or unspecified address"):
+            providers.fetch_url(url)
+    with pytest.raises(MetadataError, match="user name or password") as refused:
+        providers.fetch_url("https://:token-value@sp.example.test/md.xml")
+    assert "token-value" not in str(refused.value)
+
+
+def test_every_address_of_a_metadata_host_is_checked(api: Api, http_dir: tuple[str, Path],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    base, folder = http_dir
+    (folder / "sp.xml").write_text(sp_metadata())
+    port = int(base.rsplit(":", 1)[1])
+    real = socket.getaddrinfo
+
+    def dns(host: Any, *args: Any, **kwargs: Any) -> Any:
+        # A name whose DNS answer lists loopback first and the cloud metadata service second; others as usual.
+        if host != "sp-metadata.example.test":
+            return real(host, *args, **kwargs)
+        return [*real("127.0.0.1", *args, **kwargs), *real("169.254.169.254", *args, **kwargs)]
+
+    monkeypatch.setattr(socket, "getaddrinfo", dns)
+    error = api.post("/service-providers", {"metadata_url": f"http://sp-metadata.example.test:{port}/sp.xml"},
+                     expect=422)
+    assert "resolves to 169.254.169.254" in error["message"]
+    # Loopback and private addresses stay allowed: intranet SPs, metadata served beside the bridge.
+    assert api.post("/service-providers", {"metadata_url": f"{base}/sp.xml"})["entity_id"] == SP_ENTITY_ID
+
+
+def test_a_recorded_metadata_source_is_checked_again_on_refresh(api: Api, http_dir: tuple[str, Path]) -> None:
+    base, folder = http_dir
+    (folder / "sp.xml").write_text(sp_metadata())
+    created = api.post("/service-providers", {"metadata_url": f"{base}/sp.xml"})
+    # A source recorded before these checks existed.
+    db.session.get(ServiceProvider, created["id"]).metadata_source = "http://169.254.169.254/latest/meta-data/"
+    db.session.commit()
+    error = api.post(f"/service-providers/{created['id']}/refresh", expect=422)
+    assert "link-local or unspecified address" in error["message"]
+
+
 def test_an_sp_registered_from_fields_gets_metadata_with_its_urls_and_certificate(api: Api) -> None:
     cert_pem = sp_keys()[1]
     created = api.post("/service-providers", {
@@ -189,7 +279,8 @@ def test_an_sp_registered_from_a_preset_takes_its_values(api: Api, reader: Api) 
     error = api.post("/service-providers", {"preset": "pagerduty", "params": {"subdomain": "a/b"}}, expect=422)
     assert "subdomain" in error["message"]
     error = api.post("/service-providers", {"preset": "no-such-app"}, expect=404)
-    assert "no preset 'no-such-app'" in error["message"]
+    assert "no preset 'no-such-app'" in error["message"] and "datadog" in error["message"]
+    assert str(presets.presets_dir()) not in error["message"] and "/" not in error["message"]
     assert count(ServiceProvider) == 1
 
 
@@ -418,6 +509,35 @@ def test_apps_are_assigned_listed_and_taken_back(app: Flask, api: Api, frozen_cl
     assert api.get("/app-assignments")["total"] == 0
 
 
+def test_an_app_assignments_end_is_set_and_cleared(app: Flask, api: Api, client: FlaskClient,
+                                                   frozen_clock: Any) -> None:
+    make_user("alice")
+    db.session.commit()
+    api.post("/service-providers", {"metadata_xml": sp_metadata(), "name": "Wiki"})
+    made = api.post("/app-assignments", {"app": SP_ENTITY_ID, "principal": "alice", "until": "2031-05-02"})
+    path = f"/app-assignments/{made['id']}"
+    frozen_clock.current = datetime(2031, 5, 3, 1, 0, tzinfo=UTC)  # ended
+    assert api.get("/access/alice")["apps"] == []
+
+    extended = api.patch(path, {"until": "2031-06-01T09:00:00+02:00"})
+    assert (extended["until"], extended["active"]) == ("2031-06-01T07:00:00+00:00", True)
+    assert [a["key"] for a in api.get("/access/alice")["apps"]] == [SP_ENTITY_ID]
+    cleared = api.patch(path, {"until": None})
+    assert cleared["until"] is None and api.get(path) == cleared
+    api.patch(path, {"until": None})  # no change: nothing recorded
+    assert [(e.actor, e.username, e.sp, e.details["until"]) for e in events("access.app.update")] == [
+        (api.actor, "alice", SP_ENTITY_ID, {"from": "2031-05-03T00:00:00+00:00", "to": "2031-06-01T07:00:00+00:00"}),
+        (api.actor, "alice", SP_ENTITY_ID, {"from": "2031-06-01T07:00:00+00:00", "to": None})]
+
+    error = api.patch(path, {"until": "2031-06-01T09:00:00"}, expect=422)
+    assert "needs a zone" in error["errors"]["json"]["until"][0]
+    api.patch(path, {}, expect=422)
+    api.patch("/app-assignments/999", {"until": None}, expect=404)
+    reader = Api(client, "read", "dashboard")
+    reader.patch(path, {"until": "2032-01-01"}, expect=403)
+    assert api.get(path)["until"] is None
+
+
 def test_app_assignment_refusals(app: Flask, api: Api) -> None:
     make_user("alice")
     db.session.commit()
@@ -432,7 +552,7 @@ def test_app_assignment_refusals(app: Flask, api: Api) -> None:
                                        expect=404)["message"]
     error = api.post("/app-assignments", {"app": SP_ENTITY_ID, "principal": "group:staff",
                                           "until": "2001-01-01T00:00:00Z"}, expect=422)
-    assert "already past" in error["message"]
+    assert "already past" in error["errors"]["json"]["until"][0]
     error = api.post("/app-assignments", {"principal": "group:staff", "until": "soon"}, expect=422)
     assert set(error["errors"]["json"]) == {"app", "until"}
     api.get("/app-assignments", query_string={"app": "https://nope.test"}, expect=404)

@@ -1,4 +1,5 @@
-"""GET /api/v1/audit: the audit log newest first, filtered by user, type, outcome and time (with a zone), paged."""
+"""GET /api/v1/audit: the audit log newest first, filtered by user, actor, type, outcome and time (with a zone),
+paged."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ def log(app: Flask, client: FlaskClient, frozen_clock: Any) -> Any:
         ("user.create", "success", "carol"),
     ]):
         audit.record(AuditEvent(type=type_, outcome=outcome, username=username, at=NOON + timedelta(hours=hours),
+                                actor="admin:root" if type_ == "user.create" else None,
                                 sp="https://sp.example.test" if type_ == "saml.sso" else None,
                                 details={"n": hours}))
 
@@ -67,6 +69,13 @@ def test_filters_combine(log: Any) -> None:
     assert numbers(log(type="login", outcome="success", username="alice")) == [0]
     assert numbers(log(username="nobody")) == []
     assert numbers(log(username="ALICE")) == []  # exact, as stored
+
+
+def test_filter_by_actor(log: Any) -> None:
+    assert numbers(log(actor="admin:root")) == [5]
+    assert [i["type"] for i in log(actor="test").json["items"]] == ["admin.token.create"]
+    assert numbers(log(actor="admin:ROOT")) == []
+    assert log(actor="x" * 256).status_code == 422
 
 
 def test_since_is_inclusive_until_exclusive_in_any_zone(log: Any) -> None:

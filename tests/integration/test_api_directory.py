@@ -9,12 +9,13 @@ from typing import Any
 import pytest
 from admin_api import bearer
 from flask import Flask
-from flask.testing import FlaskClient
+from flask.testing import FlaskClient, FlaskCliRunner
 from helpers import DEFAULT_PASSWORD, login, make_user
 from sqlalchemy import func, select
 
 from idp import audit
 from idp.authn import directory
+from idp.cli import cli
 from idp.extensions import db
 from idp.store import SsoSession, User
 
@@ -203,16 +204,23 @@ def test_a_patch_needs_a_json_body(api: Any) -> None:
     assert directory.require_user("bob").enabled
 
 
-def test_a_directory_users_profile_and_password_are_read_only(api: Any) -> None:
+def test_a_directory_user_is_read_only(api: Any, runner: FlaskCliRunner) -> None:
     directory_user("dora")
-    for change in ({"display_name": "Dolores"}, {"password": PASSWORD}, {"email": None, "enabled": False}):
+    for change in ({"display_name": "Dolores"}, {"password": PASSWORD}, {"email": None, "enabled": False},
+                   {"enabled": False}, {}):
         resp = api.patch("/users/dora", json=change)
         assert resp.status_code == 409, change
-        assert resp.json["message"].startswith("'dora' comes from directory corp: change their profile")
+        assert resp.json["message"] == "'dora' is managed by directory corp: change them there"
+    resp = api.delete("/users/dora")
+    assert resp.status_code == 409 and "managed by directory corp" in resp.json["message"]
     dora = directory.require_user("dora")
     assert dora.display_name == "Dora" and dora.email == "dora@corp.test" and dora.enabled
-    # Whether they may sign in here is ours to say.
-    assert api.patch("/users/dora", json={"enabled": False}).json["enabled"] is False
+    assert [e.type for e in audit.events() if e.username == "dora"] == []
+    # The CLI's local override stays: a directory user can be blocked here (and allowed again).
+    assert runner.invoke(cli, ["user", "disable", "dora"]).exit_code == 0
+    assert api.get("/users/dora").json["enabled"] is False
+    assert runner.invoke(cli, ["user", "enable", "dora"]).exit_code == 0
+    assert api.get("/users/dora").json["enabled"] is True
 
 
 def test_delete_a_user(api: Any, client: FlaskClient) -> None:
@@ -240,6 +248,26 @@ def test_create_list_and_get_groups(api: Any) -> None:
     assert [g["name"] for g in api.get("/groups", query_string={"q": "S"}).json["items"]] == ["ops", "sales", "staff"]
     assert api.get("/groups/ops").json["description"] is None
     assert api.get("/groups/nope").status_code == 404
+
+
+def test_a_groups_description_is_changed_and_cleared(api: Any) -> None:
+    api.post("/groups", json={"name": "staff", "description": "Everyone"})
+    make_user("alice", groups=["staff"])
+    changed = api.patch("/groups/staff", json={"description": "  Everyone employed  "})
+    assert changed.status_code == 200
+    assert (changed.json["description"], changed.json["members"]) == ("Everyone employed", ["alice"])
+    assert api.get("/groups/staff").json == changed.json
+    assert api.patch("/groups/staff", json={"description": None}).json["description"] is None
+    assert api.patch("/groups/staff", json={"description": ""}).json["description"] is None  # no change: no event
+    assert [e.details for e in reversed(events("group.update"))] == [
+        {"group": "staff", "description": {"from": "Everyone", "to": "Everyone employed"}},
+        {"group": "staff", "description": {"from": "Everyone employed", "to": None}}]
+
+    assert api.patch("/groups/nope", json={"description": "x"}).status_code == 404
+    for body in ({}, {"description": "x" * 1025}, {"description": 5}, {"name": "renamed"}):
+        resp = api.patch("/groups/staff", json=body)
+        assert resp.status_code == 422, body
+    assert api.get("/groups/staff").json["description"] is None
 
 
 def test_group_refusals(api: Any) -> None:
@@ -304,3 +332,24 @@ def test_nul_characters_are_refused_not_stored(api: Any, path: str) -> None:
 def test_nul_characters_in_a_body_are_refused(api: Any) -> None:
     resp = api.post("/users", json={"username": "bob", "display_name": "Bob\x00"})
     assert resp.status_code == 422 and directory.get_user("bob") is None
+
+
+@pytest.mark.parametrize("depth", [33, 1_000, 100_000])
+def test_deeply_nested_bodies_are_refused_not_a_server_error(api: Any, depth: int) -> None:
+    # As a JSON value where the schema takes any object (an inline policy), and as a whole body.
+    policy = "[" * depth + "]" * depth
+    for path, body in (("/permission-sets", f'{{"name": "Deep", "session_duration_hours": 1, '
+                                            f'"inline_policy": {{"Statement": {policy}}}}}'),
+                       ("/users", policy)):
+        resp = api.post(path, data=body, content_type="application/json")
+        assert resp.status_code == 422, (path, depth, resp.status_code)
+        assert "more than 32 levels deep" in resp.json["message"]
+    assert api.get("/permission-sets/Deep").status_code == 404
+
+
+def test_a_body_as_deep_as_allowed_is_taken(api: Any) -> None:
+    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*",
+                                                       "Condition": {"StringEquals": {"aws:x": ["y"]}}}]}
+    resp = api.post("/permission-sets", json={"name": "Nested", "session_duration_hours": 1,
+                                              "inline_policy": policy})
+    assert resp.status_code == 201 and resp.json["inline_policy"] == policy

@@ -15,6 +15,8 @@ from helpers import login, make_user
 from idp import audit
 from idp.authn import directory
 from idp.cli import cli
+from idp.extensions import db
+from idp.store import User
 
 IDP = str(Path(sys.executable).with_name("idp"))
 PASSWORD = "s3cret-passw0rd"
@@ -118,6 +120,19 @@ def test_delete_asks_unless_yes(app: Flask, runner: FlaskCliRunner) -> None:
     assert directory.get_user("alice") is None
     (event,) = audit.events(type="user.delete")
     assert event.username == "alice" and (event.actor or "").startswith("cli:")
+
+
+def test_a_directory_user_is_disabled_here_but_not_deleted(app: Flask, runner: FlaskCliRunner) -> None:
+    db.session.add(User(username="dora", source="corp", external_id="uid=dora"))
+    db.session.commit()
+    refused = runner.invoke(cli, ["user", "delete", "dora", "--yes"])
+    assert refused.exit_code != 0 and "'dora' is managed by directory corp" in refused.output
+    assert directory.get_user("dora") is not None and audit.events(type="user.delete") == []
+    # The local override: a directory user can be blocked here, and allowed again.
+    assert runner.invoke(cli, ["user", "disable", "dora"]).exit_code == 0
+    assert not directory.require_user("dora").enabled
+    assert runner.invoke(cli, ["user", "enable", "dora"]).exit_code == 0
+    assert directory.require_user("dora").enabled
 
 
 def test_groups_and_membership(app: Flask, runner: FlaskCliRunner) -> None:

@@ -7,7 +7,6 @@ with PATCH /api/v1/service-providers/{id} or /api/v1/oidc-clients/{client_id}.
 
 from __future__ import annotations
 
-from datetime import UTC
 from typing import Any
 
 import marshmallow as ma
@@ -16,8 +15,8 @@ from sqlalchemy import select
 
 from idp import clock
 from idp.access import assignments
+from idp.admin.api.assignments import Until, UntilUpdate
 from idp.admin.api.base import ErrorSchema, PageArgs, blueprint, caller, page_of, page_schema
-from idp.errors import NotFound
 from idp.extensions import db
 from idp.store import AppAssignment, OidcClient, ServiceProvider, User
 
@@ -52,8 +51,7 @@ class AppAssignmentCreateSchema(ma.Schema):
                            metadata={"description": _APP})
     principal = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=300),
                                  metadata={"description": _PRINCIPAL})
-    until = ma.fields.AwareDateTime(default_timezone=UTC, allow_none=True, metadata={
-        "description": "when the assignment ends (UTC when no zone is given); left out or null: no end"})
+    until = Until(load_default=None)
 
 
 def _views(rows: list[AppAssignment]) -> list[dict[str, Any]]:
@@ -79,13 +77,6 @@ def _views(rows: list[AppAssignment]) -> list[dict[str, Any]]:
     return out
 
 
-def _require(assignment_id: int) -> AppAssignment:
-    row = db.session.get(AppAssignment, assignment_id)
-    if row is None:
-        raise NotFound(f"no application assignment {assignment_id}")
-    return row
-
-
 @blp.route("")
 class AppAssignments(MethodView):
     @blp.arguments(AppAssignmentQuery, location="query")
@@ -108,9 +99,10 @@ class AppAssignments(MethodView):
     @blp.alt_response(409, schema=ErrorSchema, description="The application is already assigned to them.")
     def post(self, args: dict[str, Any]) -> dict[str, Any]:
         """Let a user or group use an application, until an optional end."""
-        assigned = assignments.assign_app(args["app"], args["principal"], until=args.get("until"), actor=caller())
+        assigned = assignments.assign_app(args["app"], args["principal"], until=args["until"], actor=caller())
         db.session.commit()
-        return _views([_require(assigned.id or 0)])[0]  # the id is known once the row is stored
+        # The id is known once the row is stored.
+        return _views([assignments.require_app_assignment(assigned.id or 0)])[0]
 
 
 @blp.route(f"/{ASSIGNMENT_ID}")
@@ -119,13 +111,22 @@ class AppAssignmentItem(MethodView):
     @blp.alt_response(404, schema=ErrorSchema, description="No such assignment.")
     def get(self, assignment_id: int) -> dict[str, Any]:
         """One application assignment."""
-        return _views([_require(assignment_id)])[0]
+        return _views([assignments.require_app_assignment(assignment_id)])[0]
+
+    @blp.arguments(UntilUpdate)
+    @blp.response(200, AppAssignmentSchema)
+    @blp.alt_response(404, schema=ErrorSchema, description="No such assignment.")
+    def patch(self, args: dict[str, Any], assignment_id: int) -> dict[str, Any]:
+        """Set or clear when the assignment ends; an ended one runs again until the new end."""
+        assignments.update_app_assignment(assignment_id, until=args["until"], actor=caller())
+        db.session.commit()
+        return _views([assignments.require_app_assignment(assignment_id)])[0]
 
     @blp.response(204)
     @blp.alt_response(404, schema=ErrorSchema, description="No such assignment.")
     def delete(self, assignment_id: int) -> None:
         """Take an application back from a user or group."""
-        found = _views([_require(assignment_id)])[0]
+        found = _views([assignments.require_app_assignment(assignment_id)])[0]
         # The service names an assignment by its application and principal: the same event as from the CLI.
         assignments.unassign_app(found["app"], found["principal"], actor=caller())
         db.session.commit()

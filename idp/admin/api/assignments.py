@@ -8,14 +8,12 @@ from typing import Any
 
 import marshmallow as ma
 from flask.views import MethodView
-from sqlalchemy import or_, select
 
 from idp import clock
-from idp.access import accounts, assignments, permission_sets
+from idp.access import assignments
 from idp.access.assignments import AssignmentInfo
 from idp.admin.api.base import ErrorSchema, PageArgs, blueprint, caller, page_of, page_schema
 from idp.errors import BadRequest
-from idp.store import Assignment
 
 blp = blueprint("assignments", "/assignments",
                 "Assignments: who gets which permission set in which account or OU, and until when.")
@@ -25,22 +23,28 @@ _PRINCIPAL = ("user:NAME, group:NAME, or a bare name (a user, else a known group
               "group nobody has signed in with yet")
 
 
-def _until(text: str) -> datetime:
-    """An end as ``idp assign --until`` takes it, but a time must name its zone."""
-    text = text.strip()
-    if len(text) != 10 and _naive(text):
-        raise ma.ValidationError("a time needs a zone, e.g. 2027-03-31T18:00:00Z", "until")
-    try:
-        return assignments.parse_until(text, clock.now())
-    except BadRequest as exc:
-        raise ma.ValidationError(exc.message, "until") from None
+class Until(ma.fields.Field[datetime]):
+    """An assignment's end, read as :func:`idp.access.assignments.parse_until` reads it for the CLI and the UI,
+    except that a time must name its zone; null: no end. Also the app assignments' ``until``."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        # Documented as the text it is; checked here, since validators would see the parsed datetime.
+        super().__init__(allow_none=True, metadata={
+            "type": "string", "minLength": 1, "maxLength": 64,
+            "description": "an ISO date (the assignment works through that day, UTC) or an ISO time with a zone "
+                           "(2027-03-31T18:00:00Z); null: no end"}, **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
+        if not isinstance(value, str) or not 1 <= len(value) <= 64:
+            raise ma.ValidationError("an ISO date or time: text of 1 to 64 characters")
+        try:
+            return assignments.parse_until(value, clock.now(), require_zone=True)
+        except BadRequest as exc:
+            raise ma.ValidationError(exc.message) from None
 
 
-def _naive(text: str) -> bool:
-    try:
-        return datetime.fromisoformat(text).tzinfo is None
-    except ValueError:
-        return False  # not a time at all: parse_until says so
+class UntilUpdate(ma.Schema):
+    until = Until(required=True)
 
 
 class AssignmentSchema(ma.Schema):
@@ -64,19 +68,13 @@ class AssignmentCreate(ma.Schema):
     account = ma.fields.String(validate=_ACCOUNT_ID, metadata={"description": "give this or ou, not both"})
     ou = ma.fields.String(validate=ma.validate.Length(min=1, max=128), metadata={
         "description": "every account in it and in the OUs inside it, those added later too"})
-    until = ma.fields.String(load_default=None, allow_none=True, validate=ma.validate.Length(min=1, max=64), metadata={
-        "description": "an ISO date (the assignment works through that day, UTC) or an ISO time with a zone; "
-                       "null or absent: no end"})
+    until = Until(load_default=None)
 
     @ma.validates_schema
     def _one_target(self, data: dict[str, Any], **kwargs: Any) -> None:
         if ("account" in data) == ("ou" in data):
             message = ["give exactly one of account and ou"]
             raise ma.ValidationError({"account": message, "ou": message})
-
-    @ma.post_load
-    def _parse(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        return {**data, "until": _until(data["until"]) if data["until"] is not None else None}
 
 
 class AssignmentQuery(PageArgs):
@@ -85,6 +83,9 @@ class AssignmentQuery(PageArgs):
     account = ma.fields.String(validate=_ACCOUNT_ID, metadata={"description": "made in this account"})
     ou = ma.fields.String(validate=ma.validate.Length(min=1, max=128), metadata={"description": "made in this OU"})
     active = ma.fields.Boolean(metadata={"description": "true: only those not ended; false: only ended ones"})
+
+
+_FILTERS = ("principal", "permission_set", "account", "ou", "active")
 
 
 def _item(info: AssignmentInfo, now: datetime) -> dict[str, Any]:
@@ -108,19 +109,7 @@ class Assignments(MethodView):
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
         """The assignments, oldest first."""
         now = clock.now()
-        query = select(Assignment).order_by(Assignment.id)
-        if "principal" in args:
-            query = query.where(assignments.resolve_principal(args["principal"]).matches(Assignment))
-        if "permission_set" in args:
-            pset = permission_sets.require_permission_set(args["permission_set"])
-            query = query.where(Assignment.permission_set_id == pset.id)
-        if "account" in args:
-            query = query.where(Assignment.account_id == accounts.require_account(args["account"]).id)
-        if "ou" in args:
-            query = query.where(Assignment.ou_id == accounts.require_ou(args["ou"]).id)
-        if "active" in args:
-            running = or_(Assignment.until.is_(None), Assignment.until > now)
-            query = query.where(running if args["active"] else ~running)
+        query = assignments.assignment_query(now=now, **{k: args[k] for k in _FILTERS if k in args})
         page = page_of(query, args)
         page["items"] = [_item(info, now) for info in assignments.describe_assignments(page["items"])]
         return page
@@ -143,6 +132,14 @@ class AssignmentItem(MethodView):
     @blp.alt_response(404, schema=ErrorSchema, description="No such assignment.")
     def get(self, assignment_id: int) -> dict[str, Any]:
         """One assignment."""
+        return _one(assignment_id)
+
+    @blp.arguments(UntilUpdate)
+    @blp.response(200, AssignmentSchema)
+    @blp.alt_response(404, schema=ErrorSchema, description="No such assignment.")
+    def patch(self, args: dict[str, Any], assignment_id: int) -> dict[str, Any]:
+        """Set or clear the assignment's end; an ended one runs again until the new end."""
+        assignments.update_assignment(assignment_id, until=args["until"], actor=caller())
         return _one(assignment_id)
 
     @blp.response(204)

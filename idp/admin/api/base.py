@@ -1,7 +1,8 @@
 """What every API resource module shares: :func:`blueprint` (a flask-smorest Blueprint with the token check,
 CSRF exemption and JSON errors already attached), :func:`caller` (the token's name for the audit log), paging
 (:class:`PageArgs`, :func:`page_of`), :class:`ErrorSchema`, the body of every error answer
-({"code", "status", "message", "errors"}), and :class:`StrictBoolean`.
+({"code", "status", "message", "errors"}), :class:`StrictBoolean`, and :func:`unstorable_text` (also the admin
+UI's check of what it is sent).
 
 The document must say what the API accepts (schemathesis checks it): in JSON bodies use :class:`StrictBoolean`
 and ``ma.fields.Integer(strict=True)``, since marshmallow's defaults also take 1 for true and "5" for 5.
@@ -13,7 +14,8 @@ or 422 where a service refuses a value of a request without arguments).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Sequence
 from functools import wraps
 from typing import Any
 
@@ -30,9 +32,14 @@ from idp.audit import AuditEvent
 from idp.errors import BadRequest, IdpError
 from idp.extensions import csrf, db
 
+log = logging.getLogger(__name__)
+
 PREFIX = "/api/v1"
 _READ_METHODS = {"GET", "HEAD", "OPTIONS"}
 MAX_PAGE_SIZE = 200
+# Far deeper than any body the API takes (an IAM policy document is some six levels); a deeper one is refused
+# before anything parses or walks it recursively (marshmallow, the stored JSON's serializer).
+MAX_JSON_DEPTH = 32
 _REALM = 'Bearer realm="idp-admin"'
 _UNAUTHENTICATED = "An admin API token is required (Authorization: Bearer ...)."
 
@@ -66,8 +73,14 @@ def _json_error(status: int, name: str, message: str | None = None, errors: Any 
 def _refuse(status: int, name: str, message: str, reason: str, challenge: str, actor: str | None = None
             ) -> Response:
     db.session.rollback()
-    audit.record(AuditEvent(type="admin.api.denied", outcome="failure", actor=actor, client_ip=request.remote_addr,
-                            reason=reason, details={"method": request.method, "path": request.path}))
+    if actor is None:
+        # No live token: anyone can send these, so they are logged, not stored (they would grow the audit table
+        # at a stranger's will). A token's refusals are audit events naming it.
+        log.warning("admin API refused %s %r from %s: %s", request.method, request.path, request.remote_addr, reason)
+    else:
+        audit.record(AuditEvent(type="admin.api.denied", outcome="failure", actor=actor,
+                                client_ip=request.remote_addr, reason=reason,
+                                details={"method": request.method, "path": request.path}))
     return _json_error(status, name, message, headers={"WWW-Authenticate": challenge})
 
 
@@ -86,9 +99,19 @@ def _authenticate() -> Response | None:
     return None
 
 
+def unstorable_text(value: Any) -> bool:
+    """Whether ``value`` (text, or JSON-like lists and dicts of it, keys included) holds something the database
+    cannot store: a NUL character (PostgreSQL text holds none) or a lone surrogate (JSON "\\ud800", not UTF-8).
+    Nesting too deep to walk counts as unstorable. Callers refuse such input as a validation error (422), not a
+    500 from the database."""
+    try:
+        return not _storable(value)
+    except RecursionError:
+        return True
+
+
 def _storable(value: Any) -> bool:
     if isinstance(value, str):
-        # PostgreSQL text holds no NUL, and UTF-8 no lone surrogate (JSON "\ud800"): refused here, not a 500 there.
         try:
             value.encode()
         except UnicodeEncodeError:
@@ -101,11 +124,32 @@ def _storable(value: Any) -> bool:
     return True
 
 
-def _refuse_unstorable_text() -> Response | None:
+def _too_deep(value: Any) -> bool:
+    """Whether a parsed JSON value nests lists and objects more than MAX_JSON_DEPTH levels (walked without
+    recursion, so that any depth can be measured)."""
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            if level > MAX_JSON_DEPTH:
+                return True
+            stack.extend((v, level + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return False
+
+
+def _refuse_unusable_body() -> Response | None:
     values: list[Any] = [request.view_args or {}, request.args.to_dict(flat=False)]
     if request.is_json:
-        values.append(request.get_json(silent=True))
-    if all(_storable(v) for v in values):
+        try:
+            body = request.get_json(silent=True)
+            too_deep = _too_deep(body)
+        except RecursionError:  # the JSON parser's own limit: some thousand levels
+            too_deep = True
+        if too_deep:
+            return _json_error(422, "Unprocessable Entity",
+                               f"The JSON body nests lists and objects more than {MAX_JSON_DEPTH} levels deep.")
+        values.append(body)
+    if not any(unstorable_text(v) for v in values):
         return None
     return _json_error(422, "Unprocessable Entity", "Text may not contain NUL characters or lone surrogates.")
 
@@ -177,7 +221,7 @@ def blueprint(name: str, path: str, description: str) -> Blueprint:
     """A resource's blueprint at PREFIX + path, with the API's authentication and error handling."""
     blp = _Blueprint(f"api_{name}", f"idp.admin.api.{name}", url_prefix=PREFIX + path, description=description)
     blp.before_request(_authenticate)
-    blp.before_request(_refuse_unstorable_text)
+    blp.before_request(_refuse_unusable_body)
     blp.after_request(_keep_changes)
     blp.register_error_handler(HTTPException, _http_error)
     blp.register_error_handler(IdpError, _idp_error)
@@ -208,6 +252,14 @@ def page_schema(item: type[ma.Schema]) -> type[ma.Schema]:
         "per_page": ma.fields.Integer(required=True),
         "total": ma.fields.Integer(required=True),
     }, name=f"{item.__name__.removesuffix('Schema')}Page")
+
+
+def page_of_list(items: Sequence[Any], args: dict[str, Any]) -> dict[str, Any]:
+    """One page of ``items`` (already in order), for a list that is built whole (a tree), in :func:`page_of`'s
+    envelope."""
+    page, per_page = args["page"], args["per_page"]
+    start = (page - 1) * per_page
+    return {"items": list(items[start:start + per_page]), "page": page, "per_page": per_page, "total": len(items)}
 
 
 def page_of(query: Select[Any], args: dict[str, Any], convert: Callable[[Any], Any] = lambda row: row

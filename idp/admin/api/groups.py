@@ -30,10 +30,18 @@ class GroupQuery(PageArgs):
     q = ma.fields.String(validate=ma.validate.Length(max=255), metadata={"description": "part of the name (any case)"})
 
 
+_DESCRIPTION = ma.validate.Length(max=1024)
+
+
 class GroupCreate(ma.Schema):
     name = ma.fields.String(required=True, validate=GROUP_NAME, metadata={
         "description": "unique regardless of case"})
-    description = ma.fields.String(allow_none=True, validate=ma.validate.Length(max=1024))
+    description = ma.fields.String(allow_none=True, validate=_DESCRIPTION)
+
+
+class GroupUpdate(ma.Schema):
+    description = ma.fields.String(required=True, allow_none=True, validate=_DESCRIPTION,
+                                   metadata={"description": "null or empty: none"})
 
 
 def _group(group: Group) -> dict[str, Any]:
@@ -67,6 +75,13 @@ class OneGroup(MethodView):
     def get(self, name: str) -> dict[str, Any]:
         """One group with its members."""
         return _group(directory.require_group(name))
+
+    @blp.arguments(GroupUpdate)
+    @blp.response(200, GroupSchema)
+    @blp.alt_response(404, schema=ErrorSchema, description="No such group.")
+    def patch(self, args: dict[str, Any], name: str) -> dict[str, Any]:
+        """Change a group's description (a group is not renamed: assignments and SPs' role maps name it)."""
+        return _group(directory.update_group(name, description=args["description"], actor=caller()))
 
     @blp.response(204)
     @blp.alt_response(404, schema=ErrorSchema, description="No such group.")

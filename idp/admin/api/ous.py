@@ -9,7 +9,7 @@ import marshmallow as ma
 from flask.views import MethodView
 
 from idp.access import accounts
-from idp.admin.api.base import ErrorSchema, blueprint, caller
+from idp.admin.api.base import ErrorSchema, PageArgs, blueprint, caller, page_of_list, page_schema
 
 blp = blueprint("ous", "/ous", "Organizational units: a tree of OUs that holds AWS accounts.")
 
@@ -54,10 +54,11 @@ def _one(name: str) -> dict[str, Any]:
 
 @blp.route("")
 class Ous(MethodView):
-    @blp.response(200, OuSchema(many=True))
-    def get(self) -> list[dict[str, Any]]:
-        """Every OU, parents before their children, siblings by name (not paged: a tree is read whole)."""
-        return _tree()
+    @blp.arguments(PageArgs, location="query")
+    @blp.response(200, page_schema(OuSchema))
+    def get(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The OUs, parents before their children, siblings by name, paged (each with its path from the root)."""
+        return page_of_list(_tree(), args)
 
     @blp.arguments(OuCreate)
     @blp.response(201, OuSchema)

@@ -1,5 +1,5 @@
 """/api/v1/users: the people of the built-in directory, and the shadow rows of directory (LDAP, AD) users, which
-the directory owns: their profile and password are read-only here, though they can be disabled or deleted."""
+the directory owns: read-only here (:func:`idp.authn.directory.require_local`), as in the admin UI."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from typing import Any
 
 import marshmallow as ma
 from flask.views import MethodView
-from sqlalchemy import func, or_, select
 
 from idp.admin.api.base import ErrorSchema, PageArgs, StrictBoolean, blueprint, caller, page_of, page_schema
 from idp.authn import directory, passwords
@@ -87,14 +86,7 @@ class Users(MethodView):
     @blp.response(200, page_schema(UserSchema))
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
         """Users by username, paged."""
-        query = select(User).order_by(User.username)
-        if "q" in args:
-            part = args["q"].lower()
-            query = query.where(or_(User.username.contains(part, autoescape=True),
-                                    func.lower(User.email).contains(part, autoescape=True)))
-        if "source" in args:
-            query = query.where(User.source == args["source"])
-        return page_of(query, args, user_dict)
+        return page_of(directory.search_users(q=args.get("q"), source=args.get("source")), args, user_dict)
 
     @blp.arguments(UserCreate)
     @blp.response(201, UserSchema)
@@ -118,18 +110,18 @@ class OneUser(MethodView):
     @blp.arguments(UserUpdate)
     @blp.response(200, UserSchema)
     @blp.alt_response(404, schema=ErrorSchema, description="No such user.")
-    @blp.alt_response(409, schema=ErrorSchema, description="A directory user's profile or password: change it in "
-                                                           "their directory.")
+    @blp.alt_response(409, schema=ErrorSchema, description="A directory user: change them in their directory.")
     def patch(self, args: dict[str, Any], username: str) -> dict[str, Any]:
-        """Change a user's profile, password or whether they may sign in.
+        """Change a local user's profile, password or whether they may sign in.
 
-        Only the fields given change (null clears a profile field), all or nothing. A directory user's profile
-        and password are their directory's (409); whether they may sign in here is ours.
+        Only the fields given change (null clears a profile field), all or nothing. A directory user is their
+        directory's (409).
         """
         return user_dict(directory.update_user(username, actor=caller(), **args))
 
     @blp.response(204)
     @blp.alt_response(404, schema=ErrorSchema, description="No such user.")
+    @blp.alt_response(409, schema=ErrorSchema, description="A directory user: their directory owns them.")
     def delete(self, username: str) -> None:
-        """Delete a user and end their sessions."""
+        """Delete a local user and end their sessions."""
         directory.delete_user(username, actor=caller())

@@ -11,10 +11,11 @@ from flask import Blueprint, g, redirect, request
 from werkzeug.wrappers import Response as BaseResponse
 
 from idp import audit
+from idp.admin.api.base import unstorable_text
 from idp.audit import AuditEvent
 from idp.authn.principal import Principal
 from idp.authn.session import current_session, login_url, principal_for
-from idp.errors import Forbidden
+from idp.errors import BadRequest, Forbidden
 from idp.runtime import settings
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -29,6 +30,16 @@ def admin() -> Principal:
 def admin_actor() -> str:
     """How the audit log names the admin acting in this request."""
     return f"admin:{admin().username}"
+
+
+@bp.before_request
+def _refuse_unstorable_text() -> None:
+    # The database cannot store a NUL or a lone surrogate (PostgreSQL's driver raises before the query): a form
+    # field, a query argument or a path part holding one is refused here, before any view or audit event sees it.
+    given = [request.view_args or {}, request.args.to_dict(flat=False), request.form.to_dict(flat=False)]
+    if any(unstorable_text(v) for v in given):
+        raise BadRequest("A field or the address holds a character that cannot be stored (a NUL character or a "
+                         "lone surrogate): remove it and try again.", "unstorable text in the request")
 
 
 @bp.before_request

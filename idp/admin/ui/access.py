@@ -6,6 +6,7 @@ and the API's services), whose refusals are shown on the form."""
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from flask import flash, redirect, render_template, request, url_for
@@ -29,7 +30,7 @@ from idp.access import accounts, assignments, permission_sets
 from idp.access.accounts import AccountChanges
 from idp.access.permission_sets import PermissionSetSpec
 from idp.admin.ui import admin_actor, bp
-from idp.admin.ui.forms import ConfirmForm, choices, confirm_step, lines, refused, show_error
+from idp.admin.ui.forms import ConfirmForm, choices, confirm_step, ending, lines, refused, show_error, until_step
 from idp.admin.ui.paging import paged
 from idp.admin.ui.refusals import place
 from idp.errors import BadRequest, Conflict, IdpError
@@ -443,20 +444,11 @@ class AssignmentFilter(FlaskForm):  # type: ignore[misc]
 
 def _filtered(form: AssignmentFilter) -> Select[tuple[Assignment]]:
     """The assignments the filter form selects; an unknown user, group or permission set is refused."""
-    query = select(Assignment).order_by(Assignment.id)
-    if principal := (form.principal.data or "").strip():
-        query = query.where(assignments.resolve_principal(principal).matches(Assignment))
-    if form.permission_set.data:
-        pset = permission_sets.require_permission_set(form.permission_set.data)
-        query = query.where(Assignment.permission_set_id == pset.id)
-    if form.target.data:
-        target = _target(form.target.data)
-        query = query.where(Assignment.account_id == accounts.require_account(target["account"]).id
-                            if "account" in target else Assignment.ou_id == accounts.require_ou(target["ou"]).id)
-    if form.status.data:
-        running = or_(Assignment.until.is_(None), Assignment.until > clock.now())
-        query = query.where(running if form.status.data == "active" else ~running)
-    return query
+    target = _target(form.target.data) if form.target.data else {}
+    return assignments.assignment_query(
+        principal=(form.principal.data or "").strip() or None, permission_set=form.permission_set.data or None,
+        account=target.get("account"), ou=target.get("ou"),
+        active={"active": True, "ended": False}.get(form.status.data), now=clock.now())
 
 
 @bp.get("/assignments", endpoint="assignments")
@@ -511,6 +503,19 @@ def assignment_new() -> Page:
     if request.method == "POST":
         return refused("admin/assignments_new.html", form=form)
     return render_template("admin/assignments_new.html", form=form)
+
+
+@bp.route("/assignments/<int:assignment_id>", methods=["GET", "POST"])
+def assignment(assignment_id: int) -> Page:
+    """When the assignment ends: its form (GET), and the change (POST)."""
+    info = assignments.describe_assignments([assignments.require_assignment(assignment_id)])[0]
+
+    def change(until: datetime | None) -> str:
+        done = assignments.update_assignment(assignment_id, until=until, actor=admin_actor())
+        return f"{done.what} is assigned to {done.principal} in {done.where} {ending(done.until)}."
+
+    return until_step(current=info.until, title=f"End of {info.permission_set} for {info.who.label} in {info.where}",
+                      back=url_for("admin.assignments"), change=change)
 
 
 @bp.route("/assignments/<int:assignment_id>/remove", methods=["GET", "POST"])

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from flask import render_template, request
 from flask_wtf import FlaskForm
-from sqlalchemy import Select, select
+from sqlalchemy import select
 from werkzeug.wrappers import Response as BaseResponse
 from wtforms import Field, SelectField, StringField
 from wtforms.validators import Length, Optional
@@ -15,6 +15,7 @@ from wtforms.validators import Length, Optional
 from idp.admin.ui import bp
 from idp.admin.ui.forms import choices, refused
 from idp.admin.ui.paging import paged
+from idp.audit import query as audit_query
 from idp.extensions import db
 from idp.store import AuditRecord
 
@@ -39,8 +40,9 @@ class AuditFilter(FlaskForm):  # type: ignore[misc]
 
 
 def _moment(field: Field, *, end: bool) -> datetime | None:
-    """The field's time in UTC, None when empty; a bare date is the start of that day, or as an ``end`` the start
-    of the next. A value that is no time goes to the field's errors."""
+    """The field's time (UTC when it names no zone), None when empty; a bare date is the start of that day, or as
+    an ``end`` the start of the next. A value that is no time goes to the field's errors. The zone is kept:
+    0001-01-01T00:00+05:00 has no UTC time, and :func:`idp.audit.query` knows what it stands for."""
     text = (field.data or "").strip()
     if not text:
         return None
@@ -53,19 +55,7 @@ def _moment(field: Field, *, end: bool) -> datetime | None:
         return None
     except OverflowError:  # through 9999-12-31: no end
         return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _query(form: AuditFilter, since: datetime | None, until: datetime | None) -> Select[tuple[AuditRecord]]:
-    query = select(AuditRecord).order_by(AuditRecord.at.desc(), AuditRecord.id.desc())
-    for column in ("username", "actor", "type", "outcome"):
-        if value := (form[column].data or "").strip():
-            query = query.where(getattr(AuditRecord, column) == value)
-    if since is not None:
-        query = query.where(AuditRecord.at >= since)
-    if until is not None:
-        query = query.where(AuditRecord.at < until)
-    return query
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 @bp.get("/audit")
@@ -79,5 +69,7 @@ def audit() -> str | tuple[str, int] | BaseResponse:
         form.until.errors = [*form.until.errors, "Until must be later than since."]
     if form.errors:
         return refused("admin/audit.html", form=form, page=None)
-    page = paged(_query(form, since, until))
+    given = {column: (form[column].data or "").strip() or None for column in ("username", "actor", "type", "outcome")}
+    page = paged(audit_query(username=given["username"], actor=given["actor"], type=given["type"],
+                             outcome=given["outcome"], since=since, until=until))
     return render_template("admin/audit.html", form=form, page=page)

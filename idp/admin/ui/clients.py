@@ -6,6 +6,7 @@ whose refusals are shown on the form."""
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 
 from flask import flash, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
@@ -188,32 +189,29 @@ def client_secret(client_id: str) -> Page:
     return _client_page(row, rotate_form=form, status=UNPROCESSABLE)
 
 
+def _app(client_id: str) -> app_access.App:
+    row = clients.get_or_404(client_id)
+    return app_access.App(row, url_for("admin.client", client_id=row.client_id), partial(_client_page, row))
+
+
 @bp.post("/clients/<client_id>/access")
 def client_open(client_id: str) -> Page:
-    row = clients.get_or_404(client_id)
-    form = app_access.OpenForm(prefix="access")
-    if form.validate_on_submit() and (changed := app_access.set_open(client_id, form)) is not None:
-        flash((f"{row.name} is now open to every signed-in user." if row.open_to_all
-               else f"{row.name} is now only for those it is assigned to.") if changed else "Nothing changed.",
-              "success")
-        return redirect(url_for("admin.client", client_id=client_id), 303)
-    return _client_page(row, open_form=form, status=UNPROCESSABLE)
+    return app_access.open_view(_app(client_id))
 
 
 @bp.post("/clients/<client_id>/assign")
 def client_assign(client_id: str) -> Page:
-    row = clients.get_or_404(client_id)
-    form = app_access.AssignForm(prefix="assign")
-    if form.validate_on_submit() and (done := app_access.assign(client_id, form)) is not None:
-        flash(f"Assigned {done.what} to {done.principal}.", "success")
-        return redirect(url_for("admin.client", client_id=client_id), 303)
-    return _client_page(row, assign_form=form, status=UNPROCESSABLE)
+    return app_access.assign_view(_app(client_id))
 
 
 @bp.route("/clients/<client_id>/unassign", methods=["GET", "POST"])
 def client_unassign(client_id: str) -> Page:
-    row = clients.get_or_404(client_id)
-    return app_access.unassign_page(client_id, row.name, url_for("admin.client", client_id=client_id))
+    return app_access.unassign_view(_app(client_id))
+
+
+@bp.route("/clients/<client_id>/assignments/<int:assignment_id>", methods=["GET", "POST"])
+def client_until(client_id: str, assignment_id: int) -> Page:
+    return app_access.until_view(_app(client_id), assignment_id)
 
 
 @bp.route("/clients/<client_id>/delete", methods=["GET", "POST"])

@@ -10,20 +10,21 @@ from typing import Any
 
 from flask import flash, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from werkzeug.wrappers import Response as BaseResponse
 from wtforms import Field, HiddenField, PasswordField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, EqualTo, Length, Optional
 
 from idp.access import assignments
-from idp.admin.ui import admin_actor, bp
-from idp.admin.ui.forms import ConfirmForm, MultiCheckboxField, choices, confirm_step, refused, show_error
+from idp.admin.ui import admin, admin_actor, bp
+from idp.admin.ui.forms import ConfirmForm, MultiCheckboxField, choices, confirm_step, refused, show_error, subject
 from idp.admin.ui.paging import paged
 from idp.admin.ui.refusals import place
 from idp.authn import directory
 from idp.authn.connectors.chain import configured
 from idp.errors import Conflict, IdpError, NotFound
 from idp.extensions import db
+from idp.runtime import settings
 from idp.store import Group, User
 
 Page = str | tuple[str, int] | BaseResponse
@@ -71,7 +72,7 @@ class AddGroupForm(FlaskForm):  # type: ignore[misc]
     add_group = SelectField("Group", validators=[DataRequired("Choose a group.")], validate_choice=False)
 
 
-class RemoveGroupForm(FlaskForm):  # type: ignore[misc]
+class RemoveGroupForm(ConfirmForm):
     group = HiddenField(validators=[DataRequired()])
 
 
@@ -103,13 +104,7 @@ def people() -> Page:
     form.source.choices = choices([("", "All"), *((s, "built in" if s == LOCAL else s) for s in _sources())])
     if not form.validate():
         return refused("admin/people.html", form=form, users=None)
-    query = select(User).order_by(User.username)
-    if q := (form.q.data or "").strip():
-        query = query.where(or_(User.username.contains(q.lower(), autoescape=True),
-                                func.lower(User.email).contains(q.lower(), autoescape=True)))
-    if form.source.data:
-        query = query.where(User.source == form.source.data)
-    users = paged(query)
+    users = paged(directory.search_users(q=form.q.data, source=form.source.data))
     return render_template("admin/people.html", form=form, users=users)
 
 
@@ -150,7 +145,6 @@ def _person_page(user: User, *, status: int = 200, **failed: FlaskForm) -> tuple
             "password_form": PasswordForm(formdata=None),
             "add_group_form": AddGroupForm(formdata=None),
             "action_form": ActionForm(formdata=None),
-            "remove_group_form": RemoveGroupForm(formdata=None),
             **failed,
         }
         forms["add_group_form"].add_group.choices = choices(
@@ -250,19 +244,13 @@ def person_group_add(username: str) -> Page:
     return _person_page(user, status=422, add_group_form=form)
 
 
-@bp.post("/people/<username>/groups/remove")
+@bp.route("/people/<username>/groups/remove", methods=["GET", "POST"])
 def person_group_remove(username: str) -> Page:
+    """The confirmation step of taking the user out of a group (GET ?group=NAME), and the removal (POST)."""
     user = _local_user(username)
     form = RemoveGroupForm()
-    if form.validate_on_submit():
-        try:
-            directory.remove_member(form.group.data, user.username, actor=admin_actor())
-        except IdpError as exc:
-            db.session.rollback()
-            show_error(form, exc)
-        else:
-            return _saved(user, f"Removed {user.username} from {form.group.data}.")
-    return _person_page(user, status=422, remove_group_form=form)
+    group = subject(form.group, "group", "NAME")
+    return _leave(group, user.username, form, url_for("admin.person", username=user.username))
 
 
 @bp.route("/people/<username>/delete", methods=["GET", "POST"])
@@ -295,11 +283,16 @@ class NewGroupForm(FlaskForm):  # type: ignore[misc]
     description = TextAreaField("Description", validators=[Length(max=1024)], render_kw={"rows": 2})
 
 
+class DescriptionForm(FlaskForm):  # type: ignore[misc]
+    description = TextAreaField("Description", validators=[Length(max=1024)], render_kw={"rows": 2},
+                                description="What the group is for; empty: none.")
+
+
 class AddMemberForm(FlaskForm):  # type: ignore[misc]
     username = StringField("Username", validators=[DataRequired("Name a user."), Length(max=255)])
 
 
-class RemoveMemberForm(FlaskForm):  # type: ignore[misc]
+class RemoveMemberForm(ConfirmForm):
     member = HiddenField(validators=[DataRequired()])
 
 
@@ -340,7 +333,7 @@ def groups() -> Page:
     return redirect(url_for("admin.group", name=group.name), 303)
 
 
-def _group_page(name: str, *, add_form: AddMemberForm | None = None, remove_form: RemoveMemberForm | None = None,
+def _group_page(name: str, *, add_form: AddMemberForm | None = None, description_form: DescriptionForm | None = None,
                 status: int = 200) -> tuple[str, int]:
     group = directory.get_group(name)
     if group is None:
@@ -351,7 +344,7 @@ def _group_page(name: str, *, add_form: AddMemberForm | None = None, remove_form
     return render_template(
         "admin/groups_show.html", group=group, name=group.name, members=[u.username for u in group.members],
         add_form=add_form or AddMemberForm(formdata=None),
-        remove_form=remove_form or RemoveMemberForm(formdata=None)), status
+        description_form=description_form or DescriptionForm(formdata=None, obj=group)), status
 
 
 @bp.get("/groups/<name>")
@@ -363,6 +356,23 @@ def _group_saved(name: str, message: str) -> BaseResponse:
     db.session.commit()
     flash(message, "success")
     return redirect(url_for("admin.group", name=name), 303)
+
+
+@bp.post("/groups/<name>/description")
+def group_description(name: str) -> Page:
+    group = directory.require_group(name)
+    form = DescriptionForm()
+    if form.validate_on_submit():
+        before = group.description
+        try:
+            directory.update_group(group.name, description=form.description.data, actor=admin_actor())
+        except IdpError as exc:
+            db.session.rollback()
+            show_error(form, exc, form.description)
+        else:
+            return _group_saved(group.name, f"Saved the description of {group.name}." if group.description != before
+                                else "Nothing changed.")
+    return _group_page(group.name, description_form=form, status=422)
 
 
 @bp.post("/groups/<name>/members")
@@ -382,19 +392,30 @@ def group_member_add(name: str) -> Page:
     return _group_page(group.name, add_form=form, status=422)
 
 
-@bp.post("/groups/<name>/members/remove")
+@bp.route("/groups/<name>/members/remove", methods=["GET", "POST"])
 def group_member_remove(name: str) -> Page:
+    """The confirmation step of taking a member out of the group (GET ?member=NAME), and the removal (POST)."""
     group = directory.require_group(name)
     form = RemoveMemberForm()
-    if form.validate_on_submit():
-        try:
-            directory.remove_member(group.name, form.member.data, actor=admin_actor())
-        except IdpError as exc:
-            db.session.rollback()
-            show_error(form, exc)
-        else:
-            return _group_saved(group.name, f"Removed {form.member.data} from {group.name}.")
-    return _group_page(group.name, remove_form=form, status=422)
+    member = subject(form.member, "member", "USERNAME")
+    return _leave(group.name, member, form, url_for("admin.group", name=group.name))
+
+
+def _leave(group: str, username: str, form: ConfirmForm, back: str) -> Page:
+    """One click must not take someone out of a group (the admin group above all): the removal is confirmed."""
+    username = directory.normalize_username(username)
+    form.confirm.label.text = f"Yes, take {username} out of {group}"
+    warning = None
+    if group == settings().admin_group:
+        warning = (f"{group} is the admin group: {username} can no longer use these pages"
+                   + (", and neither can you, from your next page." if username == admin().username else "."))
+
+    def act() -> str:
+        directory.remove_member(group, username, actor=admin_actor())
+        return f"Removed {username} from {group}."
+
+    return confirm_step(form, title=f"Remove {username} from {group}", button="Remove", back=back, act=act,
+                        done=back, warning=warning)
 
 
 @bp.route("/groups/<name>/delete", methods=["GET", "POST"])

@@ -6,6 +6,7 @@ or assign it to users and groups, delete it. Every change goes through :mod:`idp
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from functools import partial
 from typing import Any
 
 from flask import abort, flash, redirect, render_template, request, url_for
@@ -326,32 +327,29 @@ def sp_refresh(sp_id: int) -> Page:
     return redirect(url_for("admin.sp", sp_id=sp_id), 303)
 
 
+def _app(sp_id: int) -> app_access.App:
+    row = providers.get_by_id_or_404(sp_id)
+    return app_access.App(row, url_for("admin.sp", sp_id=sp_id), partial(_sp_page, row))
+
+
 @bp.post("/sps/<int:sp_id>/access")
 def sp_open(sp_id: int) -> Page:
-    row = providers.get_by_id_or_404(sp_id)
-    form = app_access.OpenForm(prefix="access")
-    if form.validate_on_submit() and (changed := app_access.set_open(row.entity_id, form)) is not None:
-        flash((f"{row.name} is now open to every signed-in user." if row.open_to_all
-               else f"{row.name} is now only for those it is assigned to.") if changed else "Nothing changed.",
-              "success")
-        return redirect(url_for("admin.sp", sp_id=sp_id), 303)
-    return _sp_page(row, open_form=form, status=UNPROCESSABLE)
+    return app_access.open_view(_app(sp_id))
 
 
 @bp.post("/sps/<int:sp_id>/assign")
 def sp_assign(sp_id: int) -> Page:
-    row = providers.get_by_id_or_404(sp_id)
-    form = app_access.AssignForm(prefix="assign")
-    if form.validate_on_submit() and (done := app_access.assign(row.entity_id, form)) is not None:
-        flash(f"Assigned {done.what} to {done.principal}.", "success")
-        return redirect(url_for("admin.sp", sp_id=sp_id), 303)
-    return _sp_page(row, assign_form=form, status=UNPROCESSABLE)
+    return app_access.assign_view(_app(sp_id))
 
 
 @bp.route("/sps/<int:sp_id>/unassign", methods=["GET", "POST"])
 def sp_unassign(sp_id: int) -> Page:
-    row = providers.get_by_id_or_404(sp_id)
-    return app_access.unassign_page(row.entity_id, row.name, url_for("admin.sp", sp_id=sp_id))
+    return app_access.unassign_view(_app(sp_id))
+
+
+@bp.route("/sps/<int:sp_id>/assignments/<int:assignment_id>", methods=["GET", "POST"])
+def sp_until(sp_id: int, assignment_id: int) -> Page:
+    return app_access.until_view(_app(sp_id), assignment_id)
 
 
 @bp.route("/sps/<int:sp_id>/delete", methods=["GET", "POST"])
