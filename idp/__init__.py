@@ -6,6 +6,7 @@ import secrets
 from pathlib import Path
 
 from flask import Flask, Response
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from idp.config import Settings
 from idp.database import MIGRATIONS, engine_options, upgrade_embedded
@@ -13,6 +14,7 @@ from idp.errors import register_error_handlers
 from idp.extensions import csrf, db, migrate
 from idp.keys import EC, KeyStore, data_dir_lock, write_private
 from idp.logs import configure_logging, init_request_ids
+from idp.ops import init_ops
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -25,6 +27,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     migrate.init_app(app, db, directory=MIGRATIONS)
     csrf.init_app(app)
     init_request_ids(app)
+    init_ops(app)
     register_error_handlers(app)
     _security_headers(app)
     keys = KeyStore(settings)
@@ -36,6 +39,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["idp.keys.ec"] = ec_keys
     upgrade_embedded(app, settings)
     _register_blueprints(app)
+    _trust_proxies(app, settings)
     return app
 
 
@@ -54,6 +58,15 @@ def _configure(app: Flask, settings: Settings) -> None:
         WTF_CSRF_TIME_LIMIT=settings.session_max_seconds,
         PREFERRED_URL_SCHEME="https" if settings.https else "http",
     )
+
+
+def _trust_proxies(app: Flask, settings: Settings) -> None:
+    """With N trusted hops, the client's address (and scheme, host) is what the Nth proxy from us saw: the
+    Nth X-Forwarded-For entry from the right, which that proxy appended. Entries left of it are the client's
+    to choose, so they never reach the login throttle; with 0 hops the headers are ignored altogether."""
+    n = settings.trusted_proxy_hops
+    if n:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
 
 
 def _generated_secret(data_dir: Path) -> str:

@@ -75,8 +75,12 @@ def serve(bind: str | None, workers: int | None) -> None:
     """Run the bridge under gunicorn."""
     from gunicorn.app.base import BaseApplication
 
+    from idp.ops import serving
+
     settings = runtime_settings()
     app = current_app._get_current_object()  # type: ignore[attr-defined]
+    # Before gunicorn forks: every worker writes its metrics there, and /metrics in any of them sums them all.
+    metrics_dir = serving.share_metrics(settings.data_dir)
 
     class _Gunicorn(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -90,6 +94,9 @@ def serve(bind: str | None, workers: int | None) -> None:
                 self.cfg.set("control_socket_disable", True)
             # Path only: query strings and referrers carry SAML messages and signatures.
             self.cfg.set("access_log_format", '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms')
+            self.cfg.set("logger_class", serving.QuietProbes)
+            self.cfg.set("child_exit", serving.worker_exited)
+            self.cfg.set("on_exit", serving.remove_on_exit(metrics_dir))
 
         def load(self) -> Any:
             return app

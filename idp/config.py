@@ -55,6 +55,9 @@ class Settings:
     log_format: str = "json"
     log_level: str = "INFO"
     workers: int = 2
+    # Reverse proxies in front of the bridge whose X-Forwarded-For/-Proto/-Host to believe (0: none, the
+    # peer's address is the client's). More than there are lets a client choose its address for the throttle.
+    trusted_proxy_hops: int = 0
     # IDP_CONFIG: an optional YAML file for lists, such as the directory connectors.
     config: Path | None = None
     # IDP_PRESETS_DIR: the SAML app presets (idp sp add --preset); default: the repository's metadata/presets/.
@@ -162,6 +165,8 @@ class Settings:
         out.extend(f"{k}: must be greater than 0" for k, v in positive.items() if v <= 0)
         if self.saml_clock_skew_seconds < 0:
             out.append("IDP_SAML_CLOCK_SKEW_SECONDS: must not be negative")
+        if self.trusted_proxy_hops < 0:
+            out.append("IDP_TRUSTED_PROXY_HOPS: must not be negative")
         if self.session_idle_seconds > self.session_max_seconds:
             out.append("IDP_SESSION_IDLE_SECONDS: must not exceed IDP_SESSION_MAX_SECONDS")
         out.extend(self._aws_problems())

@@ -1,0 +1,126 @@
+"""Readiness: the database answers ``SELECT 1`` and every configured LDAP / AD directory accepts a connection
+and its service bind (the probe ``idp directory test`` runs), each within a short timeout, checked at once.
+
+Failure details go to the log only: the endpoint is unauthenticated and a reason names hosts and accounts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+from idp.authn.connectors import bind_passwords, chain
+from idp.authn.connectors.ad import open_directory
+from idp.authn.connectors.chain import Configured
+from idp.authn.connectors.settings import DirectoryConfig
+from idp.errors import DirectoryUnavailable
+from idp.extensions import db
+from idp.runtime import settings
+
+log = logging.getLogger(__name__)
+
+# Seconds a dependency gets to answer; a kubelet's probe timeout must be longer than twice this (the database
+# is asked before the directories, which are listed in it).
+TIMEOUT = 2.0
+OK, ERROR = "ok", "error"
+
+
+@dataclass(frozen=True)
+class Readiness:
+    database: str
+    directories: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ready(self) -> bool:
+        return self.database == OK and all(v == OK for v in self.directories.values())
+
+
+def check() -> Readiness:
+    engine = db.engine
+    database = _within(TIMEOUT, {"database": lambda: _select_one(engine)})["database"]
+    # Directories added with `idp directory add` are listed in the database: without it, those of IDP_CONFIG.
+    items = chain.configured() if database == OK else [
+        Configured(c, None, "IDP_CONFIG", c.name) for c in settings().directories]
+    probes: dict[str, Callable[[], None]] = {}
+    for item in items:
+        if item.cfg is not None and item.cfg.type == "local":
+            continue
+        probes[item.name] = _directory_probe(item)
+    return Readiness(database, _within(TIMEOUT + 0.5, probes) if probes else {})
+
+
+def _select_one(engine: Engine) -> None:
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+
+
+def _directory_probe(item: Configured) -> Callable[[], None]:
+    """A function that raises unless the directory answers; settings are read here, in the request."""
+    cfg = item.cfg
+    if cfg is None:
+        problems = "; ".join(item.problems)
+        return lambda: _fail(f"directory {item.name} is misconfigured: {problems}")
+    try:
+        password = bind_passwords.bind_password(cfg, item.encrypted)
+    except DirectoryUnavailable as exc:
+        reason = exc.reason
+        return lambda: _fail(reason)
+    short = dataclasses.replace(cfg, timeout=min(cfg.timeout, TIMEOUT))
+    return lambda: _probe(short, password)
+
+
+def _probe(cfg: DirectoryConfig, password: str | None) -> None:
+    directory = open_directory(cfg, password)
+    try:
+        results = directory.probe()
+    finally:
+        directory.close()
+    # Failover: the directory serves sign-ins while any of its servers does.
+    if not any(error is None for _, error in results):
+        _fail("; ".join(f"{url}: {error}" for url, error in results))
+
+
+def _fail(reason: str) -> None:
+    raise DirectoryUnavailable("unavailable", reason)
+
+
+def _within(seconds: float, checks: dict[str, Callable[[], None]]) -> dict[str, str]:
+    """Run the checks side by side; each is OK if it returned within ``seconds``. One still running then
+    counts as an error and is left to end at its own timeout, on a daemon thread that holds up no exit."""
+    done: dict[str, BaseException | None] = {}
+
+    def run(name: str, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+            done[name] = None
+        except Exception as exc:  # any failure means not ready; logged below
+            done[name] = exc
+
+    threads = [threading.Thread(target=run, args=item, name=f"idp-readyz-{item[0]}", daemon=True)
+               for item in checks.items()]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + seconds
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    out: dict[str, str] = {}
+    for name in checks:
+        if name not in done:
+            log.warning("readiness: %s did not answer within %g s", name, seconds)
+            out[name] = ERROR
+            continue
+        exc = done[name]
+        if exc is None:
+            out[name] = OK
+            continue
+        detail = exc.reason if isinstance(exc, DirectoryUnavailable) else (str(exc).splitlines() or [""])[0]
+        log.warning("readiness: %s failed: %s", name, detail or type(exc).__name__)
+        out[name] = ERROR
+    return out

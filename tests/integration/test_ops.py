@@ -1,0 +1,209 @@
+"""/healthz, /readyz and /metrics: what a load balancer, a kubelet and a Prometheus scraper see, in one
+process and across gunicorn's workers."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+from authlib.integrations.requests_client import OAuth2Session
+from flask import Flask
+from flask.testing import FlaskClient
+from helpers import DEFAULT_PASSWORD, free_port, idp_process, login, make_user
+from ldap_server import Slapd, SlowProxy, closed_port_url, directory_config
+from oidc_peers import register
+from prometheus_client.parser import text_string_to_metric_families
+from saml_peers import SP_ENTITY_ID, sign_in_at_a_new_sp
+
+from idp import create_app
+from idp.config import Settings
+
+LATENCY = "idp_http_request_duration_seconds"
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def parse(text: str) -> Samples:
+    """Every sample of a scrape, parsed by prometheus_client's own parser (which refuses a malformed page)."""
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def scrape(client: FlaskClient) -> Samples:
+    resp = client.get("/metrics")
+    assert resp.status_code == 200
+    assert resp.mimetype == "text/plain"
+    return parse(resp.get_data(as_text=True))
+
+
+def scrape_http(base_url: str) -> Samples:
+    resp = requests.get(base_url + "/metrics", timeout=10)
+    assert resp.status_code == 200
+    return parse(resp.text)
+
+
+# --- health and readiness ---------------------------------------------------------------------------------
+
+def test_healthz_and_readyz_answer_without_a_session(client: FlaskClient) -> None:
+    resp = client.get("/healthz")
+    assert (resp.status_code, resp.get_data(as_text=True).strip()) == (200, "ok")
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.get_json() == {"status": "ready", "checks": {"database": "ok", "directories": {}}}
+    for r in (resp, ready, client.get("/metrics")):
+        assert r.headers.getlist("Set-Cookie") == []
+
+
+def test_readyz_is_503_while_the_database_is_down_and_healthz_stays_up(
+        make_settings: Callable[..., Settings]) -> None:
+    # PostgreSQL on a loopback port nothing listens on: the server is down.
+    app = create_app(make_settings(database_url=f"postgresql+psycopg://idp@127.0.0.1:{free_port()}/idp"))
+    client = app.test_client()
+    assert client.get("/healthz").status_code == 200
+    started = time.monotonic()
+    resp = client.get("/readyz")
+    assert time.monotonic() - started < 5
+    assert resp.status_code == 503
+    assert resp.get_json() == {"status": "unavailable", "checks": {"database": "error", "directories": {}}}
+    assert client.get("/healthz").status_code == 200
+
+
+def test_readyz_probes_every_configured_directory(
+        with_directories: Callable[..., Flask], slapd: Slapd, tmp_path: Path) -> None:
+    up = directory_config(slapd, tmp_path, "corp")
+    # Failover: the second server answers, so the directory serves sign-ins.
+    failover = directory_config(slapd, tmp_path, "branch", urls=[closed_port_url(), slapd.ldap_url])
+    app = with_directories(up, failover)
+    resp = app.test_client().get("/readyz")
+    assert resp.status_code == 200, resp.get_json()
+    assert resp.get_json()["checks"] == {"database": "ok", "directories": {"corp": "ok", "branch": "ok"}}
+
+
+def test_readyz_is_503_while_a_directory_is_down(
+        with_directories: Callable[..., Flask], slapd: Slapd, tmp_path: Path) -> None:
+    down_url = closed_port_url()
+    app = with_directories(directory_config(slapd, tmp_path, "corp"),
+                           directory_config(slapd, tmp_path, "hr", urls=[down_url]))
+    resp = app.test_client().get("/readyz")
+    assert resp.status_code == 503
+    assert resp.get_json() == {"status": "unavailable",
+                               "checks": {"database": "ok", "directories": {"corp": "ok", "hr": "error"}}}
+    # The reason is logged, not shown to whoever asks: it names servers.
+    assert down_url.split("//")[1] not in resp.get_data(as_text=True)
+
+
+def test_readyz_answers_quickly_while_a_directory_hangs(
+        with_directories: Callable[..., Flask], slapd: Slapd, tmp_path: Path) -> None:
+    proxy = SlowProxy(slapd.ldap_url, delay=10)  # accepts, then answers nothing for 10 s
+    try:
+        # Sign-ins may wait 30 s for this directory; a readiness probe may not.
+        app = with_directories(directory_config(slapd, tmp_path, "corp", urls=[proxy.url], timeout=30))
+        started = time.monotonic()
+        resp = app.test_client().get("/readyz")
+        assert time.monotonic() - started < 4
+        assert resp.status_code == 503
+        assert resp.get_json()["checks"]["directories"] == {"corp": "error"}
+    finally:
+        proxy.stop()
+
+
+def test_readyz_counts_a_wrong_service_password_as_down(
+        with_directories: Callable[..., Flask], slapd: Slapd, tmp_path: Path) -> None:
+    cfg = directory_config(slapd, tmp_path, "corp")
+    assert cfg.bind_password_file is not None
+    cfg.bind_password_file.write_text("not the service password\n")
+    resp = with_directories(cfg).test_client().get("/readyz")
+    assert resp.status_code == 503
+    assert resp.get_json()["checks"]["directories"] == {"corp": "error"}
+
+
+# --- metrics ----------------------------------------------------------------------------------------------
+
+def test_latency_histogram_counts_requests_by_endpoint_not_path(client: FlaskClient) -> None:
+    before = scrape(client)
+    assert client.get("/login").status_code == 200
+    assert client.get("/no/such/page-1234").status_code == 404
+    after = scrape(client)
+
+    login_page = {"endpoint": "authn.login", "method": "GET", "status": "2xx"}
+    assert value(after, LATENCY + "_count", **login_page) == value(before, LATENCY + "_count", **login_page) + 1
+    # The +Inf bucket holds every observation; the sum grew by a positive time.
+    assert value(after, LATENCY + "_bucket", le="+Inf", **login_page) == value(after, LATENCY + "_count", **login_page)
+    assert value(after, LATENCY + "_sum", **login_page) > value(before, LATENCY + "_sum", **login_page)
+    unmatched = {"endpoint": "unmatched", "method": "GET", "status": "4xx"}
+    assert value(after, LATENCY + "_count", **unmatched) == value(before, LATENCY + "_count", **unmatched) + 1
+    # A path never becomes a label: probing random URLs cannot grow the scrape.
+    assert not any("/no/such" in v for _, labels in after for _, v in labels)
+
+
+def test_sign_ins_and_refusals_are_counted_from_the_audit_events(app: Flask, client: FlaskClient) -> None:
+    make_user("alice")
+    before = scrape(client)
+    assert login(client, "alice", "wrong").status_code == 200
+    assert login(client, "alice", DEFAULT_PASSWORD).status_code == 302
+    after = scrape(client)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("idp_signins_total", result="success", source="local") == 1
+    assert delta("idp_signins_total", result="failure", source="unknown") == 1
+    assert delta("idp_refusals_total", event="login", reason="bad password") == 1
+
+
+def test_saml_responses_and_oidc_tokens_are_counted_by_sp_and_client(live_server) -> None:  # type: ignore[no-untyped-def]
+    make_user("alice", email="alice@example.test", display_name="Alice Anderson")
+    reg = register(name="reports job", grant_types=("client_credentials",), redirect_uris=())
+    before = scrape_http(live_server.url)
+
+    sign_in_at_a_new_sp(live_server.url, "alice", DEFAULT_PASSWORD)
+    rp = OAuth2Session(reg.client_id, reg.client_secret, scope="profile")
+    assert rp.fetch_token(live_server.url + "/oauth/token", grant_type="client_credentials")["access_token"]
+    wrong = requests.post(live_server.url + "/oauth/token", data={"grant_type": "client_credentials"},
+                          auth=(reg.client_id, "not the secret"), timeout=10)
+    assert wrong.status_code == 401
+    after = scrape_http(live_server.url)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("idp_saml_responses_total", sp=SP_ENTITY_ID) == 1
+    assert delta("idp_oidc_tokens_total", client=reg.client_id, grant_type="client_credentials") == 1
+    assert delta("idp_refusals_total", event="oidc.token", reason="invalid_client") == 1
+    assert delta(LATENCY + "_count", endpoint="oidc.token", method="POST", status="2xx") == 1
+    assert delta(LATENCY + "_count", endpoint="oidc.token", method="POST", status="4xx") == 1
+
+
+# --- several workers --------------------------------------------------------------------------------------
+
+def test_metrics_under_idp_serve_sum_every_worker(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "IDP_DATA_DIR": str(tmp_path), "IDP_BASE_URL": f"http://127.0.0.1:{port}",
+           "IDP_WORKERS": "2"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    healthz = {"endpoint": "ops.healthz", "method": "GET", "status": "2xx"}
+    with idp_process(["serve"], env, port, tmp_path / "out.log") as served:
+        (folder,) = (tmp_path / "metrics").iterdir()  # this start's own folder
+        sent = 0
+        with ThreadPoolExecutor(8) as pool:
+            # Concurrent connections until both workers have answered some (each keeps its own file).
+            for _ in range(20):
+                codes = list(pool.map(lambda _: requests.get(served.url + "/healthz", timeout=10).status_code,
+                                      range(40)))
+                assert codes == [200] * 40
+                sent += 40
+                if len(list(folder.glob("histogram_*.db"))) >= 2:
+                    break
+        # (None at all: prometheus_client was imported before `idp serve` set its folder, see idp.ops.metrics.)
+        assert len(list(folder.glob("histogram_*.db"))) == 2, "the workers do not share their metrics"
+        # One worker answers the scrape, with the requests both served.
+        assert value(scrape_http(served.url), LATENCY + "_count", **healthz) == sent
+        assert "/healthz" not in served.output()  # probes stay out of the access log
+    assert not folder.exists()  # removed when the server stops

@@ -1,0 +1,197 @@
+"""The deploy files, read as an orchestrator would: no registry is reachable here, so the image is never built
+in CI and the manifests are never applied; these checks catch what would break or leak on a real cluster."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "k8s"
+
+
+def load_all(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+
+
+def manifests() -> list[dict[str, Any]]:
+    return [doc for path in sorted(K8S.glob("*.yaml")) for doc in load_all(path)]
+
+
+def one(kind: str) -> dict[str, Any]:
+    (found,) = [m for m in manifests() if m["kind"] == kind]
+    return found
+
+
+def containers(deployment: dict[str, Any]) -> list[dict[str, Any]]:
+    pod = deployment["spec"]["template"]["spec"]
+    return list(pod.get("initContainers", [])) + list(pod["containers"])
+
+
+def env_settings() -> dict[str, str]:
+    (env,) = [m for m in manifests() if m["kind"] == "ConfigMap" and m["metadata"]["name"] == "idp-bridge-env"]
+    data: dict[str, str] = env["data"]
+    return data
+
+
+def instructions() -> list[tuple[str, str]]:
+    """The Dockerfile as (INSTRUCTION, arguments), continuation lines joined and comments dropped."""
+    out: list[tuple[str, str]] = []
+    pending = ""
+    for line in (DEPLOY / "Dockerfile").read_text().splitlines():
+        if line.strip().startswith("#"):
+            continue
+        pending += line.rstrip()
+        if pending.endswith("\\"):
+            pending = pending[:-1] + " "
+            continue
+        if pending.strip():
+            word, _, rest = pending.strip().partition(" ")
+            out.append((word.upper(), rest.strip()))
+        pending = ""
+    return out
+
+
+@pytest.mark.parametrize("path", sorted(DEPLOY.rglob("*.yaml")), ids=lambda p: str(p.relative_to(DEPLOY)))
+def test_every_yaml_file_parses(path: Path) -> None:
+    assert load_all(path)
+
+
+def test_kustomization_applies_every_manifest_of_the_expected_kinds() -> None:
+    (kustomization,) = load_all(K8S / "kustomization.yaml")
+    listed = set(kustomization["resources"])
+    assert listed == {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    kinds = sorted(m["kind"] for name in listed for m in load_all(K8S / name))
+    assert kinds == ["ConfigMap", "ConfigMap", "Deployment", "Ingress", "PodDisruptionBudget", "Service"]
+
+
+def test_deployment_runs_several_non_root_replicas_with_probes() -> None:
+    deployment = one("Deployment")
+    assert deployment["spec"]["replicas"] >= 2
+    pod = deployment["spec"]["template"]
+    labels = pod["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    security = pod["spec"]["securityContext"]
+    assert security["runAsNonRoot"] is True and security["runAsUser"] != 0
+    (app,) = pod["spec"]["containers"]
+    port_names = {p["name"] for p in app["ports"]}
+    assert app["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert app["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        assert app[probe]["httpGet"]["port"] in port_names
+    # /readyz gives each dependency 2 s and asks the database before the directories.
+    assert app["readinessProbe"]["timeoutSeconds"] > 4
+    for container in containers(deployment):
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        assert container["resources"]["requests"]["cpu"] and container["resources"]["requests"]["memory"]
+
+
+def test_the_app_writes_only_to_empty_dirs() -> None:
+    deployment = one("Deployment")
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    for container in containers(deployment):
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        for path in (env_settings()["IDP_DATA_DIR"], "/tmp"):
+            assert "emptyDir" in volumes[mounts[path]], path
+        for m in container["volumeMounts"]:
+            assert "emptyDir" in volumes[m["name"]] or m.get("readOnly") is True, m
+
+
+def test_every_replica_gets_the_signing_key_and_secrets_from_secret_references() -> None:
+    deployment = one("Deployment")
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    settings = env_settings()
+    for container in containers(deployment):
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        # The key, the certificate and the Flask secret key are files in mounted Secrets, never generated.
+        for name in ("IDP_SIGNING_KEY_FILE", "IDP_SIGNING_CERT_FILE", "IDP_SECRET_KEY_FILE"):
+            volume = volumes[mounts[str(Path(settings[name]).parent)]]
+            assert "secret" in volume, name
+        env = {e["name"]: e for e in container["env"]}
+        assert "value" not in env["IDP_DATABASE_URL"]
+        assert env["IDP_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"]
+        assert {"configMapRef": {"name": "idp-bridge-env"}} in container["envFrom"]
+    secret_names = {"IDP_SECRET_KEY", "IDP_DATABASE_URL", "IDP_SIGNING_KEY"}
+    assert not secret_names & set(settings)
+    assert not [s for s in settings.values() if "postgresql" in s or "BEGIN" in s]
+
+
+def test_no_secret_manifest_holds_literal_data() -> None:
+    for path in [*K8S.glob("*.yaml"), DEPLOY / "compose.yaml"]:
+        for doc in load_all(path):
+            if doc.get("kind") == "Secret":
+                assert not doc.get("data") and not doc.get("stringData"), path
+    # Nor the compose file: its database password is a variable the operator sets.
+    compose = load_all(DEPLOY / "compose.yaml")[0]
+    assert compose["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"].startswith("${")
+
+
+def test_service_ingress_and_budget_select_the_deployment_pods() -> None:
+    labels = one("Deployment")["spec"]["template"]["metadata"]["labels"]
+    service, ingress, budget = one("Service"), one("Ingress"), one("PodDisruptionBudget")
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert budget["spec"]["minAvailable"] >= 1
+    (app,) = one("Deployment")["spec"]["template"]["spec"]["containers"]
+    assert {p["targetPort"] for p in service["spec"]["ports"]} <= {p["name"] for p in app["ports"]}
+    backends = [p["backend"]["service"] for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
+    assert backends and all(b["name"] == service["metadata"]["name"] for b in backends)
+    assert all(b["port"]["name"] in {p["name"] for p in service["spec"]["ports"]} for b in backends)
+    assert ingress["spec"]["tls"]
+    # The ingress controller is the one trusted hop in front of the pods.
+    assert env_settings()["IDP_TRUSTED_PROXY_HOPS"] == "1"
+
+
+def test_dockerfile_is_multi_stage_non_root_with_presets_and_healthcheck() -> None:
+    steps = instructions()
+    stages = [args for word, args in steps if word == "FROM"]
+    assert len(stages) >= 2
+    args = dict(a.split("=", 1) for word, a in steps if word == "ARG" and "=" in a)
+    final_base = stages[-1].split()[0].replace("${PYTHON_IMAGE}", args.get("PYTHON_IMAGE", ""))
+    assert re.fullmatch(r"python:3\.11-slim(-\w+)?", final_base), final_base
+    assert any(word == "COPY" and a.startswith("--from=") for word, a in steps)
+    users = [a for word, a in steps if word == "USER"]
+    assert users and users[-1].split(":")[0] not in ("root", "0")
+    assert users[-1].split(":")[0].isdigit()  # Kubernetes' runAsNonRoot can only check a numeric user
+    env = " ".join(a for word, a in steps if word == "ENV")
+    presets = re.search(r"IDP_PRESETS_DIR=(\S+)", env)
+    assert presets
+    assert any(word == "COPY" and a.split() == ["metadata", str(Path(presets.group(1)).parent)] for word, a in steps)
+    (healthcheck,) = [a for word, a in steps if word == "HEALTHCHECK"]
+    assert "/healthz" in healthcheck
+    (cmd,) = [a for word, a in steps if word == "CMD"]
+    assert yaml.safe_load(cmd)[:2] == ["idp", "serve"]
+    # Nothing secret goes into a layer: no key files copied, no secret settings.
+    copied = [a for word, a in steps if word in ("COPY", "ADD")]
+    assert not [a for a in copied if re.search(r"\.(key|pem)\b|certs|instance", a)]
+    assert not re.search(r"IDP_(SECRET_KEY|DATABASE_URL|SIGNING_KEY_FILE)", env)
+
+
+def test_docker_build_context_leaves_out_local_state() -> None:
+    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")}
+    assert {".venv", "instance", "certs", "**/*.key", "**/*.pem"} <= ignored
+    # ...but keeps what the Dockerfile copies.
+    for word, args in instructions():
+        if word == "COPY" and not args.startswith("--from="):
+            for source in shlex.split(args)[:-1]:
+                assert source not in ignored, source
+
+
+def test_compose_runs_the_bridge_on_postgresql_with_a_data_volume() -> None:
+    compose = load_all(DEPLOY / "compose.yaml")[0]
+    services = compose["services"]
+    assert {"postgres", "idp"} <= set(services)
+    assert "redis" not in " ".join(services)  # none until something uses it
+    idp = services["idp"]
+    assert idp["environment"]["IDP_DATABASE_URL"].startswith("postgresql+psycopg://")
+    volumes = {v.split(":")[1]: v.split(":")[0] for v in idp["volumes"]}
+    assert volumes["/var/lib/idp"] in compose["volumes"]
+    assert idp["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
