@@ -12,15 +12,18 @@ log = logging.getLogger(__name__)
 
 
 class IdpError(Exception):
-    """An error with a message that is safe to show and a reason for the audit log."""
+    """An error with a message that is safe to show and a reason for the audit log. ``field``: the value the
+    refusal is about, named as the refusing service's parameter (or the field of a settings object it takes);
+    None when it is about the request as a whole. The admin API and UI show the message next to that field."""
 
     status = 500
     title = "Something went wrong"
 
-    def __init__(self, message: str, reason: str | None = None) -> None:
+    def __init__(self, message: str, reason: str | None = None, *, field: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.reason = reason or message
+        self.field = field
 
 
 class BadRequest(IdpError):

@@ -31,17 +31,18 @@ _OU_NAME = re.compile(r"[^/\x00-\x1f\x7f]{1,128}")
 ROOT = "(root)"
 
 
-def https_url(value: str, label: str) -> str:
+def https_url(value: str, label: str, field: str) -> str:
+    """``value`` when it is an https URL; else a refusal about ``field`` that calls it ``label``."""
     parts = urlsplit(value)
     if parts.scheme != "https" or not parts.hostname or len(value) > 2048:
-        raise BadRequest(f"{label} must be an https URL, not {value!r}")
+        raise BadRequest(f"{label} must be an https URL, not {value!r}", field=field)
     return value
 
 
 def _signin_url(value: str) -> str:
     if not _SIGNIN_URL.fullmatch(value):
         raise BadRequest(f"the sign-in URL must be an AWS sign-in SAML endpoint such as "
-                         f"https://us-east-1.signin.aws.amazon.com/saml, not {value!r}")
+                         f"https://us-east-1.signin.aws.amazon.com/saml, not {value!r}", field="signin_url")
     return value
 
 
@@ -113,7 +114,7 @@ def ou_and_below(name: str) -> set[int]:
 def add_ou(name: str, *, parent: str | None = None, actor: str) -> OrganizationalUnit:
     name = name.strip()
     if not _OU_NAME.fullmatch(name):
-        raise BadRequest(f"invalid OU name {name!r}: 1 to 128 characters, no '/'")
+        raise BadRequest(f"invalid OU name {name!r}: 1 to 128 characters, no '/'", field="name")
     parent_ou = require_ou(parent) if parent is not None else None
     if get_ou(name) is not None:
         raise Conflict(f"organizational unit '{name}' already exists")
@@ -130,7 +131,7 @@ def move_ou(name: str, *, parent: str | None, actor: str) -> None:
     new_parent = require_ou(parent) if parent is not None else None
     if new_parent is not None and ou in _chain(new_parent.id):
         raise BadRequest(f"cannot move '{ou.name}' under '{new_parent.name}': "
-                         f"'{new_parent.name}' is '{ou.name}' or inside it")
+                         f"'{new_parent.name}' is '{ou.name}' or inside it", field="parent")
     if ou.parent_id == (new_parent.id if new_parent else None):
         return  # already there: nothing changes, nothing to record
     before = ou_path(ou.parent_id)
@@ -205,17 +206,17 @@ def _check_provider_arn(account_id: str, arn: str) -> str:
     match = _PROVIDER_ARN.fullmatch(arn)
     if match is None:
         raise BadRequest(f"invalid SAML provider ARN {arn!r}: expected "
-                         f"arn:aws:iam::{account_id}:saml-provider/NAME")
+                         f"arn:aws:iam::{account_id}:saml-provider/NAME", field="saml_provider_arn")
     if match.group(1) != account_id:
         raise BadRequest(f"the SAML provider ARN {arn!r} is in account {match.group(1)}, not {account_id}: "
-                         "AWS trusts only the identity provider of the account being opened")
+                         "AWS trusts only the identity provider of the account being opened", field="saml_provider_arn")
     return arn
 
 
 def _account_name(name: str) -> str:
     name = name.strip()
     if not name or len(name) > 255:
-        raise BadRequest("an account name is 1 to 255 characters")
+        raise BadRequest("an account name is 1 to 255 characters", field="name")
     return name
 
 
@@ -223,7 +224,7 @@ def add_account(account_id: str, *, name: str, saml_provider_arn: str, ou: str |
                 signin_url: str | None = None, actor: str) -> Account:
     account_id = account_id.strip()
     if not _ACCOUNT_ID.fullmatch(account_id):
-        raise BadRequest(f"invalid AWS account id {account_id!r}: exactly 12 digits")
+        raise BadRequest(f"invalid AWS account id {account_id!r}: exactly 12 digits", field="account_id")
     name = _account_name(name)
     arn = _check_provider_arn(account_id, saml_provider_arn)
     url = _signin_url(signin_url.strip()) if signin_url else None

@@ -58,7 +58,7 @@ class Who:
 def _group_name(name: str) -> str:
     name = name.strip()
     if not name or len(name) > 255 or not name.isprintable():
-        raise BadRequest(f"invalid group name {name!r}")
+        raise BadRequest(f"invalid group name {name!r}", field="principal")
     return name
 
 
@@ -89,7 +89,8 @@ def resolve_principal(text: str) -> Who:
     user = directory.get_user(text)
     group = text.strip() if _known_group(text.strip()) else None
     if user is not None and group is not None:
-        raise BadRequest(f"'{text}' is both a user and a group: write user:{user.username} or group:{group}")
+        raise BadRequest(f"'{text}' is both a user and a group: write user:{user.username} or group:{group}",
+                         field="principal")
     if user is not None:
         return Who(user.id, None, user.username)
     if group is not None:
@@ -111,11 +112,12 @@ def parse_until(text: str, now: datetime, *, require_zone: bool = False) -> date
             end = datetime.fromisoformat(value)
     except ValueError:
         raise BadRequest(f"{text!r} is neither an ISO date (2027-03-31) nor an ISO time "
-                         "(2027-03-31T18:00:00Z)") from None
+                         "(2027-03-31T18:00:00Z)", field="until") from None
     except OverflowError:  # the end of 9999-12-31 is in year 10000
-        raise BadRequest(f"{text!r} is too late: an end must be before year 10000") from None
+        raise BadRequest(f"{text!r} is too late: an end must be before year 10000", field="until") from None
     if end.tzinfo is None and require_zone:
-        raise BadRequest(f"{text!r} needs a zone: 2027-03-31T18:00:00Z, or an offset such as +02:00")
+        raise BadRequest(f"{text!r} needs a zone: 2027-03-31T18:00:00Z, or an offset such as +02:00",
+                         field="until")
     return check_until(end, now)
 
 
@@ -125,9 +127,10 @@ def check_until(until: datetime, now: datetime) -> datetime:
     try:
         until = until.replace(tzinfo=UTC) if until.tzinfo is None else until.astimezone(UTC)
     except OverflowError:
-        raise BadRequest(f"the end {until.isoformat()} is outside the years 1 to 9999 in UTC") from None
+        raise BadRequest(f"the end {until.isoformat()} is outside the years 1 to 9999 in UTC",
+                         field="until") from None
     if until <= now:
-        raise BadRequest(f"the end {until.isoformat()} is already past")
+        raise BadRequest(f"the end {until.isoformat()} is already past", field="until")
     return until
 
 
@@ -336,11 +339,13 @@ def resolve_app(text: str) -> App:
         raise NotFound(f"no application '{value}' (an SP's entity ID, an OIDC client's id, or their name)")
     if len(found) > 1:
         raise BadRequest(f"'{value}' names several applications ("
-                         + ", ".join(f"{a.kind} {a.key}" for a in map(_app, found)) + "): use the ID")
+                         + ", ".join(f"{a.kind} {a.key}" for a in map(_app, found)) + "): use the ID",
+                         field="app_text")
     app = _app(found[0])
     if app.kind == "saml" and app.key == AWS_ENTITY_ID:
         raise BadRequest("AWS sign-in is not assigned as an application: its accounts are opened through "
-                         "account assignments (idp assign USER_OR_GROUP PERMISSION_SET --account ACCOUNT)")
+                         "account assignments (idp assign USER_OR_GROUP PERMISSION_SET --account ACCOUNT)",
+                         field="app_text")
     return app
 
 

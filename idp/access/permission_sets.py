@@ -44,33 +44,34 @@ def _pset_values(spec: PermissionSetSpec) -> dict[str, Any]:
     if spec.session_hours is not None:
         hours = spec.session_hours
         if isinstance(hours, bool) or not isinstance(hours, int) or not 1 <= hours <= 12:
-            raise BadRequest(f"the session duration is 1 to 12 hours, not {hours!r}")
+            raise BadRequest(f"the session duration is 1 to 12 hours, not {hours!r}", field="session_hours")
         out["session_duration_seconds"] = hours * 3600
     if spec.role_name is not None:
         if not _ROLE_NAME.fullmatch(spec.role_name):
-            raise BadRequest(f"invalid IAM role name {spec.role_name!r}: 1 to 64 of letters, digits and +=,.@_-")
+            raise BadRequest(f"invalid IAM role name {spec.role_name!r}: 1 to 64 of letters, digits and +=,.@_-",
+                             field="role_name")
         out["role_name"] = spec.role_name
     if spec.description is not None:
         description = spec.description.strip()
         if len(description) > 700:
-            raise BadRequest("a description is at most 700 characters")
+            raise BadRequest("a description is at most 700 characters", field="description")
         out["description"] = description or None
     if spec.managed_policy_arns is not None:
         arns = [a.strip() for a in spec.managed_policy_arns]
         for arn in arns:
             if not _POLICY_ARN.fullmatch(arn):
                 raise BadRequest(f"invalid managed policy ARN {arn!r}: expected arn:aws:iam::aws:policy/NAME "
-                                 "or arn:aws:iam::ACCOUNT:policy/NAME")
+                                 "or arn:aws:iam::ACCOUNT:policy/NAME", field="managed_policy_arns")
         out["managed_policy_arns"] = list(dict.fromkeys(arns))
     if spec.inline_policy is not None:
         if not isinstance(spec.inline_policy, dict):
-            raise BadRequest("an inline policy is a JSON object")
+            raise BadRequest("an inline policy is a JSON object", field="inline_policy")
         if len(json.dumps(spec.inline_policy, separators=(",", ":"))) > _INLINE_POLICY_MAX:
-            raise BadRequest(f"an inline policy is at most {_INLINE_POLICY_MAX} characters")
+            raise BadRequest(f"an inline policy is at most {_INLINE_POLICY_MAX} characters", field="inline_policy")
         out["inline_policy"] = spec.inline_policy or None
     if spec.relay_state is not None:
         relay = spec.relay_state.strip()
-        out["relay_state"] = https_url(relay, "the relay state") if relay else None
+        out["relay_state"] = https_url(relay, "the relay state", "relay_state") if relay else None
     if spec.mfa_required is not None:
         out["mfa_required"] = bool(spec.mfa_required)
     return out
@@ -97,9 +98,9 @@ def add_permission_set(name: str, spec: PermissionSetSpec, *, actor: str) -> Per
     name = name.strip()
     if not _PERMISSION_SET_NAME.fullmatch(name):
         raise BadRequest(f"invalid permission set name {name!r}: 1 to 32 of letters, digits and +=,.@_-, "
-                         "with at least one letter or digit")
+                         "with at least one letter or digit", field="name")
     if spec.session_hours is None:
-        raise BadRequest("a permission set needs a session duration (1 to 12 hours)")
+        raise BadRequest("a permission set needs a session duration (1 to 12 hours)", field="session_hours")
     values = {"role_name": name, "managed_policy_arns": [], **_pset_values(spec)}
     if get_permission_set(name) is not None:
         raise Conflict(f"permission set '{name}' already exists")

@@ -94,13 +94,13 @@ def _check_profile(values: dict[str, str | None]) -> dict[str, str | None]:
     out: dict[str, str | None] = {}
     for name, value in values.items():
         if name not in PROFILE_FIELDS:
-            raise BadRequest(f"unknown user field '{name}'")
+            raise BadRequest(f"unknown user field '{name}'", field=name)
         value = value.strip() if value is not None else None
         value = value or None
         if value is not None and len(value) > (320 if name == "email" else 255):
-            raise BadRequest(f"{name.replace('_', ' ')} is too long")
+            raise BadRequest(f"{name.replace('_', ' ')} is too long", field=name)
         if name == "email" and value is not None and not EMAIL.fullmatch(value):
-            raise BadRequest(f"invalid email address '{value}'")
+            raise BadRequest(f"invalid email address '{value}'", field="email")
         out[name] = value
     return out
 
@@ -120,7 +120,8 @@ def create_user(
     name = normalize_username(username)
     if not USERNAME.fullmatch(name):
         raise BadRequest(
-            f"invalid username '{username}': use letters, digits and . _ @ + - (starting with a letter or digit)"
+            f"invalid username '{username}': use letters, digits and . _ @ + - (starting with a letter or digit)",
+            field="username",
         )
     profile = _check_profile(
         {"email": email, "given_name": given_name, "family_name": family_name, "display_name": display_name}
@@ -227,7 +228,8 @@ def create_group(name: str, *, actor: str, description: str | None = None) -> Gr
     name = name.strip()
     if not GROUP_NAME.fullmatch(name):
         raise BadRequest(
-            f"invalid group name '{name}': use letters, digits and . _ - (starting with a letter or digit)"
+            f"invalid group name '{name}': use letters, digits and . _ - (starting with a letter or digit)",
+            field="name",
         )
     if get_group(name) is not None or db.session.scalar(
         select(func.count()).select_from(Group).where(func.lower(Group.name) == name.lower())
@@ -248,7 +250,7 @@ def create_group(name: str, *, actor: str, description: str | None = None) -> Gr
 def _description(text: str | None) -> str | None:
     text = (text or "").strip() or None
     if text is not None and len(text) > 1024:
-        raise BadRequest("a group's description is at most 1024 characters")
+        raise BadRequest("a group's description is at most 1024 characters", field="description")
     return text
 
 

@@ -25,9 +25,9 @@ class PasswordPolicyError(BadRequest):
 
 def check_policy(password: str) -> None:
     if len(password) < MIN_LENGTH:
-        raise PasswordPolicyError(f"password must be at least {MIN_LENGTH} characters long")
+        raise PasswordPolicyError(f"password must be at least {MIN_LENGTH} characters long", field="password")
     if len(password) > MAX_LENGTH:
-        raise PasswordPolicyError(f"password must be at most {MAX_LENGTH} characters long")
+        raise PasswordPolicyError(f"password must be at most {MAX_LENGTH} characters long", field="password")
 
 
 def hash_password(password: str, *, check: bool = True) -> str:

@@ -50,9 +50,9 @@ def claim_rule(spec: str) -> dict[str, str]:
     name, _, scope = rest.partition(";")
     scope = scope.strip() or "profile"
     if not sep or not name.strip():
-        raise BadRequest(f"claim {spec!r}: expected OURS=NAME or OURS=NAME;SCOPE")
+        raise BadRequest(f"claim {spec!r}: expected OURS=NAME or OURS=NAME;SCOPE", field="claim_map")
     if scope not in SCOPES:
-        raise BadRequest(f"claim {spec!r}: unknown scope {scope!r} (known: {', '.join(SCOPES)})")
+        raise BadRequest(f"claim {spec!r}: unknown scope {scope!r} (known: {', '.join(SCOPES)})", field="claim_map")
     return {"attribute": ours.strip(), "name": name.strip(), "scope": scope}
 
 
@@ -99,16 +99,16 @@ def all_clients() -> list[OidcClient]:
     return list(db.session.scalars(select(OidcClient).order_by(OidcClient.name, OidcClient.client_id)))
 
 
-def _check_uri(uri: str, label: str) -> None:
+def _check_uri(uri: str, label: str, field: str) -> None:
     parts = urlsplit(uri)
     if not parts.scheme or (parts.scheme in ("http", "https") and not parts.hostname):
-        raise BadRequest(f"{label} {uri!r} must be an absolute URI")
+        raise BadRequest(f"{label} {uri!r} must be an absolute URI", field=field)
     if parts.fragment or "#" in uri:
-        raise BadRequest(f"{label} {uri!r} must not have a fragment")
+        raise BadRequest(f"{label} {uri!r} must not have a fragment", field=field)
     if parts.scheme in ("javascript", "data", "file", "vbscript"):
-        raise BadRequest(f"{label} {uri!r} uses a scheme that cannot be a redirect target")
+        raise BadRequest(f"{label} {uri!r} uses a scheme that cannot be a redirect target", field=field)
     if len(uri) > 2048:
-        raise BadRequest(f"{label} is longer than 2048 characters")
+        raise BadRequest(f"{label} is longer than 2048 characters", field=field)
 
 
 _LOOPBACK = ("localhost", "127.0.0.1", "::1")
@@ -116,59 +116,61 @@ _LOOPBACK = ("localhost", "127.0.0.1", "::1")
 
 def _check_login_url(uri: str) -> None:
     """A page the user's browser is sent to from the portal: https, or http on this machine only."""
-    _check_uri(uri, "login URL")
+    _check_uri(uri, "login URL", "login_url")
     parts = urlsplit(uri)
     if not (parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK)):
-        raise BadRequest(f"login URL {uri!r} must use https (http only on a loopback address)")
+        raise BadRequest(f"login URL {uri!r} must use https (http only on a loopback address)", field="login_url")
 
 
 def _validated(options: ClientOptions) -> dict[str, Any]:
     name = options.name.strip()
     if not name or len(name) > 255:
-        raise BadRequest("the name must be 1 to 255 characters")
+        raise BadRequest("the name must be 1 to 255 characters", field="name")
     grants = list(dict.fromkeys(options.grant_types or ("authorization_code", "refresh_token")))
     for g in grants:
         if g not in GRANT_TYPES:
-            raise BadRequest(f"unknown grant type {g!r}; known: {', '.join(GRANT_TYPES)}")
+            raise BadRequest(f"unknown grant type {g!r}; known: {', '.join(GRANT_TYPES)}", field="grant_types")
     scopes = list(dict.fromkeys(options.scopes or SCOPES))
     for s in scopes:
         if s not in SCOPES:
-            raise BadRequest(f"unknown scope {s!r}; known: {', '.join(SCOPES)}")
+            raise BadRequest(f"unknown scope {s!r}; known: {', '.join(SCOPES)}", field="scopes")
     for uri in options.redirect_uris:
-        _check_uri(uri, "redirect URI")
+        _check_uri(uri, "redirect URI", "redirect_uris")
     for uri in options.post_logout_redirect_uris:
-        _check_uri(uri, "post-logout redirect URI")
+        _check_uri(uri, "post-logout redirect URI", "post_logout_redirect_uris")
     if options.login_url is not None:
         _check_login_url(options.login_url)
     if "authorization_code" in grants and not options.redirect_uris:
-        raise BadRequest("the authorization_code grant needs at least one --redirect-uri")
+        raise BadRequest("the authorization_code grant needs at least one --redirect-uri", field="redirect_uris")
     if options.public:
         if options.auth_method not in (None, PUBLIC_AUTH_METHOD):
-            raise BadRequest("a public client has no credentials; it cannot use --auth-method")
+            raise BadRequest("a public client has no credentials; it cannot use --auth-method", field="auth_method")
         if "client_credentials" in grants:
-            raise BadRequest("a public client cannot use client_credentials: it has nothing to prove who it is")
+            raise BadRequest("a public client cannot use client_credentials: it has nothing to prove who it is",
+                             field="grant_types")
         method = PUBLIC_AUTH_METHOD
     else:
         method = options.auth_method or "client_secret_basic"
         if method not in AUTH_METHODS:
-            raise BadRequest(f"unknown auth method {method!r}; known: {', '.join(AUTH_METHODS)}")
+            raise BadRequest(f"unknown auth method {method!r}; known: {', '.join(AUTH_METHODS)}", field="auth_method")
     jwks = options.jwks
     if method == "private_key_jwt":
         if not jwks:
-            raise BadRequest("private_key_jwt needs the client's public keys (--jwks-file)")
+            raise BadRequest("private_key_jwt needs the client's public keys (--jwks-file)", field="jwks")
         try:
             keys = KeySet.import_key_set(jwks)  # type: ignore[arg-type]
         except (JoseError, ValueError, TypeError, KeyError) as exc:
-            raise BadRequest(f"the client's JWKS cannot be read: {exc}") from exc
+            raise BadRequest(f"the client's JWKS cannot be read: {exc}", field="jwks") from exc
         if any(k.is_private for k in keys.keys):
-            raise BadRequest("the client's JWKS contains a private key; give only its public keys")
+            raise BadRequest("the client's JWKS contains a private key; give only its public keys", field="jwks")
     elif jwks:
-        raise BadRequest("a JWKS is only used with --auth-method private_key_jwt")
+        raise BadRequest("a JWKS is only used with --auth-method private_key_jwt", field="jwks")
     if options.id_token_alg not in ID_TOKEN_ALGS:
-        raise BadRequest(f"ID token algorithm {options.id_token_alg!r} is not one of {', '.join(ID_TOKEN_ALGS)}")
+        raise BadRequest(f"ID token algorithm {options.id_token_alg!r} is not one of {', '.join(ID_TOKEN_ALGS)}",
+                         field="id_token_alg")
     problems = validate_rules(options.claim_map)
     if problems:
-        raise BadRequest("claim map: " + "; ".join(problems))
+        raise BadRequest("claim map: " + "; ".join(problems), field="claim_map")
     return {
         "name": name, "public": options.public, "auth_method": method,
         "redirect_uris": list(dict.fromkeys(options.redirect_uris)),
@@ -223,11 +225,12 @@ def update(client_id: str, options: ClientOptions, actor: str) -> dict[str, dict
     start using one (it would have none); leaving secrets for private_key_jwt drops the secret at once."""
     client = get_or_404(client_id)
     if options.public != client.public:
-        raise BadRequest(f"client '{client_id}' cannot change between public and confidential; register a new one")
+        raise BadRequest(f"client '{client_id}' cannot change between public and confidential; register a new one",
+                         field="public")
     values = _validated(options)
     if _uses_secret(values["auth_method"]) and not _uses_secret(client.auth_method):
         raise BadRequest(f"client '{client_id}' has no secret to authenticate with {values['auth_method']}; "
-                         "register a new client")
+                         "register a new client", field="auth_method")
     before = {key: getattr(client, key) for key in values}
     changed = {key: {"from": before[key], "to": value} for key, value in values.items() if before[key] != value}
     if not changed:

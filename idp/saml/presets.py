@@ -235,7 +235,7 @@ def _fields(template: str) -> set[str]:
 def _check_value(name: str, kind: str, value: str) -> None:
     pattern, what = KINDS[kind]
     if not pattern.fullmatch(value):
-        raise PresetError(f"parameter '{name}': {value!r} is not {what}")
+        raise PresetError(f"parameter '{name}': {value!r} is not {what}", field="params")
 
 
 def parse_params(specs: tuple[str, ...] | list[str]) -> dict[str, str]:
@@ -245,9 +245,9 @@ def parse_params(specs: tuple[str, ...] | list[str]) -> dict[str, str]:
         key, sep, value = spec.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise PresetError(f"parameter {spec!r} must look like NAME=VALUE")
+            raise PresetError(f"parameter {spec!r} must look like NAME=VALUE", field="params")
         if key in out:
-            raise PresetError(f"parameter '{key}' is given twice")
+            raise PresetError(f"parameter '{key}' is given twice", field="params")
         out[key] = value.strip()
     return out
 
@@ -258,13 +258,15 @@ def resolve(preset: Preset, given: Mapping[str, str]) -> dict[str, str]:
     for key in given:
         if key not in known:
             offered = ", ".join(known) or "none"
-            raise PresetError(f"preset '{preset.key}' has no parameter '{key}' (its parameters: {offered})")
+            raise PresetError(f"preset '{preset.key}' has no parameter '{key}' (its parameters: {offered})",
+                              field="params")
     values: dict[str, str] = {}
     for p in preset.parameters:
         value = given.get(p.name, p.default)
         if value is None:
             if p.required:
-                raise PresetError(f"preset '{preset.key}' needs --param {p.name}=... ({p.help or p.kind})")
+                raise PresetError(f"preset '{preset.key}' needs --param {p.name}=... ({p.help or p.kind})",
+                                  field="params")
             continue
         _check_value(p.name, p.kind, value)
         values[p.name] = value
@@ -338,7 +340,8 @@ def _certificate_b64(pem: str) -> str:
     try:
         cert = x509.load_pem_x509_certificate(pem.encode("utf-8"))
     except (ValueError, UnicodeEncodeError):
-        raise MetadataError("the certificate is not a PEM X.509 certificate (-----BEGIN CERTIFICATE-----)") from None
+        raise MetadataError("the certificate is not a PEM X.509 certificate (-----BEGIN CERTIFICATE-----)",
+                            field="certificate_pem") from None
     return base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode("ascii")
 
 

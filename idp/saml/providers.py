@@ -146,7 +146,8 @@ def resolve_nameid_format(value: str) -> str:
     if value in NAMEID_FORMATS.values():
         return value
     raise BadRequest(
-        f"NameID format {value!r} is not supported; use one of {', '.join(NAMEID_FORMATS)} or its URN"
+        f"NameID format {value!r} is not supported; use one of {', '.join(NAMEID_FORMATS)} or its URN",
+        field="nameid_format",
     )
 
 
@@ -154,7 +155,7 @@ def parse_attribute_rule(spec: str) -> dict[str, str]:
     """``OURS=NAME[;FORMAT]`` (FORMAT basic|uri|unspecified, default basic) into a release-map entry."""
     ours, sep, rest = spec.partition("=")
     if not sep:
-        raise BadRequest(f"attribute {spec!r} must look like OURS=NAME[;FORMAT]")
+        raise BadRequest(f"attribute {spec!r} must look like OURS=NAME[;FORMAT]", field="attribute_map")
     name, _, fmt = rest.partition(";")
     return attribute_rule(ours, name, fmt)
 
@@ -162,20 +163,24 @@ def parse_attribute_rule(spec: str) -> dict[str, str]:
 def attribute_rule(ours: str, name: str, name_format: str | None = None,
                    roles: Mapping[str, list[str]] | None = None) -> dict[str, Any]:
     """One checked release-map entry; ``name_format`` short (basic|uri|unspecified), a URN, or empty (basic).
-    A ``roles`` entry carries its group-to-role map (:data:`idp.access.claims.ROLES`)."""
+    A ``roles`` entry carries its group-to-role map (:data:`idp.access.claims.ROLES`). Its refusals are about
+    :attr:`SpOptions.attribute_map`."""
     ours, name, fmt = ours.strip(), name.strip(), (name_format or "").strip() or "basic"
     if ours == ROLES:
         problems = validate_rules([{"attribute": ours, "name": name or "-", "roles": roles}])
         if problems:
-            raise BadRequest(f"attribute {name!r}: " + "; ".join(p.partition(": ")[2] for p in problems))
+            raise BadRequest(f"attribute {name!r}: " + "; ".join(p.partition(": ")[2] for p in problems),
+                             field="attribute_map")
     elif ours not in ATTRIBUTES:
-        raise BadRequest(f"unknown attribute {ours!r}; ours are {', '.join([*ATTRIBUTES, ROLES])}")
+        raise BadRequest(f"unknown attribute {ours!r}; ours are {', '.join([*ATTRIBUTES, ROLES])}",
+                         field="attribute_map")
     if not name or len(name) > 1024:
-        raise BadRequest(f"attribute {ours!r} needs a SAML name (at most 1024 characters)")
+        raise BadRequest(f"attribute {ours!r} needs a SAML name (at most 1024 characters)", field="attribute_map")
     if fmt in NAME_FORMATS:
         fmt = NAME_FORMATS[fmt]
     elif fmt not in NAME_FORMATS.values():
-        raise BadRequest(f"attribute name format {fmt!r} is not one of {', '.join(NAME_FORMATS)}")
+        raise BadRequest(f"attribute name format {fmt!r} is not one of {', '.join(NAME_FORMATS)}",
+                         field="attribute_map")
     rule: dict[str, Any] = {"attribute": ours, "name": name, "name_format": fmt}
     if ours == ROLES:
         rule["roles"] = {g: list(rs) for g, rs in (roles or {}).items()}
@@ -220,33 +225,33 @@ def fetch_url(url: str) -> bytes:
     """
     parts = urlsplit(url)
     if parts.scheme.lower() not in ("http", "https"):
-        raise MetadataError(f"cannot fetch {url}: only http and https URLs are supported")
+        raise MetadataError(f"cannot fetch {url}: only http and https URLs are supported", field="url")
     if "@" in parts.netloc:
         # Not echoed: the URL carries a secret.
-        raise MetadataError("a metadata URL may not contain a user name or password")
+        raise MetadataError("a metadata URL may not contain a user name or password", field="url")
     host = unquote(parts.hostname or "")  # an IPv6 zone is written %25: fe80::1%25eth0
     try:
         port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
     except ValueError:
-        raise MetadataError(f"cannot fetch {url}: its port is not a number from 0 to 65535") from None
+        raise MetadataError(f"cannot fetch {url}: its port is not a number from 0 to 65535", field="url") from None
     if not host:
-        raise MetadataError(f"cannot fetch {url}: it names no host")
+        raise MetadataError(f"cannot fetch {url}: it names no host", field="url")
     _check_fetchable(url, host, port)
     try:
         with requests.get(url, timeout=FETCH_TIMEOUT_SECONDS, stream=True, allow_redirects=False) as resp:
             if resp.is_redirect:
                 raise MetadataError(f"fetching {url} was redirected to {resp.headers.get('Location')!r}; "
-                                    "redirects are not followed: give the URL the metadata is at")
+                                    "redirects are not followed: give the URL the metadata is at", field="url")
             if resp.status_code != 200:
-                raise MetadataError(f"fetching {url} returned HTTP {resp.status_code}")
+                raise MetadataError(f"fetching {url} returned HTTP {resp.status_code}", field="url")
             data = bytearray()
             for chunk in resp.iter_content(64 * 1024):
                 data += chunk
                 if len(data) > METADATA_MAX_BYTES:
-                    raise MetadataError(f"{url} sent more than {METADATA_MAX_BYTES} bytes")
+                    raise MetadataError(f"{url} sent more than {METADATA_MAX_BYTES} bytes", field="url")
             return bytes(data)
     except requests.RequestException as exc:
-        raise MetadataError(f"cannot fetch {url}: {type(exc).__name__}") from None
+        raise MetadataError(f"cannot fetch {url}: {type(exc).__name__}", field="url") from None
 
 
 def _check_fetchable(url: str, host: str, port: int) -> None:
@@ -254,14 +259,14 @@ def _check_fetchable(url: str, host: str, port: int) -> None:
     try:
         found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError):  # gaierror is an OSError; an over-long label an UnicodeError
-        raise MetadataError(f"cannot fetch {url}: its host {host!r} does not resolve") from None
+        raise MetadataError(f"cannot fetch {url}: its host {host!r} does not resolve", field="url") from None
     for *_, sockaddr in found:
         address = ipaddress.ip_address(str(sockaddr[0]).partition("%")[0])
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             address = address.ipv4_mapped
         if any(address in net for net in _NEVER_FETCHED):
             raise MetadataError(f"cannot fetch {url}: {host} resolves to {address}, a link-local or "
-                                "unspecified address that metadata is never fetched from")
+                                "unspecified address that metadata is never fetched from", field="url")
 
 
 def source_of(source: str) -> str:
@@ -282,15 +287,17 @@ def _settings_of(sp: ServiceProvider) -> dict[str, Any]:
 def _check_consistent(values: dict[str, Any], meta: SpMetadata) -> None:
     if values["encrypt_assertion"] and not meta.encryption_certs:
         raise BadRequest(
-            f"cannot encrypt assertions for '{meta.entity_id}': its metadata has no encryption certificate"
+            f"cannot encrypt assertions for '{meta.entity_id}': its metadata has no encryption certificate",
+            field="encrypt_assertion",
         )
     if values["require_signed_requests"] and not meta.signing_certs:
         raise BadRequest(
-            f"cannot require signed requests from '{meta.entity_id}': its metadata has no signing certificate"
+            f"cannot require signed requests from '{meta.entity_id}': its metadata has no signing certificate",
+            field="require_signed_requests",
         )
     name = values["name"]
     if not isinstance(name, str) or not name.strip() or len(name) > 255:
-        raise BadRequest("the name must be 1 to 255 characters")
+        raise BadRequest("the name must be 1 to 255 characters", field="name")
 
 
 def _given(options: SpOptions) -> dict[str, Any]:
@@ -313,12 +320,15 @@ def _text_of(xml: bytes) -> str:
     try:
         return xml.decode("utf-8")
     except UnicodeDecodeError:
-        raise MetadataError("metadata must be UTF-8 encoded") from None
+        raise MetadataError("metadata must be UTF-8 encoded", field="xml") from None
 
 
 def add(xml: bytes, source: str | None, options: SpOptions, actor: str) -> ServiceProvider:
     """Register an SP from its metadata. Conflict when its entityID is already registered."""
-    meta = parse_sp_metadata(xml)
+    try:
+        meta = parse_sp_metadata(xml)
+    except MetadataError as exc:  # the parser's refusals are about the document it is given
+        raise MetadataError(exc.message, exc.reason, field="xml") from None
     if get(meta.entity_id) is not None:
         raise Conflict(f"service provider '{meta.entity_id}' is already registered")
     values: dict[str, Any] = {

@@ -264,6 +264,54 @@ def test_permission_set_refusals(api: Api) -> None:
     assert api.ok("GET", "/permission-sets/Admin")["session_duration_hours"] == 1
 
 
+def refused_field(body: dict[str, Any], location: str = "json") -> str:
+    """The one field a service's refusal names, as a schema's refusal would (its reason the message)."""
+    ((field, reasons),) = body["errors"][location].items()
+    assert reasons == [body["message"]]
+    return str(field)
+
+
+def test_a_services_refusal_names_the_field_it_is_about(api: Api) -> None:
+    # The schemas pass these on (they look like an ARN, a URL, a name); the services refuse them, and the
+    # answer names the field as the schemas' refusals do.
+    body = api.refused("POST", "/accounts", 422, json={"account_id": A1, "name": "x", "saml_provider_arn": arn(A2)})
+    assert refused_field(body) == "saml_provider_arn" and "is in account 444455556666" in body["message"]
+    body = api.refused("POST", "/accounts", 422, json={"account_id": A1, "name": "x", "saml_provider_arn": arn(A1),
+                                                       "signin_url": "https://evil.example/saml"})
+    assert refused_field(body) == "signin_url" and "AWS sign-in SAML endpoint" in body["message"]
+    new_account(api)
+    body = api.refused("PATCH", f"/accounts/{A1}", 422, json={"signin_url": "https://evil.example/saml"})
+    assert refused_field(body) == "signin_url"
+
+    body = api.refused("POST", "/permission-sets", 422, json={"name": "..", "session_duration_hours": 1})
+    assert refused_field(body) == "name" and "invalid permission set name '..'" in body["message"]
+    for field, value in (("role_name", "no spaces"), ("managed_policy_arns", ["AdministratorAccess"]),
+                         ("relay_state", "http://console.aws.amazon.com/")):
+        body = api.refused("POST", "/permission-sets", 422, json={"name": "Admin", "session_duration_hours": 1,
+                                                                   field: value})
+        assert refused_field(body) == field, body
+
+    api.ok("POST", "/ous", 201, json={"name": "Production"})
+    api.ok("POST", "/ous", 201, json={"name": "Payments", "parent": "Production"})
+    body = api.refused("POST", "/ous", 422, json={"name": "a/b"})
+    assert refused_field(body) == "name" and "no '/'" in body["message"]
+    body = api.refused("PATCH", "/ous/Production", 422, json={"parent": "Payments"})
+    assert refused_field(body) == "parent" and "cannot move 'Production' under 'Payments'" in body["message"]
+
+    # A principal that is both a user and a group, in a body and in a query string.
+    make_user("ops", groups=["ops"])
+    api.ok("POST", "/permission-sets", 201, json={"name": "Admin", "session_duration_hours": 1})
+    body = api.refused("POST", "/assignments", 422, json={"principal": "ops", "permission_set": "Admin",
+                                                          "account": A1})
+    assert refused_field(body) == "principal" and "both a user and a group" in body["message"]
+    body = api.refused("GET", "/assignments", 422, query_string={"principal": "ops"})
+    assert refused_field(body, "query") == "principal"
+
+    # About no one field of the request: the message alone.
+    assert "errors" not in api.refused("DELETE", "/ous/Production", 409)
+    assert count(Assignment) == 0 and count(PermissionSet) == 1
+
+
 def test_a_permission_set_in_use_is_deleted_only_with_force(api: Api) -> None:
     make_user("alice")
     new_account(api)

@@ -319,6 +319,70 @@ def test_a_new_sp_needs_exactly_one_source_and_good_metadata(api: Api) -> None:
     assert count(ServiceProvider) == 1
 
 
+def refused_field(error: dict[str, Any], location: str = "json") -> str:
+    """The one field a service's refusal names, as a schema's refusal would (its reason the message)."""
+    ((field, reasons),) = error["errors"][location].items()
+    assert reasons == [error["message"]]
+    return str(field)
+
+
+def test_a_services_refusal_of_an_sp_names_the_field(api: Api, http_dir: tuple[str, Path]) -> None:
+    # The schema passes these on; the services refuse them, and the answer names the field in the request.
+    error = api.post("/service-providers", {"metadata_xml": sp_metadata(), "attribute_map": [
+        {"attribute": "email", "name": "mail", "name_format": "kerberos"}]}, expect=422)
+    assert refused_field(error) == "attribute_map" and "name format 'kerberos'" in error["message"]
+    error = api.post("/service-providers", {"metadata_xml": "<not-xml"}, expect=422)
+    assert refused_field(error) == "metadata_xml" and error["message"].startswith("metadata is not usable XML")
+    base, _ = http_dir
+    error = api.post("/service-providers", {"metadata_url": f"{base}/missing.xml"}, expect=422)
+    assert refused_field(error) == "metadata_url" and "HTTP 404" in error["message"]
+    error = api.post("/service-providers", {"entity_id": "https://crm.example.test", "certificate": "nope",
+                                            "acs_urls": ["https://crm.example.test/acs"]}, expect=422)
+    assert refused_field(error) == "certificate"
+    error = api.post("/service-providers", {"preset": "pagerduty", "params": {"subdomain": "a/b"}}, expect=422)
+    assert refused_field(error) == "params" and "subdomain" in error["message"]
+    error = api.post("/service-providers", {"entity_id": "https://crm.example.test", "require_signed_requests": True,
+                                            "acs_urls": ["https://crm.example.test/acs"]}, expect=422)
+    assert refused_field(error) == "require_signed_requests" and "no signing certificate" in error["message"]
+    assert count(ServiceProvider) == 0
+
+    sp = api.post("/service-providers", {"metadata_xml": sp_metadata()})
+    error = api.patch(f"/service-providers/{sp['id']}", {"encrypt_assertion": True}, expect=422)
+    assert refused_field(error) == "encrypt_assertion" and "no encryption certificate" in error["message"]
+    # About the SP as it is, not a value the request sent: the message alone.
+    error = api.post(f"/service-providers/{sp['id']}/refresh", expect=422)
+    assert "no recorded metadata source" in error["message"] and "errors" not in error
+    aws = api.post("/service-providers", {"preset": "aws"})
+    error = api.patch(f"/service-providers/{aws['id']}", {"open_to_all": True}, expect=422)
+    assert "account assignments" in error["message"] and "errors" not in error
+
+
+def test_a_services_refusal_of_a_client_or_an_app_assignment_names_the_field(api: Api) -> None:
+    for body, field, reason in (
+            ({"redirect_uris": ["javascript:alert(1)"]}, "redirect_uris", "cannot be a redirect target"),
+            ({"redirect_uris": ["https://wiki.test/cb#x"]}, "redirect_uris", "must not have a fragment"),
+            ({"redirect_uris": ["https://wiki.test/cb"], "login_url": "http://wiki.test/login"}, "login_url",
+             "must use https"),
+            ({"grant_types": ["client_credentials"], "public": True}, "grant_types", "cannot use client_credentials")):
+        error = api.post("/oidc-clients", {"name": "Wiki", **body}, expect=422)
+        assert (refused_field(error), reason in error["message"]) == (field, True), error
+    assert count(OidcClient) == 0
+
+    created = api.post("/oidc-clients", {"name": "Wiki", "redirect_uris": ["https://wiki.test/cb"]})
+    path = f"/oidc-clients/{created['client_id']}"
+    assert refused_field(api.patch(path, {"public": True}, expect=422)) == "public"
+    error = api.patch(path, {"redirect_uris": []}, expect=422)
+    assert refused_field(error) == "redirect_uris" and "needs at least one" in error["message"]
+
+    # The service's app_text is the request's app, in a body and in a query string.
+    api.post("/service-providers", {"metadata_xml": sp_metadata(), "name": "Wiki"})
+    error = api.post("/app-assignments", {"app": "Wiki", "principal": "group:staff"}, expect=422)
+    assert refused_field(error) == "app" and "names several applications" in error["message"]
+    error = api.get("/app-assignments", query_string={"app": "Wiki"}, expect=422)
+    assert refused_field(error, "query") == "app"
+    assert count(AppAssignment) == 0
+
+
 def test_an_sp_is_changed_and_removed(api: Api) -> None:
     sp = api.post("/service-providers", {"metadata_xml": sp_metadata()})
     path = f"/service-providers/{sp['id']}"

@@ -21,7 +21,8 @@ from idp.extensions import db
 from idp.store import AppAssignment, OidcClient, ServiceProvider, User
 
 blp = blueprint("app_assignments", "/app-assignments",
-                "Application assignments: the users and groups that may use a SAML SP or an OIDC client.")
+                "Application assignments: the users and groups that may use a SAML SP or an OIDC client.",
+                fields={"app_text": "app"})
 
 ASSIGNMENT_ID = "<int(min=1, max=2147483647):assignment_id>"
 _APP = "an SP's entity ID, an OIDC client's client_id, or (when it names one application) its name"

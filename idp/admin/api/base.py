@@ -10,13 +10,18 @@ and ``ma.fields.Integer(strict=True)``, since marshmallow's defaults also take 1
 Every operation documents 401, 403 and a default error by itself, and ``@blp.arguments`` adds its 422.
 Document the other errors a view can answer with ``@blp.alt_response(404, schema=ErrorSchema)`` (likewise 409,
 or 422 where a service refuses a value of a request without arguments).
+
+A service's refusal names the value it is about by the service's parameter (:attr:`idp.errors.IdpError.field`);
+when the request sent that value, the answer puts the reason where a schema's refusal would be, ``errors:
+{"json": {FIELD: [reason]}}`` (or "query"). A resource whose request calls a parameter otherwise says so once:
+``blueprint(..., fields={"session_hours": "session_duration_hours"})``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from functools import wraps
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial, wraps
 from typing import Any
 
 import marshmallow as ma
@@ -169,12 +174,27 @@ def _http_error(exc: HTTPException) -> Response:
                        data.get("messages") or data.get("errors"), data.get("headers"))
 
 
-def _idp_error(exc: IdpError) -> Response:
+def _field_errors(exc: IdpError, names: Mapping[str, str]) -> dict[str, dict[str, list[str]]] | None:
+    """The refusal as a schema's is shown, {location: {field: [reason]}}, under the name the request gives the
+    value (``names``: service parameter → request field, where they differ) and where it sent it (the query
+    string or the JSON body); None when it is about no value this request sent (the request as a whole, or a
+    stored setting it did not give)."""
+    if exc.field is None:
+        return None
+    name = names.get(exc.field, exc.field)
+    if name in request.args:
+        return {"query": {name: [exc.message]}}
+    body = request.get_json(silent=True) if request.is_json else None
+    if isinstance(body, dict) and name in body:
+        return {"json": {name: [exc.message]}}
+    return None
+
+
+def _idp_error(exc: IdpError, names: Mapping[str, str]) -> Response:
     db.session.rollback()
     # A service refusing a value is a validation error of the request: 422, like the schemas' own refusals.
-    if isinstance(exc, BadRequest):
-        return _json_error(422, "Unprocessable Entity", exc.message)
-    return _json_error(exc.status, exc.title, exc.message)
+    status, title = (422, "Unprocessable Entity") if isinstance(exc, BadRequest) else (exc.status, exc.title)
+    return _json_error(status, title, exc.message, _field_errors(exc, names))
 
 
 class _Blueprint(Blueprint):  # type: ignore[misc]
@@ -217,14 +237,15 @@ class _Blueprint(Blueprint):  # type: ignore[misc]
         return doc
 
 
-def blueprint(name: str, path: str, description: str) -> Blueprint:
-    """A resource's blueprint at PREFIX + path, with the API's authentication and error handling."""
+def blueprint(name: str, path: str, description: str, *, fields: Mapping[str, str] | None = None) -> Blueprint:
+    """A resource's blueprint at PREFIX + path, with the API's authentication and error handling. ``fields``: the
+    request's name for each service parameter it names otherwise, for the services' refusals."""
     blp = _Blueprint(f"api_{name}", f"idp.admin.api.{name}", url_prefix=PREFIX + path, description=description)
     blp.before_request(_authenticate)
     blp.before_request(_refuse_unusable_body)
     blp.after_request(_keep_changes)
     blp.register_error_handler(HTTPException, _http_error)
-    blp.register_error_handler(IdpError, _idp_error)
+    blp.register_error_handler(IdpError, partial(_idp_error, names=dict(fields or {})))
     csrf.exempt(blp)
     return blp
 

@@ -14,7 +14,8 @@ from idp.admin.api.base import ErrorSchema, PageArgs, StrictBoolean, blueprint, 
 from idp.store import PermissionSet
 
 blp = blueprint("permission_sets", "/permission-sets",
-                "Permission sets: an IAM role and a session length, assigned to users and groups in accounts.")
+                "Permission sets: an IAM role and a session length, assigned to users and groups in accounts.",
+                fields={"session_hours": "session_duration_hours"})
 
 
 class PermissionSetSchema(ma.Schema):

@@ -21,7 +21,8 @@ from idp.saml.metadata import METADATA_MAX_BYTES, NAMEID_FORMATS, MetadataError
 from idp.store import ServiceProvider
 
 blp = blueprint("service_providers", "/service-providers",
-                "SAML service providers: register from metadata, a metadata URL, fields or a preset.")
+                "SAML service providers: register from metadata, a metadata URL, fields or a preset.",
+                fields={"xml": "metadata_xml", "url": "metadata_url", "certificate_pem": "certificate"})
 
 # Row ids are 32-bit integers (PostgreSQL); a larger one cannot name a row, and would not fit the query.
 SP_ID = "<int(min=1, max=2147483647):sp_id>"
@@ -199,7 +200,7 @@ def _utf8(text: str) -> bytes:
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate, which JSON can carry
-        raise MetadataError("metadata_xml is not valid Unicode text") from None
+        raise MetadataError("metadata_xml is not valid Unicode text", field="metadata_xml") from None
 
 
 @blp.route(f"/{SP_ID}")

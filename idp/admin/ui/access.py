@@ -84,12 +84,9 @@ class AccountForm(AccountFields):
                                                        Length(max=12)], render_kw={"inputmode": "numeric"})
 
 
-def _account_fields(form: AccountFields) -> list[tuple[str, Field]]:
-    fields: list[tuple[str, Field]] = []
-    if isinstance(form, AccountForm):
-        fields += [("account id", form.account_id), ("account '", form.account_id)]
-    return [*fields, ("account name", form.account_name), ("provider arn", form.saml_provider_arn),
-            ("sign-in url", form.signin_url), ("organizational unit", form.ou)]
+def _place_account_refusal(form: AccountFields, exc: IdpError) -> None:
+    taken = [("account '", form.account_id)] if isinstance(form, AccountForm) else []
+    place(form, exc, {"name": form.account_name}, [*taken, ("organizational unit", form.ou)])
 
 
 def _accounts_page(*, ou_form: OuForm | None = None, account_form: AccountForm | None = None,
@@ -119,8 +116,8 @@ def ou_add() -> Page:
             ou = accounts.add_ou(form.ou_name.data, parent=form.parent.data or None, actor=admin_actor())
         except IdpError as exc:
             db.session.rollback()
-            place(form, exc, [("ou name", form.ou_name), ("already exists", form.ou_name),
-                              ("organizational unit", form.parent)])
+            place(form, exc, {"name": form.ou_name},
+                  [("already exists", form.ou_name), ("organizational unit", form.parent)])
         else:
             return _done(f"Added the OU {accounts.ou_path(ou.id)}.", "admin.accounts")
     return _accounts_page(ou_form=form, status=422)
@@ -136,7 +133,7 @@ def account_add() -> Page:
                 ou=form.ou.data or None, signin_url=form.signin_url.data or None, actor=admin_actor())
         except IdpError as exc:
             db.session.rollback()
-            place(form, exc, _account_fields(form))
+            _place_account_refusal(form, exc)
         else:
             return _done(f"Added the account {account.name} ({account.account_id}).", "admin.account",
                          account_id=account.account_id)
@@ -184,7 +181,7 @@ def account(account_id: str) -> Page:
             changed = accounts.update_account(row.account_id, changes, actor=admin_actor())
         except IdpError as exc:
             db.session.rollback()
-            place(form, exc, _account_fields(form))
+            _place_account_refusal(form, exc)
         else:
             return _done(f"Saved {row.name}: changed {', '.join(k.replace('_', ' ') for k in changed)}."
                          if changed else "Nothing changed.", "admin.account", account_id=row.account_id)
@@ -308,12 +305,8 @@ def _spec(form: PermissionSetForm, *, clearing: bool) -> PermissionSetSpec:
         mfa_required=bool(form.mfa_required.data))
 
 
-def _pset_fields(form: PermissionSetForm) -> list[tuple[str, Field]]:
-    named = [("permission set name", form.name), ("already exists", form.name)] \
-        if isinstance(form, NewPermissionSetForm) else []
-    return [*named, ("session duration", form.session_hours), ("role name", form.role_name),
-            ("description", form.description), ("managed policy", form.managed_policy_arns),
-            ("inline policy", form.inline_policy), ("relay state", form.relay_state)]
+def _place_pset_refusal(form: PermissionSetForm, exc: IdpError) -> None:
+    place(form, exc, words=[("already exists", form.name)] if isinstance(form, NewPermissionSetForm) else [])
 
 
 @bp.get("/permission-sets", endpoint="permission_sets")
@@ -333,7 +326,7 @@ def permission_set_new() -> Page:
                                                       actor=admin_actor())
         except IdpError as exc:
             db.session.rollback()
-            place(form, exc, _pset_fields(form))
+            _place_pset_refusal(form, exc)
         else:
             return _done(f"Added the permission set {pset.name}.", "admin.permission_set", name=pset.name)
     if request.method == "POST":
@@ -368,7 +361,7 @@ def permission_set(name: str) -> Page:
                                                             actor=admin_actor())
         except IdpError as exc:
             db.session.rollback()
-            place(form, exc, _pset_fields(form))
+            _place_pset_refusal(form, exc)
         else:
             return _done(f"Saved {pset.name}: changed {', '.join(k.replace('_', ' ') for k in changed)}."
                          if changed else "Nothing changed.", "admin.permission_set", name=pset.name)
@@ -442,6 +435,12 @@ class AssignmentFilter(FlaskForm):  # type: ignore[misc]
                          default="")
 
 
+def _place_assignment_refusal(form: AssignmentForm | AssignmentFilter, exc: IdpError) -> None:
+    # What names no field is a missing permission set, account, OU, or (whatever else) user or group.
+    place(form, exc, words=[("permission set", form.permission_set), ("no account", form.target),
+                            ("organizational unit", form.target), ("", form.principal)])
+
+
 def _filtered(form: AssignmentFilter) -> Select[tuple[Assignment]]:
     """The assignments the filter form selects; an unknown user, group or permission set is refused."""
     target = _target(form.target.data) if form.target.data else {}
@@ -462,8 +461,7 @@ def assignments_page() -> Page:
             query = _filtered(form)
         except IdpError as exc:
             db.session.rollback()
-            place(form, exc, [("permission set", form.permission_set), ("no account", form.target),
-                              ("organizational unit", form.target), ("", form.principal)])
+            _place_assignment_refusal(form, exc)
         else:
             page = paged(query)
             return render_template("admin/assignments.html", form=form, page=page,
@@ -494,8 +492,7 @@ def assignment_new() -> Page:
                 show_error(form, exc)
             except IdpError as exc:
                 db.session.rollback()
-                place(form, exc, [("permission set", form.permission_set), ("no account", form.target),
-                                  ("organizational unit", form.target), ("", form.principal)])
+                _place_assignment_refusal(form, exc)
             else:
                 return _done(f"Assigned {done.what} to {done.principal} in {done.where}"
                              + (f" until {done.until:%Y-%m-%d %H:%M} UTC." if done.until else "."),

@@ -27,6 +27,7 @@ from idp.admin.ui.forms import (
     refused,
     show_error,
 )
+from idp.admin.ui.refusals import place
 from idp.errors import IdpError
 from idp.extensions import db
 from idp.oidc import clients
@@ -75,17 +76,6 @@ class RotateForm(ConfirmForm):
     pass
 
 
-# Which field a refusal of the client services is about, by what its message says (first match).
-_FIELD_OF_MESSAGE = (("post-logout", "post_logout_redirect_uris"), ("redirect", "redirect_uris"),
-                     ("login URL", "login_url"), ("client_credentials", "grant_types"), ("grant", "grant_types"),
-                     ("scope", "scopes"), ("the name", "name"), ("ID token", "id_token_alg"))
-
-
-def _show(form: FlaskForm, exc: IdpError) -> None:
-    key = next((k for part, k in _FIELD_OF_MESSAGE if part in exc.message and k in form), None)
-    show_error(form, exc, form[key] if key else None)
-
-
 # --- listing and registering ------------------------------------------------------------------------------
 
 
@@ -111,7 +101,7 @@ def client_new() -> Page:
             registered = clients.add(options, admin_actor())
         except IdpError as exc:
             db.session.rollback()
-            _show(form, exc)
+            place(form, exc)
         else:
             db.session.commit()
             # Not a redirect: the secret exists in clear only in this answer (never in a flash cookie).
@@ -165,7 +155,7 @@ def client(client_id: str) -> Page:
         changed = clients.update(client_id, options, admin_actor())
     except IdpError as exc:
         db.session.rollback()
-        _show(form, exc)
+        place(form, exc)
         return _client_page(row, form=form, status=UNPROCESSABLE)
     db.session.commit()
     flash(f"Saved {row.name}: changed {', '.join(k.replace('_', ' ') for k in changed)}." if changed

@@ -12,7 +12,7 @@ from flask import flash, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
 from sqlalchemy import func, select
 from werkzeug.wrappers import Response as BaseResponse
-from wtforms import Field, HiddenField, PasswordField, SelectField, StringField, TextAreaField
+from wtforms import HiddenField, PasswordField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, EqualTo, Length, Optional
 
 from idp.access import assignments
@@ -80,11 +80,6 @@ class ActionForm(FlaskForm):  # type: ignore[misc]
     """A button: only the CSRF token."""
 
 
-def _profile_fields(form: ProfileForm) -> list[tuple[str, Field]]:
-    return [("email", form.email), ("given name", form.given_name), ("family name", form.family_name),
-            ("display name", form.display_name)]
-
-
 def _profile(form: ProfileForm) -> dict[str, str | None]:
     return {k: form[k].data for k in directory.PROFILE_FIELDS}
 
@@ -118,8 +113,7 @@ def person_new() -> Page:
                                          actor=admin_actor(), groups=form.groups.data or (), **_profile(form))
         except IdpError as exc:
             db.session.rollback()
-            place(form, exc, [("username", form.username), ("user '", form.username), *_profile_fields(form),
-                              ("password", form.password), ("group", form.groups)])
+            place(form, exc, words=[("user '", form.username), ("group", form.groups)])  # taken; no such group
         else:
             db.session.commit()
             flash(f"Created {user.username}" + ("." if user.password_hash else
@@ -185,7 +179,7 @@ def person_profile(username: str) -> Page:
                                   display_name=form.display_name.data)
         except IdpError as exc:
             db.session.rollback()
-            place(form, exc, _profile_fields(form))
+            place(form, exc)
         else:
             return _saved(user, f"Saved the profile of {user.username}.")
     return _person_page(user, status=422, profile_form=form)

@@ -21,6 +21,7 @@ from idp.access.claims import ROLES, add_role
 from idp.access.decide import AWS_ENTITY_ID
 from idp.admin.ui import admin_actor, app_access, bp
 from idp.admin.ui.forms import UNPROCESSABLE, ConfirmForm, Page, choices, confirm_step, refused, show_error
+from idp.admin.ui.refusals import place
 from idp.errors import BadRequest, IdpError
 from idp.extensions import db
 from idp.saml import presets, providers
@@ -214,9 +215,6 @@ class SpForm(FlaskForm):  # type: ignore[misc]
 
 
 _BLANK_ROWS = 2
-# Which field a refusal of providers.update is about, by how its message starts.
-_FIELD_OF_MESSAGE = (("cannot encrypt", "encrypt_assertion"), ("cannot require signed", "require_signed_requests"),
-                     ("the name", "name"), ("NameID format", "nameid_format"))
 
 
 def _rows(rules: Iterable[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -303,8 +301,7 @@ def sp(sp_id: int) -> Page:
         changed = providers.update(row.entity_id, options, admin_actor())
     except IdpError as exc:
         db.session.rollback()
-        key = next((k for start, k in _FIELD_OF_MESSAGE if exc.message.startswith(start)), None)
-        show_error(form, exc, form[key] if key else None)
+        place(form, exc)
         return _sp_page(row, form=form, status=UNPROCESSABLE)
     db.session.commit()
     flash(f"Saved {row.name}: changed {', '.join(k.replace('_', ' ') for k in changed)}." if changed
