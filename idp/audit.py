@@ -1,19 +1,24 @@
-"""Audit events: one stored row and one structured log line per decision."""
+"""Audit events: one stored row and one structured log line per decision, and listeners told of each event
+once its row is committed (the metrics count them)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Select, select
+from sqlalchemy import event as sa_event
+from sqlalchemy.orm import Session, SessionTransaction
 
 from idp.clock import now
 from idp.extensions import db
 from idp.store import AuditRecord
 
 log = logging.getLogger("idp.audit")
+_PENDING = "idp.audit.pending"
 
 
 @dataclass(frozen=True)
@@ -29,14 +34,50 @@ class AuditEvent:
     at: datetime = field(default_factory=now)
 
 
+Listener = Callable[[AuditEvent], None]
+_listeners: list[Listener] = []
+
+
+def listen(listener: Listener) -> None:
+    """Call ``listener(event)`` for every event recorded from now on, in this process, once the transaction that
+    stores it commits: an event rolled back with its transaction (record(..., commit=False), then a failure)
+    never happened for listeners either. A listener that raises is logged and the request goes on. Listening
+    twice with the same function is listening once."""
+    if listener not in _listeners:
+        _listeners.append(listener)
+
+
 def record(event: AuditEvent, *, commit: bool = True) -> None:
     """Store the event and log it. Commits by default so that a refusal is kept even when nothing else is."""
     db.session.add(AuditRecord(**asdict(event)))
+    db.session.info.setdefault(_PENDING, []).append(event)
     if commit:
         db.session.commit()
     payload = asdict(event)
     payload["at"] = event.at.isoformat()
     log.info("audit %s %s", event.type, event.outcome, extra={"audit": payload})
+
+
+@sa_event.listens_for(Session, "after_commit")
+def _committed(session: Session) -> None:
+    # Released savepoints fire after_commit too: their events wait for the outer transaction.
+    if session.in_nested_transaction():
+        return
+    for event in session.info.pop(_PENDING, ()):
+        for listener in list(_listeners):
+            try:
+                listener(event)
+            except Exception:
+                # The row is stored and the answer decided: a metric is not worth a failed request.
+                log.exception("audit listener %s failed on %s", getattr(listener, "__qualname__", listener),
+                              event.type)
+
+
+@sa_event.listens_for(Session, "after_transaction_end")
+def _ended(session: Session, transaction: SessionTransaction) -> None:
+    # After _committed on a commit; on a rollback or a close, the events went with their rows.
+    if transaction.parent is None:
+        session.info.pop(_PENDING, None)
 
 
 def query(*, username: str | None = None, actor: str | None = None, type: str | None = None,

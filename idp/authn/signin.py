@@ -11,8 +11,10 @@ from enum import Enum
 
 from idp import audit
 from idp.audit import AuditEvent
-from idp.authn import throttle
+from idp.authn import directory, throttle
 from idp.authn.connectors import chain
+from idp.authn.connectors.base import Verdict
+from idp.authn.connectors.local import LOCAL
 from idp.authn.directory import normalize_username
 from idp.authn.principal import Principal
 from idp.errors import DirectoryUnavailable
@@ -35,10 +37,23 @@ class SignInResult:
     message: str | None = None
 
 
-def _locked_out(name: str, client_ip: str | None) -> SignInResult:
+def _locked_out(name: str, client_ip: str | None, source: str | None = None) -> SignInResult:
     audit.record(AuditEvent(type="login", outcome="failure", username=name, client_ip=client_ip,
-                            reason="locked out"))
+                            reason="locked out", details={"source": source} if source else {}))
     return SignInResult(Status.LOCKED)
+
+
+def _refused_by(name: str, outcome: Verdict) -> str:
+    """The identity source that refused: "none" when no source knows the name. A directory's verdict names its
+    user as "<directory>:<stable id>"; only the built-in directory knows users without saying so, and then the
+    name is one of its users'."""
+    if not outcome.known:
+        return "none"
+    if outcome.subject:
+        return outcome.subject.partition(":")[0]
+    user = directory.get_user(name)
+    # (A directory entry the connector could not use, ambiguous or without an id, has no subject either.)
+    return LOCAL if user is not None and user.source == LOCAL else "unknown"
 
 
 def sign_in(username: str, password: str, client_ip: str | None) -> SignInResult:
@@ -58,10 +73,12 @@ def sign_in(username: str, password: str, client_ip: str | None) -> SignInResult
         return SignInResult(Status.UNAVAILABLE)
     if outcome.locked:
         # The connector found a locked-out user under another spelling and stopped before the password.
-        return _locked_out(name, client_ip)
+        return _locked_out(name, client_ip, _refused_by(name, outcome))
     if outcome.principal is None:
+        # The source is as visible as the reason beside it ("unknown user" already says the name is nobody's).
         audit.record(AuditEvent(type="login", outcome="failure", username=name, client_ip=client_ip,
-                                reason=outcome.reason), commit=False)
+                                reason=outcome.reason, details={"source": _refused_by(name, outcome)}),
+                     commit=False)
         started = throttle.register_failure(counted, client_ip, outcome.subject)
         for key in started:
             audit.record(AuditEvent(type="login.lockout", outcome="failure", username=name, client_ip=client_ip,

@@ -1,5 +1,6 @@
-"""Prometheus metrics: request latency per endpoint, and counters kept from the audit events as they are
-committed (sign-ins, SAML responses, OIDC tokens, refusals).
+"""Prometheus metrics: request latency per endpoint, counters kept from the audit events as they are
+committed (sign-ins, SAML responses, OIDC tokens, refusals), and directory latency and errors (fed by the LDAP
+client, idp.authn.connectors.ldap).
 
 prometheus_client decides once, when it is first imported, whether values live in this process or in files
 shared by every worker (``PROMETHEUS_MULTIPROC_DIR``). ``idp serve`` sets that folder after the app is built
@@ -17,13 +18,13 @@ import os
 import re
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from flask import Flask, Response, g, request
-from sqlalchemy import event
-from sqlalchemy.orm import Session
 
-from idp.store import AuditRecord
+from idp import audit
+from idp.audit import AuditEvent
+from idp.authn.connectors import ldap
 
 if TYPE_CHECKING:
     from prometheus_client import Counter, Histogram
@@ -35,7 +36,6 @@ _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5
 # A reason's fixed part: what comes before the first detail ("directory unavailable: corp: ...").
 _REASON_END = re.compile(r"[:(\[{'\"\d]")
 _MAX_REASONS_PER_EVENT = 40
-_PENDING = "idp.ops.audit"
 
 
 class _Metrics:
@@ -46,8 +46,9 @@ class _Metrics:
             "idp_http_request_duration_seconds", "Time to answer a request, by Flask endpoint.",
             ["endpoint", "method", "status"], buckets=_BUCKETS)
         self.signins: Counter = Counter(
-            "idp_signins", "Password sign-ins by result (success, failure, locked, unavailable) and source "
-            "(the directory that signed the user in; unknown for a refusal).", ["result", "source"])
+            "idp_signins", "Password sign-ins by result (success, failure, locked, unavailable) and source (the "
+            "directory that signed the user in or refused the password; none when no directory knows the name, "
+            "unknown when none was asked or it is not known which).", ["result", "source"])
         self.saml_responses: Counter = Counter(
             "idp_saml_responses", "SAML responses with an assertion, by service provider.", ["sp"])
         self.oidc_tokens: Counter = Counter(
@@ -55,6 +56,14 @@ class _Metrics:
         self.refusals: Counter = Counter(
             "idp_refusals", "Refused requests and failed sign-ins (audit events with outcome failure), by event "
             "type and reason.", ["event", "reason"])
+        self.directory_latency: Histogram = Histogram(
+            "idp_directory_operation_duration_seconds", "Time an LDAP or AD directory took to answer an operation "
+            "(bind: a password check, search: a user or group search), failover included.",
+            ["directory", "operation"], buckets=_BUCKETS)
+        self.directory_errors: Counter = Counter(
+            "idp_directory_errors", "Failed directory operations by directory and kind (timeout, unavailable, tls, "
+            "busy, service_bind_refused, error_answer, bad_request, pool_exhausted), one per server that failed.",
+            ["directory", "kind"])
         self._reasons: dict[str, set[str]] = {}
         self._lock = threading.Lock()
 
@@ -97,51 +106,48 @@ def init_app(app: Flask) -> None:
                                      f"{resp.status_code // 100}xx").observe(time.perf_counter() - started)
         return resp
 
-    if not event.contains(Session, "after_flush", _audit_flushed):
-        event.listen(Session, "after_flush", _audit_flushed)
-        event.listen(Session, "after_commit", _audit_committed)
-        event.listen(Session, "after_rollback", _audit_rolled_back)
+    audit.listen(count)
+    ldap.watch(_DIRECTORIES)
 
 
 # --- audit events -----------------------------------------------------------------------------------------
-# idp.audit has no listener hook: the events are counted as their rows are committed, so a refusal rolled back
-# with its transaction is not counted, and every path that records an event is covered.
 
-def _audit_flushed(session: Session, _context: Any) -> None:
-    # The values, not the rows: a committed row is expired, and reading it again would cost a query.
-    events = [(obj.type, obj.outcome, obj.sp, obj.reason, dict(obj.details or {}))
-              for obj in session.new if isinstance(obj, AuditRecord)]
-    if events:
-        session.info.setdefault(_PENDING, []).extend(events)
-
-
-def _audit_committed(session: Session) -> None:
-    for type_, outcome, sp, reason, details in session.info.pop(_PENDING, ()):
-        count(type_, outcome, sp=sp, reason=reason, details=details)
-
-
-def _audit_rolled_back(session: Session) -> None:
-    session.info.pop(_PENDING, None)
-
-
-def count(type_: str, outcome: str, *, sp: str | None, reason: str | None, details: dict[str, Any]) -> None:
-    """One committed audit event into the counters it feeds."""
+def count(event: AuditEvent) -> None:
+    """One committed audit event into the counters it feeds (an idp.audit listener: a refusal rolled back with
+    its transaction is not counted, and every path that records an event is covered)."""
     m = metrics()
-    if type_ == "login":
-        if outcome == "success":
-            m.signins.labels("success", str(details.get("source") or "unknown")).inc()
-        elif reason == "locked out":
-            m.signins.labels("locked", "unknown").inc()
-        elif (reason or "").startswith("directory unavailable"):
-            m.signins.labels("unavailable", "unknown").inc()
+    details = event.details
+    if event.type == "login":
+        # Sources are configured directory names, "local", or "none" (no source knows the name).
+        source = str(details.get("source") or "unknown")
+        if event.outcome == "success":
+            m.signins.labels("success", source).inc()
+        elif event.reason == "locked out":
+            m.signins.labels("locked", source).inc()
+        elif (event.reason or "").startswith("directory unavailable"):
+            m.signins.labels("unavailable", source).inc()
         else:
-            m.signins.labels("failure", "unknown").inc()
-    elif type_ == "saml.response" and outcome == "success":
-        m.saml_responses.labels(sp or "unknown").inc()
-    elif type_ in ("oidc.token", "oidc.refresh") and outcome == "success":
-        m.oidc_tokens.labels(sp or "unknown", str(details.get("grant_type") or "unknown")).inc()
-    if outcome == "failure":
-        m.refusals.labels(type_, m.reason_label(type_, reason)).inc()
+            m.signins.labels("failure", source).inc()
+    elif event.type == "saml.response" and event.outcome == "success":
+        m.saml_responses.labels(event.sp or "unknown").inc()
+    elif event.type in ("oidc.token", "oidc.refresh") and event.outcome == "success":
+        m.oidc_tokens.labels(event.sp or "unknown", str(details.get("grant_type") or "unknown")).inc()
+    if event.outcome == "failure":
+        m.refusals.labels(event.type, m.reason_label(event.type, event.reason)).inc()
+
+
+# --- directories ------------------------------------------------------------------------------------------
+# Labels are configured directory names (a short slug, see connectors.settings.NAME) and ldap's fixed kinds.
+
+class _Directories:
+    def operation(self, directory: str, operation: str, seconds: float) -> None:
+        metrics().directory_latency.labels(directory, operation).observe(seconds)
+
+    def error(self, directory: str, kind: str) -> None:
+        metrics().directory_errors.labels(directory, kind).inc()
+
+
+_DIRECTORIES = _Directories()
 
 
 # --- exposition -------------------------------------------------------------------------------------------

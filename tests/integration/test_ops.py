@@ -9,18 +9,20 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 import requests
 from authlib.integrations.requests_client import OAuth2Session
 from flask import Flask
 from flask.testing import FlaskClient
 from helpers import DEFAULT_PASSWORD, free_port, idp_process, login, make_user
-from ldap_server import Slapd, SlowProxy, closed_port_url, directory_config
+from ldap_server import Slapd, SlapdProcess, SlowProxy, closed_port_url, directory_config
 from oidc_peers import register
 from prometheus_client.parser import text_string_to_metric_families
 from saml_peers import SP_ENTITY_ID, sign_in_at_a_new_sp
 
-from idp import create_app
+from idp import audit, create_app
 from idp.config import Settings
+from idp.extensions import db
 
 LATENCY = "idp_http_request_duration_seconds"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -154,7 +156,8 @@ def test_sign_ins_and_refusals_are_counted_from_the_audit_events(app: Flask, cli
         return value(after, name, **labels) - value(before, name, **labels)
 
     assert delta("idp_signins_total", result="success", source="local") == 1
-    assert delta("idp_signins_total", result="failure", source="unknown") == 1
+    # The built-in directory knows alice: it refused the password.
+    assert delta("idp_signins_total", result="failure", source="local") == 1
     assert delta("idp_refusals_total", event="login", reason="bad password") == 1
 
 
@@ -179,6 +182,113 @@ def test_saml_responses_and_oidc_tokens_are_counted_by_sp_and_client(live_server
     assert delta("idp_refusals_total", event="oidc.token", reason="invalid_client") == 1
     assert delta(LATENCY + "_count", endpoint="oidc.token", method="POST", status="2xx") == 1
     assert delta(LATENCY + "_count", endpoint="oidc.token", method="POST", status="4xx") == 1
+
+
+DIRECTORY_LATENCY = "idp_directory_operation_duration_seconds"
+
+
+def test_directory_sign_ins_are_counted_by_source_and_their_ldap_operations_timed(
+        with_directories: Callable[..., Flask], slapd: Slapd, tmp_path: Path) -> None:
+    app = with_directories(directory_config(slapd, tmp_path, "corp"))
+    client = app.test_client()
+    before = scrape(client)
+    # A browser each: a signed-in one would not see the form again.
+    assert login(app.test_client(), "alice", "alice-pw").status_code == 302
+    assert login(app.test_client(), "alice", "wrong").status_code == 200
+    assert login(app.test_client(), "nobody", "wrong").status_code == 200
+    after = scrape(client)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("idp_signins_total", result="success", source="corp") == 1
+    assert delta("idp_signins_total", result="failure", source="corp") == 1
+    # Nobody has that name: no directory refused it.
+    assert delta("idp_signins_total", result="failure", source="none") == 1
+    assert delta("idp_signins_total", result="failure", source="unknown") == 0
+    failures = [e.details for e in audit.events(type="login", limit=2)]
+    assert failures == [{"source": "none"}, {"source": "corp"}]
+
+    # Searches: alice and her groups, alice again, nobody. Binds: alice's two passwords, and the dummy bind that
+    # makes "nobody" cost what a wrong password costs.
+    search = {"directory": "corp", "operation": "search"}
+    bind = {"directory": "corp", "operation": "bind"}
+    assert delta(DIRECTORY_LATENCY + "_count", **search) == 4
+    assert delta(DIRECTORY_LATENCY + "_count", **bind) == 3
+    assert delta(DIRECTORY_LATENCY + "_sum", **bind) > 0
+    assert value(after, DIRECTORY_LATENCY + "_bucket", le="+Inf", **bind) == value(after, DIRECTORY_LATENCY
+                                                                                   + "_count", **bind)
+    assert not any(name == "idp_directory_errors_total" and ("directory", "corp") in labels
+                   for name, labels in after)
+
+
+@pytest.mark.parametrize("fault", ["stopped", "hung", "service password"])
+def test_directory_errors_are_counted_by_kind(
+        with_directories: Callable[..., Flask], slapd: Slapd, tmp_path: Path, request: pytest.FixtureRequest,
+        fault: str) -> None:
+    proxy = None
+    if fault == "stopped":
+        spare: SlapdProcess = request.getfixturevalue("spare_slapd")
+        cfg, kind = directory_config(slapd, tmp_path, "hr", urls=[spare.ldap_url]), "unavailable"
+    elif fault == "hung":
+        proxy = SlowProxy(slapd.ldap_url, delay=5)
+        request.addfinalizer(proxy.stop)
+        cfg, kind = directory_config(slapd, tmp_path, "hr", urls=[proxy.url], timeout=1), "timeout"
+    else:
+        cfg, kind = directory_config(slapd, tmp_path, "hr"), "service_bind_refused"
+        assert cfg.bind_password_file is not None
+        cfg.bind_password_file.write_text("not the service password\n")
+    app = with_directories(cfg)
+    client = app.test_client()
+    if fault == "stopped":
+        # Signed in once, so that the pool holds a connection to the server about to go away.
+        assert login(app.test_client(), "alice", "alice-pw").status_code == 302
+        spare.stop()
+    before = scrape(client)
+    resp = login(client, "alice", "alice-pw")
+    assert resp.status_code == 503
+    after = scrape(client)
+
+    assert value(after, "idp_directory_errors_total", directory="hr", kind=kind) >= \
+        value(before, "idp_directory_errors_total", directory="hr", kind=kind) + 1
+    searches = {"directory": "hr", "operation": "search"}
+    assert value(after, DIRECTORY_LATENCY + "_count", **searches) == \
+        value(before, DIRECTORY_LATENCY + "_count", **searches) + 1
+    assert value(after, "idp_signins_total", result="unavailable", source="unknown") == \
+        value(before, "idp_signins_total", result="unavailable", source="unknown") + 1
+
+
+def test_an_audit_listener_that_raises_breaks_no_sign_in(
+        app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    def broken(event: audit.AuditEvent) -> None:
+        raise RuntimeError("listener bug")
+
+    # First in line: the listeners after it (the metrics) are still told.
+    monkeypatch.setattr(audit, "_listeners", [broken, *audit._listeners])
+    make_user("alice")
+    before = scrape(client)
+    resp = login(client, "alice", DEFAULT_PASSWORD)
+    assert resp.status_code == 302
+    assert client.get(resp.headers["Location"]).status_code == 200
+    assert value(scrape(client), "idp_signins_total", result="success", source="local") == \
+        value(before, "idp_signins_total", result="success", source="local") + 1
+    assert audit.events(type="login", limit=1)[0].username == "alice"
+    assert any("listener bug" in (r.exc_text or "") and r.name == "idp.audit" for r in caplog.records)
+
+
+def test_listeners_hear_of_committed_events_only(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    heard: list[str] = []
+    monkeypatch.setattr(audit, "_listeners", [lambda event: heard.append(event.type)])
+    audit.record(audit.AuditEvent(type="rolled.back"), commit=False)
+    # A savepoint released is no commit: the event waits for its transaction, which is rolled back.
+    with db.session.begin_nested():
+        pass
+    assert heard == []
+    db.session.rollback()
+    audit.record(audit.AuditEvent(type="kept.later"), commit=False)
+    audit.record(audit.AuditEvent(type="kept"))
+    assert heard == ["kept.later", "kept"]
+    assert [e.type for e in audit.events(limit=5)] == ["kept", "kept.later"]
 
 
 # --- several workers --------------------------------------------------------------------------------------

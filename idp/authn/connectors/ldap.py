@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import ldap3
@@ -54,6 +54,37 @@ _BATCH = 50
 UNAVAILABLE = "The directory is unavailable right now. Try again in a few minutes."
 # LDAP_MATCHING_RULE_IN_CHAIN: Active Directory follows member links transitively for this rule.
 IN_CHAIN_RULE = "1.2.840.113556.1.4.1941"
+# Why a server or a directory failed an operation, for the error counters: a fixed set, so metric labels stay bounded.
+TIMEOUT, UNREACHABLE, TLS, BUSY, SERVICE_BIND, ERROR_ANSWER, BAD_REQUEST, POOL_EXHAUSTED = (
+    "timeout", "unavailable", "tls", "busy", "service_bind_refused", "error_answer", "bad_request", "pool_exhausted")
+
+
+class Observer(Protocol):
+    """Told of every directory operation (idp.ops.metrics is one): ``operation`` is "bind" (a password check) or
+    "search" (a user or group search), timed whole, failover included; ``error`` once per server that failed it
+    and once for a directory with no time left or no free connection, ``kind`` one of the constants above."""
+
+    def operation(self, directory: str, operation: str, seconds: float) -> None: ...
+
+    def error(self, directory: str, kind: str) -> None: ...
+
+
+_observers: list[Observer] = []
+
+
+def watch(observer: Observer) -> None:
+    """Tell ``observer`` of every operation of every directory in this process (once, however often called)."""
+    if observer not in _observers:
+        _observers.append(observer)
+
+
+def _tell(call: Callable[[Observer], None]) -> None:
+    for observer in list(_observers):
+        try:
+            call(observer)
+        except Exception:
+            # A metric is not worth a failed sign-in.
+            log.exception("directory observer %r failed", observer)
 
 
 @dataclass(frozen=True)
@@ -129,6 +160,14 @@ def _server(url: str, tls: Tls, timeout: float) -> Server:
 
 class _ServerFailed(Exception):
     """This server cannot serve the operation now (StartTLS refused, busy, no TLS): try the next one."""
+
+    def __init__(self, message: str, kind: str = BUSY) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class _ServiceBindRefused(DirectoryUnavailable):
+    """The directory refused the service account (told apart from other outages for the error counters)."""
 
 
 def _arm(conn: Connection, until: float) -> None:
@@ -377,7 +416,7 @@ class LdapDirectory:
             if self.cfg.start_tls and not server.ssl:
                 _arm(conn, until)
                 if not conn.start_tls(read_server_info=False):
-                    raise _ServerFailed(f"StartTLS refused: {(conn.result or {}).get('description')}")
+                    raise _ServerFailed(f"StartTLS refused: {(conn.result or {}).get('description')}", TLS)
             if service and self.cfg.bind_dn:
                 self._service_bind(conn, until)
         except BaseException:
@@ -387,7 +426,7 @@ class LdapDirectory:
 
     def _require_tls(self, conn: Connection) -> None:
         if self._tls_required and not (conn.server.ssl or conn.tls_started):
-            raise _ServerFailed("refusing to send a password over a connection without TLS")
+            raise _ServerFailed("refusing to send a password over a connection without TLS", TLS)
 
     def _service_bind(self, conn: Connection, until: float) -> None:
         self._require_tls(conn)
@@ -405,10 +444,23 @@ class LdapDirectory:
             raise _ServerFailed(f"service bind failed: {text}")
         # A refused service account is a configuration outage, not a user's wrong password (and the same on
         # every server: no failover).
-        raise DirectoryUnavailable(UNAVAILABLE, f"directory {self.cfg.name}: service bind as {self.cfg.bind_dn} "
-                                                f"refused: {text}")
+        raise _ServiceBindRefused(UNAVAILABLE, f"directory {self.cfg.name}: service bind as {self.cfg.bind_dn} "
+                                               f"refused: {text}")
 
     def _run(self, pool: _ConnectionPool, service: bool, what: str, op: Callable[[Connection, float], T]) -> T:
+        """``_attempt`` timed for the observers: every ldap3 call of a sign-in goes through here."""
+        started = time.perf_counter()
+        try:
+            return self._attempt(pool, service, what, op)
+        finally:
+            # Service connections search (users, groups); the others exist to check users' passwords by bind.
+            operation, seconds = "search" if service else "bind", time.perf_counter() - started
+            _tell(lambda o: o.operation(self.cfg.name, operation, seconds))
+
+    def _failed(self, kind: str) -> None:
+        _tell(lambda o: o.error(self.cfg.name, kind))
+
+    def _attempt(self, pool: _ConnectionPool, service: bool, what: str, op: Callable[[Connection, float], T]) -> T:
         """Run ``op(conn, until)`` on a connection to the first server that answers, all within one deadline (the
         timeout). ``until`` is when this server's share of it ends: an op of several exchanges (the group walk)
         arms the socket with what is left before each one (_arm), so the whole op, not each exchange, is bounded.
@@ -431,7 +483,11 @@ class LdapDirectory:
                 if now >= deadline:
                     break
                 until = now + (deadline - now) / left_in_class
-                conn = pool.take(index, deadline)
+                try:
+                    conn = pool.take(index, deadline)
+                except DirectoryUnavailable:
+                    self._failed(POOL_EXHAUSTED)
+                    raise
                 pooled = conn is not None and not fresh_only
                 try:
                     if conn is None or fresh_only:
@@ -440,22 +496,27 @@ class LdapDirectory:
                         conn = self._open(index, until, service)
                     _arm(conn, until)
                     result = op(conn, until)
-                except DirectoryUnavailable:
+                except DirectoryUnavailable as exc:
                     pool.discard(conn)
+                    self._failed(SERVICE_BIND if isinstance(exc, _ServiceBindRefused) else ERROR_ANSWER)
                     raise
                 except _ServerFailed as exc:
                     pool.discard(conn)
+                    self._failed(exc.kind)
                     errors.append(f"{url}: {exc}")
                 except (LDAPCommunicationError, LDAPStartTLSError, LDAPResponseTimeoutError, OSError) as exc:
                     # (ssl.SSLError and socket timeouts are OSErrors; ldap3's socket errors derive from them.)
                     pool.discard(conn)
                     if pooled and not _timed_out(exc):
-                        fresh_only = True
+                        fresh_only = True  # not counted: servers close idle connections
                         continue
+                    self._failed(TIMEOUT if _timed_out(exc) else
+                                 TLS if isinstance(exc, ssl.SSLError | LDAPStartTLSError) else UNREACHABLE)
                     errors.append(f"{url}: {_describe(exc)}")
                 except LDAPException as exc:
                     # Not the network: a request ldap3 refused to build. Another server would not do better.
                     pool.discard(conn)
+                    self._failed(BAD_REQUEST)
                     raise DirectoryUnavailable(UNAVAILABLE, f"directory {self.cfg.name}: {what} failed: "
                                                             f"{_describe(exc)}") from exc
                 except BaseException:
@@ -472,6 +533,7 @@ class LdapDirectory:
             if time.monotonic() >= deadline:
                 break
         if not errors:
+            self._failed(TIMEOUT)
             errors.append(f"no answer within {self.cfg.timeout:g} s")
         reason = f"directory {self.cfg.name}: {what} failed: " + "; ".join(errors)
         log.warning("%s", reason)

@@ -1,0 +1,262 @@
+"""Two `idp serve` instances behind Debian's haproxy (round-robin, no stickiness), set up as deploy/README.md
+tells operators: one database, one signing key and certificate, one Flask secret key, IDP_BASE_URL the load
+balancer's address, one trusted proxy hop, and a data dir of their own each. Whatever instance a request
+lands on, the sign-in goes on; which one it was is read from each instance's gunicorn access log.
+
+Runs on the suite's database: a shared SQLite file, or IDP_TEST_DATABASE_URL's PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import lxml.html
+import pytest
+import requests
+from conftest import PG_URL
+from flask import Flask
+from helpers import Served, free_port, idp_process, make_user
+from oidc_peers import PASSWORD, REDIRECT_URI, browse, register, rp, start
+from saml_peers import SP_SLO_URL, OneLoginSp, idp_metadata, is_login_page, read_post_form, register_sp, submit_login
+
+from idp.authn.session import COOKIE
+
+# gunicorn's access line as `idp serve` writes it: '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
+_ACCESS = re.compile(r'^\S+ "([A-Z]+) (\S+)" \d{3} ', re.MULTILINE)
+
+
+@dataclass
+class Cluster:
+    url: str  # haproxy's, the IDP_BASE_URL of both instances
+    instances: dict[str, Served]
+
+    def other(self, name: str) -> Served:
+        (other,) = (s for n, s in self.instances.items() if n != name)
+        return other
+
+
+def access_lines(served: Served) -> list[tuple[str, str]]:
+    return _ACCESS.findall(served.output())
+
+
+@dataclass
+class Trace:
+    """A requests response hook noting which instance's access log shows each request the session sent.
+    Requests are sequential, so the first unseen line for the same method and path is this one."""
+
+    cluster: Cluster
+    hops: list[tuple[str, str, str]] = field(default_factory=list)  # (instance, method, path)
+    seen: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.seen = {name: len(access_lines(s)) for name, s in self.cluster.instances.items()}
+
+    def __call__(self, resp: requests.Response, *args: Any, **kwargs: Any) -> None:
+        wanted = (str(resp.request.method), urlsplit(resp.request.url).path)
+        deadline = time.monotonic() + 5  # gunicorn writes the line just after the response
+        while True:
+            for name, served in self.cluster.instances.items():
+                lines = access_lines(served)
+                for i in range(self.seen[name], len(lines)):
+                    if lines[i] == wanted:
+                        self.seen[name] = i + 1
+                        self.hops.append((name, *wanted))
+                        return
+            assert time.monotonic() < deadline, f"{wanted} is in no instance's access log"
+            time.sleep(0.05)
+
+    def instances(self) -> list[str]:
+        return [name for name, _, _ in self.hops]
+
+
+def traced(cluster: Cluster) -> tuple[requests.Session, Trace]:
+    http = requests.Session()
+    trace = Trace(cluster)
+    http.hooks["response"].append(trace)
+    return http, trace
+
+
+def alternates(names: list[str]) -> bool:
+    return len(set(names)) == 2 and all(a != b for a, b in pairwise(names))
+
+
+@contextmanager
+def haproxy(port: int, backends: list[int], tmp_path: Path) -> Iterator[str]:
+    binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    servers = "\n".join(f"    server idp{i} 127.0.0.1:{p}" for i, p in enumerate(backends))
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(f"""\
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    option forwardfor
+
+frontend bridge
+    bind 127.0.0.1:{port}
+    default_backend instances
+
+backend instances
+    balance roundrobin
+{servers}
+""")
+    log = tmp_path / "haproxy.log"
+    with open(log, "wb") as out, subprocess.Popen([binary, "-db", "-f", str(config)],
+                                                  stdout=out, stderr=subprocess.STDOUT) as proc:
+        try:
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    assert proc.poll() is None, log.read_text(errors="replace")
+                    assert time.monotonic() < deadline, "haproxy did not start"
+                    time.sleep(0.1)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+@pytest.fixture
+def cluster(app: Flask, tmp_path: Path, signing_files: tuple[Path, Path]) -> Iterator[Cluster]:
+    """``app`` (an app context on the test's fresh database) is where the test registers users and peers;
+    the instances open the same database."""
+    secret = tmp_path / "secret_key"
+    secret.write_text(os.urandom(32).hex())
+    secret.chmod(0o600)
+    lb_port, ports = free_port(), {"a": free_port(), "b": free_port()}
+    lb_url = f"http://127.0.0.1:{lb_port}"
+    env = {
+        **os.environ,
+        "IDP_DATABASE_URL": PG_URL or f"sqlite:///{tmp_path / 'idp.db'}",
+        "IDP_BASE_URL": lb_url,
+        "IDP_TRUSTED_PROXY_HOPS": "1",
+        "IDP_SIGNING_KEY_FILE": str(signing_files[0]),
+        "IDP_SIGNING_CERT_FILE": str(signing_files[1]),
+        "IDP_SECRET_KEY_FILE": str(secret),
+        "IDP_WORKERS": "1",
+        "IDP_LOG_FORMAT": "text",
+    }
+    with ExitStack() as stack:
+        instances = {
+            name: stack.enter_context(idp_process(
+                ["serve", "--bind", f"127.0.0.1:{port}"], {**env, "IDP_DATA_DIR": str(tmp_path / name)},
+                port, tmp_path / f"{name}.log"))
+            for name, port in ports.items()
+        }
+        url = stack.enter_context(haproxy(lb_port, list(ports.values()), tmp_path))
+        yield Cluster(url, instances)
+
+
+def saml_sign_in(cluster: Cluster) -> tuple[requests.Session, Trace, str, str]:
+    """alice signs in at a python3-saml SP through the load balancer. Returns the browser, its trace, the
+    AuthnRequest's URL (through the load balancer) and its ID."""
+    sp = OneLoginSp(idp_metadata(cluster.url))
+    register_sp(sp.metadata())
+    make_user("alice", PASSWORD)
+    http, trace = traced(cluster)
+    url, request_id = sp.redirect_login("https://sp.example.test/after")
+    page = http.get(url, timeout=10)
+    assert is_login_page(page)
+    page = submit_login(http, page, "alice", PASSWORD)
+    auth = sp.process_response(read_post_form(page.text), request_id)
+    assert auth.get_errors() == [], auth.get_last_error_reason()
+    assert auth.get_nameid() == "alice"
+    return http, trace, url, request_id
+
+
+def test_a_saml_sign_in_started_on_one_instance_finishes_on_the_other(cluster: Cluster) -> None:
+    _, trace, _, _ = saml_sign_in(cluster)
+    steps = [(method, path.split("/continue/")[0]) for _, method, path in trace.hops]
+    assert steps == [("GET", "/saml/sso"), ("GET", "/login"), ("POST", "/login"), ("GET", "/saml")]
+    # The AuthnRequest parked on one, the login form served by the other and posted back to the first (its
+    # CSRF token checked there), the response issued by the second: every step on the other instance.
+    assert alternates(trace.instances()), trace.hops
+
+
+def test_a_request_id_consumed_on_one_instance_is_refused_on_the_other(cluster: Cluster) -> None:
+    http, trace, url, _ = saml_sign_in(cluster)
+    received_by = trace.hops[0][0]
+    other = cluster.other(received_by)
+    direct = url.replace(cluster.url, other.url, 1)
+    replayed = http.get(direct, allow_redirects=False, timeout=10)
+    assert replayed.status_code == 400
+    assert "already been used" in replayed.text
+    # The same browser, session and instance answer a fresh request at once: only the replay was refused.
+    sp = OneLoginSp(idp_metadata(cluster.url))
+    fresh_url, fresh_id = sp.redirect_login("https://sp.example.test/after")
+    fresh = http.get(fresh_url.replace(cluster.url, other.url, 1), allow_redirects=False, timeout=10)
+    assert fresh.status_code == 200
+    auth = sp.process_response(read_post_form(fresh.text), fresh_id)
+    assert auth.get_errors() == [], auth.get_last_error_reason()
+
+
+def test_a_logout_on_one_instance_ends_the_session_on_all(cluster: Cluster) -> None:
+    http, _, _, _ = saml_sign_in(cluster)
+    cookie = {COOKIE: http.cookies[COOKIE]}
+    first, second = cluster.instances.values()
+
+    def portal(served: Served) -> requests.Response:
+        return requests.get(served.url + "/portal", cookies=cookie, allow_redirects=False, timeout=10)
+
+    assert portal(first).status_code == portal(second).status_code == 200
+    page = http.get(first.url + "/logout", timeout=10)
+    form = read_form(page.text)
+    done = http.post(first.url + "/logout", data=form, headers={"Referer": page.url}, allow_redirects=False,
+                     timeout=10)
+    # Signed out; the browser goes on to the SP's single logout (a host that does not exist here).
+    assert done.is_redirect and done.headers["Location"].startswith(SP_SLO_URL)
+    assert COOKIE not in http.cookies
+    for served in (second, first):
+        refused = portal(served)
+        assert refused.status_code == 302
+        assert urlsplit(refused.headers["Location"]).path == "/login"
+
+
+def read_form(page: str) -> dict[str, str]:
+    form = lxml.html.fromstring(page).forms[0]
+    return {i.get("name"): i.get("value") or "" for i in form.xpath(".//input[@name]")}
+
+
+def test_an_oidc_code_issued_by_one_instance_is_redeemed_at_the_other(cluster: Cluster) -> None:
+    make_user("alice", PASSWORD)
+    reg = register()
+    session = rp(cluster.url, reg)
+    http, trace = traced(cluster)
+    authorization = start(session)
+    arrival = browse(http, authorization.url)
+    assert arrival.login_prompts == 1 and "code" in arrival.params
+    steps = [(method, path.split("/continue/")[0]) for _, method, path in trace.hops]
+    assert steps == [("GET", "/oauth/authorize"), ("GET", "/login"), ("POST", "/login"),
+                     ("GET", "/oauth/authorize")]
+    # The authorization request parked on one instance is resumed, and the code issued, on the other.
+    assert alternates(trace.instances()), trace.hops
+    issued_by = trace.hops[-1][0]
+    other = cluster.other(issued_by)
+    before = len(access_lines(other))
+    token = session.fetch_token(other.url + "/oauth/token", authorization_response=arrival.url,
+                                code_verifier=authorization.verifier, state=authorization.state)
+    assert ("POST", "/oauth/token") in access_lines(other)[before:]
+    claims = session.parse_id_token(token, nonce=authorization.nonce)  # the JWKS, through the load balancer
+    assert claims["iss"] == cluster.url and claims["preferred_username"] == "alice"
+    # The code is single-use across instances too: back at the instance that issued it, it is refused.
+    again = requests.post(cluster.instances[issued_by].url + "/oauth/token", auth=(reg.client_id, reg.client_secret),
+                          data={"grant_type": "authorization_code", "code": arrival.params["code"],
+                                "redirect_uri": REDIRECT_URI, "code_verifier": authorization.verifier},
+                          timeout=10)
+    assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
