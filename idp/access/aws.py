@@ -83,6 +83,3 @@ def role_attributes(principal: Principal, roles: Sequence[RoleGrant], now: datet
         if values and _tag_value(values[0]):
             out.append(_uri(attribute, PRINCIPAL_TAG + key, _tag_value(values[0])))
     return out
-
-
-# What the AWS sign-in SP gets: a persistent NameID and, signed twice, nothing but role_attributes.

@@ -27,6 +27,7 @@ from idp.store import ServiceProvider
 GLOBAL_ACS = "https://signin.aws.amazon.com/saml"
 METADATA_FILE = Path(__file__).resolve().parents[2] / "metadata" / "presets" / "aws-signin-metadata.xml"
 
+# What the AWS sign-in SP gets: a persistent NameID and, signed twice, nothing but role_attributes.
 _SP_OPTIONS = providers.SpOptions(nameid_format="persistent", attribute_map=(), sign_assertion=True,
                                   sign_response=True)
 
