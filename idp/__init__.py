@@ -8,6 +8,7 @@ from pathlib import Path
 from flask import Flask, Response
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from idp import state
 from idp.config import Settings
 from idp.database import MIGRATIONS, engine_options, upgrade_embedded
 from idp.errors import register_error_handlers
@@ -24,6 +25,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["idp.settings"] = settings
     _configure(app, settings)
     db.init_app(app)
+    state.init_app(app, settings)
     migrate.init_app(app, db, directory=MIGRATIONS)
     csrf.init_app(app)
     init_request_ids(app)

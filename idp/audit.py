@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,6 +49,7 @@ def listen(listener: Listener) -> None:
 
 def record(event: AuditEvent, *, commit: bool = True) -> None:
     """Store the event and log it. Commits by default so that a refusal is kept even when nothing else is."""
+    event = _storable(event)
     db.session.add(AuditRecord(**asdict(event)))
     db.session.info.setdefault(_PENDING, []).append(event)
     if commit:
@@ -56,6 +57,23 @@ def record(event: AuditEvent, *, commit: bool = True) -> None:
     payload = asdict(event)
     payload["at"] = event.at.isoformat()
     log.info("audit %s %s", event.type, event.outcome, extra={"audit": payload})
+
+
+def _storable(event: AuditEvent) -> AuditEvent:
+    """The event with NUL characters replaced: events quote what clients sent, and PostgreSQL stores no NUL in
+    text or JSON (the insert would fail and take the request's transaction with it)."""
+    cleaned = {f.name: _without_nul(getattr(event, f.name)) for f in fields(event) if f.name != "at"}
+    return replace(event, **cleaned)
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_nul(v) for v in value]
+    return value
 
 
 @sa_event.listens_for(Session, "after_commit")

@@ -117,7 +117,7 @@ def keys_rotate(kind: str) -> None:
     for k in (RSA, EC) if kind == "all" else (kind,):
         store = keystore(k)
         if store.external and kind == "all":
-            click.echo(f"{k}: keys come from IDP_SIGNING_KEY_FILE; not rotated here")
+            click.echo(f"{k}: keys come from {store.setting_name}; not rotated here")
             continue
         try:
             click.echo(f"{k}: {store.rotate()}")

@@ -30,10 +30,16 @@ class Settings:
     base_url: str = "http://127.0.0.1:5000"
     data_dir: Path = Path("instance")
     database_url: str | None = None
+    # IDP_REDIS_URL: sessions, login throttling, replay caches, parked requests and OIDC codes live in Redis
+    # when set (several instances share them there); in the database otherwise.
+    redis_url: str | None = None
     # Flask's signing key (CSRF tokens); generated into data_dir when unset.
     secret_key: str | None = field(default=None, repr=False)
     signing_key_file: Path | None = None
     signing_cert_file: Path | None = None
+    # IDP_EC_SIGNING_KEY_FILE: the ES256 key (PEM, P-256); generated into data_dir when unset. Several
+    # instances must share it as they share the RSA key, or one instance's JWKS lacks another's key.
+    ec_signing_key_file: Path | None = None
     session_idle_seconds: int = 1800
     session_max_seconds: int = 8 * 3600
     login_max_failures: int = 5
@@ -118,7 +124,8 @@ class Settings:
                     values[f.name] = raw.lower() in ("1", "true", "yes", "on")
                 elif isinstance(default, int):
                     values[f.name] = int(raw)
-                elif f.name in ("data_dir", "signing_key_file", "signing_cert_file", "config", "presets_dir"):
+                elif f.name in ("data_dir", "signing_key_file", "signing_cert_file", "ec_signing_key_file", "config",
+                                "presets_dir"):
                     values[f.name] = Path(raw) if raw else None
                 else:
                     values[f.name] = raw or None
@@ -143,10 +150,13 @@ class Settings:
             out.append("IDP_BASE_URL: must not have a query or fragment")
         if self.database_url is not None and not self.database_url.startswith(("sqlite:", "postgresql")):
             out.append("IDP_DATABASE_URL: only sqlite:// and postgresql:// URLs are supported")
+        if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            out.append("IDP_REDIS_URL: only redis://, rediss:// and unix:// URLs are supported")
         if (self.signing_key_file is None) != (self.signing_cert_file is None):
             out.append("IDP_SIGNING_KEY_FILE and IDP_SIGNING_CERT_FILE must be set together")
         for label, path in (("IDP_SIGNING_KEY_FILE", self.signing_key_file),
-                            ("IDP_SIGNING_CERT_FILE", self.signing_cert_file)):
+                            ("IDP_SIGNING_CERT_FILE", self.signing_cert_file),
+                            ("IDP_EC_SIGNING_KEY_FILE", self.ec_signing_key_file)):
             if path is not None and not path.is_file():
                 out.append(f"{label}: {path} is not a readable file")
         if self.presets_dir is not None and not self.presets_dir.is_dir():

@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 import logging
 
+import redis.exceptions
+import sqlalchemy.exc
 from flask import Flask, Response, render_template, request
 from werkzeug.exceptions import HTTPException
+
+from idp.extensions import db
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,14 @@ class DirectoryUnavailable(IdpError):
     title = "Directory unavailable"
 
 
+# What a lost database or Redis connection raises. Such a request is answered 503 (retry later), never 500:
+# the dependency, not the request, is at fault, and nothing half-done was committed.
+_UNAVAILABLE: tuple[type[Exception], ...] = (
+    sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
+
+
 def _wants_json() -> bool:
     best = request.accept_mimetypes.best_match(["application/json", "text/html"])
     return request.path.startswith("/api/") or best == "application/json"
@@ -91,5 +103,27 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
+        if isinstance(exc, _UNAVAILABLE) or _redis_refuses_writes(exc):
+            # One line, no trace: the driver's message names the host, which is for the log only.
+            log.error("dependency unavailable on %s %s: %s: %s", request.method, request.path,
+                      type(exc).__name__, (str(exc).splitlines() or [""])[0])
+            _rollback()
+            resp = _render(503, "Service unavailable",
+                           "The service is briefly unavailable. Please try again in a moment.")
+            resp.headers["Retry-After"] = "5"
+            return resp
         log.exception("unhandled error on %s %s", request.method, request.path)
         return _render(500, IdpError.title, "The server could not complete this request.")
+
+
+def _rollback() -> None:
+    try:
+        db.session.rollback()
+    except Exception:  # the connection is gone; the pool replaces it on the next checkout
+        log.debug("rollback after a lost connection failed", exc_info=True)
+
+
+def _redis_refuses_writes(exc: Exception) -> bool:
+    """A full Redis under ``noeviction`` (OOM) or a read-only replica: unavailable for now, not a bug here."""
+    return isinstance(exc, redis.exceptions.ReadOnlyError) or (
+        isinstance(exc, redis.exceptions.ResponseError) and str(exc).startswith("OOM"))

@@ -5,9 +5,11 @@ records each key's state: ``next`` (published in metadata, not yet signing), ``a
 published) or ``retired`` (still published so that SPs holding old metadata keep working until the next
 rotation). A running server notices a rotation made by the CLI through the manifest's mtime.
 
-There is one ring per key type, managed the same way: RSA (SAML signatures, RS256 ID tokens) in ``keys/``
-and EC P-256 (ES256 ID tokens) in ``keys/ec/``. Each key is parsed once per process, for xmlsec and as a
-JWK, since re-parsing a PEM per signature costs a factor of 100 (docs/performance.md).
+There is one ring per key type, managed the same way: RSA (SAML signatures, RS256 ID tokens) in ``keys/`` and
+EC P-256 (ES256 ID tokens) in ``keys/ec/``; either may instead be one key from a file the operator keeps
+(IDP_SIGNING_KEY_FILE with its certificate, IDP_EC_SIGNING_KEY_FILE), which is how several instances share it.
+Each key is parsed once per process, for xmlsec and as a JWK, since re-parsing a PEM per signature costs a
+factor of 100 (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ class SigningKey:
         # An external key has no kid of ours; its RFC 7638 thumbprint is stable and unique.
         if self.kid != "external":
             return self.kid
-        return RSAKey.import_key(self.key_pem).thumbprint()
+        return (ECKey if self.kind == EC else RSAKey).import_key(self.key_pem).thumbprint()
 
     def public_jwk(self) -> dict[str, Any]:
         return dict(self.jwk.as_dict(private=False))
@@ -171,18 +173,27 @@ class KeyStore:
         return self.dir / "manifest.json"
 
     @property
+    def key_file(self) -> Path | None:
+        """The operator's key (IDP_SIGNING_KEY_FILE for RSA, IDP_EC_SIGNING_KEY_FILE for EC), if any."""
+        return self.settings.signing_key_file if self.kind == RSA else self.settings.ec_signing_key_file
+
+    @property
     def external(self) -> bool:
-        # IDP_SIGNING_KEY_FILE is the SAML (RSA) key; the EC ring is always ours.
-        return self.kind == RSA and self.settings.signing_key_file is not None
+        return self.key_file is not None
+
+    @property
+    def setting_name(self) -> str:
+        return "IDP_SIGNING_KEY_FILE" if self.kind == RSA else "IDP_EC_SIGNING_KEY_FILE"
 
     def ring(self) -> KeyRing:
         if self.external:
             if self._ring is None:
-                assert self.settings.signing_key_file and self.settings.signing_cert_file
+                assert self.key_file is not None
+                # Only the RSA key goes into SAML metadata, so only it comes with a certificate.
+                cert_file = self.settings.signing_cert_file if self.kind == RSA else None
                 self._ring = KeyRing((SigningKey(
-                    "external", ACTIVE,
-                    self.settings.signing_key_file.read_bytes(),
-                    self.settings.signing_cert_file.read_bytes(),
+                    "external", ACTIVE, self.key_file.read_bytes(),
+                    cert_file.read_bytes() if cert_file is not None else b"", self.kind,
                 ),))
             return self._ring
         st = self.manifest.stat()
@@ -211,7 +222,7 @@ class KeyStore:
         A retired key stays published until RETIRED_KEY_RETENTION has passed since it stopped signing, however
         often keys rotate meanwhile: what it signed must still verify until it expires."""
         if self.external:
-            raise KeyError_("keys come from IDP_SIGNING_KEY_FILE; rotate them where they are managed")
+            raise KeyError_(f"keys come from {self.setting_name}; rotate them where they are managed")
         with data_dir_lock(self.settings.data_dir):
             t = now()
             entries = json.loads(self.manifest.read_text())["keys"]
@@ -242,28 +253,36 @@ class KeyStore:
 
     def _validate_external(self) -> None:
         """Say which file is wrong and how, at start-up, instead of failing on the first signature."""
-        key_file, cert_file = self.settings.signing_key_file, self.settings.signing_cert_file
-        assert key_file and cert_file
+        key_file, label = self.key_file, self.setting_name
+        assert key_file is not None
         try:
-            key_pem, cert_pem = key_file.read_bytes(), cert_file.read_bytes()
+            key_pem = key_file.read_bytes()
             mode = key_file.stat().st_mode
         except OSError as exc:
             raise KeyError_(f"cannot read {exc.filename}: {exc.strerror}") from exc
         if mode & 0o077:
             # Not refused: mounted secrets (Kubernetes' default 0644) often look like this behind their own
             # access control. But the admin should know.
-            log.warning("IDP_SIGNING_KEY_FILE %s is readable by other users (mode %o); 0600 is advised",
-                        key_file, mode & 0o777)
+            log.warning("%s %s is readable by other users (mode %o); 0600 is advised", label, key_file, mode & 0o777)
         try:
             key = serialization.load_pem_private_key(key_pem, password=None)
         except (ValueError, TypeError) as exc:
-            raise KeyError_(
-                f"IDP_SIGNING_KEY_FILE: {key_file} is not an unencrypted PEM private key"
-            ) from exc
+            raise KeyError_(f"{label}: {key_file} is not an unencrypted PEM private key") from exc
+        if self.kind == EC:
+            if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
+                raise KeyError_(f"{label}: {key_file} must be an EC P-256 key (we sign ES256 with it)")
+            return
         if not isinstance(key, rsa.RSAPrivateKey):
-            raise KeyError_(f"IDP_SIGNING_KEY_FILE: {key_file} must be an RSA key (we sign with RSA-SHA256)")
+            raise KeyError_(f"{label}: {key_file} must be an RSA key (we sign with RSA-SHA256)")
+        self._validate_certificate(key)
+
+    def _validate_certificate(self, key: rsa.RSAPrivateKey) -> None:
+        cert_file = self.settings.signing_cert_file
+        assert cert_file is not None
         try:
-            cert = x509.load_pem_x509_certificate(cert_pem)
+            cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+        except OSError as exc:
+            raise KeyError_(f"cannot read {exc.filename}: {exc.strerror}") from exc
         except ValueError as exc:
             raise KeyError_(f"IDP_SIGNING_CERT_FILE: {cert_file} is not a PEM certificate") from exc
         if cert.public_key() != key.public_key():

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 
@@ -30,10 +31,13 @@ from idp.extensions import db
 from idp.keys import generate_key_pair
 
 PG_URL = os.environ.get("IDP_TEST_DATABASE_URL")
+# The production pass of tests/run keeps shared state in Redis; each test starts with it empty.
+REDIS_URL = os.environ.get("IDP_TEST_REDIS_URL")
 
 
 def pytest_report_header() -> str:
-    return f"database: {'PostgreSQL ' + PG_URL if PG_URL else 'SQLite'}"
+    return (f"database: {'PostgreSQL ' + PG_URL if PG_URL else 'SQLite'}; "
+            f"shared state: {'Redis ' + REDIS_URL if REDIS_URL else 'in the database'}")
 
 
 @pytest.fixture(scope="session")
@@ -86,11 +90,15 @@ def make_settings(
         engine.dispose()
     else:
         shutil.copy(_database_template / "idp.db", tmp_path / "idp.db")
+    if REDIS_URL:
+        with redis.Redis.from_url(REDIS_URL) as r:
+            r.flushdb()
 
     def make(**overrides: object) -> Settings:
         values: dict[str, object] = {
             "data_dir": tmp_path,
             "database_url": PG_URL,
+            "redis_url": REDIS_URL,
             "signing_key_file": signing_files[0],
             "signing_cert_file": signing_files[1],
             "secret_key": "test-secret-key",

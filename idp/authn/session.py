@@ -1,4 +1,5 @@
-"""The SSO session: a random cookie in the browser, a row keyed by its SHA-256 on the server.
+"""The SSO session: a random cookie in the browser, a record keyed by its SHA-256 on the server (stored by
+:mod:`idp.state.sessions`, in Redis or the database).
 
 The server decides everything (idle and absolute lifetimes, a disabled user), so ending a session anywhere
 (logout, Single Logout, `idp user disable`, another process) takes effect on the next request.
@@ -13,7 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from flask import Flask, Response, current_app, has_request_context, request, url_for
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import select
 from werkzeug.wrappers import Response as BaseResponse
 
 from idp import audit
@@ -22,7 +23,9 @@ from idp.authn.principal import Principal, principal_from_user
 from idp.clock import now
 from idp.extensions import db
 from idp.runtime import settings
-from idp.store import SessionParticipant, SsoSession, User
+from idp.state import sessions
+from idp.state.sessions import SsoSession
+from idp.store import User
 
 COOKIE = "idp_session"
 
@@ -81,7 +84,7 @@ def _load(token: str | None) -> SsoSession | None:
     if len(token) > 128:
         _clear_cookie()
         return None
-    sso = db.session.get(SsoSession, _digest(token))
+    sso = sessions.get(_digest(token))
     if sso is None:
         _clear_cookie()
         return None
@@ -105,14 +108,13 @@ def _load(token: str | None) -> SsoSession | None:
         _clear_cookie()
         return None
     if t - sso.last_seen_at >= _TOUCH_EVERY:
-        sso.last_seen_at = t
-        db.session.commit()
+        sso = sessions.touch(sso, t)
     return sso
 
 
 def _expire(sso: SsoSession, reason: str) -> None:
     username = _username(sso.user_id)
-    _delete_rows([sso.id])
+    _delete([sso.id])
     _clear_cookie()
     audit.record(AuditEvent(type="session.expire", username=username, client_ip=_client_ip(), reason=reason))
 
@@ -122,10 +124,8 @@ def _username(user_id: int) -> str | None:
     return name
 
 
-def _delete_rows(ids: list[str], successor: str | None = None) -> None:
-    # Participants first: no reliance on ON DELETE CASCADE being enforced by every database.
-    db.session.execute(delete(SessionParticipant).where(SessionParticipant.session_id.in_(ids)))
-    db.session.execute(delete(SsoSession).where(SsoSession.id.in_(ids)))
+def _delete(ids: list[str], successor: str | None = None) -> None:
+    sessions.delete(ids)
     for listener in current_app.extensions.get(_ENDED, ()):
         listener(ids, successor)
 
@@ -164,19 +164,16 @@ def start_session(user_id: int) -> SsoSession:
         expires_at=t + timedelta(seconds=cfg.session_max_seconds), client_ip=_client_ip(),
     )
     old = current_session()
-    db.session.add(new)
-    db.session.flush()
+    sessions.create(new, t)
     if old is not None and old.user_id == user_id:
-        db.session.execute(
-            update(SessionParticipant).where(SessionParticipant.session_id == old.id).values(session_id=new.id)
-        )
-        _delete_rows([old.id], successor=new.id)
+        sessions.move_participants(old.id, new, t)
+        _delete([old.id], successor=new.id)
     elif old is not None:
         end_session(old, "replaced by another user's sign-in", commit=False)
     # Housekeeping while we write anyway: sessions past their absolute lifetime.
-    expired = list(db.session.scalars(select(SsoSession.id).where(SsoSession.expires_at <= t)))
+    expired = sessions.expired_ids(t)
     if expired:
-        _delete_rows(expired)
+        _delete(expired)
     db.session.commit()
     request.environ[_CACHE] = new
     request.environ[_COOKIE_ACTION] = token
@@ -185,29 +182,27 @@ def start_session(user_id: int) -> SsoSession:
 
 def end_session(sso: SsoSession, reason: str, *, commit: bool = True) -> None:
     """Delete the session and its participants, clear the cookie when it is this request's, audit "logout"."""
-    sso_id, user_id = sso.id, sso.user_id
-    participants = db.session.scalar(
-        select(func.count()).select_from(SessionParticipant).where(SessionParticipant.session_id == sso_id)
-    )
-    username = _username(user_id)
-    _delete_rows([sso_id])
+    participants = len(sessions.participants(sso.id))
+    username = _username(sso.user_id)
+    _delete([sso.id])
     if has_request_context():
         token = request.cookies.get(COOKIE)
-        if token and _digest(token) == sso_id:
+        if token and _digest(token) == sso.id:
             request.environ[_CACHE] = None
             _clear_cookie()
     audit.record(
         AuditEvent(type="logout", username=username, client_ip=_client_ip(), reason=reason,
-                   details={"participants": participants or 0}),
+                   details={"participants": participants}),
         commit=commit,
     )
 
 
 def end_user_sessions(user_id: int) -> int:
-    """End every session of a user (disabled, deleted). Does not commit: the caller's change does."""
-    ids = list(db.session.scalars(select(SsoSession.id).where(SsoSession.user_id == user_id)))
+    """End every session of a user (disabled, deleted). In the database it does not commit: the caller's
+    change does (Redis forgets the sessions at once)."""
+    ids = sessions.user_session_ids(user_id)
     if ids:
-        _delete_rows(ids)
+        _delete(ids)
     return len(ids)
 
 

@@ -1,7 +1,7 @@
 """Login throttling: failure counters per username and per client address, with a temporary lockout.
 
-The counters are rows (LoginThrottle), so every worker process and every host behind a load balancer
-sees the same counts.
+The counters live in :mod:`idp.state.counters` (Redis or the database), so every worker process and every
+host behind a load balancer sees the same counts.
 
 A user has two counters: the typed name, folded so that the spellings a directory treats as one name count
 as one (NFKC makes full-width letters plain, casefold ignores case; the caller strips a routed domain), and,
@@ -14,13 +14,9 @@ from __future__ import annotations
 import unicodedata
 from datetime import timedelta
 
-from sqlalchemy import delete, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
-
 from idp.clock import now
-from idp.extensions import db
 from idp.runtime import settings
-from idp.store import LoginThrottle
+from idp.state import counters
 
 
 def fold(username: str) -> str:
@@ -56,10 +52,10 @@ def register_failure(username: str, client_ip: str | None, subject: str | None =
     not commit."""
     cfg = settings()
     started = []
-    counters = [(user_key(username), cfg.login_max_failures), (ip_key(client_ip), cfg.login_ip_max_failures)]
+    keyed = [(user_key(username), cfg.login_max_failures), (ip_key(client_ip), cfg.login_ip_max_failures)]
     if subject is not None:
-        counters.append((subject_key(subject), cfg.login_max_failures))
-    for key, limit in counters:
+        keyed.append((subject_key(subject), cfg.login_max_failures))
+    for key, limit in keyed:
         if _count(key, limit):
             started.append(key)
     return started
@@ -68,10 +64,7 @@ def register_failure(username: str, client_ip: str | None, subject: str | None =
 def locked(*keys: str) -> bool:
     """True while any of ``keys`` is locked out: the same counters for other guessable inputs than
     passwords (OIDC device user codes), under keys of their own."""
-    found = db.session.scalar(
-        select(LoginThrottle.key).where(LoginThrottle.key.in_(keys), LoginThrottle.locked_until > now()).limit(1)
-    )
-    return found is not None
+    return counters.locked(list(keys), now())
 
 
 def count_failure(key: str, limit: int) -> bool:
@@ -81,42 +74,13 @@ def count_failure(key: str, limit: int) -> bool:
 
 def _count(key: str, limit: int) -> bool:
     cfg = settings()
-    t = now()
-    dialect = sqlite if db.engine.dialect.name == "sqlite" else postgresql
-    db.session.execute(
-        dialect.insert(LoginThrottle)
-        .values(key=key, failures=0, window_started_at=t, locked_until=None)
-        .on_conflict_do_nothing(index_elements=["key"])
-    )
-    # FOR UPDATE serialises concurrent failures on PostgreSQL; SQLite already holds its write lock here.
-    row = db.session.execute(
-        select(LoginThrottle).where(LoginThrottle.key == key).with_for_update()
-        .execution_options(populate_existing=True)
-    ).scalar_one()
-    if row.locked_until is not None and row.locked_until > t:
-        return False
-    if row.window_started_at + timedelta(seconds=cfg.login_failure_window_seconds) <= t:
-        row.failures, row.window_started_at = 0, t
-    row.failures += 1
-    if row.failures < limit:
-        return False
-    # Lock, and start counting afresh: after the lockout the next failures are counted from zero.
-    row.locked_until = t + timedelta(seconds=cfg.login_lockout_seconds)
-    row.failures, row.window_started_at = 0, t
-    return True
+    limits = counters.Limits(limit, timedelta(seconds=cfg.login_failure_window_seconds),
+                             timedelta(seconds=cfg.login_lockout_seconds))
+    return counters.count(key, limits, now())
 
 
 def reset_user(username: str, subject: str | None = None) -> None:
     """A successful sign-in clears the username's and the subject's counters (not the address's: one good
-    account must not let an address keep guessing others). Also drops stale rows. Does not commit."""
-    cfg = settings()
-    t = now()
-    stale = t - timedelta(seconds=cfg.login_failure_window_seconds)
+    account must not let an address keep guessing others). Does not commit."""
     keys = [user_key(username)] + ([subject_key(subject)] if subject is not None else [])
-    db.session.execute(
-        delete(LoginThrottle).where(or_(
-            LoginThrottle.key.in_(keys),
-            (LoginThrottle.window_started_at < stale)
-            & or_(LoginThrottle.locked_until.is_(None), LoginThrottle.locked_until < t),
-        ))
-    )
+    counters.reset(keys, now(), timedelta(seconds=settings().login_failure_window_seconds))

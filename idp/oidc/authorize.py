@@ -10,7 +10,6 @@ request arrived (or recently enough), as with SAML ForceAuthn.
 from __future__ import annotations
 
 import re
-import secrets
 from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,7 +21,6 @@ from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
 from flask import redirect as flask_redirect
 from flask import render_template, request, url_for
-from sqlalchemy import delete
 from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -31,11 +29,11 @@ from idp.access.decide import AccessDenied
 from idp.audit import AuditEvent
 from idp.authn.session import current_session, login_url, principal_for
 from idp.errors import BadRequest
-from idp.extensions import db
 from idp.oidc import consent
 from idp.oidc.server import EndUser, access_denied, decide, server
 from idp.runtime import settings
-from idp.store import OidcClient, PendingRequest
+from idp.state import pending as pending_state
+from idp.store import OidcClient
 
 PENDING_KIND = "oidc-authorize"
 PENDING_LIFETIME = timedelta(minutes=10)
@@ -198,28 +196,22 @@ def _login_url(next_path: str, *, force: bool, hint: str | None) -> str:
 # --- waiting for a sign-in --------------------------------------------------------------------------------
 
 def park(query: str, received_at: datetime) -> str:
-    pending_id = secrets.token_urlsafe(32)
-    db.session.add(PendingRequest(id=pending_id, kind=PENDING_KIND,
-                                  data={"query": query, "received_at": received_at.isoformat()},
-                                  expires_at=clock.now() + PENDING_LIFETIME))
-    db.session.commit()
-    return pending_id
+    return pending_state.put(PENDING_KIND, {"query": query, "received_at": received_at.isoformat()},
+                             clock.now() + PENDING_LIFETIME)
 
 
 _EXPIRED = "This sign-in request has expired; go back to the application and try again."
 
 
 def pending(pending_id: str) -> dict[str, Any]:
-    row = db.session.get(PendingRequest, pending_id)
-    if row is None or row.kind != PENDING_KIND or row.expires_at <= clock.now():
+    data = pending_state.get(PENDING_KIND, pending_id)
+    if data is None:
         raise BadRequest(_EXPIRED, "pending authorization request missing or expired")
-    return dict(row.data)
+    return data
 
 
 def consume(pending_id: str) -> None:
-    result = db.session.execute(delete(PendingRequest).where(PendingRequest.id == pending_id))
-    db.session.commit()
-    if getattr(result, "rowcount", 0) != 1:
+    if not pending_state.take(pending_id):
         raise BadRequest(_EXPIRED, "pending authorization request already used")
 
 

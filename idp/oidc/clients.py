@@ -22,7 +22,8 @@ from idp.access.claims import rule_text, validate_rules
 from idp.audit import AuditEvent
 from idp.errors import BadRequest, Conflict, NotFound
 from idp.extensions import db
-from idp.store import OidcAuthorizationCode, OidcClient, OidcConsent, OidcDeviceCode, OidcToken
+from idp.state import device_codes, oidc_codes
+from idp.store import OidcClient, OidcConsent, OidcToken
 from idp.store.oidc import PUBLIC_AUTH_METHOD, digest
 
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials",
@@ -259,8 +260,9 @@ def remove(client_id: str, actor: str) -> None:
     """Unregister a client; its codes, tokens and users' consents go with it."""
     client = get_or_404(client_id)
     name = client.name
-    for model in (OidcAuthorizationCode, OidcDeviceCode, OidcConsent):
-        db.session.execute(delete(model).where(model.client_id == client_id))
+    oidc_codes.forget_client(client_id)
+    device_codes.forget_client(client_id)
+    db.session.execute(delete(OidcConsent).where(OidcConsent.client_id == client_id))
     db.session.execute(sql_update(OidcToken).where(OidcToken.client_id == client_id, OidcToken.revoked_at.is_(None))
                        .values(revoked_at=clock.now()))
     db.session.delete(client)

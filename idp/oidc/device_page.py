@@ -2,8 +2,8 @@
 application asks for what, and allows or denies it.
 
 Signing in first is the shared login page (then back here, code kept). User codes are short, so failed
-entries are throttled per user and per client address with the login throttle's counters (rows, so every
-process counts together); a successful entry does not reset them. Even with the code already in the link
+entries are throttled per user and per client address with the login throttle's counters (shared by every
+process and instance); a successful entry does not reset them. Even with the code already in the link
 (``verification_uri_complete``), the user confirms: a link can be sent by someone else (RFC 8628 5.4).
 """
 

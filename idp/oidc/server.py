@@ -1,9 +1,10 @@
 """The authlib authorization server: grants, token storage, client authentication and token endpoints.
 
 authlib runs the protocol (parameter checks, PKCE, prompt, error shapes, ID token encoding with joserfc);
-this module supplies what it leaves to us: storage of codes and tokens (hashed, see idp.store.oidc),
-single use of codes and refresh tokens with revocation on replay, the signing keys, the claims, and one
-decision point (:func:`decide`) that every grant calls. The token endpoint commits once, on success.
+this module supplies what it leaves to us: storage of codes (idp.state.oidc_codes) and tokens (hashed, see
+idp.store.oidc), single use of codes and refresh tokens with revocation on replay, the signing keys, the
+claims, and one decision point (:func:`decide`) that every grant calls. The token endpoint commits on
+success (a code exchange in Redis mode commits its tokens just before marking the code used).
 """
 
 from __future__ import annotations
@@ -35,8 +36,7 @@ from authlib.oidc.core.grants import OpenIDCode, OpenIDToken
 from flask import has_request_context
 from flask import request as flask_request
 from joserfc.jwk import KeySet
-from sqlalchemy import exists, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select, update
 
 from idp import audit, clock
 from idp.access.decide import AccessDenied, AppTarget, authorize
@@ -48,12 +48,14 @@ from idp.keys import EC, RSA, SigningKey
 from idp.oidc import clients
 from idp.oidc.claims import subject, user_claims
 from idp.runtime import keystore, settings
-from idp.store import ConsumedId, OidcAuthorizationCode, OidcClient, OidcToken, User
+from idp.state import oidc_codes as codes
+from idp.state import once
+from idp.state.oidc_codes import AuthorizationCode
+from idp.store import OidcClient, OidcToken, User
 from idp.store.oidc import digest
 
 log = logging.getLogger(__name__)
 
-CODE_LIFETIME = timedelta(minutes=2)
 ACCESS_TOKEN_SECONDS = 3600
 REFRESH_TOKEN_LIFETIME = timedelta(days=14)
 ID_TOKEN_SECONDS = 600
@@ -131,18 +133,18 @@ def _revoke(*conditions: Any) -> int:
 
 
 def session_ended(ids: list[str], successor: str | None) -> None:
-    """Tokens issued in an SSO session end with it, however it ends (logout, SAML SLO, expiry, a disabled
-    user), as Keycloak binds refresh tokens to the session; when the same user signs in again the session
-    goes on under a new id, and so do its tokens and codes."""
+    """Tokens issued in an SSO session end with it, and so do its unused codes, however it ends (logout, SAML
+    SLO, expiry, a disabled user), as Keycloak binds refresh tokens to the session; when the same user signs
+    in again the session goes on under a new id, and so do its tokens and codes."""
+    # Codes first: a code exchange in flight is then settled before its tokens are looked for below.
+    codes.session_ended(ids, successor, clock.now())
     if successor is not None:
         db.session.execute(update(OidcToken).where(OidcToken.session_id.in_(ids)).values(session_id=successor))
-        db.session.execute(update(OidcAuthorizationCode).where(OidcAuthorizationCode.session_id.in_(ids))
-                           .values(session_id=successor))
         return
     _revoke(OidcToken.session_id.in_(ids))
 
 
-def _revoke_code_tokens(code: OidcAuthorizationCode, why: str) -> None:
+def _revoke_code_tokens(code: AuthorizationCode, why: str) -> None:
     """A replayed code: revoke everything issued from it (RFC 6749 4.1.2), audit, and commit now, since the
     token endpoint's own transaction is about to be rolled back with the refusal."""
     db.session.rollback()
@@ -171,7 +173,7 @@ def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
     t = clock.now()
     client: OidcClient = request.client
     end_user: EndUser | None = request.user
-    code: OidcAuthorizationCode | None = request.authorization_code
+    code: AuthorizationCode | None = request.authorization_code
     parent: OidcToken | None = request.refresh_token
     refresh = token.get("refresh_token")
     row = OidcToken(
@@ -213,10 +215,10 @@ class S256CodeChallenge(CodeChallenge):  # type: ignore[misc]
             raise InvalidRequestError("Only code_challenge_method=S256 is supported.")
         super().validate_code_challenge(grant, redirect_uri)
 
-    def get_authorization_code_challenge(self, authorization_code: OidcAuthorizationCode) -> str | None:
+    def get_authorization_code_challenge(self, authorization_code: AuthorizationCode) -> str | None:
         return authorization_code.code_challenge
 
-    def get_authorization_code_challenge_method(self, authorization_code: OidcAuthorizationCode) -> str | None:
+    def get_authorization_code_challenge_method(self, authorization_code: AuthorizationCode) -> str | None:
         return authorization_code.code_challenge_method
 
 
@@ -257,8 +259,7 @@ class OpenIDConnect(IdTokens, OpenIDCode):  # type: ignore[misc]
 
     def exists_nonce(self, nonce: str, request: OAuth2Request) -> bool:
         # A nonce seen before for this client is a replayed authentication request.
-        return bool(db.session.scalar(select(exists().where(
-            OidcAuthorizationCode.client_id == request.payload.client_id, OidcAuthorizationCode.nonce == nonce))))
+        return codes.nonce_seen(request.payload.client_id, nonce, clock.now())
 
 
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
@@ -267,40 +268,43 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
     def save_authorization_code(self, code: str, request: OAuth2Request) -> None:
         end_user: EndUser = request.user
         data = request.payload.data
-        db.session.add(OidcAuthorizationCode(
+        codes.save(AuthorizationCode(
             code_hash=digest(code), client_id=request.client.client_id, user_id=end_user.principal.user_id,
             session_id=end_user.session_id, redirect_uri=request.payload.redirect_uri or "",
             scope=request.scope or "", nonce=data.get("nonce"), auth_time=end_user.principal.authn_at,
             code_challenge=data.get("code_challenge"), code_challenge_method=data.get("code_challenge_method"),
-            expires_at=clock.now() + CODE_LIFETIME,
+            expires_at=clock.now() + codes.LIFETIME,
         ))
         audit_event("oidc.authorize", request.client.client_id, username=end_user.principal.username, commit=False,
                details={"scope": request.scope, "redirect_uri": request.payload.redirect_uri})
         db.session.commit()
 
-    def query_authorization_code(self, code: str, client: OidcClient) -> OidcAuthorizationCode | None:
-        row = db.session.get(OidcAuthorizationCode, digest(code)) if len(code) <= 256 else None
-        if row is None or row.client_id != client.client_id:
+    def query_authorization_code(self, code: str, client: OidcClient) -> AuthorizationCode | None:
+        found = codes.find(digest(code)) if len(code) <= 256 else None
+        if found is None or found.client_id != client.client_id:
             return None
-        if row.used_at is not None:
-            _revoke_code_tokens(row, "authorization code used twice")
+        if found.used_at is not None:
+            _revoke_code_tokens(found, "authorization code used twice")
             return None
-        if row.expires_at <= clock.now():
+        if found.expires_at <= clock.now():
             return None
-        return row
+        return found
 
-    def delete_authorization_code(self, authorization_code: OidcAuthorizationCode) -> None:
-        # Kept, marked used: only one of two concurrent exchanges gets past this update.
-        result = db.session.execute(
-            update(OidcAuthorizationCode)
-            .where(OidcAuthorizationCode.code_hash == authorization_code.code_hash,
-                   OidcAuthorizationCode.used_at.is_(None))
-            .values(used_at=clock.now()))
-        if getattr(result, "rowcount", 0) != 1:
+    def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
+        # Kept, marked used: only one of two concurrent exchanges gets FIRST.
+        outcome = codes.use(authorization_code, clock.now())
+        if outcome is codes.Use.AGAIN:
             _revoke_code_tokens(authorization_code, "authorization code used concurrently")
             raise InvalidGrantError("The authorization code has already been used.")
+        if outcome is codes.Use.GONE:
+            # Expired, or its sign-in ended, while being exchanged: nothing issued from it may stay (in Redis
+            # mode the tokens were already committed, see codes.use).
+            db.session.rollback()
+            _revoke(OidcToken.code_hash == authorization_code.code_hash)
+            db.session.commit()
+            raise InvalidGrantError("The authorization code has expired or its sign-in has ended.")
 
-    def authenticate_user(self, authorization_code: OidcAuthorizationCode) -> EndUser | None:
+    def authenticate_user(self, authorization_code: AuthorizationCode) -> EndUser | None:
         user = active_user(authorization_code.user_id)
         if user is None:
             return None
@@ -387,13 +391,7 @@ class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
         namespace = "oidc-jti:" + hashlib.sha256(str(claims["sub"]).encode()).hexdigest()[:48]
         exp = claims["exp"]  # verify_claims has bounded it
         keep_until = max(clock.now(), datetime.fromtimestamp(exp, UTC)) + timedelta(seconds=self.leeway)
-        db.session.add(ConsumedId(namespace=namespace, value=str(jti)[:512], expires_at=keep_until))
-        try:
-            db.session.commit()
-        except IntegrityError:
-            db.session.rollback()
-            return False
-        return True
+        return once.claim(namespace, str(jti)[:512], keep_until)
 
 
 # --- introspection, revocation, bearer tokens ---------------------------------------------------------
@@ -520,5 +518,5 @@ def access_denied(redirect_uri: str, state: str | None, why: str) -> AccessDenie
 
 @functools.cache
 def server() -> Server:
-    """One server per process: it holds only configuration; all state is in the database."""
+    """One server per process: it holds only configuration; all state is in the database or Redis."""
     return build_server()

@@ -3,12 +3,12 @@
 An SP sends a LogoutRequest (HTTP-Redirect or HTTP-POST). We check it (registered issuer, signature against
 the SP's metadata certificates, Destination, IssueInstant, single-use ID), end the IdP session it names, and
 then walk the browser through every other SP of that session that has an SLO endpoint, one at a time: each
-gets a signed LogoutRequest, and its LogoutResponse comes back here. The chain's state lives server-side in a
-``PendingRequest`` (kind ``saml-logout``), which the RelayState we send names; the browser carries nothing
-else. Finally the initiating SP gets a signed LogoutResponse: Success, with PartialLogout underneath when some
-SP answered with an error or could not be reached. :func:`start_idp_logout` runs the same chain for the
-IdP's own logout page and ends on a "signed out" page instead, or, when its caller (RP-initiated OIDC logout)
-gives a ``return_to`` address it has validated, with a redirect there.
+gets a signed LogoutRequest, and its LogoutResponse comes back here. The chain's state lives server-side as a
+parked document (:mod:`idp.state.pending`, kind ``saml-logout``), which the RelayState we send names; the
+browser carries nothing else. Finally the initiating SP gets a signed LogoutResponse: Success, with
+PartialLogout underneath when some SP answered with an error or could not be reached. :func:`start_idp_logout`
+runs the same chain for the IdP's own logout page and ends on a "signed out" page instead, or, when its caller
+(RP-initiated OIDC logout) gives a ``return_to`` address it has validated, with a redirect there.
 """
 
 from __future__ import annotations
@@ -27,8 +27,6 @@ from flask import Response, render_template, request
 from lxml import etree
 from saml2 import samlp
 from saml2.saml import NAMEID_FORMAT_ENTITY, NAMEID_FORMAT_PERSISTENT, NAMEID_FORMAT_TRANSIENT, Issuer, NameID
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from idp import audit
 from idp.audit import AuditEvent
@@ -42,7 +40,10 @@ from idp.saml.bindings import POST, REDIRECT, Inbound, decode_post, decode_redir
 from idp.saml.metadata import Endpoint, idp_entity_id
 from idp.saml.signing import SignatureInvalid, sign, sign_redirect, verify_posted, verify_redirect
 from idp.saml.xmlsafe import parse
-from idp.store import ConsumedId, PendingRequest, ServiceProvider, SessionParticipant, SsoSession, User
+from idp.state import once, pending
+from idp.state import sessions as session_state
+from idp.state.sessions import Participant, SsoSession
+from idp.store import ServiceProvider, User
 
 log = logging.getLogger(__name__)
 
@@ -188,16 +189,6 @@ def _check_common(msg: Any, sp: ServiceProvider) -> None:
                       sp.entity_id)
 
 
-def _consume(namespace: str, value: str, expires_at: datetime) -> bool:
-    """Record ``value`` as used; False when it was used before. The primary key decides, across processes."""
-    try:
-        with db.session.begin_nested():
-            db.session.add(ConsumedId(namespace=namespace, value=value, expires_at=expires_at))
-    except IntegrityError:
-        return False
-    return True
-
-
 def _replay_namespace(entity_id: str) -> str:
     # The column holds 64 characters and entity IDs are URLs of any length: a digest keeps namespaces apart.
     return "saml-logout:" + hashlib.sha256(entity_id.encode()).hexdigest()[:48]
@@ -222,7 +213,7 @@ def _logout_request(inbound: Inbound, root: etree._Element) -> Response:
         raise _refuse("The LogoutRequest names no NameID.", "no NameID", sp.entity_id)
     skew = settings().saml_clock_skew_seconds
     keep = timedelta(seconds=2 * skew + settings().saml_assertion_lifetime_seconds)
-    if not _consume(_replay_namespace(sp.entity_id), msg.id, now() + keep):
+    if not once.claim(_replay_namespace(sp.entity_id), msg.id, now() + keep):
         raise _refuse("This logout request was already used.", "replayed LogoutRequest", sp.entity_id)
     db.session.commit()
 
@@ -255,31 +246,21 @@ def _find_session(sp: ServiceProvider, name_id: str, indexes: list[str], signed:
     # An SP posting across sites does not get our SameSite=Lax cookie sent along; a signed request naming
     # the subject we gave that SP (and the session index, if it names one) identifies the session as well.
     if signed:
-        query = select(SessionParticipant).where(
-            SessionParticipant.sp_id == sp.id, SessionParticipant.name_id == name_id
-        )
-        if indexes:
-            query = query.where(SessionParticipant.session_index.in_(indexes))
-        row = db.session.scalars(query).first()
-        if row is not None:
-            return db.session.get(SsoSession, row.session_id)
+        found = session_state.find_by_name_id(sp.id, name_id, indexes)
+        if found:
+            return found[0]
     return None
 
 
 def _has_live_session(sp: ServiceProvider, name_id: str) -> bool:
-    return db.session.scalar(
-        select(SessionParticipant.session_id)
-        .join(SsoSession, SsoSession.id == SessionParticipant.session_id)
-        .where(SessionParticipant.sp_id == sp.id, SessionParticipant.name_id == name_id,
-               SsoSession.expires_at > now())
-        .limit(1)
-    ) is not None
+    t = now()
+    return any(s.expires_at > t for s in session_state.find_by_name_id(sp.id, name_id, []))
 
 
-def _participant(sso: SsoSession, sp: ServiceProvider, name_id: str, indexes: list[str]) -> SessionParticipant | None:
-    for p in sso.participants:
-        if p.sp_id == sp.id and p.name_id == name_id and (not indexes or p.session_index in indexes):
-            return p
+def _participant(sso: SsoSession, sp: ServiceProvider, name_id: str, indexes: list[str]) -> Participant | None:
+    p = session_state.participant(sso.id, sp.id)
+    if p is not None and p.name_id == name_id and (not indexes or p.session_index in indexes):
+        return p
     return None
 
 
@@ -288,7 +269,7 @@ def _participant(sso: SsoSession, sp: ServiceProvider, name_id: str, indexes: li
 
 @dataclass
 class _Chain:
-    """What the logout chain needs to go on, stored as the PendingRequest's JSON between two browser hops."""
+    """What the logout chain needs to go on, parked as JSON between two browser hops."""
 
     initiator: dict[str, Any] | None
     username: str | None
@@ -306,11 +287,10 @@ class _Chain:
                 "return_to": self.return_to}
 
     @classmethod
-    def from_pending(cls, pending: PendingRequest) -> _Chain:
-        d = pending.data
+    def from_pending(cls, pending_id: str, d: dict[str, Any]) -> _Chain:
         return cls(initiator=d.get("initiator"), username=d.get("username"), queue=list(d.get("queue") or []),
                    results=list(d.get("results") or []), session_found=bool(d.get("session_found", True)),
-                   current=d.get("current"), pending_id=pending.id, return_to=d.get("return_to"))
+                   current=d.get("current"), pending_id=pending_id, return_to=d.get("return_to"))
 
 
 def _start_chain(sso: SsoSession, initiator: dict[str, Any] | None, exclude_sp_id: int | None,
@@ -320,8 +300,8 @@ def _start_chain(sso: SsoSession, initiator: dict[str, Any] | None, exclude_sp_i
     username = user.username if user is not None else None
     queue = [
         {"sp_id": p.sp_id, "name_id": p.name_id, "format": p.name_id_format, "session_index": p.session_index}
-        # In registration order, so that every run (and every database) walks the SPs the same way.
-        for p in sorted(sso.participants, key=lambda p: p.sp_id)
+        # In registration order (by SP id), so that every run (and every backend) walks the SPs the same way.
+        for p in session_state.participants(sso.id)
         if p.sp_id != exclude_sp_id
     ]
     end_session(sso, reason)
@@ -342,30 +322,15 @@ def _advance(chain: _Chain) -> Response:
         request_id = _new_id()
         xml = _logout_request_xml(request_id, endpoint.location, {**item, "sp": sp.entity_id})
         chain.current = {"sp": sp.entity_id, "request_id": request_id}
-        pending = _save(chain)
-        return _send(endpoint.binding, endpoint.location, "SAMLRequest", xml, pending.id)
+        chain.pending_id = pending.put(PENDING_KIND, chain.to_json(), now() + PENDING_LIFETIME, chain.pending_id)
+        return _send(endpoint.binding, endpoint.location, "SAMLRequest", xml, chain.pending_id)
     return _finish(chain)
-
-
-def _save(chain: _Chain) -> PendingRequest:
-    pending = db.session.get(PendingRequest, chain.pending_id) if chain.pending_id else None
-    if pending is None:
-        pending = PendingRequest(id=secrets.token_urlsafe(32), kind=PENDING_KIND)
-        db.session.add(pending)
-        chain.pending_id = pending.id
-    # A new dict: the JSON column notices assignment, not mutation.
-    pending.data = chain.to_json()
-    pending.expires_at = now() + PENDING_LIFETIME
-    db.session.commit()
-    return pending
 
 
 def _finish(chain: _Chain) -> Response:
     partial = any(r["result"] != SUCCESS for r in chain.results)
     if chain.pending_id:
-        pending = db.session.get(PendingRequest, chain.pending_id)
-        if pending is not None:
-            db.session.delete(pending)
+        pending.take(chain.pending_id)
     initiator = chain.initiator
     audit.record(AuditEvent(
         type="saml.logout", outcome="partial" if partial else "success", username=chain.username,
@@ -392,10 +357,10 @@ def _finish(chain: _Chain) -> Response:
 
 def _logout_response(inbound: Inbound, root: etree._Element) -> Response:
     issuer = _issuer(root)
-    pending = db.session.get(PendingRequest, inbound.relay_state) if inbound.relay_state else None
-    if pending is None or pending.kind != PENDING_KIND or pending.expires_at <= now():
+    data = pending.get(PENDING_KIND, inbound.relay_state) if inbound.relay_state else None
+    if data is None:
         raise _refuse("This logout response belongs to no logout in progress.", "unknown logout state", issuer)
-    chain = _Chain.from_pending(pending)
+    chain = _Chain.from_pending(inbound.relay_state or "", data)
     current = chain.current
     msg = _pysaml2(samlp.logout_response_from_string, inbound.xml)
     if msg is None:

@@ -21,8 +21,6 @@ from typing import Any
 from lxml import etree
 from saml2 import saml, samlp
 from saml2.authn_context import PASSWORDPROTECTEDTRANSPORT
-from sqlalchemy import delete
-from sqlalchemy.exc import IntegrityError
 
 from idp import audit, clock
 from idp.access import aws
@@ -36,7 +34,11 @@ from idp.runtime import keystore, settings
 from idp.saml import nameid, providers, signing, xmlsafe
 from idp.saml.bindings import POST, REDIRECT, Inbound
 from idp.saml.metadata import Endpoint, SpMetadata
-from idp.store import ConsumedId, PendingRequest, ServiceProvider, SessionParticipant, SsoSession
+from idp.state import once
+from idp.state import pending as pending_state
+from idp.state import sessions as session_state
+from idp.state.sessions import Participant, SsoSession
+from idp.store import ServiceProvider
 
 PENDING_KIND = "saml-authn"
 PENDING_LIFETIME = timedelta(minutes=10)
@@ -239,26 +241,18 @@ def _trusted_acs(request: Any, md: SpMetadata) -> str:
 
 
 def _namespace(sp: ServiceProvider) -> str:
-    # ConsumedId.namespace is 64 characters; entity IDs can be far longer, so key by a digest of the ID.
+    # A claim's namespace is 64 characters; entity IDs can be far longer, so key by a digest of the ID.
     return "saml-authn:" + hashlib.sha256(sp.entity_id.encode()).hexdigest()[:48]
 
 
 def _consume_request_id(sp: ServiceProvider, request_id: str, now: datetime) -> None:
     cfg = settings()
-    if secrets.randbelow(20) == 0:  # occasional cleanup keeps the table small without a job
-        db.session.execute(delete(ConsumedId).where(ConsumedId.expires_at < now))
-        db.session.execute(delete(PendingRequest).where(PendingRequest.expires_at < now))
-    # Kept for as long as a request with this ID could still pass the IssueInstant check.
+    # Kept for as long as a request with this ID could still pass the IssueInstant check. In the database the
+    # claim commits with the response (or the parked request): an error before that leaves the ID unused.
     keep = timedelta(seconds=2 * cfg.saml_clock_skew_seconds + cfg.saml_assertion_lifetime_seconds)
-    db.session.add(ConsumedId(namespace=_namespace(sp), value=request_id, expires_at=now + keep))
-    try:
-        # Flushed, committed with the response (or the parked request): a concurrent replay waits on the
-        # unique key and fails then; an error before that leaves the ID unused, as no answer went out.
-        db.session.flush()
-    except IntegrityError as exc:
-        db.session.rollback()
+    if not once.claim(_namespace(sp), request_id, now + keep):
         raise BadRequest("This sign-in request has already been used; go back to the application and "
-                         "try again.", "replayed request") from exc
+                         "try again.", "replayed request")
 
 
 def _registered(entity_id: str, client_ip: str | None) -> ServiceProvider:
@@ -304,29 +298,24 @@ def aws_launch(entity_id: str, acs_url: str, account_id: str, permission_set: st
 
 def park(req: SsoRequest) -> str:
     """Keep a validated request while the user signs in; returns its id for ``/saml/continue/<id>``."""
-    pending_id = secrets.token_urlsafe(32)
-    db.session.add(PendingRequest(id=pending_id, kind=PENDING_KIND, data=req.to_data(),
-                                  expires_at=clock.now() + PENDING_LIFETIME))
-    db.session.commit()
-    return pending_id
+    db.session.commit()  # the request ID's claim, in the database
+    return pending_state.put(PENDING_KIND, req.to_data(), clock.now() + PENDING_LIFETIME)
 
 
 _EXPIRED = "This sign-in request has expired; go back to the application and try again."
 
 
 def pending(pending_id: str, client_ip: str | None) -> SsoRequest:
-    row = db.session.get(PendingRequest, pending_id)
-    if row is None or row.kind != PENDING_KIND or row.expires_at <= clock.now():
+    data = pending_state.get(PENDING_KIND, pending_id)
+    if data is None:
         audit_refusal("pending request missing or expired", sp=None, client_ip=client_ip)
         raise BadRequest(_EXPIRED, "pending request missing or expired")
-    return SsoRequest.from_data(row.data)
+    return SsoRequest.from_data(data)
 
 
 def consume(pending_id: str, client_ip: str | None) -> None:
     """Delete the parked request; only one of two concurrent continuations gets past this."""
-    result = db.session.execute(delete(PendingRequest).where(PendingRequest.id == pending_id))
-    db.session.commit()
-    if getattr(result, "rowcount", 0) != 1:
+    if not pending_state.take(pending_id):
         audit_refusal("pending request already used", sp=None, client_ip=client_ip)
         raise BadRequest(_EXPIRED, "pending request already used")
 
@@ -387,7 +376,7 @@ def issue(req: SsoRequest, session: SsoSession, client_ip: str | None) -> Outbou
 
     skew = timedelta(seconds=min(cfg.saml_clock_skew_seconds, 60))  # NotBefore: allow a little SP clock lag
     not_on_or_after = _instant(now + timedelta(seconds=cfg.saml_assertion_lifetime_seconds))
-    participant = db.session.get(SessionParticipant, (session.id, sp.id))
+    participant = session_state.participant(session.id, sp.id)
     session_index = participant.session_index if participant is not None else _id()
     # An AWS launch carries exactly the roles the decision granted: no release rule of the AWS SP may add
     # others (such as a Role mapping made before permission sets existed).
@@ -446,7 +435,7 @@ def issue(req: SsoRequest, session: SsoSession, client_ip: str | None) -> Outbou
     if sp.sign_response:
         signing.sign(root, key)
 
-    _record_participant(session, sp, name_id, session_index, participant)
+    _record_participant(session, sp, name_id, session_index, participant, now)
     audit.record(AuditEvent(
         type="saml.response", username=principal.username, sp=sp.entity_id, client_ip=client_ip,
         details={
@@ -455,7 +444,7 @@ def issue(req: SsoRequest, session: SsoSession, client_ip: str | None) -> Outbou
             "signed_response": sp.sign_response, "encrypted": encrypted,
             "in_response_to": req.request_id, **_aws_details(req, grant, attributes),
         },
-    ))  # commits the participant and any new persistent NameID with it
+    ))  # commits any new persistent NameID with it, and the participant when sessions live in the database
     return Outbound(req.acs_url, etree.tostring(root), req.relay_state)
 
 
@@ -471,14 +460,11 @@ def _aws_details(req: SsoRequest, grant: Grant, released: list[ReleasedAttribute
 
 
 def _record_participant(session: SsoSession, sp: ServiceProvider, name_id: nameid.NameId, session_index: str,
-                        participant: SessionParticipant | None) -> None:
+                        previous: Participant | None, now: datetime) -> None:
     """Single Logout needs to know every SP of this session and how it knows the user."""
-    if participant is None:
-        participant = SessionParticipant(session_id=session.id, sp_id=sp.id)
-        db.session.add(participant)
-    participant.name_id = name_id.value
-    participant.name_id_format = name_id.format
-    participant.session_index = session_index
+    current = Participant(session_id=session.id, sp_id=sp.id, name_id=name_id.value,
+                          name_id_format=name_id.format, session_index=session_index)
+    session_state.save_participant(session, current, previous, now)
 
 
 def error_response(err: SamlStatusError, client_ip: str | None) -> Outbound:

@@ -8,7 +8,7 @@ from idp.store.directory import Group, User, group_members
 from idp.store.oidc import OidcAuthorizationCode, OidcClient, OidcConsent, OidcDeviceCode, OidcToken
 from idp.store.saml import PersistentNameId, ServiceProvider
 from idp.store.security import ConsumedId, LoginThrottle
-from idp.store.sessions import PendingRequest, SessionParticipant, SsoSession
+from idp.store.sessions import ParticipantRow, PendingRequest, SsoSessionRow
 
 __all__ = [
     "Account",
@@ -26,12 +26,12 @@ __all__ = [
     "OidcDeviceCode",
     "OidcToken",
     "OrganizationalUnit",
+    "ParticipantRow",
     "PendingRequest",
     "PermissionSet",
     "PersistentNameId",
     "ServiceProvider",
-    "SessionParticipant",
-    "SsoSession",
+    "SsoSessionRow",
     "User",
     "group_members",
 ]

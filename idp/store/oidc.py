@@ -1,4 +1,5 @@
-"""OpenID Connect clients, codes (authorization and device), tokens and consents, on authlib's contracts.
+"""OpenID Connect clients, tokens and consents, on authlib's contracts; the tables behind idp.state's
+authorization and device codes when there is no Redis.
 
 Nothing secret is stored in clear: client secrets, codes, access and refresh tokens are kept as SHA-256
 digests. They are all 256-bit random values we generated, so a fast unsalted hash cannot be brute-forced,
@@ -13,8 +14,6 @@ from datetime import datetime
 from typing import Any
 
 from authlib.oauth2.rfc6749 import ClientMixin, TokenMixin
-from authlib.oauth2.rfc8628 import DeviceCredentialMixin
-from authlib.oidc.core import AuthorizationCodeMixin
 from sqlalchemy import JSON, ForeignKey, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -102,9 +101,10 @@ class OidcClient(db.Model, ClientMixin):  # type: ignore[name-defined,misc]
         return {}
 
 
-class OidcAuthorizationCode(db.Model, AuthorizationCodeMixin):  # type: ignore[name-defined,misc]
-    """An issued code. Kept after use (``used_at``) until it expires, so that a replay is recognised and the
-    tokens issued from it can be revoked (RFC 6749 section 4.1.2)."""
+class OidcAuthorizationCode(db.Model):  # type: ignore[name-defined,misc]
+    """An issued code, as idp.state.oidc_codes stores it without Redis. Kept after use (``used_at``) until
+    a while after it expires, so that a replay is recognised and the tokens issued from it can be revoked
+    (RFC 6749 section 4.1.2)."""
 
     __tablename__ = "oidc_authorization_codes"
 
@@ -122,24 +122,6 @@ class OidcAuthorizationCode(db.Model, AuthorizationCodeMixin):  # type: ignore[n
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-
-    def get_redirect_uri(self) -> str:
-        return self.redirect_uri
-
-    def get_scope(self) -> str:
-        return self.scope
-
-    def get_nonce(self) -> str | None:
-        return self.nonce
-
-    def get_auth_time(self) -> int:
-        return int(self.auth_time.timestamp())
-
-    def get_acr(self) -> None:
-        return None
-
-    def get_amr(self) -> list[str]:
-        return ["pwd"]
 
 
 class OidcToken(db.Model, TokenMixin):  # type: ignore[name-defined,misc]
@@ -193,19 +175,13 @@ class OidcToken(db.Model, TokenMixin):  # type: ignore[name-defined,misc]
         return client
 
 
-# Device authorization (RFC 8628) states.
-DEVICE_PENDING = "pending"
-DEVICE_APPROVED = "approved"
-DEVICE_DENIED = "denied"
-
-
-class OidcDeviceCode(db.Model, DeviceCredentialMixin):  # type: ignore[name-defined,misc]
-    """A device authorization (RFC 8628): one row per device code, shared by every process.
+class OidcDeviceCode(db.Model):  # type: ignore[name-defined,misc]
+    """A device authorization (RFC 8628), as idp.state.device_codes stores it without Redis.
 
     Both codes are stored as digests: the device code is 256 bits of randomness, the user code is short but
-    lives ten minutes and its entry is throttled. The row records the user's decision, the polling pace
-    (``poll_interval`` grows by 5 s at every ``slow_down``) and ``used_at``, set in the transaction that
-    issues the tokens, so that a device code yields tokens once.
+    lives ten minutes and its entry is throttled. The row records the user's decision (``status``: pending,
+    approved, denied), the polling pace (``poll_interval`` grows by 5 s at every ``slow_down``) and
+    ``used_at``, set in the transaction that issues the tokens, so that a device code yields tokens once.
     """
 
     __tablename__ = "oidc_device_codes"
@@ -214,7 +190,7 @@ class OidcDeviceCode(db.Model, DeviceCredentialMixin):  # type: ignore[name-defi
     user_code_hash: Mapped[str] = mapped_column(String(64), unique=True)
     client_id: Mapped[str] = mapped_column(String(64), index=True)
     scope: Mapped[str] = mapped_column(String(1024), default="")
-    status: Mapped[str] = mapped_column(String(16), default=DEVICE_PENDING)
+    status: Mapped[str] = mapped_column(String(16))
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     auth_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
     poll_interval: Mapped[int] = mapped_column(default=5)
@@ -223,20 +199,6 @@ class OidcDeviceCode(db.Model, DeviceCredentialMixin):  # type: ignore[name-defi
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-
-    # --- authlib DeviceCredentialMixin ---
-
-    def get_client_id(self) -> str:
-        return self.client_id
-
-    def get_scope(self) -> str:
-        return self.scope
-
-    def get_user_code(self) -> str:
-        return self.user_code_hash  # only the digest is kept; idp.oidc.device looks rows up by it
-
-    def is_expired(self) -> bool:
-        return now() >= self.expires_at
 
 
 class OidcConsent(db.Model):  # type: ignore[name-defined,misc]

@@ -1,4 +1,5 @@
-"""Server-side SSO sessions, the SPs each one has signed in to, and requests waiting for a sign-in."""
+"""Requests waiting for a sign-in, and the database's storage of SSO sessions and the SPs each one has signed
+in to. Sessions are used through :mod:`idp.state.sessions` (rows here only when state lives in the database)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,14 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, ForeignKey, String
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column
 
 from idp.clock import now
 from idp.extensions import db
 from idp.store.types import UTCDateTime
 
 
-class SsoSession(db.Model):  # type: ignore[name-defined,misc]
+class SsoSessionRow(db.Model):  # type: ignore[name-defined,misc]
     __tablename__ = "sso_sessions"
 
     # SHA-256 of the cookie value: a database leak does not leak live sessions.
@@ -25,12 +26,8 @@ class SsoSession(db.Model):  # type: ignore[name-defined,misc]
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     client_ip: Mapped[str | None] = mapped_column(String(64))
 
-    participants: Mapped[list[SessionParticipant]] = relationship(
-        cascade="all, delete-orphan", passive_deletes=True
-    )
 
-
-class SessionParticipant(db.Model):  # type: ignore[name-defined,misc]
+class ParticipantRow(db.Model):  # type: ignore[name-defined,misc]
     """An SP that received an assertion in this session: whom Single Logout must reach."""
 
     __tablename__ = "session_participants"

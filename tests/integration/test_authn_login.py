@@ -8,13 +8,13 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from helpers import csrf_token, login, make_user
-from sqlalchemy import func, select
 
 from idp import audit, create_app
 from idp.authn import directory
 from idp.config import Settings
 from idp.extensions import db
-from idp.store import SsoSession
+from idp.state import sessions as session_state
+from idp.state.sessions import Participant
 
 PASSWORD = "correct horse battery"
 GENERIC = "Incorrect username or password."
@@ -197,16 +197,18 @@ def test_signed_in_user_is_sent_on_without_the_form_unless_force(app: Flask, cli
 def test_force_reauthentication_refreshes_authn_time_with_a_new_session_id(
     app: Flask, client: FlaskClient, frozen_clock: object
 ) -> None:
-    from idp.store import ServiceProvider, SessionParticipant
+    from idp.store import ServiceProvider
 
-    make_user("alice", PASSWORD)
+    alice = make_user("alice", PASSWORD)
     first = set_cookie_header(login(client, "alice", PASSWORD))
-    old = db.session.scalars(select(SsoSession)).one()
+    (old_id,) = session_state.user_session_ids(alice.id)
+    old = session_state.get(old_id)
+    assert old is not None
     sp = ServiceProvider(entity_id="https://sp.example.test", name="sp", metadata_xml="<x/>", nameid_format="x")
     db.session.add(sp)
     db.session.flush()
-    db.session.add(SessionParticipant(session_id=old.id, sp_id=sp.id, name_id="alice", name_id_format="x",
-                                      session_index="s1"))
+    session_state.save_participant(old, Participant(session_id=old.id, sp_id=sp.id, name_id="alice",
+                                                    name_id_format="x", session_index="s1"), None, old.created_at)
     db.session.commit()
     first_authn = old.authn_at
     frozen_clock.advance(seconds=120)  # type: ignore[attr-defined]
@@ -216,11 +218,12 @@ def test_force_reauthentication_refreshes_authn_time_with_a_new_session_id(
     second = set_cookie_header(resp)
     assert second.split(";")[0] != first.split(";")[0]
     db.session.expire_all()
-    (new,) = db.session.scalars(select(SsoSession)).all()
-    assert new.authn_at > first_authn
+    (new_id,) = session_state.user_session_ids(alice.id)
+    new = session_state.get(new_id)
+    assert new is not None and new.authn_at > first_authn
     # The SPs already signed in to stay attached, so Single Logout still reaches them.
-    assert [p.sp_id for p in db.session.scalars(select(SessionParticipant).where(
-        SessionParticipant.session_id == new.id))] == [sp.id]
+    assert [p.sp_id for p in session_state.participants(new.id)] == [sp.id]
+    assert session_state.participants(old.id) == []
 
 
 def test_force_with_a_wrong_password_does_not_reauthenticate(app: Flask, client: FlaskClient) -> None:
@@ -231,13 +234,13 @@ def test_force_with_a_wrong_password_does_not_reauthenticate(app: Flask, client:
 
 
 def test_every_sign_in_gets_a_new_session_and_the_old_cookie_dies(app: Flask, client: FlaskClient) -> None:
-    make_user("alice", PASSWORD)
-    make_user("bob", PASSWORD)
+    alice = make_user("alice", PASSWORD)
+    bob = make_user("bob", PASSWORD)
     first = set_cookie_header(login(client, "alice", PASSWORD)).split(";")[0].split("=", 1)[1]
     second_resp = login(client, "bob", PASSWORD, force=True)
     second = set_cookie_header(second_resp).split(";")[0].split("=", 1)[1]
     assert first != second
-    assert db.session.scalar(select(func.count()).select_from(SsoSession)) == 1
+    assert session_state.user_session_ids(alice.id) == [] and len(session_state.user_session_ids(bob.id)) == 1
     stale = app.test_client()
     stale.set_cookie("idp_session", first)
     assert stale.get("/").status_code == 302

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import datetime
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from helpers import csrf_token, login, make_user
-from sqlalchemy import func, select
 
 from idp import audit, create_app
 from idp.authn import directory
 from idp.authn.session import login_url
 from idp.config import Settings
 from idp.extensions import db
-from idp.store import SsoSession
+from idp.state import sessions as session_state
 
 PASSWORD = "correct horse battery"
 
@@ -40,9 +40,9 @@ def signed_in(client: FlaskClient) -> bool:
     return True
 
 
-def sessions() -> int:
+def sessions(user_id: int) -> int:
     db.session.expire_all()
-    return int(db.session.scalar(select(func.count()).select_from(SsoSession)) or 0)
+    return len(session_state.user_session_ids(user_id))
 
 
 def test_home_page_sends_a_stranger_to_sign_in(app: Flask, client: FlaskClient) -> None:
@@ -53,7 +53,7 @@ def test_home_page_sends_a_stranger_to_sign_in(app: Flask, client: FlaskClient) 
 
 
 def test_idle_sessions_expire_and_activity_keeps_them_alive(short_app: Flask, frozen_clock: object) -> None:
-    make_user("alice", PASSWORD)
+    alice = make_user("alice", PASSWORD)
     client = short_app.test_client()
     login(client, "alice", PASSWORD)
     for _ in range(2):  # 2 x 9 minutes: past the idle limit in total, never idle that long
@@ -63,7 +63,7 @@ def test_idle_sessions_expire_and_activity_keeps_them_alive(short_app: Flask, fr
     resp = client.get("/")
     assert resp.status_code == 302
     assert any(h.startswith("idp_session=;") for h in resp.headers.getlist("Set-Cookie"))
-    assert sessions() == 0
+    assert sessions(alice.id) == 0
     (event,) = audit.events(type="session.expire")
     assert event.username == "alice" and event.reason == "idle timeout"
 
@@ -83,27 +83,33 @@ def test_sessions_end_at_their_absolute_lifetime_despite_activity(short_app: Fla
 
 
 def test_last_seen_is_written_at_most_once_a_minute(short_app: Flask, frozen_clock: object) -> None:
-    make_user("alice", PASSWORD)
+    alice = make_user("alice", PASSWORD)
     client = short_app.test_client()
     login(client, "alice", PASSWORD)
-    start = db.session.scalars(select(SsoSession)).one().last_seen_at
+
+    def last_seen() -> datetime:
+        db.session.expire_all()
+        (session_id,) = session_state.user_session_ids(alice.id)
+        stored = session_state.get(session_id)
+        assert stored is not None
+        return stored.last_seen_at
+
+    start = last_seen()
     frozen_clock.advance(seconds=30)  # type: ignore[attr-defined]
     assert signed_in(client)
-    db.session.expire_all()
-    assert db.session.scalars(select(SsoSession)).one().last_seen_at == start
+    assert last_seen() == start
     frozen_clock.advance(seconds=31)  # type: ignore[attr-defined]
     assert signed_in(client)
-    db.session.expire_all()
-    assert (db.session.scalars(select(SsoSession)).one().last_seen_at - start).total_seconds() == 61
+    assert (last_seen() - start).total_seconds() == 61
 
 
 def test_disabling_a_user_ends_their_live_session(app: Flask, client: FlaskClient) -> None:
-    make_user("alice", PASSWORD)
+    alice = make_user("alice", PASSWORD)
     login(client, "alice", PASSWORD)
     assert signed_in(client)
     assert directory.disable_user("alice", actor="test") == 1
     assert not signed_in(client)
-    assert sessions() == 0
+    assert sessions(alice.id) == 0
     (event,) = audit.events(type="user.disable")
     assert event.details == {"sessions_ended": 1}
 
@@ -112,22 +118,23 @@ def test_a_session_whose_user_was_disabled_behind_its_back_is_refused(app: Flask
     # Another process (or a direct database change) disabled the user without ending the session.
     user = make_user("alice", PASSWORD)
     login(client, "alice", PASSWORD)
+    user_id = user.id
     user.enabled = False
     db.session.commit()
     assert not signed_in(client)
-    assert sessions() == 0
+    assert sessions(user_id) == 0
 
 
 def test_deleting_a_user_ends_their_session(app: Flask, client: FlaskClient) -> None:
-    make_user("alice", PASSWORD)
+    alice_id = make_user("alice", PASSWORD).id
     login(client, "alice", PASSWORD)
     directory.delete_user("alice", actor="test")
     assert not signed_in(client)
-    assert sessions() == 0
+    assert sessions(alice_id) == 0
 
 
 def test_logout_asks_first_then_ends_the_session(app: Flask, client: FlaskClient) -> None:
-    make_user("alice", PASSWORD)
+    alice = make_user("alice", PASSWORD)
     login(client, "alice", PASSWORD)
     confirm = client.get("/logout")
     assert confirm.status_code == 200 and b"Sign out?" in confirm.data
@@ -141,7 +148,7 @@ def test_logout_asks_first_then_ends_the_session(app: Flask, client: FlaskClient
     assert done.status_code == 200 and b"You are signed out" in done.data
     assert any(h.startswith("idp_session=;") for h in done.headers.getlist("Set-Cookie"))
     assert not signed_in(client)
-    assert sessions() == 0
+    assert sessions(alice.id) == 0
     (event,) = audit.events(type="logout")
     assert event.username == "alice" and event.reason == "user signed out"
 
@@ -159,11 +166,12 @@ def test_a_forged_cookie_is_ignored(app: Flask, client: FlaskClient) -> None:
     assert any(h.startswith("idp_session=;") for h in resp.headers.getlist("Set-Cookie"))
 
 
-def test_the_database_keeps_only_a_digest_of_the_cookie(app: Flask, client: FlaskClient) -> None:
-    make_user("alice", PASSWORD)
+def test_the_server_keeps_only_a_digest_of_the_cookie(app: Flask, client: FlaskClient) -> None:
+    alice = make_user("alice", PASSWORD)
     resp = login(client, "alice", PASSWORD)
     value = next(h for h in resp.headers.getlist("Set-Cookie") if h.startswith("idp_session="))
     token = value.split(";")[0].split("=", 1)[1]
-    (row,) = db.session.scalars(select(SsoSession)).all()
-    assert row.id != token and len(row.id) == 64
+    (session_id,) = session_state.user_session_ids(alice.id)
+    assert session_id != token and len(session_id) == 64
+    assert session_state.get(token) is None
     assert len(token) >= 43  # 32 random bytes

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
+from joserfc import jwt as jose_jwt
+from joserfc.jwk import KeySet
 
 from idp import create_app
 from idp.cli import cli
 from idp.config import Settings
-from idp.keys import EC, RSA
+from idp.keys import EC, RSA, KeyError_, generate_key_pair
 from idp.oidc.server import signing_key
 
 
@@ -65,3 +68,47 @@ def test_rotation_publishes_then_signs_and_keeps_the_old_key(generated_app: Flas
     with app.app_context():
         assert signing_key(alg).jwk_kid == new
     assert {original, new} <= {k["kid"] for k in jwks(app)}  # tokens signed by the old key still verify
+
+
+@pytest.fixture
+def ec_key_file(tmp_path: Path) -> Path:
+    path = tmp_path / "ec.pem"
+    path.write_bytes(generate_key_pair("idp", EC)[0])
+    path.chmod(0o600)
+    return path
+
+
+def test_instances_given_one_ec_key_file_publish_and_sign_with_the_same_key(
+        make_settings: Callable[..., Settings], tmp_path: Path, ec_key_file: Path) -> None:
+    """Two instances (data dirs of their own, as behind a load balancer): an ES256 ID token one signs verifies
+    against the JWKS a relying party fetched from the other. Without the file each would generate its own."""
+    first, second = (create_app(make_settings(data_dir=tmp_path / name, ec_signing_key_file=ec_key_file))
+                     for name in ("a", "b"))
+    with first.app_context():
+        key = signing_key("ES256")
+        token = jose_jwt.encode({"alg": "ES256", "kid": key.jwk_kid}, {"sub": "alice"}, key.jwk)
+    published = [k for k in jwks(second) if k["alg"] == "ES256"]
+    assert [k["kid"] for k in published] == [key.jwk_kid]
+    assert jose_jwt.decode(token, KeySet.import_key_set({"keys": published})).claims["sub"] == "alice"
+    alone = create_app(make_settings(data_dir=tmp_path / "c"))
+    assert [k["kid"] for k in jwks(alone) if k["alg"] == "ES256"] != [key.jwk_kid]
+
+
+def test_an_ec_key_file_is_not_rotated_here(make_settings: Callable[..., Settings], ec_key_file: Path) -> None:
+    app = create_app(make_settings(ec_signing_key_file=ec_key_file))
+    result = app.test_cli_runner().invoke(cli, ["keys", "rotate", "--type", "ec"])
+    assert result.exit_code != 0
+    assert "keys come from IDP_EC_SIGNING_KEY_FILE; rotate them where they are managed" in result.output
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"not a key\n", "IDP_EC_SIGNING_KEY_FILE: {path} is not an unencrypted PEM private key"),
+    (generate_key_pair("idp", RSA)[0], "IDP_EC_SIGNING_KEY_FILE: {path} must be an EC P-256 key"),
+])
+def test_a_wrong_ec_key_file_is_named_at_start_up(make_settings: Callable[..., Settings], tmp_path: Path,
+                                                  content: bytes, message: str) -> None:
+    path = tmp_path / "ec.pem"
+    path.write_bytes(content)
+    with pytest.raises(KeyError_) as info:
+        create_app(make_settings(ec_signing_key_file=path))
+    assert str(info.value).startswith(message.format(path=path))

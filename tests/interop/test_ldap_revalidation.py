@@ -22,7 +22,8 @@ from idp import audit
 from idp.authn.connectors import admin
 from idp.cli import cli
 from idp.extensions import db
-from idp.store import SsoSession, User
+from idp.state import sessions as session_state
+from idp.store import User
 
 REVALIDATE = 60
 PEOPLE = f"ou=people,{SUFFIX}"
@@ -162,7 +163,7 @@ def test_a_user_deleted_in_the_directory_loses_session_and_tokens_after_revalida
     assert resp.status_code == 400 and resp.json()["error"] == "invalid_grant"
     assert saml_groups(s) is None  # the SP's next request asks for a password
     alice = db.session.scalar(select(User).where(User.username == "alice"))
-    assert db.session.scalar(select(SsoSession).where(SsoSession.user_id == alice.id)) is None
+    assert session_state.user_session_ids(alice.id) == []
     [event] = revalidations("failure")
     assert event.username == "alice" and "gone from the directory" in (event.reason or "")
     assert event.details["sessions_ended"] == 1
@@ -246,7 +247,7 @@ def test_directory_remove_disables_its_users_and_ends_their_sessions(
         db.session.expire_all()
         bob = db.session.scalar(select(User).where(User.username == "bob"))
         assert not bob.enabled
-        assert db.session.scalar(select(SsoSession).where(SsoSession.user_id == bob.id)) is None
+        assert session_state.user_session_ids(bob.id) == []
         assert userinfo(idp, s).status_code == 401
         assert refresh(idp, s).json()["error"] == "invalid_grant"
         assert saml_groups(s) is None

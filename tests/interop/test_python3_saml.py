@@ -29,10 +29,12 @@ from saml_peers import (
     sp_keys,
     submit_login,
 )
+from sqlalchemy import select
 
 from idp import audit
 from idp.extensions import db
-from idp.store import SessionParticipant
+from idp.state import sessions as session_state
+from idp.store import User
 
 PASSWORD = "correct horse battery"
 RELAY_STATE = "https://sp.example.test/after?tab=1&q=<a \"b\">"
@@ -185,7 +187,9 @@ def test_persistent_nameid_is_stable_per_sp_and_differs_between_sps(idp: Any) ->
     assert first.get_nameid_spnq() == sp1.entity_id
     # Single Logout will need to reach both SPs by the NameID and SessionIndex they were given.
     db.session.expire_all()
-    participants = {p.name_id: p for p in db.session.query(SessionParticipant)}
+    alice = db.session.scalar(select(User).where(User.username == "alice"))
+    participants = {p.name_id: p for sid in session_state.user_session_ids(alice.id)
+                    for p in session_state.participants(sid)}
     assert set(participants) == {first.get_nameid(), other.get_nameid()}
     assert participants[other.get_nameid()].session_index == other.get_session_index()
     issued = audit.events(type="saml.response")

@@ -1,0 +1,56 @@
+"""Short-lived state that every process and instance must share: SSO sessions, login throttling counters,
+single-use identifiers, parked requests and OIDC codes.
+
+Each module here owns one kind of state and keeps it in Redis when ``IDP_REDIS_URL`` is set, in the database
+otherwise (one instance, or several on PostgreSQL without Redis). Either way the same rules hold: expiry is
+decided by comparing stored instants with :func:`idp.clock.now` (Redis TTLs only collect garbage, with a
+margin), and a single use is decided by one atomic operation of the backend, never read-then-write.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+import redis
+from flask import Flask, current_app
+
+from idp.config import Settings
+
+log = logging.getLogger(__name__)
+
+_CLIENT = "idp.redis"
+PREFIX = "idp:"
+# Redis keeps a key this much longer than its own expiry says, so a clock a little ahead of Redis's (or a
+# frozen test clock) still finds it; the stored instant decides.
+GRACE = timedelta(minutes=5)
+# Seconds a Redis command may take before the request fails with 503 instead of hanging.
+TIMEOUT = 2.0
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    if settings.redis_url is None:
+        return
+    app.extensions[_CLIENT] = redis.Redis.from_url(
+        settings.redis_url, decode_responses=True, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT,
+        health_check_interval=30, retry_on_timeout=False,
+    )
+
+
+def redis_client() -> redis.Redis | None:
+    """The app's Redis client, or None when state lives in the database."""
+    client: redis.Redis | None = current_app.extensions.get(_CLIENT)
+    return client
+
+
+def ttl_seconds(expires_at: datetime, now: datetime) -> int:
+    """How long Redis keeps a key for something valid until ``expires_at``: at least a second, plus GRACE."""
+    return max(1, int((expires_at - now + GRACE).total_seconds()))
+
+
+def to_epoch(t: datetime) -> float:
+    return t.timestamp()
+
+
+def from_epoch(value: str | float) -> datetime:
+    return datetime.fromtimestamp(float(value), UTC)

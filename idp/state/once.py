@@ -1,0 +1,36 @@
+"""Single-use identifiers (SAML request and logout IDs, client-assertion jti): the first claim wins, across
+every process and instance."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import datetime
+
+from sqlalchemy import delete
+from sqlalchemy.exc import IntegrityError
+
+from idp.clock import now
+from idp.extensions import db
+from idp.state import PREFIX, redis_client, ttl_seconds
+from idp.store import ConsumedId
+
+
+def claim(namespace: str, value: str, keep_until: datetime) -> bool:
+    """Record ``value`` as used in ``namespace`` until ``keep_until``; False when it was used before.
+
+    ``namespace`` is at most 64 characters (callers key long names by a digest). In the database the claim is
+    flushed inside a savepoint and committed with the caller's transaction: a concurrent claim waits on the
+    primary key and loses then; in Redis it takes effect at once (SET NX)."""
+    client = redis_client()
+    if client is not None:
+        key = f"{PREFIX}once:{namespace}:{hashlib.sha256(value.encode()).hexdigest()}"
+        return bool(client.set(key, "1", nx=True, ex=ttl_seconds(keep_until, now())))
+    if secrets.randbelow(20) == 0:  # occasional cleanup keeps the table small without a job
+        db.session.execute(delete(ConsumedId).where(ConsumedId.expires_at < now()))
+    try:
+        with db.session.begin_nested():
+            db.session.add(ConsumedId(namespace=namespace, value=value[:512], expires_at=keep_until))
+    except IntegrityError:
+        return False
+    return True

@@ -1,0 +1,69 @@
+"""Requests parked between two browser hops (a SAML or OIDC request waiting for a sign-in, a Single Logout
+chain going from SP to SP): JSON documents under a random id, with an expiry."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete
+
+from idp.clock import now
+from idp.extensions import db
+from idp.state import PREFIX, from_epoch, redis_client, to_epoch, ttl_seconds
+from idp.store import PendingRequest
+
+
+def _key(pending_id: str) -> str:
+    return f"{PREFIX}pending:{pending_id}"
+
+
+def put(kind: str, data: dict[str, Any], expires_at: datetime, pending_id: str | None = None) -> str:
+    """Store ``data`` (a new document, or a new version of ``pending_id``) and commit; returns its id."""
+    pending_id = pending_id or secrets.token_urlsafe(32)
+    client = redis_client()
+    if client is not None:
+        doc = json.dumps({"kind": kind, "data": data, "expires_at": to_epoch(expires_at)})
+        client.set(_key(pending_id), doc, ex=ttl_seconds(expires_at, now()))
+        return pending_id
+    if secrets.randbelow(20) == 0:  # occasional cleanup keeps the table small without a job
+        db.session.execute(delete(PendingRequest).where(PendingRequest.expires_at < now()))
+    row = db.session.get(PendingRequest, pending_id)
+    if row is None:
+        db.session.add(PendingRequest(id=pending_id, kind=kind, data=data, expires_at=expires_at))
+    else:
+        row.kind, row.data, row.expires_at = kind, data, expires_at
+    db.session.commit()
+    return pending_id
+
+
+def get(kind: str, pending_id: str) -> dict[str, Any] | None:
+    """The document, or None when it is missing, expired or of another kind."""
+    if not pending_id or len(pending_id) > 64:
+        return None
+    client = redis_client()
+    if client is not None:
+        raw = client.get(_key(pending_id))
+        if raw is None:
+            return None
+        doc = json.loads(raw)
+        if doc["kind"] != kind or from_epoch(doc["expires_at"]) <= now():
+            return None
+        data: dict[str, Any] = doc["data"]
+        return data
+    row = db.session.get(PendingRequest, pending_id)
+    if row is None or row.kind != kind or row.expires_at <= now():
+        return None
+    return dict(row.data)
+
+
+def take(pending_id: str) -> bool:
+    """Delete the document and commit; True for the one caller that deleted it (single use)."""
+    client = redis_client()
+    if client is not None:
+        return bool(client.delete(_key(pending_id)))
+    result = db.session.execute(delete(PendingRequest).where(PendingRequest.id == pending_id))
+    db.session.commit()
+    return getattr(result, "rowcount", 0) == 1

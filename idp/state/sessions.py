@@ -1,0 +1,340 @@
+"""SSO sessions and their participants (the SPs each session has signed in to, for Single Logout).
+
+The lifecycle (cookies, lifetimes, listeners) is :mod:`idp.authn.session`'s; this module only stores, and hands
+out frozen dataclasses in both modes, so nothing above it can tell the backends apart.
+
+Redis keeps, for a session ``<id>`` (the SHA-256 of its cookie):
+
+- ``idp:session:<id>``: a hash of the session's fields, kept until its absolute expiry plus GRACE;
+- ``idp:session:<id>:sps``: a hash of its participants, SP id -> JSON, with the same expiry;
+- ``idp:session-user:<user id>``: a sorted set of the user's session ids, scored by their expiry;
+- ``idp:session-nameid:<sp id>:<sha256(NameID)>``: a sorted set of the sessions in which that SP got that
+  NameID, scored by their expiry (Single Logout finds sessions by it);
+- ``idp:session-expiry``: every session id scored by its expiry, so that expired sessions are ended (and
+  their listeners told) as in the database, not only forgotten by a TTL.
+
+Index entries whose session is gone are skipped and pruned when read, and dropped by score once expired.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, cast
+
+import redis
+from redis.client import Pipeline
+from sqlalchemy import delete as sql_delete
+from sqlalchemy import select, update
+
+from idp.extensions import db
+from idp.state import GRACE, PREFIX, from_epoch, redis_client, to_epoch, ttl_seconds
+from idp.state.lua import Script
+from idp.store import ParticipantRow, SsoSessionRow
+
+
+@dataclass(frozen=True)
+class SsoSession:
+    id: str  # SHA-256 of the cookie value: a leak of the store does not leak live sessions
+    user_id: int
+    authn_at: datetime
+    created_at: datetime
+    last_seen_at: datetime
+    expires_at: datetime
+    client_ip: str | None
+
+
+@dataclass(frozen=True)
+class Participant:
+    """An SP that received an assertion in a session: whom Single Logout must reach, and how it knows the user."""
+
+    session_id: str
+    sp_id: int
+    name_id: str
+    name_id_format: str
+    session_index: str
+
+
+# -- Redis keys and encodings ----------------------------------------------------------------------------------
+# The client decodes replies (decode_responses): the casts below narrow redis-py's annotations to str.
+
+_EXPIRY = f"{PREFIX}session-expiry"
+
+
+def _key(session_id: str) -> str:
+    return f"{PREFIX}session:{session_id}"
+
+
+def _sps_key(session_id: str) -> str:
+    return f"{PREFIX}session:{session_id}:sps"
+
+
+def _user_key(user_id: int) -> str:
+    return f"{PREFIX}session-user:{user_id}"
+
+
+def _nameid_key(sp_id: int, name_id: str) -> str:
+    return f"{PREFIX}session-nameid:{sp_id}:{hashlib.sha256(name_id.encode()).hexdigest()}"
+
+
+def _encode(s: SsoSession) -> dict[Any, Any]:
+    return {"user_id": s.user_id, "authn_at": to_epoch(s.authn_at), "created_at": to_epoch(s.created_at),
+            "last_seen_at": to_epoch(s.last_seen_at), "expires_at": to_epoch(s.expires_at),
+            "client_ip": s.client_ip or ""}
+
+
+def _decode(session_id: str, h: dict[str, str]) -> SsoSession:
+    return SsoSession(id=session_id, user_id=int(h["user_id"]), authn_at=from_epoch(h["authn_at"]),
+                      created_at=from_epoch(h["created_at"]), last_seen_at=from_epoch(h["last_seen_at"]),
+                      expires_at=from_epoch(h["expires_at"]), client_ip=h["client_ip"] or None)
+
+
+def _encode_participant(p: Participant) -> str:
+    return json.dumps({"name_id": p.name_id, "format": p.name_id_format, "session_index": p.session_index})
+
+
+def _decode_participant(session_id: str, sp_id: str | int, raw: str) -> Participant:
+    d = json.loads(raw)
+    return Participant(session_id=session_id, sp_id=int(sp_id), name_id=d["name_id"], name_id_format=d["format"],
+                       session_index=d["session_index"])
+
+
+def _index(pipe: Pipeline, key: str, session_id: str, expires_at: datetime, now: datetime) -> None:
+    """Add a session to an index set, drop members long expired, and keep the set as long as its latest."""
+    ttl = ttl_seconds(expires_at, now)
+    pipe.zadd(key, {session_id: to_epoch(expires_at)})
+    pipe.zremrangebyscore(key, "-inf", to_epoch(now - GRACE))
+    pipe.expire(key, ttl, nx=True)
+    pipe.expire(key, ttl, gt=True)
+
+
+# Only while the session exists: a touch or a participant racing a logout must not bring back a partial hash.
+_TOUCH = Script("""
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'last_seen_at', ARGV[1])
+return 1
+""")
+_SAVE_PARTICIPANT = Script("""
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local sp, doc, ttl, sid, score, stale = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+redis.call('HSET', KEYS[2], sp, doc)
+redis.call('EXPIRE', KEYS[2], ttl)
+if KEYS[4] ~= KEYS[3] then redis.call('ZREM', KEYS[4], sid) end
+redis.call('ZADD', KEYS[3], score, sid)
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', stale)
+redis.call('EXPIRE', KEYS[3], ttl, 'NX')
+redis.call('EXPIRE', KEYS[3], ttl, 'GT')
+return 1
+""")
+
+
+# -- sessions -------------------------------------------------------------------------------------------------
+
+
+def _from_row(row: SsoSessionRow) -> SsoSession:
+    return SsoSession(id=row.id, user_id=row.user_id, authn_at=row.authn_at, created_at=row.created_at,
+                      last_seen_at=row.last_seen_at, expires_at=row.expires_at, client_ip=row.client_ip)
+
+
+def get(session_id: str) -> SsoSession | None:
+    """The stored session (expired or not: the caller judges), or None. One round trip: it runs per request."""
+    client = redis_client()
+    if client is not None:
+        h = cast(dict[str, str], client.hgetall(_key(session_id)))
+        return _decode(session_id, h) if h else None
+    row = db.session.get(SsoSessionRow, session_id)
+    return _from_row(row) if row is not None else None
+
+
+def create(s: SsoSession, now: datetime) -> None:
+    """Store a new session. In the database it is flushed, not committed (sign-in commits it with the rest)."""
+    client = redis_client()
+    if client is not None:
+        with client.pipeline() as pipe:  # MULTI: the session and its indexes together
+            pipe.hset(_key(s.id), mapping=_encode(s))
+            pipe.expire(_key(s.id), ttl_seconds(s.expires_at, now))
+            _index(pipe, _user_key(s.user_id), s.id, s.expires_at, now)
+            pipe.zadd(_EXPIRY, {s.id: to_epoch(s.expires_at)})
+            pipe.execute()
+        return
+    db.session.add(SsoSessionRow(id=s.id, user_id=s.user_id, authn_at=s.authn_at, created_at=s.created_at,
+                                 last_seen_at=s.last_seen_at, expires_at=s.expires_at, client_ip=s.client_ip))
+    db.session.flush()
+
+
+def touch(s: SsoSession, at: datetime) -> SsoSession:
+    """Record activity (the idle timeout slides); returns the session as now stored. Commits in the database."""
+    client = redis_client()
+    if client is not None:
+        _TOUCH(client, [_key(s.id)], [to_epoch(at)])
+    else:
+        db.session.execute(update(SsoSessionRow).where(SsoSessionRow.id == s.id).values(last_seen_at=at))
+        db.session.commit()
+    return replace(s, last_seen_at=at)
+
+
+def delete(ids: list[str]) -> None:
+    """Forget sessions and their participants. In the database it does not commit."""
+    if not ids:
+        return
+    client = redis_client()
+    if client is not None:
+        with client.pipeline(transaction=False) as pipe:
+            for sid in ids:
+                pipe.hget(_key(sid), "user_id")
+                pipe.hgetall(_sps_key(sid))
+            found = pipe.execute()
+        with client.pipeline() as pipe:  # MULTI: the sessions and their index entries together
+            for sid, user_id, sps in zip(ids, found[::2], found[1::2], strict=True):
+                pipe.delete(_key(sid), _sps_key(sid))
+                if user_id is not None:
+                    pipe.zrem(_user_key(int(user_id)), sid)
+                for sp_id, raw in sps.items():
+                    pipe.zrem(_nameid_key(int(sp_id), _decode_participant(sid, sp_id, raw).name_id), sid)
+            pipe.zrem(_EXPIRY, *ids)
+            pipe.execute()
+        return
+    # Participants first: no reliance on ON DELETE CASCADE being enforced by every database.
+    db.session.execute(sql_delete(ParticipantRow).where(ParticipantRow.session_id.in_(ids)))
+    db.session.execute(sql_delete(SsoSessionRow).where(SsoSessionRow.id.in_(ids)))
+
+
+def user_session_ids(user_id: int) -> list[str]:
+    """Ids of the user's stored sessions."""
+    client = redis_client()
+    if client is not None:
+        return _existing(client, _user_key(user_id), cast(list[str], client.zrange(_user_key(user_id), 0, -1)))
+    return list(db.session.scalars(select(SsoSessionRow.id).where(SsoSessionRow.user_id == user_id)))
+
+
+def expired_ids(now: datetime) -> list[str]:
+    """Ids of sessions past their absolute lifetime, for the caller to end (housekeeping)."""
+    client = redis_client()
+    if client is not None:
+        return cast(list[str], client.zrangebyscore(_EXPIRY, "-inf", to_epoch(now)))
+    return list(db.session.scalars(select(SsoSessionRow.id).where(SsoSessionRow.expires_at <= now)))
+
+
+def _existing(client: redis.Redis, index: str, ids: list[str]) -> list[str]:
+    """The ids whose session hash still exists; the others are pruned from ``index``."""
+    if not ids:
+        return []
+    with client.pipeline(transaction=False) as pipe:
+        for sid in ids:
+            pipe.exists(_key(sid))
+        alive = pipe.execute()
+    gone = [sid for sid, a in zip(ids, alive, strict=True) if not a]
+    if gone:
+        client.zrem(index, *gone)
+    return [sid for sid, a in zip(ids, alive, strict=True) if a]
+
+
+# -- participants ---------------------------------------------------------------------------------------------
+
+
+def _participant_from_row(row: ParticipantRow) -> Participant:
+    return Participant(session_id=row.session_id, sp_id=row.sp_id, name_id=row.name_id,
+                       name_id_format=row.name_id_format, session_index=row.session_index)
+
+
+def participants(session_id: str) -> list[Participant]:
+    """The SPs of a session, by SP id (registration order)."""
+    client = redis_client()
+    if client is not None:
+        sps = cast(dict[str, str], client.hgetall(_sps_key(session_id)))
+        found = [_decode_participant(session_id, sp_id, raw) for sp_id, raw in sps.items()]
+        return sorted(found, key=lambda p: p.sp_id)
+    rows = db.session.scalars(
+        select(ParticipantRow).where(ParticipantRow.session_id == session_id).order_by(ParticipantRow.sp_id)
+    )
+    return [_participant_from_row(r) for r in rows]
+
+
+def participant(session_id: str, sp_id: int) -> Participant | None:
+    client = redis_client()
+    if client is not None:
+        raw = cast(str | None, client.hget(_sps_key(session_id), str(sp_id)))
+        return _decode_participant(session_id, sp_id, raw) if raw is not None else None
+    row = db.session.get(ParticipantRow, (session_id, sp_id))
+    return _participant_from_row(row) if row is not None else None
+
+
+def save_participant(s: SsoSession, p: Participant, previous: Participant | None, now: datetime) -> None:
+    """Record that ``p.sp_id`` got an assertion in ``s`` (``previous``: what :func:`participant` said before).
+    In the database it does not commit (the response's audit event does); in Redis nothing is written for a
+    session ended meanwhile."""
+    client = redis_client()
+    if client is not None:
+        if p == previous:
+            return
+        new_index = _nameid_key(p.sp_id, p.name_id)
+        old_index = _nameid_key(previous.sp_id, previous.name_id) if previous is not None else new_index
+        _SAVE_PARTICIPANT(client, [_key(s.id), _sps_key(s.id), new_index, old_index],
+                          [p.sp_id, _encode_participant(p), ttl_seconds(s.expires_at, now), s.id,
+                           to_epoch(s.expires_at), to_epoch(now - GRACE)])
+        return
+    row = db.session.get(ParticipantRow, (p.session_id, p.sp_id))
+    if row is None:
+        row = ParticipantRow(session_id=p.session_id, sp_id=p.sp_id)
+        db.session.add(row)
+    row.name_id, row.name_id_format, row.session_index = p.name_id, p.name_id_format, p.session_index
+
+
+def move_participants(old_id: str, new: SsoSession, now: datetime) -> None:
+    """Re-authentication: the participants of ``old_id`` go on in ``new``. In the database it does not commit."""
+    client = redis_client()
+    if client is None:
+        db.session.execute(
+            update(ParticipantRow).where(ParticipantRow.session_id == old_id).values(session_id=new.id)
+        )
+        return
+
+    def move(pipe: Pipeline) -> None:
+        # WATCHed: an SP added to the old session meanwhile makes this run again rather than be lost.
+        sps = cast(dict[Any, str], pipe.hgetall(_sps_key(old_id)))
+        pipe.multi()
+        if not sps:
+            return
+        pipe.hset(_sps_key(new.id), mapping=sps)
+        pipe.expire(_sps_key(new.id), ttl_seconds(new.expires_at, now))
+        for sp_id, raw in sps.items():
+            key = _nameid_key(int(sp_id), _decode_participant(old_id, sp_id, raw).name_id)
+            pipe.zrem(key, old_id)
+            _index(pipe, key, new.id, new.expires_at, now)
+        pipe.delete(_sps_key(old_id))
+
+    client.transaction(move, _sps_key(old_id))
+
+
+def find_by_name_id(sp_id: int, name_id: str, indexes: list[str]) -> list[SsoSession]:
+    """The stored sessions in which SP ``sp_id`` got ``name_id`` (with one of ``indexes`` as SessionIndex, when
+    any are given): how Single Logout finds a session without the browser's cookie."""
+    client = redis_client()
+    if client is None:
+        query = (select(SsoSessionRow).join(ParticipantRow, ParticipantRow.session_id == SsoSessionRow.id)
+                 .where(ParticipantRow.sp_id == sp_id, ParticipantRow.name_id == name_id))
+        if indexes:
+            query = query.where(ParticipantRow.session_index.in_(indexes))
+        return [_from_row(r) for r in db.session.scalars(query)]
+    index = _nameid_key(sp_id, name_id)
+    ids = cast(list[str], client.zrange(index, 0, -1))
+    if not ids:
+        return []
+    with client.pipeline(transaction=False) as pipe:
+        for sid in ids:
+            pipe.hgetall(_key(sid))
+            pipe.hget(_sps_key(sid), str(sp_id))
+        found = pipe.execute()
+    sessions, gone = [], []
+    for sid, h, raw in zip(ids, found[::2], found[1::2], strict=True):
+        if not h:
+            gone.append(sid)
+            continue
+        p = _decode_participant(sid, sp_id, raw) if raw is not None else None
+        if p is not None and p.name_id == name_id and (not indexes or p.session_index in indexes):
+            sessions.append(_decode(sid, h))
+    if gone:
+        client.zrem(index, *gone)
+    return sessions
