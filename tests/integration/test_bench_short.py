@@ -1,0 +1,90 @@
+"""The benchmark commands in bench/ in their short mode: each starts `idp serve` and its peer (SimpleSAMLphp
+under Apache, node's oidc-provider; slapd for the LDAP sign-in), drives both with its load generator for about
+a second each and must finish without one error response. Figures are not checked, only that they are
+printed. In the production pass (PostgreSQL and Redis) the bridge runs on a database made for the command and
+on the suite's Redis."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from conftest import PG_URL, REDIS_URL
+from psycopg import sql
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+# Per command: its arguments and how many runs (a server over a flow) it prints.
+COMMANDS = {
+    "saml_sso": (["saml_sso.py"], 2),
+    "saml_signin": (["saml_signin.py"], 4),
+    "oidc": (["oidc.py"], 6),
+}
+# Printed for each run, then once per comparison (two runs).
+FIGURES = ("throughput", "latency p50/p95/p99", "server CPU", "per server CPU-second", "load generator CPU")
+REFERENCE = "reference: raw RSA-2048 SHA-256 signatures with the same key"
+RATIOS = {
+    "saml_sso": ["bridge / SimpleSAMLphp", "raw signatures per CPU-s"],
+    "saml_signin": ["bridge / SimpleSAMLphp", "raw signatures per CPU-s", "server CPU per sign-in / one password hash"],
+    "oidc": ["bridge / oidc-provider", "raw signatures per CPU-s"],
+}
+NEEDED = ["apache2", "slapd", "ldapadd", "node", "npm"]
+
+
+def _require_peers() -> None:
+    """Missing peers skip the test on a laptop and fail it in CI."""
+    missing = [b for b in NEEDED if not shutil.which(b, path=os.environ.get("PATH", "") + ":/usr/sbin")]
+    if not Path("/usr/share/simplesamlphp/www").is_dir():
+        missing.append("simplesamlphp")
+    if missing:
+        reason = f"benchmark peers not installed: {', '.join(missing)} (see tests/run's APT_PACKAGES)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+@contextlib.contextmanager
+def database_for_bench() -> Iterator[list[str]]:
+    """In the production pass, an empty database of the suite's PostgreSQL for one command, and the suite's
+    Redis: the command's bridge options."""
+    if not PG_URL:
+        yield []
+        return
+    conninfo = PG_URL.replace("postgresql+psycopg://", "postgresql://")
+    name = f"bench_{secrets.token_hex(4)}"
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield ["--database-url", PG_URL.rsplit("/", 1)[0] + "/" + name,
+               *(["--redis-url", REDIS_URL] if REDIS_URL else [])]
+    finally:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_benchmark_runs_in_short_mode(command: str) -> None:
+    _require_peers()
+    args, runs = COMMANDS[command]
+    with database_for_bench() as bridge_options:
+        done = subprocess.run([sys.executable, str(BENCH / args[0]), *args[1:], "--short", *bridge_options],
+                              capture_output=True, text=True, timeout=240, check=False)
+    out = done.stdout
+    assert done.returncode == 0, f"exit {done.returncode}\n{out}\n{done.stderr}"
+    completed = re.findall(r"^\s+completed\s+(\d+) .* \((\d+) errors\)$", out, re.MULTILINE)
+    assert len(completed) == runs, out
+    assert all(int(flows) > 0 and errors == "0" for flows, errors in completed), out
+    for figure in FIGURES:
+        assert len(re.findall(rf"^\s+{re.escape(figure)}\s", out, re.MULTILINE)) == runs, f"{figure!r}\n{out}"
+    assert out.count(REFERENCE) == runs // 2, out
+    for ratio in RATIOS[command]:
+        assert re.search(rf"^\s+ratio\s+.*{re.escape(ratio)}.*: \d+\.\d+", out, re.MULTILINE), f"{ratio!r}\n{out}"
