@@ -111,16 +111,21 @@ def test_every_replica_gets_the_signing_key_and_secrets_from_secret_references()
     for container in containers(deployment):
         mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
         # The key, the certificate and the Flask secret key are files in mounted Secrets, never generated.
-        for name in ("IDP_SIGNING_KEY_FILE", "IDP_SIGNING_CERT_FILE", "IDP_SECRET_KEY_FILE"):
+        for name in ("IDP_SIGNING_KEY_FILE", "IDP_SIGNING_CERT_FILE", "IDP_EC_SIGNING_KEY_FILE",
+                     "IDP_SECRET_KEY_FILE"):
             volume = volumes[mounts[str(Path(settings[name]).parent)]]
             assert "secret" in volume, name
         env = {e["name"]: e for e in container["env"]}
         assert "value" not in env["IDP_DATABASE_URL"]
         assert env["IDP_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"]
         assert {"configMapRef": {"name": "idp-bridge-env"}} in container["envFrom"]
-    secret_names = {"IDP_SECRET_KEY", "IDP_DATABASE_URL", "IDP_SIGNING_KEY"}
+    # Redis, like the database, only from a Secret (its URL carries the password), and only where it is used.
+    (app,) = deployment["spec"]["template"]["spec"]["containers"]
+    redis_env = {e["name"]: e for e in app["env"]}["IDP_REDIS_URL"]
+    assert "value" not in redis_env and redis_env["valueFrom"]["secretKeyRef"]["name"]
+    secret_names = {"IDP_SECRET_KEY", "IDP_DATABASE_URL", "IDP_SIGNING_KEY", "IDP_REDIS_URL"}
     assert not secret_names & set(settings)
-    assert not [s for s in settings.values() if "postgresql" in s or "BEGIN" in s]
+    assert not [s for s in settings.values() if "postgresql" in s or "redis://" in s or "BEGIN" in s]
 
 
 def test_no_secret_manifest_holds_literal_data() -> None:
@@ -185,13 +190,19 @@ def test_docker_build_context_leaves_out_local_state() -> None:
                 assert source not in ignored, source
 
 
-def test_compose_runs_the_bridge_on_postgresql_with_a_data_volume() -> None:
+def test_compose_runs_the_bridge_on_postgresql_and_a_persistent_redis() -> None:
     compose = load_all(DEPLOY / "compose.yaml")[0]
     services = compose["services"]
-    assert {"postgres", "idp"} <= set(services)
-    assert "redis" not in " ".join(services)  # none until something uses it
+    assert {"postgres", "redis", "idp"} <= set(services)
     idp = services["idp"]
     assert idp["environment"]["IDP_DATABASE_URL"].startswith("postgresql+psycopg://")
+    assert idp["environment"]["IDP_REDIS_URL"].startswith("redis://:${REDIS_PASSWORD")
+    assert idp["depends_on"]["redis"]["condition"] == "service_healthy"
+    # Sessions survive a Redis restart, and no replay-cache entry is ever evicted.
+    redis_cmd = " ".join(services["redis"]["command"])
+    assert "--appendonly yes" in redis_cmd and "--maxmemory-policy noeviction" in redis_cmd
+    assert "--requirepass ${REDIS_PASSWORD" in redis_cmd
+    assert any(v.endswith(":/data") and v.split(":")[0] in compose["volumes"] for v in services["redis"]["volumes"])
     volumes = {v.split(":")[1]: v.split(":")[0] for v in idp["volumes"]}
     assert volumes["/var/lib/idp"] in compose["volumes"]
     assert idp["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
