@@ -15,6 +15,8 @@ from idp.config import Settings
 from idp.keys import data_dir_lock
 
 MIGRATIONS = str(Path(__file__).parent / "migrations")
+# Seconds to open a PostgreSQL connection (libpq's connect_timeout, 2 at least): as long as /readyz waits.
+CONNECT_TIMEOUT = 2
 
 
 @event.listens_for(Engine, "connect")
@@ -34,7 +36,13 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def engine_options(settings: Settings) -> dict[str, Any]:
     if settings.embedded_database:
         return {}
-    return {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 10}
+    # Pre-ping: a connection cut by a database restart is replaced at checkout, not failed in a request.
+    options: dict[str, Any] = {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 10}
+    if settings.effective_database_url.startswith("postgresql"):
+        # A server that accepts the connection and never answers (hung, overloaded) would otherwise hold the
+        # request forever; this way it fails with 503 (idp.errors).
+        options["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
+    return options
 
 
 def upgrade_embedded(app: Flask, settings: Settings) -> None:

@@ -23,6 +23,8 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from idp.authn import directory
+from idp.extensions import db
+from idp.state import sessions
 from idp.store import User
 
 IDP = str(Path(sys.executable).with_name("idp"))
@@ -101,6 +103,20 @@ def make_user(
         if directory.get_group(name) is None:
             directory.create_group(name, actor="test")
     return directory.create_user(username, password=password, actor="test", groups=groups, **profile)
+
+
+def session_counts(usernames: Iterable[str]) -> dict[str, int]:
+    """How many SSO sessions each user has, as the state layer (database or Redis) stores them now."""
+    # No transaction is kept open around the count: it would show an old snapshot of the database, and its
+    # connection could be one that a database restart has cut since.
+    db.session.close()
+    counts: dict[str, int] = {}
+    for name in usernames:
+        user = directory.get_user(name)
+        assert user is not None, name
+        counts[name] = len(sessions.user_session_ids(user.id))
+    db.session.close()
+    return counts
 
 
 def free_port() -> int:

@@ -1,5 +1,6 @@
-"""Readiness: the database answers ``SELECT 1`` and every configured LDAP / AD directory accepts a connection
-and its service bind (the probe ``idp directory test`` runs), each within a short timeout, checked at once.
+"""Readiness: the database answers ``SELECT 1``, Redis (when ``IDP_REDIS_URL`` is set) answers ``PING``, and
+every configured LDAP / AD directory accepts a connection and its service bind (the probe ``idp directory
+test`` runs), each within a short timeout, checked at once.
 
 Failure details go to the log only: the endpoint is unauthenticated and a reason names hosts and accounts.
 """
@@ -13,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import redis
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
@@ -23,11 +25,12 @@ from idp.authn.connectors.settings import DirectoryConfig
 from idp.errors import DirectoryUnavailable
 from idp.extensions import db
 from idp.runtime import settings
+from idp.state import redis_client
 
 log = logging.getLogger(__name__)
 
 # Seconds a dependency gets to answer; a kubelet's probe timeout must be longer than twice this (the database
-# is asked before the directories, which are listed in it).
+# and Redis are asked before the directories, which are listed in the database).
 TIMEOUT = 2.0
 OK, ERROR = "ok", "error"
 
@@ -36,15 +39,22 @@ OK, ERROR = "ok", "error"
 class Readiness:
     database: str
     directories: dict[str, str] = field(default_factory=dict)
+    redis: str | None = None  # None: not configured, state lives in the database
 
     @property
     def ready(self) -> bool:
-        return self.database == OK and all(v == OK for v in self.directories.values())
+        return (self.database == OK and self.redis in (OK, None)
+                and all(v == OK for v in self.directories.values()))
 
 
 def check() -> Readiness:
     engine = db.engine
-    database = _within(TIMEOUT, {"database": lambda: _select_one(engine)})["database"]
+    stores: dict[str, Callable[[], None]] = {"database": lambda: _select_one(engine)}
+    client = redis_client()
+    if client is not None:
+        stores["redis"] = lambda: _ping(client)
+    found = _within(TIMEOUT, stores)
+    database = found["database"]
     # Directories added with `idp directory add` are listed in the database: without it, those of IDP_CONFIG.
     items = chain.configured() if database == OK else [
         Configured(c, None, "IDP_CONFIG", c.name) for c in settings().directories]
@@ -53,12 +63,16 @@ def check() -> Readiness:
         if item.cfg is not None and item.cfg.type == "local":
             continue
         probes[item.name] = _directory_probe(item)
-    return Readiness(database, _within(TIMEOUT + 0.5, probes) if probes else {})
+    return Readiness(database, _within(TIMEOUT + 0.5, probes) if probes else {}, found.get("redis"))
 
 
 def _select_one(engine: Engine) -> None:
     with engine.connect() as conn:
         conn.execute(text("SELECT 1"))
+
+
+def _ping(client: redis.Redis) -> None:
+    client.ping()
 
 
 def _directory_probe(item: Configured) -> Callable[[], None]:

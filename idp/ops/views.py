@@ -19,8 +19,11 @@ def healthz() -> Response:
 @bp.get("/readyz")
 def readyz() -> tuple[Response, int]:
     found = health.check()
-    body = {"status": "ready" if found.ready else "unavailable",
-            "checks": {"database": found.database, "directories": found.directories}}
+    checks: dict[str, object] = {"database": found.database}
+    if found.redis is not None:
+        checks["redis"] = found.redis
+    checks["directories"] = found.directories
+    body = {"status": "ready" if found.ready else "unavailable", "checks": checks}
     return jsonify(body), 200 if found.ready else 503
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import requests
 from authlib.integrations.requests_client import OAuth2Session
+from conftest import REDIS_URL
 from flask import Flask
 from flask.testing import FlaskClient
 from helpers import DEFAULT_PASSWORD, free_port, idp_process, login, make_user
@@ -19,6 +20,7 @@ from ldap_server import Slapd, SlapdProcess, SlowProxy, closed_port_url, directo
 from oidc_peers import register
 from prometheus_client.parser import text_string_to_metric_families
 from saml_peers import SP_ENTITY_ID, sign_in_at_a_new_sp
+from services import RedisServer
 
 from idp import audit, create_app
 from idp.config import Settings
@@ -53,12 +55,17 @@ def scrape_http(base_url: str) -> Samples:
 
 # --- health and readiness ---------------------------------------------------------------------------------
 
+def stores(database: str = "ok") -> dict[str, str]:
+    """The checks of the database and, in the suite's Redis pass, of Redis (up)."""
+    return {"database": database, **({"redis": "ok"} if REDIS_URL else {})}
+
+
 def test_healthz_and_readyz_answer_without_a_session(client: FlaskClient) -> None:
     resp = client.get("/healthz")
     assert (resp.status_code, resp.get_data(as_text=True).strip()) == (200, "ok")
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.get_json() == {"status": "ready", "checks": {"database": "ok", "directories": {}}}
+    assert ready.get_json() == {"status": "ready", "checks": {**stores(), "directories": {}}}
     for r in (resp, ready, client.get("/metrics")):
         assert r.headers.getlist("Set-Cookie") == []
 
@@ -73,8 +80,74 @@ def test_readyz_is_503_while_the_database_is_down_and_healthz_stays_up(
     resp = client.get("/readyz")
     assert time.monotonic() - started < 5
     assert resp.status_code == 503
-    assert resp.get_json() == {"status": "unavailable", "checks": {"database": "error", "directories": {}}}
+    assert resp.get_json() == {"status": "unavailable", "checks": {**stores("error"), "directories": {}}}
     assert client.get("/healthz").status_code == 200
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def client_with(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., FlaskClient]]:
+    """A test client of an app with these settings; its database connections closed afterwards."""
+    apps: list[Flask] = []
+
+    def build(**overrides: object) -> FlaskClient:
+        apps.append(create_app(make_settings(**overrides)))
+        return apps[-1].test_client()
+
+    yield build
+    for app in apps:
+        with app.app_context():
+            db.engine.dispose()
+
+
+def test_readyz_pings_redis_only_when_it_is_configured(
+        client_with: Callable[..., FlaskClient], redis_server: RedisServer) -> None:
+    without = client_with(redis_url=None).get("/readyz")
+    assert without.get_json() == {"status": "ready", "checks": {"database": "ok", "directories": {}}}
+    client = client_with(redis_url=redis_server.url)
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.get_json() == {"status": "ready", "checks": {"database": "ok", "redis": "ok", "directories": {}}}
+
+
+def test_readyz_is_503_while_redis_is_down_and_ready_again_once_it_is_back(
+        client_with: Callable[..., FlaskClient], redis_server: RedisServer) -> None:
+    client = client_with(redis_url=redis_server.url)
+    assert client.get("/readyz").status_code == 200  # connected, so the client holds a pooled connection
+    redis_server.stop()
+    started = time.monotonic()
+    resp = client.get("/readyz")
+    assert time.monotonic() - started < 5
+    assert resp.status_code == 503
+    assert resp.get_json() == {"status": "unavailable",
+                               "checks": {"database": "ok", "redis": "error", "directories": {}}}
+    assert str(redis_server.port) not in resp.get_data(as_text=True)  # the reason, naming it, is logged only
+    assert client.get("/healthz").status_code == 200
+    redis_server.start()
+    assert client.get("/readyz").status_code == 200
+
+
+def test_readyz_answers_quickly_while_redis_hangs(
+        client_with: Callable[..., FlaskClient], redis_server: RedisServer) -> None:
+    client = client_with(redis_url=redis_server.url)
+    assert client.get("/readyz").status_code == 200
+    redis_server.freeze()
+    try:
+        started = time.monotonic()
+        resp = client.get("/readyz")
+        assert time.monotonic() - started < 4
+        assert resp.status_code == 503
+        assert resp.get_json()["checks"] == {"database": "ok", "redis": "error", "directories": {}}
+    finally:
+        redis_server.thaw()
+    assert client.get("/readyz").status_code == 200
 
 
 def test_readyz_probes_every_configured_directory(
@@ -85,7 +158,7 @@ def test_readyz_probes_every_configured_directory(
     app = with_directories(up, failover)
     resp = app.test_client().get("/readyz")
     assert resp.status_code == 200, resp.get_json()
-    assert resp.get_json()["checks"] == {"database": "ok", "directories": {"corp": "ok", "branch": "ok"}}
+    assert resp.get_json()["checks"] == {**stores(), "directories": {"corp": "ok", "branch": "ok"}}
 
 
 def test_readyz_is_503_while_a_directory_is_down(
@@ -96,7 +169,7 @@ def test_readyz_is_503_while_a_directory_is_down(
     resp = app.test_client().get("/readyz")
     assert resp.status_code == 503
     assert resp.get_json() == {"status": "unavailable",
-                               "checks": {"database": "ok", "directories": {"corp": "ok", "hr": "error"}}}
+                               "checks": {**stores(), "directories": {"corp": "ok", "hr": "error"}}}
     # The reason is logged, not shown to whoever asks: it names servers.
     assert down_url.split("//")[1] not in resp.get_data(as_text=True)
 

@@ -1,166 +1,36 @@
 """Two `idp serve` instances behind Debian's haproxy (round-robin, no stickiness), set up as deploy/README.md
-tells operators: one database, one signing key and certificate, one Flask secret key, IDP_BASE_URL the load
-balancer's address, one trusted proxy hop, and a data dir of their own each. Whatever instance a request
-lands on, the sign-in goes on; which one it was is read from each instance's gunicorn access log.
+tells operators (tests/cluster.py). Whatever instance a request lands on, the sign-in goes on; which one it
+was is read from each instance's gunicorn access log.
 
-Runs on the suite's database: a shared SQLite file, or IDP_TEST_DATABASE_URL's PostgreSQL.
+Runs on the suite's database: a shared SQLite file, or IDP_TEST_DATABASE_URL's PostgreSQL; and on the suite's
+Redis when IDP_TEST_REDIS_URL is set.
 """
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
-from itertools import pairwise
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import lxml.html
 import pytest
 import requests
-from conftest import PG_URL
+from cluster import Cluster, Trace, access_lines, alternates, serve_cluster, traced, wait_for_access
+from conftest import PG_URL, REDIS_URL
 from flask import Flask
-from helpers import Served, free_port, idp_process, make_user
+from helpers import Served, make_user
 from oidc_peers import PASSWORD, REDIRECT_URI, browse, register, rp, start
 from saml_peers import SP_SLO_URL, OneLoginSp, idp_metadata, is_login_page, read_post_form, register_sp, submit_login
 
 from idp.authn.session import COOKIE
 
-# gunicorn's access line as `idp serve` writes it: '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
-_ACCESS = re.compile(r'^\S+ "([A-Z]+) (\S+)" \d{3} ', re.MULTILINE)
-
-
-@dataclass
-class Cluster:
-    url: str  # haproxy's, the IDP_BASE_URL of both instances
-    instances: dict[str, Served]
-
-    def other(self, name: str) -> Served:
-        (other,) = (s for n, s in self.instances.items() if n != name)
-        return other
-
-
-def access_lines(served: Served) -> list[tuple[str, str]]:
-    return _ACCESS.findall(served.output())
-
-
-@dataclass
-class Trace:
-    """A requests response hook noting which instance's access log shows each request the session sent.
-    Requests are sequential, so the first unseen line for the same method and path is this one."""
-
-    cluster: Cluster
-    hops: list[tuple[str, str, str]] = field(default_factory=list)  # (instance, method, path)
-    seen: dict[str, int] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.seen = {name: len(access_lines(s)) for name, s in self.cluster.instances.items()}
-
-    def __call__(self, resp: requests.Response, *args: Any, **kwargs: Any) -> None:
-        wanted = (str(resp.request.method), urlsplit(resp.request.url).path)
-        deadline = time.monotonic() + 5  # gunicorn writes the line just after the response
-        while True:
-            for name, served in self.cluster.instances.items():
-                lines = access_lines(served)
-                for i in range(self.seen[name], len(lines)):
-                    if lines[i] == wanted:
-                        self.seen[name] = i + 1
-                        self.hops.append((name, *wanted))
-                        return
-            assert time.monotonic() < deadline, f"{wanted} is in no instance's access log"
-            time.sleep(0.05)
-
-    def instances(self) -> list[str]:
-        return [name for name, _, _ in self.hops]
-
-
-def traced(cluster: Cluster) -> tuple[requests.Session, Trace]:
-    http = requests.Session()
-    trace = Trace(cluster)
-    http.hooks["response"].append(trace)
-    return http, trace
-
-
-def alternates(names: list[str]) -> bool:
-    return len(set(names)) == 2 and all(a != b for a, b in pairwise(names))
-
-
-@contextmanager
-def haproxy(port: int, backends: list[int], tmp_path: Path) -> Iterator[str]:
-    binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
-    servers = "\n".join(f"    server idp{i} 127.0.0.1:{p}" for i, p in enumerate(backends))
-    config = tmp_path / "haproxy.cfg"
-    config.write_text(f"""\
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-    option forwardfor
-
-frontend bridge
-    bind 127.0.0.1:{port}
-    default_backend instances
-
-backend instances
-    balance roundrobin
-{servers}
-""")
-    log = tmp_path / "haproxy.log"
-    with open(log, "wb") as out, subprocess.Popen([binary, "-db", "-f", str(config)],
-                                                  stdout=out, stderr=subprocess.STDOUT) as proc:
-        try:
-            deadline = time.monotonic() + 15
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    assert proc.poll() is None, log.read_text(errors="replace")
-                    assert time.monotonic() < deadline, "haproxy did not start"
-                    time.sleep(0.1)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            proc.terminate()
-            proc.wait(10)
-
 
 @pytest.fixture
 def cluster(app: Flask, tmp_path: Path, signing_files: tuple[Path, Path]) -> Iterator[Cluster]:
     """``app`` (an app context on the test's fresh database) is where the test registers users and peers;
-    the instances open the same database."""
-    secret = tmp_path / "secret_key"
-    secret.write_text(os.urandom(32).hex())
-    secret.chmod(0o600)
-    lb_port, ports = free_port(), {"a": free_port(), "b": free_port()}
-    lb_url = f"http://127.0.0.1:{lb_port}"
-    env = {
-        **os.environ,
-        "IDP_DATABASE_URL": PG_URL or f"sqlite:///{tmp_path / 'idp.db'}",
-        "IDP_BASE_URL": lb_url,
-        "IDP_TRUSTED_PROXY_HOPS": "1",
-        "IDP_SIGNING_KEY_FILE": str(signing_files[0]),
-        "IDP_SIGNING_CERT_FILE": str(signing_files[1]),
-        "IDP_SECRET_KEY_FILE": str(secret),
-        "IDP_WORKERS": "1",
-        "IDP_LOG_FORMAT": "text",
-    }
-    with ExitStack() as stack:
-        instances = {
-            name: stack.enter_context(idp_process(
-                ["serve", "--bind", f"127.0.0.1:{port}"], {**env, "IDP_DATA_DIR": str(tmp_path / name)},
-                port, tmp_path / f"{name}.log"))
-            for name, port in ports.items()
-        }
-        url = stack.enter_context(haproxy(lb_port, list(ports.values()), tmp_path))
-        yield Cluster(url, instances)
+    the instances open the same database (and Redis, in the suite's Redis pass)."""
+    with serve_cluster(tmp_path, signing_files, PG_URL or f"sqlite:///{tmp_path / 'idp.db'}", REDIS_URL) as c:
+        yield c
 
 
 def saml_sign_in(cluster: Cluster) -> tuple[requests.Session, Trace, str, str]:
@@ -251,7 +121,7 @@ def test_an_oidc_code_issued_by_one_instance_is_redeemed_at_the_other(cluster: C
     before = len(access_lines(other))
     token = session.fetch_token(other.url + "/oauth/token", authorization_response=arrival.url,
                                 code_verifier=authorization.verifier, state=authorization.state)
-    assert ("POST", "/oauth/token") in access_lines(other)[before:]
+    wait_for_access(other, ("POST", "/oauth/token"), before)
     claims = session.parse_id_token(token, nonce=authorization.nonce)  # the JWKS, through the load balancer
     assert claims["iss"] == cluster.url and claims["preferred_username"] == "alice"
     # The code is single-use across instances too: back at the instance that issued it, it is refused.

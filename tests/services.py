@@ -1,0 +1,129 @@
+"""Throwaway PostgreSQL and Redis servers that a test starts, stops and restarts itself (the fault tests).
+
+Each lives in a folder of its own on a free loopback port, with its own socket directory: nothing here can
+touch the suite's PostgreSQL (IDP_TEST_DATABASE_URL) or Redis (IDP_TEST_REDIS_URL).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+from helpers import free_port
+
+
+class RedisServer:
+    """redis-server as production must run it: persistence on (append-only file), so that a stop and a start
+    keep the sessions it holds."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._proc: subprocess.Popen[bytes] | None = None
+        folder.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None
+
+    def start(self) -> None:
+        with open(self.folder / "redis.log", "ab") as log:  # the child keeps its own copy of the descriptor
+            self._proc = subprocess.Popen(
+                ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
+                 "--appendonly", "yes", "--appendfsync", "everysec", "--save", ""],
+                stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                with redis.Redis(port=self.port, socket_timeout=1) as client:
+                    client.ping()
+                return
+            except redis.exceptions.ConnectionError:  # includes "loading the dataset in memory" (BusyLoading)
+                assert self._proc.poll() is None, (self.folder / "redis.log").read_text(errors="replace")
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        """A clean shutdown (SHUTDOWN, as `redis-cli shutdown` sends): the append-only file is flushed first."""
+        assert self._proc is not None
+        subprocess.run(["redis-cli", "-p", str(self.port), "shutdown"], capture_output=True, timeout=15)
+        self._proc.wait(15)
+        self._proc = None
+
+    def freeze(self) -> None:
+        """SIGSTOP: connections are accepted by the kernel, nothing answers (a hung server)."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGCONT)
+
+    def kill(self) -> None:
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGCONT)
+            self._proc.kill()
+            self._proc.wait(10)
+            self._proc = None
+
+
+class PostgresServer:
+    """A PostgreSQL cluster made with initdb, run with pg_ctl as the postgres user (initdb refuses root), as
+    tests/run makes CI's. Its folder is outside pytest's (root-only) temporary tree, so that user can use it."""
+
+    def __init__(self) -> None:
+        self.bin = Path(sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))[-1])
+        self.folder = Path(tempfile.mkdtemp(prefix="idp-faults-pg."))
+        self.port = free_port()
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+        self.running = False
+        if os.getuid() == 0:
+            shutil.chown(self.folder, "postgres")
+        self._run("initdb", "-D", str(self.folder / "data"), "-U", "postgres", "-A", "trust", "-E", "UTF8", "-N")
+
+    def _run(self, program: str, *args: str) -> None:
+        runner = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
+        done = subprocess.run([*runner, str(self.bin / program), *args], capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, f"{program} {' '.join(args)}: {done.stdout}{done.stderr}"
+
+    def _ctl(self, action: str, *args: str) -> None:
+        # -l: without a log file the server would keep pg_ctl's output pipe open, and the call would not return.
+        self._run("pg_ctl", "-D", str(self.folder / "data"), "-l", str(self.folder / "log"), "-w", *args, action)
+
+    def start(self) -> None:
+        self._ctl("start", "-o", f"-h 127.0.0.1 -p {self.port} -k {self.folder} -c fsync=off "
+                                 "-c synchronous_commit=off -c full_page_writes=off")
+        self.running = True
+
+    def stop(self, mode: str = "fast") -> None:
+        self._ctl("stop", "-m", mode)
+        self.running = False
+
+    def restart(self, mode: str = "fast") -> None:
+        self._ctl("restart", "-m", mode)
+
+    def freeze(self) -> None:
+        """SIGSTOP the postmaster: connections are accepted by the kernel, none is ever answered (a hung
+        server); the backends of connections opened before go on."""
+        os.kill(self._postmaster(), signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.kill(self._postmaster(), signal.SIGCONT)
+
+    def _postmaster(self) -> int:
+        return int((self.folder / "data" / "postmaster.pid").read_text().split()[0])
+
+    def remove(self) -> None:
+        """Stop whatever runs (immediately) and delete the cluster."""
+        runner = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
+        subprocess.run([*runner, str(self.bin / "pg_ctl"), "-D", str(self.folder / "data"), "-m", "immediate",
+                        "stop"], capture_output=True, timeout=60)
+        shutil.rmtree(self.folder, ignore_errors=True)
