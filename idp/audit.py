@@ -50,12 +50,12 @@ def listen(listener: Listener) -> None:
 def record(event: AuditEvent, *, commit: bool = True) -> None:
     """Store the event and log it. Commits by default so that a refusal is kept even when nothing else is."""
     event = _storable(event)
-    db.session.add(AuditRecord(**asdict(event)))
+    data = asdict(event)  # once: the row and the log line read the same copy, neither changes it
+    db.session.add(AuditRecord(**data))
     db.session.info.setdefault(_PENDING, []).append(event)
     if commit:
         db.session.commit()
-    payload = asdict(event)
-    payload["at"] = event.at.isoformat()
+    payload = {**data, "at": event.at.isoformat()}
     log.info("audit %s %s", event.type, event.outcome, extra={"audit": payload})
 
 

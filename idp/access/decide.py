@@ -22,6 +22,8 @@ from idp.audit import AuditEvent
 from idp.authn.principal import Principal
 from idp.errors import Forbidden
 from idp.extensions import db
+from idp.oidc import clients
+from idp.saml import providers
 from idp.store import (
     Account,
     AppAssignment,
@@ -247,13 +249,13 @@ def _app(principal: Principal, now: datetime, target: AppTarget) -> AppGrant | s
     if target.kind == "saml":
         if target.key == AWS_ENTITY_ID:
             return "AWS accounts are opened through account assignments"
-        sp = db.session.scalar(select(ServiceProvider).where(ServiceProvider.entity_id == target.key))
+        sp = providers.get(target.key)  # the flow's own look-up, made once per request
         if sp is None:
             return "unknown service provider"
         app_id, name, open_to_all, login_url = sp.id, sp.name, sp.open_to_all, None
         column = AppAssignment.sp_id
     else:
-        client = db.session.scalar(select(OidcClient).where(OidcClient.client_id == target.key))
+        client = clients.get(target.key)  # the flow's own look-up, made once per request
         if client is None:
             return "unknown client"
         app_id, name, open_to_all, login_url = client.id, client.name, client.open_to_all, client.login_url

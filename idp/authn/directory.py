@@ -297,14 +297,16 @@ def remove_member(group_name: str, username: str, *, actor: str) -> None:
 # --- authentication ----------------------------------------------------------------------------------------
 
 
-def check_credentials(username: str, password: str) -> AuthnOutcome:
+def check_credentials(username: str, password: str, *, equalise_unknown: bool = True) -> AuthnOutcome:
     """Verify a password. Failures are results with a reason; every path costs one argon2 verification,
-    so the answer's timing does not tell whether the user exists."""
+    so the answer's timing does not tell whether the user exists. ``equalise_unknown=False`` leaves that cost
+    of an unknown user to the caller: the connector chain pays it once, only when no directory knew the user."""
     name = normalize_username(username)
     user = get_user(name)
     if user is None or user.source != "local":
         # A directory user's shadow row has no password here: their directory decides.
-        passwords.dummy_verify(password)
+        if equalise_unknown:
+            passwords.dummy_verify(password)
         return AuthnOutcome(name[:255], None, UNKNOWN_USER)
     if not passwords.verify(user.password_hash, password):
         return AuthnOutcome(name, None, "bad password")

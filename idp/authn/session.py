@@ -15,6 +15,7 @@ from typing import Any
 
 from flask import Flask, Response, current_app, has_request_context, request, url_for
 from sqlalchemy import select
+from sqlalchemy.orm import joinedload
 from werkzeug.wrappers import Response as BaseResponse
 
 from idp import audit
@@ -53,6 +54,7 @@ _TOUCH_EVERY = timedelta(seconds=60)
 # Per-request state lives in the WSGI environ, not in `g`: an app context can outlive one request.
 _CACHE = "idp.sso_session"
 _COOKIE_ACTION = "idp.sso_cookie"
+_USER = "idp.sso_user"
 _UNSET: Any = object()
 
 
@@ -96,7 +98,10 @@ def _load(token: str | None) -> SsoSession | None:
     if t >= sso.last_seen_at + timedelta(seconds=cfg.session_idle_seconds):
         _expire(sso, "idle timeout")
         return None
-    user = db.session.get(User, sso.user_id)
+    # The groups in the same statement, and the row held for the request: principal_for finds it in the
+    # session's identity map (which holds rows only weakly) instead of selecting it again.
+    user = db.session.get(User, sso.user_id, options=[joinedload(User.groups)])
+    request.environ[_USER] = user
     if user is None or not user.enabled:
         end_session(sso, "user disabled")
         return None

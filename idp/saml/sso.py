@@ -6,8 +6,8 @@ sent to an address we have not verified. After that, failures the spec names (No
 InvalidNameIDPolicy) are SAML Responses posted to that trusted ACS (:class:`SamlStatusError`,
 :func:`error_response`). Issuance (:func:`issue`) first asks :func:`idp.access.decide.authorize` whether the
 user may open the SP (or, for an AWS console launch, the account role), then builds the Response with
-pysaml2's classes, signs and encrypts it in-process with :mod:`idp.saml.signing`, records the SP as a session
-participant (for Single Logout) and audits it.
+lxml (:mod:`idp.saml.build`), signs and encrypts it in-process with :mod:`idp.saml.signing`, records the SP as
+a session participant (for Single Logout) and audits it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from lxml import etree
-from saml2 import saml, samlp
+from saml2 import samlp
 from saml2.authn_context import PASSWORDPROTECTEDTRANSPORT
 
 from idp import audit, clock
@@ -31,7 +31,7 @@ from idp.authn.session import principal_for
 from idp.errors import BadRequest, IdpError, NotFound
 from idp.extensions import db
 from idp.runtime import keystore, settings
-from idp.saml import nameid, providers, signing, xmlsafe
+from idp.saml import build, nameid, providers, signing, xmlsafe
 from idp.saml.bindings import POST, REDIRECT, Inbound
 from idp.saml.metadata import Endpoint, SpMetadata
 from idp.state import once
@@ -43,8 +43,7 @@ from idp.store import ServiceProvider
 PENDING_KIND = "saml-authn"
 PENDING_LIFETIME = timedelta(minutes=10)
 DEFAULT_ATTRIBUTE_NAME_FORMAT = "urn:oasis:names:tc:SAML:2.0:attrname-format:unspecified"
-_NSPAIR = {"saml": saml.NAMESPACE, "samlp": samlp.NAMESPACE}
-_ASSERTION = f"{{{saml.NAMESPACE}}}Assertion"
+_ASSERTION = f"{{{build.SAML}}}Assertion"
 
 
 @dataclass(frozen=True)
@@ -330,24 +329,6 @@ def _instant(value: datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _issuer() -> saml.Issuer:
-    return saml.Issuer(text=settings().base + "/saml/metadata", format=saml.NAMEID_FORMAT_ENTITY)
-
-
-def _status(top: str, second: str | None = None, message: str | None = None) -> samlp.Status:
-    inner = samlp.StatusCode(value=second) if second else None
-    return samlp.Status(
-        status_code=samlp.StatusCode(value=top, status_code=inner),
-        status_message=samlp.StatusMessage(text=message) if message else None,
-    )
-
-
-def _to_lxml(obj: Any) -> Any:
-    # Our own serialisation of pysaml2 objects: no DTD can be in it, but keep the parser strict anyway.
-    parser = etree.XMLParser(resolve_entities=False, no_network=True, remove_blank_text=False)
-    return etree.fromstring(obj.to_string(_NSPAIR), parser)
-
-
 def issue(req: SsoRequest, session: SsoSession, client_ip: str | None) -> Outbound:
     """Build, sign (and encrypt) the Response for a signed-in session; record and audit it."""
     cfg = settings()
@@ -386,46 +367,22 @@ def issue(req: SsoRequest, session: SsoSession, client_ip: str | None) -> Outbou
     # permission set decides, not how long ago the user signed in here.
     session_end = None if req.aws_account is not None else _instant(session.expires_at)
 
-    assertion = saml.Assertion(
-        id=_id(), version="2.0", issue_instant=_instant(now), issuer=_issuer(),
-        subject=saml.Subject(
-            name_id=saml.NameID(
-                text=name_id.value, format=name_id.format,
-                sp_name_qualifier=name_id.sp_name_qualifier,
-                name_qualifier=cfg.base + "/saml/metadata" if name_id.sp_name_qualifier else None,
-            ),
-            subject_confirmation=[saml.SubjectConfirmation(
-                method=saml.SCM_BEARER,
-                subject_confirmation_data=saml.SubjectConfirmationData(
-                    recipient=req.acs_url, not_on_or_after=not_on_or_after, in_response_to=req.request_id,
-                ),
-            )],
+    issuer = cfg.base + "/saml/metadata"
+    root = build.response(response_id=_id(), issue_instant=_instant(now), destination=req.acs_url,
+                          in_response_to=req.request_id, issuer=issuer, status=(samlp.STATUS_SUCCESS, None, None))
+    build.assertion(
+        root, assertion_id=_id(), issue_instant=_instant(now), issuer=issuer,
+        subject=build.Subject(
+            name_id=name_id.value, name_id_format=name_id.format,
+            name_qualifier=issuer if name_id.sp_name_qualifier else None,
+            sp_name_qualifier=name_id.sp_name_qualifier, recipient=req.acs_url,
+            not_on_or_after=not_on_or_after, in_response_to=req.request_id,
         ),
-        conditions=saml.Conditions(
-            not_before=_instant(now - skew), not_on_or_after=not_on_or_after,
-            audience_restriction=[saml.AudienceRestriction(audience=[saml.Audience(text=sp.entity_id)])],
-        ),
-        authn_statement=[saml.AuthnStatement(
-            authn_instant=_instant(session.authn_at), session_index=session_index,
-            session_not_on_or_after=session_end,
-            authn_context=saml.AuthnContext(
-                authn_context_class_ref=saml.AuthnContextClassRef(text=PASSWORDPROTECTEDTRANSPORT)),
-        )],
-        attribute_statement=[saml.AttributeStatement(attribute=[
-            saml.Attribute(
-                name=a.name, name_format=a.name_format or DEFAULT_ATTRIBUTE_NAME_FORMAT,
-                friendly_name=a.friendly_name,
-                attribute_value=[saml.AttributeValue(text=v) for v in a.values],
-            )
-            for a in attributes
-        ])] if attributes else [],
+        not_before=_instant(now - skew), audience=sp.entity_id, authn_instant=_instant(session.authn_at),
+        session_index=session_index, session_not_on_or_after=session_end, authn_context=PASSWORDPROTECTEDTRANSPORT,
+        attributes=[build.Attribute(a.name, a.name_format or DEFAULT_ATTRIBUTE_NAME_FORMAT, a.friendly_name,
+                                    tuple(a.values)) for a in attributes],
     )
-    response = samlp.Response(
-        id=_id(), version="2.0", issue_instant=_instant(now), destination=req.acs_url,
-        in_response_to=req.request_id, issuer=_issuer(), status=_status(samlp.STATUS_SUCCESS),
-        assertion=[assertion],
-    )
-    root = _to_lxml(response)
     key = keystore().ring().active
     if sp.sign_assertion:
         signing.sign(root.find(_ASSERTION), key)
@@ -475,11 +432,8 @@ def error_response(err: SamlStatusError, client_ip: str | None) -> Outbound:
     """
     req = err.request
     audit_refusal(err.reason, sp=req.sp_entity_id, client_ip=client_ip)
-    response = samlp.Response(
-        id=_id(), version="2.0", issue_instant=_instant(clock.now()), destination=req.acs_url,
-        in_response_to=req.request_id, issuer=_issuer(),
-        status=_status(err.top_level, err.second_level, err.reason),
-    )
-    root = _to_lxml(response)
+    root = build.response(response_id=_id(), issue_instant=_instant(clock.now()), destination=req.acs_url,
+                          in_response_to=req.request_id, issuer=settings().base + "/saml/metadata",
+                          status=(err.top_level, err.second_level, err.reason))
     signing.sign(root, keystore().ring().active)
     return Outbound(req.acs_url, etree.tostring(root), req.relay_state)

@@ -265,10 +265,10 @@ def save_participant(s: SsoSession, p: Participant, previous: Participant | None
     """Record that ``p.sp_id`` got an assertion in ``s`` (``previous``: what :func:`participant` said before).
     In the database it does not commit (the response's audit event does); in Redis nothing is written for a
     session ended meanwhile."""
+    if p == previous:
+        return  # already stored as it is (read in this request): nothing to write
     client = redis_client()
     if client is not None:
-        if p == previous:
-            return
         new_index = _nameid_key(p.sp_id, p.name_id)
         old_index = _nameid_key(previous.sp_id, previous.name_id) if previous is not None else new_index
         _SAVE_PARTICIPANT(client, [_key(s.id), _sps_key(s.id), new_index, old_index],

@@ -209,6 +209,47 @@ def test_a_shadow_user_disabled_locally_cannot_sign_in(
     assert last_login().reason == "corp: user disabled"
 
 
+# --- what a sign-in costs ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def hashes(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """How many argon2 verifications sign-ins run: real ones (a local user's) and dummy ones (timing)."""
+    from idp.authn import passwords
+
+    counts = {"verify": 0, "dummy": 0}
+    real_verify, real_dummy = passwords.verify, passwords.dummy_verify
+
+    def verify(password_hash: str | None, password: str) -> bool:
+        counts["verify"] += 1
+        return real_verify(password_hash, password)
+
+    def dummy(password: str) -> None:
+        counts["dummy"] += 1
+        real_dummy(password)
+
+    monkeypatch.setattr(passwords, "verify", verify)
+    monkeypatch.setattr(passwords, "dummy_verify", dummy)
+    return counts
+
+
+def test_a_directory_sign_in_costs_no_password_hash_and_an_unknown_user_costs_one(
+    slapd: Slapd, tmp_path: Path, with_directories: Callable[..., Flask], hashes: dict[str, int]
+) -> None:
+    # The built-in directory first (the default place): it does not know alice, the directory after it does.
+    app = with_directories(directory_config(slapd, tmp_path))
+    make_user("dora", "dora-local-password")
+    for password, status in (("alice-pw", 302), ("alice-pw", 302), ("wrong", 200)):  # new shadow row, then known
+        assert sign_in(app.test_client(), "alice", password)[0] == status
+    assert hashes == {"verify": 0, "dummy": 0}
+    assert last_login().reason == "corp: bad password"
+    # Nobody knows the name: one dummy verification, the cost of a local user's wrong password.
+    assert sign_in(app.test_client(), "nobody", "some-password")[0] == 200
+    assert hashes == {"verify": 0, "dummy": 1}
+    assert sign_in(app.test_client(), "dora", "wrong-password")[0] == 200
+    assert hashes == {"verify": 1, "dummy": 1}
+
+
 # --- the group-membership cache ----------------------------------------------------------------------------
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from flask import current_app
 from sqlalchemy import select
 
+from idp.authn import passwords
 from idp.authn.connectors import registry
 from idp.authn.connectors.base import Connector, Verdict
 from idp.authn.connectors.ldap import UNAVAILABLE
@@ -174,6 +175,9 @@ def check(username: str, password: str, *, items: list[Configured] | None = None
         if verdict.known:
             return Verdict(None, reasons[-1], known=True, message=verdict.message, subject=verdict.subject,
                            locked=verdict.locked)
+    # Nobody knew the name: spend one password hash, as a known local user's refusal does, so that timing does
+    # not tell whether a user exists. A user a directory knows (signed in or refused there) costs none.
+    passwords.dummy_verify(password)
     if outages:
         raise DirectoryUnavailable(UNAVAILABLE, "directory unavailable: " + "; ".join(outages + reasons))
     return Verdict(None, "; ".join(reasons) or "no identity source configured")

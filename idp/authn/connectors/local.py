@@ -19,7 +19,8 @@ class LocalConnector:
     def check(self, username: str, password: str, *,
               is_locked: Callable[[str], bool] | None = None) -> Verdict:
         # A local name is its own canonical form (one exact, lower-cased match): the typed-name counter is enough.
-        outcome = directory.check_credentials(username, password)
+        # An unknown name costs no hash here: the chain pays one when no directory knew it (chain.check).
+        outcome = directory.check_credentials(username, password, equalise_unknown=False)
         return Verdict(outcome.principal, outcome.reason, known=outcome.reason != directory.UNKNOWN_USER)
 
     def authenticate(self, username: str, password: str) -> Principal | None:
