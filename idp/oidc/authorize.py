@@ -163,7 +163,20 @@ def handle(query: str, received_at: datetime, pending_id: str | None = None, ans
     _done(pending_id)
     if answer == "allow" and not client.first_party:
         consent.remember(end_user.principal, client, scope)
-    response: BaseResponse = server().create_authorization_response(req, grant_user=end_user, grant=grant)
+    return _issue(req, grant, end_user)
+
+
+def _issue(req: OAuth2Request, grant: Any, end_user: EndUser) -> BaseResponse:
+    """authlib's create_authorization_response without its second validate_authorization_request: the grant
+    was validated on this same request by get_consent_grant (a superset: it adds the prompt check), and the
+    second pass only repeated the client look-up and the nonce query."""
+    try:
+        response: BaseResponse = server().handle_response(
+            *grant.create_authorization_response(grant.redirect_uri, end_user))
+    except OAuth2Error as error:
+        error.state = req.payload.state
+        response = server().handle_error_response(req, error)
+    grant.execute_hook("after_authorization_response", response)
     return response
 
 

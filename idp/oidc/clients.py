@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from flask import has_request_context, request
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from sqlalchemy import delete, select
@@ -31,6 +32,7 @@ GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials",
 SCOPES = ("openid", "profile", "email", "groups")
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt")
 ID_TOKEN_ALGS = ("RS256", "ES256")
+ACCESS_TOKEN_FORMATS = ("opaque", "jwt")
 
 # Our attributes as standard OIDC claims, each released under the scope that asks for it. Same rules and
 # the same release() as the SAML attribute map; "scope" is the only OIDC-specific key.
@@ -74,6 +76,8 @@ class ClientOptions:
     open_to_all: bool = False
     # OIDC's initiate_login_uri: where the portal sends a user to start signing in to the client.
     login_url: str | None = None
+    # "jwt": RFC 9068 access tokens a resource server can check offline (idp.oidc.access_tokens).
+    access_token_format: str = "opaque"  # noqa: S105 - a format name, not a secret
 
 
 @dataclass(frozen=True)
@@ -84,9 +88,28 @@ class Registered:
     client_secret: str | None
 
 
+_MEMO = "idp.oidc_clients"
+
+
 def get(client_id: str) -> OidcClient | None:
-    client: OidcClient | None = db.session.scalar(select(OidcClient).where(OidcClient.client_id == client_id))
+    """The registered client, looked up once per request (client authentication, the grant and the access
+    decision each ask for it); the row is the session's, so a change made in this request is seen."""
+    memo: dict[str, OidcClient | None] | None = (
+        request.environ.setdefault(_MEMO, {}) if has_request_context() else None)
+    if memo is not None and client_id in memo:
+        return memo[client_id]
+    # No client id holds a NUL, and PostgreSQL refuses one even in a query: unknown, not a server error.
+    client: OidcClient | None = None if "\x00" in client_id else db.session.scalar(
+        select(OidcClient).where(OidcClient.client_id == client_id))
+    if memo is not None:
+        memo[client_id] = client
     return client
+
+
+def _forget() -> None:
+    """Registering or removing a client invalidates what this request looked up."""
+    if has_request_context():
+        request.environ.pop(_MEMO, None)
 
 
 def get_or_404(client_id: str) -> OidcClient:
@@ -169,6 +192,9 @@ def _validated(options: ClientOptions) -> dict[str, Any]:
     if options.id_token_alg not in ID_TOKEN_ALGS:
         raise BadRequest(f"ID token algorithm {options.id_token_alg!r} is not one of {', '.join(ID_TOKEN_ALGS)}",
                          field="id_token_alg")
+    if options.access_token_format not in ACCESS_TOKEN_FORMATS:
+        raise BadRequest(f"access token format {options.access_token_format!r} is not one of "
+                         f"{', '.join(ACCESS_TOKEN_FORMATS)}", field="access_token_format")
     problems = validate_rules(options.claim_map)
     if problems:
         raise BadRequest("claim map: " + "; ".join(problems), field="claim_map")
@@ -180,6 +206,7 @@ def _validated(options: ClientOptions) -> dict[str, Any]:
         "id_token_alg": options.id_token_alg, "first_party": options.first_party,
         "claim_map": [dict(r) for r in options.claim_map],
         "open_to_all": options.open_to_all, "login_url": options.login_url,
+        "access_token_format": options.access_token_format,
     }
 
 
@@ -205,6 +232,7 @@ def add(options: ClientOptions, actor: str) -> Registered:
     except IntegrityError:  # a 128-bit random id collided: vanishingly unlikely, but never overwrite
         db.session.rollback()
         raise Conflict("client id collision; try again") from None
+    _forget()
     audit.record(AuditEvent(type="oidc.client.add", actor=actor, sp=client_id, details=_audit_view(values)))
     return Registered(client_id, secret)
 
@@ -217,6 +245,7 @@ def options_of(client: OidcClient) -> ClientOptions:
         grant_types=tuple(client.grant_types), scopes=tuple(client.scopes), auth_method=client.auth_method,
         jwks=client.jwks, id_token_alg=client.id_token_alg, first_party=client.first_party,
         claim_map=tuple(client.claim_map), open_to_all=client.open_to_all, login_url=client.login_url,
+        access_token_format=client.access_token_format,
     )
 
 
@@ -266,6 +295,7 @@ def remove(client_id: str, actor: str) -> None:
     db.session.execute(sql_update(OidcToken).where(OidcToken.client_id == client_id, OidcToken.revoked_at.is_(None))
                        .values(revoked_at=clock.now()))
     db.session.delete(client)
+    _forget()
     audit.record(AuditEvent(type="oidc.client.remove", actor=actor, sp=client_id, details={"name": name}))
 
 
@@ -295,5 +325,6 @@ def describe(client: OidcClient) -> dict[str, Any]:
         "scopes": client.scopes, "id_token_alg": client.id_token_alg, "first_party": client.first_party,
         "claim_map": client.claim_map, "jwks_keys": [k.get("kid") for k in (client.jwks or {}).get("keys", [])],
         "open_to_all": client.open_to_all, "login_url": client.login_url,
+        "access_token_format": client.access_token_format,
         "created_at": client.created_at.isoformat() if client.created_at else None,
     }

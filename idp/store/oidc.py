@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from authlib.oauth2.rfc6749 import ClientMixin, TokenMixin
-from sqlalchemy import JSON, ForeignKey, String, false
+from sqlalchemy import JSON, ForeignKey, Index, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from idp.clock import now
@@ -55,6 +55,9 @@ class OidcClient(db.Model, ClientMixin):  # type: ignore[name-defined,misc]
     open_to_all: Mapped[bool] = mapped_column(default=False, server_default=false())
     # The client's own "start sign-in" page (OIDC's initiate_login_uri): where the portal launches it.
     login_url: Mapped[str | None] = mapped_column(String(2048))
+    # "opaque" (random, looked up by digest) or "jwt" (RFC 9068, signed; still stored by digest so that it
+    # can be revoked and introspected): see idp.oidc.access_tokens.
+    access_token_format: Mapped[str] = mapped_column(String(16), default="opaque", server_default="opaque")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now, onupdate=now)
 
@@ -107,12 +110,15 @@ class OidcAuthorizationCode(db.Model):  # type: ignore[name-defined,misc]
     (RFC 6749 section 4.1.2)."""
 
     __tablename__ = "oidc_authorization_codes"
+    # The nonce replay check of every authorization request (idp.state.oidc_codes.nonce_seen): without it,
+    # a scan of all the client's codes of the last minutes.
+    __table_args__ = (Index("ix_oidc_authorization_codes_client_nonce", "client_id", "nonce"),)
 
     code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     client_id: Mapped[str] = mapped_column(String(64), index=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     # SsoSession.id of the sign-in, for logout; not a foreign key since sessions end first.
-    session_id: Mapped[str | None] = mapped_column(String(64))
+    session_id: Mapped[str | None] = mapped_column(String(64), index=True)
     redirect_uri: Mapped[str] = mapped_column(String(2048))
     scope: Mapped[str] = mapped_column(String(1024))
     nonce: Mapped[str | None] = mapped_column(String(512))
@@ -133,7 +139,8 @@ class OidcToken(db.Model, TokenMixin):  # type: ignore[name-defined,misc]
     id: Mapped[int] = mapped_column(primary_key=True)
     client_id: Mapped[str] = mapped_column(String(64), index=True)
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    session_id: Mapped[str | None] = mapped_column(String(64))
+    # Indexed: the end of a session revokes its tokens (idp.oidc.server.session_ended) in a table that grows.
+    session_id: Mapped[str | None] = mapped_column(String(64), index=True)
     grant_type: Mapped[str] = mapped_column(String(64))
     scope: Mapped[str] = mapped_column(String(1024), default="")
     access_token_hash: Mapped[str] = mapped_column(String(64), unique=True)

@@ -61,6 +61,8 @@ class ClientFieldsSchema(ma.Schema):
         "description": "every signed-in user may use the client; otherwise only those it is assigned to"})
     login_url = ma.fields.String(allow_none=True, validate=ma.validate.Length(min=1, max=2048), metadata={
         "description": "where the portal starts a sign-in to the client (https, or http on loopback)"})
+    access_token_format = ma.fields.String(validate=ma.validate.OneOf(clients.ACCESS_TOKEN_FORMATS), metadata={
+        "description": "opaque (default), or jwt: RFC 9068 access tokens signed RS256, audience the client id"})
 
 
 class ClientCreateSchema(ClientFieldsSchema):
@@ -82,6 +84,7 @@ class ClientSchema(ma.Schema):
     claim_map = ma.fields.List(ma.fields.Nested(ClaimRuleSchema), required=True)
     open_to_all = ma.fields.Boolean(required=True)
     login_url = ma.fields.String(allow_none=True)
+    access_token_format = ma.fields.String(required=True)
     created_at = ma.fields.AwareDateTime(allow_none=True)
     updated_at = ma.fields.AwareDateTime(allow_none=True)
 

@@ -53,6 +53,10 @@ class _ClientFields(FlaskForm):  # type: ignore[misc]
     login_url = URLField("Login URL (optional)", validators=[
         Optional(), URL(require_tld=False, message="An https:// address."), Length(max=2048)],
         description="Where the portal sends a user to start signing in to the app.")
+    access_token_format = SelectField(
+        "Access tokens", choices=choices([("opaque", "Opaque (checked by introspection)"),
+                                          ("jwt", "JWT (RFC 9068, signed RS256; audience: the client ID)")]),
+        default="opaque", description="A JWT lets the app's API check tokens offline against the JWKS.")
 
 
 class RegisterForm(_ClientFields):
@@ -96,7 +100,8 @@ def client_new() -> Page:
         options = clients.ClientOptions(
             name=form.name.data, redirect_uris=lines(form.redirect_uris.data), public=form.kind.data == "public",
             grant_types=tuple(form.grant_types.data), scopes=tuple(form.scopes.data),
-            login_url=form.login_url.data or None, open_to_all=bool(form.open_to_all.data))
+            login_url=form.login_url.data or None, open_to_all=bool(form.open_to_all.data),
+            access_token_format=form.access_token_format.data)
         try:
             registered = clients.add(options, admin_actor())
         except IdpError as exc:
@@ -120,7 +125,8 @@ def _edit_form(client: OidcClient) -> EditForm:
         "name": client.name, "redirect_uris": "\n".join(client.redirect_uris),
         "post_logout_redirect_uris": "\n".join(client.post_logout_redirect_uris),
         "grant_types": list(client.grant_types), "scopes": list(client.scopes), "login_url": client.login_url,
-        "id_token_alg": client.id_token_alg, "first_party": client.first_party})
+        "id_token_alg": client.id_token_alg, "first_party": client.first_party,
+        "access_token_format": client.access_token_format})
 
 
 def _client_page(client: OidcClient, *, form: EditForm | None = None, open_form: FlaskForm | None = None,
@@ -150,7 +156,7 @@ def client(client_id: str) -> Page:
         post_logout_redirect_uris=lines(form.post_logout_redirect_uris.data),
         grant_types=tuple(form.grant_types.data), scopes=tuple(form.scopes.data),
         login_url=form.login_url.data or None, id_token_alg=form.id_token_alg.data,
-        first_party=bool(form.first_party.data))
+        first_party=bool(form.first_party.data), access_token_format=form.access_token_format.data)
     try:
         changed = clients.update(client_id, options, admin_actor())
     except IdpError as exc:
