@@ -86,6 +86,7 @@ def _render(status: int, title: str, message: str) -> Response:
 
 
 def register_error_handlers(app: Flask) -> None:
+    app.before_request(_refuse_nul)
     @app.errorhandler(IdpError)
     def _idp_error(exc: IdpError) -> Response:
         log.info("request refused: %s (%s)", exc.reason, exc.status)
@@ -114,6 +115,16 @@ def register_error_handlers(app: Flask) -> None:
             return resp
         log.exception("unhandled error on %s %s", request.method, request.path)
         return _render(500, IdpError.title, "The server could not complete this request.")
+
+
+def _refuse_nul() -> None:
+    """No parameter of ours may hold a NUL character (PostgreSQL cannot even compare one), so a request that
+    sends one in its query or form is refused at the door, whichever lookup it would have reached."""
+    fields = list(request.args.items(multi=True))
+    if request.method == "POST" and request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        fields += request.form.items(multi=True)
+    if any("\x00" in key or "\x00" in value for key, value in fields):
+        raise BadRequest("The request contains a NUL character, which no field accepts.", "NUL in a parameter")
 
 
 def _rollback() -> None:

@@ -232,9 +232,17 @@ def directory_config(server: Slapd, secrets_dir: Path, name: str = "corp", **ove
     return cfg
 
 
+_HELD: list[socket.socket] = []
+
+
 def closed_port_url(scheme: str = "ldap") -> str:
-    """A loopback URL nothing listens on: a directory server that is down."""
-    return f"{scheme}://127.0.0.1:{free_port()}"
+    """A loopback URL nothing listens on: a directory server that is down. The port stays bound, not listening,
+    for the session: a connection is refused, no other server can take the port, and it cannot become a
+    connection's own source port (a TCP self-connect echoes the bind request back, as CI once saw)."""
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    _HELD.append(held)
+    return f"{scheme}://127.0.0.1:{held.getsockname()[1]}"
 
 
 def ldapmodify(url: str, ldif: str) -> None:
