@@ -39,8 +39,9 @@ def engine_options(settings: Settings) -> dict[str, Any]:
     # Pre-ping: a connection cut by a database restart is replaced at checkout, not failed in a request.
     options: dict[str, Any] = {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 10}
     if settings.effective_database_url.startswith("postgresql"):
-        # A server that accepts the connection and never answers (hung, overloaded) would otherwise hold the
-        # request forever; this way it fails with 503 (idp.errors).
+        # A server that accepts connections and never answers (hung, overloaded) would otherwise hold each new
+        # connection, pre-ping included, forever; this way it fails with 503 (idp.errors). A query on a
+        # connection already open when the server hangs is not bounded here.
         options["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
     return options
 

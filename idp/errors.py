@@ -113,14 +113,22 @@ def register_error_handlers(app: Flask) -> None:
                            "The service is briefly unavailable. Please try again in a moment.")
             resp.headers["Retry-After"] = "5"
             return resp
+        if isinstance(exc, sqlalchemy.exc.DataError):
+            # A value the database cannot take that no check caught before (JSON bodies are checked by the
+            # admin API): the request's fault, and nothing of it was stored.
+            log.warning("refused on %s %s: the database cannot store a value: %s", request.method, request.path,
+                        (str(exc.orig).splitlines() or [""])[0])
+            _rollback()
+            return _render(400, BadRequest.title, "The request holds a value that cannot be stored.")
         log.exception("unhandled error on %s %s", request.method, request.path)
         return _render(500, IdpError.title, "The server could not complete this request.")
 
 
 def _refuse_nul() -> None:
     """No parameter of ours may hold a NUL character (PostgreSQL cannot even compare one), so a request that
-    sends one in its query or form is refused at the door, whichever lookup it would have reached."""
-    fields = list(request.args.items(multi=True))
+    sends one in its path, query or form is refused at the door, whichever lookup it would have reached."""
+    fields = [(k, v) for k, v in (request.view_args or {}).items() if isinstance(v, str)]
+    fields += request.args.items(multi=True)
     if request.method == "POST" and request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
         fields += request.form.items(multi=True)
     if any("\x00" in key or "\x00" in value for key, value in fields):

@@ -15,6 +15,7 @@ import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
+from helpers import SHORT_IDLE, SHORT_MAX
 
 # The session's OpenLDAP server (fixture ``slapd``), started on first use.
 from ldap_server import slapd, spare_slapd  # noqa: F401
@@ -117,6 +118,17 @@ def app(make_settings: Callable[..., Settings]) -> Iterator[Flask]:
     with application.app_context():
         yield application
         close_connectors()  # pooled directory connections
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def short_app(make_settings: Callable[..., Settings]) -> Iterator[Flask]:
+    """An app whose sessions end soon enough for a frozen clock to pass: idle 10 minutes, absolute 40."""
+    application = create_app(make_settings(session_idle_seconds=SHORT_IDLE, session_max_seconds=SHORT_MAX))
+    application.config["TESTING"] = True
+    with application.app_context():
+        yield application
         db.session.remove()
         db.engine.dispose()
 

@@ -92,6 +92,8 @@ def login_http(
 
 
 DEFAULT_PASSWORD = "correct horse battery"
+# The session lifetimes of the ``short_app`` fixture (tests/conftest.py): idle 10 minutes, absolute 40.
+SHORT_IDLE, SHORT_MAX = 600, 2400
 
 
 def make_user(
@@ -103,6 +105,16 @@ def make_user(
         if directory.get_group(name) is None:
             directory.create_group(name, actor="test")
     return directory.create_user(username, password=password, actor="test", groups=groups, **profile)
+
+
+def signed_in(client: FlaskClient) -> bool:
+    """Whether ``client``'s session lets it see the home page (else it is sent to sign in)."""
+    resp = client.get("/")
+    if resp.status_code == 302:
+        assert resp.headers["Location"].startswith("/login")
+        return False
+    assert resp.status_code == 200
+    return True
 
 
 def session_counts(usernames: Iterable[str]) -> dict[str, int]:

@@ -403,7 +403,9 @@ class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
         namespace = "oidc-jti:" + hashlib.sha256(str(claims["sub"]).encode()).hexdigest()[:48]
         exp = claims["exp"]  # verify_claims has bounded it
         keep_until = max(clock.now(), datetime.fromtimestamp(exp, UTC)) + timedelta(seconds=self.leeway)
-        return once.claim(namespace, str(jti)[:512], keep_until)
+        # Committed at once: a refused token request rolls its transaction back, and the assertion must stay
+        # spent all the same (RFC 7523 3: a jti is used once).
+        return once.claim(namespace, str(jti)[:512], keep_until, commit=True)
 
 
 # --- introspection, revocation, bearer tokens ---------------------------------------------------------

@@ -322,7 +322,12 @@ def _advance(chain: _Chain) -> Response:
         request_id = _new_id()
         xml = _logout_request_xml(request_id, endpoint.location, {**item, "sp": sp.entity_id})
         chain.current = {"sp": sp.entity_id, "request_id": request_id}
-        chain.pending_id = pending.put(PENDING_KIND, chain.to_json(), now() + PENDING_LIFETIME, chain.pending_id)
+        expires_at = now() + PENDING_LIFETIME
+        if chain.pending_id is None:
+            chain.pending_id = pending.put(PENDING_KIND, chain.to_json(), expires_at)
+        elif not pending.replace(PENDING_KIND, chain.pending_id, chain.to_json(), expires_at):
+            # A copy of the same LogoutResponse finished the chain meanwhile.
+            raise _refuse("This logout has already finished.", "logout state used meanwhile", sp.entity_id)
         return _send(endpoint.binding, endpoint.location, "SAMLRequest", xml, chain.pending_id)
     return _finish(chain)
 

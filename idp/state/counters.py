@@ -11,6 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from idp.extensions import db
 from idp.state import GRACE, PREFIX, redis_client
+from idp.state.lua import Script
 from idp.store import LoginThrottle
 
 
@@ -23,7 +24,7 @@ class Limits:
 
 # One round trip, atomic: read the counter, roll the window, count, maybe lock. Instants are the caller's
 # clock (ARGV[1]) so that Redis and the database decide alike.
-_COUNT = """
+_COUNT = Script("""
 local now, limit, window, lockout, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]),
     tonumber(ARGV[4]), tonumber(ARGV[5])
 local h = redis.call('HMGET', KEYS[1], 'failures', 'started', 'locked_until')
@@ -40,7 +41,7 @@ end
 redis.call('HSET', KEYS[1], 'failures', 0, 'started', now, 'locked_until', now + lockout)
 redis.call('EXPIRE', KEYS[1], ttl)
 return 1
-"""
+""")
 
 
 def _key(key: str) -> str:
@@ -53,8 +54,8 @@ def count(key: str, limits: Limits, now: datetime) -> bool:
     client = redis_client()
     if client is not None:
         ttl = int((limits.window + limits.lockout + GRACE).total_seconds())
-        started = client.eval(_COUNT, 1, _key(key), now.timestamp(), limits.failures,
-                              limits.window.total_seconds(), limits.lockout.total_seconds(), ttl)
+        started = _COUNT(client, [_key(key)], [now.timestamp(), limits.failures, limits.window.total_seconds(),
+                                               limits.lockout.total_seconds(), ttl])
         return bool(started)
     dialect = sqlite if db.engine.dialect.name == "sqlite" else postgresql
     db.session.execute(

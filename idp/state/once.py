@@ -16,12 +16,13 @@ from idp.state import PREFIX, redis_client, ttl_seconds
 from idp.store import ConsumedId
 
 
-def claim(namespace: str, value: str, keep_until: datetime) -> bool:
+def claim(namespace: str, value: str, keep_until: datetime, *, commit: bool = False) -> bool:
     """Record ``value`` as used in ``namespace`` until ``keep_until``; False when it was used before.
 
-    ``namespace`` is at most 64 characters (callers key long names by a digest). In the database the claim is
-    flushed inside a savepoint and committed with the caller's transaction: a concurrent claim waits on the
-    primary key and loses then; in Redis it takes effect at once (SET NX)."""
+    ``namespace`` is at most 64 characters (callers key long names by a digest). In Redis the claim takes
+    effect at once (SET NX). In the database it is flushed inside a savepoint, where a concurrent claim waits
+    on the primary key and loses; it is committed with the caller's transaction, or at once with ``commit``:
+    for a value that must stay used even when the request then fails (a client assertion's jti)."""
     client = redis_client()
     if client is not None:
         key = f"{PREFIX}once:{namespace}:{hashlib.sha256(value.encode()).hexdigest()}"
@@ -33,4 +34,6 @@ def claim(namespace: str, value: str, keep_until: datetime) -> bool:
             db.session.add(ConsumedId(namespace=namespace, value=value[:512], expires_at=keep_until))
     except IntegrityError:
         return False
+    if commit:
+        db.session.commit()
     return True

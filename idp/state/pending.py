@@ -8,7 +8,7 @@ import secrets
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 
 from idp.clock import now
 from idp.extensions import db
@@ -20,23 +20,35 @@ def _key(pending_id: str) -> str:
     return f"{PREFIX}pending:{pending_id}"
 
 
-def put(kind: str, data: dict[str, Any], expires_at: datetime, pending_id: str | None = None) -> str:
-    """Store ``data`` (a new document, or a new version of ``pending_id``) and commit; returns its id."""
-    pending_id = pending_id or secrets.token_urlsafe(32)
+def put(kind: str, data: dict[str, Any], expires_at: datetime) -> str:
+    """Store a new document and commit; returns its id."""
+    pending_id = secrets.token_urlsafe(32)
     client = redis_client()
     if client is not None:
-        doc = json.dumps({"kind": kind, "data": data, "expires_at": to_epoch(expires_at)})
-        client.set(_key(pending_id), doc, ex=ttl_seconds(expires_at, now()))
+        client.set(_key(pending_id), _document(kind, data, expires_at), ex=ttl_seconds(expires_at, now()))
         return pending_id
     if secrets.randbelow(20) == 0:  # occasional cleanup keeps the table small without a job
         db.session.execute(delete(PendingRequest).where(PendingRequest.expires_at < now()))
-    row = db.session.get(PendingRequest, pending_id)
-    if row is None:
-        db.session.add(PendingRequest(id=pending_id, kind=kind, data=data, expires_at=expires_at))
-    else:
-        row.kind, row.data, row.expires_at = kind, data, expires_at
+    db.session.add(PendingRequest(id=pending_id, kind=kind, data=data, expires_at=expires_at))
     db.session.commit()
     return pending_id
+
+
+def replace(kind: str, pending_id: str, data: dict[str, Any], expires_at: datetime) -> bool:
+    """Store a new version of a document that still exists and commit; False when it was taken meanwhile (a
+    concurrent request finished with it), which must not bring it back."""
+    client = redis_client()
+    if client is not None:
+        return bool(client.set(_key(pending_id), _document(kind, data, expires_at), xx=True,
+                               ex=ttl_seconds(expires_at, now())))
+    result = db.session.execute(update(PendingRequest).where(PendingRequest.id == pending_id)
+                                .values(kind=kind, data=data, expires_at=expires_at))
+    db.session.commit()
+    return getattr(result, "rowcount", 0) == 1
+
+
+def _document(kind: str, data: dict[str, Any], expires_at: datetime) -> str:
+    return json.dumps({"kind": kind, "data": data, "expires_at": to_epoch(expires_at)})
 
 
 def get(kind: str, pending_id: str) -> dict[str, Any] | None:

@@ -2,42 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from datetime import datetime
 
-import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from helpers import csrf_token, login, make_user
+from helpers import csrf_token, login, make_user, signed_in
 
-from idp import audit, create_app
+from idp import audit
 from idp.authn import directory
 from idp.authn.session import login_url
-from idp.config import Settings
 from idp.extensions import db
 from idp.state import sessions as session_state
 
 PASSWORD = "correct horse battery"
-
-
-@pytest.fixture
-def short_app(make_settings: Callable[..., Settings]) -> Iterator[Flask]:
-    """Idle timeout 10 minutes, absolute lifetime 40 minutes."""
-    application = create_app(make_settings(session_idle_seconds=600, session_max_seconds=2400))
-    application.config["TESTING"] = True
-    with application.app_context():
-        yield application
-        db.session.remove()
-        db.engine.dispose()
-
-
-def signed_in(client: FlaskClient) -> bool:
-    resp = client.get("/")
-    if resp.status_code == 302:
-        assert resp.headers["Location"].startswith("/login")
-        return False
-    assert resp.status_code == 200
-    return True
 
 
 def sessions(user_id: int) -> int:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import redis
 from conftest import PG_URL, REDIS_URL
 from psycopg import sql
 
@@ -54,8 +55,8 @@ def _require_peers() -> None:
 
 @contextlib.contextmanager
 def database_for_bench() -> Iterator[list[str]]:
-    """In the production pass, an empty database of the suite's PostgreSQL for one command, and the suite's
-    Redis: the command's bridge options."""
+    """In the production pass, an empty database of the suite's PostgreSQL for one command, and a Redis
+    database of the suite's Redis that no test uses (emptied after): the command's bridge options."""
     if not PG_URL:
         yield []
         return
@@ -63,10 +64,14 @@ def database_for_bench() -> Iterator[list[str]]:
     name = f"bench_{secrets.token_hex(4)}"
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    bench_redis = REDIS_URL.rsplit("/", 1)[0] + "/15" if REDIS_URL else None
     try:
         yield ["--database-url", PG_URL.rsplit("/", 1)[0] + "/" + name,
-               *(["--redis-url", REDIS_URL] if REDIS_URL else [])]
+               *(["--redis-url", bench_redis] if bench_redis else [])]
     finally:
+        if bench_redis:
+            with redis.Redis.from_url(bench_redis) as r:
+                r.flushdb()
         with psycopg.connect(conninfo, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 

@@ -1,5 +1,5 @@
 """Authorization and device codes (idp.state.oidc_codes, idp.state.device_codes) behave the same in the
-database and in Redis: each is used once even when two requests race for it, a replay revokes what the first
+database and in Redis: each is used once even when eight uses race for it, a replay revokes what the first
 use issued, expiry follows the clock, polling is paced, the end of a session ends its codes. In Redis mode,
 nothing about codes is written to the database and every key expires."""
 
@@ -144,7 +144,10 @@ def test_a_code_raced_by_eight_exchanges_is_used_once(app: Flask) -> None:
     assert oidc_codes.use(used, clock.now()) is Use.AGAIN
 
 
-def test_two_token_requests_racing_for_one_code_give_one_answer_and_revoke_it(idp: Any) -> None:
+def test_a_second_token_request_for_one_code_is_refused_and_revokes_the_first_answer(idp: Any) -> None:
+    """Over HTTP, two exchanges of one code get one answer, and the other is a replay that revokes it. The two
+    requests are sent together but may run one after the other; that one use wins a true race is shown by
+    test_a_code_raced_by_eight_exchanges_is_used_once."""
     reg = register()
     code, verifier = code_for(idp, reg)
     answers = at_once(2, lambda: exchange(idp, reg, code, verifier))
@@ -152,7 +155,7 @@ def test_two_token_requests_racing_for_one_code_give_one_answer_and_revoke_it(id
     (won,) = (a.json() for a in answers if a.status_code == 200)
     (lost,) = (a.json() for a in answers if a.status_code == 400)
     assert lost["error"] == "invalid_grant"
-    # The loser was a replay (concurrent or just after): what the winner got is revoked (RFC 6749 4.1.2).
+    # The second was a replay: what the first got is revoked (RFC 6749 4.1.2).
     assert not active(idp, reg, won["access_token"]) and not active(idp, reg, won["refresh_token"])
     db.session.expire_all()
     assert [e.outcome for e in audit.events(type="oidc.code_reuse")] == ["failure"]
@@ -284,7 +287,10 @@ def test_two_polls_at_once_cannot_both_pass_the_pace(app: Flask, frozen_clock: A
     assert not device_codes.pace(found, clock.now(), 5)
 
 
-def test_two_polls_racing_for_an_approved_device_code_get_one_token(idp: Any) -> None:
+def test_an_approved_device_code_gives_one_token_and_a_second_poll_is_refused(idp: Any) -> None:
+    """Over HTTP, two polls of one approved device code get one token between them. They are sent together but
+    may run one after the other; that one use wins a true race is shown by
+    test_a_device_code_raced_by_eight_exchanges_is_used_once."""
     tv = register(name="tv", public=True, redirect_uris=(), grant_types=(DEVICE_GRANT,))
     grant = device_authorization(idp, tv.client_id)
     user = make_user("bob")

@@ -10,12 +10,16 @@ import pytest
 import requests
 from helpers import make_user
 from interop.pysaml2_sp import p3_request
+from joserfc import jwt
 from oidc_peers import PASSWORD, browse, register, rp, start
 from onelogin.saml2.auth import OneLogin_Saml2_Auth
 from saml_peers import ATTRIBUTE_MAP, OneLoginSp, idp_metadata, read_post_form, register_sp, submit_login
+from test_oidc_jwt_access_tokens import GRANTS, validate
 
 from idp import audit
 from idp.extensions import db
+from idp.keys import RSA
+from idp.runtime import keystore
 
 AFTER = "https://rp.example.test/signed-out"
 
@@ -26,8 +30,8 @@ def idp(live_server: Any) -> Any:
     return live_server
 
 
-def signed_in(idp: Any, http: requests.Session) -> tuple[Any, Any, dict[str, Any]]:
-    reg = register(post_logout_redirect_uris=(AFTER,))
+def signed_in(idp: Any, http: requests.Session, **options: Any) -> tuple[Any, Any, dict[str, Any]]:
+    reg = register(post_logout_redirect_uris=(AFTER,), **options)
     session = rp(idp.url, reg)
     auth = start(session)
     arrival = browse(http, auth.url)
@@ -55,6 +59,34 @@ def test_an_unregistered_post_logout_uri_is_refused_without_redirect(idp: Any) -
         "id_token_hint": token["id_token"], "post_logout_redirect_uri": "https://evil.example.test/"})
     assert resp.status_code == 400 and "Location" not in resp.headers
     assert browse(http, start(session).url).login_prompts == 0  # still signed in
+
+
+def test_an_access_token_is_refused_as_a_hint_and_signs_nobody_out(idp: Any) -> None:
+    """A JWT access token (RFC 9068) has our key, issuer, the client as audience and the user's subject, like an
+    ID token; whoever holds it (a resource server) must not be able to sign the user out with it."""
+    http = requests.Session()
+    reg, session, token = signed_in(idp, http, grant_types=GRANTS, access_token_format="jwt")
+    access = validate(idp, token["access_token"], reg.client_id)
+    assert access["sub"] == session.parse_id_token(token, nonce=None)["sub"]
+    key = keystore(RSA).ring().active
+    # The token itself, and the same claims signed with the other spellings of its media type.
+    hints = [token["access_token"]] + [jwt.encode({"typ": typ, "alg": key.alg, "kid": key.jwk_kid}, access, key.jwk)
+                                       for typ in ("AT+JWT", "application/at+jwt")]
+    for hint in hints:
+        resp = http.get(idp.url + "/oauth/logout", allow_redirects=False, timeout=10, params={
+            "id_token_hint": hint, "post_logout_redirect_uri": AFTER, "state": "bye"})
+        assert resp.status_code == 400 and "Location" not in resp.headers
+        assert "the id_token_hint is an access token, not an ID token" in resp.text
+    assert browse(http, start(session).url).login_prompts == 0  # still signed in
+    assert active(idp, session, token["access_token"])
+    db.session.expire_all()
+    refusals = [e for e in audit.events(type="oidc.logout") if e.outcome == "failure"]
+    assert [e.reason for e in refusals] == ["the id_token_hint is an access token, not an ID token"] * 3
+
+    resp = http.get(idp.url + "/oauth/logout", allow_redirects=False, timeout=10, params={
+        "id_token_hint": token["id_token"], "post_logout_redirect_uri": AFTER, "state": "bye"})
+    assert resp.status_code == 302 and resp.headers["Location"] == AFTER + "?state=bye"
+    assert browse(http, start(session).url).login_prompts == 1
 
 
 def test_without_a_hint_the_user_confirms(idp: Any) -> None:

@@ -93,6 +93,23 @@ def test_a_client_assertion_valid_for_years_is_refused(app: Flask, client: Flask
             assert resp.get_json()["error"] == "invalid_client"
 
 
+def test_a_client_assertion_spent_on_a_refused_request_cannot_be_used_again(app: Flask, client: FlaskClient) -> None:
+    """RFC 7523: a jti once. The token request that first presents it fails after the client is authenticated
+    (a refresh token that does not exist), and its transaction is rolled back: the assertion must stay spent."""
+    key = RSAKey.generate_key(2048, {"kid": "rp-1"}, private=True)
+    reg = register(grant_types=("client_credentials",), redirect_uris=(), auth_method="private_key_jwt",
+                   jwks={"keys": [key.as_dict(private=False)]})
+    claims = {"iss": reg.client_id, "sub": reg.client_id, "aud": TOKEN_URL, "exp": int(time.time()) + 60,
+              "jti": "once"}
+    assertion = {"client_assertion": jwt.encode({"alg": "RS256"}, claims, key),
+                 "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}
+    refused = client.post("/oauth/token", data={"grant_type": "refresh_token", "refresh_token": "no-such-token",
+                                                **assertion})
+    assert refused.status_code == 400 and refused.get_json()["error"] in ("invalid_grant", "unauthorized_client")
+    replayed = client.post("/oauth/token", data={"grant_type": "client_credentials", **assertion})
+    assert replayed.status_code in (400, 401) and replayed.get_json()["error"] == "invalid_client"
+
+
 TEXT = st.text(max_size=80)
 PARAMS = st.fixed_dictionaries({}, optional={
     name: TEXT for name in ("response_type", "client_id", "redirect_uri", "scope", "state", "nonce", "prompt",

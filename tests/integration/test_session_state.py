@@ -4,7 +4,6 @@ NameID and SessionIndex; and in Redis, nothing in the session tables and a TTL o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -12,16 +11,14 @@ import pytest
 import redis
 import requests
 from flask import Flask
-from flask.testing import FlaskClient
-from helpers import login, make_user
+from helpers import SHORT_IDLE, SHORT_MAX, login, make_user, signed_in
 from interop.pysaml2_sp import Browser, p3_request, python3_saml_sign_in
 from onelogin.saml2.auth import OneLogin_Saml2_Auth
 from saml_peers import SP_SLO_URL, python3_saml_metadata, python3_saml_settings, register_sp
 from sqlalchemy import func, select
 
-from idp import audit, clock, create_app
+from idp import audit, clock
 from idp.authn import directory
-from idp.config import Settings
 from idp.extensions import db
 from idp.runtime import settings as idp_settings
 from idp.state import GRACE, redis_client
@@ -30,25 +27,8 @@ from idp.state.sessions import Participant, SsoSession
 from idp.store import ParticipantRow, ServiceProvider, SsoSessionRow
 
 PASSWORD = "correct horse battery"
-IDLE, MAX = 600, 2400
+IDLE, MAX = SHORT_IDLE, SHORT_MAX  # the short_app fixture's lifetimes
 SECURITY = {"logoutRequestSigned": True, "logoutResponseSigned": True, "wantMessagesSigned": True}
-
-
-@pytest.fixture
-def short_app(make_settings: Callable[..., Settings]) -> Iterator[Flask]:
-    """Idle timeout 10 minutes, absolute lifetime 40 minutes."""
-    application = create_app(make_settings(session_idle_seconds=IDLE, session_max_seconds=MAX))
-    application.config["TESTING"] = True
-    with application.app_context():
-        yield application
-        db.session.remove()
-        db.engine.dispose()
-
-
-def signed_in(client: FlaskClient) -> bool:
-    resp = client.get("/")
-    assert resp.status_code in (200, 302)
-    return resp.status_code == 200
 
 
 def only_session(user_id: int) -> SsoSession:

@@ -201,6 +201,7 @@ def test_compose_runs_the_bridge_on_postgresql_and_a_persistent_redis() -> None:
     # Sessions survive a Redis restart, and no replay-cache entry is ever evicted.
     redis_cmd = " ".join(services["redis"]["command"])
     assert "--appendonly yes" in redis_cmd and "--maxmemory-policy noeviction" in redis_cmd
+    assert "--appendfsync always" in redis_cmd  # a crash forgets no single-use mark
     assert "--requirepass ${REDIS_PASSWORD" in redis_cmd
     assert any(v.endswith(":/data") and v.split(":")[0] in compose["volumes"] for v in services["redis"]["volumes"])
     volumes = {v.split(":")[1]: v.split(":")[0] for v in idp["volumes"]}
