@@ -87,6 +87,7 @@ def _render(status: int, title: str, message: str) -> Response:
 
 def register_error_handlers(app: Flask) -> None:
     app.before_request(_refuse_nul)
+
     @app.errorhandler(IdpError)
     def _idp_error(exc: IdpError) -> Response:
         log.info("request refused: %s (%s)", exc.reason, exc.status)
@@ -124,13 +125,20 @@ def register_error_handlers(app: Flask) -> None:
         return _render(500, IdpError.title, "The server could not complete this request.")
 
 
+_CHECKS_ITS_OWN = ("/admin", "/api/")
+
+
 def _refuse_nul() -> None:
-    """No parameter of ours may hold a NUL character (PostgreSQL cannot even compare one), so a request that
-    sends one in its path, query or form is refused at the door, whichever lookup it would have reached."""
+    """No parameter of the protocol and sign-in endpoints may hold a NUL character (PostgreSQL cannot even
+    compare one), so a request that sends one in its path, query or form is refused at the door, whichever
+    lookup it would have reached. Left alone: a password (never stored or looked up; a NUL in it is a wrong
+    password the lockout counts) and the admin UI and API, which name the refused field themselves."""
+    if request.path.startswith(_CHECKS_ITS_OWN):
+        return
     fields = [(k, v) for k, v in (request.view_args or {}).items() if isinstance(v, str)]
     fields += request.args.items(multi=True)
     if request.method == "POST" and request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        fields += request.form.items(multi=True)
+        fields += [(k, v) for k, v in request.form.items(multi=True) if k != "password"]
     if any("\x00" in key or "\x00" in value for key, value in fields):
         raise BadRequest("The request contains a NUL character, which no field accepts.", "NUL in a parameter")
 
