@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,21 +49,17 @@ def listen(listener: Listener) -> None:
 
 def record(event: AuditEvent, *, commit: bool = True) -> None:
     """Store the event and log it. Commits by default so that a refusal is kept even when nothing else is."""
-    event = _storable(event)
-    data = asdict(event)  # once: the row and the log line read the same copy, neither changes it
+    # One copy, NUL characters replaced (events quote what clients sent, and PostgreSQL stores no NUL in text
+    # or JSON: the insert would fail and take the request's transaction with it). The row, the log line and
+    # the listeners read that same copy; none changes it.
+    data = {f.name: _without_nul(getattr(event, f.name)) for f in fields(event)}
+    event = AuditEvent(**data)
     db.session.add(AuditRecord(**data))
     db.session.info.setdefault(_PENDING, []).append(event)
     if commit:
         db.session.commit()
     payload = {**data, "at": event.at.isoformat()}
     log.info("audit %s %s", event.type, event.outcome, extra={"audit": payload})
-
-
-def _storable(event: AuditEvent) -> AuditEvent:
-    """The event with NUL characters replaced: events quote what clients sent, and PostgreSQL stores no NUL in
-    text or JSON (the insert would fail and take the request's transaction with it)."""
-    cleaned = {f.name: _without_nul(getattr(event, f.name)) for f in fields(event) if f.name != "at"}
-    return replace(event, **cleaned)
 
 
 def _without_nul(value: Any) -> Any:
