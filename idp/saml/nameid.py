@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
 from idp.authn.principal import Principal
@@ -67,12 +67,16 @@ def name_id_for(principal: Principal, sp: ServiceProvider, fmt: str) -> NameId:
     raise NameIdPolicyError(f"unsupported NameID format {fmt}")
 
 
+# Built once: it runs for every assertion with a persistent NameID.
+_PERSISTENT_VALUE = select(PersistentNameId.value).where(
+    PersistentNameId.user_id == bindparam("user_id"), PersistentNameId.sp_id == bindparam("sp_id")
+)
+
+
 def persistent_value(user_id: int, sp_id: int) -> str:
     """The user's stable identifier at this SP, created on first use."""
-    query = select(PersistentNameId.value).where(
-        PersistentNameId.user_id == user_id, PersistentNameId.sp_id == sp_id
-    )
-    existing = db.session.scalar(query)
+    key = {"user_id": user_id, "sp_id": sp_id}
+    existing: str | None = db.session.connection().execute(_PERSISTENT_VALUE, key).scalar()
     if existing is not None:
         return existing
     value = secrets.token_hex(20)
@@ -81,7 +85,7 @@ def persistent_value(user_id: int, sp_id: int) -> str:
         with db.session.begin_nested():
             db.session.add(PersistentNameId(user_id=user_id, sp_id=sp_id, value=value))
     except IntegrityError:
-        existing = db.session.scalar(query)
+        existing = db.session.connection().execute(_PERSISTENT_VALUE, key).scalar()
         if existing is None:
             raise
         return existing

@@ -20,7 +20,7 @@ from urllib.parse import unquote, urlsplit
 
 import requests
 from flask import has_request_context, request
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
 from idp import audit
@@ -72,6 +72,7 @@ class SpOptions:
 
 
 _MEMO = "idp.service_providers"
+_BY_ENTITY_ID = select(ServiceProvider).where(ServiceProvider.entity_id == bindparam("entity_id"))
 
 
 def get(entity_id: str) -> ServiceProvider | None:
@@ -81,9 +82,7 @@ def get(entity_id: str) -> ServiceProvider | None:
     )
     if memo is not None and entity_id in memo:
         return memo[entity_id]
-    sp: ServiceProvider | None = db.session.scalar(
-        select(ServiceProvider).where(ServiceProvider.entity_id == entity_id)
-    )
+    sp: ServiceProvider | None = db.session.scalar(_BY_ENTITY_ID, {"entity_id": entity_id})
     if memo is not None:
         memo[entity_id] = sp
     return sp

@@ -8,20 +8,24 @@ import secrets
 from datetime import datetime
 
 from sqlalchemy import delete
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
 
 from idp.clock import now
 from idp.extensions import db
 from idp.state import PREFIX, redis_client, ttl_seconds
 from idp.store import ConsumedId
 
+# RETURNING says whether the row went in (psycopg reports no rowcount for an INSERT).
+_INSERTS = {d.dialect.name: d.insert(ConsumedId).on_conflict_do_nothing().returning(ConsumedId.namespace)
+            for d in (sqlite, postgresql)}
+
 
 def claim(namespace: str, value: str, keep_until: datetime, *, commit: bool = False) -> bool:
     """Record ``value`` as used in ``namespace`` until ``keep_until``; False when it was used before.
 
     ``namespace`` is at most 64 characters (callers key long names by a digest). In Redis the claim takes
-    effect at once (SET NX). In the database it is flushed inside a savepoint, where a concurrent claim waits
-    on the primary key and loses; it is committed with the caller's transaction, or at once with ``commit``:
+    effect at once (SET NX). In the database it is inserted at once, where a concurrent claim waits on the
+    primary key and loses; it is committed with the caller's transaction, or at once with ``commit``:
     for a value that must stay used even when the request then fails (a client assertion's jti)."""
     client = redis_client()
     if client is not None:
@@ -29,11 +33,12 @@ def claim(namespace: str, value: str, keep_until: datetime, *, commit: bool = Fa
         return bool(client.set(key, "1", nx=True, ex=ttl_seconds(keep_until, now())))
     if secrets.randbelow(20) == 0:  # occasional cleanup keeps the table small without a job
         db.session.execute(delete(ConsumedId).where(ConsumedId.expires_at < now()))
-    try:
-        with db.session.begin_nested():
-            db.session.add(ConsumedId(namespace=namespace, value=value[:512], expires_at=keep_until))
-    except IntegrityError:
-        return False
-    if commit:
+    # ON CONFLICT DO NOTHING (SQLite and PostgreSQL alike): a concurrent claim of the same value waits on the
+    # primary key and then inserts nothing. One statement, no savepoint, nothing raised.
+    inserted = db.session.connection().execute(
+        _INSERTS[db.engine.dialect.name],
+        {"namespace": namespace, "value": value[:512], "expires_at": keep_until},
+    ).first() is not None
+    if inserted and commit:
         db.session.commit()
-    return True
+    return inserted

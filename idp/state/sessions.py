@@ -26,8 +26,8 @@ from typing import Any, cast
 
 import redis
 from redis.client import Pipeline
+from sqlalchemy import Row, bindparam, select, update
 from sqlalchemy import delete as sql_delete
-from sqlalchemy import select, update
 
 from idp.extensions import db
 from idp.state import GRACE, PREFIX, from_epoch, redis_client, to_epoch, ttl_seconds
@@ -133,7 +133,15 @@ return 1
 # -- sessions -------------------------------------------------------------------------------------------------
 
 
-def _from_row(row: SsoSessionRow) -> SsoSession:
+# Core statements for the per-request look-ups: a plain row becomes the dataclass, without the ORM's identity map.
+_SESSION = SsoSessionRow.__table__
+_SESSION_BY_ID = select(_SESSION).where(_SESSION.c.id == bindparam("id"))
+_PARTICIPANT = ParticipantRow.__table__
+_PARTICIPANT_BY_KEY = select(_PARTICIPANT).where(_PARTICIPANT.c.session_id == bindparam("session_id"),
+                                                 _PARTICIPANT.c.sp_id == bindparam("sp_id"))
+
+
+def _from_row(row: SsoSessionRow | Row[Any]) -> SsoSession:
     return SsoSession(id=row.id, user_id=row.user_id, authn_at=row.authn_at, created_at=row.created_at,
                       last_seen_at=row.last_seen_at, expires_at=row.expires_at, client_ip=row.client_ip)
 
@@ -144,7 +152,7 @@ def get(session_id: str) -> SsoSession | None:
     if client is not None:
         h = cast(dict[str, str], client.hgetall(_key(session_id)))
         return _decode(session_id, h) if h else None
-    row = db.session.get(SsoSessionRow, session_id)
+    row = db.session.connection().execute(_SESSION_BY_ID, {"id": session_id}).first()
     return _from_row(row) if row is not None else None
 
 
@@ -234,7 +242,7 @@ def _existing(client: redis.Redis, index: str, ids: list[str]) -> list[str]:
 # -- participants ---------------------------------------------------------------------------------------------
 
 
-def _participant_from_row(row: ParticipantRow) -> Participant:
+def _participant_from_row(row: ParticipantRow | Row[Any]) -> Participant:
     return Participant(session_id=row.session_id, sp_id=row.sp_id, name_id=row.name_id,
                        name_id_format=row.name_id_format, session_index=row.session_index)
 
@@ -257,7 +265,7 @@ def participant(session_id: str, sp_id: int) -> Participant | None:
     if client is not None:
         raw = cast(str | None, client.hget(_sps_key(session_id), str(sp_id)))
         return _decode_participant(session_id, sp_id, raw) if raw is not None else None
-    row = db.session.get(ParticipantRow, (session_id, sp_id))
+    row = db.session.connection().execute(_PARTICIPANT_BY_KEY, {"session_id": session_id, "sp_id": sp_id}).first()
     return _participant_from_row(row) if row is not None else None
 
 
