@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from idp.store import User
+from sqlalchemy import bindparam, select
+
+from idp.extensions import db
+from idp.store import Group, User, group_members
 
 
 @dataclass(frozen=True)
@@ -23,19 +26,68 @@ class Principal:
     mfa: bool = False
 
 
+@dataclass(frozen=True)
+class UserSnapshot:
+    """What a user row says, with the names of their local groups: read with one statement per request where an
+    SSO session is used, so the hot paths carry no ORM object."""
+
+    id: int
+    username: str
+    email: str | None
+    given_name: str | None
+    family_name: str | None
+    display_name: str | None
+    enabled: bool
+    source: str
+    external_id: str | None
+    external_groups: tuple[str, ...]
+    checked_at: datetime | None
+    groups: tuple[str, ...]
+
+    @classmethod
+    def of(cls, user: User) -> UserSnapshot:
+        return cls(id=user.id, username=user.username, email=user.email, given_name=user.given_name,
+                   family_name=user.family_name, display_name=user.display_name, enabled=user.enabled,
+                   source=user.source, external_id=user.external_id,
+                   external_groups=tuple(str(g) for g in user.external_groups or ()), checked_at=user.checked_at,
+                   groups=tuple(g.name for g in user.groups))
+
+    def principal(self, authn_at: datetime) -> Principal:
+        """A built-in directory user's Principal, or a directory user's (the groups the directory reported at the
+        last sign-in, plus any local ones)."""
+        return Principal(
+            user_id=self.id,
+            username=self.username,
+            email=self.email,
+            given_name=self.given_name,
+            family_name=self.family_name,
+            display_name=self.display_name,
+            groups=tuple(sorted({*self.groups, *self.external_groups})),
+            source=self.source,
+            authn_at=authn_at,
+        )
+
+
+_USERS = User.__table__
+_WITH_GROUPS = (
+    select(*(c for c in _USERS.c if c.name != "password_hash"), Group.__table__.c.name.label("group_name"))
+    .select_from(_USERS.outerjoin(group_members).outerjoin(Group.__table__))
+    .where(_USERS.c.id == bindparam("id"))
+)
+
+
+def load_snapshot(user_id: int) -> UserSnapshot | None:
+    """The user and their local groups in one statement (one row per group), or None."""
+    rows = db.session.connection().execute(_WITH_GROUPS, {"id": user_id}).all()
+    if not rows:
+        return None
+    u = rows[0]
+    return UserSnapshot(id=u.id, username=u.username, email=u.email, given_name=u.given_name,
+                        family_name=u.family_name, display_name=u.display_name, enabled=u.enabled, source=u.source,
+                        external_id=u.external_id, external_groups=tuple(str(g) for g in u.external_groups or ()),
+                        checked_at=u.checked_at, groups=tuple(r.group_name for r in rows if r.group_name is not None))
+
+
 def principal_from_user(user: User, authn_at: datetime) -> Principal:
-    """The Principal of a user row, signed in at ``authn_at``: a built-in directory user, or the shadow row of a
-    directory user, whose groups are those the directory reported at the last sign-in plus any local ones."""
-    groups = {g.name for g in user.groups}
-    groups.update(str(g) for g in user.external_groups or ())
-    return Principal(
-        user_id=user.id,
-        username=user.username,
-        email=user.email,
-        given_name=user.given_name,
-        family_name=user.family_name,
-        display_name=user.display_name,
-        groups=tuple(sorted(groups)),
-        source=user.source,
-        authn_at=authn_at,
-    )
+    """The Principal of a user row, signed in at ``authn_at``."""
+    return UserSnapshot.of(user).principal(authn_at)

@@ -25,7 +25,7 @@ from idp import audit
 from idp.audit import AuditEvent
 from idp.authn.connectors import chain
 from idp.authn.connectors.local import LOCAL
-from idp.authn.principal import Principal, principal_from_user
+from idp.authn.principal import Principal, UserSnapshot, principal_from_user
 from idp.authn.session import end_user_sessions
 from idp.clock import now
 from idp.errors import DirectoryUnavailable
@@ -36,23 +36,31 @@ log = logging.getLogger(__name__)
 EVENT = "user.revalidate"
 
 
+def due(user: User | UserSnapshot) -> bool:
+    """Whether the user's directory must be asked again before their principal is used: never for a built-in
+    user, and for a directory user once the last check is older than its directory's ``revalidate_seconds``."""
+    if user.source == LOCAL or user.external_id is None:
+        return False
+    item = next((i for i in chain.configured() if i.name == user.source), None)
+    if item is None or item.cfg is None:
+        return True
+    t = now()
+    checked = user.checked_at
+    # A check "in the future" (the clock went back) counts as stale: a clock step can only bring a check closer.
+    return checked is None or not checked <= t < checked + timedelta(seconds=item.cfg.revalidate_seconds)
+
+
 def revalidate(user: User) -> bool:
     """True while the user may go on (checked lately, confirmed now, or their directory is down); False once
     their sessions were ended because the directory no longer vouches for them. Commits what it changed."""
-    if user.source == LOCAL or user.external_id is None:
+    external_id, username = user.external_id, user.username
+    if external_id is None or not due(user):
         return True
     item = next((i for i in chain.configured() if i.name == user.source), None)
     if item is None:
         # Taken out of the configuration file: nobody vouches for this row any more (`idp directory remove`
         # disables the rows of a database entry itself).
         return _refuse(user, f"directory {user.source} is no longer configured")
-    t = now()
-    checked = user.checked_at
-    # A check "in the future" (the clock went back) counts as stale: a clock step can only bring a check closer.
-    if item.cfg is not None and checked is not None and checked <= t < checked + timedelta(
-            seconds=item.cfg.revalidate_seconds):
-        return True
-    external_id, username = user.external_id, user.username
     try:
         verdict = chain.connector(item).recheck(external_id)
     except DirectoryUnavailable as exc:

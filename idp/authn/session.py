@@ -15,12 +15,11 @@ from typing import Any
 
 from flask import Flask, Response, current_app, has_request_context, request, url_for
 from sqlalchemy import select
-from sqlalchemy.orm import joinedload
 from werkzeug.wrappers import Response as BaseResponse
 
 from idp import audit
 from idp.audit import AuditEvent
-from idp.authn.principal import Principal, principal_from_user
+from idp.authn.principal import Principal, UserSnapshot, load_snapshot
 from idp.clock import now
 from idp.extensions import db
 from idp.runtime import settings
@@ -98,20 +97,22 @@ def _load(token: str | None) -> SsoSession | None:
     if t >= sso.last_seen_at + timedelta(seconds=cfg.session_idle_seconds):
         _expire(sso, "idle timeout")
         return None
-    # The groups in the same statement, and the row held for the request: principal_for finds it in the
-    # session's identity map (which holds rows only weakly) instead of selecting it again.
-    user = db.session.get(User, sso.user_id, options=[joinedload(User.groups)])
-    request.environ[_USER] = user
+    # The user with their groups in one statement, kept for the request: principal_for reads it from there.
+    user = load_snapshot(sso.user_id)
     if user is None or not user.enabled:
         end_session(sso, "user disabled")
         return None
     # Imported here: revalidation reaches the connector chain, whose local connector imports this module.
-    from idp.authn.revalidation import revalidate
+    from idp.authn.revalidation import due, revalidate
 
-    if not revalidate(user):
-        # The directory no longer vouches for the user: revalidate ended all their sessions, this one included.
-        _clear_cookie()
-        return None
+    if due(user):
+        row = db.session.get(User, user.id)
+        if row is None or not revalidate(row):
+            # The directory no longer vouches for the user: revalidate ended all their sessions, this one too.
+            _clear_cookie()
+            return None
+        user = UserSnapshot.of(row)  # as the directory's answer left it
+    request.environ[_USER] = user
     if t - sso.last_seen_at >= _TOUCH_EVERY:
         sso = sessions.touch(sso, t)
     return sso
@@ -151,10 +152,12 @@ def current_principal() -> Principal | None:
 
 
 def principal_for(sso: SsoSession) -> Principal:
-    user = db.session.get(User, sso.user_id)
+    user: UserSnapshot | None = request.environ.get(_USER) if has_request_context() else None
+    if user is None or user.id != sso.user_id:
+        user = load_snapshot(sso.user_id)
     if user is None:
         raise LookupError(f"session of a deleted user {sso.user_id}")
-    return principal_from_user(user, sso.authn_at)
+    return user.principal(sso.authn_at)
 
 
 def start_session(user_id: int) -> SsoSession:
