@@ -39,6 +39,7 @@ class Bridge:
         self.log = self.dir / "server.log"
         self.env = {**os.environ, "IDP_DATA_DIR": str(self.dir), "IDP_BASE_URL": self.base,
                     "IDP_LOG_LEVEL": opts.log_level, "IDP_WORKERS": str(opts.workers),
+                    "IDP_THREADS": str(opts.threads),
                     "IDP_SIGNING_KEY_FILE": str(key.key_file), "IDP_SIGNING_CERT_FILE": str(key.cert_file)}
         if opts.database_url:
             self.env["IDP_DATABASE_URL"] = opts.database_url
@@ -134,14 +135,15 @@ class Bridge:
         return tail(self.log)
 
     def describe(self) -> str:
-        parts = [f"gunicorn master + {self.opts.workers} workers"]
+        parts = [f"gunicorn master + {self.opts.workers} workers x {self.opts.threads} threads"]
         parts += [name for name, pids in self._services.items() if pids]
         parts += ["slapd"] if self.slapd else []
         return ", ".join(parts)
 
     def label(self) -> str:
         stores = ["PostgreSQL" if self.opts.database_url else "SQLite"] + (["Redis"] if self.opts.redis_url else [])
-        return f"bridge (idp serve, {self.opts.workers} gunicorn workers, {', '.join(stores)})"
+        return (f"bridge (idp serve, {self.opts.workers} gunicorn workers x {self.opts.threads} threads, "
+                f"{', '.join(stores)})")
 
 
 def sign_in(http: requests.Session, base: str, username: str, password: str) -> None:

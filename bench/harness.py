@@ -45,6 +45,7 @@ class Options:
     warmup: float
     clients: int
     workers: int
+    threads: int
     short: bool
     log_level: str
     database_url: str | None
@@ -58,6 +59,8 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
     p.add_argument("--clients", type=int, default=4,
                    help="concurrent client processes, the same for the bridge and its peer (default 4)")
     p.add_argument("--workers", type=int, default=2, help="gunicorn workers of idp serve (default 2)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="threads per gunicorn worker (IDP_THREADS; default 1 here: the flows are CPU-bound)")
     p.add_argument("--short", action="store_true",
                    help="a check that everything works: about a second per server, 2 clients; exits 1 on any error")
     p.add_argument("--log-level", default="INFO", help="the bridge's IDP_LOG_LEVEL (default INFO, its default)")
@@ -69,9 +72,11 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
 
 def options(args: argparse.Namespace) -> Options:
     if args.short:
-        return Options(seconds=1.0, warmup=0.2, clients=2, workers=args.workers, short=True, log_level=args.log_level,
+        return Options(seconds=1.0, warmup=0.2, clients=2, workers=args.workers, threads=args.threads, short=True,
+                       log_level=args.log_level,
                        database_url=args.database_url, redis_url=args.redis_url)
-    return Options(seconds=args.seconds, warmup=args.warmup, clients=args.clients, workers=args.workers, short=False,
+    return Options(seconds=args.seconds, warmup=args.warmup, clients=args.clients, workers=args.workers,
+                   threads=args.threads, short=False,
                    log_level=args.log_level, database_url=args.database_url, redis_url=args.redis_url)
 
 

@@ -87,7 +87,7 @@ def serve(bind: str | None, workers: int | None) -> None:
             self.cfg.set("bind", bind or settings.bind)
             self.cfg.set("workers", workers or settings.workers)
             self.cfg.set("worker_class", "gthread")
-            self.cfg.set("threads", 4)
+            self.cfg.set("threads", settings.threads)
             self.cfg.set("accesslog", "-")
             # Gunicorn 25+'s control socket is one per home directory: a second instance would collide with it.
             if "control_socket_disable" in self.cfg.settings:

@@ -61,6 +61,9 @@ class Settings:
     log_format: str = "json"
     log_level: str = "INFO"
     workers: int = 2
+    # Threads per worker: requests waiting on a directory or the database overlap. Each worker runs Python one
+    # thread at a time, so CPU-bound loads go further with more workers and 1 thread (bench/README.md).
+    threads: int = 4
     # Reverse proxies in front of the bridge whose X-Forwarded-For/-Proto/-Host to believe (0: none, the
     # peer's address is the client's). More than there are lets a client choose its address for the throttle.
     trusted_proxy_hops: int = 0
@@ -171,6 +174,7 @@ class Settings:
             "IDP_SAML_ASSERTION_LIFETIME_SECONDS": self.saml_assertion_lifetime_seconds,
             "IDP_SAML_MAX_MESSAGE_BYTES": self.saml_max_message_bytes,
             "IDP_WORKERS": self.workers,
+            "IDP_THREADS": self.threads,
         }
         out.extend(f"{k}: must be greater than 0" for k, v in positive.items() if v <= 0)
         if self.saml_clock_skew_seconds < 0:

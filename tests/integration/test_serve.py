@@ -25,9 +25,9 @@ def test_serve_runs_gunicorn_on_the_base_url_port(tmp_path: Path) -> None:
 
 def test_bad_settings_are_all_reported_before_start(tmp_path: Path) -> None:
     env = {**os.environ, "IDP_DATA_DIR": str(tmp_path), "IDP_BASE_URL": "not a url",
-           "IDP_LOGIN_MAX_FAILURES": "many", "IDP_WORKERS": "0"}
+           "IDP_LOGIN_MAX_FAILURES": "many", "IDP_WORKERS": "0", "IDP_THREADS": "none"}
     out = subprocess.run([IDP, "serve"], env=env, capture_output=True, text=True, timeout=30)
     assert out.returncode == 2
-    for name in ("IDP_BASE_URL", "IDP_LOGIN_MAX_FAILURES", "IDP_WORKERS"):
+    for name in ("IDP_BASE_URL", "IDP_LOGIN_MAX_FAILURES", "IDP_WORKERS", "IDP_THREADS"):
         assert name in out.stderr
     assert "Traceback" not in out.stderr
