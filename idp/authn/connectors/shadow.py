@@ -31,7 +31,9 @@ def provision(source: str, entry: DirectoryEntry, groups: tuple[str, ...], *, re
     username = entry.username.strip().lower()[:255]
     user: User | None = db.session.scalar(
         select(User).where(User.source == source, User.external_id == entry.external_id))
-    holder: User | None = db.session.scalar(select(User).where(User.username == username))
+    # The name is unique: when the row found already has it, nobody else holds it (the usual sign-in).
+    holder: User | None = user if user is not None and user.username == username else db.session.scalar(
+        select(User).where(User.username == username))
     if holder is not None and holder is not user:
         other = "a local user" if holder.source == "local" else f"a user of directory {holder.source}"
         return Verdict(None, f"username '{username}' already belongs to {other}", known=True)
