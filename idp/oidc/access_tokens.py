@@ -27,18 +27,18 @@ from idp.runtime import settings
 if TYPE_CHECKING:
     from idp.keys import SigningKey
     from idp.oidc.server import EndUser
-    from idp.store import OidcClient
+    from idp.store.oidc import Client
 
 TYPE = "at+jwt"
 ALG = "RS256"
-JWT = "jwt"  # OidcClient.access_token_format
+JWT = "jwt"  # Client.access_token_format
 
 
 def opaque() -> str:
     return secrets.token_urlsafe(32)  # 256 bits: stored as SHA-256, see idp.store.oidc
 
 
-def signed(key: SigningKey, client: OidcClient, user: EndUser | None, scope: str, lifetime: int) -> str:
+def signed(key: SigningKey, client: Client, user: EndUser | None, scope: str, lifetime: int) -> str:
     """An RFC 9068 access token for ``client`` (acting for ``user``, or for itself when None)."""
     t = int(clock.now().timestamp())
     claims: dict[str, Any] = {

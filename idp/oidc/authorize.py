@@ -33,7 +33,7 @@ from idp.oidc import consent
 from idp.oidc.server import EndUser, access_denied, decide, server
 from idp.runtime import settings
 from idp.state import pending as pending_state
-from idp.store import OidcClient
+from idp.store.oidc import Client
 
 PENDING_KIND = "oidc-authorize"
 PENDING_LIFETIME = timedelta(minutes=10)
@@ -138,7 +138,7 @@ def handle(query: str, received_at: datetime, pending_id: str | None = None, ans
         return flask_redirect(_login_url(url_for("oidc.resume", pending_id=pid),
                                          force=reauthenticate, hint=data.get("login_hint")))
     assert end_user is not None
-    client: OidcClient = grant.request.client
+    client: Client = grant.request.client
     scope: str = grant.request.scope or ""
     try:
         decide(end_user.principal, client, "authorization_code")

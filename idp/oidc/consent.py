@@ -20,6 +20,7 @@ from idp.authn.principal import Principal
 from idp.errors import NotFound
 from idp.extensions import db
 from idp.store import OidcClient, OidcConsent, OidcToken
+from idp.store.oidc import Client
 
 # What the consent page says each scope gives away.
 SCOPE_DESCRIPTIONS = {
@@ -46,7 +47,7 @@ def _row(user_id: int, client_id: str) -> OidcConsent | None:
     return db.session.get(OidcConsent, (user_id, client_id))
 
 
-def needed(principal: Principal, client: OidcClient, scope: str) -> bool:
+def needed(principal: Principal, client: Client, scope: str) -> bool:
     """Must the user be asked before ``client`` gets ``scope``?"""
     if client.first_party:
         return False
@@ -54,7 +55,7 @@ def needed(principal: Principal, client: OidcClient, scope: str) -> bool:
     return row is None or not set(scope.split()) <= set(row.scope.split())
 
 
-def remember(principal: Principal, client: OidcClient, scope: str, *, commit: bool = True) -> None:
+def remember(principal: Principal, client: Client, scope: str, *, commit: bool = True) -> None:
     """Record that the user allowed ``scope`` (in addition to what was allowed before)."""
     t = clock.now()
     row = _row(principal.user_id, client.client_id)

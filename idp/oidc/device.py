@@ -31,15 +31,13 @@ from authlib.oauth2.rfc8628 import DeviceCodeGrant as _DeviceCodeGrant
 from idp import clock
 from idp.access.decide import AccessDenied
 from idp.authn.principal import Principal
-from idp.authn.revalidation import revalidated_principal
 from idp.extensions import db
 from idp.oidc import clients, consent
-from idp.oidc.server import SECRET_AUTH, EndUser, active_user, audit_event, decide, decide_token
+from idp.oidc.server import SECRET_AUTH, EndUser, active_user, audit_event, decide, decide_token, principal_now
 from idp.runtime import settings
 from idp.state import device_codes
 from idp.state.device_codes import DeviceCode
-from idp.store import OidcClient
-from idp.store.oidc import digest
+from idp.store.oidc import Client, digest
 
 LIFETIME = timedelta(minutes=10)
 INTERVAL = 5  # seconds between polls; RFC 8628 3.5 adds 5 at every slow_down
@@ -74,8 +72,8 @@ class DeviceAuthorization(DeviceAuthorizationEndpoint):  # type: ignore[misc]
     EXPIRES_IN = int(LIFETIME.total_seconds())
     INTERVAL = INTERVAL
 
-    def authenticate_client(self, request: OAuth2Request) -> OidcClient:
-        client: OidcClient = super().authenticate_client(request)
+    def authenticate_client(self, request: OAuth2Request) -> Client:
+        client: Client = super().authenticate_client(request)
         decide(None, client, DEVICE_CODE_GRANT_TYPE)  # unauthorized_client unless registered for it
         return client
 
@@ -116,9 +114,9 @@ class TemporarilyUnavailable(OAuth2Error):  # type: ignore[misc]
 class DeviceCodeGrant(_DeviceCodeGrant):  # type: ignore[misc]
     TOKEN_ENDPOINT_AUTH_METHODS = [*SECRET_AUTH, "none"]
 
-    def authenticate_token_endpoint_client(self) -> OidcClient:
+    def authenticate_token_endpoint_client(self) -> Client:
         # authlib sets request.client only after validate_device_credential, which needs it for decide().
-        client: OidcClient = super().authenticate_token_endpoint_client()
+        client: Client = super().authenticate_token_endpoint_client()
         self.request.client = client
         return client
 
@@ -144,7 +142,7 @@ class DeviceCodeGrant(_DeviceCodeGrant):  # type: ignore[misc]
         user = active_user(credential.user_id)
         if user is None or credential.auth_time is None:
             raise InvalidGrantError("The user who approved this device is no longer active.")
-        principal = revalidated_principal(user, credential.auth_time)
+        principal = principal_now(user, credential.auth_time)
         if principal is None:
             raise InvalidGrantError("The user who approved this device is no longer active.")
         decide_token(principal, self.request.client, self.GRANT_TYPE)
@@ -169,7 +167,7 @@ class PendingDevice:
 
     user_code: str  # normalized
     device_code_hash: str
-    client: OidcClient
+    client: Client
     scope: str
 
 

@@ -25,7 +25,7 @@ from idp.errors import BadRequest
 from idp.keys import EC, RSA
 from idp.oidc import access_tokens, clients
 from idp.runtime import keystore, settings
-from idp.store import OidcClient
+from idp.store.oidc import Client
 
 # What the confirmation form carries over to its POST.
 _PARAMS = ("id_token_hint", "post_logout_redirect_uri", "state", "client_id")
@@ -72,7 +72,7 @@ def end_session() -> BaseResponse:
         if client_id and client_id != aud:
             raise _refuse("client_id does not match the id_token_hint", client_id[:64])
         client_id = aud
-    client: OidcClient | None = clients.get(client_id) if client_id else None
+    client: Client | None = clients.get(client_id) if client_id else None
     redirect_uri = params.get("post_logout_redirect_uri")
     if redirect_uri and (client is None or redirect_uri not in client.post_logout_redirect_uris):
         raise _refuse("post_logout_redirect_uri is not registered for this client",

@@ -13,7 +13,7 @@ import functools
 import hashlib
 import logging
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,13 +36,13 @@ from authlib.oidc.core.grants import OpenIDCode, OpenIDToken
 from flask import has_request_context
 from flask import request as flask_request
 from joserfc.jwk import KeySet
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from idp import audit, clock
 from idp.access.decide import AccessDenied, AppTarget, authorize
 from idp.audit import AuditEvent
-from idp.authn.principal import Principal
-from idp.authn.revalidation import revalidated_principal
+from idp.authn.principal import Principal, UserSnapshot, load_snapshot
+from idp.authn.revalidation import due, revalidated_principal
 from idp.extensions import db
 from idp.keys import EC, RSA, SigningKey
 from idp.oidc import access_tokens, clients
@@ -51,8 +51,8 @@ from idp.runtime import keystore, settings
 from idp.state import oidc_codes as codes
 from idp.state import once
 from idp.state.oidc_codes import AuthorizationCode
-from idp.store import OidcClient, OidcToken, User
-from idp.store.oidc import digest
+from idp.store import OidcToken, User
+from idp.store.oidc import Client, digest
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class EndUser:
 
 # --- the decision point -------------------------------------------------------------------------------
 
-def decide(principal: Principal | None, client: OidcClient, grant_type: str) -> None:
+def decide(principal: Principal | None, client: Client, grant_type: str) -> None:
     """May ``principal`` (None for a machine client, or before a device's user is known) use ``client``
     now? Every grant asks here: the client must still allow the grant (UnauthorizedClientError), and the
     user must have been given the client (:func:`idp.access.decide.authorize`, which audits a refusal and
@@ -88,7 +88,7 @@ def decide(principal: Principal | None, client: OidcClient, grant_type: str) -> 
         authorize(principal, AppTarget("oidc", client.client_id), clock.now(), client_ip=ip)
 
 
-def decide_token(principal: Principal, client: OidcClient, grant_type: str) -> None:
+def decide_token(principal: Principal, client: Client, grant_type: str) -> None:
     """:func:`decide` at the token endpoint: a user no longer given the client makes the code, refresh
     token or device code held for them an invalid grant (RFC 6749 5.2)."""
     try:
@@ -104,7 +104,7 @@ def signing_key(alg: str) -> SigningKey:
     return keystore(EC if alg == "ES256" else RSA).ring().active
 
 
-def _access_token(client: OidcClient, grant_type: str, user: EndUser | None, scope: str) -> str:
+def _access_token(client: Client, grant_type: str, user: EndUser | None, scope: str) -> str:
     if client.access_token_format == access_tokens.JWT:
         return access_tokens.signed(signing_key(access_tokens.ALG), client, user, scope,
                                     _expires_in(client, grant_type))
@@ -115,15 +115,26 @@ def _refresh_token(**_: Any) -> str:
     return access_tokens.opaque()
 
 
-def _expires_in(client: OidcClient, grant_type: str) -> int:
+def _expires_in(client: Client, grant_type: str) -> int:
     return ACCESS_TOKEN_SECONDS
 
 
-def active_user(user_id: int | None) -> User | None:
+def active_user(user_id: int | None) -> UserSnapshot | None:
+    """The user with their groups (one Core statement), or None when they were deleted or disabled."""
     if user_id is None:
         return None
-    user = db.session.get(User, user_id)
+    user = load_snapshot(user_id)
     return user if user is not None and user.enabled else None
+
+
+def principal_now(user: UserSnapshot, authn_at: datetime) -> Principal | None:
+    """The Principal of an active user outside a sign-in (a code, refresh token or device code exchanged), or
+    None when their directory no longer vouches for them (their sessions were then ended). The directory is
+    asked again only when that is due (idp.authn.revalidation), and then about the user's row."""
+    if not due(user):
+        return user.principal(authn_at)
+    row = db.session.get(User, user.id)
+    return revalidated_principal(row, authn_at) if row is not None else None
 
 
 def audit_event(type_: str, client_id: str | None, *, outcome: str = "success", username: str | None = None,
@@ -160,7 +171,7 @@ def _revoke_code_tokens(code: AuthorizationCode, why: str) -> None:
            reason=why, details={"revoked_tokens": count})
 
 
-def _revoke_family(token: OidcToken, why: str) -> None:
+def _revoke_family(token: RefreshToken, why: str) -> None:
     db.session.rollback()
     count = _revoke(OidcToken.family_id == token.family_id)
     audit_event("oidc.refresh_reuse", token.client_id, outcome="failure", username=_username(token.user_id),
@@ -178,10 +189,10 @@ def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
     """Store a new token row (hashes only). Not committed here: the view commits with the code or refresh
     token consumption that follows, or rolls both back."""
     t = clock.now()
-    client: OidcClient = request.client
+    client: Client = request.client
     end_user: EndUser | None = request.user
     code: AuthorizationCode | None = request.authorization_code
-    parent: OidcToken | None = request.refresh_token
+    parent: RefreshToken | None = request.refresh_token
     refresh = token.get("refresh_token")
     row = dict(
         client_id=client.client_id,
@@ -198,9 +209,9 @@ def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
         expires_at=t + timedelta(seconds=int(token.get("expires_in") or ACCESS_TOKEN_SECONDS)),
         refresh_expires_at=t + REFRESH_TOKEN_LIFETIME if refresh else None,
     )
-    # A Core INSERT, not an ORM object: nothing in this request reads the row back, and the unit of work's
-    # flush machinery was a tenth of a token request.
-    db.session.execute(_INSERT_TOKEN, row)
+    # A Core INSERT on the connection, not an ORM object: nothing in this request reads the row back, and the
+    # unit of work's flush machinery was a tenth of a token request.
+    db.session.connection().execute(_INSERT_TOKEN, row)
     event = "oidc.refresh" if parent else "oidc.token"
     audit_event(event, client.client_id, username=end_user.principal.username if end_user else None, commit=False,
            details={"grant_type": row["grant_type"], "scope": row["scope"], "refresh_token": bool(refresh),
@@ -245,10 +256,10 @@ class IdTokens(OpenIDToken):  # type: ignore[misc]
     """ID tokens for any grant with a user: our issuer, the client's algorithm and our active key for it,
     and the released claims."""
 
-    def resolve_client_private_key(self, client: OidcClient) -> Any:
+    def resolve_client_private_key(self, client: Client) -> Any:
         return signing_key(client.id_token_alg).jwk
 
-    def get_encode_header(self, client: OidcClient) -> dict[str, str]:
+    def get_encode_header(self, client: Client) -> dict[str, str]:
         key = signing_key(client.id_token_alg)
         return {"alg": key.alg, "kid": key.jwk_kid, "typ": "JWT"}
 
@@ -256,7 +267,7 @@ class IdTokens(OpenIDToken):  # type: ignore[misc]
         # Called once per ID token with the request (generate_user_info is not given the client).
         t = int(clock.now().timestamp())
         end_user: EndUser = request.user
-        client: OidcClient = request.client
+        client: Client = request.client
         claims = user_claims(end_user.principal, client.claim_map, _granted_scope(request))
         claims.update(iss=settings().base, aud=client.client_id, azp=client.client_id, iat=t,
                       exp=t + ID_TOKEN_SECONDS, auth_time=int(end_user.principal.authn_at.timestamp()))
@@ -277,6 +288,10 @@ class OpenIDConnect(IdTokens, OpenIDCode):  # type: ignore[misc]
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
     TOKEN_ENDPOINT_AUTH_METHODS = [*SECRET_AUTH, "none"]
 
+    def generate_authorization_code(self) -> str:
+        # 256 bits from the OS at once, like our tokens (authlib draws each of its 48 characters separately).
+        return access_tokens.opaque()
+
     def save_authorization_code(self, code: str, request: OAuth2Request) -> None:
         end_user: EndUser = request.user
         data = request.payload.data
@@ -291,7 +306,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
                details={"scope": request.scope, "redirect_uri": request.payload.redirect_uri})
         db.session.commit()
 
-    def query_authorization_code(self, code: str, client: OidcClient) -> AuthorizationCode | None:
+    def query_authorization_code(self, code: str, client: Client) -> AuthorizationCode | None:
         found = codes.find(digest(code)) if len(code) <= 256 else None
         if found is None or found.client_id != client.client_id:
             return None
@@ -320,20 +335,44 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
         user = active_user(authorization_code.user_id)
         if user is None:
             return None
-        principal = revalidated_principal(user, authorization_code.auth_time)
+        principal = principal_now(user, authorization_code.auth_time)
         if principal is None:
             raise InvalidGrantError("The user is no longer active.")
         decide_token(principal, self.request.client, self.GRANT_TYPE)
         return EndUser(principal, authorization_code.session_id)
 
 
+@dataclass(frozen=True)
+class RefreshToken:
+    """A presented refresh token's row, as much of it as a refresh reads, read with one Core statement (the ORM's
+    loading cost more than the query); authlib asks it for the client and the scope."""
+
+    id: int
+    client_id: str
+    user_id: int | None
+    session_id: str | None
+    scope: str
+    family_id: str
+    code_hash: str | None
+    auth_time: datetime | None
+    refresh_expires_at: datetime | None
+    refresh_used_at: datetime | None
+    revoked_at: datetime | None
+
+    def check_client(self, client: Client) -> bool:
+        return self.client_id == client.client_id
+
+    def get_scope(self) -> str:
+        return self.scope
+
+
 class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
     TOKEN_ENDPOINT_AUTH_METHODS = [*SECRET_AUTH, "none"]
     INCLUDE_NEW_REFRESH_TOKEN = True  # rotation: every refresh token is used once
 
-    def authenticate_refresh_token(self, refresh_token: str) -> OidcToken | None:
-        row: OidcToken | None = db.session.scalar(
-            select(OidcToken).where(OidcToken.refresh_token_hash == digest(refresh_token)))
+    def authenticate_refresh_token(self, refresh_token: str) -> RefreshToken | None:
+        found = db.session.connection().execute(_BY_REFRESH_HASH, {"hash": digest(refresh_token)}).first()
+        row = RefreshToken(**found._mapping) if found is not None else None
         if row is None or row.revoked_at is not None:
             return None
         if row.refresh_used_at is not None:
@@ -343,27 +382,33 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
             return None
         return row
 
-    def authenticate_user(self, refresh_token: OidcToken) -> EndUser | None:
+    def authenticate_user(self, refresh_token: RefreshToken) -> EndUser | None:
         user = active_user(refresh_token.user_id)
         if user is None or refresh_token.auth_time is None:
             return None
         # The directory is asked again now and then: a user gone there gets no new tokens (their refresh tokens
         # were revoked with their sessions).
-        principal = revalidated_principal(user, refresh_token.auth_time)
+        principal = principal_now(user, refresh_token.auth_time)
         if principal is None:
             raise InvalidGrantError("The user is no longer active.")
         decide_token(principal, self.request.client, self.GRANT_TYPE)
         return EndUser(principal, refresh_token.session_id)
 
-    def revoke_old_credential(self, refresh_token: OidcToken) -> None:
-        result = db.session.execute(
-            update(OidcToken)
-            .where(OidcToken.id == refresh_token.id, OidcToken.refresh_used_at.is_(None),
-                   OidcToken.revoked_at.is_(None))
-            .values(refresh_used_at=clock.now()))
-        if getattr(result, "rowcount", 0) != 1:
+    def revoke_old_credential(self, refresh_token: RefreshToken) -> None:
+        # A statement built once, on the connection: the ORM's bulk update cost several times the SQL.
+        result = db.session.connection().execute(_USE_REFRESH, {"row": refresh_token.id, "t": clock.now()})
+        if result.rowcount != 1:
             _revoke_family(refresh_token, "refresh token used concurrently")
             raise InvalidGrantError("The refresh token has already been used.")
+
+
+_TOKENS = OidcToken.__table__
+_BY_REFRESH_HASH = (select(*(_TOKENS.c[f.name] for f in fields(RefreshToken)))
+                    .where(_TOKENS.c.refresh_token_hash == bindparam("hash")))
+_USE_REFRESH = (update(_TOKENS)
+                .where(_TOKENS.c.id == bindparam("row"), _TOKENS.c.refresh_used_at.is_(None),
+                       _TOKENS.c.revoked_at.is_(None))
+                .values(refresh_used_at=bindparam("t")))
 
 
 class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[misc]
@@ -387,7 +432,7 @@ class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
         base = settings().base
         return [base, f"{base}/oauth/token", f"{base}/oauth/introspect", f"{base}/oauth/revoke"]
 
-    def resolve_client_public_key(self, client: OidcClient) -> KeySet:
+    def resolve_client_public_key(self, client: Client) -> KeySet:
         return KeySet.import_key_set(client.jwks or {"keys": []})  # type: ignore[arg-type]
 
     def verify_claims(self, claims: Any) -> None:
@@ -417,7 +462,7 @@ class FoundToken:
     row: OidcToken
     kind: str  # "access_token" | "refresh_token"
 
-    def check_client(self, client: OidcClient) -> bool:
+    def check_client(self, client: Client) -> bool:
         return self.row.check_client(client)
 
     @property
@@ -453,7 +498,7 @@ class Introspection(IntrospectionEndpoint):  # type: ignore[misc]
     def query_token(self, token_string: str, token_type_hint: str | None) -> FoundToken | None:
         return find_token(token_string, token_type_hint)
 
-    def check_permission(self, token: FoundToken, client: OidcClient, request: OAuth2Request) -> bool:
+    def check_permission(self, token: FoundToken, client: Client, request: OAuth2Request) -> bool:
         # A client may introspect its own tokens; resource servers get their own permission later.
         return token.check_client(client)
 
@@ -507,7 +552,7 @@ class Server(AuthorizationServer):  # type: ignore[misc]
         return FlaskOAuth2Request(flask_request)
 
 
-def query_client(client_id: Any) -> OidcClient | None:
+def query_client(client_id: Any) -> Client | None:
     if not isinstance(client_id, str) or not client_id or len(client_id) > 64:
         return None
     return clients.get(client_id)

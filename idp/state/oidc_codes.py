@@ -25,7 +25,7 @@ from typing import cast
 
 from authlib.oidc.core import AuthorizationCodeMixin
 from redis.typing import EncodableT, FieldT
-from sqlalchemy import delete, exists, select, update
+from sqlalchemy import bindparam, delete, exists, select, update
 
 from idp.clock import now
 from idp.extensions import db
@@ -150,8 +150,9 @@ def save(code: AuthorizationCode) -> None:
         return
     if secrets.randbelow(20) == 0:  # occasional cleanup keeps the table small without a job
         db.session.execute(delete(OidcAuthorizationCode).where(OidcAuthorizationCode.expires_at < t - KEEP))
-    # A Core INSERT: the row is not read back in this request, and the ORM's flush costs more than the SQL.
-    db.session.execute(_INSERT, dict(
+    # A Core INSERT on the connection: the row is not read back in this request, and the ORM's flush costs more
+    # than the SQL.
+    db.session.connection().execute(_INSERT, dict(
         code_hash=code.code_hash, client_id=code.client_id, user_id=code.user_id, session_id=code.session_id,
         redirect_uri=code.redirect_uri, scope=code.scope, nonce=code.nonce, auth_time=code.auth_time,
         code_challenge=code.code_challenge, code_challenge_method=code.code_challenge_method, created_at=t,
@@ -182,7 +183,9 @@ def find(code_hash: str) -> AuthorizationCode | None:
             redirect_uri=h["redirect_uri"], scope=h["scope"], nonce=h.get("nonce"),
             auth_time=from_epoch(h["auth_time"]), code_challenge=h.get("code_challenge"),
             code_challenge_method=h.get("code_challenge_method"), expires_at=expires_at, used_at=used_at)
-    row = db.session.get(OidcAuthorizationCode, code_hash, populate_existing=True)
+    # A Core select: the row is read fresh (never an object held in the session) and the ORM's loading costs
+    # more than the statement.
+    row = db.session.connection().execute(_FIND_ROW, {"code_hash": code_hash}).first()
     if row is None:
         return None
     return AuthorizationCode(
@@ -202,24 +205,29 @@ def use(code: AuthorizationCode, t: datetime) -> Use:
     """
     client = redis_client()
     if client is not None:
-        # What the request loaded stays loaded: reloading the client row for the ID token would cost a query.
-        session = db.session()
-        session.expire_on_commit = False
-        try:
-            session.commit()
-        finally:
-            session.expire_on_commit = True
+        db.session.commit()
         result = _USE(client, [_key(code.code_hash)], [_SESSION_MARKERS, to_epoch(t), code.session_id or ""])
         return Use(result)
-    c = OidcAuthorizationCode
-    same_session = c.session_id.is_(None) if code.session_id is None else c.session_id == code.session_id
-    result = db.session.execute(
-        update(c).where(c.code_hash == code.code_hash, c.used_at.is_(None), c.expires_at > t, same_session)
-        .values(used_at=t))
-    if getattr(result, "rowcount", 0) == 1:
+    conn = db.session.connection()
+    if code.session_id is None:
+        result = conn.execute(_USE_SESSIONLESS, {"code": code.code_hash, "t": t})
+    else:
+        result = conn.execute(_USE_IN_SESSION, {"code": code.code_hash, "t": t, "sid": code.session_id})
+    if result.rowcount == 1:
         return Use.FIRST
-    used = db.session.scalar(select(c.used_at).where(c.code_hash == code.code_hash))
+    used = conn.execute(_USED_AT, {"code_hash": code.code_hash}).scalar()
     return Use.AGAIN if used is not None else Use.GONE
+
+
+_CODES = OidcAuthorizationCode.__table__
+_FIND_ROW = select(_CODES).where(_CODES.c.code_hash == bindparam("code_hash"))
+_USED_AT = select(_CODES.c.used_at).where(_CODES.c.code_hash == bindparam("code_hash"))
+# Marks a code used if it is unused, unexpired and still in the session it was read in.
+# (Parameters named unlike columns: an UPDATE keeps those names for its SET clause.)
+_MARK_USED = update(_CODES).where(_CODES.c.code_hash == bindparam("code"), _CODES.c.used_at.is_(None),
+                                  _CODES.c.expires_at > bindparam("t")).values(used_at=bindparam("t"))
+_USE_SESSIONLESS = _MARK_USED.where(_CODES.c.session_id.is_(None))
+_USE_IN_SESSION = _MARK_USED.where(_CODES.c.session_id == bindparam("sid"))
 
 
 def nonce_seen(client_id: str, nonce: str, t: datetime) -> bool:
@@ -228,9 +236,12 @@ def nonce_seen(client_id: str, nonce: str, t: datetime) -> bool:
     if client is not None:
         until = cast(str | None, client.get(_nonce_key(client_id, nonce)))
         return until is not None and from_epoch(until) > t
-    c = OidcAuthorizationCode
-    return bool(db.session.scalar(select(exists().where(
-        c.client_id == client_id, c.nonce == nonce, c.expires_at > t - KEEP))))
+    found = db.session.connection().execute(_NONCE_SEEN, {"client_id": client_id, "nonce": nonce, "since": t - KEEP})
+    return bool(found.scalar())
+
+
+_NONCE_SEEN = select(exists().where(_CODES.c.client_id == bindparam("client_id"), _CODES.c.nonce == bindparam("nonce"),
+                                    _CODES.c.expires_at > bindparam("since")))
 
 
 def session_ended(ids: list[str], successor: str | None, t: datetime) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -30,7 +31,10 @@ def digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
 
-class OidcClient(db.Model, ClientMixin):  # type: ignore[name-defined,misc]
+class OidcClient(db.Model):  # type: ignore[name-defined,misc]
+    """A registered client, as the services that add, change and remove clients keep it; the protocol flows
+    read it as a :class:`Client`."""
+
     __tablename__ = "oidc_clients"
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -61,7 +65,31 @@ class OidcClient(db.Model, ClientMixin):  # type: ignore[name-defined,misc]
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now, onupdate=now)
 
-    # --- authlib ClientMixin ---
+
+@dataclass(frozen=True, eq=False)
+class Client(ClientMixin):  # type: ignore[misc]
+    """A registered client as the protocol flows see it: the columns of its row named here, read with one Core
+    statement per request (idp.oidc.clients.get) and never written through; authlib's ClientMixin on top."""
+
+    id: int
+    client_id: str
+    name: str
+    secret_hash: str | None
+    public: bool
+    auth_method: str
+    redirect_uris: list[str]
+    post_logout_redirect_uris: list[str]
+    grant_types: list[str]
+    scopes: list[str]
+    jwks: dict[str, Any] | None
+    id_token_alg: str
+    first_party: bool
+    claim_map: list[dict[str, Any]]
+    open_to_all: bool
+    login_url: str | None
+    access_token_format: str
+    created_at: datetime
+    updated_at: datetime
 
     def get_client_id(self) -> str:
         return self.client_id
@@ -158,7 +186,7 @@ class OidcToken(db.Model, TokenMixin):  # type: ignore[name-defined,misc]
 
     # --- authlib TokenMixin ---
 
-    def check_client(self, client: OidcClient) -> bool:
+    def check_client(self, client: Client) -> bool:
         return self.client_id == client.client_id
 
     def get_scope(self) -> str:

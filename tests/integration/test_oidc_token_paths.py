@@ -1,0 +1,134 @@
+"""The token endpoint's reads, as the grants make them once per request: a client, a refresh token and a user are
+read afresh by every request (a change made between two requests is seen by the second), a client changed in a
+request is read again in that request, a refresh token raced by several refreshes is used once, and a user
+disabled since gets nothing from a code or a refresh token they hold."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+import requests
+from authlib.common.security import generate_token
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
+from flask import Flask
+from helpers import make_user
+from oidc_peers import PASSWORD, REDIRECT_URI, browse, register
+from test_code_state import at_once
+
+from idp.extensions import db
+from idp.oidc import clients
+from idp.store import User
+
+GRANTS = ("authorization_code", "refresh_token", "client_credentials")
+
+
+@pytest.fixture
+def idp(live_server: Any) -> Any:
+    make_user("alice", PASSWORD, email="alice@example.test")
+    return live_server
+
+
+def token(idp: Any, client_id: str, secret: str | None, **data: str) -> requests.Response:
+    return requests.post(idp.url + "/oauth/token", data=data, auth=(client_id, secret or ""), timeout=10)
+
+
+def code_for(idp: Any, reg: clients.Registered) -> tuple[str, str]:
+    verifier = generate_token(48)
+    arrival = browse(requests.Session(), idp.url + "/oauth/authorize?" + requests.compat.urlencode({
+        "response_type": "code", "client_id": reg.client_id, "redirect_uri": REDIRECT_URI, "scope": "openid email",
+        "state": "s1", "code_challenge": create_s256_code_challenge(verifier), "code_challenge_method": "S256"}))
+    return arrival.params["code"], verifier
+
+
+def exchange(idp: Any, reg: clients.Registered, code: str, verifier: str) -> requests.Response:
+    return token(idp, reg.client_id, reg.client_secret, grant_type="authorization_code", code=code,
+                 redirect_uri=REDIRECT_URI, code_verifier=verifier)
+
+
+def refresh(idp: Any, reg: clients.Registered, refresh_token: str) -> requests.Response:
+    return token(idp, reg.client_id, reg.client_secret, grant_type="refresh_token", refresh_token=refresh_token)
+
+
+def active(idp: Any, reg: clients.Registered, value: str) -> bool:
+    resp = requests.post(idp.url + "/oauth/introspect", data={"token": value},
+                         auth=(reg.client_id, reg.client_secret or ""), timeout=10)
+    return bool(resp.json()["active"])
+
+
+def change(client_id: str, **values: Any) -> None:
+    current = clients.options_of(clients.get_or_404(client_id))
+    clients.update(client_id, dataclasses.replace(current, **values), actor="test")
+    db.session.commit()
+
+
+def test_a_change_to_a_client_is_seen_by_its_next_token_request(idp: Any) -> None:
+    reg = register(grant_types=GRANTS)
+    first = token(idp, reg.client_id, reg.client_secret, grant_type="client_credentials")
+    assert first.status_code == 200 and first.json()["access_token"].count(".") == 0  # opaque
+
+    change(reg.client_id, access_token_format="jwt")
+    jwt = token(idp, reg.client_id, reg.client_secret, grant_type="client_credentials")
+    assert jwt.status_code == 200 and jwt.json()["access_token"].count(".") == 2
+
+    rotated = clients.rotate_secret(reg.client_id, actor="test")
+    db.session.commit()
+    old = token(idp, reg.client_id, reg.client_secret, grant_type="client_credentials")
+    assert old.status_code == 401 and old.json()["error"] == "invalid_client"
+    assert token(idp, reg.client_id, rotated.client_secret, grant_type="client_credentials").status_code == 200
+
+    change(reg.client_id, grant_types=("authorization_code", "refresh_token"))
+    refused = token(idp, reg.client_id, rotated.client_secret, grant_type="client_credentials")
+    assert refused.status_code == 400 and refused.json()["error"] == "unauthorized_client"
+
+
+def test_a_client_changed_in_a_request_is_read_again_in_it(app: Flask) -> None:
+    reg = register(grant_types=GRANTS)
+    db.session.commit()
+    with app.test_request_context("/oauth/token", method="POST"):
+        before = clients.get(reg.client_id)
+        assert before is not None and before.access_token_format == "opaque"
+        assert clients.get(reg.client_id) is before  # one read per request
+        change(reg.client_id, access_token_format="jwt")
+        after = clients.get(reg.client_id)
+        assert after is not None and after.access_token_format == "jwt"
+        rotated = clients.rotate_secret(reg.client_id, actor="test")
+        assert rotated.client_secret is not None
+        now = clients.get(reg.client_id)
+        assert now is not None and now.check_client_secret(rotated.client_secret)
+        clients.remove(reg.client_id, actor="test")
+        assert clients.get(reg.client_id) is None
+
+
+def test_a_refresh_token_raced_by_eight_refreshes_is_used_once(idp: Any) -> None:
+    """Sent together, the eight may run one after the other or truly at once: either way one gets new tokens,
+    and the others, being replays, revoke what that one got along with the rest of the family."""
+    reg = register()
+    tokens = exchange(idp, reg, *code_for(idp, reg)).json()
+    answers = at_once(8, lambda: refresh(idp, reg, tokens["refresh_token"]))
+    assert sorted(a.status_code for a in answers) == [200] + [400] * 7
+    assert {a.json()["error"] for a in answers if a.status_code == 400} == {"invalid_grant"}
+    (won,) = (a.json() for a in answers if a.status_code == 200)
+    for value in (won["access_token"], won["refresh_token"], tokens["access_token"]):
+        assert not active(idp, reg, value)
+    assert refresh(idp, reg, won["refresh_token"]).status_code == 400
+
+
+def test_a_user_disabled_since_gets_nothing_from_their_code_or_refresh_token(idp: Any) -> None:
+    reg = register()
+    tokens = exchange(idp, reg, *code_for(idp, reg)).json()
+    code, verifier = code_for(idp, reg)
+    # The row alone, not `idp user disable` (which also ends sessions and revokes tokens): the grants' own check.
+    user = db.session.scalars(db.select(User).where(User.username == "alice")).one()
+    user.enabled = False
+    db.session.commit()
+
+    refreshed = refresh(idp, reg, tokens["refresh_token"])
+    assert refreshed.status_code == 400 and "access_token" not in refreshed.json()
+    exchanged = exchange(idp, reg, code, verifier)
+    assert exchanged.status_code == 400 and exchanged.json()["error"] == "invalid_grant"
+
+    user.enabled = True
+    db.session.commit()
+    assert refresh(idp, reg, tokens["refresh_token"]).status_code == 200  # refused, not spent
