@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, insert, select
+from sqlalchemy import Select, String, insert, select
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session, SessionTransaction
 
@@ -20,6 +20,7 @@ from idp.store import AuditRecord
 log = logging.getLogger("idp.audit")
 _PENDING = "idp.audit.pending"
 _INSERT = insert(AuditRecord.__table__)
+_LENGTHS = {c.name: c.type.length for c in AuditRecord.__table__.c if isinstance(c.type, String) and c.type.length}
 
 
 @dataclass(frozen=True)
@@ -50,10 +51,10 @@ def listen(listener: Listener) -> None:
 
 def record(event: AuditEvent, *, commit: bool = True) -> None:
     """Store the event and log it. Commits by default so that a refusal is kept even when nothing else is."""
-    # One copy, NUL characters replaced (events quote what clients sent, and PostgreSQL stores no NUL in text
-    # or JSON: the insert would fail and take the request's transaction with it). The row, the log line and
-    # the listeners read that same copy; none changes it.
-    data = {f.name: _without_nul(getattr(event, f.name)) for f in fields(event)}
+    # One copy, NUL characters replaced and text cut to its column (events quote what clients sent; PostgreSQL
+    # stores no NUL in text or JSON and no longer string than the column's, and a failed insert would take the
+    # request's transaction with it). The row, the log line and the listeners read that same copy.
+    data = {f.name: _stored(f.name, getattr(event, f.name)) for f in fields(event)}
     event = AuditEvent(**data)
     # A Core insert in the session's transaction: the ORM's unit of work costs more than the row itself, and
     # nothing reads these rows back as objects in the same request.
@@ -63,6 +64,12 @@ def record(event: AuditEvent, *, commit: bool = True) -> None:
         db.session.commit()
     payload = {**data, "at": event.at.isoformat()}
     log.info("audit %s %s", event.type, event.outcome, extra={"audit": payload})
+
+
+def _stored(name: str, value: Any) -> Any:
+    value = _without_nul(value)
+    limit = _LENGTHS.get(name)
+    return value[:limit] if limit is not None and isinstance(value, str) else value
 
 
 def _without_nul(value: Any) -> Any:

@@ -34,10 +34,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def engine_options(settings: Settings) -> dict[str, Any]:
+    # A thread may hold its connection while it waits on a directory: every thread of a worker gets one.
+    pool_size = max(5, settings.threads)
     if settings.embedded_database:
-        return {}
+        return {"pool_size": pool_size} if pool_size > 5 else {}
     # Pre-ping: a connection cut by a database restart is replaced at checkout, not failed in a request.
-    options: dict[str, Any] = {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 10}
+    options: dict[str, Any] = {"pool_pre_ping": True, "pool_size": pool_size, "max_overflow": 10}
     if settings.effective_database_url.startswith("postgresql"):
         # A server that accepts connections and never answers (hung, overloaded) would otherwise hold each new
         # connection, pre-ping included, forever; this way it fails with 503 (idp.errors). A query on a

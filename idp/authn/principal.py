@@ -69,15 +69,20 @@ class UserSnapshot:
 
 
 _USERS = User.__table__
+_COLUMNS = ("id", "username", "email", "given_name", "family_name", "display_name", "enabled", "source",
+            "external_id", "external_groups", "checked_at")  # never the password hash
 _WITH_GROUPS = (
-    select(*(c for c in _USERS.c if c.name != "password_hash"), Group.__table__.c.name.label("group_name"))
+    select(*(_USERS.c[name] for name in _COLUMNS), Group.__table__.c.name.label("group_name"))
     .select_from(_USERS.outerjoin(group_members).outerjoin(Group.__table__))
     .where(_USERS.c.id == bindparam("id"))
+    .order_by(Group.__table__.c.name)  # as User.groups
 )
 
 
 def load_snapshot(user_id: int) -> UserSnapshot | None:
-    """The user and their local groups in one statement (one row per group), or None."""
+    """The user and their local groups in one statement (one row per group), or None. A Core read does not
+    autoflush: changes pending in the session are flushed first, so that it sees them as the ORM would."""
+    db.session.flush()
     rows = db.session.connection().execute(_WITH_GROUPS, {"id": user_id}).all()
     if not rows:
         return None

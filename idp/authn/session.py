@@ -107,7 +107,10 @@ def _load(token: str | None) -> SsoSession | None:
 
     if due(user):
         row = db.session.get(User, user.id)
-        if row is None or not revalidate(row):
+        if row is None:  # deleted since the line above
+            end_session(sso, "user deleted")
+            return None
+        if not revalidate(row):
             # The directory no longer vouches for the user: revalidate ended all their sessions, this one too.
             _clear_cookie()
             return None
@@ -152,6 +155,8 @@ def current_principal() -> Principal | None:
 
 
 def principal_for(sso: SsoSession) -> Principal:
+    """The Principal of ``sso``'s user as this request loaded it with the session (read again for another
+    session's user)."""
     user: UserSnapshot | None = request.environ.get(_USER) if has_request_context() else None
     if user is None or user.id != sso.user_id:
         user = load_snapshot(sso.user_id)

@@ -15,9 +15,12 @@ from idp.extensions import db
 from idp.state import PREFIX, redis_client, ttl_seconds
 from idp.store import ConsumedId
 
-# RETURNING says whether the row went in (psycopg reports no rowcount for an INSERT).
-_INSERTS = {d.dialect.name: d.insert(ConsumedId).on_conflict_do_nothing().returning(ConsumedId.namespace)
-            for d in (sqlite, postgresql)}
+# On PostgreSQL, RETURNING says whether the row went in (psycopg reports no rowcount for an INSERT); SQLite
+# reports its rowcount, and RETURNING would need SQLite 3.35.
+_INSERTS = {
+    "sqlite": sqlite.insert(ConsumedId).on_conflict_do_nothing(),
+    "postgresql": postgresql.insert(ConsumedId).on_conflict_do_nothing().returning(ConsumedId.namespace),
+}
 
 
 def claim(namespace: str, value: str, keep_until: datetime, *, commit: bool = False) -> bool:
@@ -35,10 +38,10 @@ def claim(namespace: str, value: str, keep_until: datetime, *, commit: bool = Fa
         db.session.execute(delete(ConsumedId).where(ConsumedId.expires_at < now()))
     # ON CONFLICT DO NOTHING (SQLite and PostgreSQL alike): a concurrent claim of the same value waits on the
     # primary key and then inserts nothing. One statement, no savepoint, nothing raised.
-    inserted = db.session.connection().execute(
-        _INSERTS[db.engine.dialect.name],
-        {"namespace": namespace, "value": value[:512], "expires_at": keep_until},
-    ).first() is not None
+    dialect = db.engine.dialect.name
+    result = db.session.connection().execute(
+        _INSERTS[dialect], {"namespace": namespace, "value": value[:512], "expires_at": keep_until})
+    inserted = result.first() is not None if dialect == "postgresql" else result.rowcount == 1
     if inserted and commit:
         db.session.commit()
     return inserted

@@ -152,6 +152,7 @@ def get(session_id: str) -> SsoSession | None:
     if client is not None:
         h = cast(dict[str, str], client.hgetall(_key(session_id)))
         return _decode(session_id, h) if h else None
+    db.session.flush()  # a Core read does not autoflush
     row = db.session.connection().execute(_SESSION_BY_ID, {"id": session_id}).first()
     return _from_row(row) if row is not None else None
 
@@ -265,6 +266,7 @@ def participant(session_id: str, sp_id: int) -> Participant | None:
     if client is not None:
         raw = cast(str | None, client.hget(_sps_key(session_id), str(sp_id)))
         return _decode_participant(session_id, sp_id, raw) if raw is not None else None
+    db.session.flush()  # a Core read does not autoflush: a participant saved in this request is seen
     row = db.session.connection().execute(_PARTICIPANT_BY_KEY, {"session_id": session_id, "sp_id": sp_id}).first()
     return _participant_from_row(row) if row is not None else None
 

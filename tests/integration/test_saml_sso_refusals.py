@@ -200,6 +200,16 @@ def test_unknown_sp(client: FlaskClient, alice: None) -> None:
     assert refusals()[0].sp == sp.entity_id
 
 
+def test_an_issuer_longer_than_the_audit_column_is_still_audited(client: FlaskClient, alice: None) -> None:
+    # PostgreSQL refused the audit row of a 3000-character Issuer, so the refusal went unrecorded.
+    issuer = "https://sp.example.test/" + "x" * 3000
+    xml = (f'<samlp:AuthnRequest xmlns:samlp="{SAMLP}" xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" '
+           f'ID="_long" Version="2.0" IssueInstant="2030-01-01T00:00:00Z"><saml:Issuer>{issuer}</saml:Issuer>'
+           "</samlp:AuthnRequest>")
+    assert_refused(post_request(client, xml), 400, "unknown service provider")
+    assert refusals()[0].sp == issuer[:1024]
+
+
 def test_idp_initiated_for_an_unknown_sp_is_404(client: FlaskClient) -> None:
     resp = client.get("/saml/init?sp=https://nobody.example.test/")
     assert_refused(resp, 404, "unknown service provider")

@@ -1,0 +1,58 @@
+"""The user as the hot paths read it (one Core statement with the groups) must say what the ORM row says."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import flask
+import pytest
+from flask import Flask
+from helpers import make_user
+
+from idp.authn import directory
+from idp.authn import session as session_module
+from idp.authn.principal import UserSnapshot, load_snapshot
+from idp.authn.session import principal_for
+from idp.extensions import db
+from idp.state.sessions import SsoSession
+
+
+def test_the_snapshot_matches_the_row_with_groups_and_directory_fields(app: Flask) -> None:
+    user = make_user("alice", groups=["staff", "admins"], email="alice@example.test", given_name="Alice")
+    user.source, user.external_id = "corp", "uid=alice"
+    user.external_groups = ["engineering"]
+    user.checked_at = datetime(2030, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+    db.session.commit()
+    db.session.expire_all()
+    snapshot = load_snapshot(user.id)
+    assert snapshot == UserSnapshot.of(db.session.get_one(type(user), user.id))
+    assert snapshot is not None and sorted(snapshot.groups) == ["admins", "staff"]
+    assert snapshot.principal(datetime(2030, 1, 1, tzinfo=UTC)).groups == ("admins", "engineering", "staff")
+    assert load_snapshot(user.id + 1000) is None
+
+
+def test_a_change_pending_in_the_session_is_seen(app: Flask) -> None:
+    user = make_user("bob", groups=["staff"])
+    user.enabled = False  # not flushed yet
+    snapshot = load_snapshot(user.id)
+    assert snapshot is not None and not snapshot.enabled
+
+
+def test_principal_for_another_users_session_is_read_again(app: Flask) -> None:
+    alice, bob = make_user("alice", groups=["staff"]), make_user("bob", groups=["ops"])
+    db.session.commit()
+    t = datetime(2030, 1, 1, tzinfo=UTC)
+
+    def session_of(user_id: int) -> SsoSession:
+        return SsoSession(id=f"s{user_id}", user_id=user_id, authn_at=t, created_at=t, last_seen_at=t,
+                          expires_at=t, client_ip=None)
+
+    with app.test_request_context("/"):
+        # As _load leaves it: alice's snapshot kept for the request.
+        flask.request.environ[session_module._USER] = load_snapshot(alice.id)
+        assert principal_for(session_of(alice.id)).username == "alice"
+        bob_principal = principal_for(session_of(bob.id))
+        assert (bob_principal.username, bob_principal.groups) == ("bob", ("ops",))
+    directory.delete_user("bob", actor="test")
+    with app.test_request_context("/"), pytest.raises(LookupError):
+        principal_for(session_of(bob.id))
