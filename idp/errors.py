@@ -135,9 +135,14 @@ def _refuse_nul() -> None:
     password the lockout counts) and the admin UI and API, which name the refused field themselves."""
     if request.path.startswith(_CHECKS_ITS_OWN):
         return
-    fields = [(k, v) for k, v in (request.view_args or {}).items() if isinstance(v, str)]
-    fields += request.args.items(multi=True)
-    if request.method == "POST" and request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+    form = request.method == "POST" and request.mimetype in ("application/x-www-form-urlencoded",
+                                                              "multipart/form-data")
+    fields: list[tuple[str, str]] = []
+    # The path and query without parsing them in the common case: a NUL arrives as %00 or as the byte itself.
+    if "\x00" in request.path or b"%00" in request.query_string or b"\x00" in request.query_string:
+        fields += [(k, v) for k, v in (request.view_args or {}).items() if isinstance(v, str)]
+        fields += request.args.items(multi=True)
+    if form:  # parsed anyway (the CSRF check, the view)
         fields += [(k, v) for k, v in request.form.items(multi=True) if k != "password"]
     if any("\x00" in key or "\x00" in value for key, value in fields):
         raise BadRequest("The request contains a NUL character, which no field accepts.", "NUL in a parameter")
