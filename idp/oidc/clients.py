@@ -15,8 +15,10 @@ from flask import has_request_context, request
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from sqlalchemy import bindparam, delete, select
+from sqlalchemy import event as sa_event
 from sqlalchemy import update as sql_update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from idp import audit, clock
 from idp.access.claims import rule_text, validate_rules
@@ -102,6 +104,7 @@ def get(client_id: str) -> Client | None:
         request.environ.setdefault(_MEMO, {}) if has_request_context() else None)
     if memo is not None and client_id in memo:
         return memo[client_id]
+    db.session.flush()  # a Core read does not autoflush
     client: Client | None = None
     # No client id holds a NUL, and PostgreSQL refuses one even in a query: unknown, not a server error.
     if "\x00" not in client_id:
@@ -110,6 +113,12 @@ def get(client_id: str) -> Client | None:
     if memo is not None:
         memo[client_id] = client
     return client
+
+
+@sa_event.listens_for(Session, "after_commit")
+def _committed(_session: Session) -> None:
+    # A commit may follow a wait (a directory asked again): what the request read before is read again after.
+    _forget()
 
 
 def _forget() -> None:

@@ -81,7 +81,12 @@ def decide(principal: Principal | None, client: Client, grant_type: str) -> None
     redirect URI (authorize), ``invalid_grant`` at the token endpoint (:func:`decide_token`), the error page
     on the device page. A machine client (client_credentials) acts for no user: no app check.
     """
-    if not client.check_grant_type(grant_type):
+    # As the client stands now: a commit earlier in this request (a directory asked again, a jti spent) drops
+    # the request's copy, so a client removed or changed meanwhile is read again here.
+    current = clients.get(client.client_id)
+    if current is None:
+        raise InvalidClientError(description="The client is no longer registered.")
+    if not current.check_grant_type(grant_type):
         raise UnauthorizedClientError(f"The client is not allowed to use {grant_type}.")
     if principal is not None:
         ip = flask_request.remote_addr if has_request_context() else None

@@ -204,10 +204,10 @@ class OidcToken(db.Model, TokenMixin):  # type: ignore[name-defined,misc]
     def get_user(self) -> User | None:
         return db.session.get(User, self.user_id) if self.user_id is not None else None
 
-    def get_client(self) -> OidcClient | None:
-        client: OidcClient | None = db.session.scalar(
-            db.select(OidcClient).where(OidcClient.client_id == self.client_id))
-        return client
+    def get_client(self) -> Client | None:
+        from idp.oidc import clients  # the flows' view of a client; imported here: idp.oidc imports the store
+
+        return clients.get(self.client_id)
 
 
 class OidcDeviceCode(db.Model):  # type: ignore[name-defined,misc]

@@ -11,15 +11,17 @@ from typing import Any
 import pytest
 import requests
 from authlib.common.security import generate_token
+from authlib.oauth2.rfc6749.errors import InvalidClientError
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from flask import Flask
 from helpers import make_user
 from oidc_peers import PASSWORD, REDIRECT_URI, browse, register
+from sqlalchemy import delete
 from test_code_state import at_once
 
 from idp.extensions import db
-from idp.oidc import clients
-from idp.store import User
+from idp.oidc import clients, server
+from idp.store import OidcClient, User
 
 GRANTS = ("authorization_code", "refresh_token", "client_credentials")
 
@@ -99,6 +101,22 @@ def test_a_client_changed_in_a_request_is_read_again_in_it(app: Flask) -> None:
         assert now is not None and now.check_client_secret(rotated.client_secret)
         clients.remove(reg.client_id, actor="test")
         assert clients.get(reg.client_id) is None
+
+
+def test_a_client_removed_elsewhere_during_a_request_gets_no_tokens(app: Flask) -> None:
+    """Another instance removes the client while this token request waits (on a directory, say): the request's
+    next commit drops its copy, and the decision reads the client again."""
+    reg = register(grant_types=GRANTS)
+    db.session.commit()
+    with app.test_request_context("/oauth/token", method="POST"):
+        client = clients.get(reg.client_id)
+        assert client is not None
+        server.decide(None, client, "client_credentials")  # allowed while it exists
+        with db.engine.begin() as elsewhere:  # the other instance: its own connection and transaction
+            elsewhere.execute(delete(OidcClient).where(OidcClient.client_id == reg.client_id))
+        db.session.commit()  # e.g. the directory's answer committed
+        with pytest.raises(InvalidClientError):
+            server.decide(None, client, "client_credentials")
 
 
 def test_a_refresh_token_raced_by_eight_refreshes_is_used_once(idp: Any) -> None:
