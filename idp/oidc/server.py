@@ -150,9 +150,17 @@ def audit_event(type_: str, client_id: str | None, *, outcome: str = "success", 
 
 
 def _revoke(*conditions: Any) -> int:
-    result = db.session.execute(update(OidcToken).where(OidcToken.revoked_at.is_(None), *conditions)
-                                .values(revoked_at=clock.now()))
-    return int(getattr(result, "rowcount", 0) or 0)
+    """Revoke the matching tokens; how many. On PostgreSQL an UPDATE that waited on a row a refresh held goes on
+    with the rows it had found, and misses the token that refresh added: each new statement sees it, so the
+    UPDATE runs again until it changes nothing (once more in the usual case)."""
+    total = 0
+    while True:
+        result = db.session.execute(update(OidcToken).where(OidcToken.revoked_at.is_(None), *conditions)
+                                    .values(revoked_at=clock.now()))
+        count = int(getattr(result, "rowcount", 0) or 0)
+        if not count:
+            return total
+        total += count
 
 
 def session_ended(ids: list[str], successor: str | None) -> None:

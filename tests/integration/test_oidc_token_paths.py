@@ -6,6 +6,9 @@ disabled since gets nothing from a code or a refresh token they hold."""
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -16,12 +19,12 @@ from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from flask import Flask
 from helpers import make_user
 from oidc_peers import PASSWORD, REDIRECT_URI, browse, register
-from sqlalchemy import delete
+from sqlalchemy import delete, insert, select, update
 from test_code_state import at_once
 
 from idp.extensions import db
 from idp.oidc import clients, server
-from idp.store import OidcClient, User
+from idp.store import OidcClient, OidcToken, User
 
 GRANTS = ("authorization_code", "refresh_token", "client_credentials")
 
@@ -150,3 +153,38 @@ def test_a_user_disabled_since_gets_nothing_from_their_code_or_refresh_token(idp
     user.enabled = True
     db.session.commit()
     assert refresh(idp, reg, tokens["refresh_token"]).status_code == 200  # refused, not spent
+
+
+def test_revoking_a_family_catches_the_token_a_refresh_committed_while_it_waited(app: Flask) -> None:
+    """PostgreSQL: a revocation's UPDATE that waits on the row a refresh holds then re-reads only the rows it had
+    found, so the refresh's new token, committed at that moment, stayed active after a logout or revocation."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer: a revocation runs before or after a refresh, never across it")
+    t = datetime.now(UTC)
+
+    def row(n: int) -> dict[str, Any]:
+        return {"client_id": "c", "grant_type": "refresh_token", "scope": "openid", "access_token_hash": f"a{n}",
+                "refresh_token_hash": f"r{n}", "family_id": "fam", "issued_at": t,
+                "expires_at": t + timedelta(hours=1)}
+
+    with db.engine.begin() as conn:
+        first = conn.execute(insert(OidcToken).returning(OidcToken.id), row(1)).scalar_one()
+    refresh = db.engine.connect()
+    refreshing = refresh.begin()  # a refresh in flight: the old token taken, a new one added, not committed yet
+    refresh.execute(update(OidcToken).where(OidcToken.id == first).values(refresh_used_at=t))
+    refresh.execute(insert(OidcToken), row(2))
+
+    def revoke() -> None:
+        with app.app_context():
+            server._revoke(OidcToken.family_id == "fam")
+            db.session.commit()
+
+    revoker = threading.Thread(target=revoke)
+    revoker.start()
+    time.sleep(0.5)  # the revocation now waits on the old token's row
+    refreshing.commit()
+    refresh.close()
+    revoker.join(10)
+    db.session.rollback()
+    left = db.session.scalars(select(OidcToken.access_token_hash).where(OidcToken.revoked_at.is_(None))).all()
+    assert left == []
