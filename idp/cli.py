@@ -92,8 +92,6 @@ def serve(bind: str | None, workers: int | None) -> None:
             # Gunicorn 25+'s control socket is one per home directory: a second instance would collide with it.
             if "control_socket_disable" in self.cfg.settings:
                 self.cfg.set("control_socket_disable", True)
-            # Path only: query strings and referrers carry SAML messages and signatures.
-            self.cfg.set("access_log_format", '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms')
             self.cfg.set("logger_class", serving.QuietProbes)
             self.cfg.set("child_exit", serving.worker_exited)
             self.cfg.set("on_exit", serving.remove_on_exit(metrics_dir))

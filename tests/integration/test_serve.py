@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -19,6 +20,14 @@ def test_serve_runs_gunicorn_on_the_base_url_port(tmp_path: Path) -> None:
         assert resp.status_code == 200
         assert resp.headers["Server"].startswith("gunicorn")
         assert f'entityID="http://127.0.0.1:{port}/saml/metadata"'.encode() in resp.content
+        assert requests.get(served.url + "/saml/sso?SAMLRequest=secret-message", timeout=10).status_code == 400
+        assert requests.get(served.url + "/healthz", timeout=10).status_code == 200
+    # The access log: a line per request with client, method, path, status, bytes and time; no query string
+    # (it carries SAML messages), no probes.
+    log = (tmp_path / "out.log").read_text()
+    assert re.search(rf'127\.0\.0\.1 "GET /saml/metadata" 200 {len(resp.content)} \d+ms', log), log[-2000:]
+    assert re.search(r'"GET /saml/sso" 400 \d+ \d+ms', log) and "secret-message" not in log
+    assert '"GET /healthz"' not in log
     # The instance the server ran is the one the CLI sees: same data dir, same keys.
     assert any((tmp_path / "keys").glob("*.key"))
 
