@@ -37,7 +37,7 @@ def engine_options(settings: Settings) -> dict[str, Any]:
     # A thread may hold its connection while it waits on a directory: every thread of a worker gets one.
     pool_size = max(5, settings.threads)
     if settings.embedded_database:
-        return {"pool_size": pool_size} if pool_size > 5 else {}
+        return {"pool_size": pool_size}
     # Pre-ping: a connection cut by a database restart is replaced at checkout, not failed in a request.
     options: dict[str, Any] = {"pool_pre_ping": True, "pool_size": pool_size, "max_overflow": 10}
     if settings.effective_database_url.startswith("postgresql"):

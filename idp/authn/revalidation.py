@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from idp import audit
 from idp.audit import AuditEvent
 from idp.authn.connectors import chain
+from idp.authn.connectors.chain import Configured
 from idp.authn.connectors.local import LOCAL
 from idp.authn.principal import Principal, UserSnapshot, principal_from_user
 from idp.authn.session import end_user_sessions
@@ -39,9 +40,20 @@ EVENT = "user.revalidate"
 def due(user: User | UserSnapshot) -> bool:
     """Whether the user's directory must be asked again before their principal is used: never for a built-in
     user, and for a directory user once the last check is older than its directory's ``revalidate_seconds``."""
+    return _due(user, _directory(user))
+
+
+def _directory(user: User | UserSnapshot) -> Configured | None:
+    """The configured directory that vouches for a directory user (None for a built-in user, or when it is no
+    longer configured)."""
+    if user.source == LOCAL or user.external_id is None:
+        return None
+    return next((i for i in chain.configured() if i.name == user.source), None)
+
+
+def _due(user: User | UserSnapshot, item: Configured | None) -> bool:
     if user.source == LOCAL or user.external_id is None:
         return False
-    item = next((i for i in chain.configured() if i.name == user.source), None)
     if item is None or item.cfg is None:
         return True
     t = now()
@@ -54,9 +66,9 @@ def revalidate(user: User) -> bool:
     """True while the user may go on (checked lately, confirmed now, or their directory is down); False once
     their sessions were ended because the directory no longer vouches for them. Commits what it changed."""
     external_id, username = user.external_id, user.username
-    if external_id is None or not due(user):
+    item = _directory(user)  # looked up once: it is a query
+    if external_id is None or not _due(user, item):
         return True
-    item = next((i for i in chain.configured() if i.name == user.source), None)
     if item is None:
         # Taken out of the configuration file: nobody vouches for this row any more (`idp directory remove`
         # disables the rows of a database entry itself).
@@ -82,6 +94,16 @@ def _refuse(user: User, reason: str) -> bool:
     audit.record(AuditEvent(type=EVENT, outcome="failure", username=username, actor=f"directory:{source}",
                             reason=reason, details={"source": source, "sessions_ended": ended}))
     return False
+
+
+def principal_now(user: UserSnapshot, authn_at: datetime) -> Principal | None:
+    """The Principal of an active user outside a sign-in (a code, refresh token or device code exchanged), or
+    None when their directory no longer vouches for them (their sessions were then ended). The directory is
+    asked again only when that is due, and then about the user's row."""
+    if not due(user):
+        return user.principal(authn_at)
+    row = db.session.get(User, user.id)
+    return revalidated_principal(row, authn_at) if row is not None else None
 
 
 def revalidated_principal(user: User, authn_at: datetime) -> Principal | None:

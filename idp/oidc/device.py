@@ -31,9 +31,10 @@ from authlib.oauth2.rfc8628 import DeviceCodeGrant as _DeviceCodeGrant
 from idp import clock
 from idp.access.decide import AccessDenied
 from idp.authn.principal import Principal
+from idp.authn.revalidation import principal_now
 from idp.extensions import db
 from idp.oidc import clients, consent
-from idp.oidc.server import SECRET_AUTH, EndUser, active_user, audit_event, decide, decide_token, principal_now
+from idp.oidc.server import SECRET_AUTH, EndUser, active_user, audit_event, decide, decide_token
 from idp.runtime import settings
 from idp.state import device_codes
 from idp.state.device_codes import DeviceCode

@@ -42,7 +42,7 @@ from idp import audit, clock
 from idp.access.decide import AccessDenied, AppTarget, authorize
 from idp.audit import AuditEvent
 from idp.authn.principal import Principal, UserSnapshot, load_snapshot
-from idp.authn.revalidation import due, revalidated_principal
+from idp.authn.revalidation import principal_now
 from idp.extensions import db
 from idp.keys import EC, RSA, SigningKey
 from idp.oidc import access_tokens, clients
@@ -130,16 +130,6 @@ def active_user(user_id: int | None) -> UserSnapshot | None:
         return None
     user = load_snapshot(user_id)
     return user if user is not None and user.enabled else None
-
-
-def principal_now(user: UserSnapshot, authn_at: datetime) -> Principal | None:
-    """The Principal of an active user outside a sign-in (a code, refresh token or device code exchanged), or
-    None when their directory no longer vouches for them (their sessions were then ended). The directory is
-    asked again only when that is due (idp.authn.revalidation), and then about the user's row."""
-    if not due(user):
-        return user.principal(authn_at)
-    row = db.session.get(User, user.id)
-    return revalidated_principal(row, authn_at) if row is not None else None
 
 
 def audit_event(type_: str, client_id: str | None, *, outcome: str = "success", username: str | None = None,
