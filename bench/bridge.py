@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
@@ -20,6 +24,7 @@ from harness import (
     form,
     free_port,
     listener_pids,
+    make_signing_key,
     run,
     start_server,
     stop,
@@ -154,3 +159,24 @@ def sign_in(http: requests.Session, base: str, username: str, password: str) -> 
                             data={**login.fields, "username": username, "password": password}), 200)
     if urlsplit(done.url).path == "/login":
         raise FlowError(f"sign-in as {username} refused: {done.text[:300]!r}")
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """One benchmark run's throwaway folder, signing key, our server set up in it, and the stack that stops the
+    peers (and the server, last)."""
+
+    tmp: Path
+    key: SigningKey
+    bridge: Bridge
+    stack: contextlib.ExitStack
+
+
+@contextlib.contextmanager
+def workspace(opts: Options) -> Iterator[Workspace]:
+    with tempfile.TemporaryDirectory(prefix="idp-bench-") as name, contextlib.ExitStack() as stack:
+        tmp = Path(name)
+        key = make_signing_key(tmp)
+        bridge = Bridge(tmp, opts, key)
+        stack.callback(bridge.stop)
+        yield Workspace(tmp, key, bridge, stack)

@@ -18,21 +18,18 @@ client issues JWT access tokens (`--access-token-format jwt`), as oidc-provider 
 from __future__ import annotations
 
 import base64
-import contextlib
 import functools
 import hashlib
 import secrets
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
 import harness
 import requests
-from bridge import Bridge, sign_in
-from harness import FlowError, Options, Report, Server, SigningKey, expect, make_signing_key, options, parser
+from bridge import sign_in, workspace
+from harness import FlowError, Options, Report, Server, SigningKey, expect, options, parser
 from peers.oidc_provider import RESOURCE, Client, OidcProvider
 
 USER, PASSWORD = "bench", "bench-password"
@@ -184,16 +181,13 @@ def main() -> None:
     args = p.parse_args()
     opts = options(args)
     report = Report()
-    with tempfile.TemporaryDirectory(prefix="idp-bench-") as name, contextlib.ExitStack() as stack:
-        tmp = Path(name)
-        key = make_signing_key(tmp)
-        bridge = Bridge(tmp, opts, key)
+    with workspace(opts) as ws:
+        key, bridge = ws.key, ws.bridge
         bridge.add_user(USER, PASSWORD)
         client = Client(*bridge.add_oidc_client(REDIRECT_URI), REDIRECT_URI)
-        stack.callback(bridge.stop)
         bridge.start()
-        node = OidcProvider(tmp / "node", key, client, USER)
-        stack.callback(node.stop)
+        node = OidcProvider(ws.tmp / "node", key, client, USER)
+        ws.stack.callback(node.stop)
         node.start()
 
         ours = Endpoints(f"{bridge.base}/oauth/authorize", f"{bridge.base}/oauth/token", client,

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 import harness
-from bridge import Bridge
-from harness import Options, Report, SigningKey, make_signing_key, options, parser
+from bridge import Bridge, workspace
+from harness import Options, Report, SigningKey, options, parser
 from peers.simplesamlphp import Ldap, SimpleSamlPhp, UserPass
 from saml import ACS_URL, SP_ENTITY_ID, SP_METADATA, PasswordSignIn
 from slapd import PASSWORD as LDAP_PASSWORD
@@ -87,19 +86,16 @@ def main() -> None:
     args = p.parse_args()
     opts = options(args)
     report = Report()
-    with tempfile.TemporaryDirectory(prefix="idp-bench-") as name, contextlib.ExitStack() as stack:
-        tmp = Path(name)
-        key = make_signing_key(tmp)
-        bridge = Bridge(tmp, opts, key)
+    with workspace(opts) as ws:
+        tmp, key, bridge = ws.tmp, ws.key, ws.bridge
         bridge.add_sp(SP_ENTITY_ID, SP_METADATA)
         if args.directory in ("builtin", "both"):
             bridge.add_user(USER, PASSWORD)
         slapd = None
         if args.directory in ("slapd", "both"):
             slapd = start_slapd(tmp / "slapd")
-            stack.callback(slapd.stop)
+            ws.stack.callback(slapd.stop)
             bridge.add_directory(slapd)
-        stack.callback(bridge.stop)
         bridge.start()
         if args.directory in ("builtin", "both"):
             builtin(report, opts, tmp, key, bridge)

@@ -11,13 +11,9 @@ SimpleSAMLphp and against the raw RSA signing rate of the same key.
 
 from __future__ import annotations
 
-import contextlib
-import tempfile
-from pathlib import Path
-
 import harness
-from bridge import Bridge
-from harness import Report, make_signing_key, options, parser
+from bridge import workspace
+from harness import Report, options, parser
 from peers.simplesamlphp import SimpleSamlPhp, UserPass
 from saml import ACS_URL, SP_ENTITY_ID, SP_METADATA, SsoWithSession
 
@@ -27,16 +23,13 @@ USER, PASSWORD = "bench", "bench-password"
 def main() -> None:
     opts = options(parser(__doc__).parse_args())
     report = Report()
-    with tempfile.TemporaryDirectory(prefix="idp-bench-") as name, contextlib.ExitStack() as stack:
-        tmp = Path(name)
-        key = make_signing_key(tmp)
-        bridge = Bridge(tmp, opts, key)
+    with workspace(opts) as ws:
+        key, bridge = ws.key, ws.bridge
         bridge.add_user(USER, PASSWORD)
         bridge.add_sp(SP_ENTITY_ID, SP_METADATA)
-        stack.callback(bridge.stop)
         bridge.start()
-        ssp = SimpleSamlPhp(tmp / "ssp", key, SP_ENTITY_ID, ACS_URL, UserPass(USER, PASSWORD), opts.clients)
-        stack.callback(ssp.stop)
+        ssp = SimpleSamlPhp(ws.tmp / "ssp", key, SP_ENTITY_ID, ACS_URL, UserPass(USER, PASSWORD), opts.clients)
+        ws.stack.callback(ssp.stop)
         ssp.start()
 
         report.title("SAML SSO with an existing session", opts)
