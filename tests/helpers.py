@@ -50,7 +50,8 @@ def login(
 ) -> TestResponse:
     """Fetch the login form (``/login?next=...&force=1``), read its CSRF token and post the credentials to the
     form's action. ``request_kwargs`` (e.g. ``environ_base={"REMOTE_ADDR": ...}``, ``base_url=...``) go to
-    both requests. Returns the POST's response (302 on success) without following it."""
+    both requests. Returns the POST's response without following it: on success a 302 to ``next``, or the answer
+itself when ``next`` is a parked SAML request (/saml/continue/<id>)."""
     query: dict[str, str] = {}
     if next is not None:
         query["next"] = next

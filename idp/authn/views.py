@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, redirect, render_template, request, url_for
+from collections.abc import Callable
+
+from flask import Blueprint, Flask, current_app, redirect, render_template, request, url_for
+from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as BaseResponse
 
 from idp.authn.forms import LoginForm, LogoutForm
@@ -16,6 +19,32 @@ GENERIC_FAILURE = "Incorrect username or password."
 LOCKED_OUT = "Too many failed attempts. Try again later."
 MISSING_INPUT = "Enter your username and password."
 UNAVAILABLE = "The directory is unavailable right now, so your password cannot be checked. Try again in a few minutes."
+
+
+# Views that finish a request parked for the sign-in (SAML's /saml/continue/<id>) and read nothing but their path
+# and the session: the login POST answers them itself, so the browser gets the protocol's answer one round trip
+# sooner, as from Keycloak's or SimpleSAMLphp's login form. Registered by the protocol: authn never imports it.
+_ANSWER_INLINE = "idp.answer_after_sign_in"
+
+
+def answer_after_sign_in(app: Flask, endpoint: str, view: Callable[..., BaseResponse]) -> None:
+    app.extensions.setdefault(_ANSWER_INLINE, {})[endpoint] = view
+
+
+def _go_on(next_path: str) -> BaseResponse:
+    """Where a successful sign-in leads: a registered view's answer at once, else a redirect to ``next_path``."""
+    inline: dict[str, Callable[..., BaseResponse]] = current_app.extensions.get(_ANSWER_INLINE, {})
+    path, _, query = next_path.partition("?")
+    root = request.script_root
+    adapter = current_app.create_url_adapter(request)
+    if inline and adapter is not None and not query and path.startswith(root + "/"):
+        try:
+            endpoint, args = adapter.match(path[len(root):], method="GET")
+        except HTTPException:  # no such view (or only a redirect to one): the browser follows the redirect
+            endpoint = ""
+        if endpoint in inline:
+            return inline[endpoint](**args)
+    return redirect(next_path)
 
 
 def safe_next(value: str | None) -> str:
@@ -55,7 +84,7 @@ def login() -> BaseResponse | tuple[str, int] | str:
     if result.principal is None:
         return render_template("login.html", form=form, action=action, error=result.message or GENERIC_FAILURE)
     start_session(result.principal.user_id)
-    return redirect(next_path)
+    return _go_on(next_path)
 
 
 @bp.route("/logout", methods=["GET", "POST"])

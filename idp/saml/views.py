@@ -15,6 +15,7 @@ from flask.blueprints import BlueprintSetupState
 from werkzeug.wrappers import Response as BaseResponse
 
 from idp.authn.session import COOKIE, current_session, login_url, set_logout_propagation
+from idp.authn.views import answer_after_sign_in
 from idp.errors import BadRequest
 from idp.extensions import csrf
 from idp.runtime import settings
@@ -26,8 +27,10 @@ bp = Blueprint("saml", __name__, url_prefix="/saml")
 
 
 @bp.record_once
-def _propagate_logout(state: BlueprintSetupState) -> None:
-    set_logout_propagation(cast(Flask, state.app), slo.start_idp_logout)
+def _hook_into_sign_in(state: BlueprintSetupState) -> None:
+    app = cast(Flask, state.app)
+    set_logout_propagation(app, slo.start_idp_logout)
+    answer_after_sign_in(app, "saml.resume", resume)
 
 
 @bp.get("/metadata")
