@@ -10,13 +10,13 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, bindparam, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from idp import audit
 from idp.audit import AuditEvent
 from idp.authn import passwords
-from idp.authn.principal import Principal, principal_from_user
+from idp.authn.principal import Principal, load_snapshot
 from idp.authn.session import end_user_sessions
 from idp.clock import now
 from idp.errors import BadRequest, Conflict, NotFound
@@ -297,26 +297,39 @@ def remove_member(group_name: str, username: str, *, actor: str) -> None:
 # --- authentication ----------------------------------------------------------------------------------------
 
 
+# What a password check reads (a Core row, not an ORM User: the sign-in needs no identity map).
+_USERS = User.__table__
+_CREDENTIALS = select(_USERS.c.id, _USERS.c.password_hash, _USERS.c.enabled, _USERS.c.source).where(
+    _USERS.c.username == bindparam("username"))
+
+
 def check_credentials(username: str, password: str, *, equalise_unknown: bool = True) -> AuthnOutcome:
     """Verify a password. Failures are results with a reason; every path costs one argon2 verification,
     so the answer's timing does not tell whether the user exists. ``equalise_unknown=False`` leaves that cost
     of an unknown user to the caller: the connector chain pays it once, only when no directory knew the user."""
     name = normalize_username(username)
-    user = get_user(name)
-    if user is None or user.source != "local":
+    row = None
+    if name and len(name) <= 255:
+        db.session.flush()  # a Core read does not autoflush
+        row = db.session.connection().execute(_CREDENTIALS, {"username": name}).first()
+    if row is None or row.source != "local":
         # A directory user's shadow row has no password here: their directory decides.
         if equalise_unknown:
             passwords.dummy_verify(password)
         return AuthnOutcome(name[:255], None, UNKNOWN_USER)
-    if not passwords.verify(user.password_hash, password):
+    if not passwords.verify(row.password_hash, password):
         return AuthnOutcome(name, None, "bad password")
-    if not user.enabled:
+    if not row.enabled:
         return AuthnOutcome(name, None, "user disabled")
-    if user.password_hash and passwords.needs_rehash(user.password_hash):
+    if row.password_hash and passwords.needs_rehash(row.password_hash):
         # The hash parameters changed since this password was stored: upgrade it now that we know it.
-        user.password_hash = passwords.hash_password(password, check=False)
+        db.session.execute(update(User).where(User.id == row.id)
+                           .values(password_hash=passwords.hash_password(password, check=False)))
         db.session.commit()
-    return AuthnOutcome(name, principal_from_user(user, now()))
+    user = load_snapshot(row.id)
+    if user is None:  # deleted while its password was checked
+        return AuthnOutcome(name, None, UNKNOWN_USER)
+    return AuthnOutcome(name, user.principal(now()))
 
 
 def authenticate(username: str, password: str) -> Principal | None:

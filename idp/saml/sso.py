@@ -297,8 +297,10 @@ def aws_launch(entity_id: str, acs_url: str, account_id: str, permission_set: st
 
 def park(req: SsoRequest) -> str:
     """Keep a validated request while the user signs in; returns its id for ``/saml/continue/<id>``."""
-    db.session.commit()  # the request ID's claim, in the database
-    return pending_state.put(PENDING_KIND, req.to_data(), clock.now() + PENDING_LIFETIME)
+    pending_id = pending_state.put(PENDING_KIND, req.to_data(), clock.now() + PENDING_LIFETIME)
+    # The request ID's claim, in the database: committed with the parked request when that is stored there too.
+    db.session.commit()
+    return pending_id
 
 
 _EXPIRED = "This sign-in request has expired; go back to the application and try again."

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from idp.extensions import db
@@ -42,6 +42,18 @@ redis.call('HSET', KEYS[1], 'failures', 0, 'started', now, 'locked_until', now +
 redis.call('EXPIRE', KEYS[1], ttl)
 return 1
 """)
+
+
+# Core statements for what every sign-in asks (is a key locked?) and does (forget the user's counters).
+_TABLE = LoginThrottle.__table__
+_LOCKED = (select(_TABLE.c.key)
+           .where(_TABLE.c.key.in_(bindparam("keys", expanding=True)), _TABLE.c.locked_until > bindparam("now"))
+           .limit(1))
+_RESET = _TABLE.delete().where(or_(
+    _TABLE.c.key.in_(bindparam("keys", expanding=True)),
+    (_TABLE.c.window_started_at < bindparam("stale"))
+    & or_(_TABLE.c.locked_until.is_(None), _TABLE.c.locked_until < bindparam("now")),
+))
 
 
 def _key(key: str) -> str:
@@ -89,10 +101,8 @@ def locked(keys: list[str], now: datetime) -> bool:
                 pipe.hget(_key(key), "locked_until")
             until = pipe.execute()
         return any(u is not None and float(u) > now.timestamp() for u in until)
-    found = db.session.scalar(
-        select(LoginThrottle.key).where(LoginThrottle.key.in_(keys), LoginThrottle.locked_until > now).limit(1)
-    )
-    return found is not None
+    db.session.flush()  # a Core read does not autoflush
+    return db.session.connection().execute(_LOCKED, {"keys": keys, "now": now}).first() is not None
 
 
 def reset(keys: list[str], now: datetime, window: timedelta) -> None:
@@ -102,11 +112,5 @@ def reset(keys: list[str], now: datetime, window: timedelta) -> None:
     if client is not None:
         client.delete(*(_key(k) for k in keys))
         return
-    stale = now - window
-    db.session.execute(
-        delete(LoginThrottle).where(or_(
-            LoginThrottle.key.in_(keys),
-            (LoginThrottle.window_started_at < stale)
-            & or_(LoginThrottle.locked_until.is_(None), LoginThrottle.locked_until < now),
-        ))
-    )
+    db.session.flush()  # counters the ORM holds are written before the delete (and then not used again)
+    db.session.connection().execute(_RESET, {"keys": keys, "stale": now - window, "now": now})

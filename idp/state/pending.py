@@ -8,12 +8,18 @@ import secrets
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, update
+from sqlalchemy import bindparam, delete, select, update
 
 from idp.clock import now
 from idp.extensions import db
 from idp.state import PREFIX, from_epoch, redis_client, to_epoch, ttl_seconds
 from idp.store import PendingRequest
+
+# Core statements for the reads and deletes every parked sign-in makes (no ORM identity map needed).
+_TABLE = PendingRequest.__table__
+_BY_ID = select(_TABLE.c.kind, _TABLE.c.data, _TABLE.c.expires_at).where(_TABLE.c.id == bindparam("id"))
+_PUT = _TABLE.insert()
+_TAKE = _TABLE.delete().where(_TABLE.c.id == bindparam("id"))
 
 
 def _key(pending_id: str) -> str:
@@ -29,7 +35,7 @@ def put(kind: str, data: dict[str, Any], expires_at: datetime) -> str:
         return pending_id
     if secrets.randbelow(20) == 0:  # occasional cleanup keeps the table small without a job
         db.session.execute(delete(PendingRequest).where(PendingRequest.expires_at < now()))
-    db.session.add(PendingRequest(id=pending_id, kind=kind, data=data, expires_at=expires_at))
+    db.session.connection().execute(_PUT, {"id": pending_id, "kind": kind, "data": data, "expires_at": expires_at})
     db.session.commit()
     return pending_id
 
@@ -65,7 +71,8 @@ def get(kind: str, pending_id: str) -> dict[str, Any] | None:
             return None
         data: dict[str, Any] = doc["data"]
         return data
-    row = db.session.get(PendingRequest, pending_id)
+    db.session.flush()  # a Core read does not autoflush
+    row = db.session.connection().execute(_BY_ID, {"id": pending_id}).first()
     if row is None or row.kind != kind or row.expires_at <= now():
         return None
     return dict(row.data)
@@ -76,6 +83,7 @@ def take(pending_id: str) -> bool:
     client = redis_client()
     if client is not None:
         return bool(client.delete(_key(pending_id)))
-    result = db.session.execute(delete(PendingRequest).where(PendingRequest.id == pending_id))
+    db.session.flush()
+    result = db.session.connection().execute(_TAKE, {"id": pending_id})
     db.session.commit()
     return getattr(result, "rowcount", 0) == 1

@@ -28,6 +28,7 @@ import redis
 from redis.client import Pipeline
 from sqlalchemy import Row, bindparam, select, update
 from sqlalchemy import delete as sql_delete
+from sqlalchemy.dialects import postgresql, sqlite
 
 from idp.extensions import db
 from idp.state import GRACE, PREFIX, from_epoch, redis_client, to_epoch, ttl_seconds
@@ -139,6 +140,20 @@ _SESSION_BY_ID = select(_SESSION).where(_SESSION.c.id == bindparam("id"))
 _PARTICIPANT = ParticipantRow.__table__
 _PARTICIPANT_BY_KEY = select(_PARTICIPANT).where(_PARTICIPANT.c.session_id == bindparam("session_id"),
                                                  _PARTICIPANT.c.sp_id == bindparam("sp_id"))
+_INSERT_SESSION = _SESSION.insert()
+_EXPIRED_IDS = select(_SESSION.c.id).where(_SESSION.c.expires_at <= bindparam("now"))
+
+
+def _upsert_participant(insert: Any) -> Any:
+    """A participant is new at a session's first response to an SP, rewritten when its NameID changes."""
+    stmt = insert(_PARTICIPANT)
+    return stmt.on_conflict_do_update(
+        index_elements=[_PARTICIPANT.c.session_id, _PARTICIPANT.c.sp_id],
+        set_={c: stmt.excluded[c] for c in ("name_id", "name_id_format", "session_index")})
+
+
+_UPSERT_PARTICIPANT = {"sqlite": _upsert_participant(sqlite.insert),
+                       "postgresql": _upsert_participant(postgresql.insert)}
 
 
 def _from_row(row: SsoSessionRow | Row[Any]) -> SsoSession:
@@ -158,7 +173,7 @@ def get(session_id: str) -> SsoSession | None:
 
 
 def create(s: SsoSession, now: datetime) -> None:
-    """Store a new session. In the database it is flushed, not committed (sign-in commits it with the rest)."""
+    """Store a new session. In the database it is written, not committed (sign-in commits it with the rest)."""
     client = redis_client()
     if client is not None:
         with client.pipeline() as pipe:  # MULTI: the session and its indexes together
@@ -168,9 +183,9 @@ def create(s: SsoSession, now: datetime) -> None:
             pipe.zadd(_EXPIRY, {s.id: to_epoch(s.expires_at)})
             pipe.execute()
         return
-    db.session.add(SsoSessionRow(id=s.id, user_id=s.user_id, authn_at=s.authn_at, created_at=s.created_at,
-                                 last_seen_at=s.last_seen_at, expires_at=s.expires_at, client_ip=s.client_ip))
-    db.session.flush()
+    db.session.connection().execute(_INSERT_SESSION, {
+        "id": s.id, "user_id": s.user_id, "authn_at": s.authn_at, "created_at": s.created_at,
+        "last_seen_at": s.last_seen_at, "expires_at": s.expires_at, "client_ip": s.client_ip})
 
 
 def touch(s: SsoSession, at: datetime) -> SsoSession:
@@ -223,7 +238,7 @@ def expired_ids(now: datetime) -> list[str]:
     client = redis_client()
     if client is not None:
         return cast(list[str], client.zrangebyscore(_EXPIRY, "-inf", to_epoch(now)))
-    return list(db.session.scalars(select(SsoSessionRow.id).where(SsoSessionRow.expires_at <= now)))
+    return list(db.session.connection().execute(_EXPIRED_IDS, {"now": now}).scalars())
 
 
 def _existing(client: redis.Redis, index: str, ids: list[str]) -> list[str]:
@@ -285,11 +300,10 @@ def save_participant(s: SsoSession, p: Participant, previous: Participant | None
                           [p.sp_id, _encode_participant(p), ttl_seconds(s.expires_at, now), s.id,
                            to_epoch(s.expires_at), to_epoch(now - GRACE)])
         return
-    row = db.session.get(ParticipantRow, (p.session_id, p.sp_id))
-    if row is None:
-        row = ParticipantRow(session_id=p.session_id, sp_id=p.sp_id)
-        db.session.add(row)
-    row.name_id, row.name_id_format, row.session_index = p.name_id, p.name_id_format, p.session_index
+    db.session.flush()  # a participant row the ORM holds (a re-authentication's move) is written first
+    db.session.connection().execute(_UPSERT_PARTICIPANT[db.engine.dialect.name], {
+        "session_id": p.session_id, "sp_id": p.sp_id, "name_id": p.name_id, "name_id_format": p.name_id_format,
+        "session_index": p.session_index})
 
 
 def move_participants(old_id: str, new: SsoSession, now: datetime) -> None:

@@ -23,9 +23,10 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import Row, select
 
 from idp.authn import passwords
 from idp.authn.connectors import registry
@@ -54,10 +55,16 @@ class Configured:
     problems: tuple[str, ...] = ()
 
 
-def from_row(row: Directory) -> Configured:
+def from_row(row: Directory | Row[Any]) -> Configured:
+    # Parsed at every read: the check looks at files too (a CA file overwritten since is caught).
     cfg, problems = parse_entry({"name": row.name, "type": row.type, **(row.settings or {})}, "database",
                                 secret_stored=row.bind_password_encrypted is not None)
     return Configured(cfg, row.bind_password_encrypted, "database", row.name, tuple(problems))
+
+
+_DIRECTORIES = Directory.__table__
+_CHAIN = select(_DIRECTORIES.c.name, _DIRECTORIES.c.type, _DIRECTORIES.c.settings,
+                _DIRECTORIES.c.bind_password_encrypted).order_by(_DIRECTORIES.c.id)
 
 
 def configured() -> list[Configured]:
@@ -66,7 +73,8 @@ def configured() -> list[Configured]:
     out = [] if any(c.name == LOCAL for c in from_file) else [Configured(LOCAL_CONFIG, None, "built in", LOCAL)]
     out += from_file
     names = {c.name for c in out}
-    for row in db.session.scalars(select(Directory).order_by(Directory.id)):
+    db.session.flush()  # a Core read does not autoflush
+    for row in db.session.connection().execute(_CHAIN):
         if row.name in names:
             log.warning("directory %s is configured in IDP_CONFIG and in the database; the file wins", row.name)
             continue
