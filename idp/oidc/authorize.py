@@ -59,9 +59,10 @@ class _Payload(OAuth2Payload):  # type: ignore[misc]
 class AuthorizeRequest(OAuth2Request):  # type: ignore[misc]
     """An authorization request rebuilt from its query string, so that a parked request is replayed exactly."""
 
-    def __init__(self, query: str) -> None:
+    def __init__(self, query: str, pairs: list[tuple[str, str]]) -> None:
+        """``pairs``: the query parsed with its blank values kept."""
         super().__init__("GET", settings().base + "/oauth/authorize?" + query)
-        self._args: MultiDict[str, str] = MultiDict(parse_qsl(query, keep_blank_values=True))
+        self._args: MultiDict[str, str] = MultiDict(pairs)
         self.payload = _Payload(self._args)
 
     @property
@@ -91,7 +92,9 @@ def handle(query: str, received_at: datetime, pending_id: str | None = None, ans
            ) -> BaseResponse:
     """Decide an authorization request (fresh from ``/oauth/authorize``, resumed after sign-in, or with the
     user's ``answer`` from the consent page: "allow" or "deny")."""
-    args = MultiDict(parse_qsl(query))
+    pairs = parse_qsl(query, keep_blank_values=True)
+    # Parsed once: the checks below read it without the blank values, as parse_qsl leaves them out by default.
+    args = MultiDict([(key, value) for key, value in pairs if value])
     client_id = args.get("client_id")
     client_label = client_id[:64] if client_id else None
     if len(query) > MAX_QUERY:
@@ -105,7 +108,7 @@ def handle(query: str, received_at: datetime, pending_id: str | None = None, ans
         # OIDC Core 3.1.2.1: required, even when the client has registered only one.
         return _refuse(None, InvalidRequestError("redirect_uri is required."), client_label)
     try:
-        req = AuthorizeRequest(query)
+        req = AuthorizeRequest(query, pairs)
     except OAuth2Error as error:  # e.g. plain http on a non-loopback address
         return _refuse(None, error, client_label)
     sso = current_session()

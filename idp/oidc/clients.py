@@ -104,12 +104,14 @@ def get(client_id: str) -> Client | None:
         request.environ.setdefault(_MEMO, {}) if has_request_context() else None)
     if memo is not None and client_id in memo:
         return memo[client_id]
-    db.session.flush()  # a Core read does not autoflush
+    session = db.session()  # the request's session, looked up once
+    session.flush()  # a Core read does not autoflush
     client: Client | None = None
     # No client id holds a NUL, and PostgreSQL refuses one even in a query: unknown, not a server error.
     if "\x00" not in client_id:
-        row = db.session.connection().execute(_BY_CLIENT_ID, {"client_id": client_id}).first()
-        client = Client(**row._mapping) if row is not None else None
+        row = session.connection().execute(_BY_CLIENT_ID, {"client_id": client_id}).first()
+        # By position: the statement selects Client's fields in their order.
+        client = Client(*row) if row is not None else None
     if memo is not None:
         memo[client_id] = client
     return client

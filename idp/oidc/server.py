@@ -15,7 +15,7 @@ import logging
 import secrets
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Request
@@ -104,9 +104,21 @@ def decide_token(principal: Principal, client: Client, grant_type: str) -> None:
 
 # --- keys and tokens -------------------------------------------------------------------------------------
 
+_KEYS = "idp.oidc_signing_keys"
+
+
 def signing_key(alg: str) -> SigningKey:
-    """The active key for an algorithm, parsed once per process (KeyStore caches the ring)."""
-    return keystore(EC if alg == "ES256" else RSA).ring().active
+    """The active key for an algorithm, parsed once per process (KeyStore caches the ring) and looked up once per
+    request: an ID token's header and signature then name the same key even if a rotation lands between the two
+    (each look-up stats the key manifest)."""
+    memo: dict[str, SigningKey] | None = (
+        flask_request.environ.setdefault(_KEYS, {}) if has_request_context() else None)
+    if memo is not None and alg in memo:
+        return memo[alg]
+    key = keystore(EC if alg == "ES256" else RSA).ring().active
+    if memo is not None:
+        memo[alg] = key
+    return key
 
 
 def _access_token(client: Client, grant_type: str, user: EndUser | None, scope: str) -> str:
@@ -375,7 +387,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
 
     def authenticate_refresh_token(self, refresh_token: str) -> RefreshToken | None:
         found = db.session.connection().execute(_BY_REFRESH_HASH, {"hash": digest(refresh_token)}).first()
-        row = RefreshToken(**found._mapping) if found is not None else None
+        row = RefreshToken(*found) if found is not None else None  # selected in the order of its fields
         if row is None or row.revoked_at is not None:
             return None
         if row.refresh_used_at is not None:
@@ -552,7 +564,9 @@ class Server(AuthorizationServer):  # type: ignore[misc]
         # A request parked during sign-in is replayed from its stored parameters (idp.oidc.authorize).
         if isinstance(request, OAuth2Request):
             return request
-        return FlaskOAuth2Request(flask_request)
+        # The request itself, not Flask's proxy to it: authlib reads it a few dozen times per request, and each
+        # read through the proxy looked the request up again.
+        return FlaskOAuth2Request(cast(Any, flask_request)._get_current_object())
 
 
 def query_client(client_id: Any) -> Client | None:
