@@ -1,7 +1,7 @@
 """Password sign-in as one decision: throttle check, the connector chain, counters and audit events.
 
 The login view only renders what this returns, so the same decision (and the same audit trail) would
-serve any other front end.
+serve any other front end. A success is left uncommitted for :func:`idp.authn.session.start_session`.
 """
 
 from __future__ import annotations
@@ -86,7 +86,8 @@ def sign_in(username: str, password: str, client_ip: str | None) -> SignInResult
         db.session.commit()
         return SignInResult(Status.LOCKED if started else Status.FAILED, message=outcome.message)
     throttle.reset_user(counted, outcome.subject)
-    # Commits the shadow row of a directory user together with the event.
+    # Not committed here: the session the caller starts commits it, with a directory user's shadow row, in one
+    # transaction (a sign-in is recorded together with the session it opened).
     audit.record(AuditEvent(type="login", username=outcome.principal.username, client_ip=client_ip,
-                            details={"source": outcome.principal.source}))
+                            details={"source": outcome.principal.source}), commit=False)
     return SignInResult(Status.OK, outcome.principal)

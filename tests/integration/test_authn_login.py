@@ -8,6 +8,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from helpers import csrf_token, login, make_user
+from sqlalchemy.exc import OperationalError
 
 from idp import audit, create_app
 from idp.authn import directory
@@ -251,3 +252,24 @@ def test_missing_fields_show_a_hint_not_an_error(app: Flask, client: FlaskClient
     resp = client.post("/login", data={"csrf_token": csrf_token(page), "username": "", "password": ""})
     assert resp.status_code == 200
     assert "Enter your username and password." in resp.get_data(as_text=True)
+
+
+def test_a_sign_in_whose_session_cannot_be_stored_records_no_success(
+    app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The "login success" event commits with the session it opened: when the session store fails (a fault
+    injected into it), the user gets a 503 and the audit trail no sign-in that never happened."""
+    make_user("alice", "correct horse battery")
+
+    def lost(*_: object) -> None:
+        raise OperationalError("INSERT INTO sso_sessions", {}, Exception("database went away"))
+
+    monkeypatch.setattr(session_state, "create", lost)
+    resp = login(client, "alice", "correct horse battery")
+    assert resp.status_code == 503 and "Service unavailable" in resp.get_data(as_text=True)
+    assert not signed_in(client)
+    db.session.rollback()
+    assert login_events("success") == []
+    monkeypatch.undo()
+    assert login(client, "alice", "correct horse battery").status_code == 302
+    assert [e.username for e in login_events("success")] == ["alice"]
