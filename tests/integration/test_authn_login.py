@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from helpers import csrf_token, login, make_user
+from helpers import csrf_token, form_action, login, make_user
 from sqlalchemy.exc import OperationalError
 
 from idp import audit, create_app
@@ -273,3 +274,25 @@ def test_a_sign_in_whose_session_cannot_be_stored_records_no_success(
     monkeypatch.undo()
     assert login(client, "alice", "correct horse battery").status_code == 302
     assert [e.username for e in login_events("success")] == ["alice"]
+
+
+def test_a_re_authentication_whose_session_cannot_be_stored_records_no_success(
+    app: Flask, client: FlaskClient, frozen_clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same with a live session whose load commits a write of its own (the idle time slides when the user
+    took two minutes to type): that commit must not carry the new sign-in's event along (found by review)."""
+    make_user("alice", "correct horse battery")
+    assert login(client, "alice", "correct horse battery").status_code == 302
+    page = client.get("/login", query_string={"force": "1"})
+    text = page.get_data(as_text=True)
+    frozen_clock.advance(seconds=120)
+
+    def lost(*_: object) -> None:
+        raise OperationalError("INSERT INTO sso_sessions", {}, Exception("database went away"))
+
+    monkeypatch.setattr(session_state, "create", lost)
+    resp = client.post(form_action(text), headers={"Referer": page.request.url},
+                       data={"csrf_token": csrf_token(text), "username": "alice", "password": "correct horse battery"})
+    assert resp.status_code == 503
+    db.session.rollback()
+    assert len(login_events("success")) == 1  # the first sign-in only
