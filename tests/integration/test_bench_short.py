@@ -28,15 +28,16 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 COMMANDS = {
     "saml_sso": (["saml_sso.py"], 2),
     "saml_signin": (["saml_signin.py"], 4),
-    "oidc": (["oidc.py"], 6),
+    # Client credentials measures a third server: the stack's floor for that grant (bench/peers/floor_app.py).
+    "oidc": (["oidc.py"], 7),
 }
-# Printed for each run, then once per comparison (two runs).
+# Printed for each run, then once per comparison.
 FIGURES = ("throughput", "latency p50/p95/p99", "server CPU", "per server CPU-second", "load generator CPU")
 REFERENCE = "reference: raw RSA-2048 SHA-256 signatures with the same key"
 RATIOS = {
     "saml_sso": ["bridge / SimpleSAMLphp", "raw signatures per CPU-s"],
     "saml_signin": ["bridge / SimpleSAMLphp", "raw signatures per CPU-s", "server CPU per sign-in / one password hash"],
-    "oidc": ["bridge / oidc-provider", "raw signatures per CPU-s"],
+    "oidc": ["bridge / oidc-provider", "raw signatures per CPU-s", "floor / oidc-provider", "bridge / floor"],
 }
 NEEDED = ["apache2", "slapd", "ldapadd", "node", "npm"]
 

@@ -1,0 +1,58 @@
+"""Runs bench/peers/floor_app.py under gunicorn with the bridge's worker settings (see that module)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from harness import VENV_BIN, Options, SigningKey, start_server, stop, tail
+
+from peers.oidc_provider import Client
+
+
+class Floor:
+    def __init__(self, directory: Path, key: SigningKey, client: Client, opts: Options) -> None:
+        self.dir = directory
+        self.dir.mkdir()
+        self.log = directory / "floor.log"
+        self.key, self.client, self.opts = key, client, opts
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def token_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/token"
+
+    def start(self) -> None:
+        def launch(port: int) -> subprocess.Popen[bytes]:
+            self.port = port
+            env = {**os.environ, "FLOOR_KEY_FILE": str(self.key.key_file), "FLOOR_CLIENT_ID": self.client.client_id,
+                   "FLOOR_CLIENT_SECRET": self.client.client_secret, "FLOOR_ISSUER": f"http://127.0.0.1:{port}",
+                   "FLOOR_DATABASE": str(self.dir / "floor.db")}
+            with open(self.log, "ab") as out:
+                # As `idp serve` runs the bridge: gthread workers, the same counts.
+                return subprocess.Popen(
+                    [str(VENV_BIN / "gunicorn"), "--worker-class", "gthread", "--workers", str(self.opts.workers),
+                     "--threads", str(self.opts.threads), "--bind", f"127.0.0.1:{port}",
+                     "--chdir", str(Path(__file__).parent), "floor_app:app"],
+                    stdout=out, stderr=subprocess.STDOUT, env=env)
+
+        self.proc, _ = start_server("the floor app", self.log, launch)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+
+    def cpu_roots(self) -> list[int]:
+        assert self.proc is not None
+        return [self.proc.pid]
+
+    def logs(self) -> str:
+        return tail(self.log)
+
+    def describe(self) -> str:
+        return f"gunicorn master + {self.opts.workers} workers x {self.opts.threads} threads"
+
+    def label(self) -> str:
+        return "floor: a minimal Flask token endpoint under the same gunicorn (bench/peers/floor_app.py)"
