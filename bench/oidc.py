@@ -14,7 +14,7 @@ third server is measured: the floor of this stack for that grant (bench/peers/fl
 token endpoint under the same gunicorn), with the floor against oidc-provider and the bridge against the floor.
 
     .venv/bin/python bench/oidc.py [code|refresh|client-credentials|all] [--seconds 10] [--clients 4]
-        [--workers 2] [--short] [--database-url URL] [--redis-url URL]
+        [--workers 2] [--rounds 1] [--short] [--database-url URL] [--redis-url URL]
 """
 
 from __future__ import annotations
@@ -170,7 +170,7 @@ def shape(body: dict[str, Any]) -> tuple[str, int]:
 def compare(report: Report, opts: Options, key: SigningKey, bench: Benchmark, ours: tuple[Server, Endpoints],
             theirs: tuple[Server, Endpoints], floor: tuple[Server, Endpoints] | None = None) -> None:
     report.title(bench.title, opts)
-    ran = [report.measure(server, bench.flow(ep), opts, bench.unit) for server, ep in (ours, theirs)]
+    ran = report.pair((ours[0], bench.flow(ours[1])), (theirs[0], bench.flow(theirs[1])), opts, bench.unit)
     report.ratio("bridge / oidc-provider, per server CPU-second", ran[0].per_cpu / ran[1].per_cpu,
                  f">= {bench.target}")
     if floor is not None:

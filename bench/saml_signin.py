@@ -11,7 +11,7 @@ CPU-second; then the bridge against SimpleSAMLphp, against the raw RSA signing r
 the built-in directory, how much the rest of the sign-in adds to one password hash (the issue's bound: 15%).
 
     .venv/bin/python bench/saml_signin.py [--directory builtin|slapd|both] [--seconds 10] [--clients 4]
-        [--workers 2] [--short] [--database-url URL] [--redis-url URL]
+        [--workers 2] [--rounds 1] [--short] [--database-url URL] [--redis-url URL]
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ def builtin(report: Report, opts: Options, tmp: Path, key: SigningKey, bridge: B
         stack.callback(ssp.stop)
         ssp.start()
         report.title("SAML sign-in with a password, built-in directory", opts)
-        ours = report.measure(bridge, PasswordSignIn(f"{bridge.base}/saml/sso", USER, PASSWORD), opts, "sign-ins")
-        theirs = report.measure(ssp, PasswordSignIn(ssp.sso_url, USER, PASSWORD), opts, "sign-ins")
+        ours, theirs = report.pair((bridge, PasswordSignIn(f"{bridge.base}/saml/sso", USER, PASSWORD)),
+                                   (ssp, PasswordSignIn(ssp.sso_url, USER, PASSWORD)), opts, "sign-ins")
     report.ratio("bridge / SimpleSAMLphp, sign-ins per server CPU-second (it hashes no password here)",
                  ours.per_cpu / theirs.per_cpu)
     report.rsa_reference(key, ours.per_cpu, signatures=2, seconds=0.3 if opts.short else 1.5)
@@ -72,9 +72,8 @@ def ldap(report: Report, opts: Options, tmp: Path, key: SigningKey, bridge: Brid
         stack.callback(ssp.stop)
         ssp.start()
         report.title("SAML sign-in with a password, slapd", opts)
-        ours = report.measure(bridge, PasswordSignIn(f"{bridge.base}/saml/sso", LDAP_USER, LDAP_PASSWORD), opts,
-                              "sign-ins")
-        theirs = report.measure(ssp, PasswordSignIn(ssp.sso_url, LDAP_USER, LDAP_PASSWORD), opts, "sign-ins")
+        ours, theirs = report.pair((bridge, PasswordSignIn(f"{bridge.base}/saml/sso", LDAP_USER, LDAP_PASSWORD)),
+                                   (ssp, PasswordSignIn(ssp.sso_url, LDAP_USER, LDAP_PASSWORD)), opts, "sign-ins")
     report.ratio("bridge / SimpleSAMLphp, sign-ins per server CPU-second", ours.per_cpu / theirs.per_cpu,
                  "bridge >= 200 per CPU-s where SimpleSAMLphp does ~130")
     report.rsa_reference(key, ours.per_cpu, signatures=2, seconds=0.3 if opts.short else 1.5)

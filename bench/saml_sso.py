@@ -5,7 +5,7 @@ RSA-2048 signatures), for a user who signed in once before the measurement. Prin
 latency percentiles, the server's CPU seconds and responses per server CPU-second; then the bridge against
 SimpleSAMLphp and against the raw RSA signing rate of the same key.
 
-    .venv/bin/python bench/saml_sso.py [--seconds 10] [--clients 4] [--workers 2] [--short]
+    .venv/bin/python bench/saml_sso.py [--seconds 10] [--clients 4] [--workers 2] [--rounds 1] [--short]
         [--database-url URL] [--redis-url URL]
 """
 
@@ -33,8 +33,8 @@ def main() -> None:
         ssp.start()
 
         report.title("SAML SSO with an existing session", opts)
-        ours = report.measure(bridge, SsoWithSession(f"{bridge.base}/saml/sso", USER, PASSWORD), opts, "responses")
-        theirs = report.measure(ssp, SsoWithSession(ssp.sso_url, USER, PASSWORD), opts, "responses")
+        ours, theirs = report.pair((bridge, SsoWithSession(f"{bridge.base}/saml/sso", USER, PASSWORD)),
+                                   (ssp, SsoWithSession(ssp.sso_url, USER, PASSWORD)), opts, "responses")
         report.ratio("bridge / SimpleSAMLphp, responses per server CPU-second", ours.per_cpu / theirs.per_cpu,
                      "bridge >= 400 per CPU-s where SimpleSAMLphp does ~280")
         report.rsa_reference(key, ours.per_cpu, signatures=2, seconds=0.3 if opts.short else 1.5)

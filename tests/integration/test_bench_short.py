@@ -94,3 +94,22 @@ def test_benchmark_runs_in_short_mode(command: str) -> None:
     assert out.count(REFERENCE) == runs // 2, out
     for ratio in RATIOS[command]:
         assert re.search(rf"^\s+ratio\s+.*{re.escape(ratio)}.*: \d+\.\d+", out, re.MULTILINE), f"{ratio!r}\n{out}"
+
+
+def test_rounds_alternate_the_servers_and_report_the_median_round() -> None:
+    """--rounds 3: bridge and peer measured in turn three times; the ratio printed is the median round's."""
+    _require_peers()
+    with database_for_bench() as bridge_options:
+        done = subprocess.run([sys.executable, str(BENCH / "saml_sso.py"), "--short", "--rounds", "3",
+                               *bridge_options], capture_output=True, text=True, timeout=240, check=False)
+    out = done.stdout
+    assert done.returncode == 0, f"exit {done.returncode}\n{out}\n{done.stderr}"
+    servers = re.findall(r"^  (bridge \(idp serve|SimpleSAMLphp)", out, re.MULTILINE)
+    assert servers == ["bridge (idp serve", "SimpleSAMLphp"] * 3, out
+    rounds = re.search(r"3 rounds, bridge / peer per server CPU-second: (\d+\.\d+), (\d+\.\d+), (\d+\.\d+); "
+                       r"the median round counts", out)
+    assert rounds is not None, out
+    ratios = [float(r) for r in rounds.groups()]
+    assert ratios == sorted(ratios), out
+    printed = re.search(r"ratio  bridge / SimpleSAMLphp, responses per server CPU-second: (\d+\.\d+)", out)
+    assert printed is not None and float(printed.group(1)) == ratios[1], out
