@@ -98,10 +98,11 @@ def test_benchmark_runs_in_short_mode(command: str) -> None:
 
 def test_rounds_alternate_the_servers_and_report_the_median_round() -> None:
     """--rounds 3: bridge and peer measured in turn three times; the ratio printed is the median round's."""
+    if PG_URL:
+        pytest.skip("the SQLite pass runs it: rounds are the harness's, whatever the bridge's database")
     _require_peers()
-    with database_for_bench() as bridge_options:
-        done = subprocess.run([sys.executable, str(BENCH / "saml_sso.py"), "--short", "--rounds", "3",
-                               *bridge_options], capture_output=True, text=True, timeout=240, check=False)
+    done = subprocess.run([sys.executable, str(BENCH / "saml_sso.py"), "--short", "--rounds", "3"],
+                          capture_output=True, text=True, timeout=240, check=False)
     out = done.stdout
     assert done.returncode == 0, f"exit {done.returncode}\n{out}\n{done.stderr}"
     servers = re.findall(r"^  (bridge \(idp serve|SimpleSAMLphp)", out, re.MULTILINE)
