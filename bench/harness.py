@@ -157,6 +157,24 @@ def start_server(what: str, log: Path, launch: Callable[[int], subprocess.Popen[
             raise
 
 
+class Launched:
+    """A server that is one process tree (started with :func:`start_server`) writing one log file."""
+
+    proc: subprocess.Popen[bytes] | None = None
+    log: Path
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+
+    def cpu_roots(self) -> list[int]:
+        assert self.proc is not None
+        return [self.proc.pid]
+
+    def logs(self) -> str:
+        return tail(self.log)
+
+
 def stop(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
     if proc.poll() is None:
         proc.terminate()

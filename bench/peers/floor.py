@@ -6,19 +6,18 @@ import os
 import subprocess
 from pathlib import Path
 
-from harness import VENV_BIN, Options, SigningKey, start_server, stop, tail
+from harness import VENV_BIN, Launched, Options, SigningKey, start_server
 
 from peers.oidc_provider import Client
 
 
-class Floor:
+class Floor(Launched):
     def __init__(self, directory: Path, key: SigningKey, client: Client, opts: Options) -> None:
         self.dir = directory
         self.dir.mkdir()
         self.log = directory / "floor.log"
         self.key, self.client, self.opts = key, client, opts
         self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def token_url(self) -> str:
@@ -39,17 +38,6 @@ class Floor:
                     stdout=out, stderr=subprocess.STDOUT, env=env)
 
         self.proc, _ = start_server("the floor app", self.log, launch)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop(self.proc)
-
-    def cpu_roots(self) -> list[int]:
-        assert self.proc is not None
-        return [self.proc.pid]
-
-    def logs(self) -> str:
-        return tail(self.log)
 
     def describe(self) -> str:
         return f"gunicorn master + {self.opts.workers} workers x {self.opts.threads} threads"

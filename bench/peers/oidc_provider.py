@@ -12,7 +12,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import REPO, SigningKey, run, start_server, stop, tail
+from harness import REPO, Launched, SigningKey, run, start_server
 
 VERSION = "9.13.3"
 PEERS = REPO / "bench" / ".peers" / "node"
@@ -52,7 +52,7 @@ class Client:
     redirect_uri: str
 
 
-class OidcProvider:
+class OidcProvider(Launched):
     def __init__(self, directory: Path, key: SigningKey, client: Client, username: str) -> None:
         self.dir = directory
         self.dir.mkdir()
@@ -69,7 +69,6 @@ class OidcProvider:
                         "name": "Bench User", "given_name": "Bench", "family_name": "User",
                         "preferred_username": username},
         }
-        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def base(self) -> str:
@@ -95,17 +94,6 @@ class OidcProvider:
                                         env={**os.environ, "NODE_ENV": "production"})
 
         self.proc, _ = start_server("node oidc-provider", self.log, launch)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop(self.proc)
-
-    def cpu_roots(self) -> list[int]:
-        assert self.proc is not None
-        return [self.proc.pid]
-
-    def logs(self) -> str:
-        return tail(self.log)
 
     def describe(self) -> str:
         return "the node process"
