@@ -11,7 +11,6 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import has_request_context, request
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from sqlalchemy import bindparam, delete, select
@@ -25,6 +24,7 @@ from idp.access.claims import rule_text, validate_rules
 from idp.audit import AuditEvent
 from idp.errors import BadRequest, Conflict, NotFound
 from idp.extensions import db
+from idp.runtime import forget_per_request, per_request
 from idp.state import device_codes, oidc_codes
 from idp.store import OidcClient, OidcConsent, OidcToken
 from idp.store.oidc import PUBLIC_AUTH_METHOD, Client, digest
@@ -100,10 +100,10 @@ def get(client_id: str) -> Client | None:
     """The registered client as the flows use it, read once per request (client authentication, the grant and
     the access decision each ask for it) with one Core statement: the ORM's loading cost more than the query.
     The services below forget it when they change a client, so this request then reads it again."""
-    memo: dict[str, Client | None] | None = (
-        request.environ.setdefault(_MEMO, {}) if has_request_context() else None)
-    if memo is not None and client_id in memo:
-        return memo[client_id]
+    return per_request(_MEMO, client_id, lambda: _read(client_id))
+
+
+def _read(client_id: str) -> Client | None:
     session = db.session()  # the request's session, looked up once
     session.flush()  # a Core read does not autoflush
     client: Client | None = None
@@ -112,8 +112,6 @@ def get(client_id: str) -> Client | None:
         row = session.connection().execute(_BY_CLIENT_ID, {"client_id": client_id}).first()
         # By position: the statement selects Client's fields in their order.
         client = Client(*row) if row is not None else None
-    if memo is not None:
-        memo[client_id] = client
     return client
 
 
@@ -125,8 +123,7 @@ def _committed(_session: Session) -> None:
 
 def _forget() -> None:
     """Registering, changing or removing a client invalidates what this request looked up."""
-    if has_request_context():
-        request.environ.pop(_MEMO, None)
+    forget_per_request(_MEMO)
 
 
 def get_or_404(client_id: str) -> OidcClient:

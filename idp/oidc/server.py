@@ -47,7 +47,7 @@ from idp.extensions import db
 from idp.keys import EC, RSA, SigningKey
 from idp.oidc import access_tokens, clients
 from idp.oidc.claims import subject, user_claims
-from idp.runtime import keystore, settings
+from idp.runtime import keystore, per_request, settings
 from idp.state import oidc_codes as codes
 from idp.state import once
 from idp.state.oidc_codes import AuthorizationCode
@@ -111,14 +111,7 @@ def signing_key(alg: str) -> SigningKey:
     """The active key for an algorithm, parsed once per process (KeyStore caches the ring) and looked up once per
     request: an ID token's header and signature then name the same key even if a rotation lands between the two
     (each look-up stats the key manifest)."""
-    memo: dict[str, SigningKey] | None = (
-        flask_request.environ.setdefault(_KEYS, {}) if has_request_context() else None)
-    if memo is not None and alg in memo:
-        return memo[alg]
-    key = keystore(EC if alg == "ES256" else RSA).ring().active
-    if memo is not None:
-        memo[alg] = key
-    return key
+    return per_request(_KEYS, alg, lambda: keystore(EC if alg == "ES256" else RSA).ring().active)
 
 
 def _access_token(client: Client, grant_type: str, user: EndUser | None, scope: str) -> str:

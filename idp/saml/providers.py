@@ -19,7 +19,6 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import requests
-from flask import has_request_context, request
 from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
@@ -27,6 +26,7 @@ from idp import audit
 from idp.access.claims import ROLES, rule_text, validate_rules
 from idp.errors import BadRequest, Conflict, NotFound
 from idp.extensions import db
+from idp.runtime import forget_per_request, per_request
 from idp.saml.metadata import (
     METADATA_MAX_BYTES,
     NAMEID_FORMATS,
@@ -77,21 +77,14 @@ _BY_ENTITY_ID = select(ServiceProvider).where(ServiceProvider.entity_id == bindp
 
 def get(entity_id: str) -> ServiceProvider | None:
     """The registered SP, looked up once per request (a sign-in asks for it at every step)."""
-    memo: dict[str, ServiceProvider | None] | None = (
-        request.environ.setdefault(_MEMO, {}) if has_request_context() else None
-    )
-    if memo is not None and entity_id in memo:
-        return memo[entity_id]
-    sp: ServiceProvider | None = db.session.scalar(_BY_ENTITY_ID, {"entity_id": entity_id})
-    if memo is not None:
-        memo[entity_id] = sp
+    sp: ServiceProvider | None = per_request(
+        _MEMO, entity_id, lambda: db.session.scalar(_BY_ENTITY_ID, {"entity_id": entity_id}))
     return sp
 
 
 def _forget() -> None:
     """Registering or removing an SP invalidates what this request looked up."""
-    if has_request_context():
-        request.environ.pop(_MEMO, None)
+    forget_per_request(_MEMO)
 
 
 def get_or_404(entity_id: str) -> ServiceProvider:
