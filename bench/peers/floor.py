@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -24,11 +25,17 @@ class Floor(Launched):
         return f"http://127.0.0.1:{self.port}/token"
 
     def start(self) -> None:
+        database = self.dir / "floor.db"
+        with sqlite3.connect(database) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("CREATE TABLE IF NOT EXISTS audit_events (at REAL, type TEXT, client_id TEXT, details TEXT)")
+        conn.close()
+
         def launch(port: int) -> subprocess.Popen[bytes]:
             self.port = port
             env = {**os.environ, "FLOOR_KEY_FILE": str(self.key.key_file), "FLOOR_CLIENT_ID": self.client.client_id,
                    "FLOOR_CLIENT_SECRET": self.client.client_secret, "FLOOR_ISSUER": f"http://127.0.0.1:{port}",
-                   "FLOOR_DATABASE": str(self.dir / "floor.db")}
+                   "FLOOR_DATABASE": str(database)}
             with open(self.log, "ab") as out:
                 # As `idp serve` runs the bridge: gthread workers, the same counts.
                 return subprocess.Popen(

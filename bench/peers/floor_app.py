@@ -32,10 +32,10 @@ _local = threading.local()
 def _db() -> sqlite3.Connection:
     conn: sqlite3.Connection | None = getattr(_local, "conn", None)
     if conn is None:
+        # WAL and the table are set up by Floor.start before the workers exist: two workers switching a new
+        # file to WAL at once fail with "database is locked" (the busy timeout does not cover that switch).
         conn = _local.conn = sqlite3.connect(os.environ["FLOOR_DATABASE"], isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("CREATE TABLE IF NOT EXISTS audit_events (at REAL, type TEXT, client_id TEXT, details TEXT)")
     return conn
 
 
