@@ -30,6 +30,9 @@ class Settings:
     base_url: str = "http://127.0.0.1:5000"
     data_dir: Path = Path("instance")
     database_url: str | None = None
+    # PostgreSQL's statement_timeout for the server's queries (0: none). A query waiting on a lock or a server
+    # too busy to answer is cancelled and the request answered 503, instead of holding a worker thread.
+    database_statement_timeout_seconds: int = 10
     # IDP_REDIS_URL: sessions, login throttling, replay caches, parked requests and OIDC codes live in Redis
     # when set (several instances share them there); in the database otherwise.
     redis_url: str | None = None
@@ -179,6 +182,8 @@ class Settings:
         out.extend(f"{k}: must be greater than 0" for k, v in positive.items() if v <= 0)
         if self.saml_clock_skew_seconds < 0:
             out.append("IDP_SAML_CLOCK_SKEW_SECONDS: must not be negative")
+        if self.database_statement_timeout_seconds < 0:
+            out.append("IDP_DATABASE_STATEMENT_TIMEOUT_SECONDS: must not be negative (0 turns it off)")
         if self.trusted_proxy_hops < 0:
             out.append("IDP_TRUSTED_PROXY_HOPS: must not be negative")
         if self.session_idle_seconds > self.session_max_seconds:

@@ -42,9 +42,14 @@ def engine_options(settings: Settings) -> dict[str, Any]:
     options: dict[str, Any] = {"pool_pre_ping": True, "pool_size": pool_size, "max_overflow": 10}
     if settings.effective_database_url.startswith("postgresql"):
         # A server that accepts connections and never answers (hung, overloaded) would otherwise hold each new
-        # connection, pre-ping included, forever; this way it fails with 503 (idp.errors). A query on a
-        # connection already open when the server hangs is not bounded here.
-        options["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
+        # connection, pre-ping included, forever; this way it fails with 503 (idp.errors).
+        connect_args: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT}
+        if settings.database_statement_timeout_seconds:
+            # Set at connection start, so every statement is bounded, pre-ping included: the server cancels a
+            # query still running (a lock held elsewhere, an overloaded server) and that request gets 503. A
+            # server stopped outright cancels nothing; only connect_timeout bounds that, for new connections.
+            connect_args["options"] = f"-c statement_timeout={settings.database_statement_timeout_seconds * 1000}"
+        options["connect_args"] = connect_args
     return options
 
 

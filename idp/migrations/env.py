@@ -16,6 +16,10 @@ def run_migrations_online() -> None:
             compare_type=True,
         )
         with context.begin_transaction():
+            if connection.dialect.name == "postgresql":
+                # The statement timeout (idp.database) is for requests: an index built on a large table may take
+                # longer. LOCAL: for this transaction only, not for the pooled connection after it.
+                connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
             context.run_migrations()
 
 
