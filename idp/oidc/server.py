@@ -220,10 +220,17 @@ def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
     # A Core INSERT on the connection, not an ORM object: nothing in this request reads the row back, and the
     # unit of work's flush machinery was a tenth of a token request.
     db.session.connection().execute(_INSERT_TOKEN, row)
-    event = "oidc.refresh" if parent else "oidc.token"
-    audit_event(event, client.client_id, username=end_user.principal.username if end_user else None, commit=False,
-           details={"grant_type": row["grant_type"], "scope": row["scope"], "refresh_token": bool(refresh),
-                    "family": row["family_id"]})
+    issued = functools.partial(
+        audit_event, "oidc.refresh" if parent else "oidc.token", client.client_id,
+        username=end_user.principal.username if end_user else None, commit=False,
+        details={"grant_type": row["grant_type"], "scope": row["scope"], "refresh_token": bool(refresh),
+                 "family": row["family_id"]})
+    if code is None:
+        issued()
+    else:
+        # Audited once this exchange has won the code (delete_authorization_code): in Redis mode the tokens are
+        # committed before the code is marked used, and an exchange that loses that race is refused.
+        request.audit_issued = issued
 
 
 _INSERT_TOKEN = OidcToken.__table__.insert()
@@ -338,6 +345,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
             _revoke(OidcToken.code_hash == authorization_code.code_hash)
             db.session.commit()
             raise InvalidGrantError("The authorization code has expired or its sign-in has ended.")
+        self.request.audit_issued()
 
     def authenticate_user(self, authorization_code: AuthorizationCode) -> EndUser | None:
         user = active_user(authorization_code.user_id)
@@ -390,10 +398,12 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
             return None
         return row
 
-    def authenticate_user(self, refresh_token: RefreshToken) -> EndUser | None:
+    def authenticate_user(self, refresh_token: RefreshToken) -> EndUser:
         user = active_user(refresh_token.user_id)
         if user is None or refresh_token.auth_time is None:
-            return None
+            # authlib's own answer to no user would be invalid_request; the grant is what no longer holds
+            # (RFC 6749 5.2), as for a code.
+            raise InvalidGrantError("The user is no longer active.")
         # The directory is asked again now and then: a user gone there gets no new tokens (their refresh tokens
         # were revoked with their sessions).
         principal = principal_now(user, refresh_token.auth_time)
@@ -405,9 +415,13 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
     def revoke_old_credential(self, refresh_token: RefreshToken) -> None:
         # A statement built once, on the connection: the ORM's bulk update cost several times the SQL.
         result = db.session.connection().execute(_USE_REFRESH, {"row": refresh_token.id, "t": clock.now()})
-        if result.rowcount != 1:
-            _revoke_family(refresh_token, "refresh token used concurrently")
-            raise InvalidGrantError("The refresh token has already been used.")
+        if result.rowcount == 1:
+            return
+        if db.session.connection().execute(_REFRESH_USED, {"row": refresh_token.id}).scalar() is None:
+            # Revoked since it was read (a logout, a revocation), not used: no replay to answer.
+            raise InvalidGrantError("The refresh token has been revoked.")
+        _revoke_family(refresh_token, "refresh token used concurrently")
+        raise InvalidGrantError("The refresh token has already been used.")
 
 
 _TOKENS = OidcToken.__table__
@@ -417,6 +431,7 @@ _USE_REFRESH = (update(_TOKENS)
                 .where(_TOKENS.c.id == bindparam("row"), _TOKENS.c.refresh_used_at.is_(None),
                        _TOKENS.c.revoked_at.is_(None))
                 .values(refresh_used_at=bindparam("t")))
+_REFRESH_USED = select(_TOKENS.c.refresh_used_at).where(_TOKENS.c.id == bindparam("row"))
 
 
 class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[misc]

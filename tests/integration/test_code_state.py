@@ -38,7 +38,7 @@ from idp.oidc import clients
 from idp.state import device_codes, oidc_codes
 from idp.state.device_codes import DeviceCode
 from idp.state.oidc_codes import AuthorizationCode, Use
-from idp.store import OidcAuthorizationCode, OidcDeviceCode
+from idp.store import OidcAuthorizationCode, OidcDeviceCode, OidcToken
 from idp.store.oidc import digest
 
 T = TypeVar("T")
@@ -159,6 +159,31 @@ def test_a_second_token_request_for_one_code_is_refused_and_revokes_the_first_an
     assert not active(idp, reg, won["access_token"]) and not active(idp, reg, won["refresh_token"])
     db.session.expire_all()
     assert [e.outcome for e in audit.events(type="oidc.code_reuse")] == ["failure"]
+
+
+def test_an_exchange_that_loses_the_race_for_its_code_is_audited_as_refused_only(
+    idp: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The losing side of a true race: another exchange marks the code used between this one reading it and
+    marking it (in Redis mode this one's tokens are committed by then). The refusal is the only oidc.token
+    event, beside the code reuse; what either side got is revoked."""
+    reg = register()
+    code, verifier = code_for(idp, reg)
+    find = oidc_codes.find
+
+    def find_then_lose(code_hash: str) -> AuthorizationCode | None:
+        found = find(code_hash)
+        if found is not None:  # the winner, in its own request
+            assert in_context(idp.app, lambda: oidc_codes.use(found, clock.now()))() is Use.FIRST
+        return found
+
+    monkeypatch.setattr(oidc_codes, "find", find_then_lose)
+    lost = exchange(idp, reg, code, verifier)
+    assert lost.status_code == 400 and lost.json()["error"] == "invalid_grant"
+    db.session.expire_all()
+    assert [e.outcome for e in audit.events(type="oidc.token")] == ["failure"]
+    assert [e.outcome for e in audit.events(type="oidc.code_reuse")] == ["failure"]
+    assert db.session.scalar(select(func.count()).select_from(OidcToken).where(OidcToken.revoked_at.is_(None))) == 0
 
 
 def test_a_code_replayed_later_revokes_what_it_gave(idp: Any, frozen_clock: Any) -> None:

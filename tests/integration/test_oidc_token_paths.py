@@ -22,6 +22,7 @@ from oidc_peers import PASSWORD, REDIRECT_URI, browse, register
 from sqlalchemy import delete, insert, select, update
 from test_code_state import at_once
 
+from idp import audit
 from idp.extensions import db
 from idp.oidc import clients, server
 from idp.store import OidcClient, OidcToken, User
@@ -146,13 +147,37 @@ def test_a_user_disabled_since_gets_nothing_from_their_code_or_refresh_token(idp
     db.session.commit()
 
     refreshed = refresh(idp, reg, tokens["refresh_token"])
-    assert refreshed.status_code == 400 and "access_token" not in refreshed.json()
+    assert refreshed.status_code == 400 and refreshed.json()["error"] == "invalid_grant"
     exchanged = exchange(idp, reg, code, verifier)
     assert exchanged.status_code == 400 and exchanged.json()["error"] == "invalid_grant"
 
     user.enabled = True
     db.session.commit()
     assert refresh(idp, reg, tokens["refresh_token"]).status_code == 200  # refused, not spent
+
+
+def test_a_refresh_token_revoked_while_its_refresh_runs_is_refused_but_not_taken_for_a_replay(
+    idp: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client revokes its refresh token (RFC 7009) between the refresh reading it and using it: the refresh
+    is refused with invalid_grant, and nothing is audited as a replay (nobody used the token twice)."""
+    reg = register()
+    tokens = exchange(idp, reg, *code_for(idp, reg)).json()
+    active_user = server.active_user
+
+    def revoked_meanwhile(user_id: int | None) -> Any:
+        resp = requests.post(idp.url + "/oauth/revoke", data={"token": tokens["refresh_token"]},
+                             auth=(reg.client_id, reg.client_secret or ""), timeout=10)
+        assert resp.status_code == 200
+        return active_user(user_id)
+
+    monkeypatch.setattr(server, "active_user", revoked_meanwhile)
+    refused = refresh(idp, reg, tokens["refresh_token"])
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant"
+    db.session.expire_all()
+    assert audit.events(type="oidc.refresh_reuse") == []
+    assert [e.outcome for e in audit.events(type="oidc.refresh")] == []
+    assert not active(idp, reg, tokens["refresh_token"])
 
 
 def test_revoking_a_family_catches_the_token_a_refresh_committed_while_it_waited(app: Flask) -> None:
