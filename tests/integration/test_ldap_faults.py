@@ -142,7 +142,9 @@ def test_every_server_down_or_hung_is_a_503_within_the_timeout(
                                             timeout=1))
     for _ in range(2):  # the second time both are marked down and still tried, as a last resort
         status, took = timed_sign_in(app, "alice", "alice-pw")
-        assert status == 503 and took < 1.5
+        # One timeout for the whole sign-in, not one per server (that would be 2 s at least): below 2 s with
+        # room for a loaded machine (1.73 s was seen in CI beside other work).
+        assert status == 503 and took < 1.9
         reason = last_login().reason or ""
         assert reason.startswith("directory unavailable: corp: directory corp: user search failed")
     app2 = with_directories(directory_config(slapd, tmp_path, name="dead", urls=[closed_port_url(),
