@@ -25,6 +25,10 @@ class ConfigError(Exception):
         super().__init__("invalid settings:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
+# PostgreSQL's statement_timeout is a 32-bit count of milliseconds: a larger value refuses every connection.
+_MAX_STATEMENT_TIMEOUT = (2**31 - 1) // 1000
+
+
 @dataclass(frozen=True)
 class Settings:
     base_url: str = "http://127.0.0.1:5000"
@@ -182,8 +186,8 @@ class Settings:
         out.extend(f"{k}: must be greater than 0" for k, v in positive.items() if v <= 0)
         if self.saml_clock_skew_seconds < 0:
             out.append("IDP_SAML_CLOCK_SKEW_SECONDS: must not be negative")
-        if self.database_statement_timeout_seconds < 0:
-            out.append("IDP_DATABASE_STATEMENT_TIMEOUT_SECONDS: must not be negative (0 turns it off)")
+        if not 0 <= self.database_statement_timeout_seconds <= _MAX_STATEMENT_TIMEOUT:
+            out.append(f"IDP_DATABASE_STATEMENT_TIMEOUT_SECONDS: must be between 0 (off) and {_MAX_STATEMENT_TIMEOUT}")
         if self.trusted_proxy_hops < 0:
             out.append("IDP_TRUSTED_PROXY_HOPS: must not be negative")
         if self.session_idle_seconds > self.session_max_seconds:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 from flask import Flask
 from flask_migrate import upgrade
-from sqlalchemy import event
+from sqlalchemy import event, make_url
 from sqlalchemy.engine import Engine
 
 from idp.config import Settings
@@ -48,9 +49,21 @@ def engine_options(settings: Settings) -> dict[str, Any]:
             # Set at connection start, so every statement is bounded, pre-ping included: the server cancels a
             # query still running (a lock held elsewhere, an overloaded server) and that request gets 503. A
             # server stopped outright cancels nothing; only connect_timeout bounds that, for new connections.
-            connect_args["options"] = f"-c statement_timeout={settings.database_statement_timeout_seconds * 1000}"
+            connect_args["options"] = _with_statement_timeout(settings)
         options["connect_args"] = connect_args
     return options
+
+
+def _with_statement_timeout(settings: Settings) -> str:
+    """libpq's ``options`` with the statement timeout added to what the URL's ``options`` (or else PGOPTIONS)
+    already asks, which connect_args would otherwise replace: a search_path, a managed service's endpoint."""
+    given = make_url(settings.effective_database_url).query.get("options")
+    if isinstance(given, tuple):
+        given = " ".join(given)
+    if given is None:
+        given = os.environ.get("PGOPTIONS")
+    timeout = f"-c statement_timeout={settings.database_statement_timeout_seconds * 1000}"
+    return f"{given} {timeout}" if given else timeout
 
 
 def upgrade_embedded(app: Flask, settings: Settings) -> None:

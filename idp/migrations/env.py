@@ -18,7 +18,8 @@ def run_migrations_online() -> None:
         with context.begin_transaction():
             if connection.dialect.name == "postgresql":
                 # The statement timeout (idp.database) is for requests: an index built on a large table may take
-                # longer. LOCAL: for this transaction only, not for the pooled connection after it.
+                # longer. LOCAL: for this transaction only, not for the pooled connection after it. A migration
+                # that steps outside it (autocommit_block, for CREATE INDEX CONCURRENTLY) must SET its own.
                 connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
             context.run_migrations()
 

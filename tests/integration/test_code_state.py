@@ -166,7 +166,8 @@ def test_an_exchange_that_loses_the_race_for_its_code_is_audited_as_refused_only
 ) -> None:
     """The losing side of a true race: another exchange marks the code used between this one reading it and
     marking it (in Redis mode this one's tokens are committed by then). The refusal is the only oidc.token
-    event, beside the code reuse; what either side got is revoked."""
+    event, beside the code reuse; what either side got is revoked. Only the Redis pass can fail without the fix:
+    in the database the refused exchange's rollback takes its event with it anyway."""
     reg = register()
     code, verifier = code_for(idp, reg)
     find = oidc_codes.find

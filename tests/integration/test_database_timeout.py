@@ -11,14 +11,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
-from conftest import PG_URL
+from conftest import PG_URL, REDIS_URL
 from flask import Flask
+from flask_migrate import upgrade
 from helpers import login, make_user
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, func, select, text
 
 from idp import audit, create_app
 from idp.config import Settings
+from idp.database import MIGRATIONS
 from idp.extensions import db
+from idp.store import SsoSessionRow
 
 pytestmark = pytest.mark.skipif(not PG_URL, reason="a statement timeout is PostgreSQL's (IDP_TEST_DATABASE_URL)")
 
@@ -44,26 +47,27 @@ def lock_held(table: str) -> Iterator[None]:
     block, or LOCK_HELD seconds if that is shorter."""
     assert PG_URL is not None
     engine = create_engine(PG_URL)
-    conn = engine.connect()
-    conn.execute(text(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
     released = threading.Lock()
+    with engine.connect() as conn:
 
-    def release() -> None:
-        if released.acquire(blocking=False):
-            conn.rollback()
-            conn.close()
-            engine.dispose()
+        def release() -> None:
+            if released.acquire(blocking=False):
+                conn.rollback()
 
-    timer = threading.Timer(LOCK_HELD, release)
-    timer.start()
-    try:
-        yield
-    finally:
-        timer.cancel()
-        release()
+        timer = threading.Timer(LOCK_HELD, release)
+        try:
+            conn.execute(text(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+            timer.start()
+            yield
+        finally:
+            timer.cancel()
+            release()
+            if timer.ident is not None:  # started
+                timer.join()
+    engine.dispose()
 
 
-def test_a_sign_in_blocked_on_a_lock_is_answered_503_within_the_timeout_and_leaves_nothing(
+def test_a_sign_in_blocked_on_a_lock_is_answered_503_within_the_timeout_and_signs_nobody_in(
     timed_app: Flask, caplog: pytest.LogCaptureFixture
 ) -> None:
     make_user("alice", PASSWORD)
@@ -78,6 +82,8 @@ def test_a_sign_in_blocked_on_a_lock_is_answered_503_within_the_timeout_and_leav
     assert blocked.headers["Retry-After"] == "5"
     assert "briefly unavailable" in blocked.get_data(as_text=True)
     assert not any(h.startswith("idp_session=") for h in blocked.headers.getlist("Set-Cookie"))
+    if not REDIS_URL:  # in Redis, a session written before the cancelled commit is left unreachable until it expires
+        assert db.session.scalar(select(func.count()).select_from(SsoSessionRow)) == 0
     assert any("dependency unavailable on POST /login" in r.getMessage() and "statement timeout" in r.getMessage()
                for r in caplog.records), [r.getMessage() for r in caplog.records]
 
@@ -86,10 +92,36 @@ def test_a_sign_in_blocked_on_a_lock_is_answered_503_within_the_timeout_and_leav
     assert [e.outcome for e in audit.events(type="login")] == ["success"]
 
 
+def shown(make_settings: Callable[..., Settings], setting: str, **overrides: object) -> str:
+    """What the app's connections show for ``setting`` (SHOW), with these settings."""
+    application = create_app(make_settings(**overrides))
+    with application.app_context():
+        try:
+            return str(db.session.execute(text(f"SHOW {setting}")).scalar())
+        finally:
+            db.session.remove()
+            db.engine.dispose()
+
+
 def test_the_timeout_is_on_every_connection_and_can_be_turned_off(make_settings: Callable[..., Settings]) -> None:
-    for seconds, shown in ((3, "3s"), (0, "0")):
-        application = create_app(make_settings(database_statement_timeout_seconds=seconds))
-        with application.app_context():
-            assert db.session.execute(text("SHOW statement_timeout")).scalar() == shown
+    assert shown(make_settings, "statement_timeout", database_statement_timeout_seconds=3) == "3s"
+    assert shown(make_settings, "statement_timeout", database_statement_timeout_seconds=0) == "0"
+
+
+def test_options_in_the_database_url_are_kept_beside_the_timeout(make_settings: Callable[..., Settings]) -> None:
+    assert PG_URL is not None and "?" not in PG_URL
+    url = PG_URL + "?options=-c%20lock_timeout%3D2500"
+    assert shown(make_settings, "lock_timeout", database_url=url, database_statement_timeout_seconds=3) == "2500ms"
+    assert shown(make_settings, "statement_timeout", database_url=url, database_statement_timeout_seconds=3) == "3s"
+
+
+def test_migrations_leave_the_timeout_on_the_pooled_connection(make_settings: Callable[..., Settings]) -> None:
+    """Alembic runs without the timeout (SET LOCAL in idp/migrations/env.py), and only for its transaction."""
+    application = create_app(make_settings(database_statement_timeout_seconds=3))
+    with application.app_context():
+        try:
+            upgrade(directory=MIGRATIONS)  # at head already: its transaction still runs
+            assert db.session.execute(text("SHOW statement_timeout")).scalar() == "3s"
+        finally:
             db.session.remove()
             db.engine.dispose()

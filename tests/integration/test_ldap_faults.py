@@ -139,12 +139,12 @@ def test_every_server_down_or_hung_is_a_503_within_the_timeout(
     slapd: Slapd, tmp_path: Path, with_directories: Callable[..., Flask], hanging_url: Callable[[str], str]
 ) -> None:
     app = with_directories(directory_config(slapd, tmp_path, urls=[hanging_url("ldap"), hanging_url("ldap")],
-                                            timeout=1))
+                                            timeout=2))
     for _ in range(2):  # the second time both are marked down and still tried, as a last resort
         status, took = timed_sign_in(app, "alice", "alice-pw")
-        # One timeout for the whole sign-in, not one per server (that would be 2 s at least): below 2 s with
-        # room for a loaded machine (1.73 s was seen in CI beside other work).
-        assert status == 503 and took < 1.9
+        # One timeout for the whole sign-in, not one per server (that would be 4 s at least), with room for a
+        # loaded machine (a 1 s timeout once took 1.73 s in CI beside other work).
+        assert status == 503 and took < 3.5
         reason = last_login().reason or ""
         assert reason.startswith("directory unavailable: corp: directory corp: user search failed")
     app2 = with_directories(directory_config(slapd, tmp_path, name="dead", urls=[closed_port_url(),

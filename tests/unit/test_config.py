@@ -47,6 +47,6 @@ def test_every_problem_reported_at_once() -> None:
     text = str(err.value)
     for name in ("IDP_BASE_URL", "IDP_LOGIN_MAX_FAILURES", "IDP_SESSION_IDLE_SECONDS", "IDP_DATABASE_URL",
                  "IDP_SIGNING_KEY_FILE and IDP_SIGNING_CERT_FILE", "IDP_SIGNING_KEY_FILE:",
-                 "IDP_DATABASE_STATEMENT_TIMEOUT_SECONDS: must not be negative"):
+                 "IDP_DATABASE_STATEMENT_TIMEOUT_SECONDS: must be between 0 (off) and 2147483"):
         assert name in text
     assert len(err.value.problems) == 7
