@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import lxml.html
 from admin_ui import by_admin, events, field_errors, flashed, form_errors, post_form, sign_in_admin, text
 from flask import Flask
 from flask.testing import FlaskClient
@@ -240,12 +241,14 @@ def test_text_the_database_cannot_store_is_refused_with_400(client: FlaskClient)
 # --- people: directory users ------------------------------------------------------------------------------
 
 
-def test_a_directory_user_is_read_only(client: FlaskClient) -> None:
+def test_a_directory_users_profile_is_read_only(client: FlaskClient) -> None:
     sign_in_admin(client)
     shadow_user("olga")
     resp = client.get("/admin/people/olga")
     page = text(resp)
-    assert resp.status_code == 200 and "<form" not in page
+    assert resp.status_code == 200
+    # The one form is the local groups' (the admin group exists); none for what the directory owns.
+    assert [f.action for f in lxml.html.fromstring(page).forms] == ["/admin/people/olga/groups"]
     assert "comes from the directory corp" in page and "ldap-engineers" in page and "olga@corp.example" in page
 
     token = csrf_token(text(client.get("/admin/people/root")))
@@ -255,6 +258,27 @@ def test_a_directory_user_is_read_only(client: FlaskClient) -> None:
         assert refused.status_code == 409, action
     olga = directory.require_user("olga")
     assert olga.enabled and olga.email == "olga@corp.example" and olga.password_hash is None
+
+
+def test_a_directory_user_joins_and_leaves_a_local_group_from_their_page(client: FlaskClient) -> None:
+    """As through the group's page and the API: local groups are the bridge's own, whoever the member."""
+    sign_in_admin(client)
+    shadow_user("olga")
+    directory.create_group("aws-admins", actor="test")
+    page = "/admin/people/olga"
+    assert post_form(client, page, f"{page}/groups", {"add_group": "aws-admins"}).status_code == 303
+    assert [g.name for g in directory.require_user("olga").groups] == ["aws-admins"]
+    assert by_admin("group.add_member")[0].username == "olga"
+    shown = lxml.html.fromstring(text(client.get(page)))
+    local = shown.xpath("//section[h2='Local groups']")[0].text_content()
+    reported = shown.xpath("//section[h2='Groups from the directory']")[0].text_content()
+    assert "aws-admins" in local and "ldap-engineers" not in local and "ldap-engineers" in reported
+
+    removal = f"{page}/groups/remove?group=aws-admins"
+    assert post_form(client, removal, removal, {"group": "aws-admins", "confirm": "y"}).status_code == 303
+    olga = directory.require_user("olga")
+    assert olga.groups == [] and olga.external_groups == ["ldap-engineers"]  # the directory's, untouched
+    assert by_admin("group.remove_member")[0].username == "olga"
 
 
 # --- groups -------------------------------------------------------------------------------------------------

@@ -132,25 +132,25 @@ def _directory_type(source: str) -> str | None:
 def _person_page(user: User, *, status: int = 200, **failed: FlaskForm) -> tuple[str, int]:
     """A user's page; a form posted in vain (``failed``) replaces the fresh one of that name."""
     context: dict[str, Any] = {"user": user}
+    # Local groups are the bridge's own, whoever the member: a directory user joins one here (the admin group,
+    # a group that apps are assigned to), as through the group's page and the API.
+    forms: dict[str, FlaskForm] = {"add_group_form": AddGroupForm(formdata=None)}
     if user.source == LOCAL:
-        joined = {g.name for g in user.groups}
-        forms: dict[str, FlaskForm] = {
-            "profile_form": ProfileForm(formdata=None, obj=user),
-            "password_form": PasswordForm(formdata=None),
-            "add_group_form": AddGroupForm(formdata=None),
-            "action_form": ActionForm(formdata=None),
-            **failed,
-        }
-        forms["add_group_form"].add_group.choices = choices(
-            [("", "Choose a group"), *((g.name, g.name) for g in directory.list_groups() if g.name not in joined)])
-        context.update(forms)
+        forms.update(profile_form=ProfileForm(formdata=None, obj=user), password_form=PasswordForm(formdata=None),
+                     action_form=ActionForm(formdata=None))
     else:
         context["directory_type"] = _directory_type(user.source)
+    forms.update(failed)
+    joined = {g.name for g in user.groups}
+    forms["add_group_form"].add_group.choices = choices(
+        [("", "Choose a group"), *((g.name, g.name) for g in directory.list_groups() if g.name not in joined)])
+    context.update(forms)
     return render_template("admin/people_show.html", **context), status
 
 
 def _local_user(username: str) -> User:
-    """The user a change is about: a directory user's page has no forms, and posting to it changes nothing."""
+    """The user a change of profile, password, status or existence is about: a directory user's are the
+    directory's, their page has no such forms, and posting them changes nothing."""
     user = directory.require_user(username)
     if user.source != LOCAL:
         raise Conflict(f"{user.username} comes from directory {user.source}: change them there")
@@ -223,7 +223,7 @@ def person_enable(username: str) -> Page:
 
 @bp.post("/people/<username>/groups")
 def person_group_add(username: str) -> Page:
-    user = _local_user(username)
+    user = directory.require_user(username)
     form = AddGroupForm()
     form.add_group.choices = choices([("", "Choose a group"), *((g.name, g.name) for g in directory.list_groups())])
     if form.validate_on_submit():
@@ -241,7 +241,7 @@ def person_group_add(username: str) -> Page:
 @bp.route("/people/<username>/groups/remove", methods=["GET", "POST"])
 def person_group_remove(username: str) -> Page:
     """The confirmation step of taking the user out of a group (GET ?group=NAME), and the removal (POST)."""
-    user = _local_user(username)
+    user = directory.require_user(username)
     form = RemoveGroupForm()
     group = subject(form.group, "group", "NAME")
     return _leave(group, user.username, form, url_for("admin.person", username=user.username))
