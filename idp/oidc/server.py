@@ -93,6 +93,19 @@ def decide(principal: Principal | None, client: Client, grant_type: str) -> None
         authorize(principal, AppTarget("oidc", client.client_id), clock.now(), client_ip=ip)
 
 
+def still_given(principal: Principal, client_id: str) -> bool:
+    """Is a token's user still given its client (the check every grant makes, at a token's use: userinfo,
+    introspection)? A user unassigned, whose assignment ended or who left the assigned group gets no claims
+    and an inactive token at once, not when it expires; a refusal is audited as ``access.denied``. The token
+    is not revoked: given the client again, the user's tokens work again, as their refresh token does."""
+    try:
+        authorize(principal, AppTarget("oidc", client_id), clock.now(),
+                  client_ip=flask_request.remote_addr if has_request_context() else None)
+    except AccessDenied:
+        return False
+    return True
+
+
 def decide_token(principal: Principal, client: Client, grant_type: str) -> None:
     """:func:`decide` at the token endpoint: a user no longer given the client makes the code, refresh
     token or device code held for them an invalid grant (RFC 6749 5.2)."""
@@ -530,8 +543,11 @@ class Introspection(IntrospectionEndpoint):  # type: ignore[misc]
             return {"active": False}
         row = token.row
         user = active_user(row.user_id)
-        if row.user_id is not None and user is None:
-            return {"active": False}  # the user was disabled or deleted since
+        if row.user_id is not None:
+            # Disabled or deleted since, no longer vouched for by their directory, or no longer given the client.
+            principal = principal_now(user, row.auth_time) if user is not None and row.auth_time else None
+            if principal is None or not still_given(principal, row.client_id):
+                return {"active": False}
         exp = row.expires_at if token.kind == "access_token" else row.refresh_expires_at
         payload: dict[str, Any] = {
             "active": True, "client_id": row.client_id, "scope": row.scope, "token_type": "Bearer",

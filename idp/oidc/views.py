@@ -30,7 +30,7 @@ from idp.keys import EC, RSA
 from idp.oidc import authorize as authz
 from idp.oidc import clients, consent, device_page, logout
 from idp.oidc.claims import user_claims
-from idp.oidc.server import SECRET_AUTH, AccessTokenValidator, server, session_ended
+from idp.oidc.server import SECRET_AUTH, AccessTokenValidator, server, session_ended, still_given
 from idp.runtime import keystore, settings
 from idp.store import User
 
@@ -231,7 +231,7 @@ def userinfo() -> BaseResponse:
     if user is None or not user.enabled or client is None or access.auth_time is None:
         return _refused("userinfo", _bearer_error(InvalidTokenError()))
     principal = revalidated_principal(user, access.auth_time)
-    if principal is None:
+    if principal is None or not still_given(principal, client.client_id):
         return _refused("userinfo", _bearer_error(InvalidTokenError()))
     return _json(user_claims(principal, client.claim_map, access.scope))
 

@@ -182,6 +182,38 @@ def test_code_exchange_and_refresh_stop_when_the_assignment_is_removed(idp: Live
     assert denials() == [("alice", reg.client_id, NOT_ASSIGNED)] * 2
 
 
+def test_userinfo_and_introspection_stop_when_the_assignment_is_removed_and_resume_when_given_again(
+    idp: LiveServer,
+) -> None:
+    """An access token is not only refused a refresh: its claims (userinfo) and its introspection stop at once,
+    not when it expires; each refused use is an access.denied event. Given the client again, it works again."""
+    reg = register(open_to_all=False)
+    assign_app(reg.client_id, "user:alice", actor="test")
+    session = rp(idp.url, reg)
+    auth = start(session)
+    arrival = browse(requests.Session(), auth.url)
+    session.fetch_token(session.server_metadata["token_endpoint"], authorization_response=arrival.url,
+                        code_verifier=auth.verifier, state=auth.state)
+    userinfo = session.server_metadata["userinfo_endpoint"]
+
+    def introspected() -> bool:
+        resp = requests.post(session.server_metadata["introspection_endpoint"], timeout=10,
+                             data={"token": session.token["access_token"]}, auth=(reg.client_id, reg.client_secret))
+        assert resp.status_code == 200
+        return bool(resp.json()["active"])
+
+    assert session.get(userinfo).json()["preferred_username"] == "alice" and introspected()
+
+    unassign_app(reg.client_id, "user:alice", actor="test")
+    refused = session.get(userinfo)
+    assert refused.status_code == 401 and 'error="invalid_token"' in refused.headers["WWW-Authenticate"]
+    assert not introspected()
+    assert denials() == [("alice", reg.client_id, NOT_ASSIGNED)] * 2
+
+    assign_app(reg.client_id, "user:alice", actor="test")
+    assert session.get(userinfo).json()["preferred_username"] == "alice" and introspected()
+
+
 def test_device_approval_is_refused_and_the_device_hears_access_denied(idp: LiveServer) -> None:
     tv = register(name="Living-room TV", public=True, redirect_uris=(), grant_types=(DEVICE_GRANT,),
                   open_to_all=False)
