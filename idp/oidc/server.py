@@ -543,11 +543,12 @@ class Introspection(IntrospectionEndpoint):  # type: ignore[misc]
             return {"active": False}
         row = token.row
         user = active_user(row.user_id)
-        if row.user_id is not None:
-            # Disabled or deleted since, no longer vouched for by their directory, or no longer given the client.
-            principal = principal_now(user, row.auth_time) if user is not None and row.auth_time else None
-            if principal is None or not still_given(principal, row.client_id):
-                return {"active": False}
+        # Disabled or deleted since, or no longer given the client. The groups are the user's row's: a resource
+        # server may introspect on every call, and must not wait on a directory (userinfo and refresh ask it again
+        # when due).
+        if row.user_id is not None and (user is None or row.auth_time is None
+                                        or not still_given(user.principal(row.auth_time), row.client_id)):
+            return {"active": False}
         exp = row.expires_at if token.kind == "access_token" else row.refresh_expires_at
         payload: dict[str, Any] = {
             "active": True, "client_id": row.client_id, "scope": row.scope, "token_type": "Bearer",

@@ -280,6 +280,15 @@ def test_a_directory_user_joins_and_leaves_a_local_group_from_their_page(client:
     assert olga.groups == [] and olga.external_groups == ["ldap-engineers"]  # the directory's, untouched
     assert by_admin("group.remove_member")[0].username == "olga"
 
+    # The admin group: leaving it locally ends her admin rights, unless her directory reports it too.
+    shadow_user("oscar", groups=("idp-admins",))
+    for user in ("olga", "oscar"):
+        directory.add_member("idp-admins", user, actor="test")
+    db.session.commit()
+    for user, warned in (("olga", True), ("oscar", False)):
+        confirm = text(client.get(f"/admin/people/{user}/groups/remove?group=idp-admins"))
+        assert ("can no longer use these pages" in confirm) is warned, user
+
 
 # --- groups -------------------------------------------------------------------------------------------------
 

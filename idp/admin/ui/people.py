@@ -400,7 +400,9 @@ def _leave(group: str, username: str, form: ConfirmForm, back: str) -> Page:
     username = directory.normalize_username(username)
     form.confirm.label.text = f"Yes, take {username} out of {group}"
     warning = None
-    if group == settings().admin_group:
+    member = directory.get_user(username)
+    # A directory that reports a group of that name keeps the user in it whatever the local membership.
+    if group == settings().admin_group and (member is None or group not in (member.external_groups or ())):
         warning = (f"{group} is the admin group: {username} can no longer use these pages"
                    + (", and neither can you, from your next page." if username == admin().username else "."))
 
