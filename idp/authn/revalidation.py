@@ -10,8 +10,9 @@ asked again by the user's stable id (one search with the service account):
 - gone, disabled, or no longer signable (name taken): every session of the user ends (the session-ended hook
   revokes their OIDC tokens) and the caller refuses;
 - still there: the shadow row gets the current profile and groups;
-- the directory cannot answer: the user goes on with what we have, and is asked about again next time (an outage
-  must not sign everybody out).
+- the directory cannot answer: the user goes on with what we have (an outage must not sign everybody out), and
+  for BACKOFF this process asks that directory about nobody (a hung server would otherwise cost every request
+  of its users its whole timeout, again and again).
 
 OIDC calls :func:`revalidated_principal`; the session calls :func:`revalidate` when it loads.
 """
@@ -20,6 +21,8 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+
+from flask import current_app
 
 from idp import audit
 from idp.audit import AuditEvent
@@ -35,6 +38,8 @@ from idp.store import User
 
 log = logging.getLogger(__name__)
 EVENT = "user.revalidate"
+BACKOFF = timedelta(seconds=30)
+_UNANSWERED = "idp.revalidation_unanswered"  # app.extensions: directory name -> until when it is not asked
 
 
 def due(user: User | UserSnapshot) -> bool:
@@ -57,6 +62,8 @@ def _due(user: User | UserSnapshot, item: Configured | None) -> bool:
     if item is None or item.cfg is None:
         return True
     t = now()
+    if t < _unanswered().get(item.name, t):
+        return False  # it failed to answer lately: going on, as when it fails
     checked = user.checked_at
     # A check "in the future" (the clock went back) counts as stale: a clock step can only bring a check closer.
     return checked is None or not checked <= t < checked + timedelta(seconds=item.cfg.revalidate_seconds)
@@ -76,7 +83,8 @@ def revalidate(user: User) -> bool:
     try:
         verdict = chain.connector(item).recheck(external_id)
     except DirectoryUnavailable as exc:
-        # checked_at stays as it was, so the next use asks again.
+        # checked_at stays as it was, so the first use after the back-off asks again.
+        _unanswered()[item.name] = now() + BACKOFF
         log.warning("directory %s unavailable while revalidating %s: %s", user.source, username, exc.reason)
         audit.record(AuditEvent(type=EVENT, outcome="warning", username=username, actor=f"directory:{user.source}",
                                 reason=f"not rechecked, going on: {exc.reason}", details={"source": user.source}))
@@ -85,6 +93,12 @@ def revalidate(user: User) -> bool:
         return _refuse(user, verdict.reason or "refused by the directory")
     db.session.commit()
     return True
+
+
+def _unanswered() -> dict[str, datetime]:
+    # Per app (each test builds its own), shared by the process's threads: a dict's get and set are atomic.
+    found: dict[str, datetime] = current_app.extensions.setdefault(_UNANSWERED, {})
+    return found
 
 
 def _refuse(user: User, reason: str) -> bool:
