@@ -62,11 +62,15 @@ def _due(user: User | UserSnapshot, item: Configured | None) -> bool:
     if item is None or item.cfg is None:
         return True
     t = now()
-    if t < _unanswered().get(item.name, t):
-        return False  # it failed to answer lately: going on, as when it fails
+    every = timedelta(seconds=item.cfg.revalidate_seconds)
+    until = _unanswered().get(item.name)
+    # It failed to answer lately: going on, as when it fails. An end further off than a back-off means the clock
+    # went back, and is ignored: a clock step can only bring a check closer.
+    if until is not None and t < until <= t + min(BACKOFF, every):
+        return False
     checked = user.checked_at
-    # A check "in the future" (the clock went back) counts as stale: a clock step can only bring a check closer.
-    return checked is None or not checked <= t < checked + timedelta(seconds=item.cfg.revalidate_seconds)
+    # A check "in the future" (the clock went back) counts as stale, for the same reason.
+    return checked is None or not checked <= t < checked + every
 
 
 def revalidate(user: User) -> bool:
@@ -83,12 +87,15 @@ def revalidate(user: User) -> bool:
     try:
         verdict = chain.connector(item).recheck(external_id)
     except DirectoryUnavailable as exc:
-        # checked_at stays as it was, so the first use after the back-off asks again.
-        _unanswered()[item.name] = now() + BACKOFF
+        # checked_at stays as it was, so the first use after the back-off asks again. Never longer than the
+        # directory's own interval: an admin who asks for a check every few seconds keeps that.
+        if item.cfg is not None:
+            _unanswered()[item.name] = now() + min(BACKOFF, timedelta(seconds=item.cfg.revalidate_seconds))
         log.warning("directory %s unavailable while revalidating %s: %s", user.source, username, exc.reason)
         audit.record(AuditEvent(type=EVENT, outcome="warning", username=username, actor=f"directory:{user.source}",
                                 reason=f"not rechecked, going on: {exc.reason}", details={"source": user.source}))
         return True
+    _unanswered().pop(item.name, None)  # it answers again
     if verdict.principal is None:
         return _refuse(user, verdict.reason or "refused by the directory")
     db.session.commit()

@@ -4,6 +4,8 @@ is older than revalidate_seconds, with a python3-saml SP and authlib's OIDC clie
 
 from __future__ import annotations
 
+import signal
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,9 +234,37 @@ def test_a_directory_down_at_revalidation_leaves_the_session_going(
     assert len(revalidations("warning")) == 1
     frozen_clock.advance(seconds=BACKOFF.total_seconds())
     assert userinfo(idp, s).status_code == 200  # not marked as checked: asked again after the back-off
+    assert len(revalidations("warning")) == 2
+    frozen_clock.advance(hours=-1)  # a clock step back must not stretch the back-off to an hour
+    assert userinfo(idp, s).status_code == 200
     warnings = revalidations("warning")
-    assert len(warnings) == 2 and all("not rechecked" in (e.reason or "") for e in warnings)
+    assert len(warnings) == 3 and all("not rechecked" in (e.reason or "") for e in warnings)
     assert revalidations("failure") == []
+
+
+def test_a_hung_directory_costs_one_wait_per_back_off_and_is_asked_again_after_it(
+    idp: LiveServer, spare_slapd: SlapdProcess, corp: Slapd, frozen_clock: Clock
+) -> None:
+    s = sign_in(idp, "bob", "bob-pw")
+    frozen_clock.advance(seconds=REVALIDATE + 1)
+    spare_slapd.proc.send_signal(signal.SIGSTOP)  # the kernel accepts connections; nothing answers
+    try:
+        started = time.monotonic()
+        assert userinfo(idp, s).status_code == 200  # waited out the directory's 3 s, then went on
+        first = time.monotonic() - started
+        started = time.monotonic()
+        assert refresh(idp, s).status_code == 200
+        assert userinfo(idp, s).status_code == 200
+        later = time.monotonic() - started
+    finally:
+        spare_slapd.proc.send_signal(signal.SIGCONT)
+    assert first > 2.5 and later < 1.5, (first, later)
+
+    # Deleted meanwhile: the first use after the back-off asks again, and he is out.
+    ldapmodify(corp.ldap_url, f"dn: uid=bob,{PEOPLE}\nchangetype: delete\n")
+    frozen_clock.advance(seconds=BACKOFF.total_seconds())
+    assert userinfo(idp, s).status_code == 401
+    assert [e.username for e in revalidations("failure")] == ["bob"]
 
 
 def test_directory_remove_disables_its_users_and_ends_their_sessions(
