@@ -29,6 +29,7 @@ from idp.audit import AuditEvent
 from idp.authn.connectors import chain
 from idp.authn.connectors.chain import Configured
 from idp.authn.connectors.local import LOCAL
+from idp.authn.connectors.settings import DirectoryConfig
 from idp.authn.principal import Principal, UserSnapshot, principal_from_user
 from idp.authn.session import end_user_sessions
 from idp.clock import now
@@ -62,15 +63,14 @@ def _due(user: User | UserSnapshot, item: Configured | None) -> bool:
     if item is None or item.cfg is None:
         return True
     t = now()
-    every = timedelta(seconds=item.cfg.revalidate_seconds)
     until = _unanswered().get(item.name)
     # It failed to answer lately: going on, as when it fails. An end further off than a back-off means the clock
     # went back, and is ignored: a clock step can only bring a check closer.
-    if until is not None and t < until <= t + min(BACKOFF, every):
+    if until is not None and t < until <= t + _backoff(item.cfg):
         return False
     checked = user.checked_at
     # A check "in the future" (the clock went back) counts as stale, for the same reason.
-    return checked is None or not checked <= t < checked + every
+    return checked is None or not checked <= t < checked + timedelta(seconds=item.cfg.revalidate_seconds)
 
 
 def revalidate(user: User) -> bool:
@@ -87,10 +87,9 @@ def revalidate(user: User) -> bool:
     try:
         verdict = chain.connector(item).recheck(external_id)
     except DirectoryUnavailable as exc:
-        # checked_at stays as it was, so the first use after the back-off asks again. Never longer than the
-        # directory's own interval: an admin who asks for a check every few seconds keeps that.
+        # checked_at stays as it was, so the first use after the back-off asks again.
         if item.cfg is not None:
-            _unanswered()[item.name] = now() + min(BACKOFF, timedelta(seconds=item.cfg.revalidate_seconds))
+            _unanswered()[item.name] = now() + _backoff(item.cfg)
         log.warning("directory %s unavailable while revalidating %s: %s", user.source, username, exc.reason)
         audit.record(AuditEvent(type=EVENT, outcome="warning", username=username, actor=f"directory:{user.source}",
                                 reason=f"not rechecked, going on: {exc.reason}", details={"source": user.source}))
@@ -100,6 +99,11 @@ def revalidate(user: User) -> bool:
         return _refuse(user, verdict.reason or "refused by the directory")
     db.session.commit()
     return True
+
+
+def _backoff(cfg: DirectoryConfig) -> timedelta:
+    # Never longer than the directory's own interval: an admin who asks for a check every few seconds keeps that.
+    return min(BACKOFF, timedelta(seconds=cfg.revalidate_seconds))
 
 
 def _unanswered() -> dict[str, datetime]:

@@ -89,8 +89,13 @@ def decide(principal: Principal | None, client: Client, grant_type: str) -> None
     if not current.check_grant_type(grant_type):
         raise UnauthorizedClientError(f"The client is not allowed to use {grant_type}.")
     if principal is not None:
-        ip = flask_request.remote_addr if has_request_context() else None
-        authorize(principal, AppTarget("oidc", client.client_id), clock.now(), client_ip=ip)
+        _authorize(principal, client.client_id)
+
+
+def _authorize(principal: Principal, client_id: str) -> None:
+    """The user's access to the client now (AccessDenied, audited, when they have none)."""
+    authorize(principal, AppTarget("oidc", client_id), clock.now(),
+              client_ip=flask_request.remote_addr if has_request_context() else None)
 
 
 def still_given(principal: Principal, client_id: str) -> bool:
@@ -99,8 +104,7 @@ def still_given(principal: Principal, client_id: str) -> bool:
     and an inactive token at once, not when it expires; a refusal is audited as ``access.denied``. The token
     is not revoked: given the client again, the user's tokens work again, as their refresh token does."""
     try:
-        authorize(principal, AppTarget("oidc", client_id), clock.now(),
-                  client_ip=flask_request.remote_addr if has_request_context() else None)
+        _authorize(principal, client_id)
     except AccessDenied:
         return False
     return True
