@@ -177,8 +177,11 @@ def parse_sp_metadata(xml: bytes) -> SpMetadata:
     if not isinstance(root.tag, str) or root.tag != f"{{{MD}}}EntityDescriptor":
         found = etree.QName(root).localname if isinstance(root.tag, str) else "?"
         raise MetadataError(f"metadata root must be an md:EntityDescriptor, not {found}")
-    schema = _schema()
-    with _schema_lock:  # a schema's error log belongs to the schema object, so validate one at a time
+    # A schema's error log belongs to the schema object, so validate one at a time; and build it under the lock
+    # too: libxml2 sets up its built-in schema types on the first build in a process, and two threads doing that
+    # at once fail ("the given type is not a built-in type"), a 500 for a fresh worker's first SSO requests.
+    with _schema_lock:
+        schema = _schema()
         valid = schema.validate(root)
         error = schema.error_log[0] if not valid and schema.error_log else None
     if not valid:
