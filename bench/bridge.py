@@ -33,6 +33,8 @@ from harness import (
 from slapd import Slapd
 
 IDP = str(VENV_BIN / "idp")
+# Log lines shown before the tail when a run had errors: audited refusals, warnings, errors.
+_NOTABLE = ('"outcome": "failure"', '"level": "WARNING"', '"level": "ERROR"', "Traceback")
 
 
 class Bridge:
@@ -137,7 +139,10 @@ class Bridge:
         return roots + ([self.slapd.pid] if self.slapd else [])
 
     def logs(self) -> str:
-        return tail(self.log)
+        # A refused flow is an audited failure or a warning, often long before the log's tail.
+        lines = self.log.read_text(errors="replace").splitlines() if self.log.exists() else []
+        notable = [line for line in lines if any(mark in line for mark in _NOTABLE)][-10:]
+        return "\n".join(["(failures and warnings)", *notable, "(the end)", tail(self.log)])
 
     def describe(self) -> str:
         parts = [f"gunicorn master + {self.opts.workers} workers x {self.opts.threads} threads"]

@@ -526,4 +526,7 @@ def form(page: str, having: str) -> Form:
         if having in fields:
             action = re.search(r'\baction="([^"]*)"', found.group(1))
             return Form(html.unescape(action.group(1)) if action else "", fields)
-    raise FlowError(f"no form with {having!r} in the page: {page[:300]!r}")
+    # A page that refuses says why in an alert (the login page's error): that line, not the page's head.
+    alert = re.search(r'role="alert"[^>]*>(.*?)<', page, re.S)
+    said = html.unescape(alert.group(1)).strip() if alert else page[:300]
+    raise FlowError(f"no form with {having!r} in the page: {said!r}")
