@@ -86,8 +86,15 @@ def make_settings(
         with engine.begin() as conn:
             tables = [r[0] for r in conn.execute(text(
                 "SELECT tablename FROM pg_tables WHERE schemaname='public' AND tablename <> 'alembic_version'"))]
-            if tables:
-                conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+            sequences = [r[0] for r in conn.execute(text(
+                "SELECT sequencename FROM pg_sequences WHERE schemaname='public'"))]
+            # DELETE with the foreign-key triggers off, not TRUNCATE ... RESTART IDENTITY CASCADE: the same empty
+            # tables and restarted ids in 7 ms instead of 50 (TRUNCATE makes new files for every table), which
+            # was a minute of the PostgreSQL pass.
+            quote = conn.dialect.identifier_preparer.quote
+            conn.execute(text("SET LOCAL session_replication_role = replica"))
+            conn.execute(text("".join(f"DELETE FROM {quote(t)};" for t in tables)  # noqa: S608 (catalog names)
+                              + "".join(f"ALTER SEQUENCE {quote(s)} RESTART;" for s in sequences)))
         engine.dispose()
     else:
         shutil.copy(_database_template / "idp.db", tmp_path / "idp.db")
