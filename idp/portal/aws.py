@@ -7,21 +7,19 @@ decision is asked first, so that a user without that role (or a hand-made link t
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from flask import Response, redirect, request, url_for
-from sqlalchemy import select
 from werkzeug.wrappers import Response as BaseResponse
 
 from idp import clock
 from idp.access.decide import AWS_ENTITY_ID, AccountTarget, authorize
 from idp.authn.session import current_session, login_url, principal_for
 from idp.errors import Conflict
-from idp.extensions import db
 from idp.portal import bp
 from idp.saml import providers, sso
 from idp.saml.views import answer
-from idp.store import ServiceProvider
 
 # AWS sign-in's default assertion consumer service; an account may name a regional one (Account.signin_url).
 GLOBAL_ACS = "https://signin.aws.amazon.com/saml"
@@ -32,15 +30,13 @@ _SP_OPTIONS = providers.SpOptions(nameid_format="persistent", attribute_map=(), 
                                   sign_response=True)
 
 
-def ensure_sp(actor: str) -> ServiceProvider:
+def ensure_sp(actor: str) -> None:
     """AWS sign-in as a registered SP (from METADATA_FILE), registering it on first use."""
-    sp = providers.get(AWS_ENTITY_ID)
-    if sp is not None:
-        return sp
-    try:
-        return providers.add(METADATA_FILE.read_bytes(), str(METADATA_FILE), _SP_OPTIONS, actor)
-    except Conflict:  # a concurrent first launch registered it; add() left this request's look-up stale
-        return db.session.scalars(select(ServiceProvider).where(ServiceProvider.entity_id == AWS_ENTITY_ID)).one()
+    if providers.get(AWS_ENTITY_ID) is not None:
+        return
+    # A concurrent first launch may register it first: add() then rolls back, and the look-up reads again.
+    with contextlib.suppress(Conflict):
+        providers.add(METADATA_FILE.read_bytes(), str(METADATA_FILE), _SP_OPTIONS, actor)
 
 
 @bp.get("/aws/<account_id>/<permission_set>")
@@ -55,6 +51,6 @@ def aws_console(account_id: str, permission_set: str) -> BaseResponse:
     principal = principal_for(session)
     role = authorize(principal, AccountTarget(account_id, permission_set), clock.now(), client_ip=ip).roles[0]
     # AWS sign-in is registered on first use, not by an admin: the audit names who caused it.
-    sp = ensure_sp(actor=f"portal (AWS console launch by {principal.username})")
-    return answer(sso.aws_launch(sp.entity_id, role.signin_url or GLOBAL_ACS, account_id, permission_set,
+    ensure_sp(actor=f"portal (AWS console launch by {principal.username})")
+    return answer(sso.aws_launch(AWS_ENTITY_ID, role.signin_url or GLOBAL_ACS, account_id, permission_set,
                                  role.relay_state, ip))

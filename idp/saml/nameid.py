@@ -17,7 +17,8 @@ from sqlalchemy.exc import IntegrityError
 
 from idp.authn.principal import Principal
 from idp.extensions import db
-from idp.store import PersistentNameId, ServiceProvider
+from idp.saml.providers import RegisteredSp
+from idp.store import PersistentNameId
 
 EMAIL = "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress"
 PERSISTENT = "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent"
@@ -53,7 +54,7 @@ def choose_format(configured: str, requested: str | None) -> str:
     return chosen
 
 
-def name_id_for(principal: Principal, sp: ServiceProvider, fmt: str) -> NameId:
+def name_id_for(principal: Principal, sp: RegisteredSp, fmt: str) -> NameId:
     if fmt == EMAIL:
         if not principal.email:
             raise NameIdPolicyError("user has no email address for an emailAddress NameID")

@@ -38,6 +38,7 @@ from idp.runtime import keystore, settings
 from idp.saml import providers
 from idp.saml.bindings import POST, REDIRECT, Inbound, decode_post, decode_redirect, post_form
 from idp.saml.metadata import Endpoint, idp_entity_id
+from idp.saml.providers import RegisteredSp
 from idp.saml.signing import SignatureInvalid, sign, sign_redirect, verify_posted, verify_redirect
 from idp.saml.xmlsafe import parse
 from idp.state import once, pending
@@ -131,14 +132,14 @@ def _issuer(root: etree._Element) -> str:
     return value
 
 
-def _registered(entity_id: str) -> ServiceProvider:
+def _registered(entity_id: str) -> RegisteredSp:
     sp = providers.get(entity_id)
     if sp is None:
         raise _refuse("This service provider is not registered here.", "unknown SP", entity_id)
     return sp
 
 
-def _signed(inbound: Inbound, root: etree._Element, sp: ServiceProvider) -> bool:
+def _signed(inbound: Inbound, root: etree._Element, sp: RegisteredSp) -> bool:
     """True when the message carries a valid signature by one of the SP's metadata certificates."""
     certs = list(providers.metadata_of(sp).signing_certs)
     if not certs:
@@ -153,7 +154,7 @@ def _signed(inbound: Inbound, root: etree._Element, sp: ServiceProvider) -> bool
                       sp.entity_id) from exc
 
 
-def _require_signature(sp: ServiceProvider, signed: bool) -> None:
+def _require_signature(sp: RegisteredSp, signed: bool) -> None:
     # An SP that publishes a signing key signs its logout messages; an unsigned one is a forgery attempt
     # (anyone can make a browser GET /saml/slo and end a user's session otherwise).
     if not signed and (providers.metadata_of(sp).signing_certs or sp.require_signed_requests):
@@ -172,7 +173,7 @@ def _instant(value: str | None) -> datetime | None:
     return parsed
 
 
-def _check_common(msg: Any, sp: ServiceProvider) -> None:
+def _check_common(msg: Any, sp: RegisteredSp) -> None:
     """Version, ID, Destination and IssueInstant, shared by requests and responses."""
     if msg.version != "2.0":
         raise _refuse("Unsupported SAML version.", "bad version", sp.entity_id)
@@ -238,7 +239,7 @@ def _logout_request(inbound: Inbound, root: etree._Element) -> Response:
     return _advance(chain)
 
 
-def _find_session(sp: ServiceProvider, name_id: str, indexes: list[str], signed: bool) -> SsoSession | None:
+def _find_session(sp: RegisteredSp, name_id: str, indexes: list[str], signed: bool) -> SsoSession | None:
     """The IdP session the request names: the browser's own, else (signed requests only) by NameID/SessionIndex."""
     sso = current_session()
     if sso is not None and _participant(sso, sp, name_id, indexes) is not None:
@@ -252,12 +253,12 @@ def _find_session(sp: ServiceProvider, name_id: str, indexes: list[str], signed:
     return None
 
 
-def _has_live_session(sp: ServiceProvider, name_id: str) -> bool:
+def _has_live_session(sp: RegisteredSp, name_id: str) -> bool:
     t = now()
     return any(s.expires_at > t for s in session_state.find_by_name_id(sp.id, name_id, []))
 
 
-def _participant(sso: SsoSession, sp: ServiceProvider, name_id: str, indexes: list[str]) -> Participant | None:
+def _participant(sso: SsoSession, sp: RegisteredSp, name_id: str, indexes: list[str]) -> Participant | None:
     p = session_state.participant(sso.id, sp.id)
     if p is not None and p.name_id == name_id and (not indexes or p.session_index in indexes):
         return p
@@ -378,7 +379,7 @@ def _logout_response(inbound: Inbound, root: etree._Element) -> Response:
     return _advance(chain)
 
 
-def _response_result(inbound: Inbound, root: etree._Element, msg: Any, sp: ServiceProvider) -> str:
+def _response_result(inbound: Inbound, root: etree._Element, msg: Any, sp: RegisteredSp) -> str:
     """What the SP said, as one word for the audit log. A response we cannot trust counts as a failure,
     but does not stop the chain: the user asked to be logged out of the remaining SPs too."""
     try:

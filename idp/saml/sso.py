@@ -34,11 +34,11 @@ from idp.runtime import keystore, settings
 from idp.saml import build, nameid, providers, signing, xmlsafe
 from idp.saml.bindings import POST, REDIRECT, Inbound
 from idp.saml.metadata import Endpoint, SpMetadata
+from idp.saml.providers import RegisteredSp
 from idp.state import once
 from idp.state import pending as pending_state
 from idp.state import sessions as session_state
 from idp.state.sessions import Participant, SsoSession
-from idp.store import ServiceProvider
 
 PENDING_KIND = "saml-authn"
 PENDING_LIFETIME = timedelta(minutes=10)
@@ -187,7 +187,7 @@ def _parse_instant(value: str | None) -> datetime:
     return parsed
 
 
-def _check_signature(inbound: Inbound, root: Any, sp: ServiceProvider, md: SpMetadata) -> None:
+def _check_signature(inbound: Inbound, root: Any, sp: RegisteredSp, md: SpMetadata) -> None:
     certs = list(md.signing_certs)
     required = sp.require_signed_requests or md.authn_requests_signed
     if inbound.binding == REDIRECT:
@@ -239,12 +239,12 @@ def _trusted_acs(request: Any, md: SpMetadata) -> str:
     return default_acs(md)
 
 
-def _namespace(sp: ServiceProvider) -> str:
+def _namespace(sp: RegisteredSp) -> str:
     # A claim's namespace is 64 characters; entity IDs can be far longer, so key by a digest of the ID.
     return "saml-authn:" + hashlib.sha256(sp.entity_id.encode()).hexdigest()[:48]
 
 
-def _consume_request_id(sp: ServiceProvider, request_id: str, now: datetime) -> None:
+def _consume_request_id(sp: RegisteredSp, request_id: str, now: datetime) -> None:
     cfg = settings()
     # Kept for as long as a request with this ID could still pass the IssueInstant check. In the database the
     # claim commits with the response (or the parked request): an error before that leaves the ID unused.
@@ -254,7 +254,7 @@ def _consume_request_id(sp: ServiceProvider, request_id: str, now: datetime) -> 
                          "try again.", "replayed request")
 
 
-def _registered(entity_id: str, client_ip: str | None) -> ServiceProvider:
+def _registered(entity_id: str, client_ip: str | None) -> RegisteredSp:
     sp = providers.get(entity_id)
     if sp is None:
         audit_refusal("unknown service provider (IdP-initiated)", sp=entity_id[:1024], client_ip=client_ip)
@@ -418,7 +418,7 @@ def _aws_details(req: SsoRequest, grant: Grant, released: list[ReleasedAttribute
                     "session_seconds": int(duration) if duration is not None else None}}
 
 
-def _record_participant(session: SsoSession, sp: ServiceProvider, name_id: nameid.NameId, session_index: str,
+def _record_participant(session: SsoSession, sp: RegisteredSp, name_id: nameid.NameId, session_index: str,
                         previous: Participant | None, now: datetime) -> None:
     """Single Logout needs to know every SP of this session and how it knows the user."""
     current = Participant(session_id=session.id, sp_id=sp.id, name_id=name_id.value,

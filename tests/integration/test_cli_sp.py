@@ -57,8 +57,7 @@ def md_file(tmp_path: Path) -> Path:
 def test_add_with_defaults_from_the_metadata(runner: FlaskCliRunner, md_file: Path) -> None:
     out = ok(runner, "sp", "add", "--metadata", str(md_file))
     assert f"registered service provider '{SP_ENTITY_ID}'" in out
-    sp = providers.get(SP_ENTITY_ID)
-    assert sp is not None
+    sp = providers.get_or_404(SP_ENTITY_ID)  # the stored row, with where it came from
     assert sp.nameid_format == PERSISTENT  # the first format in the SP's metadata that we issue
     assert sp.require_signed_requests is True  # AuthnRequestsSigned="true"
     assert (sp.sign_response, sp.sign_assertion, sp.encrypt_assertion, sp.allow_sha1) == (True, True, False, False)
@@ -232,8 +231,7 @@ def test_add_and_refresh_from_a_url(runner: FlaskCliRunner, http_dir: tuple[str,
     base, folder = http_dir
     (folder / "md.xml").write_bytes(python3_saml_metadata())
     ok(runner, "sp", "add", "--metadata", f"{base}/md.xml")
-    sp = providers.get(SP_ENTITY_ID)
-    assert sp is not None and sp.metadata_source == f"{base}/md.xml"
+    assert providers.get_or_404(SP_ENTITY_ID).metadata_source == f"{base}/md.xml"
     (folder / "md.xml").write_bytes(python3_saml_metadata(acs_url="https://sp.example.test/acs2"))
     assert "updated" in ok(runner, "sp", "refresh", SP_ENTITY_ID)
     assert "returned HTTP 404" in refused(runner, "sp", "add", "--metadata", f"{base}/missing.xml")

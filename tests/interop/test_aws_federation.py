@@ -11,6 +11,7 @@ with two values, so it only sees single-role responses (which always carry RoleS
 from __future__ import annotations
 
 import base64
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -172,7 +173,29 @@ def test_aws_sign_in_is_registered_once_on_first_use(app: Flask, model: dict[str
     sp = providers.get(AWS_ENTITY_ID)
     assert sp is not None and sp.attribute_map == [] and sp.sign_assertion and sp.sign_response
     assert len(audit.events(type="sp.add")) == 1
-    assert ensure_sp("test") is sp
+    ensure_sp("test")  # registered already: nothing more
+    assert providers.get(AWS_ENTITY_ID) == sp and len(audit.events(type="sp.add")) == 1
+
+
+def test_a_first_launch_that_loses_the_registration_race_uses_the_winners_sp(app: Flask) -> None:
+    """Two first launches at once: the one whose registration collides takes the SP the other registered, though
+    it had looked AWS sign-in up as missing earlier in its request."""
+    from idp.portal.aws import _SP_OPTIONS, METADATA_FILE
+
+    with app.test_request_context("/portal/aws"):
+        assert providers.get(AWS_ENTITY_ID) is None  # this request's look-up, before the other launch commits
+        def other_launch() -> None:  # its own thread: its own request state, session and connection
+            with app.app_context():
+                providers.add(METADATA_FILE.read_bytes(), str(METADATA_FILE), _SP_OPTIONS, "the other launch")
+                db.session.commit()
+
+        other = threading.Thread(target=other_launch)
+        other.start()
+        other.join()
+        ensure_sp("this launch")
+        sp = providers.get(AWS_ENTITY_ID)
+        assert sp is not None and sp.entity_id == AWS_ENTITY_ID
+    assert [e.actor for e in audit.events(type="sp.add")] == ["the other launch"]
 
 
 def test_a_regional_account_is_posted_to_its_own_endpoint(app: Flask, model: dict[str, Any]) -> None:

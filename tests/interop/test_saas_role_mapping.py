@@ -49,9 +49,7 @@ def register(runner: FlaskCliRunner, *args: str) -> None:
 
 
 def open_to_all(entity_id: str) -> None:
-    sp = providers.get(entity_id)
-    assert sp is not None
-    sp.open_to_all = True
+    providers.get_or_404(entity_id).open_to_all = True
     db.session.commit()
 
 
