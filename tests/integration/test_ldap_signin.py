@@ -4,6 +4,7 @@ cycle, failover, and an outage that leaves local users signing in."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from helpers import login, make_user
 from ldap_server import Slapd, SlapdProcess, closed_port_url, directory_config, ldapmodify
+from sqlalchemy import event as sa_event
 from sqlalchemy import select
 
 from idp import audit
@@ -194,6 +196,43 @@ def test_a_directory_password_never_opens_a_local_account_of_the_same_name(
     # The first source that knows a name decides: with the directory first, the local password is not tried.
     assert sign_in(app.test_client(), "alice", "alice-local-password")[0] == 200
     assert last_login().reason == "corp: bad password"
+
+
+def test_a_first_sign_in_racing_another_of_the_same_user_signs_in(
+    slapd: Slapd, tmp_path: Path, with_directories: Callable[..., Flask]
+) -> None:
+    """Two first sign-ins of one directory user at once (two tabs, two clients): the other one's shadow row is
+    committed just after this one's first look-up for it. Both are the same user: this one signs in too. (The
+    bridge once took that row for another user's, and answered "Incorrect username or password".)"""
+    cfg = directory_config(slapd, tmp_path)
+    app = with_directories(cfg)
+    connector = LdapConnector(cfg, slapd.service_password)
+    entry = connector.directory.find_user("alice").entry
+    connector.close()
+    assert entry is not None
+    injected: list[str] = []
+
+    def other_sign_in() -> None:  # its own thread: its own session and connection, committed at once
+        with app.app_context():
+            db.session.add(User(username="alice", source="corp", external_id=entry.external_id, enabled=True))
+            db.session.commit()
+
+    def after_statement(conn: object, cursor: object, statement: str, *_: object) -> None:
+        if not injected and "FROM users" in statement and "external_id" in statement:
+            injected.append(statement)
+            other = threading.Thread(target=other_sign_in)
+            other.start()
+            other.join()
+
+    sa_event.listen(db.engine, "after_cursor_execute", after_statement)
+    try:
+        status, page = sign_in(app.test_client(), "alice", "alice-pw")
+    finally:
+        sa_event.remove(db.engine, "after_cursor_execute", after_statement)
+    assert injected, "the sign-in never looked for the user's row"
+    assert status == 302, (last_login().reason, page[:300])
+    assert last_login().outcome == "success"
+    assert db.session.scalars(select(User.external_id).where(User.username == "alice")).all() == [entry.external_id]
 
 
 def test_a_shadow_user_disabled_locally_cannot_sign_in(

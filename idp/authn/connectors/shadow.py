@@ -8,7 +8,7 @@ never takes a username that another source already holds: one name, one identity
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from idp import audit
@@ -29,11 +29,12 @@ def provision(source: str, entry: DirectoryEntry, groups: tuple[str, ...], *, re
     """The Principal of a directory user whose password was just verified, or who was just found again by their
     stable id (revalidation): the row made or refreshed, and marked as checked now."""
     username = entry.username.strip().lower()[:255]
-    user: User | None = db.session.scalar(
-        select(User).where(User.source == source, User.external_id == entry.external_id))
-    # The name is unique: when the row found already has it, nobody else holds it (the usual sign-in).
-    holder: User | None = user if user is not None and user.username == username else db.session.scalar(
-        select(User).where(User.username == username))
+    # The user's row and whoever holds the name, read by one statement: two could straddle the commit of a
+    # concurrent first sign-in of the same user, and take its new row for another user's (sign-in refused).
+    found = db.session.scalars(select(User).where(
+        or_(and_(User.source == source, User.external_id == entry.external_id), User.username == username))).all()
+    user = next((u for u in found if u.source == source and u.external_id == entry.external_id), None)
+    holder = next((u for u in found if u.username == username), None)
     if holder is not None and holder is not user:
         other = "a local user" if holder.source == "local" else f"a user of directory {holder.source}"
         return Verdict(None, f"username '{username}' already belongs to {other}", known=True)
