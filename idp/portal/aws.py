@@ -8,7 +8,7 @@ decision is asked first, so that a user without that role (or a hand-made link t
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
+import logging
 
 from flask import Response, redirect, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
@@ -16,14 +16,18 @@ from werkzeug.wrappers import Response as BaseResponse
 from idp import clock
 from idp.access.decide import AWS_ENTITY_ID, AccountTarget, authorize
 from idp.authn.session import current_session, login_url, principal_for
-from idp.errors import Conflict
+from idp.errors import Conflict, IdpError
 from idp.portal import bp
-from idp.saml import providers, sso
+from idp.saml import presets, providers, sso
 from idp.saml.views import answer
+
+log = logging.getLogger(__name__)
 
 # AWS sign-in's default assertion consumer service; an account may name a regional one (Account.signin_url).
 GLOBAL_ACS = "https://signin.aws.amazon.com/saml"
-METADATA_FILE = Path(__file__).resolve().parents[2] / "metadata" / "presets" / "aws-signin-metadata.xml"
+# AWS's own metadata, kept with the presets (metadata/presets, or IDP_PRESETS_DIR: an installed bridge, such as
+# the container image, has no repository beside its package).
+METADATA_NAME = "aws-signin-metadata.xml"
 
 # What the AWS sign-in SP gets: a persistent NameID and, signed twice, nothing but role_attributes.
 _SP_OPTIONS = providers.SpOptions(nameid_format="persistent", attribute_map=(), sign_assertion=True,
@@ -31,12 +35,20 @@ _SP_OPTIONS = providers.SpOptions(nameid_format="persistent", attribute_map=(), 
 
 
 def ensure_sp(actor: str) -> None:
-    """AWS sign-in as a registered SP (from METADATA_FILE), registering it on first use."""
+    """AWS sign-in as a registered SP (from the presets' METADATA_NAME), registering it on first use."""
     if providers.get(AWS_ENTITY_ID) is not None:
         return
+    path = presets.presets_dir() / METADATA_NAME
+    try:
+        xml = path.read_bytes()
+    except OSError as exc:
+        log.error("AWS sign-in cannot be registered: %s: %s (set IDP_PRESETS_DIR to the presets folder)",
+                  path, exc.strerror or exc)
+        raise IdpError("AWS sign-in is not set up on this server. An administrator must fix this.",
+                       f"AWS sign-in metadata unreadable: {path}") from None
     # A concurrent first launch may register it first: add() then rolls back, and the look-up reads again.
     with contextlib.suppress(Conflict):
-        providers.add(METADATA_FILE.read_bytes(), str(METADATA_FILE), _SP_OPTIONS, actor)
+        providers.add(xml, str(path), _SP_OPTIONS, actor)
 
 
 @bp.get("/aws/<account_id>/<permission_set>")

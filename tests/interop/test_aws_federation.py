@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import base64
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import access_rows as rows
@@ -27,13 +29,15 @@ from onelogin.saml2.auth import OneLogin_Saml2_Auth
 from saml_peers import NAMEID_PERSISTENT, OneLoginSp, PostedForm, read_post_form
 from werkzeug.test import TestResponse
 
-from idp import audit, clock
+from idp import audit, clock, create_app
 from idp.access import aws
 from idp.access.decide import AWS_ENTITY_ID, AccountTarget, authorize
 from idp.authn.principal import principal_from_user
+from idp.config import Settings
 from idp.extensions import db
-from idp.portal.aws import GLOBAL_ACS, ensure_sp
+from idp.portal.aws import _SP_OPTIONS, GLOBAL_ACS, METADATA_NAME, ensure_sp
 from idp.saml import providers
+from idp.saml.presets import DEFAULT_DIR
 
 PASSWORD = "correct horse battery"
 PROD = "111122223333"  # in the Production OU
@@ -53,6 +57,10 @@ def role(account_id: str, name: str) -> str:
 
 @pytest.fixture
 def model(app: Flask) -> dict[str, Any]:
+    return make_model()
+
+
+def make_model() -> dict[str, Any]:
     """alice (group engineers) holds Admin (2 h) through the Production OU and ReadOnly (1 h) in Production
     directly; bob holds nothing; the EU account signs in at eu-west-1."""
     alice = make_user("alice", PASSWORD, groups=["engineers"], email="alice@example.test")
@@ -180,15 +188,13 @@ def test_aws_sign_in_is_registered_once_on_first_use(app: Flask, model: dict[str
 def test_a_first_launch_that_loses_the_registration_race_uses_the_winners_sp(app: Flask) -> None:
     """Two first launches at once: the one whose registration collides takes the SP the other registered, though
     it had looked AWS sign-in up as missing earlier in its request."""
-    from idp.portal.aws import _SP_OPTIONS, METADATA_FILE
+    def other_launch() -> None:  # its own thread: its own request state, session and connection
+        with app.app_context():
+            providers.add((DEFAULT_DIR / METADATA_NAME).read_bytes(), "", _SP_OPTIONS, "the other launch")
+            db.session.commit()
 
     with app.test_request_context("/portal/aws"):
         assert providers.get(AWS_ENTITY_ID) is None  # this request's look-up, before the other launch commits
-        def other_launch() -> None:  # its own thread: its own request state, session and connection
-            with app.app_context():
-                providers.add(METADATA_FILE.read_bytes(), str(METADATA_FILE), _SP_OPTIONS, "the other launch")
-                db.session.commit()
-
         other = threading.Thread(target=other_launch)
         other.start()
         other.join()
@@ -196,6 +202,33 @@ def test_a_first_launch_that_loses_the_registration_race_uses_the_winners_sp(app
         sp = providers.get(AWS_ENTITY_ID)
         assert sp is not None and sp.entity_id == AWS_ENTITY_ID
     assert [e.actor for e in audit.events(type="sp.add")] == ["the other launch"]
+
+
+def test_aws_sign_in_is_registered_from_the_configured_presets_folder(
+        make_settings: Callable[..., Settings], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An installed bridge (the container image) has no repository beside its package: AWS sign-in's metadata
+    is read from IDP_PRESETS_DIR, like the presets; without it there, the launch is a clear error page."""
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    app = create_app(make_settings(presets_dir=presets))
+    with app.app_context():
+        make_model()
+        client = signed_in(app, "alice")
+        missing = launch(client, PROD, "Admin")
+        page = missing.get_data(as_text=True)
+        assert missing.status_code == 500 and "AWS sign-in is not set up on this server" in page
+        assert "Traceback" not in page and str(presets) not in page
+        assert f"AWS sign-in cannot be registered: {presets / METADATA_NAME}" in caplog.text
+        assert providers.get(AWS_ENTITY_ID) is None
+
+        original = (DEFAULT_DIR / METADATA_NAME).read_bytes()
+        (presets / METADATA_NAME).write_bytes(
+            original.replace(b"<EntityDescriptor", b"<!-- the operator's copy --><EntityDescriptor", 1))
+        assert launch(client, PROD, "Admin").status_code == 200
+        sp = providers.get(AWS_ENTITY_ID)
+        assert sp is not None and "the operator's copy" in sp.metadata_xml
+        db.session.remove()
+        db.engine.dispose()
 
 
 def test_a_regional_account_is_posted_to_its_own_endpoint(app: Flask, model: dict[str, Any]) -> None:
