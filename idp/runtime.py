@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from flask import current_app, has_request_context, request
+from sqlalchemy import Select
+from sqlalchemy import event as sa_event
+from sqlalchemy.orm import Session
 
 from idp.config import Settings
+from idp.extensions import db
 from idp.keys import RSA, KeyStore
 
 
@@ -41,3 +45,28 @@ def forget_per_request(name: str) -> None:
     """Drop this request's look-ups kept under ``name``: the next ask reads again."""
     if has_request_context():
         request.environ.pop(name, None)
+
+
+class RequestRows(Generic[T]):
+    """One row per key as the flows read it: selected by ``statement`` (its columns in the order of the fields of
+    ``make``, a frozen dataclass; the key bound as ``key``) with one Core statement, since the ORM's loading cost
+    more than the query, and kept for the rest of the request, until a commit or :meth:`forget`."""
+
+    def __init__(self, name: str, statement: Select[Any], make: Callable[..., T]) -> None:
+        self.name, self.statement, self.make = name, statement, make
+        # A commit may follow a wait (a directory asked again) or change the row (an app opened to all): what the
+        # request read before is read again after.
+        sa_event.listen(Session, "after_commit", lambda _session: self.forget())
+
+    def get(self, key: str) -> T | None:
+        return per_request(self.name, key, lambda: self._read(key))
+
+    def _read(self, key: str) -> T | None:
+        session = db.session()  # the request's session, looked up once
+        session.flush()  # a Core read does not autoflush: a change made earlier in this request is seen
+        row = session.connection().execute(self.statement, {"key": key}).first()
+        return self.make(*row) if row is not None else None
+
+    def forget(self) -> None:
+        """Registering, changing or removing a row invalidates what this request looked up."""
+        forget_per_request(self.name)

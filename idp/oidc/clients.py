@@ -14,17 +14,15 @@ from urllib.parse import urlsplit
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from sqlalchemy import bindparam, delete, select
-from sqlalchemy import event as sa_event
 from sqlalchemy import update as sql_update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from idp import audit, clock
 from idp.access.claims import rule_text, validate_rules
 from idp.audit import AuditEvent
 from idp.errors import BadRequest, Conflict, NotFound
 from idp.extensions import db
-from idp.runtime import forget_per_request, per_request
+from idp.runtime import RequestRows
 from idp.state import device_codes, oidc_codes
 from idp.store import OidcClient, OidcConsent, OidcToken
 from idp.store.oidc import PUBLIC_AUTH_METHOD, Client, digest
@@ -90,40 +88,20 @@ class Registered:
     client_secret: str | None
 
 
-_MEMO = "idp.oidc_clients"
 _CLIENTS = OidcClient.__table__
-_BY_CLIENT_ID = (select(*(_CLIENTS.c[f.name] for f in fields(Client)))
-                 .where(_CLIENTS.c.client_id == bindparam("client_id")))
+_ROWS = RequestRows("idp.oidc_clients", select(*(_CLIENTS.c[f.name] for f in fields(Client)))
+                    .where(_CLIENTS.c.client_id == bindparam("key")), Client)
 
 
 def get(client_id: str) -> Client | None:
     """The registered client as the flows use it, read once per request (client authentication, the grant and
-    the access decision each ask for it) with one Core statement: the ORM's loading cost more than the query.
-    The services below forget it when they change a client, so this request then reads it again."""
-    return per_request(_MEMO, client_id, lambda: _read(client_id))
-
-
-def _read(client_id: str) -> Client | None:
-    session = db.session()  # the request's session, looked up once
-    session.flush()  # a Core read does not autoflush
-    client: Client | None = None
+    the access decision each ask for it). The services below forget it when they change a client, so this
+    request then reads it again."""
     # No client id holds a NUL, and PostgreSQL refuses one even in a query: unknown, not a server error.
-    if "\x00" not in client_id:
-        row = session.connection().execute(_BY_CLIENT_ID, {"client_id": client_id}).first()
-        # By position: the statement selects Client's fields in their order.
-        client = Client(*row) if row is not None else None
-    return client
+    return None if "\x00" in client_id else _ROWS.get(client_id)
 
 
-@sa_event.listens_for(Session, "after_commit")
-def _committed(_session: Session) -> None:
-    # A commit may follow a wait (a directory asked again): what the request read before is read again after.
-    _forget()
-
-
-def _forget() -> None:
-    """Registering, changing or removing a client invalidates what this request looked up."""
-    forget_per_request(_MEMO)
+_forget = _ROWS.forget
 
 
 def get_or_404(client_id: str) -> OidcClient:

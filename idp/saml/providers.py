@@ -27,7 +27,7 @@ from idp import audit
 from idp.access.claims import ROLES, rule_text, validate_rules
 from idp.errors import BadRequest, Conflict, NotFound
 from idp.extensions import db
-from idp.runtime import forget_per_request, per_request
+from idp.runtime import RequestRows
 from idp.saml.metadata import (
     METADATA_MAX_BYTES,
     NAMEID_FORMATS,
@@ -92,29 +92,18 @@ class RegisteredSp:
     updated_at: datetime
 
 
-_MEMO = "idp.service_providers"
 _SPS = ServiceProvider.__table__
-# The columns in the order of RegisteredSp's fields.
-_BY_ENTITY_ID = (select(*(_SPS.c[f.name] for f in fields(RegisteredSp)))
-                 .where(_SPS.c.entity_id == bindparam("entity_id")))
+_ROWS = RequestRows("idp.service_providers",
+                    select(*(_SPS.c[f.name] for f in fields(RegisteredSp))).where(_SPS.c.entity_id == bindparam("key")),
+                    RegisteredSp)
 
 
 def get(entity_id: str) -> RegisteredSp | None:
     """The registered SP, looked up once per request (a sign-in asks for it at every step)."""
-    def load() -> RegisteredSp | None:
-        # On the session's connection: a registration flushed earlier in this request is seen.
-        row = db.session.connection().execute(_BY_ENTITY_ID, {"entity_id": entity_id}).first()
-        return RegisteredSp(*row) if row is not None else None
-
-    sp: RegisteredSp | None = per_request(_MEMO, entity_id, load)
-    return sp
+    return _ROWS.get(entity_id)
 
 
-def _forget() -> None:
-    """Registering, changing or removing an SP invalidates what this request looked up; flushed first, since
-    :func:`get` reads on the connection, where unflushed ORM changes are not seen."""
-    db.session.flush()
-    forget_per_request(_MEMO)
+_forget = _ROWS.forget
 
 
 def get_or_404(entity_id: str) -> ServiceProvider:
