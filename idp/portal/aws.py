@@ -19,6 +19,7 @@ from idp.authn.session import current_session, login_url, principal_for
 from idp.errors import Conflict, IdpError
 from idp.portal import bp
 from idp.saml import presets, providers, sso
+from idp.saml.metadata import MetadataError, parse_sp_metadata
 from idp.saml.views import answer
 
 log = logging.getLogger(__name__)
@@ -35,20 +36,32 @@ _SP_OPTIONS = providers.SpOptions(nameid_format="persistent", attribute_map=(), 
 
 
 def ensure_sp(actor: str) -> None:
-    """AWS sign-in as a registered SP (from the presets' METADATA_NAME), registering it on first use."""
+    """AWS sign-in as a registered SP (AWS's metadata, METADATA_NAME), registering it on first use."""
     if providers.get(AWS_ENTITY_ID) is not None:
         return
-    path = presets.presets_dir() / METADATA_NAME
+    # The operator's presets folder first, then the repository's (a checkout with presets of its own).
+    paths = [folder / METADATA_NAME for folder in dict.fromkeys((presets.presets_dir(), presets.DEFAULT_DIR))]
+    path = next((p for p in paths if p.is_file()), None)
+    if path is None:
+        raise _not_set_up(f"{METADATA_NAME} is in none of {', '.join(str(p.parent) for p in paths)} "
+                          "(set IDP_PRESETS_DIR to the presets folder)")
     try:
         xml = path.read_bytes()
-    except OSError as exc:
-        log.error("AWS sign-in cannot be registered: %s: %s (set IDP_PRESETS_DIR to the presets folder)",
-                  path, exc.strerror or exc)
-        raise IdpError("AWS sign-in is not set up on this server. An administrator must fix this.",
-                       f"AWS sign-in metadata unreadable: {path}") from None
+        entity_id = parse_sp_metadata(xml).entity_id
+    except (OSError, MetadataError) as exc:
+        raise _not_set_up(f"{path}: {getattr(exc, 'message', None) or exc}") from None
+    if entity_id != AWS_ENTITY_ID:
+        raise _not_set_up(f"{path} is the metadata of {entity_id!r}, not of {AWS_ENTITY_ID!r}")
     # A concurrent first launch may register it first: add() then rolls back, and the look-up reads again.
     with contextlib.suppress(Conflict):
         providers.add(xml, str(path), _SP_OPTIONS, actor)
+
+
+def _not_set_up(why: str) -> IdpError:
+    """A server problem for the admin (logged, with the path); the user gets a page that says no more."""
+    log.error("AWS sign-in cannot be registered: %s", why)
+    return IdpError("AWS sign-in is not set up on this server. An administrator must fix this.",
+                    "AWS sign-in metadata unusable")
 
 
 @bp.get("/aws/<account_id>/<permission_set>")

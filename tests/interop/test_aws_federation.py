@@ -36,7 +36,7 @@ from idp.authn.principal import principal_from_user
 from idp.config import Settings
 from idp.extensions import db
 from idp.portal.aws import _SP_OPTIONS, GLOBAL_ACS, METADATA_NAME, ensure_sp
-from idp.saml import providers
+from idp.saml import presets, providers
 from idp.saml.presets import DEFAULT_DIR
 
 PASSWORD = "correct horse battery"
@@ -204,31 +204,50 @@ def test_a_first_launch_that_loses_the_registration_race_uses_the_winners_sp(app
     assert [e.actor for e in audit.events(type="sp.add")] == ["the other launch"]
 
 
+@pytest.mark.parametrize("layout", ["installed", "checkout"])
 def test_aws_sign_in_is_registered_from_the_configured_presets_folder(
-        make_settings: Callable[..., Settings], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """An installed bridge (the container image) has no repository beside its package: AWS sign-in's metadata
-    is read from IDP_PRESETS_DIR, like the presets; without it there, the launch is a clear error page."""
-    presets = tmp_path / "presets"
-    presets.mkdir()
-    app = create_app(make_settings(presets_dir=presets))
+        make_settings: Callable[..., Settings], tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch, layout: str) -> None:
+    """AWS sign-in's metadata is read from the presets folder (IDP_PRESETS_DIR), then from the repository's. An
+    installed bridge (the container image) has no repository beside its package: without the file in its presets
+    folder, or with a file that is not AWS's, a launch is a clear error page and a log line for the admin. A
+    checkout with presets of its own falls back to the repository's copy."""
+    if layout == "installed":
+        monkeypatch.setattr(presets, "DEFAULT_DIR", tmp_path / "no-repository" / "metadata" / "presets")
+    folder = tmp_path / "presets"
+    folder.mkdir()
+    app = create_app(make_settings(presets_dir=folder))
+    original = (DEFAULT_DIR / METADATA_NAME).read_bytes()
     with app.app_context():
-        make_model()
-        client = signed_in(app, "alice")
-        missing = launch(client, PROD, "Admin")
-        page = missing.get_data(as_text=True)
-        assert missing.status_code == 500 and "AWS sign-in is not set up on this server" in page
-        assert "Traceback" not in page and str(presets) not in page
-        assert f"AWS sign-in cannot be registered: {presets / METADATA_NAME}" in caplog.text
-        assert providers.get(AWS_ENTITY_ID) is None
+        try:
+            _launch_from(folder, layout, original, app, caplog)
+        finally:
+            db.session.remove()
+            db.engine.dispose()
 
-        original = (DEFAULT_DIR / METADATA_NAME).read_bytes()
-        (presets / METADATA_NAME).write_bytes(
-            original.replace(b"<EntityDescriptor", b"<!-- the operator's copy --><EntityDescriptor", 1))
-        assert launch(client, PROD, "Admin").status_code == 200
-        sp = providers.get(AWS_ENTITY_ID)
-        assert sp is not None and "the operator's copy" in sp.metadata_xml
-        db.session.remove()
-        db.engine.dispose()
+
+def _launch_from(folder: Path, layout: str, original: bytes, app: Flask, caplog: pytest.LogCaptureFixture) -> None:
+    make_model()
+    client = signed_in(app, "alice")
+    if layout == "checkout":
+        assert launch(client, PROD, "Admin").status_code == 200 and providers.get(AWS_ENTITY_ID) is not None
+        return
+    for content, logged in [(None, f"{METADATA_NAME} is in none of {folder}"),
+                            (original.replace(b"urn:amazon:webservices", b"urn:example:not-aws"),
+                             f"{folder / METADATA_NAME} is the metadata of 'urn:example:not-aws'")]:
+        if content is not None:
+            (folder / METADATA_NAME).write_bytes(content)
+        refused = launch(client, PROD, "Admin")
+        page = refused.get_data(as_text=True)
+        assert refused.status_code == 500 and "AWS sign-in is not set up on this server" in page
+        assert "Traceback" not in page and str(folder) not in page
+        assert f"AWS sign-in cannot be registered: {logged}" in caplog.text.replace("\n", " ")
+        assert audit.events(type="sp.add") == []
+    (folder / METADATA_NAME).write_bytes(
+        original.replace(b"<EntityDescriptor", b"<!-- the operator's copy --><EntityDescriptor", 1))
+    assert launch(client, PROD, "Admin").status_code == 200
+    sp = providers.get(AWS_ENTITY_ID)
+    assert sp is not None and "the operator's copy" in sp.metadata_xml
 
 
 def test_a_regional_account_is_posted_to_its_own_endpoint(app: Flask, model: dict[str, Any]) -> None:
