@@ -90,7 +90,7 @@ def make_settings(
                 "SELECT sequencename FROM pg_sequences WHERE schemaname='public'"))]
             # DELETE with the foreign-key triggers off, not TRUNCATE ... RESTART IDENTITY CASCADE: the same empty
             # tables and restarted ids in 7 ms instead of 50 (TRUNCATE makes new files for every table), which
-            # was a minute of the PostgreSQL pass.
+            # was a minute of the PostgreSQL pass. (Turning the triggers off takes a superuser, as tests/run's is.)
             quote = conn.dialect.identifier_preparer.quote
             conn.execute(text("SET LOCAL session_replication_role = replica"))
             conn.execute(text("".join(f"DELETE FROM {quote(t)};" for t in tables)  # noqa: S608 (catalog names)
