@@ -351,15 +351,18 @@ def issue(req: SsoRequest, session: SsoSession, client_ip: str | None) -> Outbou
         if req.is_passive:
             raise SamlStatusError(req, samlp.STATUS_REQUEST_DENIED, exc.reason) from exc
         raise
+    participant = session_state.participant(session.id, sp.id)
     try:
         fmt = nameid.choose_format(sp.nameid_format, req.requested_nameid_format)
-        name_id = nameid.name_id_for(principal, sp, fmt)
+        # A persistent NameID never changes: the one this session already gave the SP saves looking it up.
+        name_id = (nameid.NameId(participant.name_id, fmt, sp.entity_id)
+                   if participant is not None and participant.name_id_format == fmt == nameid.PERSISTENT
+                   else nameid.name_id_for(principal, sp, fmt))
     except nameid.NameIdPolicyError as exc:
         raise SamlStatusError(req, samlp.STATUS_INVALID_NAMEID_POLICY, exc.reason) from exc
 
     skew = timedelta(seconds=min(cfg.saml_clock_skew_seconds, 60))  # NotBefore: allow a little SP clock lag
     not_on_or_after = _instant(now + timedelta(seconds=cfg.saml_assertion_lifetime_seconds))
-    participant = session_state.participant(session.id, sp.id)
     session_index = participant.session_index if participant is not None else _id()
     # An AWS launch carries exactly the roles the decision granted: no release rule of the AWS SP may add
     # others (such as a Role mapping made before permission sets existed).

@@ -33,8 +33,9 @@ from sqlalchemy import select
 
 from idp import audit
 from idp.extensions import db
+from idp.saml import providers
 from idp.state import sessions as session_state
-from idp.store import User
+from idp.store import PersistentNameId, User
 
 PASSWORD = "correct horse battery"
 RELAY_STATE = "https://sp.example.test/after?tab=1&q=<a \"b\">"
@@ -171,6 +172,22 @@ def test_an_existing_session_signs_in_without_the_login_page(idp: Any) -> None:
     page = http.get(url, timeout=10)
     assert not is_login_page(page)
     assert_valid(sp.process_response(read_post_form(page.text), request_id))
+
+
+def test_a_session_gives_an_sp_the_same_persistent_nameid_until_its_format_changes(idp: Any) -> None:
+    """Single sign-on again in the same browser: the persistent NameID and SessionIndex the session recorded for
+    the SP (the bridge takes them from there); once the admin switches the SP to email addresses, the address."""
+    sp = make_sp(idp, options={"nameid_format": "persistent"})  # the SP asks for no format: the IdP's decides
+    http = requests.Session()
+    first = redirect_sign_in(http, sp)
+    again = redirect_sign_in(http, sp)
+    assert first.get_nameid_format() == NAMEID_PERSISTENT
+    assert (again.get_nameid(), again.get_session_index()) == (first.get_nameid(), first.get_session_index())
+    assert db.session.scalars(select(PersistentNameId.value)).all() == [first.get_nameid()]
+    providers.update(sp.entity_id, providers.SpOptions(nameid_format="email"), actor="test")
+    db.session.commit()
+    switched = redirect_sign_in(http, sp)
+    assert (switched.get_nameid_format(), switched.get_nameid()) == (NAMEID_EMAIL, "alice@example.test")
 
 
 def test_persistent_nameid_is_stable_per_sp_and_differs_between_sps(idp: Any) -> None:
