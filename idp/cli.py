@@ -22,7 +22,7 @@ from idp.authn.cli import group as group_group
 from idp.authn.cli import user as user_group
 from idp.authn.connectors.cli import directory as directory_group
 from idp.config import ConfigError
-from idp.errors import IdpError
+from idp.errors import IdpError, dependency_unavailable
 from idp.keys import EC, RSA, KeyError_
 from idp.oidc.cli import oidc_client as oidc_client_group
 from idp.oidc.cli import oidc_consent as oidc_consent_group
@@ -47,6 +47,14 @@ class _Cli(FlaskGroup):
             return super().invoke(ctx)
         except IdpError as exc:
             raise click.ClickException(exc.message) from exc
+        except Exception as exc:
+            if not dependency_unavailable(exc):
+                raise
+            # One line, as the server answers 503: the driver's first line says which dependency and why.
+            why = (str(exc).splitlines() or [type(exc).__name__])[0]
+            hint = (" (IDP_DATABASE_STATEMENT_TIMEOUT_SECONDS=0 lifts the limit for one command)"
+                    if "statement timeout" in why else "")
+            raise click.ClickException(f"a dependency did not answer: {why}{hint}") from exc
 
 
 cli = _Cli(

@@ -105,7 +105,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
-        if isinstance(exc, _UNAVAILABLE) or _redis_refuses_writes(exc):
+        if dependency_unavailable(exc):
             # One line, no trace: the driver's message names the host, which is for the log only.
             log.error("dependency unavailable on %s %s: %s: %s", request.method, request.path,
                       type(exc).__name__, (str(exc).splitlines() or [""])[0])
@@ -153,6 +153,11 @@ def _rollback() -> None:
         db.session.rollback()
     except Exception:  # the connection is gone; the pool replaces it on the next checkout
         log.debug("rollback after a lost connection failed", exc_info=True)
+
+
+def dependency_unavailable(exc: Exception) -> bool:
+    """The database or Redis down, refusing writes, or a statement over its timeout: not a bug here."""
+    return isinstance(exc, _UNAVAILABLE) or _redis_refuses_writes(exc)
 
 
 def _redis_refuses_writes(exc: Exception) -> bool:

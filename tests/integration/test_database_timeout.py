@@ -125,3 +125,23 @@ def test_migrations_leave_the_timeout_on_the_pooled_connection(make_settings: Ca
         finally:
             db.session.remove()
             db.engine.dispose()
+
+
+def test_an_admin_command_blocked_on_a_lock_fails_in_one_line_with_the_way_round(timed_app: Flask) -> None:
+    """The idp command runs under the same timeout: a command waiting on a lock is cancelled, and says so in one
+    line, with the setting that lifts the limit for a long report, not with a stack trace."""
+    from idp.cli import cli
+
+    make_user("alice", PASSWORD)
+    db.session.commit()
+    with lock_held("users"):
+        started = time.monotonic()
+        result = timed_app.test_cli_runner().invoke(cli, ["user", "list"])
+        waited = time.monotonic() - started
+    assert result.exit_code == 1, result.output
+    assert waited < LOCK_HELD / 2, f"waited {waited:.1f} s: not the 1 s timeout"
+    assert "a dependency did not answer" in result.output and "statement timeout" in result.output
+    assert "IDP_DATABASE_STATEMENT_TIMEOUT_SECONDS=0" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    db.session.rollback()  # the command ran in this test's app context; an idp process would have ended here
+    assert "alice" in timed_app.test_cli_runner().invoke(cli, ["user", "list"]).output  # the lock gone: it works
