@@ -10,15 +10,16 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import requests
-from flask import g, has_app_context
+from flask import Flask, g, has_app_context
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
@@ -130,6 +131,19 @@ def session_counts(usernames: Iterable[str]) -> dict[str, int]:
         counts[name] = len(sessions.user_session_ids(user.id))
     db.session.close()
     return counts
+
+
+def committed_elsewhere(app: Flask, work: Callable[[], object]) -> None:
+    """``work`` done and committed by someone else, before this returns: in another thread, with its own app
+    context, request state, session and connection (a concurrent request, another instance)."""
+    def run() -> None:
+        with app.app_context():
+            work()
+            db.session.commit()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
 
 
 def free_port() -> int:

@@ -386,7 +386,6 @@ def update(entity_id: str, options: SpOptions, actor: str) -> dict[str, dict[str
         return {}
     for key in changed:
         setattr(sp, key, after[key])
-    _forget()
     audit.record(audit.AuditEvent(
         type="sp.update", actor=actor, sp=entity_id, details={"changed": _audit_changes(changed)},
     ))
@@ -418,7 +417,6 @@ def refresh(entity_id: str, actor: str) -> bool:
     changed = text != sp.metadata_xml
     if changed:
         sp.metadata_xml = text
-        _forget()
     audit.record(audit.AuditEvent(
         type="sp.refresh", actor=actor, sp=entity_id,
         details={"source": sp.metadata_source, "metadata_changed": changed,

@@ -4,7 +4,6 @@ cycle, failover, and an outage that leaves local users signing in."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 from conftest import Clock
 from flask import Flask
 from flask.testing import FlaskClient
-from helpers import login, make_user
+from helpers import committed_elsewhere, login, make_user
 from ldap_server import Slapd, SlapdProcess, closed_port_url, directory_config, ldapmodify
 from sqlalchemy import event as sa_event
 from sqlalchemy import select
@@ -212,17 +211,11 @@ def test_a_first_sign_in_racing_another_of_the_same_user_signs_in(
     assert entry is not None
     injected: list[str] = []
 
-    def other_sign_in() -> None:  # its own thread: its own session and connection, committed at once
-        with app.app_context():
-            db.session.add(User(username="alice", source="corp", external_id=entry.external_id, enabled=True))
-            db.session.commit()
-
     def after_statement(conn: object, cursor: object, statement: str, *_: object) -> None:
         if not injected and "FROM users" in statement and "external_id" in statement:
             injected.append(statement)
-            other = threading.Thread(target=other_sign_in)
-            other.start()
-            other.join()
+            committed_elsewhere(app, lambda: db.session.add(
+                User(username="alice", source="corp", external_id=entry.external_id, enabled=True)))
 
     sa_event.listen(db.engine, "after_cursor_execute", after_statement)
     try:

@@ -11,7 +11,6 @@ with two values, so it only sees single-role responses (which always carry RoleS
 from __future__ import annotations
 
 import base64
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,7 +22,7 @@ import pytest
 from conftest import Clock
 from flask import Flask
 from flask.testing import FlaskClient
-from helpers import login, make_user
+from helpers import committed_elsewhere, login, make_user
 from moto import mock_aws
 from onelogin.saml2.auth import OneLogin_Saml2_Auth
 from saml_peers import NAMEID_PERSISTENT, OneLoginSp, PostedForm, read_post_form
@@ -188,16 +187,10 @@ def test_aws_sign_in_is_registered_once_on_first_use(app: Flask, model: dict[str
 def test_a_first_launch_that_loses_the_registration_race_uses_the_winners_sp(app: Flask) -> None:
     """Two first launches at once: the one whose registration collides takes the SP the other registered, though
     it had looked AWS sign-in up as missing earlier in its request."""
-    def other_launch() -> None:  # its own thread: its own request state, session and connection
-        with app.app_context():
-            providers.add((DEFAULT_DIR / METADATA_NAME).read_bytes(), "", _SP_OPTIONS, "the other launch")
-            db.session.commit()
-
     with app.test_request_context("/portal/aws"):
         assert providers.get(AWS_ENTITY_ID) is None  # this request's look-up, before the other launch commits
-        other = threading.Thread(target=other_launch)
-        other.start()
-        other.join()
+        committed_elsewhere(app, lambda: providers.add((DEFAULT_DIR / METADATA_NAME).read_bytes(), "", _SP_OPTIONS,
+                                                       "the other launch"))
         ensure_sp("this launch")
         sp = providers.get(AWS_ENTITY_ID)
         assert sp is not None and sp.entity_id == AWS_ENTITY_ID
