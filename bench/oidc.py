@@ -32,7 +32,7 @@ import harness
 import requests
 from bridge import sign_in, workspace
 from harness import FlowError, Options, Report, Server, SigningKey, expect, options, parser
-from peers.floor import Floor
+from peers.floor import token_floor
 from peers.oidc_provider import RESOURCE, Client, OidcProvider
 
 USER, PASSWORD = "bench", "bench-password"
@@ -207,10 +207,10 @@ def main() -> None:
 
         theirs = Endpoints(node.authorize_url, node.token_url, client, node_sign_in,
                            client_credentials={"resource": RESOURCE, "scope": "api"})
-        floor = Floor(ws.tmp / "floor", key, client, opts)
+        floor = token_floor(ws.tmp / "floor", key, client, opts)
         ws.stack.callback(floor.stop)
         floor.start()
-        least = Endpoints("", floor.token_url, client, lambda http: None)
+        least = Endpoints("", f"{floor.base}/token", client, lambda http: None)
         for name in BENCHMARKS if args.flow == "all" else [args.flow]:
             # Like with like: oidc-provider's client-credentials access tokens are RS256 JWTs (RFC 9068), its
             # code-flow ones opaque.

@@ -2,7 +2,7 @@
 endpoint must (HTTP Basic client authentication against a secret digest compared in constant time, the grant
 type checked, an RS256 JWT access token signed with a key parsed once, one audit row inserted and committed in
 SQLite with the bridge's pragmas), run by gunicorn as `idp serve` runs the bridge. Not the bridge: a reference
-for how much of its cost is the stack's and how much its own. Started by :class:`peers.floor.Floor`."""
+for how much of its cost is the stack's and how much its own. Started by :func:`peers.floor.token_floor`."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ _local = threading.local()
 def _db() -> sqlite3.Connection:
     conn: sqlite3.Connection | None = getattr(_local, "conn", None)
     if conn is None:
-        # WAL and the table are set up by Floor.start before the workers exist: two workers switching a new
+        # WAL and the table are set up by peers.floor before the workers exist: two workers switching a new
         # file to WAL at once fail with "database is locked" (the busy timeout does not cover that switch).
         conn = _local.conn = sqlite3.connect(os.environ["FLOOR_DATABASE"], isolation_level=None)
         conn.execute("PRAGMA synchronous=NORMAL")

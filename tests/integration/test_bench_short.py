@@ -26,17 +26,17 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 # Per command: its arguments and how many runs (a server over a flow) it prints.
 COMMANDS = {
-    "saml_sso": (["saml_sso.py"], 2),
+    # SSO and client credentials measure a third server: the stack's floor for that answer (bench/peers).
+    "saml_sso": (["saml_sso.py"], 3),
     # The built-in directory's login POST alone is a fifth run (the bridge by itself).
     "saml_signin": (["saml_signin.py"], 5),
-    # Client credentials measures a third server: the stack's floor for that grant (bench/peers/floor_app.py).
     "oidc": (["oidc.py"], 7),
 }
 # Printed for each run, then once per comparison.
 FIGURES = ("throughput", "latency p50/p95/p99", "server CPU", "per server CPU-second", "load generator CPU")
 REFERENCE = "reference: raw RSA-2048 SHA-256 signatures with the same key"
 RATIOS = {
-    "saml_sso": ["bridge / SimpleSAMLphp", "raw signatures per CPU-s"],
+    "saml_sso": ["bridge / SimpleSAMLphp", "raw signatures per CPU-s", "floor / SimpleSAMLphp", "bridge / floor"],
     "saml_signin": ["bridge / SimpleSAMLphp", "raw signatures per CPU-s", "server CPU per sign-in / one password hash",
                     "server CPU per login POST alone / one password hash"],
     "oidc": ["bridge / oidc-provider", "raw signatures per CPU-s", "floor / oidc-provider", "bridge / floor"],
