@@ -93,10 +93,9 @@ class SigningKey:
 
     @cached_property
     def xmlsec_key(self) -> xmlsec.Key:
-        """Parsed once; xmlsec copies it into each signing context, so threads may share it."""
-        key = xmlsec.Key.from_memory(self.key_pem, xmlsec.constants.KeyDataFormatPem)
-        key.load_cert_from_memory(self.cert_pem, xmlsec.constants.KeyDataFormatPem)
-        return key
+        """Parsed once; xmlsec copies it into each signing context, so threads may share it. Without the
+        certificate: each context would copy that too, and the signature's KeyInfo carries ``cert_b64``."""
+        return xmlsec.Key.from_memory(self.key_pem, xmlsec.constants.KeyDataFormatPem)
 
 
 @dataclass(frozen=True)
