@@ -22,6 +22,7 @@ import uuid
 import zlib
 from datetime import UTC, datetime, timedelta
 from html import escape
+from pathlib import Path
 
 import xmlsec
 from flask import Flask, Response, request
@@ -29,7 +30,8 @@ from lxml import etree
 
 app = Flask("saml_floor")
 _KEY = xmlsec.Key.from_file(os.environ["FLOOR_KEY_FILE"], xmlsec.constants.KeyDataFormatPem)
-_KEY.load_cert_from_file(os.environ["FLOOR_CERT_FILE"], xmlsec.constants.KeyDataFormatPem)
+# The certificate goes into KeyInfo as text encoded once, as the bridge does (see its idp.saml.signing).
+_CERT = "".join(Path(os.environ["FLOOR_CERT_FILE"]).read_text().splitlines()[1:-1])
 _SPS = {os.environ["FLOOR_SP_ENTITY_ID"]: os.environ["FLOOR_SP_ACS_URL"]}
 _USER = os.environ["FLOOR_USER"]
 _PASSWORD_DIGEST = hashlib.sha256(os.environ["FLOOR_PASSWORD"].encode()).digest()
@@ -37,6 +39,7 @@ _ISSUER = os.environ["FLOOR_ISSUER"]
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, remove_comments=True)
 _SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
 _SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
+_DS = "http://www.w3.org/2000/09/xmldsig#"
 _local = threading.local()
 
 
@@ -64,13 +67,13 @@ def _sign(element: etree._Element) -> None:
     ref = xmlsec.template.add_reference(signature, xmlsec.constants.TransformSha256, uri="#" + element.get("ID"))
     xmlsec.template.add_transform(ref, xmlsec.constants.TransformEnveloped)
     xmlsec.template.add_transform(ref, xmlsec.constants.TransformExclC14N)
-    key_info = xmlsec.template.ensure_key_info(signature)
-    xmlsec.template.x509_data_add_certificate(xmlsec.template.add_x509_data(key_info))
     element.find(f"{{{_SAML}}}Issuer").addnext(signature)
     ctx = xmlsec.SignatureContext()
     ctx.key = _KEY
     ctx.register_id(element, "ID")
     ctx.sign(signature)
+    x509_data = etree.SubElement(etree.SubElement(signature, f"{{{_DS}}}KeyInfo"), f"{{{_DS}}}X509Data")
+    etree.SubElement(x509_data, f"{{{_DS}}}X509Certificate").text = _CERT
 
 
 def _request() -> tuple[str, str, str] | None:
