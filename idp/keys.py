@@ -8,7 +8,7 @@ rotation). A running server notices a rotation made by the CLI through the manif
 There is one ring per key type, managed the same way: RSA (SAML signatures, RS256 ID tokens) in ``keys/`` and
 EC P-256 (ES256 ID tokens) in ``keys/ec/``; either may instead be one key from a file the operator keeps
 (IDP_SIGNING_KEY_FILE with its certificate, IDP_EC_SIGNING_KEY_FILE), which is how several instances share it.
-Each key is parsed once per process, for xmlsec and as a JWK, since re-parsing a PEM per signature costs a
+Each key is parsed once per process, for SAML signatures and as a JWK, since re-parsing a PEM per signature costs a
 factor of 100 (docs/performance.md).
 """
 
@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import xmlsec
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -92,10 +91,12 @@ class SigningKey:
             serialization.Encoding.DER)).decode()
 
     @cached_property
-    def xmlsec_key(self) -> xmlsec.Key:
-        """Parsed once; xmlsec copies it into each signing context, so threads may share it. Without the
-        certificate: each context would copy that too, and the signature's KeyInfo carries ``cert_b64``."""
-        return xmlsec.Key.from_memory(self.key_pem, xmlsec.constants.KeyDataFormatPem)
+    def rsa_key(self) -> rsa.RSAPrivateKey:
+        """The private key for SAML signatures, parsed once (threads may share it)."""
+        key = serialization.load_pem_private_key(self.key_pem, None)
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise KeyError_(f"key {self.kid} is not an RSA key; SAML signs with RSA")
+        return key
 
 
 @dataclass(frozen=True)
@@ -288,10 +289,6 @@ class KeyStore:
             raise KeyError_(
                 f"IDP_SIGNING_CERT_FILE: {cert_file} does not match the key in IDP_SIGNING_KEY_FILE"
             )
-        try:
-            _ = self.ring().active.xmlsec_key
-        except xmlsec.Error as exc:
-            raise KeyError_(f"cannot load IDP_SIGNING_KEY_FILE / IDP_SIGNING_CERT_FILE: {exc}") from exc
 
     def _new_key(self) -> str:
         kid = secrets.token_hex(6)

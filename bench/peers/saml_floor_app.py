@@ -1,10 +1,10 @@
 """The floor of this stack for a SAML SSO with a session: a minimal Flask IdP endpoint doing only what such an
 answer must (the session cookie looked up by its digest in SQLite, the AuthnRequest inflated and parsed without
 entities or network, its issuer and ACS URL matched exactly against a registered SP, its ID recorded as used
-and an audit row inserted in one committed transaction, the response and its assertion signed with the
-``xmlsec`` binding and a key parsed once, an auto-posting form), run by gunicorn as `idp serve` runs the
-bridge. Not the bridge: a reference for how much of an SSO response's cost is the stack's and how much the
-bridge's own. Its sign-in exists only to give the benchmark's clients a session and is not measured.
+and an audit row inserted in one committed transaction, the response and its assertion signed as the bridge
+signs them, with a key parsed once, an auto-posting form), run by gunicorn as `idp serve` runs the bridge. Not
+the bridge: a reference for how much of an SSO response's cost is the stack's and how much the bridge's own.
+Its sign-in exists only to give the benchmark's clients a session and is not measured.
 Started by :func:`peers.floor.saml_floor`."""
 
 from __future__ import annotations
@@ -24,14 +24,17 @@ from datetime import UTC, datetime, timedelta
 from html import escape
 from pathlib import Path
 
-import xmlsec
 from flask import Flask, Response, request
 from lxml import etree
 
+from idp.keys import SigningKey
+from idp.saml.signing import sign
+
 app = Flask("saml_floor")
-_KEY = xmlsec.Key.from_file(os.environ["FLOOR_KEY_FILE"], xmlsec.constants.KeyDataFormatPem)
-# The certificate goes into KeyInfo as text encoded once, as the bridge does (see its idp.saml.signing).
-_CERT = "".join(Path(os.environ["FLOOR_CERT_FILE"]).read_text().splitlines()[1:-1])
+# Signed as the bridge signs (idp.saml.signing: lxml's canonicalisation, cryptography's RSA), the cheapest way
+# this stack has.
+_KEY = SigningKey("floor", "active", Path(os.environ["FLOOR_KEY_FILE"]).read_bytes(),
+                  Path(os.environ["FLOOR_CERT_FILE"]).read_bytes())
 _SPS = {os.environ["FLOOR_SP_ENTITY_ID"]: os.environ["FLOOR_SP_ACS_URL"]}
 _USER = os.environ["FLOOR_USER"]
 _PASSWORD_DIGEST = hashlib.sha256(os.environ["FLOOR_PASSWORD"].encode()).digest()
@@ -39,7 +42,6 @@ _ISSUER = os.environ["FLOOR_ISSUER"]
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, remove_comments=True)
 _SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
 _SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
-_DS = "http://www.w3.org/2000/09/xmldsig#"
 _local = threading.local()
 
 
@@ -59,21 +61,6 @@ def _digest(session_id: str) -> str:
 
 def _text(body: str, status: int) -> Response:
     return Response(body, status, mimetype="text/plain")
-
-
-def _sign(element: etree._Element) -> None:
-    signature = xmlsec.template.create(element, xmlsec.constants.TransformExclC14N,
-                                       xmlsec.constants.TransformRsaSha256, ns="ds")
-    ref = xmlsec.template.add_reference(signature, xmlsec.constants.TransformSha256, uri="#" + element.get("ID"))
-    xmlsec.template.add_transform(ref, xmlsec.constants.TransformEnveloped)
-    xmlsec.template.add_transform(ref, xmlsec.constants.TransformExclC14N)
-    element.find(f"{{{_SAML}}}Issuer").addnext(signature)
-    ctx = xmlsec.SignatureContext()
-    ctx.key = _KEY
-    ctx.register_id(element, "ID")
-    ctx.sign(signature)
-    x509_data = etree.SubElement(etree.SubElement(signature, f"{{{_DS}}}KeyInfo"), f"{{{_DS}}}X509Data")
-    etree.SubElement(x509_data, f"{{{_DS}}}X509Certificate").text = _CERT
 
 
 def _request() -> tuple[str, str, str] | None:
@@ -124,8 +111,8 @@ def _answer(username: str, request_id: str, issuer: str, acs: str) -> Response:
         "</saml:AttributeValue></saml:Attribute></saml:AttributeStatement></saml:Assertion></samlp:Response>"
     )
     root = etree.fromstring(xml.encode())
-    _sign(root.find(f"{{{_SAML}}}Assertion"))
-    _sign(root)
+    sign(root.find(f"{{{_SAML}}}Assertion"), _KEY)
+    sign(root, _KEY)
     message = base64.b64encode(etree.tostring(root)).decode()
     nonce = secrets.token_urlsafe(16)
     page = (f'<!doctype html><html><body><form method="post" action="{acs_attr}" id="post">'

@@ -1,4 +1,5 @@
-"""XML signatures and encryption for SAML, on the ``xmlsec`` Python binding (never the ``xmlsec1`` program).
+"""XML signatures and encryption for SAML, in-process (never the ``xmlsec1`` program): verification and
+encryption on the ``xmlsec`` binding, our own signatures from lxml's canonicalisation and cryptography's RSA.
 
 Owns: signing our messages and assertions (enveloped RSA-SHA256), verifying what SPs send (HTTP-POST:
 an enveloped signature on the message root; HTTP-Redirect: a detached signature over the query string),
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
+import hashlib
 from functools import lru_cache
 from urllib.parse import quote, unquote, unquote_plus
 
@@ -48,8 +51,9 @@ SIGNATURE_ALGORITHMS: dict[str, tuple[hashes.HashAlgorithm, str]] = {
     "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha512": (hashes.SHA512(), "ec"),
     RSA_SHA1: (hashes.SHA1(), "rsa"),  # noqa: S303 - refused unless the SP is set to allow SHA-1
 }
+SHA256 = "http://www.w3.org/2001/04/xmlenc#sha256"
 DIGEST_ALGORITHMS = {
-    "http://www.w3.org/2001/04/xmlenc#sha256",
+    SHA256,
     "http://www.w3.org/2001/04/xmldsig-more#sha384",
     "http://www.w3.org/2001/04/xmlenc#sha512",
     SHA1,
@@ -65,39 +69,52 @@ class SignatureInvalid(BadRequest):
 # --- signing ------------------------------------------------------------------------------------------
 
 
+# Our enveloped signature, as XML-DSig defines it: the element's exclusive canonical form (libxml2's, through
+# lxml) digested, SignedInfo canonicalised the same way and signed with the RSA key cryptography parsed once.
+# xmlsec made the same signature in 0.45 ms where the RSA operation is 0.25 (it copies the key into each
+# context and runs its general transform chain): a tenth of an SSO answer's CPU. xmlsec still verifies and
+# decrypts; python3-saml, the xmlsec1 program and the SP libraries verify these signatures in the tests.
+_SIGNATURE = etree.fromstring(
+    f'<ds:Signature xmlns:ds="{DS}"><ds:SignedInfo>'
+    f'<ds:CanonicalizationMethod Algorithm="{EXC_C14N}"/><ds:SignatureMethod Algorithm="{RSA_SHA256}"/>'
+    f'<ds:Reference><ds:Transforms><ds:Transform Algorithm="{ENVELOPED}"/><ds:Transform Algorithm="{EXC_C14N}"/>'
+    f'</ds:Transforms><ds:DigestMethod Algorithm="{SHA256}"/><ds:DigestValue/></ds:Reference></ds:SignedInfo>'
+    "<ds:SignatureValue/><ds:KeyInfo><ds:X509Data><ds:X509Certificate/></ds:X509Data></ds:KeyInfo></ds:Signature>"
+)
+
+
+def _exclusive_c14n(element: etree._Element) -> bytes:
+    canonical: bytes = etree.tostring(element, method="c14n", exclusive=True, with_comments=False)
+    return canonical
+
+
 def sign(element: etree._Element, key: SigningKey) -> None:
     """Sign ``element`` (which has an ``ID``) in place; the Signature goes right after its saml:Issuer."""
     element_id = element.get("ID")
     if not element_id:
         raise ValueError("the element to sign has no ID attribute")
-    signature = xmlsec.template.create(
-        element, xmlsec.constants.TransformExclC14N, xmlsec.constants.TransformRsaSha256, ns="ds"
-    )
-    ref = xmlsec.template.add_reference(signature, xmlsec.constants.TransformSha256, uri="#" + element_id)
-    xmlsec.template.add_transform(ref, xmlsec.constants.TransformEnveloped)
-    xmlsec.template.add_transform(ref, xmlsec.constants.TransformExclC14N)
+    # Digested before the Signature goes in: what the enveloped-signature transform gives a verifier.
+    digest = hashlib.sha256(_exclusive_c14n(element)).digest()
+    signature = copy.deepcopy(_SIGNATURE)
+    signed_info, signature_value, key_info = signature
+    reference = signed_info[2]
+    reference.set("URI", "#" + element_id)
+    reference[2].text = base64.b64encode(digest).decode("ascii")
+    key_info[0][0].text = key.cert_b64
     # Schema order: the Signature follows Issuer (Response, Assertion, LogoutRequest...), else comes first.
     issuer = element.find(f"{{{SAML}}}Issuer")
     if issuer is not None:
         issuer.addnext(signature)
     else:
         element.insert(0, signature)
-    ctx = xmlsec.SignatureContext()
-    ctx.key = key.xmlsec_key  # the context keeps its own copy of the cached, parsed key
-    ctx.register_id(element, "ID")
-    ctx.sign(signature)
-    # KeyInfo is outside SignedInfo: added after signing, from the certificate encoded once, where xmlsec would
-    # copy the certificate into every context and encode it again (a sixth of each signature's cost).
-    x509_data = etree.SubElement(etree.SubElement(signature, f"{{{DS}}}KeyInfo"), f"{{{DS}}}X509Data")
-    etree.SubElement(x509_data, f"{{{DS}}}X509Certificate").text = key.cert_b64
+    value = key.rsa_key.sign(_exclusive_c14n(signed_info), padding.PKCS1v15(), hashes.SHA256())
+    signature_value.text = base64.b64encode(value).decode("ascii")
 
 
 def sign_redirect(query: str, key: SigningKey) -> str:
     """Append SigAlg and Signature to an already URL-encoded ``SAMLRequest=...[&RelayState=...]`` query."""
     signed = f"{query}&SigAlg={quote(RSA_SHA256, safe='')}"
-    ctx = xmlsec.SignatureContext()
-    ctx.key = key.xmlsec_key
-    value = ctx.sign_binary(signed.encode("ascii"), xmlsec.constants.TransformRsaSha256)
+    value = key.rsa_key.sign(signed.encode("ascii"), padding.PKCS1v15(), hashes.SHA256())
     return f"{signed}&Signature={quote(base64.b64encode(value).decode('ascii'), safe='')}"
 
 

@@ -16,11 +16,12 @@ from lxml import etree
 from onelogin.saml2.auth import OneLogin_Saml2_Auth
 from onelogin.saml2.constants import OneLogin_Saml2_Constants as C
 from onelogin.saml2.utils import OneLogin_Saml2_Utils
+from saml2.samlp import STATUS_SUCCESS
 from saml2.sigver import CryptoBackendXmlSec1
 from saml_peers import cert_b64, python3_saml_settings, sp_keys
 
 from idp.keys import SigningKey, generate_key_pair
-from idp.saml import signing, xmlsafe
+from idp.saml import build, signing, xmlsafe
 from idp.saml.signing import SignatureInvalid
 
 XMLSEC1 = "/usr/bin/xmlsec1"
@@ -66,12 +67,14 @@ def sp_signed(xml: bytes, *, sha1: bool = False, keys: tuple[bytes, bytes] | Non
     return out if isinstance(out, bytes) else out.encode()
 
 
-def xmlsec1_verifies(xml: bytes, cert_pem: bytes, id_node: str, tmp_path: Path) -> bool:
+def xmlsec1_verifies(xml: bytes, cert_pem: bytes, id_node: str, tmp_path: Path, signature: str | None = None
+                     ) -> bool:
+    """``signature``: an XPath to the Signature to check (default: the document's first)."""
     (tmp_path / "doc.xml").write_bytes(xml)
     (tmp_path / "cert.pem").write_bytes(cert_pem)
     result = subprocess.run(
         [XMLSEC1, "--verify", "--pubkey-cert-pem", str(tmp_path / "cert.pem"), "--id-attr:ID", id_node,
-         str(tmp_path / "doc.xml")],
+         *(["--node-xpath", signature] if signature else []), str(tmp_path / "doc.xml")],
         capture_output=True, check=False,
     )
     return result.returncode == 0
@@ -110,6 +113,45 @@ def test_the_xmlsec1_program_accepts_our_signature(idp_key: SigningKey, tmp_path
     assert xmlsec1_verifies(xml, idp_key.cert_pem, f"{SAMLP}:Response", tmp_path)
     tampered = xml.replace(b"alice@example.test", b"mallory@example.test")
     assert not xmlsec1_verifies(tampered, idp_key.cert_pem, f"{SAMLP}:Response", tmp_path)
+
+
+def test_the_xmlsec1_program_accepts_both_signatures_of_a_response_as_we_build_it(
+        idp_key: SigningKey, tmp_path: Path) -> None:
+    # As SSO builds it: the assertion's prefixes declared on the response, typed attribute values declaring xs
+    # themselves, the assertion signed inside the response and then the response around that signature.
+    root = build.response(response_id="_r1", issue_instant="2030-01-01T00:00:00Z",
+                          destination="https://sp.example.test/acs", in_response_to="_req1",
+                          issuer="https://idp.example.test/saml/metadata", status=(STATUS_SUCCESS, None, None))
+    build.assertion(
+        root, assertion_id="_a1", issue_instant="2030-01-01T00:00:00Z", issuer="https://idp.example.test/saml/metadata",
+        subject=build.Subject("alice", "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent", None,
+                              "https://sp.example.test/metadata", "https://sp.example.test/acs",
+                              "2030-01-01T00:05:00Z", "_req1"),
+        not_before="2030-01-01T00:00:00Z", audience="https://sp.example.test/metadata",
+        authn_instant="2030-01-01T00:00:00Z", session_index="_s1", session_not_on_or_after=None,
+        authn_context="urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport",
+        attributes=[build.Attribute("groups", "urn:oasis:names:tc:SAML:2.0:attrname-format:basic", None,
+                                    ("admins", "dev & ops <east>"))],
+    )
+    signing.sign(root.find(f"{{{SAML}}}Assertion"), idp_key)
+    signing.sign(root, idp_key)
+    xml = etree.tostring(root)
+    in_assertion = "//*[local-name()='Assertion']/*[local-name()='Signature']"
+    assert xmlsec1_verifies(xml, idp_key.cert_pem, f"{SAMLP}:Response", tmp_path)
+    assert xmlsec1_verifies(xml, idp_key.cert_pem, f"{SAML}:Assertion", tmp_path, in_assertion)
+    tampered = xml.replace(b"admins", b"rooted")
+    assert not xmlsec1_verifies(tampered, idp_key.cert_pem, f"{SAML}:Assertion", tmp_path, in_assertion)
+    assert not xmlsec1_verifies(tampered, idp_key.cert_pem, f"{SAMLP}:Response", tmp_path)
+
+
+def test_a_comment_in_the_signed_element_is_left_out_of_the_digest(idp_key: SigningKey, tmp_path: Path) -> None:
+    # The Algorithm we name is exclusive canonicalisation without comments: verifiers digest the element without
+    # them, so we must too, or our signature fails wherever a comment is.
+    root = etree.fromstring(RESPONSE)
+    root.find(f"{{{SAML}}}Assertion/{{{SAML}}}Subject/{{{SAML}}}NameID").append(etree.Comment(" kept "))
+    signing.sign(root, idp_key)
+    assert b"<!-- kept -->" in etree.tostring(root)
+    assert xmlsec1_verifies(etree.tostring(root), idp_key.cert_pem, f"{SAMLP}:Response", tmp_path)
 
 
 # --- verifying what SPs post ---------------------------------------------------------------------------
