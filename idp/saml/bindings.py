@@ -15,7 +15,7 @@ import zlib
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from flask import Response, url_for
+from flask import Response, current_app, request
 from markupsafe import escape
 
 from idp.errors import BadRequest
@@ -133,7 +133,9 @@ def post_form(action: str, field: str, xml: bytes, relay_state: str | None) -> R
     nonce = secrets.token_urlsafe(16)
     relay = f'<input type="hidden" name="RelayState" value="{escape(relay_state)}">\n  ' if relay_state else ""
     # Base64's alphabet needs no HTML escaping; everything else from outside is escaped.
-    html = _POST_PAGE.format(stylesheet=escape(url_for("static", filename="style.css")), action=escape(action),
+    # The stylesheet's address as url_for("static") gives it, without building a URL through the routing map.
+    stylesheet = f"{request.script_root}{current_app.static_url_path}/style.css"
+    html = _POST_PAGE.format(stylesheet=escape(stylesheet), action=escape(action),
                              field=escape(field), message=encode_post(xml), relay_state=relay, nonce=nonce)
     resp = Response(html, mimetype="text/html")
     resp.headers["Content-Security-Policy"] = (
