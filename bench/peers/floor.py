@@ -47,7 +47,7 @@ class Floor(Launched):
                 return subprocess.Popen(
                     [str(VENV_BIN / "gunicorn"), "--worker-class", "gthread", "--workers", str(self.opts.workers),
                      "--threads", str(self.opts.threads), "--bind", f"127.0.0.1:{port}",
-                     "--chdir", str(Path(__file__).parent), f"{self.module}:app"],
+                     "--chdir", str(Path(__file__).parent.parent), f"peers.{self.module}:app"],
                     stdout=out, stderr=subprocess.STDOUT, env=env)
 
         self.proc, _ = start_server("the floor app", self.log, launch)

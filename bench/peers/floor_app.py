@@ -13,30 +13,19 @@ import hmac
 import json
 import os
 import secrets
-import sqlite3
-import threading
 import time
 from pathlib import Path
 
 from authlib.jose import JsonWebKey, jwt
 from flask import Flask, Response, request
 
+from peers.floor_db import connection
+
 app = Flask("floor")
 _KEY = JsonWebKey.import_key(Path(os.environ["FLOOR_KEY_FILE"]).read_bytes(), {"kty": "RSA", "kid": "floor"})
 _CLIENT_ID = os.environ["FLOOR_CLIENT_ID"]
 _DIGEST = hashlib.sha256(os.environ["FLOOR_CLIENT_SECRET"].encode()).digest()
 _ISSUER = os.environ["FLOOR_ISSUER"]
-_local = threading.local()
-
-
-def _db() -> sqlite3.Connection:
-    conn: sqlite3.Connection | None = getattr(_local, "conn", None)
-    if conn is None:
-        # WAL and the table are set up by peers.floor before the workers exist: two workers switching a new
-        # file to WAL at once fail with "database is locked" (the busy timeout does not cover that switch).
-        conn = _local.conn = sqlite3.connect(os.environ["FLOOR_DATABASE"], isolation_level=None)
-        conn.execute("PRAGMA synchronous=NORMAL")
-    return conn
 
 
 def _json(body: dict[str, object], status: int) -> Response:
@@ -66,7 +55,7 @@ def token() -> Response:
     claims = {"iss": _ISSUER, "sub": client_id, "aud": _ISSUER, "client_id": client_id, "iat": now,
               "exp": now + 3600, "jti": secrets.token_urlsafe(16)}
     access_token = jwt.encode({"alg": "RS256", "typ": "at+jwt", "kid": "floor"}, claims, _KEY).decode()
-    conn = _db()
+    conn = connection()
     conn.execute("BEGIN")
     conn.execute("INSERT INTO audit_events VALUES (?, ?, ?, ?)",
                  (time.time(), "oidc.token", client_id, json.dumps({"grant_type": "client_credentials"})))

@@ -16,7 +16,6 @@ import hmac
 import os
 import secrets
 import sqlite3
-import threading
 import time
 import uuid
 import zlib
@@ -29,6 +28,7 @@ from lxml import etree
 
 from idp.keys import SigningKey
 from idp.saml.signing import sign
+from peers.floor_db import connection
 
 app = Flask("saml_floor")
 # Signed as the bridge signs (idp.saml.signing: lxml's canonicalisation, cryptography's RSA), the cheapest way
@@ -42,17 +42,6 @@ _ISSUER = os.environ["FLOOR_ISSUER"]
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, remove_comments=True)
 _SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
 _SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
-_local = threading.local()
-
-
-def _db() -> sqlite3.Connection:
-    conn: sqlite3.Connection | None = getattr(_local, "conn", None)
-    if conn is None:
-        # WAL and the tables are set up before the workers exist (see peers.floor).
-        conn = _local.conn = sqlite3.connect(os.environ["FLOOR_DATABASE"], isolation_level=None)
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=10000")
-    return conn
 
 
 def _digest(session_id: str) -> str:
@@ -78,7 +67,7 @@ def _request() -> tuple[str, str, str] | None:
 
 
 def _answer(username: str, request_id: str, issuer: str, acs: str) -> Response:
-    conn = _db()
+    conn = connection()
     conn.execute("BEGIN")
     try:
         conn.execute("INSERT INTO consumed_ids VALUES (?, ?)", (request_id[:512], time.time() + 600))
@@ -128,7 +117,7 @@ def sso() -> Response:
     found = _request()
     if found is None:
         return _text("Not an AuthnRequest from a registered SP.", 400)
-    row = _db().execute("SELECT username FROM sessions WHERE digest = ? AND expires_at > ?",
+    row = connection().execute("SELECT username FROM sessions WHERE digest = ? AND expires_at > ?",
                         (_digest(request.cookies.get("floor_session", "")), time.time())).fetchone()
     if row is None:
         return Response(f'<!doctype html><form method="post" action="/login"><input type="hidden" '
@@ -145,7 +134,7 @@ def login() -> Response:
     if found is None or request.form.get("username") != _USER or not hmac.compare_digest(digest, _PASSWORD_DIGEST):
         return _text("Incorrect username or password.", 401)
     session_id = secrets.token_urlsafe(32)
-    conn = _db()
+    conn = connection()
     conn.execute("INSERT INTO sessions VALUES (?, ?, ?)", (_digest(session_id), _USER, time.time() + 3600))
     resp = _answer(_USER, *found)
     resp.set_cookie("floor_session", session_id, httponly=True, samesite="Lax")
