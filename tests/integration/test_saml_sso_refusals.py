@@ -359,6 +359,20 @@ def test_garbage_is_a_clear_400(client: FlaskClient, sp: OneLoginSp) -> None:
     assert_refused(client.get("/saml/sso"), 400, "no SAMLRequest")
 
 
+def test_what_is_not_one_authn_request_is_refused(client: FlaskClient, sp: OneLoginSp) -> None:
+    # Another message sent to the SSO endpoint; then an AuthnRequest naming two issuers, where which one counts
+    # would be up to the parser.
+    issuer = f"<saml:Issuer>{sp.entity_id}</saml:Issuer>"
+    head = (f'xmlns:samlp="{SAMLP}" xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="_m1" Version="2.0" '
+            'IssueInstant="2030-01-01T00:00:00Z"')
+    logout = f"<samlp:LogoutRequest {head}>{issuer}<saml:NameID>alice</saml:NameID></samlp:LogoutRequest>"
+    assert_refused(post_request(client, logout), 400, "not an AuthnRequest")
+    twice = f"<samlp:AuthnRequest {head}>{issuer}<saml:Issuer>https://other.example.test/</saml:Issuer>" \
+            "</samlp:AuthnRequest>"
+    assert_refused(post_request(client, twice), 400, "malformed request")
+    assert responses_issued() == 0
+
+
 # --- where answers go ------------------------------------------------------------------------------------
 
 def test_acs_is_chosen_only_among_registered_endpoints(client: FlaskClient, alice: None) -> None:
