@@ -362,7 +362,8 @@ def _id() -> str:
 
 
 def _instant(value: datetime) -> str:
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+    # A UTC time as SAML writes it (xs:dateTime, "Z"); isoformat is several times cheaper than strftime.
+    return value.isoformat(timespec="seconds")[:19] + "Z"
 
 
 def issue(req: SsoRequest, session: SsoSession, client_ip: str | None) -> Outbound:
