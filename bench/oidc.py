@@ -72,9 +72,10 @@ def authorize(http: requests.Session, ep: Endpoints) -> tuple[str, str, int]:
     raise FlowError("the authorization request never came back to the client")
 
 
-def token(http: requests.Session, ep: Endpoints, data: dict[str, str]) -> dict[str, Any]:
-    resp = expect(http.post(ep.token_url, data=data, auth=(ep.client.client_id, ep.client.client_secret),
-                            timeout=30), 200)
+def token(backchannel: requests.Session, ep: Endpoints, data: dict[str, str]) -> dict[str, Any]:
+    """A token request as the client's server makes it: its own connection, none of the browser's cookies."""
+    resp = expect(backchannel.post(ep.token_url, data=data, auth=(ep.client.client_id, ep.client.client_secret),
+                                   timeout=30), 200)
     body: dict[str, Any] = resp.json()
     if not body.get("access_token"):
         raise FlowError(f"no access token in {body}")
@@ -85,13 +86,14 @@ def token(http: requests.Session, ep: Endpoints, data: dict[str, str]) -> dict[s
 class CodeFlow:
     ep: Endpoints
     last: dict[str, Any] = field(default_factory=dict)
+    backchannel: requests.Session = field(default_factory=requests.Session)
 
     def setup(self, http: requests.Session) -> None:
         self.ep.sign_in(http)
 
     def once(self, http: requests.Session) -> int:
         code, verifier, made = authorize(http, self.ep)
-        self.last = token(http, self.ep, {"grant_type": "authorization_code", "code": code,
+        self.last = token(self.backchannel, self.ep, {"grant_type": "authorization_code", "code": code,
                                            "redirect_uri": self.ep.client.redirect_uri, "code_verifier": verifier})
         if not self.last.get("id_token"):
             raise FlowError("no ID token")
@@ -103,6 +105,7 @@ class RefreshFlow:
     ep: Endpoints
     refresh_token: str = ""
     last: dict[str, Any] = field(default_factory=dict)
+    backchannel: requests.Session = field(default_factory=requests.Session)
 
     def setup(self, http: requests.Session) -> None:
         first = CodeFlow(self.ep)
@@ -113,7 +116,8 @@ class RefreshFlow:
             raise FlowError("the code flow gave no refresh token")
 
     def once(self, http: requests.Session) -> int:
-        self.last = token(http, self.ep, {"grant_type": "refresh_token", "refresh_token": self.refresh_token})
+        self.last = token(self.backchannel, self.ep, {"grant_type": "refresh_token",
+                                                      "refresh_token": self.refresh_token})
         if not self.last.get("refresh_token"):
             raise FlowError("no new refresh token")
         self.refresh_token = self.last["refresh_token"]
