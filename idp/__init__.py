@@ -10,6 +10,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from idp import state
 from idp.config import Settings
+from idp.cookie_session import LazyCookieSessions
 from idp.database import MIGRATIONS, engine_options, upgrade_embedded
 from idp.errors import register_error_handlers
 from idp.extensions import csrf, db, migrate
@@ -22,6 +23,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level, settings.log_format)
     app = Flask(__name__)
+    app.session_interface = LazyCookieSessions()
     app.extensions["idp.settings"] = settings
     _configure(app, settings)
     db.init_app(app)
