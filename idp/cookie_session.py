@@ -1,8 +1,14 @@
 """Flask's signed-cookie session, decoded only when something reads it.
 
-It carries nothing but the CSRF token (the SSO session is server-side), so only pages with a form and the POSTs
-they send need it. Flask decodes it when every request starts: verifying the signature and reading the JSON
-were 2-3% of a SAML answer's CPU, for a cookie the answer never looks at.
+It carries the CSRF token and the admin pages' flashed messages (the SSO session is server-side), so only pages
+with a form, the POSTs they send and the admin pages need it. Flask decodes it when every request starts:
+verifying the signature and reading the JSON were 2-3% of a SAML answer's CPU, for a cookie the answer never
+looks at.
+
+What this gives up: a session nobody reads is not saved, so a *permanent* session would not be refreshed by
+requests that leave it unread (SESSION_REFRESH_EACH_REQUEST); the bridge never makes it permanent. The stand-in
+is a mapping with the session's attributes, not a SessionMixin: Flask and flask-wtf use nothing more, but it
+cannot be copied, JSON-encoded or type-checked as the session itself.
 """
 
 from __future__ import annotations
@@ -61,8 +67,8 @@ class _LazySession(MutableMapping[str, Any]):
 
 class LazyCookieSessions(SecureCookieSessionInterface):
     def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
-        if self.get_signing_serializer(app) is None:
-            return None  # no secret key: Flask's null session, as before
+        if not app.secret_key:
+            return None  # Flask's null session, as before
         def load() -> SecureCookieSession:
             session = SecureCookieSessionInterface.open_session(self, app, request)
             assert session is not None

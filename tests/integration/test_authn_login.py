@@ -133,9 +133,11 @@ def test_the_csrf_cookie_is_read_only_where_a_form_needs_it(app: Flask, client: 
     monkeypatch.setattr(serializer, "loads", counted)
     page = client.get("/login")
     assert any(h.startswith("idp_csrf=") for h in page.headers.getlist("Set-Cookie"))
+    assert "Cookie" in page.headers.get("Vary", "")  # a page that read the cookie varies with it
     metadata = client.get("/saml/metadata")
     assert metadata.status_code == 200 and read == []
     assert not any(h.startswith("idp_csrf=") for h in metadata.headers.getlist("Set-Cookie"))
+    assert "Cookie" not in metadata.headers.get("Vary", "")
     done = client.post(form_action(page.get_data(as_text=True)), data={
         "csrf_token": csrf_token(page.get_data(as_text=True)), "username": "alice", "password": PASSWORD})
     assert done.status_code == 302 and app.session_interface.salt.encode() in read  # type: ignore[attr-defined]
