@@ -69,6 +69,7 @@ class LazyCookieSessions(SecureCookieSessionInterface):
     def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
         if not app.secret_key:
             return None  # Flask's null session, as before
+
         def load() -> SecureCookieSession:
             session = SecureCookieSessionInterface.open_session(self, app, request)
             assert session is not None

@@ -132,9 +132,9 @@ def post_form(action: str, field: str, xml: bytes, relay_state: str | None) -> R
     """
     nonce = secrets.token_urlsafe(16)
     relay = f'<input type="hidden" name="RelayState" value="{escape(relay_state)}">\n  ' if relay_state else ""
-    # Base64's alphabet needs no HTML escaping; everything else from outside is escaped.
     # The stylesheet's address as url_for("static") gives it, without building a URL through the routing map.
     stylesheet = f"{request.script_root}{current_app.static_url_path}/style.css"
+    # Base64's alphabet needs no HTML escaping; everything else from outside is escaped.
     html = _POST_PAGE.format(stylesheet=escape(stylesheet), action=escape(action),
                              field=escape(field), message=encode_post(xml), relay_state=relay, nonce=nonce)
     resp = Response(html, mimetype="text/html")
