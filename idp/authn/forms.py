@@ -1,4 +1,4 @@
-"""Flask-WTF forms of the sign-in pages; each carries a CSRF token."""
+"""Flask-WTF forms of the sign-in pages; each carries a CSRF token (the login form's from the template)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,11 @@ from wtforms.validators import DataRequired, Length
 
 
 class LoginForm(FlaskForm):  # type: ignore[misc]
+    # CSRFProtect has checked the token of every POST before the view runs (a 400 without it); the form's own
+    # check would read and verify the same token again, and make a new one, on every sign-in.
+    class Meta:
+        csrf = False
+
     username = StringField("Username", validators=[DataRequired(), Length(max=255)],
                            render_kw={"autocomplete": "username", "autofocus": True})
     password = PasswordField("Password", validators=[DataRequired(), Length(max=1024)],
