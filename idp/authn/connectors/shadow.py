@@ -8,14 +8,14 @@ never takes a username that another source already holds: one name, one identity
 
 from __future__ import annotations
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from idp import audit
 from idp.audit import AuditEvent
 from idp.authn.connectors.base import Verdict
 from idp.authn.connectors.ldap import DirectoryEntry
-from idp.authn.principal import principal_from_user
+from idp.authn.principal import load_snapshot
 from idp.clock import now
 from idp.extensions import db
 from idp.store import User
@@ -25,44 +25,54 @@ def _clip(value: str | None, size: int = 255) -> str | None:
     return value[:size] if value else None
 
 
+# What provision reads and writes: Core statements on the users table. A sign-in changes its row every time
+# (checked_at at least), and an ORM object's load and flush cost several times these statements.
+_USERS = User.__table__
+_FIND = select(_USERS.c.id, _USERS.c.username, _USERS.c.source, _USERS.c.external_id, _USERS.c.enabled).where(
+    or_(and_(_USERS.c.source == bindparam("source"), _USERS.c.external_id == bindparam("external_id")),
+        _USERS.c.username == bindparam("username")))
+
+
 def provision(source: str, entry: DirectoryEntry, groups: tuple[str, ...], *, retry: bool = True) -> Verdict:
     """The Principal of a directory user whose password was just verified, or who was just found again by their
-    stable id (revalidation): the row made or refreshed, and marked as checked now."""
+    stable id (revalidation): the row made or refreshed, and marked as checked now. Written with Core: a User
+    object of this row that the caller holds shows the change once the transaction commits (revalidation
+    commits before it reads the row again)."""
     username = entry.username.strip().lower()[:255]
     # The user's row and whoever holds the name, read by one statement: two could straddle the commit of a
     # concurrent first sign-in of the same user, and take its new row for another user's (sign-in refused).
-    found = db.session.scalars(select(User).where(
-        or_(and_(User.source == source, User.external_id == entry.external_id), User.username == username))).all()
+    db.session.flush()  # a Core read does not autoflush
+    conn = db.session.connection()
+    found = conn.execute(_FIND, {"source": source, "external_id": entry.external_id, "username": username}).all()
     user = next((u for u in found if u.source == source and u.external_id == entry.external_id), None)
     holder = next((u for u in found if u.username == username), None)
     if holder is not None and holder is not user:
         other = "a local user" if holder.source == "local" else f"a user of directory {holder.source}"
         return Verdict(None, f"username '{username}' already belongs to {other}", known=True)
-    if user is None:
-        user = User(username=username, source=source, external_id=entry.external_id, password_hash=None,
-                    enabled=True)
-        db.session.add(user)
-        created = True
-    else:
-        created = False
-        if not user.enabled:
-            return Verdict(None, "user disabled", known=True)
-    user.username = username
-    user.email = _clip(entry.email, 320)
-    user.given_name = _clip(entry.given_name)
-    user.family_name = _clip(entry.family_name)
-    user.display_name = _clip(entry.display_name)
-    user.external_groups = list(groups)
-    user.checked_at = now()
+    if user is not None and not user.enabled:
+        return Verdict(None, "user disabled", known=True)
+    t = now()
+    values = dict(username=username, email=_clip(entry.email, 320), given_name=_clip(entry.given_name),
+                  family_name=_clip(entry.family_name), display_name=_clip(entry.display_name),
+                  external_groups=list(groups), checked_at=t)
     try:
-        db.session.flush()
+        if user is None:
+            user_id = conn.execute(insert(_USERS).values(
+                source=source, external_id=entry.external_id, password_hash=None, enabled=True, **values,
+            ).returning(_USERS.c.id)).scalar_one()
+        else:
+            user_id = user.id
+            conn.execute(update(_USERS).where(_USERS.c.id == user_id).values(**values))
     except IntegrityError:
         # A concurrent first sign-in of the same user made the row (or took the name): look again, once.
         db.session.rollback()
         if retry:
             return provision(source, entry, groups, retry=False)
         return Verdict(None, f"cannot store the shadow row of '{username}'", known=True)
-    if created:
+    if user is None:
         audit.record(AuditEvent(type="user.provision", actor=f"directory:{source}", username=username,
                                 details={"source": source, "external_id": entry.external_id}), commit=False)
-    return Verdict(principal_from_user(user, now()), known=True)
+    snapshot = load_snapshot(user_id)
+    if snapshot is None:  # cannot be: the row was written in this transaction
+        return Verdict(None, f"cannot store the shadow row of '{username}'", known=True)
+    return Verdict(snapshot.principal(t), known=True)
