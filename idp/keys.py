@@ -68,18 +68,18 @@ class SigningKey:
 
     @cached_property
     def jwk(self) -> RSAKey | ECKey:
-        """The private key as a JOSE key, parsed once; ``kid`` is what every token header names."""
-        params: KeyParameters = {"kid": self.jwk_kid, "alg": self.alg, "use": "sig"}
-        if self.kind == EC:
-            return ECKey.import_key(self.key_pem, params)
-        return RSAKey.import_key(self.key_pem, params)
+        """The private key as a JOSE key, parsed once; ``kid`` is what every token header names. An external key
+        has no kid of ours: its RFC 7638 thumbprint is stable and unique."""
+        params: KeyParameters = {"alg": self.alg, "use": "sig"}
+        if self.kid != "external":
+            params["kid"] = self.kid
+        key = (ECKey if self.kind == EC else RSAKey).import_key(self.key_pem, params)
+        key.ensure_kid()
+        return key
 
     @cached_property
     def jwk_kid(self) -> str:
-        # An external key has no kid of ours; its RFC 7638 thumbprint is stable and unique.
-        if self.kid != "external":
-            return self.kid
-        return (ECKey if self.kind == EC else RSAKey).import_key(self.key_pem).thumbprint()
+        return str(self.jwk.kid)
 
     def public_jwk(self) -> dict[str, Any]:
         return dict(self.jwk.as_dict(private=False))
