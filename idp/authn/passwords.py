@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import time
+from collections.abc import Callable
 from functools import cache
+from typing import TypeVar
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from idp.errors import BadRequest
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MIN_LENGTH = 8
 # A bound keeps a hostile form post from making us hash megabytes.
@@ -17,6 +24,32 @@ MAX_LENGTH = 1024
 # OWASP's argon2id setting (19 MiB, t=2, p=1): ~20 ms per hash. argon2-cffi's defaults cost ~7x more
 # CPU, which would make password sign-in the bottleneck of the whole server (see performance.md).
 _hasher = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1, hash_len=32, salt_len=16, type=Type.ID)
+
+
+# Told the CPU seconds of every hash and verification (idp.ops.metrics is one): what the parameters cost here.
+_observers: list[Callable[[float], None]] = []
+
+
+def watch(observer: Callable[[float], None]) -> None:
+    """Tell ``observer`` the CPU time of every argon2id hash or verification in this process (once, however often
+    called). CPU time of the calling thread: argon2 runs there (parallelism 1), and waiting for a core is not
+    what the hash costs."""
+    if observer not in _observers:
+        _observers.append(observer)
+
+
+def _timed(call: Callable[[], T]) -> T:
+    started = time.thread_time()
+    try:
+        return call()
+    finally:
+        spent = time.thread_time() - started
+        for observer in list(_observers):
+            try:
+                observer(spent)
+            except Exception:
+                # A metric is not worth a failed sign-in.
+                log.exception("password hash observer %r failed", observer)
 
 
 class PasswordPolicyError(BadRequest):
@@ -34,7 +67,7 @@ def hash_password(password: str, *, check: bool = True) -> str:
     """Hash a new password; ``check=False`` only to re-hash a password that already signed in."""
     if check:
         check_policy(password)
-    return _hasher.hash(password)
+    return _timed(lambda: _hasher.hash(password))
 
 
 def verify(password_hash: str | None, password: str) -> bool:
@@ -45,7 +78,7 @@ def verify(password_hash: str | None, password: str) -> bool:
         dummy_verify(password)
         return False
     try:
-        return _hasher.verify(password_hash, password)
+        return _timed(lambda: _hasher.verify(password_hash, password))
     except VerifyMismatchError:
         return False
     except (InvalidHashError, VerificationError):
@@ -69,4 +102,5 @@ def _dummy_hash() -> str:
 def dummy_verify(password: str) -> None:
     """Spend the time of a real verification, so that an unknown user answers as slowly as a known one."""
     with contextlib.suppress(VerificationError):
-        _hasher.verify(_dummy_hash(), password[:MAX_LENGTH])
+        dummy = _dummy_hash()
+        _timed(lambda: _hasher.verify(dummy, password[:MAX_LENGTH]))

@@ -24,6 +24,7 @@ from flask import Flask, Response, g, request
 
 from idp import audit
 from idp.audit import AuditEvent
+from idp.authn import passwords
 from idp.authn.connectors import ldap
 
 if TYPE_CHECKING:
@@ -33,6 +34,8 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # From a millisecond (a metadata or JWKS answer) to a slow directory's timeout.
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# argon2id with OWASP's parameters costs about 20 ms; a larger memory or time cost moves it up by factors.
+_HASH_BUCKETS = (0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0)
 # A reason's fixed part: what comes before the first detail ("directory unavailable: corp: ...").
 _REASON_END = re.compile(r"[:(\[{'\"\d]")
 _MAX_REASONS_PER_EVENT = 40
@@ -64,6 +67,10 @@ class _Metrics:
             "idp_directory_errors", "Failed directory operations by directory and kind (timeout, unavailable, tls, "
             "busy, service_bind_refused, error_answer, bad_request, pool_exhausted), one per server that failed.",
             ["directory", "kind"])
+        self.password_hash_cpu: Histogram = Histogram(
+            "idp_password_hash_cpu_seconds", "CPU time of one argon2id password hash or verification by the "
+            "built-in directory (those that equalise an unknown user's answer included): what its parameters "
+            "cost on this hardware, and most of a sign-in's.", buckets=_HASH_BUCKETS)
         self._reasons: dict[str, set[str]] = {}
         self._lock = threading.Lock()
 
@@ -108,6 +115,11 @@ def init_app(app: Flask) -> None:
 
     audit.listen(count)
     ldap.watch(_DIRECTORIES)
+    passwords.watch(_password_hashed)
+
+
+def _password_hashed(cpu_seconds: float) -> None:
+    metrics().password_hash_cpu.observe(cpu_seconds)
 
 
 # --- audit events -----------------------------------------------------------------------------------------

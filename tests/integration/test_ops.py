@@ -234,6 +234,21 @@ def test_sign_ins_and_refusals_are_counted_from_the_audit_events(app: Flask, cli
     assert delta("idp_refusals_total", event="login", reason="bad password") == 1
 
 
+def test_every_password_hash_is_timed_in_cpu_seconds(app: Flask, client: FlaskClient) -> None:
+    """What argon2id costs on this hardware, per hash: a right and a wrong password, and the hash spent on an
+    unknown name so that it answers as slowly as a known one."""
+    make_user("alice")
+    before = scrape(client)
+    assert login(client, "alice", "wrong").status_code == 200
+    assert login(client, "nobody", "whatever-pw").status_code == 200
+    assert login(client, "alice", DEFAULT_PASSWORD).status_code == 302
+    after = scrape(client)
+    name = "idp_password_hash_cpu_seconds"
+    assert value(after, name + "_count") - value(before, name + "_count") == 3
+    # OWASP's argon2id (19 MiB, two passes) takes milliseconds of CPU on any machine, not microseconds.
+    assert value(after, name + "_sum") - value(before, name + "_sum") > 3 * 0.002
+
+
 def test_saml_responses_and_oidc_tokens_are_counted_by_sp_and_client(live_server) -> None:  # type: ignore[no-untyped-def]
     make_user("alice", email="alice@example.test", display_name="Alice Anderson")
     reg = register(name="reports job", grant_types=("client_credentials",), redirect_uris=())

@@ -75,3 +75,20 @@ def test_since_accepts_spans_and_iso_times() -> None:
     for bad in ("yesterday", "5 parsecs", "-2h", ""):
         with pytest.raises(click.BadParameter):
             parse_since(bad)
+
+
+def test_a_failing_hash_observer_breaks_no_password_check(monkeypatch: pytest.MonkeyPatch,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(passwords, "_observers", [])
+    seen: list[float] = []
+
+    def broken(_seconds: float) -> None:
+        raise RuntimeError("metrics backend gone")
+
+    passwords.watch(broken)
+    passwords.watch(seen.append)
+    stored = passwords.hash_password("correct horse battery")
+    assert passwords.verify(stored, "correct horse battery")
+    assert not passwords.verify(stored, "wrong horse battery")
+    assert len(seen) == 3 and all(s > 0 for s in seen)  # the hash and both checks, each told to the next observer
+    assert "password hash observer" in caplog.text
