@@ -30,6 +30,7 @@ import requests
 from bridge import Bridge, workspace
 from harness import Options, Report, SigningKey, expect, form, options, parser
 from peers.simplesamlphp import Ldap, SimpleSamlPhp, UserPass
+from prometheus_client.parser import text_string_to_metric_families
 from saml import ACS_URL, SP_ENTITY_ID, SP_METADATA, PasswordSignIn
 from slapd import PASSWORD as LDAP_PASSWORD
 from slapd import USER as LDAP_USER
@@ -69,29 +70,51 @@ def hash_cpu_seconds(count: int, processes: int) -> float:
     return statistics.median(times)
 
 
+HASH_METRIC = "idp_password_hash_cpu_seconds"
+
+
+def server_hashes(bridge: Bridge) -> tuple[float, float]:
+    """(CPU seconds, count) of the password hashes the bridge's workers have timed so far, from its /metrics."""
+    text = expect(requests.get(f"{bridge.base}/metrics", timeout=30), 200).text
+    found = {s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples
+             if s.name in (HASH_METRIC + "_sum", HASH_METRIC + "_count")}
+    return found.get(HASH_METRIC + "_sum", 0.0), found.get(HASH_METRIC + "_count", 0.0)
+
+
+def mean_hash(before: tuple[float, float], after: tuple[float, float]) -> float:
+    return (after[0] - before[0]) / max(after[1] - before[1], 1)
+
+
 def builtin(report: Report, opts: Options, tmp: Path, key: SigningKey, bridge: Bridge) -> None:
     with contextlib.ExitStack() as stack:
         ssp = SimpleSamlPhp(tmp / "ssp-userpass", key, SP_ENTITY_ID, ACS_URL, UserPass(USER, PASSWORD), opts.clients)
         stack.callback(ssp.stop)
         ssp.start()
         report.title("SAML sign-in with a password, built-in directory", opts)
+        start = server_hashes(bridge)
         ours, theirs = report.pair((bridge, PasswordSignIn(f"{bridge.base}/saml/sso", USER, PASSWORD)),
                                    (ssp, PasswordSignIn(ssp.sso_url, USER, PASSWORD)), opts, "sign-ins")
+    between = server_hashes(bridge)
+    signin_hash = mean_hash(start, between)
     report.ratio("bridge / SimpleSAMLphp, sign-ins per server CPU-second (it hashes no password here)",
                  ours.per_cpu / theirs.per_cpu)
     report.rsa_reference(key, ours.per_cpu, signatures=2, seconds=0.3 if opts.short else 1.5)
     # The request that checks the password, alone: the issue bounds "the rest of the request" by the hash.
     posts = report.measure(bridge, PasswordPost(f"{bridge.base}/login", USER, PASSWORD), opts, "sign-ins")
-    hashed = hash_cpu_seconds(3 if opts.short else 20, opts.workers)
+    post_hash = mean_hash(between, server_hashes(bridge))
+    looped = hash_cpu_seconds(3 if opts.short else 20, opts.workers)
     per_signin, per_post = 1 / ours.per_cpu, 1 / posts.per_cpu
-    report.note(f"reference: one argon2id verification with the bridge's parameters, {opts.workers} at once: "
-                f"{hashed * 1000:.1f} ms CPU; "
-                f"server CPU per sign-in: {per_signin * 1000:.1f} ms (three requests), per login POST alone: "
+    # The hash as the server paid it in the same runs (its workers time each one), and in a loop here.
+    report.note(f"reference: one argon2id verification with the bridge's parameters: {post_hash * 1000:.1f} ms CPU "
+                f"in the server during the login POST run ({signin_hash * 1000:.1f} ms during the sign-ins), "
+                f"{looped * 1000:.1f} ms in a loop here, {opts.workers} processes at once")
+    report.note(f"the bridge's CPU per sign-in: {per_signin * 1000:.1f} ms (three requests), per login POST alone: "
                 f"{per_post * 1000:.1f} ms")
     # The bound is on the request that checks the password; the sign-in's other two requests (the SAML request
     # parked, the form shown) hash nothing.
-    report.ratio("server CPU per sign-in (three requests) / one password hash", per_signin / hashed)
-    report.ratio("server CPU per login POST alone / one password hash", per_post / hashed, "<= 1.15")
+    report.ratio("server CPU per sign-in (three requests) / one password hash in the server", per_signin / signin_hash)
+    report.ratio("server CPU per login POST alone / one password hash in the server", per_post / post_hash, "<= 1.15")
+    report.ratio("server CPU per login POST alone / one password hash in a loop", per_post / looped)
 
 
 @dataclass

@@ -38,8 +38,9 @@ REFERENCE = "reference: raw RSA-2048 SHA-256 signatures with the same key"
 RATIOS = {
     "saml_sso": ["bridge / SimpleSAMLphp", "raw signatures per CPU-s", "floor / SimpleSAMLphp", "bridge / floor"],
     "saml_signin": ["bridge / SimpleSAMLphp", "raw signatures per CPU-s",
-                    "server CPU per sign-in (three requests) / one password hash",
-                    "server CPU per login POST alone / one password hash"],
+                    "server CPU per sign-in (three requests) / one password hash in the server",
+                    "server CPU per login POST alone / one password hash in the server",
+                    "server CPU per login POST alone / one password hash in a loop"],
     "oidc": ["bridge / oidc-provider", "raw signatures per CPU-s", "floor / oidc-provider", "bridge / floor"],
 }
 NEEDED = ["apache2", "slapd", "ldapadd", "node", "npm"]
