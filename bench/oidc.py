@@ -9,9 +9,9 @@
 Prints, for each server, throughput, latency percentiles, the server's CPU seconds and flows per server
 CPU-second; then the bridge against oidc-provider, against the raw RSA signing rate of the same key, and
 what each server's token response holds (a JWT is one RSA signature). For client credentials the bridge's
-client issues JWT access tokens (`--access-token-format jwt`), as oidc-provider does for a resource, and a
-third server is measured: the floor of this stack for that grant (bench/peers/floor_app.py, a minimal Flask
-token endpoint under the same gunicorn), with the floor against oidc-provider and the bridge against the floor.
+client issues JWT access tokens (`--access-token-format jwt`), as oidc-provider does for a resource. For each
+flow a third server is measured: the floor of this stack for it (bench/peers/floor_app.py, a minimal Flask OP
+under the same gunicorn), with the floor against oidc-provider and the bridge against the floor.
 
     .venv/bin/python bench/oidc.py [code|refresh|client-credentials|all] [--seconds 10] [--clients 4]
         [--workers 2] [--rounds 1] [--short] [--database-url URL] [--redis-url URL]
@@ -172,18 +172,18 @@ def shape(body: dict[str, Any]) -> tuple[str, int]:
 
 
 def compare(report: Report, opts: Options, key: SigningKey, bench: Benchmark, ours: tuple[Server, Endpoints],
-            theirs: tuple[Server, Endpoints], floor: tuple[Server, Endpoints] | None = None) -> None:
+            theirs: tuple[Server, Endpoints], floor: tuple[Server, Endpoints]) -> None:
     report.title(bench.title, opts)
     ran = report.pair((ours[0], bench.flow(ours[1])), (theirs[0], bench.flow(theirs[1])), opts, bench.unit)
     report.ratio("bridge / oidc-provider, per server CPU-second", ran[0].per_cpu / ran[1].per_cpu,
                  f">= {bench.target}")
-    if floor is not None:
-        # What the stack itself allows: the essential work of this grant, and nothing else, in Flask.
-        least = report.measure(floor[0], bench.flow(floor[1]), opts, bench.unit)
-        report.ratio("floor / oidc-provider, per server CPU-second", least.per_cpu / ran[1].per_cpu)
-        report.ratio("bridge / floor, per server CPU-second", ran[0].per_cpu / least.per_cpu)
+    # What the stack itself allows: the essential work of this flow, and nothing else, in Flask.
+    least = report.measure(floor[0], bench.flow(floor[1]), opts, bench.unit)
+    report.ratio("floor / oidc-provider, per server CPU-second", least.per_cpu / ran[1].per_cpu)
+    report.ratio("bridge / floor, per server CPU-second", ran[0].per_cpu / least.per_cpu)
     our_shape, signatures = shape(probe(bench.flow(ours[1])))
-    report.note(f"token response: bridge {our_shape}; oidc-provider {shape(probe(bench.flow(theirs[1])))[0]}")
+    report.note(f"token response: bridge {our_shape}; oidc-provider {shape(probe(bench.flow(theirs[1])))[0]}; "
+                f"floor {shape(probe(bench.flow(floor[1])))[0]}")
     report.rsa_reference(key, ran[0].per_cpu, signatures=signatures, seconds=0.3 if opts.short else 1.5)
 
 
@@ -211,18 +211,21 @@ def main() -> None:
 
         theirs = Endpoints(node.authorize_url, node.token_url, client, node_sign_in,
                            client_credentials={"resource": RESOURCE, "scope": "api"})
-        floor = token_floor(ws.tmp / "floor", key, client, opts)
+        floor = token_floor(ws.tmp / "floor", key, client, USER, PASSWORD, opts)
         ws.stack.callback(floor.stop)
         floor.start()
-        least = Endpoints("", f"{floor.base}/token", client, lambda http: None)
+
+        def floor_sign_in(http: requests.Session) -> None:
+            expect(http.post(f"{floor.base}/login", data={"username": USER, "password": PASSWORD}, timeout=30), 200)
+
+        least = Endpoints(f"{floor.base}/authorize", f"{floor.base}/token", client, floor_sign_in)
         for name in BENCHMARKS if args.flow == "all" else [args.flow]:
             # Like with like: oidc-provider's client-credentials access tokens are RS256 JWTs (RFC 9068), its
             # code-flow ones opaque.
             bridge.idp("oidc-client", "update", client.client_id, "--access-token-format",
                        "jwt" if name == "client-credentials" else "opaque")
             bridge.flush()
-            compare(report, opts, key, BENCHMARKS[name], (bridge, ours), (node, theirs),
-                    (floor, least) if name == "client-credentials" else None)
+            compare(report, opts, key, BENCHMARKS[name], (bridge, ours), (node, theirs), (floor, least))
     report.exit()
 
 

@@ -1,4 +1,4 @@
-"""Runs a floor app (bench/peers/floor_app.py for client credentials, saml_floor_app.py for SAML SSO) under
+"""Runs a floor app (bench/peers/floor_app.py for the OIDC flows, saml_floor_app.py for SAML SSO) under
 gunicorn with the bridge's worker settings."""
 
 from __future__ import annotations
@@ -59,12 +59,19 @@ class Floor(Launched):
         return f"floor: {self.what} under the same gunicorn (bench/peers/{self.module}.py)"
 
 
-def token_floor(directory: Path, key: SigningKey, client: Client, opts: Options) -> Floor:
-    """The client-credentials floor; its token endpoint is ``base + "/token"``."""
-    return Floor(directory, opts, "floor_app", "a minimal Flask token endpoint",
-                 ["CREATE TABLE audit_events (at REAL, type TEXT, client_id TEXT, details TEXT)"],
+def token_floor(directory: Path, key: SigningKey, client: Client, username: str, password: str,
+                opts: Options) -> Floor:
+    """The OIDC floor: ``base + "/authorize"``, ``"/token"``, and ``"/login"`` (the session for the code flow)."""
+    return Floor(directory, opts, "floor_app", "a minimal Flask OP",
+                 ["CREATE TABLE audit_events (at REAL, type TEXT, client_id TEXT, details TEXT)",
+                  "CREATE TABLE sessions (digest TEXT PRIMARY KEY, username TEXT, authn_at REAL, expires_at REAL)",
+                  "CREATE TABLE codes (digest TEXT PRIMARY KEY, username TEXT, authn_at REAL, challenge TEXT, "
+                  "nonce TEXT, scope TEXT, expires_at REAL)",
+                  "CREATE TABLE tokens (access_digest TEXT PRIMARY KEY, refresh_digest TEXT UNIQUE, client_id TEXT, "
+                  "username TEXT, scope TEXT, family TEXT, refresh_expires_at REAL, revoked INTEGER)"],
                  lambda port: {"FLOOR_KEY_FILE": str(key.key_file), "FLOOR_CLIENT_ID": client.client_id,
-                               "FLOOR_CLIENT_SECRET": client.client_secret,
+                               "FLOOR_CLIENT_SECRET": client.client_secret, "FLOOR_REDIRECT_URI": client.redirect_uri,
+                               "FLOOR_USER": username, "FLOOR_PASSWORD": password,
                                "FLOOR_ISSUER": f"http://127.0.0.1:{port}"})
 
 

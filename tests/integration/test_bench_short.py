@@ -24,13 +24,13 @@ from psycopg import sql
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
-# Per command: its arguments and how many runs (a server over a flow) it prints.
+# Per command: its arguments, how many runs (a server over a flow) and comparisons (bridge against peer) it prints.
 COMMANDS = {
-    # SSO and client credentials measure a third server: the stack's floor for that answer (bench/peers).
-    "saml_sso": (["saml_sso.py"], 3),
+    # SSO and each OIDC flow measure a third server: the stack's floor for that answer (bench/peers).
+    "saml_sso": (["saml_sso.py"], 3, 1),
     # The built-in directory's login POST alone is a fifth run (the bridge by itself).
-    "saml_signin": (["saml_signin.py"], 5),
-    "oidc": (["oidc.py"], 7),
+    "saml_signin": (["saml_signin.py"], 5, 2),
+    "oidc": (["oidc.py"], 9, 3),
 }
 # Printed for each run, then once per comparison.
 FIGURES = ("throughput", "latency p50/p95/p99", "server CPU", "per server CPU-second", "load generator CPU")
@@ -84,7 +84,7 @@ def database_for_bench() -> Iterator[list[str]]:
 @pytest.mark.parametrize("command", COMMANDS)
 def test_benchmark_runs_in_short_mode(command: str) -> None:
     _require_peers()
-    args, runs = COMMANDS[command]
+    args, runs, comparisons = COMMANDS[command]
     with database_for_bench() as bridge_options:
         done = subprocess.run([sys.executable, str(BENCH / args[0]), *args[1:], "--short", *bridge_options],
                               capture_output=True, text=True, timeout=240, check=False)
@@ -95,7 +95,7 @@ def test_benchmark_runs_in_short_mode(command: str) -> None:
     assert all(int(flows) > 0 and errors == "0" for flows, errors in completed), out
     for figure in FIGURES:
         assert len(re.findall(rf"^\s+{re.escape(figure)}\s", out, re.MULTILINE)) == runs, f"{figure!r}\n{out}"
-    assert out.count(REFERENCE) == runs // 2, out
+    assert out.count(REFERENCE) == comparisons, out
     for ratio in RATIOS[command]:
         assert re.search(rf"^\s+ratio\s+.*{re.escape(ratio)}.*: \d+\.\d+", out, re.MULTILINE), f"{ratio!r}\n{out}"
 
