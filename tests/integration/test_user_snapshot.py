@@ -56,3 +56,23 @@ def test_principal_for_another_users_session_is_read_again(app: Flask) -> None:
     directory.delete_user("bob", actor="test")
     with app.test_request_context("/"), pytest.raises(LookupError):
         principal_for(session_of(bob.id))
+
+
+def test_a_shadow_row_refreshed_by_a_directory_is_seen_by_the_user_object_already_held(app: Flask) -> None:
+    """provision writes with Core statements: a User object of the row that the request holds (revalidation
+    starts from one) must not keep the directory's old answer until a commit."""
+    from idp.authn.connectors.ldap import DirectoryEntry
+    from idp.authn.connectors.shadow import provision
+
+    user = make_user("carol", email="old@example.test")
+    user.source, user.external_id, user.external_groups = "corp", "uid=carol", ["old-team"]
+    db.session.commit()
+    held = db.session.get_one(type(user), user.id)
+    assert held.external_groups == ["old-team"]
+    entry = DirectoryEntry(dn="uid=carol,ou=people,dc=example,dc=test", external_id="uid=carol", username="carol",
+                           email="carol@example.test", given_name="Carol", family_name=None, display_name=None,
+                           member_of=())
+    verdict = provision("corp", entry, ("new-team",))
+    assert verdict.principal is not None and verdict.principal.groups == ("new-team",)
+    assert held.external_groups == ["new-team"] and held.email == "carol@example.test"
+    assert held.checked_at is not None

@@ -8,7 +8,9 @@ never takes a username that another source already holds: one name, one identity
 
 from __future__ import annotations
 
-from sqlalchemy import and_, bindparam, insert, or_, select, update
+from typing import Any, cast
+
+from sqlalchemy import Row, and_, bindparam, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from idp import audit
@@ -35,9 +37,7 @@ _FIND = select(_USERS.c.id, _USERS.c.username, _USERS.c.source, _USERS.c.externa
 
 def provision(source: str, entry: DirectoryEntry, groups: tuple[str, ...], *, retry: bool = True) -> Verdict:
     """The Principal of a directory user whose password was just verified, or who was just found again by their
-    stable id (revalidation): the row made or refreshed, and marked as checked now. Written with Core: a User
-    object of this row that the caller holds shows the change once the transaction commits (revalidation
-    commits before it reads the row again)."""
+    stable id (revalidation): the row made or refreshed, and marked as checked now."""
     username = entry.username.strip().lower()[:255]
     # The user's row and whoever holds the name, read by one statement: two could straddle the commit of a
     # concurrent first sign-in of the same user, and take its new row for another user's (sign-in refused).
@@ -57,9 +57,10 @@ def provision(source: str, entry: DirectoryEntry, groups: tuple[str, ...], *, re
                   external_groups=list(groups), checked_at=t)
     try:
         if user is None:
-            user_id = conn.execute(insert(_USERS).values(
+            # The new id as the driver reports it (no RETURNING: SQLite has it only from 3.35).
+            user_id = cast("Row[Any]", conn.execute(insert(_USERS).values(
                 source=source, external_id=entry.external_id, password_hash=None, enabled=True, **values,
-            ).returning(_USERS.c.id)).scalar_one()
+            )).inserted_primary_key)[0]
         else:
             user_id = user.id
             conn.execute(update(_USERS).where(_USERS.c.id == user_id).values(**values))
@@ -69,6 +70,10 @@ def provision(source: str, entry: DirectoryEntry, groups: tuple[str, ...], *, re
         if retry:
             return provision(source, entry, groups, retry=False)
         return Verdict(None, f"cannot store the shadow row of '{username}'", known=True)
+    # A User object of this row that the request already holds (revalidation starts from one) reads it again.
+    held = db.session.identity_map.get(db.session.identity_key(User, user_id))
+    if held is not None:
+        db.session.expire(held)
     if user is None:
         audit.record(AuditEvent(type="user.provision", actor=f"directory:{source}", username=username,
                                 details={"source": source, "external_id": entry.external_id}), commit=False)
