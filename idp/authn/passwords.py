@@ -39,17 +39,26 @@ def watch(observer: Callable[[float], None]) -> None:
 
 
 def _timed(call: Callable[[], T]) -> T:
-    started = time.thread_time()
+    started, hashed = time.thread_time(), True
     try:
         return call()
+    except VerifyMismatchError:
+        raise  # hashed, and not the password
+    except (InvalidHashError, VerificationError):
+        hashed = False  # a stored hash argon2 cannot read: refused before any hashing (dummy_verify then hashes)
+        raise
     finally:
-        spent = time.thread_time() - started
-        for observer in list(_observers):
-            try:
-                observer(spent)
-            except Exception:
-                # A metric is not worth a failed sign-in.
-                log.exception("password hash observer %r failed", observer)
+        if hashed:
+            _tell(time.thread_time() - started)
+
+
+def _tell(spent: float) -> None:
+    for observer in list(_observers):
+        try:
+            observer(spent)
+        except Exception:
+            # A metric is not worth a failed sign-in.
+            log.exception("password hash observer %r failed", observer)
 
 
 class PasswordPolicyError(BadRequest):

@@ -68,9 +68,10 @@ class _Metrics:
             "busy, service_bind_refused, error_answer, bad_request, pool_exhausted), one per server that failed.",
             ["directory", "kind"])
         self.password_hash_cpu: Histogram = Histogram(
-            "idp_password_hash_cpu_seconds", "CPU time of one argon2id password hash or verification by the "
-            "built-in directory (those that equalise an unknown user's answer included): what its parameters "
-            "cost on this hardware, and most of a sign-in's.", buckets=_HASH_BUCKETS)
+            "idp_password_hash_cpu_seconds", "CPU time of each argon2id password hash or verification in this "
+            "process: the built-in directory's password checks, the hash that equalises the answer for a name no "
+            "directory knows, passwords set. What the hash parameters cost on this hardware.",
+            buckets=_HASH_BUCKETS)
         self._reasons: dict[str, set[str]] = {}
         self._lock = threading.Lock()
 

@@ -92,3 +92,13 @@ def test_a_failing_hash_observer_breaks_no_password_check(monkeypatch: pytest.Mo
     assert not passwords.verify(stored, "wrong horse battery")
     assert len(seen) == 3 and all(s > 0 for s in seen)  # the hash and both checks, each told to the next observer
     assert "password hash observer" in caplog.text
+
+
+@pytest.mark.parametrize("stored", ["$argon2id$garbage", "not a hash at all"])
+def test_a_stored_hash_argon2_cannot_read_is_one_timed_hash(monkeypatch: pytest.MonkeyPatch, stored: str) -> None:
+    """It is refused before any hashing, then the equalising hash runs: one check, one figure in the metric."""
+    monkeypatch.setattr(passwords, "_observers", [])
+    seen: list[float] = []
+    passwords.watch(seen.append)
+    assert not passwords.verify(stored, "correct horse battery")
+    assert len(seen) == 1 and seen[0] > 0.001
