@@ -60,13 +60,17 @@ def hash_cpu_seconds(count: int, processes: int) -> float:
     as the server's workers do under this load: argon2id is memory-hard, and two hashes at once on this host
     cost each 10 - 20% more CPU than one alone (they share the caches and the memory bus)."""
     ctx = multiprocessing.get_context("spawn")
-    start, out = ctx.Barrier(processes), ctx.Queue()
-    procs = [ctx.Process(target=_hash_times, args=(count, start, out)) for _ in range(processes)]
+    start, out = ctx.Barrier(processes, timeout=120), ctx.Queue()
+    procs = [ctx.Process(target=_hash_times, args=(count, start, out), daemon=True) for _ in range(processes)]
     for proc in procs:
         proc.start()
-    times: list[float] = [t for _ in procs for t in out.get(timeout=300)]
-    for proc in procs:
-        proc.join()
+    try:
+        times: list[float] = [t for _ in procs for t in out.get(timeout=300)]
+    finally:
+        for proc in procs:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
     return statistics.median(times)
 
 
@@ -82,7 +86,9 @@ def server_hashes(bridge: Bridge) -> tuple[float, float]:
 
 
 def mean_hash(before: tuple[float, float], after: tuple[float, float]) -> float:
-    return (after[0] - before[0]) / max(after[1] - before[1], 1)
+    if after[1] <= before[1]:
+        raise SystemExit(f"the bridge timed no password hash in this run (its {HASH_METRIC} did not move)")
+    return (after[0] - before[0]) / (after[1] - before[1])
 
 
 def builtin(report: Report, opts: Options, tmp: Path, key: SigningKey, bridge: Bridge) -> None:

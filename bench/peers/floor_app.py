@@ -12,13 +12,17 @@ how much its own. Started by :func:`peers.floor.token_floor`.
 - refresh: the refresh token revoked as it is read (rotation), the new tokens stored and audited in one committed
   transaction; no ID token, as the bridge answers a refresh.
 
-Its sign-in exists only to give the benchmark's clients a session and is not measured.
+Its sign-in exists only to give the benchmark's clients a session and is not measured. One registered client and
+one user: a code is not bound to its client and redirect URI in its row, since there is only one of each to compare
+with. What it leaves out that the bridge does: reading the user (whether they still exist, are enabled, may use the
+client) and their profile claims, and consent, revocation lists and logout bookkeeping.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import json
@@ -26,6 +30,7 @@ import os
 import secrets
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -98,7 +103,7 @@ def authorize() -> Response:
     connection().execute("INSERT INTO codes VALUES (?, ?, ?, ?, ?, ?, ?)",
                          (_digest(code), row[0], row[1], args["code_challenge"], args.get("nonce"),
                           args.get("scope"), time.time() + 60))
-    query = urlencode({"code": code, "state": args.get("state", "")})
+    query = urlencode({"code": code, **({"state": args["state"]} if "state" in args else {})})
     return Response(status=302, headers={"Location": f"{_REDIRECT_URI}?{query}", "Cache-Control": "no-store"})
 
 
@@ -114,37 +119,45 @@ def _issue(conn: sqlite3.Connection, client_id: str, username: str, scope: str, 
             "scope": scope}
 
 
-def _code_grant(client_id: str) -> Response:
-    form = request.form
+@contextlib.contextmanager
+def _transaction() -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE on this thread's connection; rolled back if the caller raises or has not committed."""
     conn = connection()
     conn.execute("BEGIN IMMEDIATE")
-    row = conn.execute("DELETE FROM codes WHERE digest = ? AND expires_at > ? "
-                       "RETURNING username, authn_at, challenge, nonce, scope",
-                       (_digest(form.get("code", "")), time.time())).fetchone()
-    if (row is None or form.get("redirect_uri") != _REDIRECT_URI
-            or not hmac.compare_digest(_s256(form.get("code_verifier", "")), row[2])):
-        conn.execute("ROLLBACK")
-        return _json({"error": "invalid_grant"}, 400)
-    body = _issue(conn, client_id, row[0], row[4], secrets.token_hex(16), "authorization_code")
-    conn.execute("COMMIT")
+    try:
+        yield conn
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+
+
+def _code_grant(client_id: str) -> Response:
+    form = request.form
+    with _transaction() as conn:
+        row = conn.execute("DELETE FROM codes WHERE digest = ? AND expires_at > ? "
+                           "RETURNING username, authn_at, challenge, nonce, scope",
+                           (_digest(form.get("code", "")), time.time())).fetchone()
+        if (row is None or form.get("redirect_uri") != _REDIRECT_URI
+                or not hmac.compare_digest(_s256(form.get("code_verifier", "")), row[2])):
+            return _json({"error": "invalid_grant"}, 400)
+        body = _issue(conn, client_id, row[0], row[4], secrets.token_hex(16), "authorization_code")
+        conn.execute("COMMIT")
     now = int(time.time())
     claims = {"iss": _ISSUER, "sub": row[0], "aud": client_id, "iat": now, "exp": now + 600,
-              "auth_time": int(row[1]), "nonce": row[3]}
+              "auth_time": int(row[1]), **({"nonce": row[3]} if row[3] is not None else {})}
     body["id_token"] = jwt.encode({"alg": "RS256", "typ": "JWT", "kid": "floor"}, claims, _KEY).decode()
     return _json(body, 200)
 
 
 def _refresh_grant(client_id: str) -> Response:
-    conn = connection()
-    conn.execute("BEGIN IMMEDIATE")
-    row = conn.execute("UPDATE tokens SET revoked = 1 WHERE refresh_digest = ? AND client_id = ? AND revoked = 0 "
-                       "AND refresh_expires_at > ? RETURNING username, scope, family",
-                       (_digest(request.form.get("refresh_token", "")), client_id, time.time())).fetchone()
-    if row is None:
-        conn.execute("ROLLBACK")
-        return _json({"error": "invalid_grant"}, 400)
-    body = _issue(conn, client_id, row[0], row[1], row[2], "refresh_token")
-    conn.execute("COMMIT")
+    with _transaction() as conn:
+        row = conn.execute("UPDATE tokens SET revoked = 1 WHERE refresh_digest = ? AND client_id = ? AND revoked = 0 "
+                           "AND refresh_expires_at > ? RETURNING username, scope, family",
+                           (_digest(request.form.get("refresh_token", "")), client_id, time.time())).fetchone()
+        if row is None:
+            return _json({"error": "invalid_grant"}, 400)
+        body = _issue(conn, client_id, row[0], row[1], row[2], "refresh_token")
+        conn.execute("COMMIT")
     return _json(body, 200)
 
 
@@ -153,11 +166,10 @@ def _client_credentials_grant(client_id: str) -> Response:
     claims = {"iss": _ISSUER, "sub": client_id, "aud": _ISSUER, "client_id": client_id, "iat": now,
               "exp": now + 3600, "jti": secrets.token_urlsafe(16)}
     access_token = jwt.encode({"alg": "RS256", "typ": "at+jwt", "kid": "floor"}, claims, _KEY).decode()
-    conn = connection()
-    conn.execute("BEGIN")
-    conn.execute("INSERT INTO audit_events VALUES (?, ?, ?, ?)",
-                 (time.time(), "oidc.token", client_id, json.dumps({"grant_type": "client_credentials"})))
-    conn.execute("COMMIT")
+    with _transaction() as conn:
+        conn.execute("INSERT INTO audit_events VALUES (?, ?, ?, ?)",
+                     (time.time(), "oidc.token", client_id, json.dumps({"grant_type": "client_credentials"})))
+        conn.execute("COMMIT")
     return _json({"access_token": access_token, "token_type": "Bearer", "expires_in": 3600}, 200)
 
 
