@@ -7,6 +7,7 @@ import re
 import sys
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import click
@@ -81,14 +82,20 @@ for _command in (access_cli.ou, access_cli.account, access_cli.permission_set, a
 @click.option("--workers", type=int, help="Worker processes (default IDP_WORKERS).")
 def serve(bind: str | None, workers: int | None) -> None:
     """Run the bridge under gunicorn."""
+    from idp.ops import serving
+
+    # Before gunicorn forks: every worker writes its metrics there, and /metrics in any of them sums them all.
+    _serve(bind, workers, serving.share_metrics(runtime_settings().data_dir))
+
+
+def _serve(bind: str | None, workers: int | None, metrics_dir: Path | None) -> None:
+    """gunicorn over this app; ``metrics_dir`` (the workers' shared metrics folder) is removed at exit."""
     from gunicorn.app.base import BaseApplication
 
     from idp.ops import serving
 
     settings = runtime_settings()
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    # Before gunicorn forks: every worker writes its metrics there, and /metrics in any of them sums them all.
-    metrics_dir = serving.share_metrics(settings.data_dir)
 
     class _Gunicorn(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -191,16 +198,19 @@ def audit_list(username: str | None, since: str | None, type_: str | None, limit
 
 @cli.command()
 @click.option("--bind", metavar="HOST:PORT", help="Listen here instead of IDP_BASE_URL's host and port.")
-@click.pass_context
-def demo(ctx: click.Context, bind: str | None) -> None:
+def demo(bind: str | None) -> None:
     """Seed demo users and groups (idempotent), print their passwords, and run the server."""
     from idp.demo import seed_demo
+    from idp.ops import serving
 
+    # The shared metrics folder first: seeding records audit events and hashes passwords, which make the metrics,
+    # and prometheus_client decides at that first use whether they live in memory or in the folder.
+    metrics_dir = serving.share_metrics(runtime_settings().data_dir)
     click.echo("Demo directory (demo passwords; never use this instance for real):")
     for user in seed_demo():
         click.echo(f"  {user.username:<8} password: {user.password:<16} groups: {', '.join(user.groups)}")
     click.echo(f"Sign in at {runtime_settings().base}/login")
-    ctx.invoke(serve, bind=bind, workers=None)
+    _serve(bind, None, metrics_dir)
 
 
 def main() -> None:

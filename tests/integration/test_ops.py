@@ -410,3 +410,20 @@ def test_metrics_under_idp_serve_sum_every_worker(tmp_path: Path) -> None:
         assert value(scrape_http(served.url), LATENCY + "_count", **healthz) == sent
         assert "/healthz" not in served.output()  # probes stay out of the access log
     assert not folder.exists()  # removed when the server stops
+
+
+def test_metrics_under_idp_demo_count_what_its_workers_serve(tmp_path: Path) -> None:
+    """The demo seeds its directory (audit events, password hashes: both feed metrics) before gunicorn forks; the
+    workers must still share one folder, or every scrape is an empty page."""
+    port = free_port()
+    env = {**os.environ, "IDP_DATA_DIR": str(tmp_path), "IDP_BASE_URL": f"http://127.0.0.1:{port}",
+           "IDP_WORKERS": "2"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    healthz = {"endpoint": "ops.healthz", "method": "GET", "status": "2xx"}
+    with idp_process(["demo"], env, port, tmp_path / "out.log") as served:
+        for _ in range(10):
+            assert requests.get(served.url + "/healthz", timeout=10).status_code == 200
+        samples = scrape_http(served.url)
+        assert value(samples, LATENCY + "_count", **healthz) == 10
+        # The seeding's own hashes (one per demo user) were made in the folder too.
+        assert value(samples, "idp_password_hash_cpu_seconds_count") >= 1
