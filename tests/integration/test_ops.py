@@ -3,6 +3,7 @@ process and across gunicorn's workers."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -15,7 +16,7 @@ from authlib.integrations.requests_client import OAuth2Session
 from conftest import REDIS_URL
 from flask import Flask
 from flask.testing import FlaskClient
-from helpers import DEFAULT_PASSWORD, free_port, idp_process, login, make_user
+from helpers import DEFAULT_PASSWORD, Served, free_port, idp_process, login, make_user
 from ldap_server import Slapd, SlapdProcess, SlowProxy, closed_port_url, directory_config
 from oidc_peers import register
 from prometheus_client.parser import text_string_to_metric_families
@@ -386,13 +387,20 @@ def test_listeners_hear_of_committed_events_only(app: Flask, monkeypatch: pytest
 
 # --- several workers --------------------------------------------------------------------------------------
 
-def test_metrics_under_idp_serve_sum_every_worker(tmp_path: Path) -> None:
+HEALTHZ = {"endpoint": "ops.healthz", "method": "GET", "status": "2xx"}
+
+
+def two_workers(command: str, tmp_path: Path) -> contextlib.AbstractContextManager[Served]:
+    """``idp <command>`` with two gunicorn workers on a free port, choosing its own metrics folder."""
     port = free_port()
     env = {**os.environ, "IDP_DATA_DIR": str(tmp_path), "IDP_BASE_URL": f"http://127.0.0.1:{port}",
            "IDP_WORKERS": "2"}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    healthz = {"endpoint": "ops.healthz", "method": "GET", "status": "2xx"}
-    with idp_process(["serve"], env, port, tmp_path / "out.log") as served:
+    return idp_process([command], env, port, tmp_path / "out.log")
+
+
+def test_metrics_under_idp_serve_sum_every_worker(tmp_path: Path) -> None:
+    with two_workers("serve", tmp_path) as served:
         (folder,) = (tmp_path / "metrics").iterdir()  # this start's own folder
         sent = 0
         with ThreadPoolExecutor(8) as pool:
@@ -407,7 +415,7 @@ def test_metrics_under_idp_serve_sum_every_worker(tmp_path: Path) -> None:
         # (None at all: prometheus_client was imported before `idp serve` set its folder, see idp.ops.metrics.)
         assert len(list(folder.glob("histogram_*.db"))) == 2, "the workers do not share their metrics"
         # One worker answers the scrape, with the requests both served.
-        assert value(scrape_http(served.url), LATENCY + "_count", **healthz) == sent
+        assert value(scrape_http(served.url), LATENCY + "_count", **HEALTHZ) == sent
         assert "/healthz" not in served.output()  # probes stay out of the access log
     assert not folder.exists()  # removed when the server stops
 
@@ -415,15 +423,10 @@ def test_metrics_under_idp_serve_sum_every_worker(tmp_path: Path) -> None:
 def test_metrics_under_idp_demo_count_what_its_workers_serve(tmp_path: Path) -> None:
     """The demo seeds its directory (audit events, password hashes: both feed metrics) before gunicorn forks; the
     workers must still share one folder, or every scrape is an empty page."""
-    port = free_port()
-    env = {**os.environ, "IDP_DATA_DIR": str(tmp_path), "IDP_BASE_URL": f"http://127.0.0.1:{port}",
-           "IDP_WORKERS": "2"}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    healthz = {"endpoint": "ops.healthz", "method": "GET", "status": "2xx"}
-    with idp_process(["demo"], env, port, tmp_path / "out.log") as served:
+    with two_workers("demo", tmp_path) as served:
         for _ in range(10):
             assert requests.get(served.url + "/healthz", timeout=10).status_code == 200
         samples = scrape_http(served.url)
-        assert value(samples, LATENCY + "_count", **healthz) == 10
+        assert value(samples, LATENCY + "_count", **HEALTHZ) == 10
         # The seeding's own hashes (one per demo user) were made in the folder too.
         assert value(samples, "idp_password_hash_cpu_seconds_count") >= 1
