@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 from collections.abc import Callable
 from functools import cache
@@ -13,8 +12,8 @@ from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from idp.errors import BadRequest
+from idp.observers import Observers
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MIN_LENGTH = 8
@@ -27,15 +26,14 @@ _hasher = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1, hash_len
 
 
 # Told the CPU seconds of every hash and verification (idp.ops.metrics is one): what the parameters cost here.
-_observers: list[Callable[[float], None]] = []
+_observers: Observers[Callable[[float], None]] = Observers("password hash observer")
 
 
 def watch(observer: Callable[[float], None]) -> None:
     """Tell ``observer`` the CPU time of every argon2id hash or verification in this process (once, however often
     called). CPU time of the calling thread: argon2 runs there (parallelism 1), and waiting for a core is not
     what the hash costs."""
-    if observer not in _observers:
-        _observers.append(observer)
+    _observers.add(observer)
 
 
 def _timed(call: Callable[[], T]) -> T:
@@ -49,16 +47,8 @@ def _timed(call: Callable[[], T]) -> T:
         raise
     finally:
         if hashed:
-            _tell(time.thread_time() - started)
-
-
-def _tell(spent: float) -> None:
-    for observer in list(_observers):
-        try:
-            observer(spent)
-        except Exception:
-            # A metric is not worth a failed sign-in.
-            log.exception("password hash observer %r failed", observer)
+            spent = time.thread_time() - started
+            _observers.tell(lambda observer: observer(spent))
 
 
 class PasswordPolicyError(BadRequest):

@@ -12,6 +12,7 @@ from idp import clock
 from idp.authn import passwords
 from idp.authn.views import safe_next
 from idp.cli import parse_since
+from idp.observers import Observers
 
 
 def test_hashes_are_argon2id_with_owasp_parameters() -> None:
@@ -79,7 +80,7 @@ def test_since_accepts_spans_and_iso_times() -> None:
 
 def test_a_failing_hash_observer_breaks_no_password_check(monkeypatch: pytest.MonkeyPatch,
                                                           caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setattr(passwords, "_observers", [])
+    monkeypatch.setattr(passwords, "_observers", Observers("password hash observer"))
     seen: list[float] = []
 
     def broken(_seconds: float) -> None:
@@ -97,7 +98,7 @@ def test_a_failing_hash_observer_breaks_no_password_check(monkeypatch: pytest.Mo
 @pytest.mark.parametrize("stored", ["$argon2id$garbage", "not a hash at all"])
 def test_a_stored_hash_argon2_cannot_read_is_one_timed_hash(monkeypatch: pytest.MonkeyPatch, stored: str) -> None:
     """It is refused before any hashing, then the equalising hash runs: one check, one figure in the metric."""
-    monkeypatch.setattr(passwords, "_observers", [])
+    monkeypatch.setattr(passwords, "_observers", Observers("password hash observer"))
     seen: list[float] = []
     passwords.watch(seen.append)
     assert not passwords.verify(stored, "correct horse battery")

@@ -39,6 +39,7 @@ from ldap3.utils.dn import parse_dn
 from idp import clock
 from idp.authn.connectors.settings import IN_CHAIN, DirectoryConfig
 from idp.errors import DirectoryUnavailable
+from idp.observers import Observers
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -69,22 +70,12 @@ class Observer(Protocol):
     def error(self, directory: str, kind: str) -> None: ...
 
 
-_observers: list[Observer] = []
+_observers: Observers[Observer] = Observers("directory observer")
 
 
 def watch(observer: Observer) -> None:
     """Tell ``observer`` of every operation of every directory in this process (once, however often called)."""
-    if observer not in _observers:
-        _observers.append(observer)
-
-
-def _tell(call: Callable[[Observer], None]) -> None:
-    for observer in list(_observers):
-        try:
-            call(observer)
-        except Exception:
-            # A metric is not worth a failed sign-in.
-            log.exception("directory observer %r failed", observer)
+    _observers.add(observer)
 
 
 @dataclass(frozen=True)
@@ -455,10 +446,10 @@ class LdapDirectory:
         finally:
             # Service connections search (users, groups); the others exist to check users' passwords by bind.
             operation, seconds = "search" if service else "bind", time.perf_counter() - started
-            _tell(lambda o: o.operation(self.cfg.name, operation, seconds))
+            _observers.tell(lambda o: o.operation(self.cfg.name, operation, seconds))
 
     def _failed(self, kind: str) -> None:
-        _tell(lambda o: o.error(self.cfg.name, kind))
+        _observers.tell(lambda o: o.error(self.cfg.name, kind))
 
     def _attempt(self, pool: _ConnectionPool, service: bool, what: str, op: Callable[[Connection, float], T]) -> T:
         """Run ``op(conn, until)`` on a connection to the first server that answers, all within one deadline (the
