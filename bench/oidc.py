@@ -19,9 +19,7 @@ under the same gunicorn), with the floor against oidc-provider and the bridge ag
 
 from __future__ import annotations
 
-import base64
 import functools
-import hashlib
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +28,7 @@ from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
 import harness
 import requests
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from bridge import sign_in, workspace
 from harness import FlowError, Options, Report, Server, SigningKey, expect, options, parser
 from peers.floor import token_floor
@@ -55,7 +54,7 @@ def authorize(http: requests.Session, ep: Endpoints) -> tuple[str, str, int]:
     """An authorization request followed on the server (its sign-in steps, if any) until it redirects to the
     client: (code, PKCE verifier, HTTP requests made)."""
     verifier = secrets.token_urlsafe(48)
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    challenge = create_s256_code_challenge(verifier)
     state = secrets.token_urlsafe(16)
     url = ep.authorize_url + "?" + urlencode({
         "response_type": "code", "client_id": ep.client.client_id, "redirect_uri": ep.client.redirect_uri,

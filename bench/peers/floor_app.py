@@ -35,9 +35,10 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 from authlib.jose import JsonWebKey, jwt
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from flask import Flask, Response, request
 
-from peers.floor_db import connection
+from peers.floor_db import connection, digest
 
 app = Flask("floor")
 _KEY = JsonWebKey.import_key(Path(os.environ["FLOOR_KEY_FILE"]).read_bytes(), {"kty": "RSA", "kid": "floor"})
@@ -62,26 +63,19 @@ def _client_id() -> str | None:
         client_id, _, secret = base64.b64decode(auth[6:], validate=True).decode().partition(":")
     except (binascii.Error, UnicodeDecodeError):
         return None
-    digest = hashlib.sha256(secret.encode()).digest()
-    return client_id if client_id == _CLIENT_ID and hmac.compare_digest(digest, _DIGEST) else None
+    given = hashlib.sha256(secret.encode()).digest()
+    return client_id if client_id == _CLIENT_ID and hmac.compare_digest(given, _DIGEST) else None
 
-
-def _digest(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()
-
-
-def _s256(verifier: str) -> str:
-    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
 
 
 @app.post("/login")
 def login() -> Response:
-    digest = hashlib.sha256(request.form.get("password", "").encode()).digest()
-    if request.form.get("username") != _USER or not hmac.compare_digest(digest, _PASSWORD_DIGEST):
+    given = hashlib.sha256(request.form.get("password", "").encode()).digest()
+    if request.form.get("username") != _USER or not hmac.compare_digest(given, _PASSWORD_DIGEST):
         return _json({"error": "access_denied"}, 401)
     session_id = secrets.token_urlsafe(32)
     connection().execute("INSERT INTO sessions VALUES (?, ?, ?, ?)",
-                         (_digest(session_id), _USER, time.time(), time.time() + 3600))
+                         (digest(session_id), _USER, time.time(), time.time() + 3600))
     resp = _json({}, 200)
     resp.set_cookie("floor_session", session_id, httponly=True, samesite="Lax")
     return resp
@@ -96,12 +90,12 @@ def authorize() -> Response:
             or not args.get("code_challenge") or "openid" not in args.get("scope", "").split()):
         return _json({"error": "invalid_request"}, 400)
     row = connection().execute("SELECT username, authn_at FROM sessions WHERE digest = ? AND expires_at > ?",
-                               (_digest(request.cookies.get("floor_session", "")), time.time())).fetchone()
+                               (digest(request.cookies.get("floor_session", "")), time.time())).fetchone()
     if row is None:
         return _json({"error": "login_required"}, 401)
     code = secrets.token_urlsafe(32)
     connection().execute("INSERT INTO codes VALUES (?, ?, ?, ?, ?, ?, ?)",
-                         (_digest(code), row[0], row[1], args["code_challenge"], args.get("nonce"),
+                         (digest(code), row[0], row[1], args["code_challenge"], args.get("nonce"),
                           args.get("scope"), time.time() + 60))
     query = urlencode({"code": code, **({"state": args["state"]} if "state" in args else {})})
     return Response(status=302, headers={"Location": f"{_REDIRECT_URI}?{query}", "Cache-Control": "no-store"})
@@ -112,7 +106,7 @@ def _issue(conn: sqlite3.Connection, client_id: str, username: str, scope: str, 
     """New access and refresh tokens stored by their digests, and the audit row, in the caller's transaction."""
     access, refresh, now = secrets.token_urlsafe(32), secrets.token_urlsafe(32), time.time()
     conn.execute("INSERT INTO tokens VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                 (_digest(access), _digest(refresh), client_id, username, scope, family, now + _REFRESH_SECONDS, 0))
+                 (digest(access), digest(refresh), client_id, username, scope, family, now + _REFRESH_SECONDS, 0))
     conn.execute("INSERT INTO audit_events VALUES (?, ?, ?, ?)",
                  (now, "oidc.token", client_id, json.dumps({"grant_type": grant_type, "scope": scope})))
     return {"access_token": access, "token_type": "Bearer", "expires_in": 3600, "refresh_token": refresh,
@@ -136,9 +130,9 @@ def _code_grant(client_id: str) -> Response:
     with _transaction() as conn:
         row = conn.execute("DELETE FROM codes WHERE digest = ? AND expires_at > ? "
                            "RETURNING username, authn_at, challenge, nonce, scope",
-                           (_digest(form.get("code", "")), time.time())).fetchone()
+                           (digest(form.get("code", "")), time.time())).fetchone()
         if (row is None or form.get("redirect_uri") != _REDIRECT_URI
-                or not hmac.compare_digest(_s256(form.get("code_verifier", "")), row[2])):
+                or not hmac.compare_digest(create_s256_code_challenge(form.get("code_verifier", "")), row[2])):
             return _json({"error": "invalid_grant"}, 400)
         body = _issue(conn, client_id, row[0], row[4], secrets.token_hex(16), "authorization_code")
         conn.execute("COMMIT")
@@ -153,7 +147,7 @@ def _refresh_grant(client_id: str) -> Response:
     with _transaction() as conn:
         row = conn.execute("UPDATE tokens SET revoked = 1 WHERE refresh_digest = ? AND client_id = ? AND revoked = 0 "
                            "AND refresh_expires_at > ? RETURNING username, scope, family",
-                           (_digest(request.form.get("refresh_token", "")), client_id, time.time())).fetchone()
+                           (digest(request.form.get("refresh_token", "")), client_id, time.time())).fetchone()
         if row is None:
             return _json({"error": "invalid_grant"}, 400)
         body = _issue(conn, client_id, row[0], row[1], row[2], "refresh_token")

@@ -29,7 +29,7 @@ from lxml import etree
 from idp.keys import SigningKey
 from idp.saml import xmlsafe
 from idp.saml.signing import sign
-from peers.floor_db import connection
+from peers.floor_db import connection, digest
 
 app = Flask("saml_floor")
 # Signed as the bridge signs (idp.saml.signing: lxml's canonicalisation, cryptography's RSA), the cheapest way
@@ -44,9 +44,6 @@ _MAX_BYTES = 64 * 1024
 _SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
 _SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
 
-
-def _digest(session_id: str) -> str:
-    return hashlib.sha256(session_id.encode()).hexdigest()
 
 
 def _text(body: str, status: int) -> Response:
@@ -119,7 +116,7 @@ def sso() -> Response:
     if found is None:
         return _text("Not an AuthnRequest from a registered SP.", 400)
     row = connection().execute("SELECT username FROM sessions WHERE digest = ? AND expires_at > ?",
-                        (_digest(request.cookies.get("floor_session", "")), time.time())).fetchone()
+                        (digest(request.cookies.get("floor_session", "")), time.time())).fetchone()
     if row is None:
         return Response(f'<!doctype html><form method="post" action="/login"><input type="hidden" '
                         f'name="SAMLRequest" value="{escape(request.args["SAMLRequest"])}"><input name="username">'
@@ -131,12 +128,12 @@ def sso() -> Response:
 @app.post("/login")
 def login() -> Response:
     found = _request()
-    digest = hashlib.sha256(request.form.get("password", "").encode()).digest()
-    if found is None or request.form.get("username") != _USER or not hmac.compare_digest(digest, _PASSWORD_DIGEST):
+    given = hashlib.sha256(request.form.get("password", "").encode()).digest()
+    if found is None or request.form.get("username") != _USER or not hmac.compare_digest(given, _PASSWORD_DIGEST):
         return _text("Incorrect username or password.", 401)
     session_id = secrets.token_urlsafe(32)
     conn = connection()
-    conn.execute("INSERT INTO sessions VALUES (?, ?, ?)", (_digest(session_id), _USER, time.time() + 3600))
+    conn.execute("INSERT INTO sessions VALUES (?, ?, ?)", (digest(session_id), _USER, time.time() + 3600))
     resp = _answer(_USER, *found)
     resp.set_cookie("floor_session", session_id, httponly=True, samesite="Lax")
     return resp
