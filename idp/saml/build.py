@@ -7,8 +7,10 @@ attribute values), made in one pass.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
 from lxml import etree
 from saml2 import saml, samlp
@@ -38,6 +40,16 @@ class Subject:
     recipient: str
     not_on_or_after: str
     in_response_to: str | None
+
+
+def new_id() -> str:
+    """A fresh ID for a message or an assertion: an NCName (IDs must not start with a digit)."""
+    return "_" + secrets.token_hex(20)
+
+
+def instant(value: datetime) -> str:
+    """A UTC time as SAML writes it (xs:dateTime, "Z"); isoformat is several times cheaper than strftime."""
+    return value.isoformat(timespec="seconds")[:19] + "Z"
 
 
 def _sub(parent: etree._Element, tag: str, attrs: dict[str, str | None] | None = None, text: str | None = None

@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-import secrets
 import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,7 +34,7 @@ from idp.clock import now
 from idp.errors import BadRequest
 from idp.extensions import db
 from idp.runtime import keystore, settings
-from idp.saml import providers
+from idp.saml import build, providers
 from idp.saml.bindings import POST, REDIRECT, Inbound, decode_post, decode_redirect, post_form
 from idp.saml.metadata import Endpoint, idp_entity_id
 from idp.saml.providers import RegisteredSp
@@ -320,7 +319,7 @@ def _advance(chain: _Chain) -> Response:
         if endpoint is None:
             chain.results.append({"sp": sp.entity_id, "result": "no SLO endpoint"})
             continue
-        request_id = _new_id()
+        request_id = build.new_id()
         xml = _logout_request_xml(request_id, endpoint.location, {**item, "sp": sp.entity_id})
         chain.current = {"sp": sp.entity_id, "request_id": request_id}
         expires_at = now() + PENDING_LIFETIME
@@ -406,22 +405,13 @@ def _pick(endpoints: tuple[Endpoint, ...], preferred: str) -> Endpoint | None:
     return usable[0] if usable else None
 
 
-def _new_id() -> str:
-    return "_" + secrets.token_hex(20)
-
-
-def _instant_str() -> str:
-    return now().strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _logout_request_xml(request_id: str, destination: str, item: dict[str, Any]) -> bytes:
     req = samlp.LogoutRequest(
-        id=request_id, version="2.0", issue_instant=_instant_str(), destination=destination,
+        id=request_id, version="2.0", issue_instant=build.instant(now()), destination=destination,
         issuer=Issuer(text=idp_entity_id(), format=NAMEID_FORMAT_ENTITY),
         name_id=_name_id(item),
         session_index=[samlp.SessionIndex(text=item["session_index"])] if item.get("session_index") else [],
-        not_on_or_after=(now() + timedelta(seconds=settings().saml_assertion_lifetime_seconds))
-        .strftime("%Y-%m-%dT%H:%M:%SZ"),
+        not_on_or_after=build.instant(now() + timedelta(seconds=settings().saml_assertion_lifetime_seconds)),
     )
     return bytes(req.to_string(nspair=_NSPAIR))
 
@@ -440,7 +430,7 @@ def _name_id(item: dict[str, Any]) -> NameID:
 def _logout_response_xml(in_response_to: str, destination: str, partial: bool) -> bytes:
     second = samlp.StatusCode(value=STATUS_PARTIAL) if partial else None
     resp = samlp.LogoutResponse(
-        id=_new_id(), version="2.0", issue_instant=_instant_str(), destination=destination,
+        id=build.new_id(), version="2.0", issue_instant=build.instant(now()), destination=destination,
         in_response_to=in_response_to,
         issuer=Issuer(text=idp_entity_id(), format=NAMEID_FORMAT_ENTITY),
         status=samlp.Status(status_code=samlp.StatusCode(value=STATUS_SUCCESS, status_code=second)),

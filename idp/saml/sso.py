@@ -13,7 +13,6 @@ a session participant (for Single Logout) and audits it.
 from __future__ import annotations
 
 import hashlib
-import secrets
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -357,15 +356,6 @@ def consume(pending_id: str, client_ip: str | None) -> None:
 
 # --- issuance ----------------------------------------------------------------------------------------------
 
-def _id() -> str:
-    return "_" + secrets.token_hex(20)  # an NCName: IDs must not start with a digit
-
-
-def _instant(value: datetime) -> str:
-    # A UTC time as SAML writes it (xs:dateTime, "Z"); isoformat is several times cheaper than strftime.
-    return value.isoformat(timespec="seconds")[:19] + "Z"
-
-
 def issue(req: SsoRequest, session: SsoSession, client_ip: str | None) -> Outbound:
     """Build, sign (and encrypt) the Response for a signed-in session; record and audit it."""
     cfg = settings()
@@ -397,28 +387,28 @@ def issue(req: SsoRequest, session: SsoSession, client_ip: str | None) -> Outbou
         raise SamlStatusError(req, samlp.STATUS_INVALID_NAMEID_POLICY, exc.reason) from exc
 
     skew = timedelta(seconds=min(cfg.saml_clock_skew_seconds, 60))  # NotBefore: allow a little SP clock lag
-    not_on_or_after = _instant(now + timedelta(seconds=cfg.saml_assertion_lifetime_seconds))
-    session_index = participant.session_index if participant is not None else _id()
+    not_on_or_after = build.instant(now + timedelta(seconds=cfg.saml_assertion_lifetime_seconds))
+    session_index = participant.session_index if participant is not None else build.new_id()
     # An AWS launch carries exactly the roles the decision granted: no release rule of the AWS SP may add
     # others (such as a Role mapping made before permission sets existed).
     attributes = (aws.role_attributes(principal, grant.roles, now) if req.aws_account is not None
                   else release(principal, sp.attribute_map or []))
     # STS ends a console session at the shorter of SessionDuration and SessionNotOnOrAfter: for AWS the
     # permission set decides, not how long ago the user signed in here.
-    session_end = None if req.aws_account is not None else _instant(session.expires_at)
+    session_end = None if req.aws_account is not None else build.instant(session.expires_at)
 
     issuer = cfg.base + "/saml/metadata"
-    root = build.response(response_id=_id(), issue_instant=_instant(now), destination=req.acs_url,
+    root = build.response(response_id=build.new_id(), issue_instant=build.instant(now), destination=req.acs_url,
                           in_response_to=req.request_id, issuer=issuer, status=(samlp.STATUS_SUCCESS, None, None))
     build.assertion(
-        root, assertion_id=_id(), issue_instant=_instant(now), issuer=issuer,
+        root, assertion_id=build.new_id(), issue_instant=build.instant(now), issuer=issuer,
         subject=build.Subject(
             name_id=name_id.value, name_id_format=name_id.format,
             name_qualifier=issuer if name_id.sp_name_qualifier else None,
             sp_name_qualifier=name_id.sp_name_qualifier, recipient=req.acs_url,
             not_on_or_after=not_on_or_after, in_response_to=req.request_id,
         ),
-        not_before=_instant(now - skew), audience=sp.entity_id, authn_instant=_instant(session.authn_at),
+        not_before=build.instant(now - skew), audience=sp.entity_id, authn_instant=build.instant(session.authn_at),
         session_index=session_index, session_not_on_or_after=session_end, authn_context=PASSWORDPROTECTEDTRANSPORT,
         attributes=[build.Attribute(a.name, a.name_format or DEFAULT_ATTRIBUTE_NAME_FORMAT, a.friendly_name,
                                     tuple(a.values)) for a in attributes],
@@ -472,7 +462,7 @@ def error_response(err: SamlStatusError, client_ip: str | None) -> Outbound:
     """
     req = err.request
     audit_refusal(err.reason, sp=req.sp_entity_id, client_ip=client_ip)
-    root = build.response(response_id=_id(), issue_instant=_instant(clock.now()), destination=req.acs_url,
+    root = build.response(response_id=build.new_id(), issue_instant=build.instant(clock.now()), destination=req.acs_url,
                           in_response_to=req.request_id, issuer=settings().base + "/saml/metadata",
                           status=(err.top_level, err.second_level, err.reason))
     signing.sign(root, keystore().ring().active)
