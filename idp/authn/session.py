@@ -54,6 +54,9 @@ _TOUCH_EVERY = timedelta(seconds=60)
 _CACHE = "idp.sso_session"
 _COOKIE_ACTION = "idp.sso_cookie"
 _USER = "idp.sso_user"
+# When this process next looks for sessions past their absolute lifetime (app.extensions, by our clock).
+_NEXT_SWEEP = "idp.sessions.next_sweep"
+SWEEP_INTERVAL = timedelta(seconds=60)
 _UNSET: Any = object()
 
 
@@ -183,10 +186,13 @@ def start_session(user_id: int) -> SsoSession:
         _delete([old.id], successor=new.id)
     elif old is not None:
         end_session(old, "replaced by another user's sign-in", commit=False)
-    # Housekeeping while we write anyway: sessions past their absolute lifetime.
-    expired = sessions.expired_ids(t)
-    if expired:
-        _delete(expired)
+    # Housekeeping while we write anyway, at most once a minute per process: sessions past their absolute
+    # lifetime (refused when read whatever; this ends them and their participants).
+    if t >= current_app.extensions.get(_NEXT_SWEEP, t):
+        current_app.extensions[_NEXT_SWEEP] = t + SWEEP_INTERVAL
+        expired = sessions.expired_ids(t)
+        if expired:
+            _delete(expired)
     db.session.commit()
     request.environ[_CACHE] = new
     request.environ[_COOKIE_ACTION] = token

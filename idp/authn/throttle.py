@@ -58,6 +58,7 @@ def register_failure(username: str, client_ip: str | None, subject: str | None =
     for key, limit in keyed:
         if _count(key, limit):
             started.append(key)
+    _collect()
     return started
 
 
@@ -69,7 +70,9 @@ def locked(*keys: str) -> bool:
 
 def count_failure(key: str, limit: int) -> bool:
     """Count one failure against ``key``; True when this failure starts its lockout. Does not commit."""
-    return _count(key, limit)
+    started = _count(key, limit)
+    _collect()
+    return started
 
 
 def _count(key: str, limit: int) -> bool:
@@ -79,8 +82,13 @@ def _count(key: str, limit: int) -> bool:
     return counters.count(key, limits, now())
 
 
+def _collect() -> None:
+    # Last in the transaction: it locks the stale rows it deletes and then waits for no other row.
+    counters.collect(now(), timedelta(seconds=settings().login_failure_window_seconds))
+
+
 def reset_user(username: str, subject: str | None = None) -> None:
     """A successful sign-in clears the username's and the subject's counters (not the address's: one good
     account must not let an address keep guessing others). Does not commit."""
     keys = [user_key(username)] + ([subject_key(subject)] if subject is not None else [])
-    counters.reset(keys, now(), timedelta(seconds=settings().login_failure_window_seconds))
+    counters.reset(keys)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from flask import has_request_context, request
 from sqlalchemy import bindparam, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -44,16 +45,20 @@ return 1
 """)
 
 
-# Core statements for what every sign-in asks (is a key locked?) and does (forget the user's counters).
+# Core statements for what every sign-in asks (is a key locked?) and may do (forget the user's counters).
 _TABLE = LoginThrottle.__table__
-_LOCKED = (select(_TABLE.c.key)
-           .where(_TABLE.c.key.in_(bindparam("keys", expanding=True)), _TABLE.c.locked_until > bindparam("now"))
-           .limit(1))
-_RESET = _TABLE.delete().where(or_(
-    _TABLE.c.key.in_(bindparam("keys", expanding=True)),
-    (_TABLE.c.window_started_at < bindparam("stale"))
-    & or_(_TABLE.c.locked_until.is_(None), _TABLE.c.locked_until < bindparam("now")),
-))
+_READ = select(_TABLE.c.key, _TABLE.c.locked_until).where(_TABLE.c.key.in_(bindparam("keys", expanding=True)))
+_RESET = _TABLE.delete().where(_TABLE.c.key.in_(bindparam("keys", expanding=True)))
+# Counters whose window and lockout are both over count nothing any more. Rows another transaction holds are
+# skipped, not waited for (PostgreSQL; SQLite has one writer): two failures collecting at once cannot deadlock.
+_STALE = _TABLE.delete().where(_TABLE.c.key.in_(
+    select(_TABLE.c.key)
+    .where(_TABLE.c.window_started_at < bindparam("stale"),
+           or_(_TABLE.c.locked_until.is_(None), _TABLE.c.locked_until < bindparam("now")))
+    .with_for_update(skip_locked=True)))
+# Keys this request read from the table, and whether each had a row: a sign-in whose counters were never
+# written has nothing to reset (most sign-ins), and skips the statement.
+_SEEN = "idp.counters.seen"
 
 
 def _key(key: str) -> str:
@@ -69,6 +74,7 @@ def count(key: str, limits: Limits, now: datetime) -> bool:
         started = _COUNT(client, [_key(key)], [now.timestamp(), limits.failures, limits.window.total_seconds(),
                                                limits.lockout.total_seconds(), ttl])
         return bool(started)
+    _seen()[key] = True
     dialect = sqlite if db.engine.dialect.name == "sqlite" else postgresql
     db.session.execute(
         dialect.insert(LoginThrottle)
@@ -92,6 +98,15 @@ def count(key: str, limits: Limits, now: datetime) -> bool:
     return True
 
 
+def collect(now: datetime, window: timedelta) -> None:
+    """Drop the counters whose window and lockout are over. Called where rows are made (after a failure is
+    counted), so that a table sprayed with made-up names stays small whether or not anyone signs in. Does not
+    commit; Redis expires those itself."""
+    if redis_client() is None:
+        db.session.flush()  # the counters just counted are written first: their windows are not over
+        db.session.connection().execute(_STALE, {"stale": now - window, "now": now})
+
+
 def locked(keys: list[str], now: datetime) -> bool:
     """True while any of ``keys`` is locked out."""
     client = redis_client()
@@ -102,15 +117,31 @@ def locked(keys: list[str], now: datetime) -> bool:
             until = pipe.execute()
         return any(u is not None and float(u) > now.timestamp() for u in until)
     db.session.flush()  # a Core read does not autoflush
-    return db.session.connection().execute(_LOCKED, {"keys": keys, "now": now}).first() is not None
+    found = db.session.connection().execute(_READ, {"keys": keys})
+    rows: dict[str, datetime | None] = {key: until for key, until in found}
+    _seen().update({key: key in rows for key in keys})
+    return any(until is not None and until > now for until in rows.values())
 
 
-def reset(keys: list[str], now: datetime, window: timedelta) -> None:
-    """Forget the counters of ``keys`` (a lockout in force ends too). In the database it also drops rows whose
-    window and lockout are over, and does not commit; Redis expires those itself."""
+def reset(keys: list[str]) -> None:
+    """Forget the counters of ``keys`` (a lockout in force ends too). In the database it does not commit, and
+    is skipped when this request read every key and found none (a counter written meanwhile by a concurrent
+    failure then stays: it counts against the user a little longer, never in their favour)."""
     client = redis_client()
     if client is not None:
         client.delete(*(_key(k) for k in keys))
         return
+    seen = _seen()
+    if all(seen.get(key) is False for key in keys):
+        return
     db.session.flush()  # counters the ORM holds are written before the delete (and then not used again)
-    db.session.connection().execute(_RESET, {"keys": keys, "stale": now - window, "now": now})
+    db.session.connection().execute(_RESET, {"keys": keys})
+    seen.update(dict.fromkeys(keys, False))
+
+
+def _seen() -> dict[str, bool]:
+    """This request's record of the keys read (outside a request, a throwaway one: nothing is skipped)."""
+    if not has_request_context():
+        return {}
+    seen: dict[str, bool] = request.environ.setdefault(_SEEN, {})
+    return seen

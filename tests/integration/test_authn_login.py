@@ -6,9 +6,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from conftest import REDIS_URL
 from flask import Flask
 from flask.testing import FlaskClient
 from helpers import csrf_token, form_action, login, make_user
+from sqlalchemy import event, select
 from sqlalchemy.exc import OperationalError
 
 from idp import audit, create_app
@@ -17,6 +19,7 @@ from idp.config import Settings
 from idp.extensions import db
 from idp.state import sessions as session_state
 from idp.state.sessions import Participant
+from idp.store import LoginThrottle
 
 PASSWORD = "correct horse battery"
 GENERIC = "Incorrect username or password."
@@ -184,6 +187,47 @@ def test_success_resets_the_user_counter_and_old_failures_age_out(
     for _ in range(2):
         assert login(client, "alice", "wrong").status_code == 200
     assert login(client, "alice", PASSWORD).status_code == 302
+
+
+@pytest.fixture
+def throttle_writes(app: Flask) -> Iterator[list[str]]:
+    """The statements that write to the database's throttle table while the test runs."""
+    seen: list[str] = []
+
+    def _record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "login_throttle" in statement and not statement.lstrip().upper().startswith("SELECT"):
+            seen.append(" ".join(statement.split()))
+
+    event.listen(db.engine, "before_cursor_execute", _record)
+    yield seen
+    event.remove(db.engine, "before_cursor_execute", _record)
+
+
+@pytest.mark.skipif(REDIS_URL is not None, reason="the counters are in Redis in this pass (a DEL, no statement)")
+def test_a_sign_in_with_nothing_to_reset_writes_nothing_to_the_throttle(
+        app: Flask, client: FlaskClient, throttle_writes: list[str]) -> None:
+    make_user("alice", PASSWORD)
+    assert login(client, "alice", PASSWORD).status_code == 302
+    assert throttle_writes == []
+    # One failure makes a counter; the next success then clears it.
+    assert login(app.test_client(), "alice", "wrong").status_code == 200
+    assert login(app.test_client(), "alice", PASSWORD).status_code == 302
+    assert [w.split()[0] for w in throttle_writes][-1] == "DELETE" and not db.session.scalars(
+        select(LoginThrottle.key).where(LoginThrottle.key == "user:alice")).all()
+
+
+@pytest.mark.skipif(REDIS_URL is not None, reason="the counters are in Redis in this pass, which expires them")
+def test_counters_whose_window_is_over_are_collected_by_the_next_failure(
+        make_app: Callable[..., Flask], frozen_clock: Any) -> None:
+    """Names sprayed at the form leave no rows behind, whether or not anybody signs in afterwards."""
+    application = make_app(login_failure_window_seconds=600, login_max_failures=5, login_ip_max_failures=100)
+    client = application.test_client()
+    for name in ("sprayed-1", "sprayed-2"):
+        assert login(client, name, "guess").status_code == 200
+    frozen_clock.advance(seconds=601)
+    assert login(client, "sprayed-3", "guess").status_code == 200
+    keys = set(db.session.scalars(select(LoginThrottle.key)))
+    assert keys == {"user:sprayed-3", "ip:127.0.0.1"}, keys
 
 
 def test_per_address_throttle_spans_usernames(make_app: Callable[..., Flask]) -> None:

@@ -113,6 +113,25 @@ def test_expired_sessions_are_ended_by_the_next_sign_in(short_app: Flask, frozen
     assert len(session_state.user_session_ids(bob.id)) == 1
 
 
+def test_the_housekeeping_looks_for_expired_sessions_at_most_once_a_minute(
+        short_app: Flask, frozen_clock: Any) -> None:
+    """Not a look-up at every sign-in: an expired session waits for the next sign-in a minute after the last look
+    (it is refused when read meanwhile), then ends."""
+    users = [make_user(name, PASSWORD) for name in ("alice", "bob", "carol", "dave")]
+    login(short_app.test_client(), "alice", PASSWORD)  # looks (nothing yet), and not again for a minute
+    stale = only_session(users[0].id)
+    frozen_clock.advance(seconds=MAX - 30)
+    login(short_app.test_client(), "bob", PASSWORD)  # looks: alice's session has 30 seconds left
+    assert session_state.get(stale.id) is not None
+    frozen_clock.advance(seconds=40)
+    login(short_app.test_client(), "carol", PASSWORD)  # 40 seconds after the last look: no look
+    assert session_state.expired_ids(clock.now()) == [stale.id]
+    frozen_clock.advance(seconds=20)
+    login(short_app.test_client(), "dave", PASSWORD)
+    assert session_state.expired_ids(clock.now()) == []
+    assert session_state.user_session_ids(users[0].id) == []
+
+
 def test_deleting_forgets_the_session_its_participants_and_its_index_entries(short_app: Flask) -> None:
     alice = make_user("alice", PASSWORD)
     app1 = sp("https://sp1.example.test")
