@@ -56,7 +56,7 @@ _COOKIE_ACTION = "idp.sso_cookie"
 _USER = "idp.sso_user"
 # When this process next looks for sessions past their absolute lifetime (app.extensions, by our clock).
 _NEXT_SWEEP = "idp.sessions.next_sweep"
-SWEEP_INTERVAL = timedelta(seconds=60)
+_SWEEP_EVERY = timedelta(seconds=60)
 _UNSET: Any = object()
 
 
@@ -188,8 +188,9 @@ def start_session(user_id: int) -> SsoSession:
         end_session(old, "replaced by another user's sign-in", commit=False)
     # Housekeeping while we write anyway, at most once a minute per process: sessions past their absolute
     # lifetime (refused when read whatever; this ends them and their participants).
-    if t >= current_app.extensions.get(_NEXT_SWEEP, t):
-        current_app.extensions[_NEXT_SWEEP] = t + SWEEP_INTERVAL
+    due = current_app.extensions.get(_NEXT_SWEEP, t)
+    if t >= due or due > t + _SWEEP_EVERY:  # (the second: our clock was set back)
+        current_app.extensions[_NEXT_SWEEP] = t + _SWEEP_EVERY
         expired = sessions.expired_ids(t)
         if expired:
             _delete(expired)

@@ -51,15 +51,10 @@ def register_failure(username: str, client_ip: str | None, subject: str | None =
     subject. Returns the keys whose lockout starts with this failure (each lockout is reported once). Does
     not commit."""
     cfg = settings()
-    started = []
     keyed = [(user_key(username), cfg.login_max_failures), (ip_key(client_ip), cfg.login_ip_max_failures)]
     if subject is not None:
         keyed.append((subject_key(subject), cfg.login_max_failures))
-    for key, limit in keyed:
-        if _count(key, limit):
-            started.append(key)
-    _collect()
-    return started
+    return count_failures(keyed)
 
 
 def locked(*keys: str) -> bool:
@@ -68,27 +63,23 @@ def locked(*keys: str) -> bool:
     return counters.locked(list(keys), now())
 
 
-def count_failure(key: str, limit: int) -> bool:
-    """Count one failure against ``key``; True when this failure starts its lockout. Does not commit."""
-    started = _count(key, limit)
-    _collect()
-    return started
-
-
-def _count(key: str, limit: int) -> bool:
+def count_failures(keyed: list[tuple[str, int]]) -> list[str]:
+    """Count one failure against each key, under its limit (always in the same order for one kind of input:
+    concurrent failures then lock the same rows in the same order). Returns the keys whose lockout starts now.
+    Then drops the counters whose window and lockout are over, last in the transaction: it deletes only rows
+    nobody holds, and waits for no other row after it. Does not commit."""
     cfg = settings()
-    limits = counters.Limits(limit, timedelta(seconds=cfg.login_failure_window_seconds),
-                             timedelta(seconds=cfg.login_lockout_seconds))
-    return counters.count(key, limits, now())
-
-
-def _collect() -> None:
-    # Last in the transaction: it locks the stale rows it deletes and then waits for no other row.
-    counters.collect(now(), timedelta(seconds=settings().login_failure_window_seconds))
+    window, lockout = (timedelta(seconds=cfg.login_failure_window_seconds),
+                       timedelta(seconds=cfg.login_lockout_seconds))
+    t = now()
+    started = [key for key, limit in keyed if counters.count(key, counters.Limits(limit, window, lockout), t)]
+    counters.collect(t, window)
+    return started
 
 
 def reset_user(username: str, subject: str | None = None) -> None:
     """A successful sign-in clears the username's and the subject's counters (not the address's: one good
-    account must not let an address keep guessing others). Does not commit."""
+    account must not let an address keep guessing others). A failure counted by a concurrent request after
+    this one read the counters may stay (counters.reset). Does not commit."""
     keys = [user_key(username)] + ([subject_key(subject)] if subject is not None else [])
     counters.reset(keys)

@@ -60,7 +60,7 @@ def submit() -> BaseResponse:
     code = device.normalize_user_code(typed)
     pending = device.find_pending(code) if code else None
     if pending is None:
-        started = [k for k, limit in keys if throttle.count_failure(k, limit)]
+        started = throttle.count_failures(keys)
         audit_event("oidc.device.code", None, outcome="failure", username=principal.username,
                     reason="unknown or expired user code", details={"lockout_started": started}, commit=False)
         db.session.commit()

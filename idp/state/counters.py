@@ -76,11 +76,10 @@ def count(key: str, limits: Limits, now: datetime) -> bool:
         return bool(started)
     _seen()[key] = True
     dialect = sqlite if db.engine.dialect.name == "sqlite" else postgresql
-    db.session.execute(
-        dialect.insert(LoginThrottle)
-        .values(key=key, failures=0, window_started_at=now, locked_until=None)
-        .on_conflict_do_nothing(index_elements=["key"])
-    )
+    insert = dialect.insert(LoginThrottle).values(key=key, failures=0, window_started_at=now, locked_until=None)
+    # A no-op update rather than DO NOTHING: it locks a row that exists, so that a concurrent collect() (which
+    # skips locked rows) cannot delete it before the read below.
+    db.session.execute(insert.on_conflict_do_update(index_elements=["key"], set_={"key": insert.excluded.key}))
     # FOR UPDATE serialises concurrent failures on PostgreSQL; SQLite already holds its write lock here.
     row = db.session.execute(
         select(LoginThrottle).where(LoginThrottle.key == key).with_for_update()

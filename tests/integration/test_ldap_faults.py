@@ -292,6 +292,19 @@ def test_a_success_clears_the_users_counter_under_every_spelling(
         assert timed_sign_in(app, "alice", "wrong")[0] == 200
 
 
+def test_a_success_clears_the_users_own_counter_that_another_spelling_filled(
+    slapd: Slapd, tmp_path: Path, with_directories: Callable[..., Flask]
+) -> None:
+    # By cn, two spellings the typed-name fold keeps apart: only the user's own counter (the subject) joins them,
+    # and a success under the other spelling clears it.
+    app = with_directories(directory_config(slapd, tmp_path, username_attribute="cn"), login_max_failures=3)
+    for _ in range(2):
+        assert timed_sign_in(app, "Alice  Liddell", "wrong")[0] == 200
+    assert timed_sign_in(app, "Alice Liddell", "alice-pw")[0] == 302
+    for _ in range(2):
+        assert timed_sign_in(app, "Alice   Liddell", "wrong")[0] == 200
+
+
 # --- unknown user costs a bind too (bug 6) -----------------------------------------------------------------
 
 
