@@ -132,6 +132,17 @@ def test_the_housekeeping_looks_for_expired_sessions_at_most_once_a_minute(
     assert session_state.user_session_ids(users[0].id) == []
 
 
+def test_the_housekeeping_looks_again_at_once_when_our_clock_was_set_back(
+        short_app: Flask, frozen_clock: Any) -> None:
+    alice, bob = make_user("alice", PASSWORD), make_user("bob", PASSWORD)
+    login(short_app.test_client(), "alice", PASSWORD)  # looks, and not again until a minute from now
+    frozen_clock.advance(hours=-2)
+    stale = new_session(alice.id, clock.now() - timedelta(seconds=MAX + 1), "s" * 64)  # expired by this clock
+    login(short_app.test_client(), "bob", PASSWORD)  # a minute from the old "now" is hours away: looks now
+    assert session_state.get(stale.id) is None and session_state.expired_ids(clock.now()) == []
+    assert len(session_state.user_session_ids(bob.id)) == 1
+
+
 def test_deleting_forgets_the_session_its_participants_and_its_index_entries(short_app: Flask) -> None:
     alice = make_user("alice", PASSWORD)
     app1 = sp("https://sp1.example.test")
