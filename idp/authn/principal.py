@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import bindparam, inspect, select
+from sqlalchemy import ColumnElement, Row, Select, bindparam, inspect, select
 
 from idp.extensions import db
 from idp.store import Group, User, group_members
@@ -69,21 +71,31 @@ class UserSnapshot:
 
 
 _USERS = User.__table__
+_GROUPS = Group.__table__
 _COLUMNS = ("id", "username", "email", "given_name", "family_name", "display_name", "enabled", "source",
             "external_id", "external_groups", "checked_at")  # never the password hash
+
+
+# The snapshot's columns under their own names, one row per local group.
+_SNAPSHOT = (*(_USERS.c[name] for name in _COLUMNS), _GROUPS.c.name.label("group_name"))
 _WITH_GROUPS = (
-    select(*(_USERS.c[name] for name in _COLUMNS), Group.__table__.c.name.label("group_name"))
-    .select_from(_USERS.outerjoin(group_members).outerjoin(Group.__table__))
+    select(*_SNAPSHOT)
+    .select_from(_USERS.outerjoin(group_members).outerjoin(_GROUPS))
     .where(_USERS.c.id == bindparam("id"))
-    .order_by(Group.__table__.c.name)  # as User.groups
+    .order_by(_GROUPS.c.name)  # as User.groups
 )
 
 
-def load_snapshot(user_id: int) -> UserSnapshot | None:
-    """The user and their local groups in one statement (one row per group), or None. A Core read does not
-    autoflush: changes pending in the session are flushed first, so that it sees them as the ORM would."""
-    db.session.flush()
-    rows = db.session.connection().execute(_WITH_GROUPS, {"id": user_id}).all()
+def with_snapshot(statement: Select[Any], user_id: ColumnElement[int]) -> Select[Any]:
+    """``statement`` joined with the user whose id is ``user_id`` and their local groups, as load_snapshot reads
+    them (snapshot_of turns its rows into the snapshot)."""
+    return (statement.add_columns(*_SNAPSHOT)
+            .join(_USERS, _USERS.c.id == user_id).outerjoin(group_members).outerjoin(_GROUPS)
+            .order_by(_GROUPS.c.name))
+
+
+def snapshot_of(rows: Sequence[Row[Any]]) -> UserSnapshot | None:
+    """The snapshot in rows of a with_snapshot statement, or None when there are none."""
     if not rows:
         return None
     u = rows[0]
@@ -91,6 +103,13 @@ def load_snapshot(user_id: int) -> UserSnapshot | None:
                         family_name=u.family_name, display_name=u.display_name, enabled=u.enabled, source=u.source,
                         external_id=u.external_id, external_groups=tuple(str(g) for g in u.external_groups or ()),
                         checked_at=u.checked_at, groups=tuple(r.group_name for r in rows if r.group_name is not None))
+
+
+def load_snapshot(user_id: int) -> UserSnapshot | None:
+    """The user and their local groups in one statement (one row per group), or None. A Core read does not
+    autoflush: changes pending in the session are flushed first, so that it sees them as the ORM would."""
+    db.session.flush()
+    return snapshot_of(db.session.connection().execute(_WITH_GROUPS, {"id": user_id}).all())
 
 
 def principal_from_user(user: User, authn_at: datetime) -> Principal:

@@ -19,7 +19,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from idp import audit
 from idp.audit import AuditEvent
-from idp.authn.principal import Principal, UserSnapshot, load_snapshot
+from idp.authn.principal import Principal, UserSnapshot, load_snapshot, snapshot_of, with_snapshot
 from idp.clock import now
 from idp.extensions import db
 from idp.runtime import settings
@@ -88,7 +88,7 @@ def _load(token: str | None) -> SsoSession | None:
     if len(token) > 128:
         _clear_cookie()
         return None
-    sso = sessions.get(_digest(token))
+    sso, rows = sessions.get_joined(_digest(token), _SESSION_AND_USER)
     if sso is None:
         _clear_cookie()
         return None
@@ -100,8 +100,9 @@ def _load(token: str | None) -> SsoSession | None:
     if t >= sso.last_seen_at + timedelta(seconds=cfg.session_idle_seconds):
         _expire(sso, "idle timeout")
         return None
-    # The user with their groups in one statement, kept for the request: principal_for reads it from there.
-    user = load_snapshot(sso.user_id)
+    # The user with their groups, kept for the request (principal_for reads it from there): read with the session
+    # in the database, in a statement of its own with Redis.
+    user = snapshot_of(rows) if rows is not None else load_snapshot(sso.user_id)
     if user is None or not user.enabled:
         end_session(sso, "user disabled")
         return None
@@ -122,6 +123,9 @@ def _load(token: str | None) -> SsoSession | None:
     if t - sso.last_seen_at >= _TOUCH_EVERY:
         sso = sessions.touch(sso, t)
     return sso
+
+
+_SESSION_AND_USER = sessions.select_joined(with_snapshot)
 
 
 def _expire(sso: SsoSession, reason: str) -> None:

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, cast
 
 import redis
 from redis.client import Pipeline
-from sqlalchemy import Row, bindparam, select, update
+from sqlalchemy import ColumnElement, Row, Select, bindparam, select, update
 from sqlalchemy import delete as sql_delete
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -170,6 +171,28 @@ def get(session_id: str) -> SsoSession | None:
     db.session.flush()  # a Core read does not autoflush
     row = db.session.connection().execute(_SESSION_BY_ID, {"id": session_id}).first()
     return _from_row(row) if row is not None else None
+
+
+def select_joined(extend: Callable[[Select[Any], ColumnElement[int]], Select[Any]]) -> Select[Any]:
+    """A session by id (its columns labelled ``session_<name>``) with what ``extend`` joins on its user id: the
+    statement of :func:`get_joined`, built once by the caller."""
+    by_id = select(*(c.label(f"session_{c.name}") for c in _SESSION.c)).where(_SESSION.c.id == bindparam("id"))
+    return extend(by_id, _SESSION.c.user_id)
+
+
+def get_joined(session_id: str, statement: Select[Any]) -> tuple[SsoSession | None, Sequence[Row[Any]] | None]:
+    """As :func:`get`, and in the database the rows of ``statement`` (made by :func:`select_joined`) read in the
+    same round trip: none when the session is not stored. In Redis the rows are None: the caller reads them."""
+    if redis_client() is not None:
+        return get(session_id), None
+    db.session.flush()  # a Core read does not autoflush
+    rows = db.session.connection().execute(statement, {"id": session_id}).all()
+    if not rows:
+        return None, rows
+    r = rows[0]
+    return SsoSession(id=r.session_id, user_id=r.session_user_id, authn_at=r.session_authn_at,
+                      created_at=r.session_created_at, last_seen_at=r.session_last_seen_at,
+                      expires_at=r.session_expires_at, client_ip=r.session_client_ip), rows
 
 
 def create(s: SsoSession, now: datetime) -> None:

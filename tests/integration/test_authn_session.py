@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
+import pytest
+from conftest import REDIS_URL
 from flask import Flask
 from flask.testing import FlaskClient
 from helpers import csrf_token, login, make_user, signed_in
+from sqlalchemy import event
 
 from idp import audit
 from idp.authn import directory
-from idp.authn.session import login_url
+from idp.authn.session import current_principal, login_url
 from idp.extensions import db
 from idp.state import sessions as session_state
 
@@ -152,3 +156,30 @@ def test_the_server_keeps_only_a_digest_of_the_cookie(app: Flask, client: FlaskC
     assert session_id != token and len(session_id) == 64
     assert session_state.get(token) is None
     assert len(token) >= 43  # 32 random bytes
+
+
+@pytest.mark.parametrize("groups", [(), ("eng", "ops")])
+def test_a_request_reads_its_session_and_user_in_one_round_trip(app: Flask, groups: tuple[str, ...]) -> None:
+    """Every request that carries a session (an SSO answer, an authorization request, the portal) needs its user
+    too: in the database both come in one statement, whatever the number of the user's groups."""
+    make_user("alice", PASSWORD, groups=groups)
+    client = app.test_client()
+    login(client, "alice", PASSWORD)
+    cookie = client.get_cookie("idp_session")
+    assert cookie is not None
+    statements: list[str] = []
+
+    def _record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", _record)
+    try:
+        with app.test_request_context("/", headers={"Cookie": f"idp_session={cookie.value}"}):
+            principal = current_principal()
+    finally:
+        event.remove(db.engine, "before_cursor_execute", _record)
+    assert principal is not None and principal.username == "alice" and principal.groups == groups
+    if REDIS_URL is None:
+        assert len(statements) == 1, statements
+    else:  # the session in Redis, the user in one statement
+        assert len(statements) == 1 and "sso_sessions" not in statements[0], statements
