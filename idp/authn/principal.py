@@ -87,16 +87,17 @@ _WITH_GROUPS = (
 
 
 def with_snapshot(statement: Select[Any], user_id: ColumnElement[int]) -> Select[Any]:
-    """``statement`` joined with the user whose id is ``user_id`` and their local groups, as load_snapshot reads
-    them (snapshot_of turns its rows into the snapshot)."""
+    """``statement`` outer-joined with the user whose id is ``user_id`` and their local groups, as load_snapshot
+    reads them (snapshot_of turns its rows into the snapshot, None when no user matched)."""
     return (statement.add_columns(*_SNAPSHOT)
-            .join(_USERS, _USERS.c.id == user_id).outerjoin(group_members).outerjoin(_GROUPS)
+            .outerjoin(_USERS, _USERS.c.id == user_id).outerjoin(group_members).outerjoin(_GROUPS)
             .order_by(_GROUPS.c.name))
 
 
 def snapshot_of(rows: Sequence[Row[Any]]) -> UserSnapshot | None:
-    """The snapshot in rows of a with_snapshot statement, or None when there are none."""
-    if not rows:
+    """The snapshot in rows with the snapshot's columns (load_snapshot's, with_snapshot's), or None when there is
+    no row or no user in it."""
+    if not rows or rows[0].id is None:
         return None
     u = rows[0]
     return UserSnapshot(id=u.id, username=u.username, email=u.email, given_name=u.given_name,

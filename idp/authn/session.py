@@ -54,6 +54,8 @@ _TOUCH_EVERY = timedelta(seconds=60)
 _CACHE = "idp.sso_session"
 _COOKIE_ACTION = "idp.sso_cookie"
 _USER = "idp.sso_user"
+# A request's session and its user with their groups, read together in the database.
+_SESSION_AND_USER = sessions.select_joined(with_snapshot)
 # When this process next looks for sessions past their absolute lifetime (app.extensions, by our clock).
 _NEXT_SWEEP = "idp.sessions.next_sweep"
 _SWEEP_EVERY = timedelta(seconds=60)
@@ -123,9 +125,6 @@ def _load(token: str | None) -> SsoSession | None:
     if t - sso.last_seen_at >= _TOUCH_EVERY:
         sso = sessions.touch(sso, t)
     return sso
-
-
-_SESSION_AND_USER = sessions.select_joined(with_snapshot)
 
 
 def _expire(sso: SsoSession, reason: str) -> None:

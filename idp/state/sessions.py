@@ -1,7 +1,9 @@
 """SSO sessions and their participants (the SPs each session has signed in to, for Single Logout).
 
 The lifecycle (cookies, lifetimes, listeners) is :mod:`idp.authn.session`'s; this module only stores, and hands
-out frozen dataclasses in both modes, so nothing above it can tell the backends apart.
+out frozen dataclasses in both modes, so nothing above it can tell the backends apart, except
+:func:`get_joined`: in the database it reads the caller's joined rows with the session, in Redis it leaves them
+to the caller.
 
 Redis keeps, for a session ``<id>`` (the SHA-256 of its cookie):
 
@@ -21,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from typing import Any, cast
 
@@ -135,7 +137,8 @@ return 1
 # -- sessions -------------------------------------------------------------------------------------------------
 
 
-# Core statements for the per-request look-ups: a plain row becomes the dataclass, without the ORM's identity map.
+# Core statements (a plain row becomes the dataclass, without the ORM's identity map); a request's own session is
+# read with get_joined.
 _SESSION = SsoSessionRow.__table__
 _SESSION_BY_ID = select(_SESSION).where(_SESSION.c.id == bindparam("id"))
 _PARTICIPANT = ParticipantRow.__table__
@@ -162,8 +165,13 @@ def _from_row(row: SsoSessionRow | Row[Any]) -> SsoSession:
                       last_seen_at=row.last_seen_at, expires_at=row.expires_at, client_ip=row.client_ip)
 
 
+def _from_labelled(row: Row[Any]) -> SsoSession:
+    """A session from select_joined's columns (``session_<field>``)."""
+    return SsoSession(**{f.name: row._mapping[f"session_{f.name}"] for f in fields(SsoSession)})
+
+
 def get(session_id: str) -> SsoSession | None:
-    """The stored session (expired or not: the caller judges), or None. One round trip: it runs per request."""
+    """The stored session (expired or not: the caller judges), or None."""
     client = redis_client()
     if client is not None:
         h = cast(dict[str, str], client.hgetall(_key(session_id)))
@@ -174,25 +182,21 @@ def get(session_id: str) -> SsoSession | None:
 
 
 def select_joined(extend: Callable[[Select[Any], ColumnElement[int]], Select[Any]]) -> Select[Any]:
-    """A session by id (its columns labelled ``session_<name>``) with what ``extend`` joins on its user id: the
-    statement of :func:`get_joined`, built once by the caller."""
+    """A session by id (its columns labelled ``session_<name>``) with what ``extend`` joins on its user id, by an
+    outer join (the session is found whatever the join finds): the statement of :func:`get_joined`, built once
+    by the caller."""
     by_id = select(*(c.label(f"session_{c.name}") for c in _SESSION.c)).where(_SESSION.c.id == bindparam("id"))
     return extend(by_id, _SESSION.c.user_id)
 
 
 def get_joined(session_id: str, statement: Select[Any]) -> tuple[SsoSession | None, Sequence[Row[Any]] | None]:
-    """As :func:`get`, and in the database the rows of ``statement`` (made by :func:`select_joined`) read in the
+    """As :func:`get`, and in the database the rows of ``statement`` (made by :func:`select_joined`), read in the
     same round trip: none when the session is not stored. In Redis the rows are None: the caller reads them."""
     if redis_client() is not None:
         return get(session_id), None
     db.session.flush()  # a Core read does not autoflush
     rows = db.session.connection().execute(statement, {"id": session_id}).all()
-    if not rows:
-        return None, rows
-    r = rows[0]
-    return SsoSession(id=r.session_id, user_id=r.session_user_id, authn_at=r.session_authn_at,
-                      created_at=r.session_created_at, last_seen_at=r.session_last_seen_at,
-                      expires_at=r.session_expires_at, client_ip=r.session_client_ip), rows
+    return (_from_labelled(rows[0]) if rows else None), rows
 
 
 def create(s: SsoSession, now: datetime) -> None:

@@ -159,7 +159,7 @@ def test_the_server_keeps_only_a_digest_of_the_cookie(app: Flask, client: FlaskC
 
 
 @pytest.mark.parametrize("groups", [(), ("eng", "ops")])
-def test_a_request_reads_its_session_and_user_in_one_round_trip(app: Flask, groups: tuple[str, ...]) -> None:
+def test_a_request_reads_its_session_and_user_in_one_statement(app: Flask, groups: tuple[str, ...]) -> None:
     """Every request that carries a session (an SSO answer, an authorization request, the portal) needs its user
     too: in the database both come in one statement, whatever the number of the user's groups."""
     make_user("alice", PASSWORD, groups=groups)
@@ -181,5 +181,5 @@ def test_a_request_reads_its_session_and_user_in_one_round_trip(app: Flask, grou
     assert principal is not None and principal.username == "alice" and principal.groups == groups
     if REDIS_URL is None:
         assert len(statements) == 1, statements
-    else:  # the session in Redis, the user in one statement
+    else:  # the session from Redis, the user (whatever their groups) in one statement
         assert len(statements) == 1 and "sso_sessions" not in statements[0], statements
