@@ -13,7 +13,7 @@ import functools
 import hashlib
 import logging
 import secrets
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -41,7 +41,7 @@ from sqlalchemy import bindparam, select, update
 from idp import audit, clock
 from idp.access.decide import AccessDenied, AppTarget, authorize
 from idp.audit import AuditEvent
-from idp.authn.principal import Principal, UserSnapshot, load_snapshot
+from idp.authn.principal import Principal, UserSnapshot, load_snapshot, snapshot_of, with_snapshot
 from idp.authn.revalidation import principal_now
 from idp.extensions import db
 from idp.keys import EC, RSA, SigningKey
@@ -391,6 +391,8 @@ class RefreshToken:
     refresh_expires_at: datetime | None
     refresh_used_at: datetime | None
     revoked_at: datetime | None
+    # Its user with their groups, read with the row (None: deleted since); authenticate_user judges.
+    user: UserSnapshot | None = field(default=None, compare=False, repr=False)
 
     def check_client(self, client: Client) -> bool:
         return self.client_id == client.client_id
@@ -404,8 +406,10 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
     INCLUDE_NEW_REFRESH_TOKEN = True  # rotation: every refresh token is used once
 
     def authenticate_refresh_token(self, refresh_token: str) -> RefreshToken | None:
-        found = db.session.connection().execute(_BY_REFRESH_HASH, {"hash": digest(refresh_token)}).first()
-        row = RefreshToken(*found) if found is not None else None  # selected in the order of its fields
+        rows = db.session.connection().execute(_BY_REFRESH_HASH, {"hash": digest(refresh_token)}).all()
+        # The token's columns (labelled), then its user's (one row per group).
+        row = RefreshToken(**{name: rows[0]._mapping[f"token_{name}"] for name in _REFRESH_FIELDS},
+                           user=snapshot_of(rows)) if rows else None
         if row is None or row.revoked_at is not None:
             return None
         if row.refresh_used_at is not None:
@@ -416,7 +420,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
         return row
 
     def authenticate_user(self, refresh_token: RefreshToken) -> EndUser:
-        user = active_user(refresh_token.user_id)
+        user = refresh_token.user if refresh_token.user is not None and refresh_token.user.enabled else None
         if user is None or refresh_token.auth_time is None:
             # authlib's own answer to no user would be invalid_request; the grant is what no longer holds
             # (RFC 6749 5.2), as for a code.
@@ -442,8 +446,10 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
 
 
 _TOKENS = OidcToken.__table__
-_BY_REFRESH_HASH = (select(*(_TOKENS.c[f.name] for f in fields(RefreshToken)))
-                    .where(_TOKENS.c.refresh_token_hash == bindparam("hash")))
+_REFRESH_FIELDS = [f.name for f in fields(RefreshToken) if f.name != "user"]
+# Labelled: the user's columns come under their own names (snapshot_of).
+_BY_REFRESH_HASH = with_snapshot(select(*(_TOKENS.c[name].label(f"token_{name}") for name in _REFRESH_FIELDS))
+                                 .where(_TOKENS.c.refresh_token_hash == bindparam("hash")), _TOKENS.c.user_id)
 _USE_REFRESH = (update(_TOKENS)
                 .where(_TOKENS.c.id == bindparam("row"), _TOKENS.c.refresh_used_at.is_(None),
                        _TOKENS.c.revoked_at.is_(None))

@@ -5,11 +5,13 @@ disabled since gets nothing from a code or a refresh token they hold."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import threading
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
@@ -17,9 +19,9 @@ from authlib.common.security import generate_token
 from authlib.oauth2.rfc6749.errors import InvalidClientError
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from flask import Flask
-from helpers import make_user
+from helpers import login, make_user
 from oidc_peers import PASSWORD, REDIRECT_URI, browse, register
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, event, insert, select, update
 from test_code_state import at_once
 
 from idp import audit
@@ -163,15 +165,15 @@ def test_a_refresh_token_revoked_while_its_refresh_runs_is_refused_but_not_taken
     is refused with invalid_grant, and nothing is audited as a replay (nobody used the token twice)."""
     reg = register()
     tokens = exchange(idp, reg, *code_for(idp, reg)).json()
-    active_user = server.active_user
+    principal_now = server.principal_now
 
-    def revoked_meanwhile(user_id: int | None) -> Any:
+    def revoked_meanwhile(user: Any, authn_at: Any) -> Any:  # the grant's look at its user, after the token's read
         resp = requests.post(idp.url + "/oauth/revoke", data={"token": tokens["refresh_token"]},
                              auth=(reg.client_id, reg.client_secret or ""), timeout=10)
         assert resp.status_code == 200
-        return active_user(user_id)
+        return principal_now(user, authn_at)
 
-    monkeypatch.setattr(server, "active_user", revoked_meanwhile)
+    monkeypatch.setattr(server, "principal_now", revoked_meanwhile)
     refused = refresh(idp, reg, tokens["refresh_token"])
     assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant"
     db.session.expire_all()
@@ -213,3 +215,38 @@ def test_revoking_a_family_catches_the_token_a_refresh_committed_while_it_waited
     db.session.rollback()
     left = db.session.scalars(select(OidcToken.access_token_hash).where(OidcToken.revoked_at.is_(None))).all()
     assert left == []
+
+
+def test_a_refresh_reads_its_token_and_its_user_in_one_statement(app: Flask) -> None:
+    """The grant needs the token's user (still there? enabled? which groups?) as much as the token: both come in
+    one statement (a user disabled since is refused: test_a_user_disabled_since_gets_nothing_...)."""
+    make_user("alice", PASSWORD, groups=["eng", "ops"])
+    reg = register(grant_types=GRANTS)
+    db.session.commit()
+    browser = app.test_client()
+    login(browser, "alice", PASSWORD)
+    verifier = generate_token(48)
+    answer = browser.get("/oauth/authorize?" + requests.compat.urlencode({
+        "response_type": "code", "client_id": reg.client_id, "redirect_uri": REDIRECT_URI, "scope": "openid",
+        "state": "s1", "code_challenge": create_s256_code_challenge(verifier), "code_challenge_method": "S256"}))
+    code = parse_qs(urlsplit(answer.headers["Location"]).query)["code"][0]
+    backchannel = app.test_client()
+    auth = {"Authorization": "Basic " + base64.b64encode(f"{reg.client_id}:{reg.client_secret}".encode()).decode()}
+    tokens = backchannel.post("/oauth/token", headers=auth, data={
+        "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI,
+        "code_verifier": verifier}).get_json()
+    reads: list[str] = []
+
+    def _record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "FROM users" in statement or "JOIN users" in statement:
+            reads.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", _record)
+    try:
+        refreshed = backchannel.post("/oauth/token", headers=auth, data={
+            "grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]})
+    finally:
+        event.remove(db.engine, "before_cursor_execute", _record)
+    assert refreshed.status_code == 200, refreshed.get_data(as_text=True)
+    (read,) = reads
+    assert "FROM oidc_tokens" in read
