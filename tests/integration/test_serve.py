@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import requests
-from helpers import IDP, free_port, idp_process
+from helpers import IDP, csrf_token, free_port, idp_process
 
 
 def test_serve_runs_gunicorn_on_the_base_url_port(tmp_path: Path) -> None:
@@ -30,6 +30,24 @@ def test_serve_runs_gunicorn_on_the_base_url_port(tmp_path: Path) -> None:
     assert '"GET /healthz"' not in log
     # The instance the server ran is the one the CLI sees: same data dir, same keys.
     assert any((tmp_path / "keys").glob("*.key"))
+
+
+def test_a_local_peer_cannot_set_the_scheme_or_the_script_name(tmp_path: Path) -> None:
+    """With no trusted proxy hop (the default), forwarded headers mean nothing, even from 127.0.0.1, where
+    gunicorn trusts them by default: a same-host proxy would pass on what its clients sent."""
+    port = free_port()
+    env = {**os.environ, "IDP_DATA_DIR": str(tmp_path), "IDP_BASE_URL": f"http://127.0.0.1:{port}",
+           "IDP_WORKERS": "1"}
+    with idp_process(["serve"], env, port, tmp_path / "out.log") as served:
+        # SCRIPT_NAME would re-root every link the pages make.
+        assert requests.get(served.url + "/elsewhere/login", headers={"SCRIPT_NAME": "/elsewhere"},
+                            timeout=10).status_code == 404
+        # An https scheme would make CSRF demand a Referer, refusing this plain-http form post.
+        http = requests.Session()
+        page = http.get(served.url + "/login", timeout=10)
+        resp = http.post(served.url + "/login", headers={"X-Forwarded-Proto": "https"}, timeout=10,
+                         data={"csrf_token": csrf_token(page.text), "username": "nobody", "password": "wrong"})
+        assert resp.status_code == 200 and "Incorrect username or password." in resp.text
 
 
 def test_bad_settings_are_all_reported_before_start(tmp_path: Path) -> None:
