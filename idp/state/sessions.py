@@ -160,14 +160,9 @@ _UPSERT_PARTICIPANT = {"sqlite": _upsert_participant(sqlite.insert),
                        "postgresql": _upsert_participant(postgresql.insert)}
 
 
-def _from_row(row: SsoSessionRow | Row[Any]) -> SsoSession:
-    return SsoSession(id=row.id, user_id=row.user_id, authn_at=row.authn_at, created_at=row.created_at,
-                      last_seen_at=row.last_seen_at, expires_at=row.expires_at, client_ip=row.client_ip)
-
-
-def _from_labelled(row: Row[Any]) -> SsoSession:
-    """A session from select_joined's columns (``session_<field>``)."""
-    return SsoSession(**{f.name: row._mapping[f"session_{f.name}"] for f in fields(SsoSession)})
+def _from_row(row: SsoSessionRow | Row[Any], prefix: str = "") -> SsoSession:
+    """A session from the table's row (ORM or Core), or from select_joined's (``prefix="session_"``)."""
+    return SsoSession(**{f.name: getattr(row, prefix + f.name) for f in fields(SsoSession)})
 
 
 def get(session_id: str) -> SsoSession | None:
@@ -181,11 +176,15 @@ def get(session_id: str) -> SsoSession | None:
     return _from_row(row) if row is not None else None
 
 
+_JOINED_PREFIX = "session_"  # select_joined's session columns: apart from whatever the caller joins
+
+
 def select_joined(extend: Callable[[Select[Any], ColumnElement[int]], Select[Any]]) -> Select[Any]:
     """A session by id (its columns labelled ``session_<name>``) with what ``extend`` joins on its user id, by an
     outer join (the session is found whatever the join finds): the statement of :func:`get_joined`, built once
     by the caller."""
-    by_id = select(*(c.label(f"session_{c.name}") for c in _SESSION.c)).where(_SESSION.c.id == bindparam("id"))
+    by_id = (select(*(c.label(_JOINED_PREFIX + c.name) for c in _SESSION.c))
+             .where(_SESSION.c.id == bindparam("id")))
     return extend(by_id, _SESSION.c.user_id)
 
 
@@ -196,7 +195,7 @@ def get_joined(session_id: str, statement: Select[Any]) -> tuple[SsoSession | No
         return get(session_id), None
     db.session.flush()  # a Core read does not autoflush
     rows = db.session.connection().execute(statement, {"id": session_id}).all()
-    return (_from_labelled(rows[0]) if rows else None), rows
+    return (_from_row(rows[0], _JOINED_PREFIX) if rows else None), rows
 
 
 def create(s: SsoSession, now: datetime) -> None:
