@@ -21,6 +21,7 @@ from typing import Any
 import requests
 from flask import Flask, g, has_app_context
 from flask.testing import FlaskClient
+from sqlalchemy import event
 from werkzeug.test import TestResponse
 
 from idp.authn import directory
@@ -144,6 +145,21 @@ def committed_elsewhere(app: Flask, work: Callable[[], object]) -> None:
     thread = threading.Thread(target=run)
     thread.start()
     thread.join()
+
+
+@contextmanager
+def sql_statements() -> Iterator[list[str]]:
+    """The SQL statements the app's engine runs inside the block, whitespace collapsed (needs an app context)."""
+    seen: list[str] = []
+
+    def _record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(" ".join(statement.split()))
+
+    event.listen(db.engine, "before_cursor_execute", _record)
+    try:
+        yield seen
+    finally:
+        event.remove(db.engine, "before_cursor_execute", _record)
 
 
 def free_port() -> int:

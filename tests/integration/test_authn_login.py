@@ -9,8 +9,8 @@ import pytest
 from conftest import REDIS_URL
 from flask import Flask
 from flask.testing import FlaskClient
-from helpers import csrf_token, form_action, login, make_user
-from sqlalchemy import event, select
+from helpers import csrf_token, form_action, login, make_user, sql_statements
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from idp import audit, create_app
@@ -189,31 +189,22 @@ def test_success_resets_the_user_counter_and_old_failures_age_out(
     assert login(client, "alice", PASSWORD).status_code == 302
 
 
-@pytest.fixture
-def throttle_writes(app: Flask) -> Iterator[list[str]]:
-    """The statements that write to the database's throttle table while the test runs."""
-    seen: list[str] = []
-
-    def _record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if "login_throttle" in statement and not statement.lstrip().upper().startswith("SELECT"):
-            seen.append(" ".join(statement.split()))
-
-    event.listen(db.engine, "before_cursor_execute", _record)
-    yield seen
-    event.remove(db.engine, "before_cursor_execute", _record)
+def throttle_writes(statements: list[str]) -> list[str]:
+    """Those of ``statements`` that write to the database's throttle table."""
+    return [s for s in statements if "login_throttle" in s and not s.upper().startswith("SELECT")]
 
 
 @pytest.mark.skipif(REDIS_URL is not None, reason="the counters are in Redis in this pass (a DEL, no statement)")
-def test_a_sign_in_with_nothing_to_reset_writes_nothing_to_the_throttle(
-        app: Flask, client: FlaskClient, throttle_writes: list[str]) -> None:
+def test_a_sign_in_with_nothing_to_reset_writes_nothing_to_the_throttle(app: Flask, client: FlaskClient) -> None:
     make_user("alice", PASSWORD)
-    assert login(client, "alice", PASSWORD).status_code == 302
-    assert throttle_writes == []
+    with sql_statements() as statements:
+        assert login(client, "alice", PASSWORD).status_code == 302
+    assert throttle_writes(statements) == []
     # One failure makes a counter; the next success then clears it, with one statement.
     assert login(app.test_client(), "alice", "wrong").status_code == 200
-    throttle_writes.clear()
-    assert login(app.test_client(), "alice", PASSWORD).status_code == 302
-    (reset,) = throttle_writes
+    with sql_statements() as statements:
+        assert login(app.test_client(), "alice", PASSWORD).status_code == 302
+    (reset,) = throttle_writes(statements)
     assert reset.startswith("DELETE") and "SELECT" not in reset
     assert not db.session.scalars(select(LoginThrottle.key).where(LoginThrottle.key == "user:alice")).all()
 

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 import pytest
 from conftest import REDIS_URL
 from flask import Flask
 from flask.testing import FlaskClient
-from helpers import csrf_token, login, make_user, signed_in
-from sqlalchemy import event
+from helpers import csrf_token, login, make_user, signed_in, sql_statements
 
 from idp import audit
 from idp.authn import directory
@@ -167,17 +165,9 @@ def test_a_request_reads_its_session_and_user_in_one_statement(app: Flask, group
     login(client, "alice", PASSWORD)
     cookie = client.get_cookie("idp_session")
     assert cookie is not None
-    statements: list[str] = []
-
-    def _record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
-    event.listen(db.engine, "before_cursor_execute", _record)
-    try:
-        with app.test_request_context("/", headers={"Cookie": f"idp_session={cookie.value}"}):
-            principal = current_principal()
-    finally:
-        event.remove(db.engine, "before_cursor_execute", _record)
+    with sql_statements() as statements, app.test_request_context(
+            "/", headers={"Cookie": f"idp_session={cookie.value}"}):
+        principal = current_principal()
     assert principal is not None and principal.username == "alice" and principal.groups == groups
     if REDIS_URL is None:
         assert len(statements) == 1, statements

@@ -19,9 +19,9 @@ from authlib.common.security import generate_token
 from authlib.oauth2.rfc6749.errors import InvalidClientError
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from flask import Flask
-from helpers import login, make_user
+from helpers import login, make_user, sql_statements
 from oidc_peers import PASSWORD, REDIRECT_URI, browse, register
-from sqlalchemy import delete, event, insert, select, update
+from sqlalchemy import delete, insert, select, update
 from test_code_state import at_once
 
 from idp import audit
@@ -235,18 +235,9 @@ def test_a_refresh_reads_its_token_and_its_user_in_one_statement(app: Flask) -> 
     tokens = backchannel.post("/oauth/token", headers=auth, data={
         "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI,
         "code_verifier": verifier}).get_json()
-    reads: list[str] = []
-
-    def _record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if "FROM users" in statement or "JOIN users" in statement:
-            reads.append(statement)
-
-    event.listen(db.engine, "before_cursor_execute", _record)
-    try:
+    with sql_statements() as statements:
         refreshed = backchannel.post("/oauth/token", headers=auth, data={
             "grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]})
-    finally:
-        event.remove(db.engine, "before_cursor_execute", _record)
     assert refreshed.status_code == 200, refreshed.get_data(as_text=True)
-    (read,) = reads
+    (read,) = [s for s in statements if "FROM users" in s or "JOIN users" in s]
     assert "FROM oidc_tokens" in read
