@@ -101,14 +101,17 @@ def test_benchmark_runs_in_short_mode(command: str) -> None:
 
 
 def test_rounds_alternate_the_servers_and_report_the_median_round() -> None:
-    """--rounds 3: bridge and peer measured in turn three times; the ratio printed is the median round's."""
+    """--rounds 3: bridge and peer measured in turn three times, after each ran the flow unmeasured (--settle);
+    the ratio printed is the median round's."""
     if PG_URL:
         pytest.skip("the SQLite pass runs it: rounds are the harness's, whatever the bridge's database")
     _require_peers()
-    done = subprocess.run([sys.executable, str(BENCH / "saml_sso.py"), "--short", "--rounds", "3"],
+    done = subprocess.run([sys.executable, str(BENCH / "saml_sso.py"), "--short", "--rounds", "3", "--settle", "0.5"],
                           capture_output=True, text=True, timeout=240, check=False)
     out = done.stdout
     assert done.returncode == 0, f"exit {done.returncode}\n{out}\n{done.stderr}"
+    settled = out.find("each server ran the flow unmeasured for 0.5 s first")
+    assert 0 <= settled < out.find("  bridge (idp serve"), out
     servers = re.findall(r"^  (bridge \(idp serve|SimpleSAMLphp)", out, re.MULTILINE)
     assert servers == ["bridge (idp serve", "SimpleSAMLphp"] * 3, out
     rounds = re.search(r"3 rounds, bridge / peer per server CPU-second: (\d+\.\d+), (\d+\.\d+), (\d+\.\d+); "
@@ -118,3 +121,11 @@ def test_rounds_alternate_the_servers_and_report_the_median_round() -> None:
     assert ratios == sorted(ratios), out
     printed = re.search(r"ratio  bridge / SimpleSAMLphp, responses per server CPU-second: (\d+\.\d+)", out)
     assert printed is not None and float(printed.group(1)) == ratios[1], out
+
+
+def test_a_negative_settle_is_refused_before_anything_starts() -> None:
+    done = subprocess.run([sys.executable, str(BENCH / "saml_sso.py"), "--settle", "-1"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode != 0
+    assert "--settle: 0 or more seconds" in done.stderr, done.stderr
+    assert "bridge" not in done.stdout, done.stdout
