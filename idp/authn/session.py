@@ -70,27 +70,28 @@ def _client_ip() -> str | None:
     return request.remote_addr if has_request_context() else None
 
 
-def current_session() -> SsoSession | None:
+def current_session(sp_id: int | None = None) -> SsoSession | None:
     """The valid session of this request's cookie (cached per request), or None. An expired or orphaned
-    session is removed and its cookie cleared."""
+    session is removed and its cookie cleared. ``sp_id``: the SP about to be answered, whose participant is
+    then read with the session in the database (see state.sessions.participant)."""
     if not has_request_context():
         return None
     cached = request.environ.get(_CACHE, _UNSET)
     if cached is not _UNSET:
         result: SsoSession | None = cached
         return result
-    sso = _load(request.cookies.get(COOKIE))
+    sso = _load(request.cookies.get(COOKIE), sp_id)
     request.environ[_CACHE] = sso
     return sso
 
 
-def _load(token: str | None) -> SsoSession | None:
+def _load(token: str | None, sp_id: int | None) -> SsoSession | None:
     if not token:
         return None
     if len(token) > 128:
         _clear_cookie()
         return None
-    sso, rows = sessions.get_joined(_digest(token), _SESSION_AND_USER)
+    sso, rows = sessions.get_joined(_digest(token), _SESSION_AND_USER, sp_id)
     if sso is None:
         _clear_cookie()
         return None

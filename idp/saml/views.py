@@ -19,7 +19,7 @@ from idp.authn.views import answer_after_sign_in
 from idp.errors import BadRequest
 from idp.extensions import csrf
 from idp.runtime import settings
-from idp.saml import slo, sso
+from idp.saml import providers, slo, sso
 from idp.saml.bindings import MAX_RELAY_STATE, Inbound, decode_post, decode_redirect, post_form
 from idp.saml.metadata import idp_metadata_xml
 
@@ -64,7 +64,8 @@ def answer(req: sso.SsoRequest) -> BaseResponse:
     """Answer at once when the session allows it; otherwise park the request and go to the login page.
     Also the portal's AWS console link answers with it (:func:`idp.saml.sso.aws_launch`)."""
     ip = request.remote_addr
-    session = current_session()
+    sp = providers.get(req.sp_entity_id)  # read once per request: receive() did
+    session = current_session(sp.id if sp is not None else None)
     try:
         if req.is_passive:
             # The SP forbids us to interact with the user: no usable session means NoPassive, never a login page.

@@ -2,8 +2,8 @@
 
 The lifecycle (cookies, lifetimes, listeners) is :mod:`idp.authn.session`'s; this module only stores, and hands
 out frozen dataclasses in both modes, so nothing above it can tell the backends apart, except
-:func:`get_joined`: in the database it reads the caller's joined rows with the session, in Redis it leaves them
-to the caller.
+:func:`get_joined`: in the database it reads the caller's joined rows (and a participant) with the session, in
+Redis it leaves them to the caller.
 
 Redis keeps, for a session ``<id>`` (the SHA-256 of its cookie):
 
@@ -29,11 +29,14 @@ from typing import Any, cast
 
 import redis
 from redis.client import Pipeline
-from sqlalchemy import ColumnElement, Row, Select, bindparam, select, update
+from sqlalchemy import ColumnElement, Row, Select, and_, bindparam, select, update
 from sqlalchemy import delete as sql_delete
+from sqlalchemy import event as sa_event
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
 
 from idp.extensions import db
+from idp.runtime import forget_per_request, per_request
 from idp.state import GRACE, PREFIX, from_epoch, redis_client, to_epoch, ttl_seconds
 from idp.state.lua import Script
 from idp.store import ParticipantRow, SsoSessionRow
@@ -177,25 +180,43 @@ def get(session_id: str) -> SsoSession | None:
 
 
 _JOINED_PREFIX = "session_"  # select_joined's session columns: apart from whatever the caller joins
+_PARTICIPANT_PREFIX = "participant_"  # and the participant's
+# The participants this request read, by "<session id> <sp id>" (None: not one): read with the session when the
+# SP is known by then (an SSO answer), else by participant(). Forgotten at a write or a commit, as RequestRows.
+_PARTICIPANTS_READ = "idp.sessions.participants"
+sa_event.listen(Session, "after_commit", lambda _session: forget_per_request(_PARTICIPANTS_READ))
 
 
 def select_joined(extend: Callable[[Select[Any], ColumnElement[int]], Select[Any]]) -> Select[Any]:
-    """A session by id (its columns labelled ``session_<name>``) with what ``extend`` joins on its user id, by an
-    outer join (the session is found whatever the join finds): the statement of :func:`get_joined`, built once
-    by the caller."""
-    by_id = (select(*(c.label(_JOINED_PREFIX + c.name) for c in _SESSION.c))
+    """A session by id (its columns labelled ``session_<name>``), its participant for the SP bound as ``sp_id``
+    (``participant_<name>``; none for None), and what ``extend`` joins on its user id, all by outer joins (the
+    session is found whatever the joins find): the statement of :func:`get_joined`, built once by the caller."""
+    with_participant = _SESSION.outerjoin(_PARTICIPANT, and_(_PARTICIPANT.c.session_id == _SESSION.c.id,
+                                                            _PARTICIPANT.c.sp_id == bindparam("sp_id")))
+    by_id = (select(*(c.label(_JOINED_PREFIX + c.name) for c in _SESSION.c),
+                    *(c.label(_PARTICIPANT_PREFIX + c.name) for c in _PARTICIPANT.c))
+             .select_from(with_participant)
              .where(_SESSION.c.id == bindparam("id")))
     return extend(by_id, _SESSION.c.user_id)
 
 
-def get_joined(session_id: str, statement: Select[Any]) -> tuple[SsoSession | None, Sequence[Row[Any]] | None]:
+def get_joined(session_id: str, statement: Select[Any], sp_id: int | None = None
+               ) -> tuple[SsoSession | None, Sequence[Row[Any]] | None]:
     """As :func:`get`, and in the database the rows of ``statement`` (made by :func:`select_joined`), read in the
-    same round trip: none when the session is not stored. In Redis the rows are None: the caller reads them."""
+    same round trip: none when the session is not stored. In Redis the rows are None: the caller reads them.
+    With ``sp_id``, the session's participant for that SP is read too: :func:`participant` answers from it."""
     if redis_client() is not None:
         return get(session_id), None
     db.session.flush()  # a Core read does not autoflush
-    rows = db.session.connection().execute(statement, {"id": session_id}).all()
-    return (_from_row(rows[0], _JOINED_PREFIX) if rows else None), rows
+    rows = db.session.connection().execute(statement, {"id": session_id, "sp_id": sp_id}).all()
+    if not rows:
+        return None, rows
+    if sp_id is not None:
+        first = rows[0]
+        found = (_participant_from_row(first, _PARTICIPANT_PREFIX) if first.participant_sp_id is not None
+                 else None)
+        per_request(_PARTICIPANTS_READ, f"{session_id} {sp_id}", lambda: found)
+    return _from_row(rows[0], _JOINED_PREFIX), rows
 
 
 def create(s: SsoSession, now: datetime) -> None:
@@ -229,6 +250,7 @@ def delete(ids: list[str]) -> None:
     """Forget sessions and their participants. In the database it does not commit."""
     if not ids:
         return
+    forget_per_request(_PARTICIPANTS_READ)
     client = redis_client()
     if client is not None:
         with client.pipeline(transaction=False) as pipe:
@@ -284,9 +306,9 @@ def _existing(client: redis.Redis, index: str, ids: list[str]) -> list[str]:
 # -- participants ---------------------------------------------------------------------------------------------
 
 
-def _participant_from_row(row: ParticipantRow | Row[Any]) -> Participant:
-    return Participant(session_id=row.session_id, sp_id=row.sp_id, name_id=row.name_id,
-                       name_id_format=row.name_id_format, session_index=row.session_index)
+def _participant_from_row(row: ParticipantRow | Row[Any], prefix: str = "") -> Participant:
+    """A participant from the table's row (ORM or Core), or from select_joined's (``prefix="participant_"``)."""
+    return Participant(**{f.name: getattr(row, prefix + f.name) for f in fields(Participant)})
 
 
 def participants(session_id: str) -> list[Participant]:
@@ -303,10 +325,16 @@ def participants(session_id: str) -> list[Participant]:
 
 
 def participant(session_id: str, sp_id: int) -> Participant | None:
+    """The session's participant for that SP, or None; in the database read once per request (with the session
+    when get_joined was given the SP)."""
     client = redis_client()
     if client is not None:
         raw = cast(str | None, client.hget(_sps_key(session_id), str(sp_id)))
         return _decode_participant(session_id, sp_id, raw) if raw is not None else None
+    return per_request(_PARTICIPANTS_READ, f"{session_id} {sp_id}", lambda: _read_participant(session_id, sp_id))
+
+
+def _read_participant(session_id: str, sp_id: int) -> Participant | None:
     db.session.flush()  # a Core read does not autoflush: a participant saved in this request is seen
     row = db.session.connection().execute(_PARTICIPANT_BY_KEY, {"session_id": session_id, "sp_id": sp_id}).first()
     return _participant_from_row(row) if row is not None else None
@@ -318,6 +346,7 @@ def save_participant(s: SsoSession, p: Participant, previous: Participant | None
     session ended meanwhile."""
     if p == previous:
         return  # already stored as it is (read in this request): nothing to write
+    forget_per_request(_PARTICIPANTS_READ)
     client = redis_client()
     if client is not None:
         new_index = _nameid_key(p.sp_id, p.name_id)
@@ -334,6 +363,7 @@ def save_participant(s: SsoSession, p: Participant, previous: Participant | None
 
 def move_participants(old_id: str, new: SsoSession, now: datetime) -> None:
     """Re-authentication: the participants of ``old_id`` go on in ``new``. In the database it does not commit."""
+    forget_per_request(_PARTICIPANTS_READ)
     client = redis_client()
     if client is None:
         db.session.execute(

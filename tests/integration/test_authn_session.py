@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
+from urllib.parse import urlsplit
 
 import pytest
 from conftest import REDIS_URL
 from flask import Flask
 from flask.testing import FlaskClient
 from helpers import csrf_token, login, make_user, signed_in, sql_statements
+from saml_peers import OneLoginSp, read_post_form, register_sp
 
 from idp import audit
 from idp.authn import directory
@@ -173,3 +175,35 @@ def test_a_request_reads_its_session_and_user_in_one_statement(app: Flask, group
         assert len(statements) == 1, statements
     else:  # the session from Redis, the user (whatever their groups) in one statement
         assert len(statements) == 1 and "sso_sessions" not in statements[0], statements
+
+
+def test_an_sso_answer_reads_the_sessions_participant_with_the_session(app: Flask) -> None:
+    """A session answering an SP it answered before (its participant: the NameID and SessionIndex Single Logout
+    uses) reads that participant in the statement that reads the session and its user. The SP, python3-saml,
+    gets the same SessionIndex both times."""
+    make_user("alice", PASSWORD, groups=("eng",))
+    browser = app.test_client()
+    login(browser, "alice", PASSWORD)
+    sp = OneLoginSp(browser.get("/saml/metadata").data)
+    register_sp(sp.metadata())
+
+    def sign_in() -> str:
+        url, request_id = sp.redirect_login("https://sp.example.test/after")
+        parts = urlsplit(url)  # the metadata names the configured host, the test client's cookie is localhost's
+        page = browser.get(f"{parts.path}?{parts.query}")
+        assert page.status_code == 200, page.headers.get("Location")
+        auth = sp.process_response(read_post_form(page.get_data(as_text=True)), request_id)
+        assert auth.get_errors() == [], auth.get_last_error_reason()
+        index: str = auth.get_session_index()
+        return index
+
+    first = sign_in()
+    with sql_statements() as statements:
+        again = sign_in()
+    assert again == first
+    reads = [s for s in statements if "session_participants" in s]
+    if REDIS_URL is None:
+        assert len(reads) == 1 and "FROM sso_sessions LEFT OUTER JOIN session_participants" in reads[0], statements
+        assert not any(s.startswith("INSERT INTO session_participants") for s in statements), statements
+    else:  # sessions and their participants live in Redis
+        assert reads == [], statements
