@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import flask
 import pytest
 from flask import Flask
-from helpers import make_user
+from helpers import make_user, sql_statements
 
 from idp.authn import directory
 from idp.authn import session as session_module
@@ -76,3 +76,37 @@ def test_a_shadow_row_refreshed_by_a_directory_is_seen_by_the_user_object_alread
     assert verdict.principal is not None and verdict.principal.groups == ("new-team",)
     assert held.external_groups == ["new-team"] and held.email == "carol@example.test"
     assert held.checked_at is not None
+
+
+def test_provision_reads_the_user_with_their_local_groups_once_and_returns_both_kinds_of_groups(app: Flask) -> None:
+    """A directory user whom an admin also put in local groups: the sign-in's Principal has those and the
+    directory's, read with the statement that finds the row (not read again after writing it)."""
+    from idp.authn.connectors.ldap import DirectoryEntry
+    from idp.authn.connectors.shadow import provision
+
+    dana = make_user("dana", groups=["oncall", "admins"])
+    dana.source, dana.external_id = "corp", "uid=dana"
+    db.session.commit()
+    entry = DirectoryEntry(dn="uid=dana,ou=people,dc=example,dc=test", external_id="uid=dana", username="Dana",
+                           email="dana@example.test", given_name="Dana", family_name="Doe", display_name=None,
+                           member_of=())
+    with sql_statements() as statements:
+        verdict = provision("corp", entry, ("engineering",))
+    principal = verdict.principal
+    assert principal is not None and principal.user_id == dana.id
+    assert principal.groups == ("admins", "engineering", "oncall")
+    assert (principal.username, principal.email, principal.family_name) == ("dana", "dana@example.test", "Doe")
+    reads = [s for s in statements if s.startswith("SELECT") and "FROM users" in s]
+    assert len(reads) == 1 and "group_members" in reads[0], statements
+    db.session.commit()
+    stored = load_snapshot(dana.id)  # what the principal was made from is what was stored
+    assert stored is not None and stored.checked_at is not None
+    assert stored == UserSnapshot(
+        id=dana.id, username="dana", email="dana@example.test", given_name="Dana", family_name="Doe",
+        display_name=None, enabled=True, source="corp", external_id="uid=dana", external_groups=("engineering",),
+        checked_at=stored.checked_at, groups=("admins", "oncall"))
+    # A first sign-in: a new row, no local group.
+    erin = DirectoryEntry(dn="uid=erin,ou=people,dc=example,dc=test", external_id="uid=erin", username="erin",
+                          email=None, given_name=None, family_name=None, display_name="Erin", member_of=())
+    first = provision("corp", erin, ("engineering",)).principal
+    assert first is not None and first.groups == ("engineering",) and first.display_name == "Erin"

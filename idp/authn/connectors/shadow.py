@@ -17,10 +17,10 @@ from idp import audit
 from idp.audit import AuditEvent
 from idp.authn.connectors.base import Verdict
 from idp.authn.connectors.ldap import DirectoryEntry
-from idp.authn.principal import load_snapshot
+from idp.authn.principal import UserSnapshot
 from idp.clock import now
 from idp.extensions import db
-from idp.store import User
+from idp.store import Group, User, group_members
 
 
 def _clip(value: str | None, size: int = 255) -> str | None:
@@ -30,17 +30,22 @@ def _clip(value: str | None, size: int = 255) -> str | None:
 # What provision reads and writes: Core statements on the users table. A sign-in changes its row every time
 # (checked_at at least), and an ORM object's load and flush cost several times these statements.
 _USERS = User.__table__
-_FIND = select(_USERS.c.id, _USERS.c.username, _USERS.c.source, _USERS.c.external_id, _USERS.c.enabled).where(
-    or_(and_(_USERS.c.source == bindparam("source"), _USERS.c.external_id == bindparam("external_id")),
-        _USERS.c.username == bindparam("username")))
+_GROUPS = Group.__table__
+# The user's row and the name's holder, with their local groups (one row per group).
+_FIND = (select(_USERS.c.id, _USERS.c.username, _USERS.c.source, _USERS.c.external_id, _USERS.c.enabled,
+                _GROUPS.c.name.label("group_name"))
+         .select_from(_USERS.outerjoin(group_members).outerjoin(_GROUPS))
+         .where(or_(and_(_USERS.c.source == bindparam("source"), _USERS.c.external_id == bindparam("external_id")),
+                    _USERS.c.username == bindparam("username"))))
 
 
 def provision(source: str, entry: DirectoryEntry, groups: tuple[str, ...], *, retry: bool = True) -> Verdict:
     """The Principal of a directory user whose password was just verified, or who was just found again by their
     stable id (revalidation): the row made or refreshed, and marked as checked now."""
     username = entry.username.strip().lower()[:255]
-    # The user's row and whoever holds the name, read by one statement: two could straddle the commit of a
-    # concurrent first sign-in of the same user, and take its new row for another user's (sign-in refused).
+    # The user's row (with their local groups) and whoever holds the name, read by one statement: two could
+    # straddle the commit of a concurrent first sign-in of the same user, and take its new row for another user's
+    # (sign-in refused).
     db.session.flush()  # a Core read does not autoflush
     conn = db.session.connection()
     found = conn.execute(_FIND, {"source": source, "external_id": entry.external_id, "username": username}).all()
@@ -52,9 +57,9 @@ def provision(source: str, entry: DirectoryEntry, groups: tuple[str, ...], *, re
     if user is not None and not user.enabled:
         return Verdict(None, "user disabled", known=True)
     t = now()
-    values = dict(username=username, email=_clip(entry.email, 320), given_name=_clip(entry.given_name),
-                  family_name=_clip(entry.family_name), display_name=_clip(entry.display_name),
-                  external_groups=list(groups), checked_at=t)
+    profile = dict(email=_clip(entry.email, 320), given_name=_clip(entry.given_name),
+                   family_name=_clip(entry.family_name), display_name=_clip(entry.display_name))
+    values = dict(username=username, **profile, external_groups=list(groups), checked_at=t)
     try:
         if user is None:
             # The new id as the driver reports it (no RETURNING: SQLite has it only from 3.35).
@@ -77,7 +82,8 @@ def provision(source: str, entry: DirectoryEntry, groups: tuple[str, ...], *, re
     if user is None:
         audit.record(AuditEvent(type="user.provision", actor=f"directory:{source}", username=username,
                                 details={"source": source, "external_id": entry.external_id}), commit=False)
-    snapshot = load_snapshot(user_id)
-    if snapshot is None:  # cannot be: the row was written in this transaction
-        return Verdict(None, f"cannot store the shadow row of '{username}'", known=True)
+    # The row as just written, with the local groups read above (a new row has none): not read again.
+    local = sorted(r.group_name for r in found if user is not None and r.id == user.id and r.group_name is not None)
+    snapshot = UserSnapshot(id=user_id, username=username, **profile, enabled=True, source=source,
+                            external_id=entry.external_id, external_groups=groups, checked_at=t, groups=tuple(local))
     return Verdict(snapshot.principal(t), known=True)
