@@ -73,7 +73,8 @@ def _client_ip() -> str | None:
 def current_session(sp_id: int | None = None) -> SsoSession | None:
     """The valid session of this request's cookie (cached per request), or None. An expired or orphaned
     session is removed and its cookie cleared. ``sp_id``: the SP about to be answered, whose participant is
-    then read with the session in the database (see state.sessions.participant)."""
+    then read with the session in the database (see state.sessions.participant), when this is the request's
+    first look at its session."""
     if not has_request_context():
         return None
     cached = request.environ.get(_CACHE, _UNSET)

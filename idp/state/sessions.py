@@ -182,9 +182,10 @@ def get(session_id: str) -> SsoSession | None:
 _JOINED_PREFIX = "session_"  # select_joined's session columns: apart from whatever the caller joins
 _PARTICIPANT_PREFIX = "participant_"  # and the participant's
 # The participants this request read, by "<session id> <sp id>" (None: not one): read with the session when the
-# SP is known by then (an SSO answer), else by participant(). Forgotten at a write or a commit, as RequestRows.
+# SP is known by then (an SSO answer), else by participant(). Forgotten at a write, a commit or a rollback.
 _PARTICIPANTS_READ = "idp.sessions.participants"
-sa_event.listen(Session, "after_commit", lambda _session: forget_per_request(_PARTICIPANTS_READ))
+for _ending in ("after_commit", "after_soft_rollback"):
+    sa_event.listen(Session, _ending, lambda *_: forget_per_request(_PARTICIPANTS_READ))
 
 
 def select_joined(extend: Callable[[Select[Any], ColumnElement[int]], Select[Any]]) -> Select[Any]:

@@ -273,3 +273,19 @@ def test_in_redis_sessions_stay_out_of_the_tables_and_every_key_expires(
     assert done.get_errors() == [], done.get_last_error_reason()
     assert table_rows() == 0
     assert redis_mode.keys("idp:session*") == []  # emptied index sets are gone too
+
+
+def test_a_participant_read_in_a_request_follows_its_writes_and_rollbacks(short_app: Flask) -> None:
+    """participant() answers from what the request read; a write, or a rollback of one, makes it read again."""
+    if redis_client() is not None:
+        pytest.skip("participants live in Redis in this pass, outside the database's transactions")
+    alice = make_user("alice", PASSWORD)
+    app1 = sp("https://sp1.example.test")
+    s = new_session(alice.id, clock.now(), "r" * 64)
+    with short_app.test_request_context("/"):
+        assert session_state.participant(s.id, app1.id) is None
+        p = Participant(session_id=s.id, sp_id=app1.id, name_id="n", name_id_format="fmt", session_index="i")
+        session_state.save_participant(s, p, None, clock.now())
+        assert session_state.participant(s.id, app1.id) == p
+        db.session.rollback()
+        assert session_state.participant(s.id, app1.id) is None
