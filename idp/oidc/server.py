@@ -319,6 +319,9 @@ class OpenIDConnect(IdTokens, OpenIDCode):  # type: ignore[misc]
 
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
     TOKEN_ENDPOINT_AUTH_METHODS = [*SECRET_AUTH, "none"]
+    # Set by query_authorization_code (authlib makes a grant per request): the code's user, when read with it.
+    user_read = False
+    user_snapshot: UserSnapshot | None = None
 
     def generate_authorization_code(self) -> str:
         # 256 bits from the OS at once, like our tokens (authlib draws each of its 48 characters separately).
@@ -339,7 +342,12 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
         db.session.commit()
 
     def query_authorization_code(self, code: str, client: Client) -> AuthorizationCode | None:
-        found = codes.find(digest(code)) if len(code) <= 256 else None
+        if len(code) > 256:
+            return None
+        found, rows = codes.find_joined(digest(code), _CODE_AND_USER)
+        # Its user with their groups, read with it in the database (authenticate_user judges); in Redis, read then.
+        self.user_read = rows is not None
+        self.user_snapshot = snapshot_of(rows) if rows is not None else None
         if found is None or found.client_id != client.client_id:
             return None
         if found.used_at is not None:
@@ -365,7 +373,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
         self.request.audit_issued()
 
     def authenticate_user(self, authorization_code: AuthorizationCode) -> EndUser | None:
-        user = active_user(authorization_code.user_id)
+        read = self.user_snapshot if self.user_read else load_snapshot(authorization_code.user_id)
+        user = read if read is not None and read.enabled else None
         if user is None:
             return None
         principal = principal_now(user, authorization_code.auth_time)
@@ -446,6 +455,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
 
 
 _TOKENS = OidcToken.__table__
+_CODE_AND_USER = codes.select_joined(with_snapshot)
 _REFRESH_FIELDS = [f.name for f in fields(RefreshToken) if f.name != "user"]
 # Labelled: the user's columns come under their own names (snapshot_of).
 _BY_REFRESH_HASH = with_snapshot(select(*(_TOKENS.c[name].label(f"token_{name}") for name in _REFRESH_FIELDS))

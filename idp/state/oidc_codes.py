@@ -19,13 +19,14 @@ from __future__ import annotations
 import enum
 import hashlib
 import secrets
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
-from typing import cast
+from typing import Any, cast
 
 from authlib.oidc.core import AuthorizationCodeMixin
 from redis.typing import EncodableT, FieldT
-from sqlalchemy import bindparam, delete, exists, select, update
+from sqlalchemy import ColumnElement, Row, Select, bindparam, delete, exists, select, update
 
 from idp.clock import now
 from idp.extensions import db
@@ -186,13 +187,30 @@ def find(code_hash: str) -> AuthorizationCode | None:
     # A Core select: the row is read fresh (never an object held in the session) and the ORM's loading costs
     # more than the statement.
     row = db.session.connection().execute(_FIND_ROW, {"code_hash": code_hash}).first()
-    if row is None:
-        return None
-    return AuthorizationCode(
-        code_hash=row.code_hash, client_id=row.client_id, user_id=row.user_id, session_id=row.session_id,
-        redirect_uri=row.redirect_uri, scope=row.scope, nonce=row.nonce, auth_time=row.auth_time,
-        code_challenge=row.code_challenge, code_challenge_method=row.code_challenge_method,
-        expires_at=row.expires_at, used_at=row.used_at)
+    return _from_row(row) if row is not None else None
+
+
+def select_joined(extend: Callable[[Select[Any], ColumnElement[int]], Select[Any]]) -> Select[Any]:
+    """A code by its digest (its columns labelled ``code_<name>``) with what ``extend`` joins on its user id, by
+    an outer join (the code is found whatever the join finds): the statement of :func:`find_joined`, built once
+    by the caller."""
+    by_hash = (select(*(c.label(_JOINED_PREFIX + c.name) for c in _CODES.c))
+               .where(_CODES.c.code_hash == bindparam("code_hash")))
+    return extend(by_hash, _CODES.c.user_id)
+
+
+def find_joined(code_hash: str, statement: Select[Any]) -> tuple[AuthorizationCode | None, Sequence[Row[Any]] | None]:
+    """As :func:`find`, and in the database the rows of ``statement`` (made by :func:`select_joined`), read in the
+    same round trip: none when there is no such code. In Redis the rows are None: the caller reads them."""
+    if redis_client() is not None:
+        return find(code_hash), None
+    rows = db.session.connection().execute(statement, {"code_hash": code_hash}).all()
+    return (_from_row(rows[0], _JOINED_PREFIX) if rows else None), rows
+
+
+def _from_row(row: Row[Any], prefix: str = "") -> AuthorizationCode:
+    """A code from the table's row, or from select_joined's (``prefix="code_"``)."""
+    return AuthorizationCode(**{f.name: getattr(row, prefix + f.name) for f in fields(AuthorizationCode)})
 
 
 def use(code: AuthorizationCode, t: datetime) -> Use:
@@ -221,6 +239,7 @@ def use(code: AuthorizationCode, t: datetime) -> Use:
 
 _CODES = OidcAuthorizationCode.__table__
 _FIND_ROW = select(_CODES).where(_CODES.c.code_hash == bindparam("code_hash"))
+_JOINED_PREFIX = "code_"  # select_joined's code columns: apart from whatever the caller joins
 _USED_AT = select(_CODES.c.used_at).where(_CODES.c.code_hash == bindparam("code_hash"))
 # Marks a code used if it is unused, unexpired and still in the session it was read in.
 # (Parameters named unlike columns: an UPDATE keeps those names for its SET clause.)

@@ -170,15 +170,15 @@ def test_an_exchange_that_loses_the_race_for_its_code_is_audited_as_refused_only
     in the database the refused exchange's rollback takes its event with it anyway."""
     reg = register()
     code, verifier = code_for(idp, reg)
-    find = oidc_codes.find
+    find_joined = oidc_codes.find_joined
 
-    def find_then_lose(code_hash: str) -> AuthorizationCode | None:
-        found = find(code_hash)
+    def find_then_lose(code_hash: str, statement: Any) -> tuple[AuthorizationCode | None, Any]:
+        found, rows = find_joined(code_hash, statement)
         if found is not None:  # the winner, in its own request
             assert in_context(idp.app, lambda: oidc_codes.use(found, clock.now()))() is Use.FIRST
-        return found
+        return found, rows
 
-    monkeypatch.setattr(oidc_codes, "find", find_then_lose)
+    monkeypatch.setattr(oidc_codes, "find_joined", find_then_lose)
     lost = exchange(idp, reg, code, verifier)
     assert lost.status_code == 400 and lost.json()["error"] == "invalid_grant"
     db.session.expire_all()

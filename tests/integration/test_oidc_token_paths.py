@@ -18,6 +18,7 @@ import requests
 from authlib.common.security import generate_token
 from authlib.oauth2.rfc6749.errors import InvalidClientError
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
+from conftest import REDIS_URL
 from flask import Flask
 from helpers import login, make_user, sql_statements
 from oidc_peers import PASSWORD, REDIRECT_URI, browse, register
@@ -241,3 +242,32 @@ def test_a_refresh_reads_its_token_and_its_user_in_one_statement(app: Flask) -> 
     assert refreshed.status_code == 200, refreshed.get_data(as_text=True)
     (read,) = [s for s in statements if "FROM users" in s or "JOIN users" in s]
     assert "FROM oidc_tokens" in read
+
+
+def test_a_code_exchange_reads_its_code_and_its_user_in_one_statement(app: Flask) -> None:
+    """As a refresh: the code's user (still there? enabled? which groups?) comes with the code (a user disabled
+    since is refused: test_a_user_disabled_since_gets_nothing_...)."""
+    make_user("alice", PASSWORD, groups=["eng", "ops"])
+    reg = register(grant_types=GRANTS)
+    db.session.commit()
+    browser = app.test_client()
+    login(browser, "alice", PASSWORD)
+    verifier = generate_token(48)
+    answer = browser.get("/oauth/authorize?" + requests.compat.urlencode({
+        "response_type": "code", "client_id": reg.client_id, "redirect_uri": REDIRECT_URI, "scope": "openid",
+        "state": "s1", "nonce": "n1", "code_challenge": create_s256_code_challenge(verifier),
+        "code_challenge_method": "S256"}))
+    code = parse_qs(urlsplit(answer.headers["Location"]).query)["code"][0]
+    auth = {"Authorization": "Basic " + base64.b64encode(f"{reg.client_id}:{reg.client_secret}".encode()).decode()}
+    with sql_statements() as statements:
+        exchanged = app.test_client().post("/oauth/token", headers=auth, data={
+            "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI,
+            "code_verifier": verifier})
+    assert exchanged.status_code == 200, exchanged.get_data(as_text=True)
+    if REDIS_URL is None:
+        (read,) = [s for s in statements if "FROM users" in s or "JOIN users" in s]
+        assert "FROM oidc_authorization_codes" in read
+    else:  # the code from Redis, its user in one statement
+        (read,) = [s for s in statements if "FROM users" in s or "JOIN users" in s]
+        assert "oidc_authorization_codes" not in read
+    assert exchanged.get_json()["id_token"]
