@@ -218,9 +218,9 @@ def test_revoking_a_family_catches_the_token_a_refresh_committed_while_it_waited
     assert left == []
 
 
-def test_a_refresh_reads_its_token_and_its_user_in_one_statement(app: Flask) -> None:
-    """The grant needs the token's user (still there? enabled? which groups?) as much as the token: both come in
-    one statement (a user disabled since is refused: test_a_user_disabled_since_gets_nothing_...)."""
+def _alices_code(app: Flask) -> tuple[dict[str, str], dict[str, str]]:
+    """alice (in two groups) signs in and authorizes a client: its Basic credentials and the code exchange's
+    form."""
     make_user("alice", PASSWORD, groups=["eng", "ops"])
     reg = register(grant_types=GRANTS)
     db.session.commit()
@@ -231,43 +231,35 @@ def test_a_refresh_reads_its_token_and_its_user_in_one_statement(app: Flask) -> 
         "response_type": "code", "client_id": reg.client_id, "redirect_uri": REDIRECT_URI, "scope": "openid",
         "state": "s1", "code_challenge": create_s256_code_challenge(verifier), "code_challenge_method": "S256"}))
     code = parse_qs(urlsplit(answer.headers["Location"]).query)["code"][0]
-    backchannel = app.test_client()
     auth = {"Authorization": "Basic " + base64.b64encode(f"{reg.client_id}:{reg.client_secret}".encode()).decode()}
-    tokens = backchannel.post("/oauth/token", headers=auth, data={
-        "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI,
-        "code_verifier": verifier}).get_json()
+    return auth, {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI,
+                  "code_verifier": verifier}
+
+
+def _user_reads(statements: list[str]) -> str:
+    (read,) = [s for s in statements if "FROM users" in s or "JOIN users" in s]
+    return read
+
+
+def test_a_refresh_reads_its_token_and_its_user_in_one_statement(app: Flask) -> None:
+    """The grant needs the token's user (still there? enabled? which groups?) as much as the token: both come in
+    one statement (a user disabled since is refused: test_a_user_disabled_since_gets_nothing_...)."""
+    auth, exchange = _alices_code(app)
+    backchannel = app.test_client()
+    tokens = backchannel.post("/oauth/token", headers=auth, data=exchange).get_json()
     with sql_statements() as statements:
         refreshed = backchannel.post("/oauth/token", headers=auth, data={
             "grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]})
     assert refreshed.status_code == 200, refreshed.get_data(as_text=True)
-    (read,) = [s for s in statements if "FROM users" in s or "JOIN users" in s]
-    assert "FROM oidc_tokens" in read
+    assert "FROM oidc_tokens" in _user_reads(statements)
 
 
 def test_a_code_exchange_reads_its_code_and_its_user_in_one_statement(app: Flask) -> None:
-    """As a refresh: the code's user (still there? enabled? which groups?) comes with the code (a user disabled
-    since is refused: test_a_user_disabled_since_gets_nothing_...)."""
-    make_user("alice", PASSWORD, groups=["eng", "ops"])
-    reg = register(grant_types=GRANTS)
-    db.session.commit()
-    browser = app.test_client()
-    login(browser, "alice", PASSWORD)
-    verifier = generate_token(48)
-    answer = browser.get("/oauth/authorize?" + requests.compat.urlencode({
-        "response_type": "code", "client_id": reg.client_id, "redirect_uri": REDIRECT_URI, "scope": "openid",
-        "state": "s1", "nonce": "n1", "code_challenge": create_s256_code_challenge(verifier),
-        "code_challenge_method": "S256"}))
-    code = parse_qs(urlsplit(answer.headers["Location"]).query)["code"][0]
-    auth = {"Authorization": "Basic " + base64.b64encode(f"{reg.client_id}:{reg.client_secret}".encode()).decode()}
+    """As a refresh: the code's user comes with the code, in the database (in Redis the code is read there and
+    the user in one statement)."""
+    auth, exchange = _alices_code(app)
     with sql_statements() as statements:
-        exchanged = app.test_client().post("/oauth/token", headers=auth, data={
-            "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI,
-            "code_verifier": verifier})
+        exchanged = app.test_client().post("/oauth/token", headers=auth, data=exchange)
     assert exchanged.status_code == 200, exchanged.get_data(as_text=True)
-    if REDIS_URL is None:
-        (read,) = [s for s in statements if "FROM users" in s or "JOIN users" in s]
-        assert "FROM oidc_authorization_codes" in read
-    else:  # the code from Redis, its user in one statement
-        (read,) = [s for s in statements if "FROM users" in s or "JOIN users" in s]
-        assert "oidc_authorization_codes" not in read
     assert exchanged.get_json()["id_token"]
+    assert ("FROM oidc_authorization_codes" in _user_reads(statements)) is (REDIS_URL is None), statements
