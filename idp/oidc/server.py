@@ -48,8 +48,8 @@ from idp.keys import EC, RSA, SigningKey
 from idp.oidc import access_tokens, clients
 from idp.oidc.claims import subject, user_claims
 from idp.runtime import keystore, per_request, settings
+from idp.state import from_row, labelled, once
 from idp.state import oidc_codes as codes
-from idp.state import once
 from idp.state.oidc_codes import AuthorizationCode
 from idp.store import OidcToken, User
 from idp.store.oidc import Client, digest
@@ -148,9 +148,10 @@ def _expires_in(client: Client, grant_type: str) -> int:
 
 def active_user(user_id: int | None) -> UserSnapshot | None:
     """The user with their groups (one Core statement), or None when they were deleted or disabled."""
-    if user_id is None:
-        return None
-    user = load_snapshot(user_id)
+    return _enabled(load_snapshot(user_id)) if user_id is not None else None
+
+
+def _enabled(user: UserSnapshot | None) -> UserSnapshot | None:
     return user if user is not None and user.enabled else None
 
 
@@ -373,8 +374,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
         self.request.audit_issued()
 
     def authenticate_user(self, authorization_code: AuthorizationCode) -> EndUser | None:
-        read = self.user_snapshot if self.user_read else load_snapshot(authorization_code.user_id)
-        user = read if read is not None and read.enabled else None
+        user = _enabled(self.user_snapshot) if self.user_read else active_user(authorization_code.user_id)
         if user is None:
             return None
         principal = principal_now(user, authorization_code.auth_time)
@@ -417,8 +417,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
     def authenticate_refresh_token(self, refresh_token: str) -> RefreshToken | None:
         rows = db.session.connection().execute(_BY_REFRESH_HASH, {"hash": digest(refresh_token)}).all()
         # The token's columns (labelled), then its user's (one row per group).
-        row = RefreshToken(**{name: rows[0]._mapping[f"token_{name}"] for name in _REFRESH_FIELDS},
-                           user=snapshot_of(rows)) if rows else None
+        row = from_row(RefreshToken, rows[0], _ROW_PREFIX, user=snapshot_of(rows)) if rows else None
         if row is None or row.revoked_at is not None:
             return None
         if row.refresh_used_at is not None:
@@ -429,7 +428,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
         return row
 
     def authenticate_user(self, refresh_token: RefreshToken) -> EndUser:
-        user = refresh_token.user if refresh_token.user is not None and refresh_token.user.enabled else None
+        user = _enabled(refresh_token.user)
         if user is None or refresh_token.auth_time is None:
             # authlib's own answer to no user would be invalid_request; the grant is what no longer holds
             # (RFC 6749 5.2), as for a code.
@@ -458,7 +457,8 @@ _TOKENS = OidcToken.__table__
 _CODE_AND_USER = codes.select_joined(with_snapshot)
 _REFRESH_FIELDS = [f.name for f in fields(RefreshToken) if f.name != "user"]
 # Labelled: the user's columns come under their own names (snapshot_of).
-_BY_REFRESH_HASH = with_snapshot(select(*(_TOKENS.c[name].label(f"token_{name}") for name in _REFRESH_FIELDS))
+_ROW_PREFIX = "token_"
+_BY_REFRESH_HASH = with_snapshot(select(*labelled((_TOKENS.c[name] for name in _REFRESH_FIELDS), _ROW_PREFIX))
                                  .where(_TOKENS.c.refresh_token_hash == bindparam("hash")), _TOKENS.c.user_id)
 _USE_REFRESH = (update(_TOKENS)
                 .where(_TOKENS.c.id == bindparam("row"), _TOKENS.c.refresh_used_at.is_(None),

@@ -10,12 +10,19 @@ margin), and a single use is decided by one atomic operation of the backend, nev
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 from flask import Flask, current_app
+from sqlalchemy import Column, Label
 
 from idp.config import Settings
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 log = logging.getLogger(__name__)
 
@@ -54,3 +61,18 @@ def to_epoch(t: datetime) -> float:
 
 def from_epoch(value: str | float) -> datetime:
     return datetime.fromtimestamp(float(value), UTC)
+
+
+D = TypeVar("D", bound="DataclassInstance")
+
+
+def labelled(columns: Iterable[Column[Any]], prefix: str) -> list[Label[Any]]:
+    """Columns under ``prefix`` + their names: in a statement that joins other tables (the user's, ...) they keep
+    apart from those, and :func:`from_row` reads them back."""
+    return [c.label(prefix + c.name) for c in columns]
+
+
+def from_row(cls: type[D], row: Any, prefix: str = "", **given: Any) -> D:
+    """The dataclass ``cls`` from a row (ORM or Core) holding its fields as ``prefix`` + field name; the fields
+    in ``given`` are taken from there instead."""
+    return cls(**{f.name: getattr(row, prefix + f.name) for f in fields(cls) if f.name not in given}, **given)

@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 
 from idp.clock import now
 from idp.extensions import db
-from idp.state import PREFIX, from_epoch, redis_client, to_epoch, ttl_seconds
+from idp.state import PREFIX, from_epoch, from_row, redis_client, to_epoch, ttl_seconds
 from idp.state.lua import Script
 from idp.store import OidcDeviceCode
 
@@ -149,20 +149,13 @@ def _from_hash(device_code_hash: str, h: dict[str, str]) -> DeviceCode:
         last_polled_at=instant("last_polled_at"), used_at=instant("used_at"))
 
 
-def _from_row(row: OidcDeviceCode) -> DeviceCode:
-    return DeviceCode(
-        device_code_hash=row.device_code_hash, user_code_hash=row.user_code_hash, client_id=row.client_id,
-        scope=row.scope, expires_at=row.expires_at, poll_interval=row.poll_interval, status=row.status,
-        user_id=row.user_id, auth_time=row.auth_time, last_polled_at=row.last_polled_at, used_at=row.used_at)
-
-
 def find(device_code_hash: str) -> DeviceCode | None:
     client = redis_client()
     if client is not None:
         h = cast(dict[str, str], client.hgetall(_key(device_code_hash)))
         return _from_hash(device_code_hash, h) if h else None
     row = db.session.get(OidcDeviceCode, device_code_hash, populate_existing=True)
-    return _from_row(row) if row is not None else None
+    return from_row(DeviceCode, row) if row is not None else None
 
 
 def find_by_user_code(user_code_hash: str) -> DeviceCode | None:
@@ -172,7 +165,7 @@ def find_by_user_code(user_code_hash: str) -> DeviceCode | None:
         return find(device_code_hash) if device_code_hash is not None else None
     row = db.session.scalar(select(OidcDeviceCode).where(OidcDeviceCode.user_code_hash == user_code_hash)
                             .execution_options(populate_existing=True))
-    return _from_row(row) if row is not None else None
+    return from_row(DeviceCode, row) if row is not None else None
 
 
 def pace(code: DeviceCode, t: datetime, step: int) -> bool:

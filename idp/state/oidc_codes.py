@@ -20,7 +20,7 @@ import enum
 import hashlib
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -30,7 +30,7 @@ from sqlalchemy import ColumnElement, Row, Select, bindparam, delete, exists, se
 
 from idp.clock import now
 from idp.extensions import db
-from idp.state import PREFIX, from_epoch, redis_client, to_epoch, ttl_seconds
+from idp.state import PREFIX, from_epoch, from_row, labelled, redis_client, to_epoch, ttl_seconds
 from idp.state.lua import Script
 from idp.store import OidcAuthorizationCode
 
@@ -187,14 +187,14 @@ def find(code_hash: str) -> AuthorizationCode | None:
     # A Core select: the row is read fresh (never an object held in the session) and the ORM's loading costs
     # more than the statement.
     row = db.session.connection().execute(_FIND_ROW, {"code_hash": code_hash}).first()
-    return _from_row(row) if row is not None else None
+    return from_row(AuthorizationCode, row) if row is not None else None
 
 
 def select_joined(extend: Callable[[Select[Any], ColumnElement[int]], Select[Any]]) -> Select[Any]:
     """A code by its digest (its columns labelled ``code_<name>``) with what ``extend`` joins on its user id, by
     an outer join (the code is found whatever the join finds): the statement of :func:`find_joined`, built once
     by the caller."""
-    by_hash = (select(*(c.label(_JOINED_PREFIX + c.name) for c in _CODES.c))
+    by_hash = (select(*labelled(_CODES.c, _JOINED_PREFIX))
                .where(_CODES.c.code_hash == bindparam("code_hash")))
     return extend(by_hash, _CODES.c.user_id)
 
@@ -205,12 +205,7 @@ def find_joined(code_hash: str, statement: Select[Any]) -> tuple[AuthorizationCo
     if redis_client() is not None:
         return find(code_hash), None
     rows = db.session.connection().execute(statement, {"code_hash": code_hash}).all()
-    return (_from_row(rows[0], _JOINED_PREFIX) if rows else None), rows
-
-
-def _from_row(row: Row[Any], prefix: str = "") -> AuthorizationCode:
-    """A code from the table's row, or from select_joined's (``prefix="code_"``)."""
-    return AuthorizationCode(**{f.name: getattr(row, prefix + f.name) for f in fields(AuthorizationCode)})
+    return (from_row(AuthorizationCode, rows[0], _JOINED_PREFIX) if rows else None), rows
 
 
 def use(code: AuthorizationCode, t: datetime) -> Use:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, cast
 
@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 
 from idp.extensions import db
 from idp.runtime import forget_per_request, per_request
-from idp.state import GRACE, PREFIX, from_epoch, redis_client, to_epoch, ttl_seconds
+from idp.state import GRACE, PREFIX, from_epoch, from_row, labelled, redis_client, to_epoch, ttl_seconds
 from idp.state.lua import Script
 from idp.store import ParticipantRow, SsoSessionRow
 
@@ -163,11 +163,6 @@ _UPSERT_PARTICIPANT = {"sqlite": _upsert_participant(sqlite.insert),
                        "postgresql": _upsert_participant(postgresql.insert)}
 
 
-def _from_row(row: SsoSessionRow | Row[Any], prefix: str = "") -> SsoSession:
-    """A session from the table's row (ORM or Core), or from select_joined's (``prefix="session_"``)."""
-    return SsoSession(**{f.name: getattr(row, prefix + f.name) for f in fields(SsoSession)})
-
-
 def get(session_id: str) -> SsoSession | None:
     """The stored session (expired or not: the caller judges), or None."""
     client = redis_client()
@@ -176,7 +171,7 @@ def get(session_id: str) -> SsoSession | None:
         return _decode(session_id, h) if h else None
     db.session.flush()  # a Core read does not autoflush
     row = db.session.connection().execute(_SESSION_BY_ID, {"id": session_id}).first()
-    return _from_row(row) if row is not None else None
+    return from_row(SsoSession, row) if row is not None else None
 
 
 _JOINED_PREFIX = "session_"  # select_joined's session columns: apart from whatever the caller joins
@@ -194,8 +189,7 @@ def select_joined(extend: Callable[[Select[Any], ColumnElement[int]], Select[Any
     session is found whatever the joins find): the statement of :func:`get_joined`, built once by the caller."""
     with_participant = _SESSION.outerjoin(_PARTICIPANT, and_(_PARTICIPANT.c.session_id == _SESSION.c.id,
                                                             _PARTICIPANT.c.sp_id == bindparam("sp_id")))
-    by_id = (select(*(c.label(_JOINED_PREFIX + c.name) for c in _SESSION.c),
-                    *(c.label(_PARTICIPANT_PREFIX + c.name) for c in _PARTICIPANT.c))
+    by_id = (select(*labelled(_SESSION.c, _JOINED_PREFIX), *labelled(_PARTICIPANT.c, _PARTICIPANT_PREFIX))
              .select_from(with_participant)
              .where(_SESSION.c.id == bindparam("id")))
     return extend(by_id, _SESSION.c.user_id)
@@ -214,10 +208,10 @@ def get_joined(session_id: str, statement: Select[Any], sp_id: int | None = None
         return None, rows
     if sp_id is not None:
         first = rows[0]
-        found = (_participant_from_row(first, _PARTICIPANT_PREFIX) if first.participant_sp_id is not None
+        found = (from_row(Participant, first, _PARTICIPANT_PREFIX) if first.participant_sp_id is not None
                  else None)
         per_request(_PARTICIPANTS_READ, f"{session_id} {sp_id}", lambda: found)
-    return _from_row(rows[0], _JOINED_PREFIX), rows
+    return from_row(SsoSession, rows[0], _JOINED_PREFIX), rows
 
 
 def create(s: SsoSession, now: datetime) -> None:
@@ -307,11 +301,6 @@ def _existing(client: redis.Redis, index: str, ids: list[str]) -> list[str]:
 # -- participants ---------------------------------------------------------------------------------------------
 
 
-def _participant_from_row(row: ParticipantRow | Row[Any], prefix: str = "") -> Participant:
-    """A participant from the table's row (ORM or Core), or from select_joined's (``prefix="participant_"``)."""
-    return Participant(**{f.name: getattr(row, prefix + f.name) for f in fields(Participant)})
-
-
 def participants(session_id: str) -> list[Participant]:
     """The SPs of a session, by SP id (registration order)."""
     client = redis_client()
@@ -322,7 +311,7 @@ def participants(session_id: str) -> list[Participant]:
     rows = db.session.scalars(
         select(ParticipantRow).where(ParticipantRow.session_id == session_id).order_by(ParticipantRow.sp_id)
     )
-    return [_participant_from_row(r) for r in rows]
+    return [from_row(Participant, r) for r in rows]
 
 
 def participant(session_id: str, sp_id: int) -> Participant | None:
@@ -338,7 +327,7 @@ def participant(session_id: str, sp_id: int) -> Participant | None:
 def _read_participant(session_id: str, sp_id: int) -> Participant | None:
     db.session.flush()  # a Core read does not autoflush: a participant saved in this request is seen
     row = db.session.connection().execute(_PARTICIPANT_BY_KEY, {"session_id": session_id, "sp_id": sp_id}).first()
-    return _participant_from_row(row) if row is not None else None
+    return from_row(Participant, row) if row is not None else None
 
 
 def save_participant(s: SsoSession, p: Participant, previous: Participant | None, now: datetime) -> None:
@@ -398,7 +387,7 @@ def find_by_name_id(sp_id: int, name_id: str, indexes: list[str]) -> list[SsoSes
                  .where(ParticipantRow.sp_id == sp_id, ParticipantRow.name_id == name_id))
         if indexes:
             query = query.where(ParticipantRow.session_index.in_(indexes))
-        return [_from_row(r) for r in db.session.scalars(query)]
+        return [from_row(SsoSession, r) for r in db.session.scalars(query)]
     index = _nameid_key(sp_id, name_id)
     ids = cast(list[str], client.zrange(index, 0, -1))
     if not ids:
