@@ -206,12 +206,11 @@ def get_joined(session_id: str, statement: Select[Any], sp_id: int | None = None
     rows = db.session.connection().execute(statement, {"id": session_id, "sp_id": sp_id}).all()
     if not rows:
         return None, rows
+    first = rows[0]
     if sp_id is not None:
-        first = rows[0]
-        found = (from_row(Participant, first, _PARTICIPANT_PREFIX) if first.participant_sp_id is not None
-                 else None)
+        found = from_row(Participant, first, _PARTICIPANT_PREFIX) if first.participant_sp_id is not None else None
         per_request(_PARTICIPANTS_READ, f"{session_id} {sp_id}", lambda: found)
-    return from_row(SsoSession, rows[0], _JOINED_PREFIX), rows
+    return from_row(SsoSession, first, _JOINED_PREFIX), rows
 
 
 def create(s: SsoSession, now: datetime) -> None:
