@@ -54,9 +54,10 @@ class RequestRows(Generic[T]):
 
     def __init__(self, name: str, statement: Select[Any], make: Callable[..., T]) -> None:
         self.name, self.statement, self.make = name, statement, make
-        # A commit may follow a wait (a directory asked again) or change the row (an app opened to all): what the
-        # request read before is read again after.
-        sa_event.listen(Session, "after_commit", lambda _session: self.forget())
+        # A commit may follow a wait (a directory asked again) or change the row (an app opened to all), and a
+        # rollback may undo a change read back: what the request read before is read again after.
+        for ending in ("after_commit", "after_soft_rollback"):
+            sa_event.listen(Session, ending, lambda *_: self.forget())
 
     def get(self, key: str) -> T | None:
         return per_request(self.name, key, lambda: self._read(key))

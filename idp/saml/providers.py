@@ -364,8 +364,7 @@ def add(xml: bytes, source: str | None, options: SpOptions, actor: str) -> Servi
     try:
         db.session.flush()
     except IntegrityError:  # registered by someone else in the meantime
-        db.session.rollback()
-        _forget()  # this request's "not registered" no longer holds
+        db.session.rollback()  # forgets this request's "not registered" too (RequestRows)
         raise Conflict(f"service provider '{meta.entity_id}' is already registered") from None
     _forget()
     audit.record(audit.AuditEvent(
