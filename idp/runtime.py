@@ -47,6 +47,13 @@ def forget_per_request(name: str) -> None:
         request.environ.pop(name, None)
 
 
+def forget_at_transaction_end(name: str) -> None:
+    """Drop the look-ups kept under ``name`` at every commit and rollback of the request's transaction: a commit
+    may follow a wait (a directory asked again) or change the rows, a rollback may undo a change read back."""
+    for ending in ("after_commit", "after_soft_rollback"):
+        sa_event.listen(Session, ending, lambda *_: forget_per_request(name))
+
+
 class RequestRows(Generic[T]):
     """One row per key as the flows read it: selected by ``statement`` (its columns in the order of the fields of
     ``make``, a frozen dataclass; the key bound as ``key``) with one Core statement, since the ORM's loading cost
@@ -54,10 +61,7 @@ class RequestRows(Generic[T]):
 
     def __init__(self, name: str, statement: Select[Any], make: Callable[..., T]) -> None:
         self.name, self.statement, self.make = name, statement, make
-        # A commit may follow a wait (a directory asked again) or change the row (an app opened to all), and a
-        # rollback may undo a change read back: what the request read before is read again after.
-        for ending in ("after_commit", "after_soft_rollback"):
-            sa_event.listen(Session, ending, lambda *_: self.forget())
+        forget_at_transaction_end(name)
 
     def get(self, key: str) -> T | None:
         return per_request(self.name, key, lambda: self._read(key))

@@ -31,12 +31,10 @@ import redis
 from redis.client import Pipeline
 from sqlalchemy import ColumnElement, Row, Select, and_, bindparam, select, update
 from sqlalchemy import delete as sql_delete
-from sqlalchemy import event as sa_event
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
 
 from idp.extensions import db
-from idp.runtime import forget_per_request, per_request
+from idp.runtime import forget_at_transaction_end, forget_per_request, per_request
 from idp.state import GRACE, PREFIX, from_epoch, from_row, labelled, redis_client, to_epoch, ttl_seconds
 from idp.state.lua import Script
 from idp.store import ParticipantRow, SsoSessionRow
@@ -179,8 +177,7 @@ _PARTICIPANT_PREFIX = "participant_"  # and the participant's
 # The participants this request read, by "<session id> <sp id>" (None: not one): read with the session when the
 # SP is known by then (an SSO answer), else by participant(). Forgotten at a write, a commit or a rollback.
 _PARTICIPANTS_READ = "idp.sessions.participants"
-for _ending in ("after_commit", "after_soft_rollback"):
-    sa_event.listen(Session, _ending, lambda *_: forget_per_request(_PARTICIPANTS_READ))
+forget_at_transaction_end(_PARTICIPANTS_READ)
 
 
 def select_joined(extend: Callable[[Select[Any], ColumnElement[int]], Select[Any]]) -> Select[Any]:
