@@ -25,7 +25,7 @@ class ConfigError(Exception):
         super().__init__("invalid settings:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
-# PostgreSQL's statement_timeout is a 32-bit count of milliseconds: a larger value refuses every connection.
+# PostgreSQL's statement_timeout and libpq's tcp_user_timeout are 32-bit counts of milliseconds.
 _MAX_STATEMENT_TIMEOUT = (2**31 - 1) // 1000
 
 
@@ -37,6 +37,10 @@ class Settings:
     # PostgreSQL's statement_timeout for the server's queries (0: none). A query waiting on a lock or a server
     # too busy to answer is cancelled and the request answered 503, instead of holding a worker thread.
     database_statement_timeout_seconds: int = 10
+    # How long an open PostgreSQL connection may stay silent (sent data unacknowledged, or no sign of life while a
+    # reply is awaited) before it is dropped and its request answered 503 (0: the system's TCP defaults, which
+    # wait about 15 minutes): a server gone in a failover, or cut off by the network, cancels nothing itself.
+    database_network_timeout_seconds: int = 10
     # IDP_REDIS_URL: sessions, login throttling, replay caches, parked requests and OIDC codes live in Redis
     # when set (several instances share them there); in the database otherwise.
     redis_url: str | None = None
@@ -188,6 +192,8 @@ class Settings:
             out.append("IDP_SAML_CLOCK_SKEW_SECONDS: must not be negative")
         if not 0 <= self.database_statement_timeout_seconds <= _MAX_STATEMENT_TIMEOUT:
             out.append(f"IDP_DATABASE_STATEMENT_TIMEOUT_SECONDS: must be between 0 (off) and {_MAX_STATEMENT_TIMEOUT}")
+        if not 0 <= self.database_network_timeout_seconds <= _MAX_STATEMENT_TIMEOUT:
+            out.append(f"IDP_DATABASE_NETWORK_TIMEOUT_SECONDS: must be between 0 (off) and {_MAX_STATEMENT_TIMEOUT}")
         if self.trusted_proxy_hops < 0:
             out.append("IDP_TRUSTED_PROXY_HOPS: must not be negative")
         if self.session_idle_seconds > self.session_max_seconds:

@@ -44,14 +44,30 @@ def engine_options(settings: Settings) -> dict[str, Any]:
     if settings.effective_database_url.startswith("postgresql"):
         # A server that accepts connections and never answers (hung, overloaded) would otherwise hold each new
         # connection, pre-ping included, forever; this way it fails with 503 (idp.errors).
-        connect_args: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT}
+        connect_args: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT, **_network_bound(settings)}
         if settings.database_statement_timeout_seconds:
             # Set at connection start, so every statement is bounded, pre-ping included: the server cancels a
             # query still running (a lock held elsewhere, an overloaded server) and that request gets 503. A
-            # server stopped outright cancels nothing; only connect_timeout bounds that, for new connections.
+            # server gone cancels nothing: the network bound is for that.
             connect_args["options"] = _with_statement_timeout(settings)
         options["connect_args"] = connect_args
     return options
+
+
+def _network_bound(settings: Settings) -> dict[str, int]:
+    """libpq's parameters that drop an open connection whose server has gone silent (failed over, cut off by
+    the network) after IDP_DATABASE_NETWORK_TIMEOUT_SECONDS, instead of TCP's retries of about 15 minutes, during
+    which the request and its worker thread would wait: tcp_user_timeout bounds data sent and not acknowledged
+    (a pre-ping, a query), keepalives a reply awaited in silence (on Linux tcp_user_timeout also decides when
+    unanswered keepalives end the connection). A healthy server's kernel answers both at once, however long its
+    query runs. Those the database URL sets itself are left to it."""
+    seconds = settings.database_network_timeout_seconds
+    if not seconds:
+        return {}
+    wanted = {"keepalives": 1, "keepalives_idle": max(1, seconds // 2), "keepalives_interval": 1,
+              "keepalives_count": seconds, "tcp_user_timeout": seconds * 1000}
+    given = make_url(settings.effective_database_url).query
+    return {name: value for name, value in wanted.items() if name not in given}
 
 
 def _with_statement_timeout(settings: Settings) -> str:

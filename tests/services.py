@@ -1,4 +1,5 @@
-"""Throwaway PostgreSQL and Redis servers that a test starts, stops and restarts itself (the fault tests).
+"""Throwaway PostgreSQL and Redis servers that a test starts, stops and restarts itself (the fault tests), and a
+network cut between such a server and its clients.
 
 Each lives in a folder of its own on a free loopback port, with its own socket directory: nothing here can
 touch the suite's PostgreSQL (IDP_TEST_DATABASE_URL) or Redis (IDP_TEST_REDIS_URL).
@@ -12,10 +13,34 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import redis
 from helpers import free_port
+
+
+@contextmanager
+def cut_off(port: int) -> Iterator[None]:
+    """For the block, every IPv4 packet to or from ``port`` on the loopback is dropped, as in a network partition
+    or a failover that takes the server's host away: unlike a stopped server, whose kernel still acknowledges,
+    nothing answers, and the peers' kernels retransmit in silence. The loopback's other traffic is untouched.
+    Needs CAP_NET_ADMIN (root, as CI): tc gives the port an HTB class whose queue holds no packet."""
+    def tc(*args: str) -> None:
+        done = subprocess.run(["tc", *args], capture_output=True, text=True, timeout=10)
+        assert done.returncode == 0, f"tc {' '.join(args)}: {done.stderr.strip()}"
+
+    tc("qdisc", "add", "dev", "lo", "root", "handle", "1:", "htb")  # no default: unmatched packets go straight out
+    try:
+        tc("class", "add", "dev", "lo", "parent", "1:", "classid", "1:20", "htb", "rate", "1mbit")
+        tc("qdisc", "add", "dev", "lo", "parent", "1:20", "handle", "20:", "pfifo", "limit", "0")
+        for side in ("dport", "sport"):
+            tc("filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "prio", "1", "u32",
+               "match", "ip", side, str(port), "0xffff", "flowid", "1:20")
+        yield
+    finally:
+        tc("qdisc", "del", "dev", "lo", "root")
 
 
 class RedisServer:

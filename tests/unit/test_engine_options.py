@@ -1,5 +1,7 @@
 """The PostgreSQL statement timeout travels in libpq's ``options``: what the database URL (or PGOPTIONS) already
-asks there must survive it, as libpq would have applied it without us."""
+asks there must survive it, as libpq would have applied it without us. The network bound is libpq's keepalive and
+tcp_user_timeout parameters, each left to the URL where it sets it (tests/integration/test_database_partition.py
+shows what they do)."""
 
 from __future__ import annotations
 
@@ -36,3 +38,25 @@ def test_pgoptions_is_kept_when_the_url_has_none(tmp_path: Path, monkeypatch: py
     monkeypatch.setenv("PGOPTIONS", "-c search_path=idp")
     assert options(tmp_path, URL) == "-c search_path=idp -c statement_timeout=10000"
     assert options(tmp_path, URL + "?options=-c%20work_mem%3D8MB") == "-c work_mem=8MB -c statement_timeout=10000"
+
+
+NETWORK = ("keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count", "tcp_user_timeout")
+
+
+def network(tmp_path: Path, url: str, seconds: int) -> dict[str, object]:
+    settings = Settings(data_dir=tmp_path, database_url=url, database_network_timeout_seconds=seconds)
+    connect_args: dict[str, object] = engine_options(settings)["connect_args"]
+    return {k: v for k, v in connect_args.items() if k in NETWORK}
+
+
+def test_a_silent_server_is_given_up_after_the_network_timeout(tmp_path: Path) -> None:
+    assert network(tmp_path, URL, 10) == {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 1,
+                                          "keepalives_count": 10, "tcp_user_timeout": 10_000}
+    assert network(tmp_path, URL, 1)["keepalives_idle"] == 1
+    assert network(tmp_path, URL, 0) == {}  # off: the system's TCP settings apply
+
+
+def test_network_parameters_of_the_url_are_its_own(tmp_path: Path) -> None:
+    given = network(tmp_path, URL + "?tcp_user_timeout=30000&keepalives_idle=60", 10)
+    assert "tcp_user_timeout" not in given and "keepalives_idle" not in given  # the URL's values reach libpq
+    assert given["keepalives"] == 1 and given["keepalives_count"] == 10
