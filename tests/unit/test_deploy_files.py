@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
+from gunicorn.config import Config as GunicornConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -91,6 +92,15 @@ def test_deployment_runs_several_non_root_replicas_with_probes() -> None:
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
         assert container["securityContext"]["allowPrivilegeEscalation"] is False
         assert container["resources"]["requests"]["cpu"] and container["resources"]["requests"]["memory"]
+
+
+def test_a_deleted_pod_serves_until_its_endpoints_are_gone_then_finishes_its_requests() -> None:
+    pod = one("Deployment")["spec"]["template"]["spec"]
+    (app,) = pod["containers"]
+    command = app["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "sleep" and int(command[1]) >= 5
+    # Killed only after the pause and gunicorn's graceful stop (idp serve keeps gunicorn's default).
+    assert pod["terminationGracePeriodSeconds"] > int(command[1]) + GunicornConfig().graceful_timeout
 
 
 def test_the_app_writes_only_to_empty_dirs() -> None:
