@@ -19,6 +19,7 @@ from idp.audit import AuditEvent
 from idp.authn.principal import Principal
 from idp.errors import NotFound
 from idp.extensions import db
+from idp.state import changed
 from idp.store import OidcClient, OidcConsent, OidcToken
 from idp.store.oidc import Client
 
@@ -89,7 +90,7 @@ def revoke(user_id: int, username: str, client_id: str, actor: str) -> int:
         update(OidcToken)
         .where(OidcToken.user_id == user_id, OidcToken.client_id == client_id, OidcToken.revoked_at.is_(None))
         .values(revoked_at=clock.now()))
-    count = int(getattr(result, "rowcount", 0) or 0)
+    count = changed(result)
     audit.record(AuditEvent(type="oidc.consent.revoke", username=username, actor=actor, sp=client_id,
                             details={"revoked_tokens": count}))
     return count

@@ -48,7 +48,7 @@ from idp.keys import EC, RSA, SigningKey
 from idp.oidc import access_tokens, clients
 from idp.oidc.claims import subject, user_claims
 from idp.runtime import keystore, per_request, settings
-from idp.state import from_row, labelled, once
+from idp.state import changed, from_row, labelled, once
 from idp.state import oidc_codes as codes
 from idp.state.oidc_codes import AuthorizationCode
 from idp.store import OidcToken, User
@@ -170,7 +170,7 @@ def _revoke(*conditions: Any) -> int:
     while True:
         result = db.session.execute(update(OidcToken).where(OidcToken.revoked_at.is_(None), *conditions)
                                     .values(revoked_at=clock.now()))
-        count = int(getattr(result, "rowcount", 0) or 0)
+        count = changed(result)
         if not count:
             return total
         total += count

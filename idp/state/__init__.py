@@ -13,11 +13,11 @@ import logging
 from collections.abc import Iterable
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import redis
 from flask import Flask, current_app
-from sqlalchemy import Column, Label
+from sqlalchemy import Column, CursorResult, Label, Result
 
 from idp.config import Settings
 
@@ -76,3 +76,9 @@ def from_row(cls: type[D], row: Any, prefix: str = "", **given: Any) -> D:
     """The dataclass ``cls`` from a row (ORM or Core) holding its fields as ``prefix`` + field name; the fields
     in ``given`` are taken from there instead."""
     return cls(**{f.name: getattr(row, prefix + f.name) for f in fields(cls) if f.name not in given}, **given)
+
+
+def changed(result: Result[Any]) -> int:
+    """The rows an UPDATE or DELETE changed: Session.execute is typed as returning a plain Result, which has no
+    count, but for such a statement it returns the cursor's, which has."""
+    return cast(CursorResult[Any], result).rowcount

@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 
 from idp.clock import now
 from idp.extensions import db
-from idp.state import PREFIX, from_epoch, from_row, redis_client, to_epoch, ttl_seconds
+from idp.state import PREFIX, changed, from_epoch, from_row, redis_client, to_epoch, ttl_seconds
 from idp.state.lua import Script
 from idp.store import OidcDeviceCode
 
@@ -184,7 +184,7 @@ def pace(code: DeviceCode, t: datetime, step: int) -> bool:
         values["poll_interval"] = c.poll_interval + step
     result = db.session.execute(update(c).where(c.device_code_hash == code.device_code_hash, same_poll)
                                 .values(**values))
-    if getattr(result, "rowcount", 0) != 1:  # another poll got in between: too fast as well
+    if changed(result) != 1:  # another poll got in between: too fast as well
         too_soon = True
         db.session.execute(update(c).where(c.device_code_hash == code.device_code_hash)
                            .values(last_polled_at=t, poll_interval=c.poll_interval + step))
@@ -202,7 +202,7 @@ def use(device_code_hash: str, t: datetime) -> bool:
     c = OidcDeviceCode
     result = db.session.execute(update(c).where(c.device_code_hash == device_code_hash, c.used_at.is_(None))
                                 .values(used_at=t))
-    return getattr(result, "rowcount", 0) == 1
+    return changed(result) == 1
 
 
 def decide(device_code_hash: str, approved: bool, user_id: int, auth_time: datetime, t: datetime) -> bool:
@@ -216,7 +216,7 @@ def decide(device_code_hash: str, approved: bool, user_id: int, auth_time: datet
     result = db.session.execute(
         update(c).where(c.device_code_hash == device_code_hash, c.status == PENDING, c.expires_at > t)
         .values(status=status, user_id=user_id, auth_time=auth_time, decided_at=t))
-    return getattr(result, "rowcount", 0) == 1
+    return changed(result) == 1
 
 
 def forget_client(client_id: str) -> None:

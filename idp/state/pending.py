@@ -12,7 +12,7 @@ from sqlalchemy import bindparam, delete, select, update
 
 from idp.clock import now
 from idp.extensions import db
-from idp.state import PREFIX, from_epoch, redis_client, to_epoch, ttl_seconds
+from idp.state import PREFIX, changed, from_epoch, redis_client, to_epoch, ttl_seconds
 from idp.store import PendingRequest
 
 # Core statements for the reads and deletes every parked sign-in makes (no ORM identity map needed).
@@ -50,7 +50,7 @@ def replace(kind: str, pending_id: str, data: dict[str, Any], expires_at: dateti
     result = db.session.execute(update(PendingRequest).where(PendingRequest.id == pending_id)
                                 .values(kind=kind, data=data, expires_at=expires_at))
     db.session.commit()
-    return getattr(result, "rowcount", 0) == 1
+    return changed(result) == 1
 
 
 def _document(kind: str, data: dict[str, Any], expires_at: datetime) -> str:
@@ -86,4 +86,4 @@ def take(pending_id: str) -> bool:
     db.session.flush()
     result = db.session.connection().execute(_TAKE, {"id": pending_id})
     db.session.commit()
-    return getattr(result, "rowcount", 0) == 1
+    return result.rowcount == 1
