@@ -41,6 +41,10 @@ class Settings:
     # reply is awaited) before it is dropped and its request answered 503 (0: the system's TCP defaults, which
     # wait about 15 minutes): a server gone in a failover, or cut off by the network, cancels nothing itself.
     database_network_timeout_seconds: int = 10
+    # psycopg prepares a statement on the server once a connection has run it five times. Off behind a pooler in
+    # transaction mode (PgBouncer before 1.21, or without max_prepared_statements): the next transaction may run on
+    # another server connection, where that statement does not exist.
+    database_prepared_statements: bool = True
     # IDP_REDIS_URL: sessions, login throttling, replay caches, parked requests and OIDC codes live in Redis
     # when set (several instances share them there); in the database otherwise.
     redis_url: str | None = None

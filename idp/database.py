@@ -45,6 +45,8 @@ def engine_options(settings: Settings) -> dict[str, Any]:
         # A server that accepts connections and never answers (hung, overloaded) would otherwise hold each new
         # connection, pre-ping included, forever; this way it fails with 503 (idp.errors).
         connect_args: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT, **_network_bound(settings)}
+        if not settings.database_prepared_statements:
+            connect_args["prepare_threshold"] = None  # psycopg: never prepare
         if settings.database_statement_timeout_seconds:
             # Set at connection start, so every statement is bounded, pre-ping included: the server cancels a
             # query still running (a lock held elsewhere, an overloaded server) and that request gets 503. A

@@ -1,5 +1,5 @@
-"""Throwaway PostgreSQL and Redis servers that a test starts, stops and restarts itself (the fault tests), and a
-network cut between such a server and its clients.
+"""Throwaway PostgreSQL and Redis servers that a test starts, stops and restarts itself (the fault tests), a
+PgBouncer in front of such a PostgreSQL, and a network cut between such a server and its clients.
 
 Each lives in a folder of its own on a free loopback port, with its own socket directory: nothing here can
 touch the suite's PostgreSQL (IDP_TEST_DATABASE_URL) or Redis (IDP_TEST_REDIS_URL).
@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -152,3 +153,50 @@ class PostgresServer:
         subprocess.run([*runner, str(self.bin / "pg_ctl"), "-D", str(self.folder / "data"), "-m", "immediate",
                         "stop"], capture_output=True, timeout=60)
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class PgBouncer:
+    """Debian's PgBouncer in front of ``server`` in transaction mode, with one server connection for every client:
+    each transaction may run on a server connection that other clients' transactions used before, as behind a
+    production pooler. Run as the postgres user (PgBouncer refuses root), with its files in the server's folder."""
+
+    def __init__(self, server: PostgresServer) -> None:
+        self.folder = server.folder
+        self.port = free_port()
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+        (self.folder / "pgbouncer.users").write_text('"postgres" ""\n')
+        (self.folder / "pgbouncer.ini").write_text(f"""\
+[databases]
+postgres = host=127.0.0.1 port={server.port} dbname=postgres user=postgres
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {self.port}
+unix_socket_dir =
+auth_type = trust
+auth_file = {self.folder / "pgbouncer.users"}
+pool_mode = transaction
+default_pool_size = 1
+logfile = {self.folder / "pgbouncer.log"}
+""")
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self._proc = subprocess.Popen(["pgbouncer", str(self.folder / "pgbouncer.ini")],
+                                      user="postgres" if os.getuid() == 0 else None,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                log = self.folder / "pgbouncer.log"
+                assert self._proc.poll() is None, log.read_text(errors="replace") if log.exists() else "no log"
+                assert time.monotonic() < deadline, "pgbouncer did not start"
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(10)

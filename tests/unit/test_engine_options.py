@@ -6,6 +6,7 @@ shows what they do)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -60,3 +61,12 @@ def test_network_parameters_of_the_url_are_its_own(tmp_path: Path) -> None:
     given = network(tmp_path, URL + "?tcp_user_timeout=30000&keepalives_idle=60", 10)
     assert "tcp_user_timeout" not in given and "keepalives_idle" not in given  # the URL's values reach libpq
     assert given["keepalives"] == 1 and given["keepalives_count"] == 10
+
+
+def test_prepared_statements_can_be_turned_off_for_a_transaction_pooler(tmp_path: Path) -> None:
+    def connect_args(**given: Any) -> dict[str, object]:
+        settings = Settings(data_dir=tmp_path, database_url=URL, **given)
+        return dict(engine_options(settings)["connect_args"])
+
+    assert "prepare_threshold" not in connect_args()  # psycopg's own default: prepared after five runs
+    assert connect_args(database_prepared_statements=False)["prepare_threshold"] is None  # never
