@@ -25,6 +25,8 @@ class ConfigError(Exception):
         super().__init__("invalid settings:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
+# What a yes-or-no setting may say; anything else is a mistake to report, not a silent "no".
+_BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
 # PostgreSQL's statement_timeout and libpq's tcp_user_timeout are 32-bit counts of milliseconds.
 _MAX_STATEMENT_TIMEOUT = (2**31 - 1) // 1000
 
@@ -139,7 +141,10 @@ class Settings:
             default = f.default
             try:
                 if isinstance(default, bool):
-                    values[f.name] = raw.lower() in ("1", "true", "yes", "on")
+                    if raw.strip().lower() not in _BOOLEANS:
+                        problems.append(f"{name}: {raw!r} must be true or false")
+                        continue
+                    values[f.name] = _BOOLEANS[raw.strip().lower()]
                 elif isinstance(default, int):
                     values[f.name] = int(raw)
                 elif f.name in ("data_dir", "signing_key_file", "signing_cert_file", "ec_signing_key_file", "config",

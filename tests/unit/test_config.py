@@ -52,3 +52,11 @@ def test_every_problem_reported_at_once() -> None:
                  "IDP_DATABASE_NETWORK_TIMEOUT_SECONDS: must be between 0 (off) and 2147483"):
         assert name in text
     assert len(err.value.problems) == 8
+
+
+def test_a_yes_or_no_setting_takes_the_usual_words_and_refuses_others() -> None:
+    for raw, meant in (("false", False), ("0", False), ("Off", False), (" no", False), ("TRUE", True), ("1", True)):
+        assert Settings.from_env({"IDP_DATABASE_PREPARED_STATEMENTS": raw}).database_prepared_statements is meant
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({"IDP_DATABASE_PREPARED_STATEMENTS": "flase"})
+    assert err.value.problems == ["IDP_DATABASE_PREPARED_STATEMENTS: 'flase' must be true or false"]
