@@ -27,8 +27,10 @@ class ConfigError(Exception):
 
 # What a yes-or-no setting may say; anything else is a mistake to report, not a silent "no".
 _BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
-# PostgreSQL's statement_timeout and libpq's tcp_user_timeout are 32-bit counts of milliseconds.
+# PostgreSQL's statement_timeout is a 32-bit count of milliseconds: a larger value refuses every connection.
 _MAX_STATEMENT_TIMEOUT = (2**31 - 1) // 1000
+# An hour of silence is no longer a network bound (and keeps libpq's keepalive settings within Linux's limits).
+_MAX_NETWORK_TIMEOUT = 3600
 
 
 @dataclass(frozen=True)
@@ -141,10 +143,11 @@ class Settings:
             default = f.default
             try:
                 if isinstance(default, bool):
-                    if raw.strip().lower() not in _BOOLEANS:
+                    word = raw.strip().lower()
+                    if word not in _BOOLEANS:
                         problems.append(f"{name}: {raw!r} must be true or false")
                         continue
-                    values[f.name] = _BOOLEANS[raw.strip().lower()]
+                    values[f.name] = _BOOLEANS[word]
                 elif isinstance(default, int):
                     values[f.name] = int(raw)
                 elif f.name in ("data_dir", "signing_key_file", "signing_cert_file", "ec_signing_key_file", "config",
@@ -201,8 +204,8 @@ class Settings:
             out.append("IDP_SAML_CLOCK_SKEW_SECONDS: must not be negative")
         if not 0 <= self.database_statement_timeout_seconds <= _MAX_STATEMENT_TIMEOUT:
             out.append(f"IDP_DATABASE_STATEMENT_TIMEOUT_SECONDS: must be between 0 (off) and {_MAX_STATEMENT_TIMEOUT}")
-        if not 0 <= self.database_network_timeout_seconds <= _MAX_STATEMENT_TIMEOUT:
-            out.append(f"IDP_DATABASE_NETWORK_TIMEOUT_SECONDS: must be between 0 (off) and {_MAX_STATEMENT_TIMEOUT}")
+        if not 0 <= self.database_network_timeout_seconds <= _MAX_NETWORK_TIMEOUT:
+            out.append(f"IDP_DATABASE_NETWORK_TIMEOUT_SECONDS: must be between 0 (off) and {_MAX_NETWORK_TIMEOUT}")
         if self.trusted_proxy_hops < 0:
             out.append("IDP_TRUSTED_PROXY_HOPS: must not be negative")
         if self.session_idle_seconds > self.session_max_seconds:

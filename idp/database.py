@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sqlite3
 from pathlib import Path
@@ -56,20 +57,26 @@ def engine_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
+# libpq's names for the network bound; a URL that sets any of them keeps its own and gets none of ours.
+NETWORK_PARAMETERS = ("keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count", "tcp_user_timeout")
+# Linux refuses more keepalive probes than this (TCP_KEEPCNT), and libpq then refuses the connection.
+_MAX_PROBES = 127
+
+
 def _network_bound(settings: Settings) -> dict[str, int]:
     """libpq's parameters that drop an open connection whose server has gone silent (failed over, cut off by
-    the network) after IDP_DATABASE_NETWORK_TIMEOUT_SECONDS, instead of TCP's retries of about 15 minutes, during
-    which the request and its worker thread would wait: tcp_user_timeout bounds data sent and not acknowledged
-    (a pre-ping, a query), keepalives a reply awaited in silence (on Linux tcp_user_timeout also decides when
-    unanswered keepalives end the connection). A healthy server's kernel answers both at once, however long its
-    query runs. Those the database URL sets itself are left to it."""
+    the network) after about IDP_DATABASE_NETWORK_TIMEOUT_SECONDS, instead of TCP's retries of about 15 minutes,
+    during which the request and its worker thread would wait: tcp_user_timeout bounds data sent and not
+    acknowledged (a pre-ping, a query), keepalives a reply awaited in silence (on Linux tcp_user_timeout also
+    decides when unanswered probes end the connection; elsewhere idle + count x interval does). A healthy
+    server's kernel answers both at once, however long its query runs."""
     seconds = settings.database_network_timeout_seconds
-    if not seconds:
+    if not seconds or any(name in make_url(settings.effective_database_url).query for name in NETWORK_PARAMETERS):
         return {}
-    wanted = {"keepalives": 1, "keepalives_idle": max(1, seconds // 2), "keepalives_interval": 1,
-              "keepalives_count": seconds, "tcp_user_timeout": seconds * 1000}
-    given = make_url(settings.effective_database_url).query
-    return {name: value for name, value in wanted.items() if name not in given}
+    idle = max(1, seconds // 2)
+    count = min(_MAX_PROBES, max(1, seconds - idle))
+    return {"keepalives": 1, "keepalives_idle": idle, "keepalives_count": count,
+            "keepalives_interval": max(1, math.ceil((seconds - idle) / count)), "tcp_user_timeout": seconds * 1000}
 
 
 def _with_statement_timeout(settings: Settings) -> str:

@@ -21,10 +21,14 @@ from typing import Any
 import requests
 from flask import Flask, g, has_app_context
 from flask.testing import FlaskClient
+from flask_migrate import upgrade
 from sqlalchemy import event
 from werkzeug.test import TestResponse
 
+from idp import create_app
 from idp.authn import directory
+from idp.config import Settings
+from idp.database import MIGRATIONS
 from idp.extensions import db
 from idp.state import sessions
 from idp.store import User
@@ -108,6 +112,18 @@ def make_user(
         if directory.get_group(name) is None:
             directory.create_group(name, actor="test")
     return directory.create_user(username, password=password, actor="test", groups=groups, **profile)
+
+
+def migrate(settings: Settings, users: Iterable[str] = ()) -> None:
+    """Bring the database of ``settings`` to the latest schema and add these users (DEFAULT_PASSWORD), from an
+    app of its own whose connections are closed after (a server a test starts itself)."""
+    app = create_app(settings)
+    with app.app_context():
+        upgrade(directory=MIGRATIONS)
+        for username in users:
+            make_user(username)
+        db.session.commit()
+        db.engine.dispose()
 
 
 def signed_in(client: FlaskClient) -> bool:

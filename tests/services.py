@@ -24,24 +24,30 @@ from helpers import free_port
 
 @contextmanager
 def cut_off(port: int) -> Iterator[None]:
-    """For the block, every IPv4 packet to or from ``port`` on the loopback is dropped, as in a network partition
-    or a failover that takes the server's host away: unlike a stopped server, whose kernel still acknowledges,
-    nothing answers, and the peers' kernels retransmit in silence. The loopback's other traffic is untouched.
-    Needs CAP_NET_ADMIN (root, as CI): tc gives the port an HTB class whose queue holds no packet."""
+    """For the block, the server on ``port`` (loopback) is gone as far as its clients can tell, as after a network
+    partition or a failover that took its host away: every IPv4 packet it sends is dropped, so nothing it gets is
+    acknowledged or answered (unlike a stopped server, whose kernel still acknowledges), and its clients' kernels
+    retransmit and probe in silence. Only the server's side is dropped: a packet dropped on its sender's own way
+    out fails to send, which TCP takes for local congestion and tries again, never counting a probe lost, as it
+    would on a real network. The loopback's other traffic is untouched. Needs CAP_NET_ADMIN (root, as CI): tc
+    sends the port's packets to an HTB class whose queue holds none."""
     def tc(*args: str) -> None:
         done = subprocess.run(["tc", *args], capture_output=True, text=True, timeout=10)
         assert done.returncode == 0, f"tc {' '.join(args)}: {done.stderr.strip()}"
 
+    # The loopback has no root qdisc of its own (noqueue); one here is a cut left by a run killed inside this
+    # block, which would refuse the new one.
+    subprocess.run(["tc", "qdisc", "del", "dev", "lo", "root"], capture_output=True, timeout=10)
     tc("qdisc", "add", "dev", "lo", "root", "handle", "1:", "htb")  # no default: unmatched packets go straight out
     try:
         tc("class", "add", "dev", "lo", "parent", "1:", "classid", "1:20", "htb", "rate", "1mbit")
         tc("qdisc", "add", "dev", "lo", "parent", "1:20", "handle", "20:", "pfifo", "limit", "0")
-        for side in ("dport", "sport"):
-            tc("filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "prio", "1", "u32",
-               "match", "ip", side, str(port), "0xffff", "flowid", "1:20")
+        tc("filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "prio", "1", "u32",
+           "match", "ip", "sport", str(port), "0xffff", "flowid", "1:20")
         yield
     finally:
-        tc("qdisc", "del", "dev", "lo", "root")
+        # Not an assertion: it would hide the block's own failure.
+        subprocess.run(["tc", "qdisc", "del", "dev", "lo", "root"], capture_output=True, timeout=10)
 
 
 class RedisServer:
@@ -156,7 +162,7 @@ class PostgresServer:
 
 
 class PgBouncer:
-    """Debian's PgBouncer in front of ``server`` in transaction mode, with one server connection for every client:
+    """Debian's PgBouncer in front of ``server`` in transaction mode, one server connection shared by all clients:
     each transaction may run on a server connection that other clients' transactions used before, as behind a
     production pooler. Run as the postgres user (PgBouncer refuses root), with its files in the server's folder."""
 
@@ -199,4 +205,8 @@ logfile = {self.folder / "pgbouncer.log"}
     def stop(self) -> None:
         if self._proc is not None:
             self._proc.terminate()
-            self._proc.wait(10)
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:  # it may wait for its clients to leave
+                self._proc.kill()
+                self._proc.wait()

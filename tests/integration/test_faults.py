@@ -21,8 +21,7 @@ import pytest
 import redis
 import requests
 from cluster import Cluster, access_statuses, serve_cluster
-from flask_migrate import upgrade
-from helpers import make_user, session_counts
+from helpers import make_user, migrate, session_counts
 from oidc_peers import PASSWORD, REDIRECT_URI, Arrival, AuthlibRp, Authorization, browse, register, rp, start
 from saml_peers import OneLoginSp, idp_metadata, is_login_page, read_post_form, register_sp, submit_login
 from services import PostgresServer, RedisServer
@@ -31,7 +30,6 @@ from sqlalchemy import create_engine, text
 from idp import create_app
 from idp.authn.session import COOKIE
 from idp.config import Settings
-from idp.database import MIGRATIONS
 from idp.extensions import db
 from idp.oidc.clients import Registered
 
@@ -75,12 +73,8 @@ def stores(tmp_path_factory: pytest.TempPathFactory, signing_files: tuple[Path, 
     try:
         pg.start()
         redis_server.start()
-        app = create_app(Settings(data_dir=tmp_path_factory.mktemp("migrate"), database_url=pg.url,
-                                  signing_key_file=signing_files[0], signing_cert_file=signing_files[1],
-                                  log_format="text"))
-        with app.app_context():
-            upgrade(directory=MIGRATIONS)
-            db.engine.dispose()
+        migrate(Settings(data_dir=tmp_path_factory.mktemp("migrate"), database_url=pg.url,
+                         signing_key_file=signing_files[0], signing_cert_file=signing_files[1], log_format="text"))
         yield Stores(pg, redis_server)
     finally:
         redis_server.kill()

@@ -13,19 +13,16 @@ from pathlib import Path
 import pytest
 from conftest import PG_URL
 from flask import Flask
-from flask_migrate import upgrade
-from helpers import login, make_user
+from helpers import DEFAULT_PASSWORD, login, migrate
 from services import PgBouncer, PostgresServer
 
 from idp import create_app
 from idp.config import Settings
-from idp.database import MIGRATIONS
 from idp.extensions import db
 
 # Once, in the PostgreSQL pass (it brings its own PostgreSQL and PgBouncer).
 pytestmark = pytest.mark.skipif(not PG_URL, reason="runs in the PostgreSQL pass (IDP_TEST_DATABASE_URL)")
 
-PASSWORD = "correct horse battery"
 THREADS, REQUESTS = 4, 40
 
 
@@ -33,24 +30,24 @@ THREADS, REQUESTS = 4, 40
 def pooled(tmp_path: Path, signing_files: tuple[Path, Path]) -> Iterator[Flask]:
     """An app whose database is a fresh PostgreSQL behind PgBouncer, migrated through it."""
     server = PostgresServer()
-    bouncer = PgBouncer(server)
     try:
         server.start()
+        bouncer = PgBouncer(server)
         bouncer.start()
-        app = create_app(Settings(
-            data_dir=tmp_path, database_url=bouncer.url, signing_key_file=signing_files[0],
-            signing_cert_file=signing_files[1], database_statement_timeout_seconds=0,
-            database_prepared_statements=False))
-        app.config["TESTING"] = True
-        with app.app_context():
-            upgrade(directory=MIGRATIONS)
-            make_user("alice", PASSWORD)
-            db.session.commit()
-        yield app
-        with app.app_context():
-            db.engine.dispose()
+        try:
+            settings = Settings(
+                data_dir=tmp_path, database_url=bouncer.url, signing_key_file=signing_files[0],
+                signing_cert_file=signing_files[1], database_statement_timeout_seconds=0,
+                database_prepared_statements=False)
+            migrate(settings, ["alice"])
+            app = create_app(settings)
+            app.config["TESTING"] = True
+            yield app
+            with app.app_context():
+                db.engine.dispose()
+        finally:
+            bouncer.stop()
     finally:
-        bouncer.stop()
         server.remove()
 
 
@@ -65,16 +62,20 @@ def test_sign_ins_and_pages_from_several_threads_all_go_through(pooled: Flask) -
                 for i in range(REQUESTS):
                     # Every eighth a sign-in (throttle, user, session and audit rows); the others the signed-in
                     # home page (the session read, the same statements again and again).
-                    resp = login(client, "alice", PASSWORD, next="/", force=True) if i % 8 == 0 else client.get("/")
+                    if i % 8 == 0:
+                        resp = login(client, "alice", DEFAULT_PASSWORD, next="/", force=True)
+                    else:
+                        resp = client.get("/")
                     answers.append(resp.status_code)
         except BaseException as exc:  # reported in the test's thread
             errors.append(exc)
 
-    threads = [threading.Thread(target=browse) for _ in range(THREADS)]
+    threads = [threading.Thread(target=browse, daemon=True) for _ in range(THREADS)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(120)
+    assert not any(t.is_alive() for t in threads), "a thread's requests hang"
     assert not errors, errors
     statuses = Counter(answers)
     assert statuses == {302: THREADS * REQUESTS // 8, 200: THREADS * REQUESTS * 7 // 8}, statuses

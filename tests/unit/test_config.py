@@ -43,13 +43,13 @@ def test_every_problem_reported_at_once() -> None:
             "IDP_DATABASE_URL": "mysql://x",
             "IDP_SIGNING_KEY_FILE": "/nonexistent/key.pem",
             "IDP_DATABASE_STATEMENT_TIMEOUT_SECONDS": "-1",
-            "IDP_DATABASE_NETWORK_TIMEOUT_SECONDS": "2147484",
+            "IDP_DATABASE_NETWORK_TIMEOUT_SECONDS": "3601",
         })
     text = str(err.value)
     for name in ("IDP_BASE_URL", "IDP_LOGIN_MAX_FAILURES", "IDP_SESSION_IDLE_SECONDS", "IDP_DATABASE_URL",
                  "IDP_SIGNING_KEY_FILE and IDP_SIGNING_CERT_FILE", "IDP_SIGNING_KEY_FILE:",
                  "IDP_DATABASE_STATEMENT_TIMEOUT_SECONDS: must be between 0 (off) and 2147483",
-                 "IDP_DATABASE_NETWORK_TIMEOUT_SECONDS: must be between 0 (off) and 2147483"):
+                 "IDP_DATABASE_NETWORK_TIMEOUT_SECONDS: must be between 0 (off) and 3600"):
         assert name in text
     assert len(err.value.problems) == 8
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from idp.config import Settings
-from idp.database import engine_options
+from idp.database import NETWORK_PARAMETERS, engine_options
 
 URL = "postgresql+psycopg://idp@db.example/idp"
 
@@ -41,26 +41,35 @@ def test_pgoptions_is_kept_when_the_url_has_none(tmp_path: Path, monkeypatch: py
     assert options(tmp_path, URL + "?options=-c%20work_mem%3D8MB") == "-c work_mem=8MB -c statement_timeout=10000"
 
 
-NETWORK = ("keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count", "tcp_user_timeout")
-
-
 def network(tmp_path: Path, url: str, seconds: int) -> dict[str, object]:
     settings = Settings(data_dir=tmp_path, database_url=url, database_network_timeout_seconds=seconds)
     connect_args: dict[str, object] = engine_options(settings)["connect_args"]
-    return {k: v for k, v in connect_args.items() if k in NETWORK}
+    return {k: v for k, v in connect_args.items() if k in NETWORK_PARAMETERS}
 
 
 def test_a_silent_server_is_given_up_after_the_network_timeout(tmp_path: Path) -> None:
     assert network(tmp_path, URL, 10) == {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 1,
-                                          "keepalives_count": 10, "tcp_user_timeout": 10_000}
+                                          "keepalives_count": 5, "tcp_user_timeout": 10_000}
     assert network(tmp_path, URL, 1)["keepalives_idle"] == 1
     assert network(tmp_path, URL, 0) == {}  # off: the system's TCP settings apply
 
 
-def test_network_parameters_of_the_url_are_its_own(tmp_path: Path) -> None:
-    given = network(tmp_path, URL + "?tcp_user_timeout=30000&keepalives_idle=60", 10)
-    assert "tcp_user_timeout" not in given and "keepalives_idle" not in given  # the URL's values reach libpq
-    assert given["keepalives"] == 1 and given["keepalives_count"] == 10
+def test_long_timeouts_stay_within_what_linux_takes(tmp_path: Path) -> None:
+    """More than 127 probes, or an idle time over 32767 s, and Linux refuses the option: libpq then refuses
+    every connection. Where tcp_user_timeout means nothing (not Linux), idle + count x interval is the bound."""
+    for seconds in (300, 3600):
+        given = network(tmp_path, URL, seconds)
+        assert given["tcp_user_timeout"] == seconds * 1000
+        count, idle, interval = (int(str(given[k])) for k in ("keepalives_count", "keepalives_idle",
+                                                               "keepalives_interval"))
+        assert count <= 127 and idle <= 32767
+        assert seconds <= idle + count * interval <= seconds * 1.5
+
+
+def test_a_url_that_sets_any_network_parameter_keeps_all_of_its_own(tmp_path: Path) -> None:
+    # Mixed with ours, its own would not hold: our tcp_user_timeout would end its keepalives early.
+    assert network(tmp_path, URL + "?keepalives_idle=60", 10) == {}
+    assert network(tmp_path, URL + "?keepalives=0", 10) == {}
 
 
 def test_prepared_statements_can_be_turned_off_for_a_transaction_pooler(tmp_path: Path) -> None:
