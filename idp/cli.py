@@ -103,6 +103,7 @@ def _serve(bind: str | None, workers: int | None, metrics_dir: Path | None) -> N
             self.cfg.set("workers", workers or settings.workers)
             self.cfg.set("worker_class", "gthread")
             self.cfg.set("threads", settings.threads)
+            self.cfg.set("graceful_timeout", serving.GRACEFUL_SECONDS)
             # Proxy headers are the app's to trust (IDP_TRUSTED_PROXY_HOPS, ProxyFix), never gunicorn's: by
             # default it lets any peer on 127.0.0.1 set the scheme (X-Forwarded-Proto) and SCRIPT_NAME.
             self.cfg.set("forwarded_allow_ips", "")

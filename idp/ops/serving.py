@@ -1,5 +1,5 @@
-"""The gunicorn side of ``idp serve``: a metrics folder the workers share, its upkeep, and an access log
-without the probes' lines."""
+"""The gunicorn side of ``idp serve``: a metrics folder the workers share, its upkeep, an access log without the
+probes' lines, and how long a stop waits for the requests in flight."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from gunicorn.glogging import Logger
 from idp.ops.metrics import MULTIPROC_ENV
 
 _PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
+# Seconds a stopping server (SIGTERM) gives the requests in flight; deploy/k8s's grace period allows for it.
+GRACEFUL_SECONDS = 30
 
 
 def share_metrics(data_dir: Path) -> Path | None:

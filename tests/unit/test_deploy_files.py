@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 import yaml
-from gunicorn.config import Config as GunicornConfig
+
+from idp.ops.serving import GRACEFUL_SECONDS
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -99,8 +100,8 @@ def test_a_deleted_pod_serves_until_its_endpoints_are_gone_then_finishes_its_req
     (app,) = pod["containers"]
     command = app["lifecycle"]["preStop"]["exec"]["command"]
     assert command[0] == "sleep" and int(command[1]) >= 5
-    # Killed only after the pause and gunicorn's graceful stop (idp serve keeps gunicorn's default).
-    assert pod["terminationGracePeriodSeconds"] > int(command[1]) + GunicornConfig().graceful_timeout
+    # Killed only after the pause and the wait idp serve gives the requests in flight.
+    assert pod["terminationGracePeriodSeconds"] > int(command[1]) + GRACEFUL_SECONDS
 
 
 def test_the_app_writes_only_to_empty_dirs() -> None:
