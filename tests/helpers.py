@@ -188,6 +188,7 @@ def free_port() -> int:
 class Served:
     url: str
     log: Path
+    pid: int  # the idp process: gunicorn's master for `idp serve`
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -211,7 +212,7 @@ def idp_process(args: list[str], env: dict[str, str], port: int, log: Path) -> I
                     assert proc.poll() is None, log.read_text(errors="replace")
                     assert time.monotonic() < deadline, "server did not start"
                     time.sleep(0.2)
-            yield Served(url, log)
+            yield Served(url, log, proc.pid)
         finally:
             proc.terminate()
             proc.wait(15)

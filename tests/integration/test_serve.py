@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import sqlite3
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import requests
@@ -58,3 +62,51 @@ def test_bad_settings_are_all_reported_before_start(tmp_path: Path) -> None:
     for name in ("IDP_BASE_URL", "IDP_LOGIN_MAX_FAILURES", "IDP_WORKERS", "IDP_THREADS"):
         assert name in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_a_stop_lets_the_request_in_flight_finish(tmp_path: Path) -> None:
+    """SIGTERM, as Kubernetes sends after a pod's preStop pause: the request being served finishes (up to idp
+    serve's graceful timeout) rather than being cut, and the server exits once it has. Here that request is a
+    sign-in held on the database: this test holds SQLite's write lock, which the sign-in's writes wait for."""
+    port = free_port()
+    env = {**os.environ, "IDP_DATA_DIR": str(tmp_path), "IDP_BASE_URL": f"http://127.0.0.1:{port}",
+           "IDP_WORKERS": "1"}
+    with idp_process(["serve"], env, port, tmp_path / "out.log") as served:
+        http = requests.Session()
+        page = http.get(served.url + "/login", timeout=10)
+        lock = sqlite3.connect(tmp_path / "idp.db", isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")
+        answers: list[requests.Response | BaseException] = []
+
+        def sign_in() -> None:
+            try:
+                answers.append(http.post(served.url + "/login", timeout=30, data={
+                    "csrf_token": csrf_token(page.text), "username": "nobody", "password": "wrong"}))
+            except requests.RequestException as exc:
+                answers.append(exc)
+
+        signing_in = threading.Thread(target=sign_in, daemon=True)
+        signing_in.start()
+        time.sleep(1.0)  # the sign-in's failure is being recorded: it waits on the lock
+        assert not answers, answers
+        os.kill(served.pid, signal.SIGTERM)
+        time.sleep(1.0)
+        lock.execute("ROLLBACK")
+        lock.close()
+        signing_in.join(30)
+        (answer,) = answers
+        assert isinstance(answer, requests.Response), answer
+        assert answer.status_code == 200 and "Incorrect username or password." in answer.text
+        stopped = time.monotonic()
+        while _running(served.pid):
+            assert time.monotonic() - stopped < 10, "the server did not exit once its request was done"
+            time.sleep(0.1)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A process that has exited stays until its parent (idp_process) reaps it: a zombie is not running.
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
