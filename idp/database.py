@@ -19,6 +19,7 @@ from idp.keys import data_dir_lock
 MIGRATIONS = str(Path(__file__).parent / "migrations")
 # Seconds to open a PostgreSQL connection (libpq's connect_timeout, 2 at least): as long as /readyz waits.
 CONNECT_TIMEOUT = 2
+APPLICATION_NAME = "idp"
 
 
 @event.listens_for(Engine, "connect")
@@ -46,6 +47,8 @@ def engine_options(settings: Settings) -> dict[str, Any]:
         # A server that accepts connections and never answers (hung, overloaded) would otherwise hold each new
         # connection, pre-ping included, forever; this way it fails with 503 (idp.errors).
         connect_args: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT, **_network_bound(settings)}
+        if "application_name" not in make_url(settings.effective_database_url).query and "PGAPPNAME" not in os.environ:
+            connect_args["application_name"] = APPLICATION_NAME  # how pg_stat_activity and the server's log name us
         if not settings.database_prepared_statements:
             connect_args["prepare_threshold"] = None  # psycopg: never prepare
         if settings.database_statement_timeout_seconds:

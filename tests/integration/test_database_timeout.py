@@ -115,6 +115,13 @@ def test_options_in_the_database_url_are_kept_beside_the_timeout(make_settings: 
     assert shown(make_settings, "statement_timeout", database_url=url, database_statement_timeout_seconds=3) == "3s"
 
 
+def test_the_connections_are_named_unless_the_url_names_them(make_settings: Callable[..., Settings]) -> None:
+    """A DBA sees the bridge's connections as such in pg_stat_activity and the server's log."""
+    assert PG_URL is not None and "?" not in PG_URL
+    assert shown(make_settings, "application_name") == "idp"
+    assert shown(make_settings, "application_name", database_url=PG_URL + "?application_name=sso-eu") == "sso-eu"
+
+
 def test_migrations_leave_the_timeout_on_the_pooled_connection(make_settings: Callable[..., Settings]) -> None:
     """Alembic runs without the timeout (SET LOCAL in idp/migrations/env.py), and only for its transaction."""
     application = create_app(make_settings(database_statement_timeout_seconds=3))
