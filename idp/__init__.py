@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     state.init_app(app, settings)
     migrate.init_app(app, db, directory=MIGRATIONS)
     csrf.init_app(app)
-    init_request_ids(app)
+    init_request_ids(app, trust_forwarded=settings.trusted_proxy_hops > 0)
     init_ops(app)
     register_error_handlers(app)
     _security_headers(app)

@@ -9,7 +9,11 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Flask, g, has_request_context
+from flask import Flask, Response, g, has_request_context, request
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# What a proxy's request id may be to be kept: it goes as it is into log lines and a header.
+_FORWARDED_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 # Whatever the message, these never reach a log: passwords, secrets, tokens and whole SAML messages.
 _SECRET = re.compile(
@@ -66,7 +70,18 @@ def configure_logging(level: str, fmt: str) -> None:
     root.setLevel(level.upper())
 
 
-def init_request_ids(app: Flask) -> None:
+def init_request_ids(app: Flask, trust_forwarded: bool) -> None:
+    """Every request gets an id: in its log lines, in its answer's X-Request-ID, and on an error page for the
+    user to quote. Behind trusted proxies (``trust_forwarded``) the id the proxy sent is kept when it is plain
+    (ingress-nginx sends its own), so that the proxy's log and ours name the request alike."""
+
     @app.before_request
     def _assign() -> None:
-        g.request_id = secrets.token_hex(8)
+        given = request.headers.get(REQUEST_ID_HEADER, "") if trust_forwarded else ""
+        g.request_id = given if _FORWARDED_ID.fullmatch(given) else secrets.token_hex(8)
+
+    @app.after_request
+    def _tell(resp: Response) -> Response:
+        if "request_id" in g:
+            resp.headers[REQUEST_ID_HEADER] = g.request_id
+        return resp

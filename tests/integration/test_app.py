@@ -1,8 +1,13 @@
+import logging
+import re
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from helpers import login
 
 from idp import create_app
 from idp.config import Settings
@@ -27,3 +32,30 @@ def test_unknown_path_is_a_clean_404(client: FlaskClient, app: Flask) -> None:
     resp = client.get("/no/such/page")
     assert resp.status_code == 404
     assert b"Traceback" not in resp.data
+
+
+def test_every_answer_names_its_request_and_an_error_page_shows_the_name(client: FlaskClient) -> None:
+    """The id in the answer's X-Request-ID is the one in the request's log lines: a user quoting the reference on
+    an error page leads to them."""
+    first, second = client.get("/no/such/page"), client.get("/no/such/page")
+    ids = [resp.headers["X-Request-ID"] for resp in (first, second)]
+    assert ids[0] != ids[1] and all(re.fullmatch(r"[0-9a-f]{16}", i) for i in ids), ids
+    assert f"Reference: <code>{ids[0]}</code>" in first.get_data(as_text=True)
+    # Without a trusted proxy, an id the client sends is not taken.
+    assert client.get("/login", headers={"X-Request-ID": "chosen-by-client"}).headers["X-Request-ID"] != (
+        "chosen-by-client")
+
+
+def test_a_trusted_proxys_request_id_names_the_request_in_our_log_and_answer(
+    make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(make_settings(trusted_proxy_hops=1))
+    client = app.test_client()
+    with app.app_context(), caplog.at_level(logging.INFO, logger="idp"):
+        resp = login(client, "nobody", "wrong", environ_base={"HTTP_X_REQUEST_ID": "9f2c1b7e-ingress.4"})
+    assert resp.headers["X-Request-ID"] == "9f2c1b7e-ingress.4"
+    (event,) = [r for r in caplog.records if r.getMessage() == "audit login failure"]
+    assert getattr(event, "request_id", None) == "9f2c1b7e-ingress.4"
+    # One that cannot go into a log line or a header as it is gets an id of ours instead.
+    for odd in ("two words", "x" * 129, ""):
+        assert client.get("/login", headers={"X-Request-ID": odd}).headers["X-Request-ID"] != odd
