@@ -47,8 +47,8 @@ def engine_options(settings: Settings) -> dict[str, Any]:
         # A server that accepts connections and never answers (hung, overloaded) would otherwise hold each new
         # connection, pre-ping included, forever; this way it fails with 503 (idp.errors).
         connect_args: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT, **_network_bound(settings)}
-        if "application_name" not in make_url(settings.effective_database_url).query and "PGAPPNAME" not in os.environ:
-            connect_args["application_name"] = APPLICATION_NAME  # how pg_stat_activity and the server's log name us
+        # How pg_stat_activity names our connections, unless the URL, PGAPPNAME or a service file does (libpq).
+        connect_args["fallback_application_name"] = APPLICATION_NAME
         if not settings.database_prepared_statements:
             connect_args["prepare_threshold"] = None  # psycopg: never prepare
         if settings.database_statement_timeout_seconds:

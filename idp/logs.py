@@ -9,11 +9,13 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Flask, Response, g, has_request_context, request
+from flask import Flask, Response, current_app, has_request_context, request
 
 REQUEST_ID_HEADER = "X-Request-ID"
-# What a proxy's request id may be to be kept: it goes as it is into log lines and a header.
+# What a proxy's request id may be to be logged: it goes into log lines as it is.
 _FORWARDED_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+_TRUST_FORWARDED = "idp.trust_forwarded_request_id"
+_ENVIRON_KEY = "idp.request_id"
 
 # Whatever the message, these never reach a log: passwords, secrets, tokens and whole SAML messages.
 _SECRET = re.compile(
@@ -37,7 +39,8 @@ class MaskSecrets(logging.Filter):
 
 class RequestId(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = g.get("request_id") if has_request_context() else None
+        record.request_id = request_id() if has_request_context() else None
+        record.forwarded_request_id = forwarded_request_id() if has_request_context() else None
         return True
 
 
@@ -49,8 +52,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        if getattr(record, "request_id", None):
-            out["request_id"] = record.request_id  # type: ignore[attr-defined]
+        for name in ("request_id", "forwarded_request_id"):
+            if getattr(record, name, None):
+                out[name] = getattr(record, name)
         if hasattr(record, "audit"):
             out["audit"] = record.audit
         if record.exc_info:
@@ -70,18 +74,31 @@ def configure_logging(level: str, fmt: str) -> None:
     root.setLevel(level.upper())
 
 
-def init_request_ids(app: Flask, trust_forwarded: bool) -> None:
-    """Every request gets an id: in its log lines, in its answer's X-Request-ID, and on an error page for the
-    user to quote. Behind trusted proxies (``trust_forwarded``) the id the proxy sent is kept when it is plain
-    (ingress-nginx sends its own), so that the proxy's log and ours name the request alike."""
+def request_id() -> str:
+    """This request's id, made on first use: a hook that refuses the request (a CSRF failure, a body too large)
+    may run before any of ours."""
+    # In the request's environ, not in g: an app context (and its g) may outlive one request, as in tests.
+    value: str = request.environ.setdefault(_ENVIRON_KEY, secrets.token_hex(8))
+    return value
 
-    @app.before_request
-    def _assign() -> None:
-        given = request.headers.get(REQUEST_ID_HEADER, "") if trust_forwarded else ""
-        g.request_id = given if _FORWARDED_ID.fullmatch(given) else secrets.token_hex(8)
+
+def forwarded_request_id() -> str | None:
+    """The id the trusted proxy in front sent with this request (ingress-nginx's X-Request-ID), when plain enough
+    to log as it is; None without a trusted proxy. Logged beside ours, never instead: a proxy may pass on one
+    that its client chose."""
+    if not current_app.extensions.get(_TRUST_FORWARDED):
+        return None
+    given = request.headers.get(REQUEST_ID_HEADER, "")
+    return given if _FORWARDED_ID.fullmatch(given) else None
+
+
+def init_request_ids(app: Flask, *, trust_forwarded: bool) -> None:
+    """Every request has an id: in its log lines, in its answer's X-Request-ID, and on an error page for the user
+    to quote. Behind trusted proxies the proxy's own id is logged beside it, so that its log and ours meet."""
+    app.extensions[_TRUST_FORWARDED] = trust_forwarded
+    app.jinja_env.globals["request_id"] = request_id
 
     @app.after_request
     def _tell(resp: Response) -> Response:
-        if "request_id" in g:
-            resp.headers[REQUEST_ID_HEADER] = g.request_id
+        resp.headers[REQUEST_ID_HEADER] = request_id()
         return resp

@@ -11,6 +11,7 @@ from helpers import login
 
 from idp import create_app
 from idp.config import Settings
+from idp.extensions import db
 from idp.runtime import keystore
 
 
@@ -36,26 +37,43 @@ def test_unknown_path_is_a_clean_404(client: FlaskClient, app: Flask) -> None:
 
 def test_every_answer_names_its_request_and_an_error_page_shows_the_name(client: FlaskClient) -> None:
     """The id in the answer's X-Request-ID is the one in the request's log lines: a user quoting the reference on
-    an error page leads to them."""
+    an error page leads to them. Refusals made before any view (CSRF, a body too large) and the admin API's JSON
+    answers carry one as well."""
     first, second = client.get("/no/such/page"), client.get("/no/such/page")
     ids = [resp.headers["X-Request-ID"] for resp in (first, second)]
     assert ids[0] != ids[1] and all(re.fullmatch(r"[0-9a-f]{16}", i) for i in ids), ids
     assert f"Reference: <code>{ids[0]}</code>" in first.get_data(as_text=True)
-    # Without a trusted proxy, an id the client sends is not taken.
-    assert client.get("/login", headers={"X-Request-ID": "chosen-by-client"}).headers["X-Request-ID"] != (
-        "chosen-by-client")
+    refused = client.post("/login", data={"username": "alice", "password": "x"})  # no CSRF token
+    assert refused.status_code == 400
+    assert f"Reference: <code>{refused.headers['X-Request-ID']}</code>" in refused.get_data(as_text=True)
+    too_large = client.post("/login", data={"username": "x" * (2 << 20)})
+    assert too_large.status_code == 413 and too_large.headers["X-Request-ID"]
+    api = client.get("/api/v1/audit")
+    assert api.status_code == 401 and re.fullmatch(r"[0-9a-f]{16}", api.headers["X-Request-ID"])
 
 
-def test_a_trusted_proxys_request_id_names_the_request_in_our_log_and_answer(
+def test_a_trusted_proxys_request_id_is_logged_beside_ours(
     make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
 ) -> None:
+    """ingress-nginx sends its own X-Request-ID, or passes on one its client chose: logged as the proxy's, never
+    taken for ours."""
     app = create_app(make_settings(trusted_proxy_hops=1))
     client = app.test_client()
     with app.app_context(), caplog.at_level(logging.INFO, logger="idp"):
         resp = login(client, "nobody", "wrong", environ_base={"HTTP_X_REQUEST_ID": "9f2c1b7e-ingress.4"})
-    assert resp.headers["X-Request-ID"] == "9f2c1b7e-ingress.4"
     (event,) = [r for r in caplog.records if r.getMessage() == "audit login failure"]
-    assert getattr(event, "request_id", None) == "9f2c1b7e-ingress.4"
-    # One that cannot go into a log line or a header as it is gets an id of ours instead.
-    for odd in ("two words", "x" * 129, ""):
-        assert client.get("/login", headers={"X-Request-ID": odd}).headers["X-Request-ID"] != odd
+    assert getattr(event, "forwarded_request_id", None) == "9f2c1b7e-ingress.4"
+    assert getattr(event, "request_id", None) == resp.headers["X-Request-ID"] != "9f2c1b7e-ingress.4"
+    # One that cannot go into a log line as it is is left out; without a trusted proxy none is logged.
+    caplog.clear()
+    with app.app_context(), caplog.at_level(logging.INFO, logger="idp"):
+        for odd in ("two words", "x" * 129):
+            login(client, "nobody", "wrong", environ_base={"HTTP_X_REQUEST_ID": odd})
+        direct = create_app(make_settings())
+        with direct.app_context():
+            login(direct.test_client(), "nobody", "wrong", environ_base={"HTTP_X_REQUEST_ID": "9f2c1b7e-ingress.4"})
+    events = [r for r in caplog.records if r.getMessage() == "audit login failure"]
+    assert len(events) == 3 and all(getattr(r, "forwarded_request_id", "unset") is None for r in events)
+    for made in (app, direct):
+        with made.app_context():
+            db.engine.dispose()

@@ -115,11 +115,16 @@ def test_options_in_the_database_url_are_kept_beside_the_timeout(make_settings: 
     assert shown(make_settings, "statement_timeout", database_url=url, database_statement_timeout_seconds=3) == "3s"
 
 
-def test_the_connections_are_named_unless_the_url_names_them(make_settings: Callable[..., Settings]) -> None:
-    """A DBA sees the bridge's connections as such in pg_stat_activity and the server's log."""
+def test_the_connections_are_named_unless_the_operator_names_them(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A DBA tells the bridge's connections in pg_stat_activity; a name the URL or PGAPPNAME gives wins."""
     assert PG_URL is not None and "?" not in PG_URL
+    monkeypatch.delenv("PGAPPNAME", raising=False)
     assert shown(make_settings, "application_name") == "idp"
     assert shown(make_settings, "application_name", database_url=PG_URL + "?application_name=sso-eu") == "sso-eu"
+    monkeypatch.setenv("PGAPPNAME", "sso-us")
+    assert shown(make_settings, "application_name") == "sso-us"
 
 
 def test_migrations_leave_the_timeout_on_the_pooled_connection(make_settings: Callable[..., Settings]) -> None:
