@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
@@ -24,7 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from helpers import Served, free_port, idp_process
+from helpers import Served, free_port, idp_process, wait_listening
 
 # gunicorn's access line as `idp serve` writes it: '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
 _ACCESS = re.compile(r'^\S+ "([A-Z]+) (\S+)" (\d{3}) ', re.MULTILINE)
@@ -125,15 +124,7 @@ backend instances
     with open(log, "wb") as out, subprocess.Popen([binary, "-db", "-f", str(config)],
                                                   stdout=out, stderr=subprocess.STDOUT) as proc:
         try:
-            deadline = time.monotonic() + 15
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    assert proc.poll() is None, log.read_text(errors="replace")
-                    assert time.monotonic() < deadline, "haproxy did not start"
-                    time.sleep(0.1)
+            wait_listening(port, proc, log, "haproxy")
             yield f"http://127.0.0.1:{port}"
         finally:
             proc.terminate()

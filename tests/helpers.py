@@ -184,6 +184,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path, name: str, seconds: float = 15) -> None:
+    """Until something listens on ``port`` (loopback); fails with ``name``'s log if ``proc`` exits first or
+    ``seconds`` pass."""
+    deadline = time.monotonic() + seconds
+    while True:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        if proc.poll() is not None or time.monotonic() > deadline:
+            output = log.read_text(errors="replace") if log.exists() else "(no log)"
+            what = f"exited ({proc.returncode})" if proc.returncode is not None else f"did not listen on {port}"
+            raise AssertionError(f"{name} {what}:\n{output}")
+        time.sleep(0.05)
+
+
 @dataclass
 class Served:
     url: str

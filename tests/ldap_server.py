@@ -26,7 +26,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from helpers import free_port
+from helpers import free_port, wait_listening
 
 from idp.authn.connectors.settings import DirectoryConfig, parse_entry
 
@@ -123,21 +123,6 @@ def make_tls_files(d: Path) -> None:
     (d / "wrong-ca.pem").write_bytes(other.public_bytes(serialization.Encoding.PEM))
 
 
-def _wait_for(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
-    import socket
-
-    deadline = time.monotonic() + 15
-    while True:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        if proc.poll() is not None:
-            raise RuntimeError(f"slapd exited ({proc.returncode}):\n{log.read_text(errors='replace')}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"slapd did not listen on {port}:\n{log.read_text(errors='replace')}")
-        time.sleep(0.05)
-
-
 @dataclass
 class SlapdProcess:
     """One running slapd: the session's, or another one a test starts from the same data to stop it."""
@@ -175,8 +160,8 @@ def start_slapd(d: Path) -> SlapdProcess:
                                 stdout=out, stderr=subprocess.STDOUT)
     server = SlapdProcess(proc, ldap_url, ldaps_url, d)
     try:
-        _wait_for(port, proc, log)
-        _wait_for(tls_port, proc, log)
+        wait_listening(port, proc, log, "slapd")
+        wait_listening(tls_port, proc, log, "slapd")
         seeded = subprocess.run([LDAPADD, "-x", "-H", ldap_url, "-D", ROOT_DN, "-w", ROOT_PW, "-f", str(FIXTURE)],
                                 capture_output=True, text=True, timeout=30, check=False)
         if seeded.returncode != 0:

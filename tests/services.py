@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -19,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import redis
-from helpers import free_port
+from helpers import free_port, wait_listening
 
 
 @contextmanager
@@ -191,16 +190,7 @@ logfile = {self.folder / "pgbouncer.log"}
         self._proc = subprocess.Popen(["pgbouncer", str(self.folder / "pgbouncer.ini")],
                                       user="postgres" if os.getuid() == 0 else None,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                log = self.folder / "pgbouncer.log"
-                assert self._proc.poll() is None, log.read_text(errors="replace") if log.exists() else "no log"
-                assert time.monotonic() < deadline, "pgbouncer did not start"
-                time.sleep(0.1)
+        wait_listening(self.port, self._proc, self.folder / "pgbouncer.log", "pgbouncer")
 
     def stop(self) -> None:
         if self._proc is not None:
