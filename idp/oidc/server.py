@@ -13,6 +13,7 @@ import functools
 import hashlib
 import logging
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -36,7 +37,7 @@ from authlib.oidc.core.grants import OpenIDCode, OpenIDToken
 from flask import has_request_context
 from flask import request as flask_request
 from joserfc.jwk import KeySet
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Row, bindparam, select, update
 
 from idp import audit, clock
 from idp.access.decide import AccessDenied, AppTarget, authorize
@@ -320,9 +321,9 @@ class OpenIDConnect(IdTokens, OpenIDCode):  # type: ignore[misc]
 
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
     TOKEN_ENDPOINT_AUTH_METHODS = [*SECRET_AUTH, "none"]
-    # Set by query_authorization_code (authlib makes a grant per request): the code's user, when read with it.
-    user_read = False
-    user_snapshot: UserSnapshot | None = None
+    # Set by query_authorization_code (authlib makes a grant per request): the rows of the code's user, read with
+    # it in the database (none in Redis).
+    user_rows: Sequence[Row[Any]] | None = None
 
     def generate_authorization_code(self) -> str:
         # 256 bits from the OS at once, like our tokens (authlib draws each of its 48 characters separately).
@@ -345,10 +346,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
     def query_authorization_code(self, code: str, client: Client) -> AuthorizationCode | None:
         if len(code) > 256:
             return None
-        found, rows = codes.find_joined(digest(code), _CODE_AND_USER)
         # Its user with their groups, read with it in the database (authenticate_user judges); in Redis, read then.
-        self.user_read = rows is not None
-        self.user_snapshot = snapshot_of(rows) if rows is not None else None
+        found, self.user_rows = codes.find_joined(digest(code), _CODE_AND_USER)
         if found is None or found.client_id != client.client_id:
             return None
         if found.used_at is not None:
@@ -374,7 +373,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
         self.request.audit_issued()
 
     def authenticate_user(self, authorization_code: AuthorizationCode) -> EndUser | None:
-        user = _enabled(self.user_snapshot) if self.user_read else active_user(authorization_code.user_id)
+        rows = self.user_rows
+        user = _enabled(snapshot_of(rows)) if rows is not None else active_user(authorization_code.user_id)
         if user is None:
             return None
         principal = principal_now(user, authorization_code.auth_time)
