@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import requests
 from flask import Flask, g, has_app_context
@@ -34,6 +34,7 @@ from idp.state import sessions
 from idp.store import User
 
 IDP = str(Path(sys.executable).with_name("idp"))
+R = TypeVar("R")
 _CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
 _ACTION = re.compile(r'<form[^>]*action="([^"]*)"')
 
@@ -182,6 +183,33 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+class Aside(Generic[R]):
+    """A request (``send``) run in a thread of its own, so that one that hangs fails the test instead of holding
+    it: it is left to finish on its own."""
+
+    def __init__(self, send: Callable[[], R]) -> None:
+        self._answers: list[R] = []
+        self._errors: list[BaseException] = []
+        self._thread = threading.Thread(target=self._run, args=(send,), daemon=True)
+        self._thread.start()
+
+    def _run(self, send: Callable[[], R]) -> None:
+        try:
+            self._answers.append(send())
+        except BaseException as exc:  # reported by answer(), in the test's thread
+            self._errors.append(exc)
+
+    def pending(self) -> bool:
+        return self._thread.is_alive()
+
+    def answer(self, within: float) -> R:
+        started = time.monotonic()
+        self._thread.join(within)
+        assert not self._thread.is_alive(), f"no answer {time.monotonic() - started:.1f} s on: the request hangs"
+        assert not self._errors, self._errors
+        return self._answers[0]
 
 
 def wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path, name: str, seconds: float = 15) -> None:

@@ -8,7 +8,6 @@ nothing acknowledges here: this module's own PostgreSQL is cut off by dropping i
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ import pytest
 from conftest import PG_URL
 from flask import Flask
 from flask.testing import FlaskClient
-from helpers import DEFAULT_PASSWORD, login, migrate
+from helpers import DEFAULT_PASSWORD, Aside, login, migrate
 from services import PostgresServer, cut_off
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
@@ -67,30 +66,6 @@ def app_on(pg: PostgresServer, tmp_path: Path, signing_files: tuple[Path, Path])
     for application in made:
         with application.app_context():
             db.engine.dispose()
-
-
-class Aside:
-    """A request run in a thread of its own, so that one that hangs fails the test instead of holding it (it is
-    left to finish once the network is back)."""
-
-    def __init__(self, send: Callable[[], TestResponse]) -> None:
-        self._answers: list[TestResponse] = []
-        self._errors: list[BaseException] = []
-        self._thread = threading.Thread(target=self._run, args=(send,), daemon=True)
-        self._thread.start()
-
-    def _run(self, send: Callable[[], TestResponse]) -> None:
-        try:
-            self._answers.append(send())
-        except BaseException as exc:  # reported by answer(), in the test's thread
-            self._errors.append(exc)
-
-    def answer(self, within: float) -> TestResponse:
-        started = time.monotonic()
-        self._thread.join(within)
-        assert not self._thread.is_alive(), f"no answer {time.monotonic() - started:.1f} s on: the request hangs"
-        assert not self._errors, self._errors
-        return self._answers[0]
 
 
 def assert_unavailable(resp: TestResponse) -> None:

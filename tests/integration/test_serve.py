@@ -7,12 +7,11 @@ import re
 import signal
 import sqlite3
 import subprocess
-import threading
 import time
 from pathlib import Path
 
 import requests
-from helpers import IDP, csrf_token, free_port, idp_process
+from helpers import IDP, Aside, csrf_token, free_port, idp_process
 
 
 def test_serve_runs_gunicorn_on_the_base_url_port(tmp_path: Path) -> None:
@@ -76,26 +75,15 @@ def test_a_stop_lets_the_request_in_flight_finish(tmp_path: Path) -> None:
         page = http.get(served.url + "/login", timeout=10)
         lock = sqlite3.connect(tmp_path / "idp.db", isolation_level=None)
         lock.execute("BEGIN IMMEDIATE")
-        answers: list[requests.Response | BaseException] = []
-
-        def sign_in() -> None:
-            try:
-                answers.append(http.post(served.url + "/login", timeout=30, data={
-                    "csrf_token": csrf_token(page.text), "username": "nobody", "password": "wrong"}))
-            except requests.RequestException as exc:
-                answers.append(exc)
-
-        signing_in = threading.Thread(target=sign_in, daemon=True)
-        signing_in.start()
+        signing_in = Aside(lambda: http.post(served.url + "/login", timeout=30, data={
+            "csrf_token": csrf_token(page.text), "username": "nobody", "password": "wrong"}))
         time.sleep(1.0)  # the sign-in's failure is being recorded: it waits on the lock
-        assert not answers, answers
+        assert signing_in.pending()
         os.kill(served.pid, signal.SIGTERM)
         time.sleep(1.0)
         lock.execute("ROLLBACK")
         lock.close()
-        signing_in.join(30)
-        (answer,) = answers
-        assert isinstance(answer, requests.Response), answer
+        answer = signing_in.answer(30)
         assert answer.status_code == 200 and "Incorrect username or password." in answer.text
         stopped = time.monotonic()
         while _running(served.pid):
