@@ -278,6 +278,11 @@ class SlowProxy:
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
 
+    @property
+    def connections(self) -> int:
+        """How many connections it has taken."""
+        return len(self._sockets) // 2
+
     def stop(self) -> None:
         self._listener.close()
         for s in self._sockets:

@@ -1,6 +1,9 @@
 """Readiness: the database answers ``SELECT 1``, Redis (when ``IDP_REDIS_URL`` is set) answers ``PING``, and
-every configured LDAP / AD directory accepts a connection and its service bind (the probe ``idp directory
-test`` runs), each within a short timeout, checked at once.
+every configured LDAP / AD directory has a server that accepts a connection and its service bind (the probe
+``idp directory test`` runs), each within a short timeout, checked at once.
+
+Requests that arrive while a check runs share its answer: however many ask at once, a process probes each
+dependency once at a time.
 
 Failure details go to the log only: the endpoint is unauthenticated and a reason names hosts and accounts.
 """
@@ -8,13 +11,16 @@ Failure details go to the log only: the endpoint is unauthenticated and a reason
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import redis
+from flask import current_app
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
@@ -47,7 +53,35 @@ class Readiness:
                 and all(v == OK for v in self.directories.values()))
 
 
+@dataclass
+class _Flight:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    running: Future[Readiness] | None = None
+
+
+_FLIGHT = "idp.readiness"
+
+
 def check() -> Readiness:
+    """The answer of the check running now in this process, or of a new one."""
+    flight: _Flight = current_app.extensions.setdefault(_FLIGHT, _Flight())
+    with flight.lock:
+        running, leads = flight.running, flight.running is None
+        if running is None:
+            running = flight.running = Future()
+    if not leads:
+        return running.result()
+    try:
+        running.set_result(_check())
+    except BaseException as exc:
+        running.set_exception(exc)
+    finally:
+        with flight.lock:
+            flight.running = None
+    return running.result()
+
+
+def _check() -> Readiness:
     engine = db.engine
     stores: dict[str, Callable[[], None]] = {"database": lambda: _select_one(engine)}
     client = redis_client()
@@ -58,12 +92,20 @@ def check() -> Readiness:
     # Directories added with `idp directory add` are listed in the database: without it, those of IDP_CONFIG.
     items = chain.configured() if database == OK else [
         Configured(c, None, "IDP_CONFIG", c.name) for c in settings().directories]
+    # Each server of a directory on its own, side by side: the directory is up while any of them is (failover),
+    # and a dead first server must not use up the time the others have.
     probes: dict[str, Callable[[], None]] = {}
+    servers: dict[str, list[str]] = {}
     for item in items:
         if item.cfg is not None and item.cfg.type == "local":
             continue
-        probes[item.name] = _directory_probe(item)
-    return Readiness(database, _within(TIMEOUT + 0.5, probes) if probes else {}, found.get("redis"))
+        for label, probe in _directory_probes(item):
+            probes[label] = probe
+            servers.setdefault(item.name, []).append(label)
+    answered = _within(TIMEOUT + 0.5, probes) if probes else {}
+    directories = {name: OK if any(answered[label] == OK for label in labels) else ERROR
+                   for name, labels in servers.items()}
+    return Readiness(database, directories, found.get("redis"))
 
 
 def _select_one(engine: Engine) -> None:
@@ -75,30 +117,33 @@ def _ping(client: redis.Redis) -> None:
     client.ping()
 
 
-def _directory_probe(item: Configured) -> Callable[[], None]:
-    """A function that raises unless the directory answers; settings are read here, in the request."""
+def _directory_probes(item: Configured) -> list[tuple[str, Callable[[], None]]]:
+    """(label, a function that raises unless that server answers) for each server of the directory; settings
+    are read here, in the request."""
     cfg = item.cfg
     if cfg is None:
         problems = "; ".join(item.problems)
-        return lambda: _fail(f"directory {item.name} is misconfigured: {problems}")
+        return [(item.name, lambda: _fail(f"directory {item.name} is misconfigured: {problems}"))]
     try:
         password = bind_passwords.bind_password(cfg, item.encrypted)
     except DirectoryUnavailable as exc:
         reason = exc.reason
-        return lambda: _fail(reason)
+        return [(item.name, lambda: _fail(reason))]
     short = dataclasses.replace(cfg, timeout=min(cfg.timeout, TIMEOUT))
-    return lambda: _probe(short, password)
+    if len(cfg.urls) == 1:
+        return [(item.name, lambda: _probe(short, password))]
+    return [(f"{item.name} ({url})", functools.partial(_probe, dataclasses.replace(short, urls=(url,)), password))
+            for url in cfg.urls]
 
 
 def _probe(cfg: DirectoryConfig, password: str | None) -> None:
     directory = open_directory(cfg, password)
     try:
-        results = directory.probe()
+        ((url, error),) = directory.probe()
     finally:
         directory.close()
-    # Failover: the directory serves sign-ins while any of its servers does.
-    if not any(error is None for _, error in results):
-        _fail("; ".join(f"{url}: {error}" for url, error in results))
+    if error is not None:
+        _fail(f"{url}: {error}")
 
 
 def _fail(reason: str) -> None:

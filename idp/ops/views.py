@@ -1,13 +1,30 @@
-"""``/healthz``, ``/readyz`` and ``/metrics``."""
+"""``/healthz``, ``/readyz`` and ``/metrics``.
+
+``/readyz`` and ``/metrics`` are for the kubelet and Prometheus, which ask a pod directly. Behind trusted proxies
+(``IDP_TRUSTED_PROXY_HOPS`` above 0) a request carrying X-Forwarded-For came in through them, from the public
+side: it gets 404, so that nobody outside reads the figures (SP entity IDs, client ids, failure counts) or makes
+every pod probe its directories at will. ``/healthz`` asks nothing of anyone and stays open.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+import logging
+
+from flask import Blueprint, Response, abort, jsonify, request
 
 from idp.ops import health
 from idp.ops.metrics import exposition
+from idp.runtime import settings
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("ops", __name__)
+
+
+def _inside_only() -> None:
+    if settings().trusted_proxy_hops and "X-Forwarded-For" in request.headers:
+        log.info("%s asked through the proxy: refused (ask the pod directly)", request.path)
+        abort(404)
 
 
 @bp.get("/healthz")
@@ -18,6 +35,7 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> tuple[Response, int]:
+    _inside_only()
     found = health.check()
     checks: dict[str, object] = {"database": found.database}
     if found.redis is not None:
@@ -29,5 +47,6 @@ def readyz() -> tuple[Response, int]:
 
 @bp.get("/metrics")
 def metrics() -> Response:
+    _inside_only()
     data, content_type = exposition()
     return Response(data, content_type=content_type)

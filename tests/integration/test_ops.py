@@ -190,6 +190,39 @@ def test_readyz_answers_quickly_while_a_directory_hangs(
         proxy.stop()
 
 
+def test_readyz_finds_the_server_that_answers_behind_two_that_hang(
+        with_directories: Callable[..., Flask], slapd: Slapd, tmp_path: Path) -> None:
+    hung = [SlowProxy(slapd.ldap_url, delay=10) for _ in range(2)]
+    try:
+        # Sign-ins fail over to the third server; so must the probe, within its time, however long each hangs.
+        app = with_directories(directory_config(slapd, tmp_path, "corp", urls=[p.url for p in hung] + [slapd.ldap_url]))
+        started = time.monotonic()
+        resp = app.test_client().get("/readyz")
+        assert time.monotonic() - started < 4
+        assert resp.status_code == 200, resp.get_json()
+        assert resp.get_json()["checks"]["directories"] == {"corp": "ok"}
+    finally:
+        for proxy in hung:
+            proxy.stop()
+
+
+def test_readyz_asked_many_times_at_once_probes_the_directory_once(
+        with_directories: Callable[..., Flask], slapd: Slapd, tmp_path: Path) -> None:
+    slow = SlowProxy(slapd.ldap_url, delay=0.5)  # each probe takes half a second
+    try:
+        app = with_directories(directory_config(slapd, tmp_path, "corp", urls=[slow.url]))
+        with ThreadPoolExecutor(6) as pool:
+            answers = list(pool.map(lambda _: app.test_client().get("/readyz"), range(6)))
+        assert [a.status_code for a in answers] == [200] * 6
+        # Those that came while a probe ran took its answer: a flood of probes is one bind a time to the directory.
+        assert slow.connections == 1
+        # One asked afterwards probes again: answers are shared, never kept.
+        assert app.test_client().get("/readyz").status_code == 200
+        assert slow.connections == 2
+    finally:
+        slow.stop()
+
+
 def test_readyz_counts_a_wrong_service_password_as_down(
         with_directories: Callable[..., Flask], slapd: Slapd, tmp_path: Path) -> None:
     cfg = directory_config(slapd, tmp_path, "corp")

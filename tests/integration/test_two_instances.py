@@ -130,3 +130,14 @@ def test_an_oidc_code_issued_by_one_instance_is_redeemed_at_the_other(cluster: C
                                 "redirect_uri": REDIRECT_URI, "code_verifier": authorization.verifier},
                           timeout=10)
     assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
+
+
+def test_readiness_and_metrics_answer_only_who_asks_an_instance_directly(cluster: Cluster) -> None:
+    # Through the load balancer, a trusted proxy that appends X-Forwarded-For: the public side.
+    for path in ("/readyz", "/metrics"):
+        assert requests.get(cluster.url + path, timeout=10).status_code == 404, path
+    assert requests.get(cluster.url + "/healthz", timeout=10).status_code == 200
+    # As a kubelet or Prometheus asks a pod.
+    for served in cluster.instances.values():
+        assert requests.get(served.url + "/readyz", timeout=10).json()["status"] == "ready"
+        assert "idp_http_request_duration_seconds" in requests.get(served.url + "/metrics", timeout=10).text
