@@ -11,6 +11,7 @@ spelling escapes.
 
 from __future__ import annotations
 
+import ipaddress
 import unicodedata
 from datetime import timedelta
 
@@ -33,7 +34,28 @@ def subject_key(subject: str) -> str:
 
 
 def ip_key(client_ip: str | None) -> str:
-    return "ip:" + (client_ip or "unknown")[:64]
+    return "ip:" + counted_address(client_ip)
+
+
+def counted_address(client_ip: str | None) -> str:
+    """The client's address as a per-address limit counts it: an IPv6 client by its /64 (one host, or one home,
+    has the whole /64 to take a new address from for every try), an IPv4-mapped IPv6 address as its IPv4, and
+    without a port that a proxy may have appended ("192.0.2.1:51234", "[2001:db8::1]:443"). Text that is no
+    address is counted as it is."""
+    text = (client_ip or "unknown").strip()
+    if text.startswith("["):
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return text[:64]
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 def is_locked(username: str, client_ip: str | None) -> bool:

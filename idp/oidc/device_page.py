@@ -33,7 +33,7 @@ def _page(stage: str, status: int = 200, **context: object) -> BaseResponse:
 
 def _throttle_keys(principal: Principal) -> list[tuple[str, int]]:
     return [(f"device-user:{principal.user_id}", MAX_FAILURES_PER_USER),
-            (f"device-ip:{(request.remote_addr or 'unknown')[:64]}", MAX_FAILURES_PER_ADDRESS)]
+            (f"device-ip:{throttle.counted_address(request.remote_addr)}", MAX_FAILURES_PER_ADDRESS)]
 
 
 def show() -> BaseResponse:

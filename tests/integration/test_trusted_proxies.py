@@ -72,6 +72,31 @@ def test_behind_one_proxy_a_client_cannot_choose_its_address(with_directories: C
     assert failure_addresses() == {real}
 
 
+def test_an_ipv6_client_is_counted_by_its_64_whatever_address_it_takes_from_it(
+        with_directories: Callable[..., Flask]) -> None:
+    app = with_directories(**THROTTLE)
+    make_user("alice")
+    client = app.test_client()
+    # A host with a /64 can send every try from a new address of it; with a v4 address mapped, it is that one.
+    for i, expected in ((1, 200), (2, 200), (3, 429)):
+        assert login(client, f"u{i}", "guess", **sent(f"2001:db8:5:7::{i}")).status_code == expected
+    assert login(client, "alice", DEFAULT_PASSWORD, **sent("2001:db8:5:7:aaaa::1")).status_code == 429
+    # The next /64 is someone else.
+    assert login(client, "alice", DEFAULT_PASSWORD, **sent("2001:db8:5:8::1")).status_code == 302
+    (lockout,) = audit.events(type="login.lockout")
+    assert "ip:2001:db8:5:7::/64" in (lockout.reason or "")
+
+
+def test_a_port_a_proxy_appends_to_the_address_is_not_a_new_client(with_directories: Callable[..., Flask]) -> None:
+    app = with_directories(trusted_proxy_hops=1, **THROTTLE)
+    make_user("alice")
+    client = app.test_client()
+    # Some load balancers forward "address:port", the port a new one for each connection.
+    for i, expected in ((1, 200), (2, 200), (3, 429)):
+        assert login(client, f"u{i}", "guess", **sent(PROXY, f"198.51.100.1:4000{i}")).status_code == expected
+    assert login(client, "alice", DEFAULT_PASSWORD, **sent(PROXY, "[::ffff:198.51.100.1]:40009")).status_code == 429
+
+
 def test_hops_setting_is_read_and_checked() -> None:
     assert Settings.from_env({}).trusted_proxy_hops == 0
     assert Settings.from_env({"IDP_TRUSTED_PROXY_HOPS": "2"}).trusted_proxy_hops == 2
