@@ -155,6 +155,8 @@ def test_service_ingress_and_budget_select_the_deployment_pods() -> None:
     assert service["spec"]["selector"].items() <= labels.items()
     assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
     assert budget["spec"]["minAvailable"] >= 1
+    # While a directory is down every pod is unready; a drain must not wait for it to come back.
+    assert budget["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
     (app,) = one("Deployment")["spec"]["template"]["spec"]["containers"]
     assert {p["targetPort"] for p in service["spec"]["ports"]} <= {p["name"] for p in app["ports"]}
     backends = [p["backend"]["service"] for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
@@ -218,3 +220,6 @@ def test_compose_runs_the_bridge_on_postgresql_and_a_persistent_redis() -> None:
     volumes = {v.split(":")[1]: v.split(":")[0] for v in idp["volumes"]}
     assert volumes["/var/lib/idp"] in compose["volumes"]
     assert idp["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    # After a reboot the daemon starts what has a restart policy; depends_on is not waited for again.
+    assert {name: services[name].get("restart") for name in ("postgres", "redis", "idp")} == dict.fromkeys(
+        ("postgres", "redis", "idp"), "unless-stopped")
