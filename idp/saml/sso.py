@@ -422,7 +422,7 @@ def issue(req: SsoRequest, session: SsoSession, client_ip: str | None) -> Outbou
     if sp.sign_response:
         signing.sign(root, key)
 
-    _record_participant(session, sp, name_id, session_index, participant, now)
+    _record_participant(req, session, sp, name_id, session_index, participant, now)
     audit.record(AuditEvent(
         type="saml.response", username=principal.username, sp=sp.entity_id, client_ip=client_ip,
         details={
@@ -446,12 +446,15 @@ def _aws_details(req: SsoRequest, grant: Grant, released: list[ReleasedAttribute
                     "session_seconds": int(duration) if duration is not None else None}}
 
 
-def _record_participant(session: SsoSession, sp: RegisteredSp, name_id: nameid.NameId, session_index: str,
-                        previous: Participant | None, now: datetime) -> None:
+def _record_participant(req: SsoRequest, session: SsoSession, sp: RegisteredSp, name_id: nameid.NameId,
+                        session_index: str, previous: Participant | None, now: datetime) -> None:
     """Single Logout needs to know every SP of this session and how it knows the user."""
     current = Participant(session_id=session.id, sp_id=sp.id, name_id=name_id.value,
                           name_id_format=name_id.format, session_index=session_index)
-    session_state.save_participant(session, current, previous, now)
+    try:
+        session_state.save_participant(session, current, previous, now)
+    except session_state.SessionGone as exc:
+        raise SamlStatusError(req, samlp.STATUS_AUTHN_FAILED, "the session ended while answering") from exc
 
 
 def error_response(err: SamlStatusError, client_ip: str | None) -> Outbound:

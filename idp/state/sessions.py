@@ -32,6 +32,7 @@ from redis.client import Pipeline
 from sqlalchemy import ColumnElement, Row, Select, and_, bindparam, select, update
 from sqlalchemy import delete as sql_delete
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 
 from idp.extensions import db
 from idp.runtime import forget_at_transaction_end, forget_per_request, per_request
@@ -326,10 +327,15 @@ def _read_participant(session_id: str, sp_id: int) -> Participant | None:
     return from_row(Participant, row) if row is not None else None
 
 
+class SessionGone(LookupError):
+    """The session ended (a logout, perhaps on another instance) while this request was answering in it."""
+
+
 def save_participant(s: SsoSession, p: Participant, previous: Participant | None, now: datetime) -> None:
     """Record that ``p.sp_id`` got an assertion in ``s`` (``previous``: what :func:`participant` said before).
-    In the database it does not commit (the response's audit event does); in Redis nothing is written for a
-    session ended meanwhile."""
+    In the database it does not commit (the response's audit event does). SessionGone, and nothing written,
+    when the session ended meanwhile: an SP that Single Logout would never reach must not get the assertion.
+    In the database that rolls back the request's transaction (PostgreSQL has aborted it)."""
     if p == previous:
         return  # already stored as it is (read in this request): nothing to write
     forget_per_request(_PARTICIPANTS_READ)
@@ -337,14 +343,22 @@ def save_participant(s: SsoSession, p: Participant, previous: Participant | None
     if client is not None:
         new_index = _nameid_key(p.sp_id, p.name_id)
         old_index = _nameid_key(previous.sp_id, previous.name_id) if previous is not None else new_index
-        _SAVE_PARTICIPANT(client, [_key(s.id), _sps_key(s.id), new_index, old_index],
-                          [p.sp_id, _encode_participant(p), ttl_seconds(s.expires_at, now), s.id,
-                           to_epoch(s.expires_at), to_epoch(now - GRACE)])
+        if not _SAVE_PARTICIPANT(client, [_key(s.id), _sps_key(s.id), new_index, old_index],
+                                 [p.sp_id, _encode_participant(p), ttl_seconds(s.expires_at, now), s.id,
+                                  to_epoch(s.expires_at), to_epoch(now - GRACE)]):
+            raise SessionGone(s.id)
         return
     db.session.flush()  # a participant row the ORM holds (a re-authentication's move) is written first
-    db.session.connection().execute(_UPSERT_PARTICIPANT[db.engine.dialect.name], {
-        "session_id": p.session_id, "sp_id": p.sp_id, "name_id": p.name_id, "name_id_format": p.name_id_format,
-        "session_index": p.session_index})
+    try:
+        db.session.connection().execute(_UPSERT_PARTICIPANT[db.engine.dialect.name], {
+            "session_id": p.session_id, "sp_id": p.sp_id, "name_id": p.name_id,
+            "name_id_format": p.name_id_format, "session_index": p.session_index})
+    except IntegrityError:
+        # The session's row, which the participant's foreign key names, was deleted meanwhile.
+        db.session.rollback()
+        if db.session.connection().execute(_SESSION_BY_ID, {"id": s.id}).first() is None:
+            raise SessionGone(s.id) from None
+        raise
 
 
 def move_participants(old_id: str, new: SsoSession, now: datetime) -> None:

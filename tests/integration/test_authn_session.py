@@ -207,3 +207,33 @@ def test_an_sso_answer_reads_the_sessions_participant_with_the_session(app: Flas
         assert not any(s.startswith("INSERT INTO session_participants") for s in statements), statements
     else:  # sessions and their participants live in Redis
         assert reads == [], statements
+
+
+def test_an_sso_answer_whose_session_ends_meanwhile_carries_no_assertion(
+        app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_user("alice", PASSWORD)
+    browser = app.test_client()
+    login(browser, "alice", PASSWORD)
+    sp = OneLoginSp(browser.get("/saml/metadata").data)
+    register_sp(sp.metadata())
+    record = session_state.save_participant
+
+    def logged_out_meanwhile(s: session_state.SsoSession, *args: object) -> None:
+        # A logout (on another instance, say) lands while this answer is being made.
+        session_state.delete([s.id])
+        db.session.commit()
+        record(s, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(session_state, "save_participant", logged_out_meanwhile)
+    url, request_id = sp.redirect_login("https://sp.example.test/after")
+    parts = urlsplit(url)
+    page = browser.get(f"{parts.path}?{parts.query}")
+    assert page.status_code == 200
+    # An SP that got an assertion now would never hear of the logout: it gets a refusal instead.
+    auth = sp.process_response(read_post_form(page.get_data(as_text=True)), request_id)
+    assert not auth.is_authenticated()
+    assert auth.get_last_error_reason() == (
+        "The status code of the Response was not Success, was Responder -> the session ended while answering")
+    (refused,) = audit.events(type="saml.refused")
+    assert refused.reason == "the session ended while answering"
+    assert audit.events(type="saml.response") == []
