@@ -164,17 +164,19 @@ def audit_event(type_: str, client_id: str | None, *, outcome: str = "success", 
 
 
 def _revoke(*conditions: Any) -> int:
-    """Revoke the matching tokens; how many. On PostgreSQL an UPDATE that waited on a row a refresh held goes on
-    with the rows it had found, and misses the token that refresh added: each new statement sees it, so the
-    UPDATE runs again until it changes nothing (once more in the usual case)."""
+    """Revoke the matching tokens; how many."""
+    return _every_row(update(OidcToken).where(OidcToken.revoked_at.is_(None), *conditions)
+                      .values(revoked_at=clock.now()))
+
+
+def _every_row(statement: Any) -> int:
+    """Run an UPDATE of tokens until it changes nothing; how many rows it changed. On PostgreSQL an UPDATE that
+    waited on a row a refresh held goes on with the rows it had found, and misses the token that refresh added:
+    each new statement sees it (once more in the usual case)."""
     total = 0
-    while True:
-        result = db.session.execute(update(OidcToken).where(OidcToken.revoked_at.is_(None), *conditions)
-                                    .values(revoked_at=clock.now()))
-        count = changed(result)
-        if not count:
-            return total
+    while count := changed(db.session.execute(statement)):
         total += count
+    return total
 
 
 def session_ended(ids: list[str], successor: str | None) -> None:
@@ -184,7 +186,7 @@ def session_ended(ids: list[str], successor: str | None) -> None:
     # Codes first: a code exchange in flight is then settled before its tokens are looked for below.
     codes.session_ended(ids, successor, clock.now())
     if successor is not None:
-        db.session.execute(update(OidcToken).where(OidcToken.session_id.in_(ids)).values(session_id=successor))
+        _every_row(update(OidcToken).where(OidcToken.session_id.in_(ids)).values(session_id=successor))
         return
     _revoke(OidcToken.session_id.in_(ids))
 
@@ -443,8 +445,14 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
 
     def revoke_old_credential(self, refresh_token: RefreshToken) -> None:
         # A statement built once, on the connection: the ORM's bulk update cost several times the SQL.
-        result = db.session.connection().execute(_USE_REFRESH, {"row": refresh_token.id, "t": clock.now()})
-        if result.rowcount == 1:
+        used = db.session.connection().execute(_USE_REFRESH, {"row": refresh_token.id, "t": clock.now()}).first()
+        if used is not None:
+            if used.session_id != refresh_token.session_id:
+                # The same user signed in again after the token was read, and its session went on under a new id
+                # (session_ended): the token just issued, written with the old id, follows it, or a logout would
+                # leave it alive.
+                db.session.connection().execute(_FOLLOW_SESSION, {
+                    "family": refresh_token.family_id, "old": refresh_token.session_id, "new": used.session_id})
             return
         if db.session.connection().execute(_REFRESH_USED, {"row": refresh_token.id}).scalar() is None:
             # Revoked since it was read (a logout, a revocation), not used: no replay to answer.
@@ -463,7 +471,11 @@ _BY_REFRESH_HASH = with_snapshot(select(*labelled((_TOKENS.c[name] for name in _
 _USE_REFRESH = (update(_TOKENS)
                 .where(_TOKENS.c.id == bindparam("row"), _TOKENS.c.refresh_used_at.is_(None),
                        _TOKENS.c.revoked_at.is_(None))
-                .values(refresh_used_at=bindparam("t")))
+                .values(refresh_used_at=bindparam("t"))
+                .returning(_TOKENS.c.session_id))
+_FOLLOW_SESSION = (update(_TOKENS)
+                   .where(_TOKENS.c.family_id == bindparam("family"), _TOKENS.c.session_id == bindparam("old"))
+                   .values(session_id=bindparam("new")))
 _REFRESH_USED = select(_TOKENS.c.refresh_used_at).where(_TOKENS.c.id == bindparam("row"))
 
 

@@ -3,22 +3,28 @@ browser goes back only to a registered post-logout URI."""
 
 from __future__ import annotations
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import lxml.html
 import pytest
 import requests
+from conftest import PG_URL
 from helpers import make_user
 from interop.pysaml2_sp import p3_request
 from joserfc import jwt
 from oidc_peers import PASSWORD, browse, register, rp, start
 from onelogin.saml2.auth import OneLogin_Saml2_Auth
 from saml_peers import ATTRIBUTE_MAP, OneLoginSp, idp_metadata, read_post_form, register_sp, submit_login
+from sqlalchemy import text
 from test_oidc_jwt_access_tokens import GRANTS, validate
 
 from idp import audit
 from idp.extensions import db
 from idp.keys import RSA
+from idp.oidc.server import RefreshTokenGrant
 from idp.runtime import keystore
 
 AFTER = "https://rp.example.test/signed-out"
@@ -154,3 +160,77 @@ def test_any_end_of_the_sso_session_revokes_its_tokens_but_signing_in_again_does
                      timeout=10).status_code == 200
     assert not active(idp, session, token["refresh_token"])
     assert not active(idp, session, token["access_token"])
+
+
+def test_a_refresh_racing_a_new_sign_in_issues_its_token_in_the_new_session(
+        idp: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refresh that read its token before the same user signed in again (which moves the session's tokens to
+    the session's new id) writes its new token under the id it read: that token must follow, or logging out
+    would leave it alive."""
+    http = requests.Session()
+    reg, session, token = signed_in(idp, http)
+    read, resume = threading.Event(), threading.Event()
+    authenticate = RefreshTokenGrant.authenticate_refresh_token
+
+    def paused(self: RefreshTokenGrant, value: str) -> Any:
+        found = authenticate(self, value)
+        read.set()
+        assert resume.wait(10)
+        return found
+
+    monkeypatch.setattr(RefreshTokenGrant, "authenticate_refresh_token", paused)
+    backchannel = rp(idp.url, reg)
+    with ThreadPoolExecutor(1) as pool:
+        refreshing = pool.submit(backchannel.refresh_token, idp.url + "/oauth/token",
+                                 refresh_token=token["refresh_token"])
+        assert read.wait(10)
+        assert browse(http, start(session, prompt="login").url).login_prompts == 1  # signed in again meanwhile
+        resume.set()
+        renewed = refreshing.result(10)
+    assert active(idp, session, renewed["refresh_token"])
+
+    page = http.get(idp.url + "/logout", timeout=10)
+    csrf = lxml.html.fromstring(page.text).xpath("//input[@name='csrf_token']/@value")[0]
+    assert http.post(idp.url + "/logout", data={"csrf_token": csrf}, headers={"Referer": page.url},
+                     timeout=10).status_code == 200
+    assert not active(idp, session, renewed["refresh_token"])
+    assert not active(idp, session, renewed["access_token"])
+
+
+@pytest.mark.skipif(PG_URL is None, reason="row locks: PostgreSQL only (SQLite has one writer at a time)")
+def test_a_new_sign_in_waiting_on_a_refresh_moves_the_token_it_adds_too(
+        idp: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The other order: the refresh has used its token (a row lock) and added the new one when the same user
+    signs in again; the move of the session's tokens waits on that lock, then must not miss the new token."""
+    http = requests.Session()
+    reg, session, token = signed_in(idp, http)
+    held, resume = threading.Event(), threading.Event()
+    use = RefreshTokenGrant.revoke_old_credential
+
+    def paused(self: RefreshTokenGrant, refresh_token: Any) -> None:
+        use(self, refresh_token)
+        held.set()
+        assert resume.wait(10)
+
+    monkeypatch.setattr(RefreshTokenGrant, "revoke_old_credential", paused)
+    backchannel = rp(idp.url, reg)
+    with ThreadPoolExecutor(2) as pool:
+        refreshing = pool.submit(backchannel.refresh_token, idp.url + "/oauth/token",
+                                 refresh_token=token["refresh_token"])
+        assert held.wait(10)
+        again = pool.submit(browse, http, start(session, prompt="login").url)
+        deadline = time.monotonic() + 10
+        while not db.session.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")):
+            db.session.rollback()
+            assert time.monotonic() < deadline, "the new sign-in never waited on the refresh"
+            time.sleep(0.05)
+        db.session.rollback()
+        resume.set()
+        renewed = refreshing.result(10)
+        assert again.result(10).login_prompts == 1
+
+    page = http.get(idp.url + "/logout", timeout=10)
+    csrf = lxml.html.fromstring(page.text).xpath("//input[@name='csrf_token']/@value")[0]
+    assert http.post(idp.url + "/logout", data={"csrf_token": csrf}, headers={"Referer": page.url},
+                     timeout=10).status_code == 200
+    assert not active(idp, session, renewed["refresh_token"])
