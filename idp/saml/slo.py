@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 PENDING_KIND = "saml-logout"
 # Long enough for a user to click through a no-JavaScript POST form at each SP, short enough not to pile up.
 PENDING_LIFETIME = timedelta(minutes=10)
+_ANSWERED = "saml-logout-answered"  # once.claim namespace: our LogoutRequest IDs an SP has answered
 MAX_ID_LENGTH = 256
 
 SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
@@ -372,6 +373,11 @@ def _logout_response(inbound: Inbound, root: etree._Element) -> Response:
         raise _refuse("The LogoutResponse is malformed.", "malformed LogoutResponse", issuer)
     if current is None or current["sp"] != issuer or msg.in_response_to != current["request_id"]:
         raise _refuse("This logout response does not answer our request.", "unexpected LogoutResponse", issuer)
+    # Each of our LogoutRequests is answered once: two copies of the answer (a double submit, a retry that
+    # reached another instance) that both read the chain before either moved it on must not both send the
+    # browser on, each with a next request of its own, of which the chain would keep only one.
+    if not once.claim(_ANSWERED, current["request_id"], now() + PENDING_LIFETIME, commit=True):
+        raise _refuse("This logout response was already handled.", "LogoutResponse answered twice", issuer)
     sp = _registered(issuer)
     chain.current = None
     chain.results.append({"sp": issuer, "result": _response_result(inbound, root, msg, sp)})

@@ -4,7 +4,9 @@ and the user's session left alone), logout without a session, and partial logout
 from __future__ import annotations
 
 import base64
+import threading
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -18,11 +20,13 @@ from saml_peers import SP_ENTITY_ID, SP_SLO_URL, python3_saml_metadata, python3_
 from idp import audit
 from idp.authn import directory
 from idp.extensions import db
+from idp.saml import slo
 
 PASSWORD = "correct horse battery staple"
 SECURITY = {"logoutRequestSigned": True, "logoutResponseSigned": True, "wantMessagesSigned": True}
 RESPONDER = "urn:oasis:names:tc:SAML:2.0:status:Responder"
 SP2 = "https://sp2.example.test"
+SP3 = "https://sp3.example.test"
 
 
 @pytest.fixture
@@ -200,6 +204,57 @@ def test_an_sp_answering_with_an_error_makes_the_logout_partial(idp: Any, sp: di
     (event,) = audit.events(type="saml.logout")
     assert event.outcome == "partial"
     assert event.details["notified"] == [{"sp": f"{SP2}/metadata", "result": "Responder"}]
+
+
+def test_two_copies_of_one_logout_response_advance_the_logout_once(
+        idp: Any, sp: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    sp2 = register(idp, entity_id=f"{SP2}/metadata", acs_url=f"{SP2}/acs", slo_url=f"{SP2}/slo",
+                   keys=sp_keys("second python3-saml sp"))
+    sp3 = register(idp, entity_id=f"{SP3}/metadata", acs_url=f"{SP3}/acs", slo_url=f"{SP3}/slo",
+                   keys=sp_keys("third python3-saml sp"))
+    browser, auth = signed_in(idp, sp)
+    python3_saml_sign_in(browser, sp2, return_to=f"{SP2}/app")
+    python3_saml_sign_in(browser, sp3, return_to=f"{SP3}/app")
+    hop = browser.get(logout_url(sp, auth)[0])
+    assert hop.destination == f"{SP2}/slo"
+    at_sp2 = OneLogin_Saml2_Auth(p3_request(hop.redirect), sp2)
+    answer = OneLogin_Saml2_Logout_Response(at_sp2.get_settings())
+    answer.build(_request_id(hop.redirect))
+    params = {"SAMLResponse": answer.get_response(), "RelayState": hop.message.relay_state}
+    at_sp2.add_response_signature(params, sp2["security"]["signatureAlgorithm"])
+    url = at_sp2.redirect_to(idp.url + "/saml/slo", params)
+
+    # The browser sends the answer twice (a double click, a retry to another instance); both copies read the
+    # logout's state before either moves it on.
+    both_read = threading.Barrier(2, timeout=10)
+    read = slo.pending.get
+
+    def at_once(kind: str, pending_id: str) -> Any:
+        found = read(kind, pending_id)
+        both_read.wait()
+        return found
+
+    monkeypatch.setattr(slo.pending, "get", at_once)
+    with ThreadPoolExecutor(2) as pool:
+        copies = list(pool.map(lambda _: requests.get(url, allow_redirects=False, timeout=30), range(2)))
+    monkeypatch.undo()
+    answers = sorted(c.status_code for c in copies)
+    assert answers == [302, 400], answers
+    (on,) = [c for c in copies if c.status_code == 302]
+    assert on.headers["Location"].startswith(f"{SP3}/slo?")
+    assert refusal("LogoutResponse answered twice").sp == f"{SP2}/metadata"
+    # The chain goes on from the copy that won: SP3's answer to that request finishes the logout.
+    at_sp3 = OneLogin_Saml2_Auth(p3_request(on.headers["Location"]), sp3)
+    answer = OneLogin_Saml2_Logout_Response(at_sp3.get_settings())
+    answer.build(_request_id(on.headers["Location"]))
+    params = {"SAMLResponse": answer.get_response(), "RelayState": parse_qs(urlsplit(on.headers["Location"]).query)[
+        "RelayState"][0]}
+    at_sp3.add_response_signature(params, sp3["security"]["signatureAlgorithm"])
+    hop = browser.get(at_sp3.redirect_to(idp.url + "/saml/slo", params))
+    assert hop.destination == SP_SLO_URL
+    db.session.expire_all()
+    (event,) = audit.events(type="saml.logout")
+    assert (event.outcome, [r["result"] for r in event.details["notified"]]) == ("success", ["success", "success"])
 
 
 def test_an_sp_without_slo_endpoint_makes_the_logout_partial(idp: Any, sp: dict[str, Any]) -> None:
