@@ -62,24 +62,27 @@ def sign_in(username: str, password: str, client_ip: str | None) -> SignInResult
     # Counted under the folded name without a routed domain: full-width ALICE, CORP\alice and alice@corp.example are
     # one counter. The user a connector finds has a counter of its own too (throttle.subject_key).
     counted = chain.routed_name(throttle.fold(name), items)
-    if throttle.is_locked(counted, client_ip):
-        # Refused before the password is looked at: a lockout must not become a password oracle.
+    # Refused before the password is looked at: a lockout must not become a password oracle. The second check
+    # is the try counted in advance, which a try sent at the same time may have found to be one too many.
+    if throttle.is_locked(counted, client_ip) or (reservation := throttle.reserve(counted)) is None:
         return _locked_out(name, client_ip)
     try:
         outcome = chain.check(name, password, items=items, is_locked=throttle.subject_locked)
     except DirectoryUnavailable as exc:
+        throttle.release(reservation)
         audit.record(AuditEvent(type="login", outcome="failure", username=name, client_ip=client_ip,
                                 reason=exc.reason))
         return SignInResult(Status.UNAVAILABLE)
     if outcome.locked:
         # The connector found a locked-out user under another spelling and stopped before the password.
+        throttle.release(reservation)
         return _locked_out(name, client_ip, _refused_by(name, outcome))
     if outcome.principal is None:
         # The source is as visible as the reason beside it ("unknown user" already says the name is nobody's).
         audit.record(AuditEvent(type="login", outcome="failure", username=name, client_ip=client_ip,
                                 reason=outcome.reason, details={"source": _refused_by(name, outcome)}),
                      commit=False)
-        started = throttle.register_failure(counted, client_ip, outcome.subject)
+        started = throttle.register_failure(reservation, client_ip, outcome.subject)
         for key in started:
             audit.record(AuditEvent(type="login.lockout", outcome="failure", username=name, client_ip=client_ip,
                                     reason=f"too many failed sign-ins for {key}"), commit=False)

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import ipaddress
 import unicodedata
+from dataclasses import dataclass
 from datetime import timedelta
 
 from idp.clock import now
+from idp.extensions import db
 from idp.runtime import settings
 from idp.state import counters
 
@@ -68,15 +70,43 @@ def subject_locked(subject: str) -> bool:
     return locked(subject_key(subject))
 
 
-def register_failure(username: str, client_ip: str | None, subject: str | None = None) -> list[str]:
-    """Count one failed sign-in against the username, the address and (when a connector found the user) the
-    subject. Returns the keys whose lockout starts with this failure (each lockout is reported once). Does
-    not commit."""
+@dataclass(frozen=True)
+class Reservation:
+    """A try counted against the typed name before its password was checked (:func:`reserve`)."""
+
+    key: str
+    counted: counters.Count
+
+
+def reserve(username: str) -> Reservation | None:
+    """Count one try against the typed name before its password is checked, and commit: tries sent at once then
+    see each other, and no more of them reach a password check than the limit allows (counted after the check,
+    all of them were checked before the first was counted). None, counting nothing, while the name is locked
+    out. A success clears the count (:func:`reset_user`); a try never judged gives it back (:func:`release`)."""
+    key = user_key(username)
+    counted = counters.count(key, _limits(settings().login_max_failures), now())
+    if counted is counters.Count.LOCKED:
+        return None
+    db.session.commit()
+    return Reservation(key, counted)
+
+
+def release(reservation: Reservation) -> None:
+    """Give back a reserved try that no directory judged (none could be asked, or the user found was locked out
+    under another spelling); a lockout it started ends. Does not commit."""
+    counters.uncount(reservation.key, _limits(settings().login_max_failures), reservation.counted)
+
+
+def register_failure(reservation: Reservation, client_ip: str | None, subject: str | None = None) -> list[str]:
+    """Count one failed sign-in against the address and (when a connector found the user) the subject; the name's
+    counter counted it when it was reserved. Returns the keys whose lockout starts with this failure (each lockout
+    is reported once). Does not commit."""
     cfg = settings()
-    keyed = [(user_key(username), cfg.login_max_failures), (ip_key(client_ip), cfg.login_ip_max_failures)]
+    keyed = [(ip_key(client_ip), cfg.login_ip_max_failures)]
     if subject is not None:
         keyed.append((subject_key(subject), cfg.login_max_failures))
-    return count_failures(keyed)
+    started = count_failures(keyed)
+    return [reservation.key, *started] if reservation.counted is counters.Count.STARTED else started
 
 
 def locked(*keys: str) -> bool:
@@ -90,13 +120,16 @@ def count_failures(keyed: list[tuple[str, int]]) -> list[str]:
     concurrent failures then lock the same rows in the same order). Returns the keys whose lockout starts now.
     Then drops the counters whose window and lockout are over, last in the transaction: it deletes only rows
     nobody holds, and waits for no other row after it. Does not commit."""
-    cfg = settings()
-    window, lockout = (timedelta(seconds=cfg.login_failure_window_seconds),
-                       timedelta(seconds=cfg.login_lockout_seconds))
     t = now()
-    started = [key for key, limit in keyed if counters.count(key, counters.Limits(limit, window, lockout), t)]
-    counters.collect(t, window)
+    started = [key for key, limit in keyed if counters.count(key, _limits(limit), t) is counters.Count.STARTED]
+    counters.collect(t, timedelta(seconds=settings().login_failure_window_seconds))
     return started
+
+
+def _limits(failures: int) -> counters.Limits:
+    cfg = settings()
+    return counters.Limits(failures, timedelta(seconds=cfg.login_failure_window_seconds),
+                           timedelta(seconds=cfg.login_lockout_seconds))
 
 
 def reset_user(username: str, subject: str | None = None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import Enum
 
 from flask import has_request_context, request
 from sqlalchemy import bindparam, or_, select
@@ -23,6 +24,12 @@ class Limits:
     lockout: timedelta
 
 
+class Count(Enum):
+    UNDER = 0  # counted, under the limit
+    STARTED = 1  # counted, and it reached the limit: the lockout starts now
+    LOCKED = -1  # not counted: the key was locked out already
+
+
 # One round trip, atomic: read the counter, roll the window, count, maybe lock. Instants are the caller's
 # clock (ARGV[1]) so that Redis and the database decide alike.
 _COUNT = Script("""
@@ -30,7 +37,7 @@ local now, limit, window, lockout, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), t
     tonumber(ARGV[4]), tonumber(ARGV[5])
 local h = redis.call('HMGET', KEYS[1], 'failures', 'started', 'locked_until')
 local locked = tonumber(h[3])
-if locked and locked > now then return 0 end
+if locked and locked > now then return -1 end
 local failures, started = tonumber(h[1]) or 0, tonumber(h[2]) or now
 if started + window <= now then failures, started = 0, now end
 failures = failures + 1
@@ -45,10 +52,28 @@ return 1
 """)
 
 
+# Give back one failure counted in advance; ARGV[1] = 1 when counting it started the lockout, which then ends,
+# with the failures as they were before it (ARGV[2]).
+_UNCOUNT = Script("""
+if ARGV[1] == '1' then
+  redis.call('HDEL', KEYS[1], 'locked_until')
+  redis.call('HSET', KEYS[1], 'failures', ARGV[2])
+  return 1
+end
+local failures = tonumber(redis.call('HGET', KEYS[1], 'failures'))
+if failures and failures > 0 then redis.call('HSET', KEYS[1], 'failures', failures - 1) end
+return 1
+""")
+
+
 # Core statements for what every sign-in asks (is a key locked?) and may do (forget the user's counters).
 _TABLE = LoginThrottle.__table__
 _READ = select(_TABLE.c.key, _TABLE.c.locked_until).where(_TABLE.c.key.in_(bindparam("keys", expanding=True)))
 _RESET = _TABLE.delete().where(_TABLE.c.key.in_(bindparam("keys", expanding=True)))
+_UNLOCK = _TABLE.update().where(_TABLE.c.key == bindparam("row")).values(locked_until=None,
+                                                                         failures=bindparam("before"))
+_DECREMENT = (_TABLE.update().where(_TABLE.c.key == bindparam("row"), _TABLE.c.failures > 0)
+              .values(failures=_TABLE.c.failures - 1))
 # Counters whose window and lockout are both over count nothing any more. Rows another transaction holds are
 # skipped, not waited for (PostgreSQL; SQLite has one writer): two failures collecting at once cannot deadlock.
 _STALE = _TABLE.delete().where(_TABLE.c.key.in_(
@@ -65,15 +90,15 @@ def _key(key: str) -> str:
     return f"{PREFIX}throttle:{key}"
 
 
-def count(key: str, limits: Limits, now: datetime) -> bool:
-    """Count one failure against ``key``; True when this failure starts its lockout. In the database it does
-    not commit (the caller's audit event commits with it)."""
+def count(key: str, limits: Limits, now: datetime) -> Count:
+    """Count one failure against ``key``, unless it is locked out. In the database it does not commit (the
+    caller's audit event commits with it)."""
     client = redis_client()
     if client is not None:
         ttl = int((limits.window + limits.lockout + GRACE).total_seconds())
-        started = _COUNT(client, [_key(key)], [now.timestamp(), limits.failures, limits.window.total_seconds(),
-                                               limits.lockout.total_seconds(), ttl])
-        return bool(started)
+        return Count(int(_COUNT(client, [_key(key)], [now.timestamp(), limits.failures,
+                                                      limits.window.total_seconds(),
+                                                      limits.lockout.total_seconds(), ttl])))
     _seen()[key] = True
     dialect = sqlite if db.engine.dialect.name == "sqlite" else postgresql
     insert = dialect.insert(LoginThrottle).values(key=key, failures=0, window_started_at=now, locked_until=None)
@@ -86,15 +111,29 @@ def count(key: str, limits: Limits, now: datetime) -> bool:
         .execution_options(populate_existing=True)
     ).scalar_one()
     if row.locked_until is not None and row.locked_until > now:
-        return False
+        return Count.LOCKED
     if row.window_started_at + limits.window <= now:
         row.failures, row.window_started_at = 0, now
     row.failures += 1
     if row.failures < limits.failures:
-        return False
+        return Count.UNDER
     row.locked_until = now + limits.lockout
     row.failures, row.window_started_at = 0, now
-    return True
+    return Count.STARTED
+
+
+def uncount(key: str, limits: Limits, counted: Count) -> None:
+    """Give back a failure :func:`count` counted in advance for a try that was never judged; a lockout that
+    counting it started ends. In the database it does not commit."""
+    client = redis_client()
+    if client is not None:
+        _UNCOUNT(client, [_key(key)], [int(counted is Count.STARTED), limits.failures - 1])
+        return
+    db.session.flush()  # the counter the ORM holds from count() is written first
+    if counted is Count.STARTED:
+        db.session.connection().execute(_UNLOCK, {"row": key, "before": limits.failures - 1})
+    else:
+        db.session.connection().execute(_DECREMENT, {"row": key})
 
 
 def collect(now: datetime, window: timedelta) -> None:

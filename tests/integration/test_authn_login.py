@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, NoReturn
 
 import pytest
 from conftest import REDIS_URL
@@ -14,8 +16,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from idp import audit, create_app
-from idp.authn import directory
+from idp.authn import directory, passwords
+from idp.authn.connectors import chain
 from idp.config import Settings
+from idp.errors import DirectoryUnavailable
 from idp.extensions import db
 from idp.state import sessions as session_state
 from idp.state.sessions import Participant
@@ -171,6 +175,48 @@ def test_lockout_after_repeated_failures_refuses_even_the_right_password(
     assert len(audit.events(type="login.lockout")) == 1
 
 
+def test_wrong_passwords_sent_at_once_reach_no_more_password_checks_than_the_limit(
+        make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch) -> None:
+    application = make_app(login_max_failures=3, login_ip_max_failures=100)
+    make_user("alice", PASSWORD)
+    verify, checked = passwords.verify, []
+
+    def slow(password_hash: str | None, password: str) -> bool:
+        checked.append(password)
+        time.sleep(0.3)  # a hash under load: the other tries all arrive while the first ones are being checked
+        return verify(password_hash, password)
+
+    monkeypatch.setattr(passwords, "verify", slow)
+    with ThreadPoolExecutor(10) as pool:
+        answers = list(pool.map(lambda i: login(application.test_client(), "alice", f"guess {i}").status_code,
+                                range(10)))
+    # Each try is counted before its password is checked: the third starts the lockout, the rest are refused
+    # unchecked. (Counted after the check, all ten were checked before the first failure was counted.)
+    assert len(checked) == 3, checked
+    assert sorted(answers) == [200, 200] + [429] * 8
+    assert login(application.test_client(), "alice", PASSWORD).status_code == 429
+    (lockout,) = audit.events(type="login.lockout")
+    assert lockout.reason == "too many failed sign-ins for user:alice"
+
+
+def test_a_try_no_directory_could_judge_is_not_counted(
+        make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch) -> None:
+    application = make_app(login_max_failures=2, login_ip_max_failures=100)
+    make_user("alice", PASSWORD)
+    assert login(application.test_client(), "alice", "wrong").status_code == 200
+
+    def unavailable(*args: object, **kwargs: object) -> NoReturn:
+        raise DirectoryUnavailable("unavailable", "test: the directory is down")
+
+    # The second try would start the lockout; it is counted in advance, then given back unjudged.
+    with monkeypatch.context() as patched:
+        patched.setattr(chain, "check", unavailable)
+        for _ in range(3):
+            assert login(application.test_client(), "alice", PASSWORD).status_code == 503
+    assert login(application.test_client(), "alice", PASSWORD).status_code == 302
+    assert audit.events(type="login.lockout") == []
+
+
 def test_success_resets_the_user_counter_and_old_failures_age_out(
     make_app: Callable[..., Flask], frozen_clock: object
 ) -> None:
@@ -194,19 +240,16 @@ def throttle_writes(statements: list[str]) -> list[str]:
     return [s for s in statements if "login_throttle" in s and not s.upper().startswith("SELECT")]
 
 
-@pytest.mark.skipif(REDIS_URL is not None, reason="the counters are in Redis in this pass (a DEL, no statement)")
-def test_a_sign_in_with_nothing_to_reset_writes_nothing_to_the_throttle(app: Flask, client: FlaskClient) -> None:
+@pytest.mark.skipif(REDIS_URL is not None, reason="the counters are in Redis in this pass (no statements)")
+def test_a_sign_in_counts_its_try_before_the_password_and_a_success_leaves_no_counter(
+        app: Flask, client: FlaskClient) -> None:
     make_user("alice", PASSWORD)
     with sql_statements() as statements:
         assert login(client, "alice", PASSWORD).status_code == 302
-    assert throttle_writes(statements) == []
-    # One failure makes a counter; the next success then clears it, with one statement.
-    assert login(app.test_client(), "alice", "wrong").status_code == 200
-    with sql_statements() as statements:
-        assert login(app.test_client(), "alice", PASSWORD).status_code == 302
-    (reset,) = throttle_writes(statements)
-    assert reset.startswith("DELETE") and "SELECT" not in reset
-    assert not db.session.scalars(select(LoginThrottle.key).where(LoginThrottle.key == "user:alice")).all()
+    # Counted (and committed) before the password is checked, so that tries sent at once see each other; then
+    # cleared by the success.
+    assert [w.split()[0] for w in throttle_writes(statements)] == ["INSERT", "UPDATE", "DELETE"], statements
+    assert db.session.scalars(select(LoginThrottle.key)).all() == []
 
 
 @pytest.mark.skipif(REDIS_URL is not None, reason="the counters are in Redis in this pass, which expires them")
