@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
+from typing import Any
 
 from flask import has_request_context, request
 from sqlalchemy import bindparam, or_, select
@@ -70,6 +71,21 @@ return 1
 _TABLE = LoginThrottle.__table__
 _READ = select(_TABLE.c.key, _TABLE.c.locked_until).where(_TABLE.c.key.in_(bindparam("keys", expanding=True)))
 _RESET = _TABLE.delete().where(_TABLE.c.key.in_(bindparam("keys", expanding=True)))
+
+
+def _upsert(insert: Any) -> Any:
+    """A counter's row, made at its first failure; a no-op update rather than DO NOTHING where it exists: it
+    locks the row, so that a concurrent collect() (which skips locked rows) cannot delete it before it is read."""
+    stmt = insert(_TABLE).values(key=bindparam("row"), failures=0, window_started_at=bindparam("now"),
+                                 locked_until=None)
+    return stmt.on_conflict_do_update(index_elements=[_TABLE.c.key], set_={"key": stmt.excluded.key})
+
+
+_UPSERT = {"sqlite": _upsert(sqlite.insert), "postgresql": _upsert(postgresql.insert)}
+_FOR_UPDATE = (select(_TABLE.c.failures, _TABLE.c.window_started_at, _TABLE.c.locked_until)
+               .where(_TABLE.c.key == bindparam("row")).with_for_update())
+_SET = _TABLE.update().where(_TABLE.c.key == bindparam("row")).values(
+    failures=bindparam("failures"), window_started_at=bindparam("started"), locked_until=bindparam("until"))
 _UNLOCK = _TABLE.update().where(_TABLE.c.key == bindparam("row")).values(locked_until=None,
                                                                          failures=bindparam("before"))
 _DECREMENT = (_TABLE.update().where(_TABLE.c.key == bindparam("row"), _TABLE.c.failures > 0)
@@ -100,26 +116,22 @@ def count(key: str, limits: Limits, now: datetime) -> Count:
                                                       limits.window.total_seconds(),
                                                       limits.lockout.total_seconds(), ttl])))
     _seen()[key] = True
-    dialect = sqlite if db.engine.dialect.name == "sqlite" else postgresql
-    insert = dialect.insert(LoginThrottle).values(key=key, failures=0, window_started_at=now, locked_until=None)
-    # A no-op update rather than DO NOTHING: it locks a row that exists, so that a concurrent collect() (which
-    # skips locked rows) cannot delete it before the read below.
-    db.session.execute(insert.on_conflict_do_update(index_elements=["key"], set_={"key": insert.excluded.key}))
+    # Core statements on the connection, as everywhere here (the table is never an ORM object, so nothing needs
+    # flushing first): the ORM's loading and flush cost several times the SQL, and every sign-in counts a try.
+    connection = db.session.connection()
+    connection.execute(_UPSERT[db.engine.dialect.name], {"row": key, "now": now})
     # FOR UPDATE serialises concurrent failures on PostgreSQL; SQLite already holds its write lock here.
-    row = db.session.execute(
-        select(LoginThrottle).where(LoginThrottle.key == key).with_for_update()
-        .execution_options(populate_existing=True)
-    ).scalar_one()
-    if row.locked_until is not None and row.locked_until > now:
+    failures, started, locked_until = connection.execute(_FOR_UPDATE, {"row": key}).one()
+    if locked_until is not None and locked_until > now:
         return Count.LOCKED
-    if row.window_started_at + limits.window <= now:
-        row.failures, row.window_started_at = 0, now
-    row.failures += 1
-    if row.failures < limits.failures:
-        return Count.UNDER
-    row.locked_until = now + limits.lockout
-    row.failures, row.window_started_at = 0, now
-    return Count.STARTED
+    if started + limits.window <= now:
+        failures, started = 0, now
+    failures += 1
+    outcome = Count.UNDER if failures < limits.failures else Count.STARTED
+    if outcome is Count.STARTED:
+        failures, started, locked_until = 0, now, now + limits.lockout
+    connection.execute(_SET, {"row": key, "failures": failures, "started": started, "until": locked_until})
+    return outcome
 
 
 def uncount(key: str, limits: Limits, counted: Count) -> None:
@@ -129,7 +141,6 @@ def uncount(key: str, limits: Limits, counted: Count) -> None:
     if client is not None:
         _UNCOUNT(client, [_key(key)], [int(counted is Count.STARTED), limits.failures - 1])
         return
-    db.session.flush()  # the counter the ORM holds from count() is written first
     if counted is Count.STARTED:
         db.session.connection().execute(_UNLOCK, {"row": key, "before": limits.failures - 1})
     else:
@@ -141,7 +152,6 @@ def collect(now: datetime, window: timedelta) -> None:
     counted), so that a table sprayed with made-up names stays small whether or not anyone signs in. Does not
     commit; Redis expires those itself."""
     if redis_client() is None:
-        db.session.flush()  # the counters just counted are written first: their windows are not over
         db.session.connection().execute(_STALE, {"stale": now - window, "now": now})
 
 
@@ -154,7 +164,6 @@ def locked(keys: list[str], now: datetime) -> bool:
                 pipe.hget(_key(key), "locked_until")
             until = pipe.execute()
         return any(u is not None and float(u) > now.timestamp() for u in until)
-    db.session.flush()  # a Core read does not autoflush
     found = db.session.connection().execute(_READ, {"keys": keys})
     rows: dict[str, datetime | None] = {key: until for key, until in found}
     _seen().update({key: key in rows for key in keys})
@@ -172,7 +181,6 @@ def reset(keys: list[str]) -> None:
     seen = _seen()
     if all(seen.get(key) is False for key in keys):
         return
-    db.session.flush()  # counters the ORM holds are written before the delete (and then not used again)
     db.session.connection().execute(_RESET, {"keys": keys})
     seen.update(dict.fromkeys(keys, False))
 
