@@ -193,6 +193,7 @@ def start_session(user_id: int) -> SsoSession:
         end_session(old, "replaced by another user's sign-in", commit=False)
     # Housekeeping while we write anyway, at most once a minute per process: sessions past their absolute
     # lifetime (refused when read whatever; this ends them and their participants).
+    expired: list[str] = []
     due = current_app.extensions.get(_NEXT_SWEEP, t)
     if t >= due or due > t + _SWEEP_EVERY:  # (the second: our clock was set back)
         current_app.extensions[_NEXT_SWEEP] = t + _SWEEP_EVERY
@@ -200,6 +201,7 @@ def start_session(user_id: int) -> SsoSession:
         if expired:
             _delete(expired)
     db.session.commit()
+    sessions.swept(expired)
     request.environ[_CACHE] = new
     request.environ[_COOKIE_ACTION] = token
     return new

@@ -266,7 +266,8 @@ def session_ended(ids: list[str], successor: str | None, t: datetime) -> None:
     if client is not None:
         with client.pipeline(transaction=False) as pipe:
             for session_id in ids:
-                pipe.set(_SESSION_MARKERS + session_id, successor or "", ex=ttl_seconds(t + LIFETIME, t))
+                # A session ends once: a sweep ending it again (sessions.swept) keeps how it ended.
+                pipe.set(_SESSION_MARKERS + session_id, successor or "", ex=ttl_seconds(t + LIFETIME, t), nx=True)
             pipe.execute()
         return
     c = OidcAuthorizationCode

@@ -13,7 +13,9 @@ Redis keeps, for a session ``<id>`` (the SHA-256 of its cookie):
 - ``idp:session-nameid:<sp id>:<sha256(NameID)>``: a sorted set of the sessions in which that SP got that
   NameID, scored by their expiry (Single Logout finds sessions by it);
 - ``idp:session-expiry``: every session id scored by its expiry, so that expired sessions are ended (and
-  their listeners told) as in the database, not only forgotten by a TTL.
+  their listeners told) as in the database, not only forgotten by a TTL. An ended session stays in it, due at
+  once, until a sweep has ended it again and committed (:func:`swept`): what its end did in the database (tokens
+  revoked or moved) is then never lost to a commit that failed after Redis had forgotten the session.
 
 Index entries whose session is gone are skipped and pruned when read, and dropped by score once expired.
 """
@@ -239,7 +241,8 @@ def touch(s: SsoSession, at: datetime) -> SsoSession:
 
 
 def delete(ids: list[str]) -> None:
-    """Forget sessions and their participants. In the database it does not commit."""
+    """Forget sessions and their participants. In the database it does not commit; in Redis the ids stay due in
+    the expiry index (see the module's docstring)."""
     if not ids:
         return
     forget_per_request(_PARTICIPANTS_READ)
@@ -257,7 +260,7 @@ def delete(ids: list[str]) -> None:
                     pipe.zrem(_user_key(int(user_id)), sid)
                 for sp_id, raw in sps.items():
                     pipe.zrem(_nameid_key(int(sp_id), _decode_participant(sid, sp_id, raw).name_id), sid)
-            pipe.zrem(_EXPIRY, *ids)
+            pipe.zadd(_EXPIRY, dict.fromkeys(ids, 0))
             pipe.execute()
         return
     # Participants first: no reliance on ON DELETE CASCADE being enforced by every database.
@@ -274,11 +277,19 @@ def user_session_ids(user_id: int) -> list[str]:
 
 
 def expired_ids(now: datetime) -> list[str]:
-    """Ids of sessions past their absolute lifetime, for the caller to end (housekeeping)."""
+    """Ids of sessions past their absolute lifetime (in Redis, and those ended since the last sweep), for the
+    caller to end (housekeeping), then to pass to :func:`swept` once committed."""
     client = redis_client()
     if client is not None:
         return cast(list[str], client.zrangebyscore(_EXPIRY, "-inf", to_epoch(now)))
     return list(db.session.connection().execute(_EXPIRED_IDS, {"now": now}).scalars())
+
+
+def swept(ids: list[str]) -> None:
+    """Sessions :func:`expired_ids` gave were ended and the ending committed: Redis drops them from the index."""
+    client = redis_client()
+    if client is not None and ids:
+        client.zrem(_EXPIRY, *ids)
 
 
 def _existing(client: redis.Redis, index: str, ids: list[str]) -> list[str]:

@@ -11,14 +11,15 @@ from typing import Any
 import lxml.html
 import pytest
 import requests
-from conftest import PG_URL
-from helpers import make_user
+from conftest import PG_URL, REDIS_URL
+from helpers import login_http, make_user
 from interop.pysaml2_sp import p3_request
 from joserfc import jwt
 from oidc_peers import PASSWORD, browse, register, rp, start
 from onelogin.saml2.auth import OneLogin_Saml2_Auth
 from saml_peers import ATTRIBUTE_MAP, OneLoginSp, idp_metadata, read_post_form, register_sp, submit_login
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 from test_oidc_jwt_access_tokens import GRANTS, validate
 
 from idp import audit
@@ -234,3 +235,33 @@ def test_a_new_sign_in_waiting_on_a_refresh_moves_the_token_it_adds_too(
     assert http.post(idp.url + "/logout", data={"csrf_token": csrf}, headers={"Referer": page.url},
                      timeout=10).status_code == 200
     assert not active(idp, session, renewed["refresh_token"])
+
+
+@pytest.mark.skipif(REDIS_URL is None, reason="in the database a session ends in the transaction that ends its tokens")
+def test_tokens_of_a_session_whose_logout_failed_to_commit_are_revoked_by_the_next_sweep(
+        idp: Any, monkeypatch: pytest.MonkeyPatch, frozen_clock: Any) -> None:
+    """Redis forgets a session at once; its tokens are revoked in the database, committed with the logout. When
+    that commit fails (the database went away), the session stays due for the housekeeping, whose next run
+    revokes them: they never outlive a session that is gone."""
+    http = requests.Session()
+    _, session, token = signed_in(idp, http)
+    record = audit.record
+
+    def database_gone(event: audit.AuditEvent, **kwargs: Any) -> None:
+        if event.type == "logout":
+            raise OperationalError("INSERT INTO audit_events", {}, ConnectionError("server closed the connection"))
+        record(event, **kwargs)
+
+    page = http.get(idp.url + "/logout", timeout=10)
+    csrf = lxml.html.fromstring(page.text).xpath("//input[@name='csrf_token']/@value")[0]
+    with monkeypatch.context() as patched:
+        patched.setattr(audit, "record", database_gone)
+        failed = http.post(idp.url + "/logout", data={"csrf_token": csrf}, headers={"Referer": page.url},
+                           timeout=10)
+    assert failed.status_code == 503
+    assert browse(http, start(session).url).login_prompts == 1  # the session is gone all the same
+    frozen_clock.advance(seconds=61)  # the next sign-in a minute later runs the housekeeping
+    make_user("bob", PASSWORD)
+    assert login_http(requests.Session(), idp.url, "bob", PASSWORD).status_code == 302
+    assert not active(idp, session, token["refresh_token"])
+    assert not active(idp, session, token["access_token"])
