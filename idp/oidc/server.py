@@ -444,21 +444,28 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
         return EndUser(principal, refresh_token.session_id)
 
     def revoke_old_credential(self, refresh_token: RefreshToken) -> None:
-        # A statement built once, on the connection: the ORM's bulk update cost several times the SQL.
-        used = db.session.connection().execute(_USE_REFRESH, {"row": refresh_token.id, "t": clock.now()}).first()
-        if used is not None:
-            if used.session_id != refresh_token.session_id:
-                # The same user signed in again after the token was read, and its session went on under a new id
-                # (session_ended): the token just issued, written with the old id, follows it, or a logout would
-                # leave it alive.
-                db.session.connection().execute(_FOLLOW_SESSION, {
-                    "family": refresh_token.family_id, "old": refresh_token.session_id, "new": used.session_id})
-            return
-        if db.session.connection().execute(_REFRESH_USED, {"row": refresh_token.id}).scalar() is None:
-            # Revoked since it was read (a logout, a revocation), not used: no replay to answer.
-            raise InvalidGrantError("The refresh token has been revoked.")
-        _revoke_family(refresh_token, "refresh token used concurrently")
-        raise InvalidGrantError("The refresh token has already been used.")
+        # Statements built once, on the connection: the ORM's bulk update cost several times the SQL.
+        connection = db.session.connection()
+        session_id = refresh_token.session_id
+        for _ in range(3):
+            # Used only in the session it was read in: the token just issued was written with that session's id.
+            if connection.execute(_USE_REFRESH, {"row": refresh_token.id, "t": clock.now(),
+                                                 "session": session_id}).rowcount == 1:
+                if session_id != refresh_token.session_id:
+                    connection.execute(_FOLLOW_SESSION, {"family": refresh_token.family_id,
+                                                         "old": refresh_token.session_id, "new": session_id})
+                return
+            used, revoked, session_id = connection.execute(_REFRESH_STATE, {"row": refresh_token.id}).one()
+            if used is not None:
+                _revoke_family(refresh_token, "refresh token used concurrently")
+                raise InvalidGrantError("The refresh token has already been used.")
+            if revoked is not None:
+                # Revoked since it was read (a logout, a revocation), not used: no replay to answer.
+                raise InvalidGrantError("The refresh token has been revoked.")
+            # Neither: the same user signed in again since it was read, and its session went on under a new id
+            # (session_ended moved the family). Used there, the token just issued follows it, or a logout would
+            # leave that token alive.
+        raise InvalidGrantError("The refresh token's sign-in changed while it was used; try again.")
 
 
 _TOKENS = OidcToken.__table__
@@ -470,13 +477,13 @@ _BY_REFRESH_HASH = with_snapshot(select(*labelled((_TOKENS.c[name] for name in _
                                  .where(_TOKENS.c.refresh_token_hash == bindparam("hash")), _TOKENS.c.user_id)
 _USE_REFRESH = (update(_TOKENS)
                 .where(_TOKENS.c.id == bindparam("row"), _TOKENS.c.refresh_used_at.is_(None),
-                       _TOKENS.c.revoked_at.is_(None))
-                .values(refresh_used_at=bindparam("t"))
-                .returning(_TOKENS.c.session_id))
+                       _TOKENS.c.revoked_at.is_(None), _TOKENS.c.session_id.is_not_distinct_from(bindparam("session")))
+                .values(refresh_used_at=bindparam("t")))
 _FOLLOW_SESSION = (update(_TOKENS)
                    .where(_TOKENS.c.family_id == bindparam("family"), _TOKENS.c.session_id == bindparam("old"))
                    .values(session_id=bindparam("new")))
-_REFRESH_USED = select(_TOKENS.c.refresh_used_at).where(_TOKENS.c.id == bindparam("row"))
+_REFRESH_STATE = select(_TOKENS.c.refresh_used_at, _TOKENS.c.revoked_at, _TOKENS.c.session_id).where(
+    _TOKENS.c.id == bindparam("row"))
 
 
 class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[misc]
