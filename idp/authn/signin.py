@@ -66,6 +66,7 @@ def sign_in(username: str, password: str, client_ip: str | None) -> SignInResult
     # is the try counted in advance, which a try sent at the same time may have found to be one too many.
     if throttle.is_locked(counted, client_ip) or (reservation := throttle.reserve(counted)) is None:
         return _locked_out(name, client_ip)
+    db.session.commit()  # the try counted, for every other try to see, before this one's password is checked
     try:
         outcome = chain.check(name, password, items=items, is_locked=throttle.subject_locked)
     except DirectoryUnavailable as exc:

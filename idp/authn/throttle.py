@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from idp.clock import now
-from idp.extensions import db
 from idp.runtime import settings
 from idp.state import counters
 
@@ -41,7 +40,7 @@ def ip_key(client_ip: str | None) -> str:
 
 def counted_address(client_ip: str | None) -> str:
     """The client's address as a per-address limit counts it: an IPv6 client by its /64 (one host, or one home,
-    has the whole /64 to take a new address from for every try), an IPv4-mapped IPv6 address as its IPv4, and
+    has the whole /64 to take a new address from for every try), an IPv4-mapped or NAT64 address as its IPv4, and
     without a port that a proxy may have appended ("192.0.2.1:51234", "[2001:db8::1]:443"). Text that is no
     address is counted as it is."""
     text = (client_ip or "unknown").strip()
@@ -56,8 +55,13 @@ def counted_address(client_ip: str | None) -> str:
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped is not None:
             return str(address.ipv4_mapped)
+        if address in _NAT64:  # an IPv4 client seen through a NAT64 gateway (RFC 6052): that client, not the /64
+            return str(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
         return str(ipaddress.IPv6Network((address, 64), strict=False))
     return str(address)
+
+
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 
 def is_locked(username: str, client_ip: str | None) -> bool:
@@ -79,16 +83,14 @@ class Reservation:
 
 
 def reserve(username: str) -> Reservation | None:
-    """Count one try against the typed name before its password is checked, and commit: tries sent at once then
-    see each other, and no more of them reach a password check than the limit allows (counted after the check,
-    all of them were checked before the first was counted). None, counting nothing, while the name is locked
-    out. A success clears the count (:func:`reset_user`); a try never judged gives it back (:func:`release`)."""
+    """Count one try against the typed name before its password is checked. Committed by the caller before the
+    check, tries sent at once then see each other, and no more of them reach a password check than the limit
+    allows (counted after the check, all of them were checked before the first was counted). None, counting
+    nothing, while the name is locked out. A success clears the count (:func:`reset_user`); a try never judged
+    gives it back (:func:`release`)."""
     key = user_key(username)
     counted = counters.count(key, _limits(settings().login_max_failures), now())
-    if counted is counters.Count.LOCKED:
-        return None
-    db.session.commit()
-    return Reservation(key, counted)
+    return None if counted is counters.Count.LOCKED else Reservation(key, counted)
 
 
 def release(reservation: Reservation) -> None:

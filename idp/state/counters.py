@@ -54,9 +54,11 @@ return 1
 
 
 # Give back one failure counted in advance; ARGV[1] = 1 when counting it started the lockout, which then ends,
-# with the failures as they were before it (ARGV[2]).
+# with the failures as they were before it (ARGV[2]). A counter reset meanwhile (a success) stays reset: no key is
+# made again, which would have no expiry.
 _UNCOUNT = Script("""
 if ARGV[1] == '1' then
+  if redis.call('HEXISTS', KEYS[1], 'locked_until') == 0 then return 0 end
   redis.call('HDEL', KEYS[1], 'locked_until')
   redis.call('HSET', KEYS[1], 'failures', ARGV[2])
   return 1
@@ -86,8 +88,8 @@ _FOR_UPDATE = (select(_TABLE.c.failures, _TABLE.c.window_started_at, _TABLE.c.lo
                .where(_TABLE.c.key == bindparam("row")).with_for_update())
 _SET = _TABLE.update().where(_TABLE.c.key == bindparam("row")).values(
     failures=bindparam("failures"), window_started_at=bindparam("started"), locked_until=bindparam("until"))
-_UNLOCK = _TABLE.update().where(_TABLE.c.key == bindparam("row")).values(locked_until=None,
-                                                                         failures=bindparam("before"))
+_UNLOCK = (_TABLE.update().where(_TABLE.c.key == bindparam("row"), _TABLE.c.locked_until.is_not(None))
+           .values(locked_until=None, failures=bindparam("before")))
 _DECREMENT = (_TABLE.update().where(_TABLE.c.key == bindparam("row"), _TABLE.c.failures > 0)
               .values(failures=_TABLE.c.failures - 1))
 # Counters whose window and lockout are both over count nothing any more. Rows another transaction holds are

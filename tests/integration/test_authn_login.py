@@ -16,11 +16,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from idp import audit, create_app
-from idp.authn import directory, passwords
+from idp.authn import directory, passwords, throttle
 from idp.authn.connectors import chain
 from idp.config import Settings
 from idp.errors import DirectoryUnavailable
 from idp.extensions import db
+from idp.state import counters, redis_client
 from idp.state import sessions as session_state
 from idp.state.sessions import Participant
 from idp.store import LoginThrottle
@@ -215,6 +216,24 @@ def test_a_try_no_directory_could_judge_is_not_counted(
             assert login(application.test_client(), "alice", PASSWORD).status_code == 503
     assert login(application.test_client(), "alice", PASSWORD).status_code == 302
     assert audit.events(type="login.lockout") == []
+
+
+def test_a_try_given_back_after_a_success_cleared_the_counter_leaves_it_cleared(
+        make_app: Callable[..., Flask]) -> None:
+    """The try that starts a lockout waits on a directory that is down while the right password (typed under
+    another spelling, say) clears the name's counter: giving that try back must not make the counter again (in
+    Redis it would have no expiry: every later failure would count against the user for good)."""
+    make_app(login_max_failures=1)
+    reservation = throttle.reserve("alice")
+    assert reservation is not None and reservation.counted is counters.Count.STARTED
+    throttle.reset_user("alice")
+    throttle.release(reservation)
+    db.session.commit()
+    client = redis_client()
+    if client is not None:
+        assert client.keys("*throttle*") == []
+    else:
+        assert db.session.scalars(select(LoginThrottle.key)).all() == []
 
 
 def test_success_resets_the_user_counter_and_old_failures_age_out(

@@ -95,6 +95,9 @@ def test_a_port_a_proxy_appends_to_the_address_is_not_a_new_client(with_director
     for i, expected in ((1, 200), (2, 200), (3, 429)):
         assert login(client, f"u{i}", "guess", **sent(PROXY, f"198.51.100.1:4000{i}")).status_code == expected
     assert login(client, "alice", DEFAULT_PASSWORD, **sent(PROXY, "[::ffff:198.51.100.1]:40009")).status_code == 429
+    # Behind a NAT64 gateway an IPv4 client is that client, not the gateway's /64 with every other.
+    assert login(client, "alice", DEFAULT_PASSWORD, **sent(PROXY, "64:ff9b::198.51.100.1")).status_code == 429
+    assert login(client, "alice", DEFAULT_PASSWORD, **sent(PROXY, "64:ff9b::198.51.100.2")).status_code == 302
 
 
 def test_hops_setting_is_read_and_checked() -> None:
