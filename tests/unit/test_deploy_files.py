@@ -220,6 +220,9 @@ def test_compose_runs_the_bridge_on_postgresql_and_a_persistent_redis() -> None:
     volumes = {v.split(":")[1]: v.split(":")[0] for v in idp["volumes"]}
     assert volumes["/var/lib/idp"] in compose["volumes"]
     assert idp["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    # Bound to the loopback, it is reached through a proxy on the host: its X-Forwarded-For entry is the client.
+    assert services["idp"]["ports"] == ["127.0.0.1:8000:8000"]
+    assert idp["environment"]["IDP_TRUSTED_PROXY_HOPS"] == "${IDP_TRUSTED_PROXY_HOPS:-1}"
     # After a reboot the daemon starts what has a restart policy; depends_on is not waited for again.
     assert {name: services[name].get("restart") for name in ("postgres", "redis", "idp")} == dict.fromkeys(
         ("postgres", "redis", "idp"), "unless-stopped")
