@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import logging
 import zlib
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Response, render_template, request
+from flask import Response, current_app, render_template, request
 from lxml import etree
 from saml2 import samlp
 from saml2.saml import NAMEID_FORMAT_ENTITY, NAMEID_FORMAT_PERSISTENT, NAMEID_FORMAT_TRANSIENT, Issuer, NameID
@@ -50,7 +51,6 @@ log = logging.getLogger(__name__)
 PENDING_KIND = "saml-logout"
 # Long enough for a user to click through a no-JavaScript POST form at each SP, short enough not to pile up.
 PENDING_LIFETIME = timedelta(minutes=10)
-_ANSWERED = "saml-logout-answered"  # once.claim namespace: our LogoutRequest IDs an SP has answered
 MAX_ID_LENGTH = 256
 
 SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
@@ -320,7 +320,7 @@ def _advance(chain: _Chain) -> Response:
         if endpoint is None:
             chain.results.append({"sp": sp.entity_id, "result": "no SLO endpoint"})
             continue
-        request_id = build.new_id()
+        request_id = build.new_id() if chain.pending_id is None else _hop_id(chain.pending_id, sp.entity_id)
         xml = _logout_request_xml(request_id, endpoint.location, {**item, "sp": sp.entity_id})
         chain.current = {"sp": sp.entity_id, "request_id": request_id}
         expires_at = now() + PENDING_LIFETIME
@@ -333,17 +333,28 @@ def _advance(chain: _Chain) -> Response:
     return _finish(chain)
 
 
+def _hop_id(pending_id: str, sp_entity_id: str) -> str:
+    """The ID of a chain's LogoutRequest to an SP after the first: the same in every copy of the answer that moves
+    the chain on (a double submit, a retry that reached another instance), so that whichever copy's redirect the
+    browser follows, the chain expects that SP's answer to it. Keyed with our secret: nobody can tell it before
+    it is sent (the chain's id travels to SPs as RelayState)."""
+    key = str(current_app.config["SECRET_KEY"]).encode()
+    mac = hmac.new(key, f"{pending_id} {sp_entity_id}".encode(), hashlib.sha256)
+    return "_" + mac.hexdigest()[:40]
+
+
 def _finish(chain: _Chain) -> Response:
     partial = any(r["result"] != SUCCESS for r in chain.results)
-    if chain.pending_id:
-        pending.take(chain.pending_id)
+    # Audited once: a second copy of the last answer finishes too (its browser may be the one that shows it).
+    finished = pending.take(chain.pending_id) if chain.pending_id else True
     initiator = chain.initiator
-    audit.record(AuditEvent(
-        type="saml.logout", outcome="partial" if partial else "success", username=chain.username,
-        sp=initiator["sp"] if initiator else None, client_ip=request.remote_addr,
-        details={"initiated_by": "sp" if initiator else "idp", "session_found": chain.session_found,
-                 "notified": chain.results},
-    ))
+    if finished:
+        audit.record(AuditEvent(
+            type="saml.logout", outcome="partial" if partial else "success", username=chain.username,
+            sp=initiator["sp"] if initiator else None, client_ip=request.remote_addr,
+            details={"initiated_by": "sp" if initiator else "idp", "session_found": chain.session_found,
+                     "notified": chain.results},
+        ))
     if initiator is None and chain.return_to:
         return Response(status=302, headers={"Location": chain.return_to})
     if initiator is None:
@@ -373,11 +384,6 @@ def _logout_response(inbound: Inbound, root: etree._Element) -> Response:
         raise _refuse("The LogoutResponse is malformed.", "malformed LogoutResponse", issuer)
     if current is None or current["sp"] != issuer or msg.in_response_to != current["request_id"]:
         raise _refuse("This logout response does not answer our request.", "unexpected LogoutResponse", issuer)
-    # Each of our LogoutRequests is answered once: two copies of the answer (a double submit, a retry that
-    # reached another instance) that both read the chain before either moved it on must not both send the
-    # browser on, each with a next request of its own, of which the chain would keep only one.
-    if not once.claim(_ANSWERED, current["request_id"], now() + PENDING_LIFETIME, commit=True):
-        raise _refuse("This logout response was already handled.", "LogoutResponse answered twice", issuer)
     sp = _registered(issuer)
     chain.current = None
     chain.results.append({"sp": issuer, "result": _response_result(inbound, root, msg, sp)})
