@@ -221,7 +221,9 @@ def test_a_new_sign_in_waiting_on_a_refresh_moves_the_token_it_adds_too(
         assert held.wait(10)
         again = pool.submit(browse, http, start(session, prompt="login").url)
         deadline = time.monotonic() + 10
-        while not db.session.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")):
+        while not db.session.scalar(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock' AND query LIKE 'UPDATE oidc_tokens SET session_id%'")):
             db.session.rollback()
             assert time.monotonic() < deadline, "the new sign-in never waited on the refresh"
             time.sleep(0.05)

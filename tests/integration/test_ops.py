@@ -208,7 +208,7 @@ def test_readyz_finds_the_server_that_answers_behind_two_that_hang(
 
 def test_readyz_asked_many_times_at_once_probes_the_directory_once(
         with_directories: Callable[..., Flask], slapd: Slapd, tmp_path: Path) -> None:
-    slow = SlowProxy(slapd.ldap_url, delay=0.5)  # each probe takes half a second
+    slow = SlowProxy(slapd.ldap_url, delay=1.0)  # each probe takes a second (the probe's own limit is 2 s)
     try:
         app = with_directories(directory_config(slapd, tmp_path, "corp", urls=[slow.url]))
         with ThreadPoolExecutor(6) as pool:
