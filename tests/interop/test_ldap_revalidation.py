@@ -197,6 +197,25 @@ def test_a_user_removed_from_groups_loses_them_in_the_next_tokens_and_assertion(
     assert revalidations("failure") == []
 
 
+def test_a_revalidation_asks_for_the_groups_whatever_the_group_cache_holds(
+    directory_server: Callable[..., LiveServer], corp: Slapd, tmp_path: Path, frozen_clock: Clock
+) -> None:
+    """The groups a revalidation writes stand until the next one: taken from a cache filled before (in this
+    process, or another instance's older one), a group removed in the directory would come back for that long."""
+    server = directory_server(directory_config(corp, tmp_path, revalidate_seconds=REVALIDATE,
+                                               group_cache_seconds=3600))
+    with server.app.app_context():
+        s = sign_in(server, "bob", "bob-pw")  # fills the group cache
+        assert id_token_groups(s) == ["auditors", "staff"]
+        ldapmodify(corp.ldap_url, f"dn: cn=staff,{GROUPS}\nchangetype: modify\ndelete: member\n"
+                                  f"member: uid=bob,{PEOPLE}\n")
+        frozen_clock.advance(seconds=REVALIDATE + 1)
+        assert refresh(server, s).status_code == 200
+        assert shadow_groups("bob") == ["auditors"]
+        assert userinfo(server, s).json()["groups"] == ["auditors"]
+        db.session.remove()
+
+
 def test_within_revalidate_seconds_the_directory_is_not_asked(
     idp: LiveServer, frozen_clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:

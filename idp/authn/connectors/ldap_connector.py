@@ -55,7 +55,10 @@ class LdapConnector:
         if "disabled" in found.entry.account_state:
             # AD keeps a disabled account's entry; its bind would be refused (533), so the session ends too.
             return Verdict(None, "account disabled in the directory", known=True)
-        groups = self.directory.groups(found.entry)
+        # Asked, not taken from this process's cache: the groups written now stand for revalidate_seconds, and a
+        # cache filled before another instance's check would write a group the user has lost back (it is refreshed
+        # with the answer).
+        groups = self.directory.groups(found.entry, use_cache=False)
         return provision(self.name, found.entry, groups.names)
 
     def authenticate(self, username: str, password: str) -> Principal | None:
