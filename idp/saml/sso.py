@@ -364,6 +364,13 @@ def issue(req: SsoRequest, session: SsoSession, client_ip: str | None) -> Outbou
         audit_refusal("service provider removed", sp=req.sp_entity_id, client_ip=client_ip)
         raise BadRequest("Unknown service provider", "service provider removed")
     md = providers.metadata_of(sp)
+    if not any(e.location == req.acs_url for e in post_acs_endpoints(md)):
+        # Checked when the request came in; a request parked while the user signed in may outlive that address in
+        # the SP's metadata (refreshed meanwhile, perhaps on another instance): no assertion goes where the SP no
+        # longer says it listens.
+        audit_refusal(f"ACS URL no longer in metadata: {req.acs_url[:200]}", sp=sp.entity_id, client_ip=client_ip)
+        raise BadRequest("The application's sign-in address changed meanwhile. Start again from the application.",
+                         "ACS URL no longer in metadata")
     principal = principal_for(session)
     now = clock.now()
     target = (AccountTarget(req.aws_account, req.permission_set) if req.aws_account is not None

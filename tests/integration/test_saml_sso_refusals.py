@@ -225,6 +225,25 @@ def test_acs_url_not_in_metadata(client: FlaskClient, sp: OneLoginSp) -> None:
     assert "evil.example.test" not in resp.get_data(as_text=True)
 
 
+def test_an_acs_url_dropped_from_the_metadata_while_the_user_signs_in_gets_nothing(
+        client: FlaskClient, sp: OneLoginSp, tmp_path: Any) -> None:
+    url, _ = sp.redirect_login("rs")
+    resp = client.get(local(url))  # parked: the user is on the login page
+    # Meanwhile (on another instance, say) the SP's metadata is refreshed: it now lists another ACS only.
+    moved = OneLoginSp(client.get("/saml/metadata").data, acs_url="https://sp.example.test/new-acs")
+    source = tmp_path / "sp-metadata.xml"
+    source.write_bytes(moved.metadata())
+    row = providers.get_or_404(sp.entity_id)
+    row.metadata_source = str(source)
+    db.session.commit()
+    assert providers.refresh(sp.entity_id, actor="test")
+    db.session.commit()
+    page = sign_in_and_continue(client, resp)
+    assert_refused(page, 400, "ACS URL no longer in metadata")
+    assert SP_ACS_URL not in page.get_data(as_text=True)
+    assert responses_issued() == 0
+
+
 def test_tampered_signed_post_request(client: FlaskClient, alice: None) -> None:
     sp = register(client, keys=sp_keys("signing sp"), security={"authnRequestsSigned": True})
     xml, _ = sp.post_request()
