@@ -4,12 +4,14 @@ session's slapd; and the IDP_CONFIG file's problems reported together at start-u
 from __future__ import annotations
 
 import json
+import time
+from urllib.parse import urlsplit
 
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
-from helpers import login
-from ldap_server import Slapd, closed_port_url
-from sqlalchemy import select
+from helpers import login, make_user
+from ldap_server import Slapd, SlapdProcess, closed_port_url
+from sqlalchemy import delete, select
 
 from idp import audit
 from idp.authn.connectors import chain
@@ -92,3 +94,34 @@ def test_add_sets_the_group_cache_seconds(app: Flask, runner: FlaskCliRunner, sl
     refused = runner.invoke(cli, ["directory", "add", "other", "--url", slapd.ldap_url, "--base-dn", slapd.base_dn,
                                   "--group-cache-seconds", "-1"])
     assert refused.exit_code == 2 and "--group-cache-seconds" in refused.output
+
+
+def established_to(port: int) -> int:
+    """TCP connections of this host to ``port`` (from the kernel's tables, as ss would count them)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as lines:
+            next(lines)
+            for line in lines:
+                fields = line.split()
+                count += int(fields[2].rsplit(":", 1)[1], 16) == port and fields[3] == "01"  # ESTABLISHED
+    return count
+
+
+def test_a_removed_directory_lets_go_of_its_connections(
+        app: Flask, runner: FlaskCliRunner, spare_slapd: SlapdProcess) -> None:
+    corp = Slapd(ldap_url=spare_slapd.ldap_url, ldaps_url=spare_slapd.ldaps_url, ca_file=spare_slapd.dir / "ca.pem",
+                 wrong_ca_file=spare_slapd.dir / "wrong-ca.pem")
+    port = urlsplit(corp.ldap_url).port or 389
+    add(runner, corp, "corp", corp.ldap_url)
+    assert login(app.test_client(), "alice", "alice-pw").status_code == 302
+    assert established_to(port) > 0  # the connector keeps its pool, bound as the service account
+    # Removed (through another instance, say: nothing tells this process), the next sign-in here lets go.
+    db.session.execute(delete(Directory).where(Directory.name == "corp"))
+    db.session.commit()
+    make_user("dave", "dave's own password")
+    assert login(app.test_client(), "dave", "dave's own password").status_code == 302
+    deadline = time.monotonic() + 5
+    while established_to(port) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert established_to(port) == 0

@@ -61,6 +61,22 @@ def test_directory_user_signs_in_over_each_transport(
     assert last_login().details == {"source": "corp"}
 
 
+def test_a_bind_password_file_replaced_in_place_is_read_again(
+    slapd: Slapd, tmp_path: Path, with_directories: Callable[..., Flask]
+) -> None:
+    """The service password is kept in a file (a mounted Kubernetes Secret, say): when the file is replaced, the
+    next sign-in binds with what it says now, on every worker, without a restart."""
+    cfg = directory_config(slapd, tmp_path)
+    assert cfg.bind_password_file is not None
+    cfg.bind_password_file.write_text("the password before the rotation\n")
+    app = with_directories(cfg)
+    status, page = sign_in(app.test_client(), "alice", "alice-pw")
+    assert status == 503 and "directory is unavailable" in page
+    cfg.bind_password_file.write_text(slapd.service_password + "\n")
+    status, _ = sign_in(app.test_client(), "alice", "alice-pw")
+    assert status == 302
+
+
 @pytest.mark.parametrize("transport", ["starttls", "ldaps"])
 def test_a_certificate_from_another_ca_is_refused(
     slapd: Slapd, tmp_path: Path, with_directories: Callable[..., Flask], transport: str

@@ -23,6 +23,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from flask import current_app
@@ -79,7 +80,19 @@ def configured() -> list[Configured]:
             log.warning("directory %s is configured in IDP_CONFIG and in the database; the file wins", row.name)
             continue
         out.append(from_row(row))
+    _forget_others({c.name for c in out})
     return out
+
+
+def _forget_others(names: set[str]) -> None:
+    """Close the connectors of directories no longer configured (removed or renamed, perhaps through another
+    instance): their pooled connections stay bound as the service account otherwise."""
+    cache: _Built | None = current_app.extensions.get(_CACHE)
+    if cache is None:
+        return
+    with cache.lock:
+        for name in [n for n in cache.by_name if n not in names]:
+            cache.by_name.pop(name)[1].close()
 
 
 class _Built:
@@ -99,7 +112,20 @@ def _built() -> _Built:
 
 
 def _fingerprint(item: Configured) -> str:
-    return hashlib.sha256(repr((item.cfg, item.encrypted)).encode()).hexdigest()
+    """What the built connector depends on: its settings, its stored password, and the files it read when built
+    (a bind password or CA file replaced in place, as a Kubernetes Secret or a rotation does, builds it again)."""
+    files = [item.cfg.bind_password_file, item.cfg.ca_file] if item.cfg is not None else []
+    return hashlib.sha256(repr((item.cfg, item.encrypted, [_stamp(f) for f in files])).encode()).hexdigest()
+
+
+def _stamp(path: Path | None) -> tuple[int, int, int, int] | None:
+    if path is None:
+        return None
+    try:
+        st = path.stat()
+    except OSError:
+        return None  # the build reports it
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def connector(item: Configured) -> Connector:
