@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from joserfc.jwk import ECKey, KeyParameters, RSAKey
 
+from idp import files
 from idp.clock import now
 from idp.config import Settings
 
@@ -168,6 +169,9 @@ class KeyStore:
         self._lock = threading.Lock()
         self._mtime: tuple[int, int, int] | None = None
         self._ring: KeyRing | None = None
+        # The operator's files as last read, and as last refused (see _external_ring).
+        self._external_stamp: tuple[object, ...] | None = None
+        self._refused_stamp: tuple[object, ...] | None = None
 
     @property
     def manifest(self) -> Path:
@@ -188,15 +192,7 @@ class KeyStore:
 
     def ring(self) -> KeyRing:
         if self.external:
-            if self._ring is None:
-                assert self.key_file is not None
-                # Only the RSA key goes into SAML metadata, so only it comes with a certificate.
-                cert_file = self.settings.signing_cert_file if self.kind == RSA else None
-                self._ring = KeyRing((SigningKey(
-                    "external", ACTIVE, self.key_file.read_bytes(),
-                    cert_file.read_bytes() if cert_file is not None else b"", self.kind,
-                ),))
-            return self._ring
+            return self._external_ring()
         st = self.manifest.stat()
         # Each write renames a new file into place, so the inode changes even when the mtime does not.
         mtime = (st.st_mtime_ns, st.st_ino, st.st_size)
@@ -204,6 +200,31 @@ class KeyStore:
             with self._lock:
                 self._ring = self._read()
                 self._mtime = mtime
+        return self._ring
+
+    def _external_ring(self) -> KeyRing:
+        """The operator's key (and certificate) files, read again when they are replaced (a rotated Kubernetes
+        Secret, say), so that every worker signs with and publishes the new key without a restart. Files that do
+        not make a valid pair yet (one replaced, not the other) leave the key in use as it is, with an error."""
+        assert self.key_file is not None
+        # Only the RSA key goes into SAML metadata, so only it comes with a certificate.
+        cert_file = self.settings.signing_cert_file if self.kind == RSA else None
+        stamp = (files.stamp(self.key_file), files.stamp(cert_file))
+        if self._ring is not None and stamp in (self._external_stamp, self._refused_stamp):
+            return self._ring
+        with self._lock:
+            try:
+                if self._ring is not None:  # at start, ensure() has checked them
+                    self._validate_external()
+                ring = KeyRing((SigningKey("external", ACTIVE, self.key_file.read_bytes(),
+                                           cert_file.read_bytes() if cert_file is not None else b"", self.kind),))
+            except (KeyError_, OSError) as exc:
+                if self._ring is None:
+                    raise
+                log.error("%s changed, but the key in use is kept: %s", self.setting_name, exc)
+                self._refused_stamp = stamp
+                return self._ring
+            self._ring, self._external_stamp = ring, stamp
         return self._ring
 
     def ensure(self) -> None:

@@ -112,6 +112,23 @@ def write_pair(tmp_path: Path, key: bytes, cert: bytes) -> tuple[Path, Path]:
     return tmp_path / "k.pem", tmp_path / "c.pem"
 
 
+def test_key_files_replaced_in_place_are_signed_with_and_published_without_a_restart(
+        make_settings: Callable[..., Settings], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    key, cert = write_pair(tmp_path, *generate_key_pair("idp"))
+    app = create_app(make_settings(signing_key_file=key, signing_cert_file=cert))
+    (first,) = metadata_certs(app)
+    rotated_key, rotated_cert = generate_key_pair("idp, rotated")
+    # Half-way through a rotation by hand: the key replaced, its certificate not yet. The pair in use stays.
+    key.write_bytes(rotated_key)
+    assert metadata_certs(app) == [first]
+    assert signing_cert(app, [first]) == first
+    assert "IDP_SIGNING_KEY_FILE changed, but the key in use is kept" in caplog.text
+    cert.write_bytes(rotated_cert)
+    (second,) = metadata_certs(app)
+    assert second != first and second in "".join(rotated_cert.decode().splitlines())
+    assert signing_cert(app, [first, second]) == second
+
+
 @pytest.mark.parametrize("case, message", [
     ("garbage key", "IDP_SIGNING_KEY_FILE: {key} is not an unencrypted PEM private key"),
     ("garbage cert", "IDP_SIGNING_CERT_FILE: {cert} is not a PEM certificate"),

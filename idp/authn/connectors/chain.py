@@ -23,12 +23,12 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from flask import current_app
 from sqlalchemy import Row, select
 
+from idp import files
 from idp.authn import passwords
 from idp.authn.connectors import registry
 from idp.authn.connectors.base import Connector, Verdict
@@ -114,18 +114,8 @@ def _built() -> _Built:
 def _fingerprint(item: Configured) -> str:
     """What the built connector depends on: its settings, its stored password, and the files it read when built
     (a bind password or CA file replaced in place, as a Kubernetes Secret or a rotation does, builds it again)."""
-    files = [item.cfg.bind_password_file, item.cfg.ca_file] if item.cfg is not None else []
-    return hashlib.sha256(repr((item.cfg, item.encrypted, [_stamp(f) for f in files])).encode()).hexdigest()
-
-
-def _stamp(path: Path | None) -> tuple[int, int, int, int] | None:
-    if path is None:
-        return None
-    try:
-        st = path.stat()
-    except OSError:
-        return None  # the build reports it
-    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+    paths = [item.cfg.bind_password_file, item.cfg.ca_file] if item.cfg is not None else []
+    return hashlib.sha256(repr((item.cfg, item.encrypted, [files.stamp(f) for f in paths])).encode()).hexdigest()
 
 
 def connector(item: Configured) -> Connector:

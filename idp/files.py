@@ -1,0 +1,19 @@
+"""Files the bridge reads once and keeps what it made of them (keys, bind passwords, CA bundles): how to tell
+that one was replaced since."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def stamp(path: Path | None) -> tuple[int, int, int, int] | None:
+    """What changes when a file is rewritten or replaced (a renamed-in file, as a rotated Kubernetes Secret's
+    symlink swap gives, has a new inode; a copy that keeps the mtime still changes the ctime). None for no file, or
+    one that cannot be read: whoever reads it reports that."""
+    if path is None:
+        return None
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
