@@ -200,6 +200,8 @@ def start_session(user_id: int) -> SsoSession:
         expired = sessions.expired_ids(t)
         if expired:
             _delete(expired)
+        if len(expired) == sessions.SWEEP_BATCH:  # more are due: the next sign-in sweeps again
+            current_app.extensions[_NEXT_SWEEP] = t
     db.session.commit()
     sessions.swept(expired)
     request.environ[_CACHE] = new

@@ -149,7 +149,9 @@ _PARTICIPANT = ParticipantRow.__table__
 _PARTICIPANT_BY_KEY = select(_PARTICIPANT).where(_PARTICIPANT.c.session_id == bindparam("session_id"),
                                                  _PARTICIPANT.c.sp_id == bindparam("sp_id"))
 _INSERT_SESSION = _SESSION.insert()
-_EXPIRED_IDS = select(_SESSION.c.id).where(_SESSION.c.expires_at <= bindparam("now"))
+# At most this many a sweep: a sign-in that sweeps does not wait on thousands (the next sweep takes the rest).
+SWEEP_BATCH = 200
+_EXPIRED_IDS = select(_SESSION.c.id).where(_SESSION.c.expires_at <= bindparam("now")).limit(SWEEP_BATCH)
 
 
 def _upsert_participant(insert: Any) -> Any:
@@ -277,11 +279,11 @@ def user_session_ids(user_id: int) -> list[str]:
 
 
 def expired_ids(now: datetime) -> list[str]:
-    """Ids of sessions past their absolute lifetime (in Redis, and those ended since the last sweep), for the
-    caller to end (housekeeping), then to pass to :func:`swept` once committed."""
+    """Ids of sessions past their absolute lifetime (in Redis, and those ended since the last sweep), at most
+    SWEEP_BATCH, for the caller to end (housekeeping), then to pass to :func:`swept` once committed."""
     client = redis_client()
     if client is not None:
-        return cast(list[str], client.zrangebyscore(_EXPIRY, "-inf", to_epoch(now)))
+        return cast(list[str], client.zrangebyscore(_EXPIRY, "-inf", to_epoch(now), start=0, num=SWEEP_BATCH))
     return list(db.session.connection().execute(_EXPIRED_IDS, {"now": now}).scalars())
 
 

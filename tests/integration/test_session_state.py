@@ -132,6 +132,19 @@ def test_the_housekeeping_looks_for_expired_sessions_at_most_once_a_minute(
     assert session_state.user_session_ids(users[0].id) == []
 
 
+def test_a_sweep_ends_a_batch_and_the_next_sign_in_takes_the_rest(short_app: Flask, frozen_clock: Any) -> None:
+    """However many sessions are due, a sign-in that sweeps ends SWEEP_BATCH of them (it must not wait on
+    thousands), and while more are due every sign-in sweeps again."""
+    alice, bob, carol = (make_user(name, PASSWORD) for name in ("alice", "bob", "carol"))
+    stale = [new_session(alice.id, clock.now(), f"{i:064x}") for i in range(session_state.SWEEP_BATCH + 5)]
+    frozen_clock.advance(seconds=MAX)
+    login(short_app.test_client(), "bob", PASSWORD)
+    assert len(session_state.user_session_ids(alice.id)) == 5
+    login(short_app.test_client(), "carol", PASSWORD)  # at once: no minute's wait
+    assert session_state.user_session_ids(alice.id) == []
+    assert session_state.expired_ids(clock.now()) == [] and len(stale) == session_state.SWEEP_BATCH + 5
+
+
 def test_the_housekeeping_looks_again_at_once_when_our_clock_was_set_back(
         short_app: Flask, frozen_clock: Any) -> None:
     alice, bob = make_user("alice", PASSWORD), make_user("bob", PASSWORD)
