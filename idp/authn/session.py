@@ -8,13 +8,16 @@ The server decides everything (idle and absolute lifetimes, a disabled user), so
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from flask import Flask, Response, current_app, has_request_context, request, url_for
+from redis.exceptions import RedisError
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response as BaseResponse
 
 from idp import audit
@@ -26,6 +29,8 @@ from idp.runtime import settings
 from idp.state import sessions
 from idp.state.sessions import SsoSession
 from idp.store import User
+
+log = logging.getLogger(__name__)
 
 COOKIE = "idp_session"
 
@@ -191,22 +196,33 @@ def start_session(user_id: int) -> SsoSession:
         _delete([old.id], successor=new.id)
     elif old is not None:
         end_session(old, "replaced by another user's sign-in", commit=False)
-    # Housekeeping while we write anyway, at most once a minute per process: sessions past their absolute
-    # lifetime (refused when read whatever; this ends them and their participants).
-    expired: list[str] = []
+    db.session.commit()
+    request.environ[_CACHE] = new
+    request.environ[_COOKIE_ACTION] = token
+    _sweep(t)
+    return new
+
+
+def _sweep(t: datetime) -> None:
+    """Housekeeping after a sign-in, at most once a minute per process: sessions past their absolute lifetime
+    (refused when read whatever; this ends them and their participants) and, in Redis, ends to make sure of
+    (sessions.delete). Its own transaction: a sweep that fails costs the sign-in nothing, and is tried again."""
     due = current_app.extensions.get(_NEXT_SWEEP, t)
-    if t >= due or due > t + _SWEEP_EVERY:  # (the second: our clock was set back)
-        current_app.extensions[_NEXT_SWEEP] = t + _SWEEP_EVERY
+    if not (t >= due or due > t + _SWEEP_EVERY):  # (the second: our clock was set back)
+        return
+    current_app.extensions[_NEXT_SWEEP] = t + _SWEEP_EVERY
+    try:
         expired = sessions.expired_ids(t)
         if expired:
             _delete(expired)
-        if len(expired) == sessions.SWEEP_BATCH:  # more are due: the next sign-in sweeps again
-            current_app.extensions[_NEXT_SWEEP] = t
-    db.session.commit()
-    sessions.swept(expired)
-    request.environ[_CACHE] = new
-    request.environ[_COOKIE_ACTION] = token
-    return new
+        db.session.commit()
+        sessions.swept(expired)
+    except (SQLAlchemyError, RedisError) as exc:
+        db.session.rollback()
+        log.warning("session housekeeping failed (tried again in a minute): %s", exc)
+        return
+    if len(expired) == sessions.SWEEP_BATCH:  # more are due: the next sign-in sweeps again
+        current_app.extensions[_NEXT_SWEEP] = t
 
 
 def end_session(sso: SsoSession, reason: str, *, commit: bool = True) -> None:

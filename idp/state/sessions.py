@@ -13,11 +13,13 @@ Redis keeps, for a session ``<id>`` (the SHA-256 of its cookie):
 - ``idp:session-nameid:<sp id>:<sha256(NameID)>``: a sorted set of the sessions in which that SP got that
   NameID, scored by their expiry (Single Logout finds sessions by it);
 - ``idp:session-expiry``: every session id scored by its expiry, so that expired sessions are ended (and
-  their listeners told) as in the database, not only forgotten by a TTL. An ended session stays in it, due at
-  once, until a sweep has ended it again and committed (:func:`swept`): what its end did in the database (tokens
-  revoked or moved) is then never lost to a commit that failed after Redis had forgotten the session.
+  their listeners told) as in the database, not only forgotten by a TTL. An ended session stays in it, due
+  END_GRACE later, until a sweep has ended it again and committed (:func:`swept`): what its end did in the
+  database (tokens revoked or moved) is then never lost to a commit that failed after Redis had forgotten the
+  session.
 
-Index entries whose session is gone are skipped and pruned when read, and dropped by score once expired.
+Entries of the other indexes whose session is gone are skipped and pruned when read, and dropped by score once
+expired.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 import redis
@@ -36,6 +38,7 @@ from sqlalchemy import delete as sql_delete
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
+from idp.clock import now
 from idp.extensions import db
 from idp.runtime import forget_at_transaction_end, forget_per_request, per_request
 from idp.state import GRACE, PREFIX, from_epoch, from_row, labelled, redis_client, to_epoch, ttl_seconds
@@ -149,6 +152,8 @@ _PARTICIPANT = ParticipantRow.__table__
 _PARTICIPANT_BY_KEY = select(_PARTICIPANT).where(_PARTICIPANT.c.session_id == bindparam("session_id"),
                                                  _PARTICIPANT.c.sp_id == bindparam("sp_id"))
 _INSERT_SESSION = _SESSION.insert()
+# How long after a session's end a sweep makes sure of it (see the module's docstring).
+END_GRACE = timedelta(seconds=60)
 # At most this many a sweep: a sign-in that sweeps does not wait on thousands (the next sweep takes the rest).
 SWEEP_BATCH = 200
 _EXPIRED_IDS = select(_SESSION.c.id).where(_SESSION.c.expires_at <= bindparam("now")).limit(SWEEP_BATCH)
@@ -262,7 +267,9 @@ def delete(ids: list[str]) -> None:
                     pipe.zrem(_user_key(int(user_id)), sid)
                 for sp_id, raw in sps.items():
                     pipe.zrem(_nameid_key(int(sp_id), _decode_participant(sid, sp_id, raw).name_id), sid)
-            pipe.zadd(_EXPIRY, dict.fromkeys(ids, 0))
+            # Due a little later, not now: a sweep elsewhere must not end a session again while this request is
+            # still ending it (moving its tokens to a successor, say) and has not committed.
+            pipe.zadd(_EXPIRY, dict.fromkeys(ids, to_epoch(now() + END_GRACE)))
             pipe.execute()
         return
     # Participants first: no reliance on ON DELETE CASCADE being enforced by every database.

@@ -4,6 +4,7 @@ NameID and SessionIndex; and in Redis, nothing in the session tables and a TTL o
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,6 +17,7 @@ from interop.pysaml2_sp import Browser, p3_request, python3_saml_sign_in
 from onelogin.saml2.auth import OneLogin_Saml2_Auth
 from saml_peers import SP_SLO_URL, python3_saml_metadata, python3_saml_settings, register_sp
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from idp import audit, clock
 from idp.authn import directory
@@ -23,7 +25,7 @@ from idp.extensions import db
 from idp.runtime import settings as idp_settings
 from idp.state import GRACE, redis_client
 from idp.state import sessions as session_state
-from idp.state.sessions import Participant, SsoSession
+from idp.state.sessions import END_GRACE, Participant, SsoSession
 from idp.store import ParticipantRow, ServiceProvider, SsoSessionRow
 
 PASSWORD = "correct horse battery"
@@ -135,7 +137,9 @@ def test_the_housekeeping_looks_for_expired_sessions_at_most_once_a_minute(
 def test_a_sweep_ends_a_batch_and_the_next_sign_in_takes_the_rest(short_app: Flask, frozen_clock: Any) -> None:
     """However many sessions are due, a sign-in that sweeps ends SWEEP_BATCH of them (it must not wait on
     thousands), and while more are due every sign-in sweeps again."""
-    alice, bob, carol = (make_user(name, PASSWORD) for name in ("alice", "bob", "carol"))
+    alice = make_user("alice", PASSWORD)
+    for name in ("bob", "carol"):
+        make_user(name, PASSWORD)
     stale = [new_session(alice.id, clock.now(), f"{i:064x}") for i in range(session_state.SWEEP_BATCH + 5)]
     frozen_clock.advance(seconds=MAX)
     login(short_app.test_client(), "bob", PASSWORD)
@@ -143,6 +147,25 @@ def test_a_sweep_ends_a_batch_and_the_next_sign_in_takes_the_rest(short_app: Fla
     login(short_app.test_client(), "carol", PASSWORD)  # at once: no minute's wait
     assert session_state.user_session_ids(alice.id) == []
     assert session_state.expired_ids(clock.now()) == [] and len(stale) == session_state.SWEEP_BATCH + 5
+
+
+def test_a_sweep_that_fails_costs_the_sign_in_nothing_and_is_tried_again(
+        short_app: Flask, frozen_clock: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    alice, bob = make_user("alice", PASSWORD), make_user("bob", PASSWORD)
+    stale = new_session(alice.id, clock.now(), "e" * 64)
+    frozen_clock.advance(seconds=MAX)
+    with monkeypatch.context() as patched:
+        patched.setattr(session_state, "expired_ids", lambda now: (_ for _ in ()).throw(
+            OperationalError("SELECT", {}, ConnectionError("lock timeout"))))
+        client = short_app.test_client()
+        assert login(client, "bob", PASSWORD).status_code == 302
+    assert signed_in(client) and len(session_state.user_session_ids(bob.id)) == 1
+    assert "session housekeeping failed (tried again in a minute)" in caplog.text
+    assert session_state.get(stale.id) is not None
+    frozen_clock.advance(seconds=61)
+    login(short_app.test_client(), "bob", PASSWORD)
+    assert session_state.get(stale.id) is None
 
 
 def test_the_housekeeping_looks_again_at_once_when_our_clock_was_set_back(
@@ -285,10 +308,12 @@ def test_in_redis_sessions_stay_out_of_the_tables_and_every_key_expires(
     done.process_slo(request_id=start.get_last_request_id(), keep_local_session=True)
     assert done.get_errors() == [], done.get_last_error_reason()
     assert table_rows() == 0
-    # The session and its index entries are gone (emptied index sets too). Its id stays due in the expiry index
-    # until the next housekeeping has ended it again and committed (a failed commit of the logout loses nothing).
+    # The session and its index entries are gone (emptied index sets too). Its id stays in the expiry index, due
+    # a minute later, until a housekeeping has ended it again and committed (a failed commit of the logout loses
+    # nothing).
     assert redis_mode.keys("idp:session*") == ["idp:session-expiry"]
-    assert redis_mode.zrange("idp:session-expiry", 0, -1, withscores=True) == [(session_id, 0.0)]
+    ((left, due),) = redis_mode.zrange("idp:session-expiry", 0, -1, withscores=True)
+    assert left == session_id and due == pytest.approx(time.time() + END_GRACE.total_seconds(), abs=10)
 
 
 def test_a_participant_read_in_a_request_follows_its_writes_and_rollbacks(short_app: Flask) -> None:
