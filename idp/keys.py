@@ -167,7 +167,7 @@ class KeyStore:
         self.kind = kind
         self.dir = settings.data_dir / "keys" if kind == RSA else settings.data_dir / "keys" / kind
         self._lock = threading.Lock()
-        self._mtime: tuple[int, int, int] | None = None
+        self._mtime: tuple[int, int, int, int] | None = None
         self._ring: KeyRing | None = None
         # The operator's files as last read, and as last refused (see _external_ring).
         self._external_stamp: tuple[object, ...] | None = None
@@ -193,9 +193,10 @@ class KeyStore:
     def ring(self) -> KeyRing:
         if self.external:
             return self._external_ring()
-        st = self.manifest.stat()
         # Each write renames a new file into place, so the inode changes even when the mtime does not.
-        mtime = (st.st_mtime_ns, st.st_ino, st.st_size)
+        mtime = files.stamp(self.manifest)
+        if mtime is None:
+            raise KeyError_(f"cannot read the key manifest {self.manifest}")
         if self._ring is None or mtime != self._mtime:
             with self._lock:
                 self._ring = self._read()
@@ -214,8 +215,7 @@ class KeyStore:
             return self._ring
         with self._lock:
             try:
-                if self._ring is not None:  # at start, ensure() has checked them
-                    self._validate_external()
+                self._validate_external()
                 ring = KeyRing((SigningKey("external", ACTIVE, self.key_file.read_bytes(),
                                            cert_file.read_bytes() if cert_file is not None else b"", self.kind),))
             except (KeyError_, OSError) as exc:

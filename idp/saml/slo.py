@@ -339,7 +339,7 @@ def _hop_id(pending_id: str, sp_entity_id: str) -> str:
     browser follows, the chain expects that SP's answer to it. Keyed with our secret: nobody can tell it before
     it is sent (the chain's id travels to SPs as RelayState)."""
     key = str(current_app.config["SECRET_KEY"]).encode()
-    mac = hmac.new(key, f"{pending_id} {sp_entity_id}".encode(), hashlib.sha256)
+    mac = hmac.new(key, f"saml-slo-hop {pending_id} {sp_entity_id}".encode(), hashlib.sha256)
     return "_" + mac.hexdigest()[:40]
 
 

@@ -237,6 +237,11 @@ def post_acs_endpoints(md: SpMetadata) -> list[Endpoint]:
     return [e for e in md.acs if e.binding == POST]
 
 
+def listed_acs(md: SpMetadata, url: str) -> bool:
+    """Is ``url`` one of the SP's HTTP-POST ACS endpoints, exactly?"""
+    return any(e.location == url for e in post_acs_endpoints(md))
+
+
 def default_acs(md: SpMetadata) -> str:
     """The SP's default HTTP-POST ACS: the one marked isDefault, else the lowest index, else the first."""
     endpoints = post_acs_endpoints(md)
@@ -259,7 +264,7 @@ def _trusted_acs(request: _AuthnRequest, md: SpMetadata) -> str:
         raise BadRequest("Only the HTTP-POST binding is supported for responses.",
                          f"unsupported response binding {request.protocol_binding!r}")
     if url is not None:
-        if not any(e.location == url for e in endpoints):
+        if not listed_acs(md, url):
             raise BadRequest("The address this request asks us to answer to is not registered for the "
                              "application.", f"ACS URL not in metadata: {url[:200]}")
         return str(url)
@@ -315,7 +320,7 @@ def aws_launch(entity_id: str, acs_url: str, account_id: str, permission_set: st
     to ``acs_url`` (the account's sign-in endpoint, which must be one of the SP's POST ACS endpoints).
     Whether the user holds that role is decided at issuance, like every other sign-in."""
     sp = _registered(entity_id, client_ip)
-    if not any(e.location == acs_url for e in post_acs_endpoints(providers.metadata_of(sp))):
+    if not listed_acs(providers.metadata_of(sp), acs_url):
         audit_refusal(f"AWS sign-in endpoint not in metadata: {acs_url[:200]}", sp=entity_id, client_ip=client_ip)
         raise BadRequest("This AWS sign-in endpoint is not registered for the application.",
                          f"ACS URL not in metadata: {acs_url[:200]}")
@@ -364,7 +369,7 @@ def issue(req: SsoRequest, session: SsoSession, client_ip: str | None) -> Outbou
         audit_refusal("service provider removed", sp=req.sp_entity_id, client_ip=client_ip)
         raise BadRequest("Unknown service provider", "service provider removed")
     md = providers.metadata_of(sp)
-    if not any(e.location == req.acs_url for e in post_acs_endpoints(md)):
+    if not listed_acs(md, req.acs_url):
         # Checked when the request came in; a request parked while the user signed in may outlive that address in
         # the SP's metadata (refreshed meanwhile, perhaps on another instance): no assertion goes where the SP no
         # longer says it listens.
