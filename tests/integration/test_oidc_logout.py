@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import lxml.html
@@ -145,6 +145,18 @@ def active(idp: Any, session: Any, token: str) -> bool:
     return bool(session.introspect_token(idp.url + "/oauth/introspect", token=token).json()["active"])
 
 
+def log_out(idp: Any, http: requests.Session) -> requests.Response:
+    """The IdP's own /logout page, confirmed."""
+    page = http.get(idp.url + "/logout", timeout=10)
+    csrf = lxml.html.fromstring(page.text).xpath("//input[@name='csrf_token']/@value")[0]
+    return http.post(idp.url + "/logout", data={"csrf_token": csrf}, headers={"Referer": page.url}, timeout=10)
+
+
+def refresh_aside(pool: ThreadPoolExecutor, idp: Any, reg: Any, token: dict[str, Any]) -> Future[Any]:
+    """A refresh sent by the client's back end, in another thread (a test holds it up half-way)."""
+    return pool.submit(rp(idp.url, reg).refresh_token, idp.url + "/oauth/token", refresh_token=token["refresh_token"])
+
+
 def test_any_end_of_the_sso_session_revokes_its_tokens_but_signing_in_again_does_not(idp: Any) -> None:
     """Tokens live no longer than the sign-in they came from (as Keycloak binds refresh tokens to the SSO
     session): the IdP's own /logout page ends them too. Re-authenticating keeps them."""
@@ -155,10 +167,7 @@ def test_any_end_of_the_sso_session_revokes_its_tokens_but_signing_in_again_does
     assert again.login_prompts == 1
     assert active(idp, session, token["refresh_token"]) and active(idp, session, token["access_token"])
 
-    page = http.get(idp.url + "/logout", timeout=10)
-    csrf = lxml.html.fromstring(page.text).xpath("//input[@name='csrf_token']/@value")[0]
-    assert http.post(idp.url + "/logout", data={"csrf_token": csrf}, headers={"Referer": page.url},
-                     timeout=10).status_code == 200
+    assert log_out(idp, http).status_code == 200
     assert not active(idp, session, token["refresh_token"])
     assert not active(idp, session, token["access_token"])
 
@@ -180,20 +189,15 @@ def test_a_refresh_racing_a_new_sign_in_issues_its_token_in_the_new_session(
         return found
 
     monkeypatch.setattr(RefreshTokenGrant, "authenticate_refresh_token", paused)
-    backchannel = rp(idp.url, reg)
     with ThreadPoolExecutor(1) as pool:
-        refreshing = pool.submit(backchannel.refresh_token, idp.url + "/oauth/token",
-                                 refresh_token=token["refresh_token"])
+        refreshing = refresh_aside(pool, idp, reg, token)
         assert read.wait(10)
         assert browse(http, start(session, prompt="login").url).login_prompts == 1  # signed in again meanwhile
         resume.set()
         renewed = refreshing.result(10)
     assert active(idp, session, renewed["refresh_token"])
 
-    page = http.get(idp.url + "/logout", timeout=10)
-    csrf = lxml.html.fromstring(page.text).xpath("//input[@name='csrf_token']/@value")[0]
-    assert http.post(idp.url + "/logout", data={"csrf_token": csrf}, headers={"Referer": page.url},
-                     timeout=10).status_code == 200
+    assert log_out(idp, http).status_code == 200
     assert not active(idp, session, renewed["refresh_token"])
     assert not active(idp, session, renewed["access_token"])
 
@@ -214,10 +218,8 @@ def test_a_new_sign_in_waiting_on_a_refresh_moves_the_token_it_adds_too(
         assert resume.wait(10)
 
     monkeypatch.setattr(RefreshTokenGrant, "revoke_old_credential", paused)
-    backchannel = rp(idp.url, reg)
     with ThreadPoolExecutor(2) as pool:
-        refreshing = pool.submit(backchannel.refresh_token, idp.url + "/oauth/token",
-                                 refresh_token=token["refresh_token"])
+        refreshing = refresh_aside(pool, idp, reg, token)
         assert held.wait(10)
         again = pool.submit(browse, http, start(session, prompt="login").url)
         deadline = time.monotonic() + 10
@@ -232,10 +234,7 @@ def test_a_new_sign_in_waiting_on_a_refresh_moves_the_token_it_adds_too(
         renewed = refreshing.result(10)
         assert again.result(10).login_prompts == 1
 
-    page = http.get(idp.url + "/logout", timeout=10)
-    csrf = lxml.html.fromstring(page.text).xpath("//input[@name='csrf_token']/@value")[0]
-    assert http.post(idp.url + "/logout", data={"csrf_token": csrf}, headers={"Referer": page.url},
-                     timeout=10).status_code == 200
+    assert log_out(idp, http).status_code == 200
     assert not active(idp, session, renewed["refresh_token"])
 
 
@@ -254,12 +253,9 @@ def test_tokens_of_a_session_whose_logout_failed_to_commit_are_revoked_by_the_ne
             raise OperationalError("INSERT INTO audit_events", {}, ConnectionError("server closed the connection"))
         record(event, **kwargs)
 
-    page = http.get(idp.url + "/logout", timeout=10)
-    csrf = lxml.html.fromstring(page.text).xpath("//input[@name='csrf_token']/@value")[0]
     with monkeypatch.context() as patched:
         patched.setattr(audit, "record", database_gone)
-        failed = http.post(idp.url + "/logout", data={"csrf_token": csrf}, headers={"Referer": page.url},
-                           timeout=10)
+        failed = log_out(idp, http)
     assert failed.status_code == 503
     assert browse(http, start(session).url).login_prompts == 1  # the session is gone all the same
     frozen_clock.advance(seconds=61)  # the next sign-in a minute later runs the housekeeping

@@ -172,19 +172,23 @@ def test_a_user_deleted_in_the_directory_loses_session_and_tokens_after_revalida
     assert event.details["sessions_ended"] == 1
 
 
+def leave_staff_and_refresh(idp: LiveServer, corp: Slapd, s: SignedIn, frozen_clock: Clock) -> None:
+    """bob leaves staff in the directory; a refresh after revalidate_seconds asks the directory itself (the shadow
+    row changes with it), and the RP's userinfo follows."""
+    ldapmodify(corp.ldap_url, f"dn: cn=staff,{GROUPS}\nchangetype: modify\ndelete: member\n"
+                              f"member: uid=bob,{PEOPLE}\n")
+    frozen_clock.advance(seconds=REVALIDATE + 1)
+    assert refresh(idp, s).status_code == 200
+    assert shadow_groups("bob") == ["auditors"]
+    assert userinfo(idp, s).json()["groups"] == ["auditors"]
+
+
 def test_a_user_removed_from_groups_loses_them_in_the_next_tokens_and_assertion(
     idp: LiveServer, corp: Slapd, frozen_clock: Clock
 ) -> None:
     s = sign_in(idp, "bob", "bob-pw")
     assert id_token_groups(s) == ["auditors", "staff"]
-
-    ldapmodify(corp.ldap_url, f"dn: cn=staff,{GROUPS}\nchangetype: modify\ndelete: member\n"
-                              f"member: uid=bob,{PEOPLE}\n")
-    frozen_clock.advance(seconds=REVALIDATE + 1)
-    # The refresh asks the directory itself (the shadow row changes with it), and the RP's userinfo follows.
-    assert refresh(idp, s).status_code == 200
-    assert shadow_groups("bob") == ["auditors"]
-    assert userinfo(idp, s).json()["groups"] == ["auditors"]
+    leave_staff_and_refresh(idp, corp, s, frozen_clock)
 
     # The SSO session revalidates on its own: after the next period, a new ID token and a new SAML assertion
     # lack the group removed meanwhile.
@@ -207,12 +211,7 @@ def test_a_revalidation_asks_for_the_groups_whatever_the_group_cache_holds(
     with server.app.app_context():
         s = sign_in(server, "bob", "bob-pw")  # fills the group cache
         assert id_token_groups(s) == ["auditors", "staff"]
-        ldapmodify(corp.ldap_url, f"dn: cn=staff,{GROUPS}\nchangetype: modify\ndelete: member\n"
-                                  f"member: uid=bob,{PEOPLE}\n")
-        frozen_clock.advance(seconds=REVALIDATE + 1)
-        assert refresh(server, s).status_code == 200
-        assert shadow_groups("bob") == ["auditors"]
-        assert userinfo(server, s).json()["groups"] == ["auditors"]
+        leave_staff_and_refresh(server, corp, s, frozen_clock)
         db.session.remove()
 
 
