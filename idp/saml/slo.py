@@ -281,6 +281,8 @@ class _Chain:
     pending_id: str | None = None
     # IdP-initiated chains only: where the browser goes at the end (validated by whoever started the chain).
     return_to: str | None = None
+    # The parked document as this request read it: it is replaced only if nobody has moved the chain on since.
+    read: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"initiator": self.initiator, "username": self.username, "queue": self.queue,
@@ -291,7 +293,7 @@ class _Chain:
     def from_pending(cls, pending_id: str, d: dict[str, Any]) -> _Chain:
         return cls(initiator=d.get("initiator"), username=d.get("username"), queue=list(d.get("queue") or []),
                    results=list(d.get("results") or []), session_found=bool(d.get("session_found", True)),
-                   current=d.get("current"), pending_id=pending_id, return_to=d.get("return_to"))
+                   current=d.get("current"), pending_id=pending_id, return_to=d.get("return_to"), read=d)
 
 
 def _start_chain(sso: SsoSession, initiator: dict[str, Any] | None, exclude_sp_id: int | None,
@@ -326,9 +328,14 @@ def _advance(chain: _Chain) -> Response:
         expires_at = now() + PENDING_LIFETIME
         if chain.pending_id is None:
             chain.pending_id = pending.put(PENDING_KIND, chain.to_json(), expires_at)
-        elif not pending.replace(PENDING_KIND, chain.pending_id, chain.to_json(), expires_at):
-            # A copy of the same LogoutResponse finished the chain meanwhile.
-            raise _refuse("This logout has already finished.", "logout state used meanwhile", sp.entity_id)
+        elif not pending.replace(PENDING_KIND, chain.pending_id, chain.to_json(), expires_at, read=chain.read or {}):
+            # Another copy of the same LogoutResponse got there first. If it sent the browser on to this same
+            # request (same SP, same ID), this copy may as well; one that comes late, after the chain moved on
+            # further or finished, must not take it back.
+            now_at = pending.get(PENDING_KIND, chain.pending_id)
+            if now_at is None or (now_at.get("current") or {}).get("request_id") != request_id:
+                raise _refuse("This logout has moved on or finished without this answer.",
+                              "logout state changed meanwhile", chain.results[-1]["sp"])
         return _send(endpoint.binding, endpoint.location, "SAMLRequest", xml, chain.pending_id)
     return _finish(chain)
 

@@ -8,7 +8,8 @@ import secrets
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, select, update
+import redis
+from sqlalchemy import bindparam, delete, select
 
 from idp.clock import now
 from idp.extensions import db
@@ -20,6 +21,9 @@ _TABLE = PendingRequest.__table__
 _BY_ID = select(_TABLE.c.kind, _TABLE.c.data, _TABLE.c.expires_at).where(_TABLE.c.id == bindparam("id"))
 _PUT = _TABLE.insert()
 _TAKE = _TABLE.delete().where(_TABLE.c.id == bindparam("id"))
+_LOCK = _TABLE.update().where(_TABLE.c.id == bindparam("row")).values(id=_TABLE.c.id)
+_REPLACE = _TABLE.update().where(_TABLE.c.id == bindparam("row")).values(
+    kind=bindparam("new_kind"), data=bindparam("new_data"), expires_at=bindparam("until"))
 
 
 def _key(pending_id: str) -> str:
@@ -40,17 +44,32 @@ def put(kind: str, data: dict[str, Any], expires_at: datetime) -> str:
     return pending_id
 
 
-def replace(kind: str, pending_id: str, data: dict[str, Any], expires_at: datetime) -> bool:
-    """Store a new version of a document that still exists and commit; False when it was taken meanwhile (a
-    concurrent request finished with it), which must not bring it back."""
+def replace(kind: str, pending_id: str, data: dict[str, Any], expires_at: datetime, *, read: dict[str, Any]) -> bool:
+    """Store a new version of a document if it is still as the caller ``read`` it, and commit. False when it was
+    changed or taken meanwhile (a concurrent request moved on or finished with it), which must not be undone."""
     client = redis_client()
     if client is not None:
-        return bool(client.set(_key(pending_id), _document(kind, data, expires_at), xx=True,
-                               ex=ttl_seconds(expires_at, now())))
-    result = db.session.execute(update(PendingRequest).where(PendingRequest.id == pending_id)
-                                .values(kind=kind, data=data, expires_at=expires_at))
+        with client.pipeline() as pipe:
+            try:
+                pipe.watch(_key(pending_id))  # type: ignore[no-untyped-call]  # EXEC fails on any write since
+                raw = pipe.get(_key(pending_id))
+                if raw is None or json.loads(raw)["data"] != read:
+                    return False
+                pipe.multi()
+                pipe.set(_key(pending_id), _document(kind, data, expires_at), ex=ttl_seconds(expires_at, now()))
+                pipe.execute()
+            except redis.WatchError:
+                return False
+        return True
+    # A no-op update first: it takes the row's lock (SQLite's write lock), so the read below is the last word.
+    if changed(db.session.connection().execute(_LOCK, {"row": pending_id})) != 1 or (
+            db.session.connection().execute(_BY_ID, {"id": pending_id}).one().data != read):
+        db.session.rollback()
+        return False
+    db.session.connection().execute(_REPLACE, {"row": pending_id, "new_kind": kind, "new_data": data,
+                                               "until": expires_at})
     db.session.commit()
-    return changed(result) == 1
+    return True
 
 
 def _document(kind: str, data: dict[str, Any], expires_at: datetime) -> str:

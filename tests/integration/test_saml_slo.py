@@ -4,6 +4,7 @@ and the user's session left alone), logout without a session, and partial logout
 from __future__ import annotations
 
 import base64
+import itertools
 import threading
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -206,6 +207,16 @@ def test_an_sp_answering_with_an_error_makes_the_logout_partial(idp: Any, sp: di
     assert event.details["notified"] == [{"sp": f"{SP2}/metadata", "result": "Responder"}]
 
 
+def answer_hop(idp: Any, hop_url: str, settings: dict[str, Any]) -> str:
+    """The URL of an SP's signed success LogoutResponse to the LogoutRequest at ``hop_url``."""
+    at_sp = OneLogin_Saml2_Auth(p3_request(hop_url), settings)
+    answer = OneLogin_Saml2_Logout_Response(at_sp.get_settings())
+    answer.build(_request_id(hop_url))
+    params = {"SAMLResponse": answer.get_response(), "RelayState": parse_qs(urlsplit(hop_url).query)["RelayState"][0]}
+    at_sp.add_response_signature(params, settings["security"]["signatureAlgorithm"])
+    return str(at_sp.redirect_to(idp.url + "/saml/slo", params))
+
+
 def test_two_copies_of_one_logout_response_move_the_logout_on_alike(
         idp: Any, sp: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     sp2 = register(idp, entity_id=f"{SP2}/metadata", acs_url=f"{SP2}/acs", slo_url=f"{SP2}/slo",
@@ -217,24 +228,21 @@ def test_two_copies_of_one_logout_response_move_the_logout_on_alike(
     python3_saml_sign_in(browser, sp3, return_to=f"{SP3}/app")
     hop = browser.get(logout_url(sp, auth)[0])
     assert hop.destination == f"{SP2}/slo"
-    at_sp2 = OneLogin_Saml2_Auth(p3_request(hop.redirect), sp2)
-    answer = OneLogin_Saml2_Logout_Response(at_sp2.get_settings())
-    answer.build(_request_id(hop.redirect))
-    params = {"SAMLResponse": answer.get_response(), "RelayState": hop.message.relay_state}
-    at_sp2.add_response_signature(params, sp2["security"]["signatureAlgorithm"])
-    url = at_sp2.redirect_to(idp.url + "/saml/slo", params)
+    url = answer_hop(idp, hop.redirect, sp2)
 
     # The browser sends the answer twice (a double click, a retry to another instance); both copies read the
     # logout's state before either moves it on.
-    both_read = threading.Barrier(2, timeout=10)
     read = slo.pending.get
 
-    def at_once(kind: str, pending_id: str) -> Any:
-        found = read(kind, pending_id)
-        both_read.wait()
-        return found
-
     def twice_at_once(url: str) -> list[requests.Response]:
+        both_read, reads = threading.Barrier(2, timeout=10), itertools.count()
+
+        def at_once(kind: str, pending_id: str) -> Any:
+            found = read(kind, pending_id)
+            if next(reads) < 2:  # each copy's first read
+                both_read.wait()
+            return found
+
         with monkeypatch.context() as patched:
             patched.setattr(slo.pending, "get", at_once)
             with ThreadPoolExecutor(2) as pool:
@@ -246,19 +254,53 @@ def test_two_copies_of_one_logout_response_move_the_logout_on_alike(
     assert all(c.headers["Location"].startswith(f"{SP3}/slo?") for c in copies)
     first, second = (_request_id(c.headers["Location"]) for c in copies)
     assert first == second
-    shown = copies[1].headers["Location"]
-    at_sp3 = OneLogin_Saml2_Auth(p3_request(shown), sp3)
-    answer = OneLogin_Saml2_Logout_Response(at_sp3.get_settings())
-    answer.build(_request_id(shown))
-    params = {"SAMLResponse": answer.get_response(), "RelayState": parse_qs(urlsplit(shown).query)["RelayState"][0]}
-    at_sp3.add_response_signature(params, sp3["security"]["signatureAlgorithm"])
     # SP3's answer sent twice at once as well: both copies finish, answering the SP that asked, and the logout
     # is audited once.
-    finished = twice_at_once(at_sp3.redirect_to(idp.url + "/saml/slo", params))
+    finished = twice_at_once(answer_hop(idp, copies[1].headers["Location"], sp3))
     assert [urlsplit(f.headers["Location"])._replace(query="").geturl() for f in finished] == [SP_SLO_URL] * 2
     db.session.expire_all()
     (event,) = audit.events(type="saml.logout")
     assert (event.outcome, [r["result"] for r in event.details["notified"]]) == ("success", ["success", "success"])
+
+
+def test_a_copy_of_an_answer_that_comes_late_cannot_take_the_logout_back(
+        idp: Any, sp: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    others = {n: register(idp, entity_id=f"https://sp{n}.example.test/metadata", acs_url=f"https://sp{n}.example.test/acs",
+                          slo_url=f"https://sp{n}.example.test/slo", keys=sp_keys(f"python3-saml sp {n}"))
+              for n in (2, 3, 4)}
+    browser, auth = signed_in(idp, sp)
+    for n, settings in others.items():
+        python3_saml_sign_in(browser, settings, return_to=f"https://sp{n}.example.test/app")
+    hop = browser.get(logout_url(sp, auth)[0])
+    assert hop.destination == "https://sp2.example.test/slo"
+    answered = answer_hop(idp, hop.redirect, others[2])
+    # One copy of SP2's answer reads the logout's state, then stalls (a slow proxy, a retry); the other goes on.
+    held, go = threading.Event(), threading.Event()
+    read, reads = slo.pending.get, itertools.count()
+
+    def first_read_stalls(kind: str, pending_id: str) -> Any:
+        found = read(kind, pending_id)
+        if next(reads) == 0:
+            held.set()
+            assert go.wait(10)
+        return found
+
+    monkeypatch.setattr(slo.pending, "get", first_read_stalls)
+    with ThreadPoolExecutor(1) as pool:
+        late = pool.submit(requests.get, answered, allow_redirects=False, timeout=30)
+        assert held.wait(10)
+        hop = browser.get(answered)
+        assert hop.destination == "https://sp3.example.test/slo"
+        hop = browser.get(answer_hop(idp, hop.redirect, others[3]))
+        assert hop.destination == "https://sp4.example.test/slo"
+        go.set()
+        assert late.result(30).status_code == 400
+    assert refusal("logout state changed meanwhile").sp == "https://sp2.example.test/metadata"
+    # The logout expects SP4's answer still, and finishes with it.
+    assert browser.get(answer_hop(idp, hop.redirect, others[4])).destination == SP_SLO_URL
+    db.session.expire_all()
+    (event,) = audit.events(type="saml.logout")
+    assert [r["result"] for r in event.details["notified"]] == ["success"] * 3
 
 
 def test_an_sp_without_slo_endpoint_makes_the_logout_partial(idp: Any, sp: dict[str, Any]) -> None:
