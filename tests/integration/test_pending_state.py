@@ -15,13 +15,16 @@ from idp.state import pending
 def test_a_parked_document_is_taken_once_and_a_late_update_does_not_bring_it_back(app: Flask) -> None:
     expires = clock.now() + timedelta(minutes=10)
     pending_id = pending.put("test", {"step": 1}, expires)
-    assert pending.replace("test", pending_id, {"step": 2}, expires)
+    assert pending.replace("test", pending_id, {"step": 2}, expires, read={"step": 1})
     assert pending.get("test", pending_id) == {"step": 2}
     assert pending.get("other-kind", pending_id) is None
+    # A copy that read the first version comes late: the second stays.
+    assert pending.replace("test", pending_id, {"step": 2, "late": True}, expires, read={"step": 1}) is False
+    assert pending.get("test", pending_id) == {"step": 2}
     assert pending.take(pending_id) is True
     assert pending.take(pending_id) is False
     # A second copy of the same LogoutResponse finishing its step after the first ended the chain.
-    assert pending.replace("test", pending_id, {"step": 3}, expires) is False
+    assert pending.replace("test", pending_id, {"step": 3}, expires, read={"step": 2}) is False
     assert pending.get("test", pending_id) is None
 
 
