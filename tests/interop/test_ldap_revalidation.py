@@ -7,7 +7,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -212,6 +212,33 @@ def test_a_revalidation_asks_for_the_groups_whatever_the_group_cache_holds(
         s = sign_in(server, "bob", "bob-pw")  # fills the group cache
         assert id_token_groups(s) == ["auditors", "staff"]
         leave_staff_and_refresh(server, corp, s, frozen_clock)
+        db.session.remove()
+
+
+def test_a_sign_in_with_cached_groups_leaves_the_next_revalidation_due_as_soon_as_they_were_read(
+    directory_server: Callable[..., LiveServer], corp: Slapd, tmp_path: Path, frozen_clock: Clock
+) -> None:
+    """Groups taken from the cache at a sign-in are as old as the cache's copy: the user's row counts as checked
+    then, not now, so a group lost in the directory meanwhile stands no longer than revalidate_seconds from when
+    it was read (another instance may have removed it from the row already)."""
+    server = directory_server(directory_config(corp, tmp_path, revalidate_seconds=REVALIDATE,
+                                               group_cache_seconds=3600))
+    with server.app.app_context():
+        first = sign_in(server, "bob", "bob-pw")  # reads and caches the groups
+        ldapmodify(corp.ldap_url, f"dn: cn=staff,{GROUPS}\nchangetype: modify\ndelete: member\n"
+                                  f"member: uid=bob,{PEOPLE}\n")
+        frozen_clock.advance(seconds=REVALIDATE // 2)
+        # Another browser, another password sign-in: the cached groups, staff included.
+        http, authorization = requests.Session(), start(first.session)
+        arrival = browse(http, authorization.url, username="bob", password="bob-pw")
+        token = first.session.fetch_token(first.session.server_metadata["token_endpoint"],
+                                          authorization_response=arrival.url, code_verifier=authorization.verifier,
+                                          state=authorization.state)
+        again = replace(first, http=http, token=token)
+        assert shadow_groups("bob") == ["auditors", "staff"]
+        frozen_clock.advance(seconds=REVALIDATE // 2 + 1)  # revalidate_seconds after the groups were read
+        assert refresh(server, again).status_code == 200
+        assert shadow_groups("bob") == ["auditors"]
         db.session.remove()
 
 

@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
@@ -115,7 +115,8 @@ class Groups:
     names: tuple[str, ...]
     levels: int  # how many levels of nesting were walked
     truncated: bool  # the depth limit stopped the walk with groups left to look at
-    cached: bool = False
+    # When read from the directory (the bridge's clock, epoch seconds), for groups taken from the cache; None: now.
+    cached_at: float | None = None
 
 
 class _VerifyingTls(Tls):  # type: ignore[misc]
@@ -353,6 +354,7 @@ class _GroupCache:
         return stored <= t < stored + self._ttl
 
     def get(self, key: str) -> Groups | None:
+        """The groups stored for ``key``, marked with when they were read, while fresh."""
         if self._ttl <= 0:
             return None
         t = self._now()
@@ -360,7 +362,7 @@ class _GroupCache:
             hit = self._data.get(key)
             if hit is None or not self._fresh(hit[0], t):
                 return None
-            return hit[1]
+            return replace(hit[1], cached_at=hit[0])
 
     def put(self, key: str, groups: Groups) -> None:
         if self._ttl <= 0:
@@ -671,7 +673,7 @@ class LdapDirectory:
     def groups(self, entry: DirectoryEntry, *, use_cache: bool = True) -> Groups:
         key = entry.dn.lower()
         if use_cache and (hit := self._groups.get(key)) is not None:
-            return Groups(hit.names, hit.levels, hit.truncated, cached=True)
+            return hit
         found = self._run(self._search_pool, True, "group search",
                           lambda conn, until: self._resolve(conn, until, entry))
         self._groups.put(key, found)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from idp.authn.connectors.ad import open_directory
 from idp.authn.connectors.base import Verdict
@@ -44,7 +45,8 @@ class LdapConnector:
         if groups.truncated:
             log.warning("directory %s: groups of %s nest deeper than group_depth=%d; the rest is ignored",
                         self.name, found.entry.dn, self.directory.cfg.group_depth)
-        verdict = provision(self.name, found.entry, groups.names)
+        as_of = datetime.fromtimestamp(groups.cached_at, UTC) if groups.cached_at is not None else None
+        verdict = provision(self.name, found.entry, groups.names, groups_as_of=as_of)
         return Verdict(verdict.principal, verdict.reason, known=verdict.known, message=verdict.message,
                        subject=subject)
 

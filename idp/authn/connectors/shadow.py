@@ -8,6 +8,7 @@ never takes a username that another source already holds: one name, one identity
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Row, and_, bindparam, insert, or_, select, update
@@ -39,9 +40,12 @@ _FIND = (select(_USERS.c.id, _USERS.c.username, _USERS.c.source, _USERS.c.extern
                     _USERS.c.username == bindparam("username"))))
 
 
-def provision(source: str, entry: DirectoryEntry, groups: tuple[str, ...], *, retry: bool = True) -> Verdict:
+def provision(source: str, entry: DirectoryEntry, groups: tuple[str, ...], *, groups_as_of: datetime | None = None,
+              retry: bool = True) -> Verdict:
     """The Principal of a directory user whose password was just verified, or who was just found again by their
-    stable id (revalidation): the row made or refreshed, and marked as checked now."""
+    stable id (revalidation): the row made or refreshed, and marked as checked now, or when ``groups`` were read
+    from the directory if earlier (a cache's): the next revalidation is then due that much sooner, so a group
+    the user has lost meanwhile does not stand for a whole revalidate_seconds from now."""
     username = entry.username.strip().lower()[:255]
     # The user's row (with their local groups) and whoever holds the name, read by one statement: two could
     # straddle the commit of a concurrent first sign-in of the same user, and take its new row for another user's
@@ -59,7 +63,8 @@ def provision(source: str, entry: DirectoryEntry, groups: tuple[str, ...], *, re
     t = now()
     profile = dict(email=_clip(entry.email, 320), given_name=_clip(entry.given_name),
                    family_name=_clip(entry.family_name), display_name=_clip(entry.display_name))
-    values = dict(username=username, **profile, external_groups=list(groups), checked_at=t)
+    checked = min(t, groups_as_of) if groups_as_of is not None else t
+    values = dict(username=username, **profile, external_groups=list(groups), checked_at=checked)
     try:
         if user is None:
             # The new id as the driver reports it (no RETURNING: SQLite has it only from 3.35).
@@ -73,7 +78,7 @@ def provision(source: str, entry: DirectoryEntry, groups: tuple[str, ...], *, re
         # A concurrent first sign-in of the same user made the row (or took the name): look again, once.
         db.session.rollback()
         if retry:
-            return provision(source, entry, groups, retry=False)
+            return provision(source, entry, groups, groups_as_of=groups_as_of, retry=False)
         return Verdict(None, f"cannot store the shadow row of '{username}'", known=True)
     # A User object of this row that the request already holds (revalidation starts from one) reads it again.
     held = db.session.identity_map.get(db.session.identity_key(User, user_id))
@@ -85,5 +90,6 @@ def provision(source: str, entry: DirectoryEntry, groups: tuple[str, ...], *, re
     # The row as just written, with the local groups read above (a new row has none): not read again.
     local = sorted(r.group_name for r in found if user is not None and r.id == user.id and r.group_name is not None)
     snapshot = UserSnapshot(id=user_id, username=username, **profile, enabled=True, source=source,
-                            external_id=entry.external_id, external_groups=groups, checked_at=t, groups=tuple(local))
+                            external_id=entry.external_id, external_groups=groups, checked_at=checked,
+                            groups=tuple(local))
     return Verdict(snapshot.principal(t), known=True)
