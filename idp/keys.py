@@ -228,9 +228,9 @@ class KeyStore:
         return self._ring
 
     def ensure(self) -> None:
-        """Generate the first key if there is none (first start)."""
+        """Generate the first key if there is none (first start); read and check the operator's key files."""
         if self.external:
-            self._validate_external()
+            self._external_ring()
             return
         with data_dir_lock(self.settings.data_dir):
             if not self.manifest.exists():

@@ -38,7 +38,7 @@ from sqlalchemy import delete as sql_delete
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from idp.clock import now
+from idp import clock
 from idp.extensions import db
 from idp.runtime import forget_at_transaction_end, forget_per_request, per_request
 from idp.state import GRACE, PREFIX, from_epoch, from_row, labelled, redis_client, to_epoch, ttl_seconds
@@ -269,7 +269,7 @@ def delete(ids: list[str]) -> None:
                     pipe.zrem(_nameid_key(int(sp_id), _decode_participant(sid, sp_id, raw).name_id), sid)
             # Due a little later, not now: a sweep elsewhere must not end a session again while this request is
             # still ending it (moving its tokens to a successor, say) and has not committed.
-            pipe.zadd(_EXPIRY, dict.fromkeys(ids, to_epoch(now() + END_GRACE)))
+            pipe.zadd(_EXPIRY, dict.fromkeys(ids, to_epoch(clock.now() + END_GRACE)))
             pipe.execute()
         return
     # Participants first: no reliance on ON DELETE CASCADE being enforced by every database.
