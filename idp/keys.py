@@ -207,7 +207,6 @@ class KeyStore:
         """The operator's key (and certificate) files, read again when they are replaced (a rotated Kubernetes
         Secret, say), so that every worker signs with and publishes the new key without a restart. Files that do
         not make a valid pair yet (one replaced, not the other) leave the key in use as it is, with an error."""
-        assert self.key_file is not None
         # Only the RSA key goes into SAML metadata, so only it comes with a certificate.
         cert_file = self.settings.signing_cert_file if self.kind == RSA else None
         stamp = (files.stamp(self.key_file), files.stamp(cert_file))
@@ -215,10 +214,8 @@ class KeyStore:
             return self._ring
         with self._lock:
             try:
-                self._validate_external()
-                ring = KeyRing((SigningKey("external", ACTIVE, self.key_file.read_bytes(),
-                                           cert_file.read_bytes() if cert_file is not None else b"", self.kind),))
-            except (KeyError_, OSError) as exc:
+                ring = KeyRing((self._read_external(),))
+            except KeyError_ as exc:
                 if self._ring is None:
                     raise
                 log.error("%s changed, but the key in use is kept: %s", self.setting_name, exc)
@@ -273,8 +270,9 @@ class KeyStore:
         for suffix in (".key", ".crt"):
             (self.dir / f"{kid}{suffix}").unlink(missing_ok=True)
 
-    def _validate_external(self) -> None:
-        """Say which file is wrong and how, at start-up, instead of failing on the first signature."""
+    def _read_external(self) -> SigningKey:
+        """The operator's key (and certificate), read once and checked; KeyError_ says which file is wrong and
+        how, at start-up instead of at the first signature, and when a replaced file does not fit."""
         key_file, label = self.key_file, self.setting_name
         assert key_file is not None
         try:
@@ -293,16 +291,17 @@ class KeyStore:
         if self.kind == EC:
             if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
                 raise KeyError_(f"{label}: {key_file} must be an EC P-256 key (we sign ES256 with it)")
-            return
+            return SigningKey("external", ACTIVE, key_pem, b"", self.kind)
         if not isinstance(key, rsa.RSAPrivateKey):
             raise KeyError_(f"{label}: {key_file} must be an RSA key (we sign with RSA-SHA256)")
-        self._validate_certificate(key)
+        return SigningKey("external", ACTIVE, key_pem, self._read_certificate(key), self.kind)
 
-    def _validate_certificate(self, key: rsa.RSAPrivateKey) -> None:
+    def _read_certificate(self, key: rsa.RSAPrivateKey) -> bytes:
         cert_file = self.settings.signing_cert_file
         assert cert_file is not None
         try:
-            cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+            cert_pem = cert_file.read_bytes()
+            cert = x509.load_pem_x509_certificate(cert_pem)
         except OSError as exc:
             raise KeyError_(f"cannot read {exc.filename}: {exc.strerror}") from exc
         except ValueError as exc:
@@ -311,6 +310,7 @@ class KeyStore:
             raise KeyError_(
                 f"IDP_SIGNING_CERT_FILE: {cert_file} does not match the key in IDP_SIGNING_KEY_FILE"
             )
+        return cert_pem
 
     def _new_key(self) -> str:
         kid = secrets.token_hex(6)
