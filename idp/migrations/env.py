@@ -1,10 +1,16 @@
 """Alembic environment: runs against the app's own engine and models."""
 
+import zlib
+
 from alembic import context
 from flask import current_app
+from sqlalchemy import text
 
 import idp.store  # noqa: F401  (registers every model on the metadata)
 from idp.extensions import db
+
+# One advisory lock key for every instance of the bridge on this database.
+_UPGRADE_LOCK = zlib.crc32(b"idp db upgrade")
 
 
 def run_migrations_online() -> None:
@@ -21,6 +27,11 @@ def run_migrations_online() -> None:
                 # longer. LOCAL: for this transaction only, not for the pooled connection after it. A migration
                 # that steps outside it (autocommit_block, for CREATE INDEX CONCURRENTLY) must SET its own.
                 connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
+                # Several instances (init containers, compose services) may upgrade at once: the others wait
+                # here, then read the version the first one committed and find nothing left to do, instead of
+                # failing on the tables it is making. Per transaction: a migration that commits midway
+                # (autocommit_block) must take it again.
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _UPGRADE_LOCK})
             context.run_migrations()
 
 
