@@ -7,6 +7,7 @@ import logging
 
 import redis.exceptions
 import sqlalchemy.exc
+import sqlalchemy.orm.exc
 from flask import Flask, Response, render_template, request
 from werkzeug.exceptions import HTTPException
 
@@ -61,6 +62,30 @@ _UNAVAILABLE: tuple[type[Exception], ...] = (
     sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
 )
+
+
+# A unique or foreign key violated, as PostgreSQL (SQLSTATE) and SQLite (extended result code) name it. Other
+# integrity errors (NOT NULL, CHECK) are a value no check caught: a bug here, left to the 500.
+_DUPLICATE_KEY = frozenset({"23505", "SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"})
+_MISSING_KEY = frozenset({"23503", "SQLITE_CONSTRAINT_FOREIGNKEY"})
+
+
+def _violation(exc: sqlalchemy.exc.IntegrityError) -> str | None:
+    return getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "sqlite_errorname", None)
+
+
+def duplicate_key(exc: sqlalchemy.exc.IntegrityError) -> bool:
+    """The row is there already (a unique key), not some other constraint."""
+    return _violation(exc) in _DUPLICATE_KEY
+
+
+def _concurrent_change(exc: Exception) -> bool:
+    """A write that a concurrent commit made impossible: the same row made, or a row referred to removed, by a
+    request on another worker or instance after this one checked; or an UPDATE or DELETE of a row deleted since
+    this request read it."""
+    if isinstance(exc, sqlalchemy.orm.exc.StaleDataError):
+        return True
+    return isinstance(exc, sqlalchemy.exc.IntegrityError) and _violation(exc) in _DUPLICATE_KEY | _MISSING_KEY
 
 
 def _wants_json() -> bool:
@@ -121,6 +146,13 @@ def register_error_handlers(app: Flask) -> None:
                         (str(exc.orig).splitlines() or [""])[0])
             _rollback()
             return _render(400, BadRequest.title, "The request holds a value that cannot be stored.")
+        if _concurrent_change(exc):
+            # Nothing of this request was stored; the client can read the new state and decide again.
+            log.warning("refused on %s %s: a concurrent change: %s: %s", request.method, request.path,
+                        type(exc).__name__, (str(getattr(exc, "orig", None) or exc).splitlines() or [""])[0])
+            _rollback()
+            return _render(409, "Conflict", "This conflicts with a change made at the same time. "
+                                            "Reload to see the current state, then try again.")
         log.exception("unhandled error on %s %s", request.method, request.path)
         return _render(500, IdpError.title, "The server could not complete this request.")
 

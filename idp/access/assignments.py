@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, or_, select
+from sqlalchemy.exc import IntegrityError
 
 from idp import audit, clock
 from idp.access.accounts import require_account, require_ou, until_text
@@ -21,7 +22,7 @@ from idp.access.permission_sets import require_permission_set
 from idp.audit import AuditEvent
 from idp.authn import directory
 from idp.authn.principal import Principal, principal_from_user
-from idp.errors import BadRequest, Conflict, NotFound
+from idp.errors import BadRequest, Conflict, NotFound, duplicate_key
 from idp.extensions import db
 from idp.store import (
     Account,
@@ -166,6 +167,19 @@ def _assignment_query(who: Who, pset_id: int, target: dict[str, int]) -> Any:
     return query
 
 
+def _insert(row: Assignment | AppAssignment, duplicate: Conflict) -> None:
+    """Write a new grant now, before its audit event: the same grant made by a concurrent request (a retry that
+    reached another instance) after this one's check is refused by the unique index, as ``duplicate``."""
+    db.session.add(row)
+    try:
+        db.session.flush()
+    except IntegrityError as exc:
+        db.session.rollback()
+        if duplicate_key(exc):
+            raise duplicate from None
+        raise
+
+
 def assign(principal: str, permission_set: str, *, account: str | None = None, ou: str | None = None,
            until: datetime | None = None, actor: str) -> Assigned:
     """Give ``principal`` (see :func:`resolve_principal`) the permission set in one account, or in every
@@ -175,7 +189,7 @@ def assign(principal: str, permission_set: str, *, account: str | None = None, o
     who = resolve_principal(principal)
     pset = require_permission_set(permission_set)
     target, where = _scope(account, ou)
-    # No unique constraint can say this (NULLs in the key): a check here. An ended duplicate is reused.
+    # One row per grant (a unique index): an ended one is reused.
     existing: Assignment | None = db.session.scalar(_assignment_query(who, pset.id, target))
     if existing is not None and (existing.until is None or existing.until > now):
         raise Conflict(f"{who.label} already has {pset.name} in {where}{until_text(existing.until, now)}")
@@ -185,7 +199,7 @@ def assign(principal: str, permission_set: str, *, account: str | None = None, o
     else:
         row = Assignment(permission_set_id=pset.id, user_id=who.user_id, group_name=who.group_name,
                          until=until, created_by=actor, **target)
-        db.session.add(row)
+        _insert(row, Conflict(f"{who.label} already has {pset.name} in {where}"))
     audit.record(AuditEvent(type="access.assign", actor=actor, username=who.username, details={
         "principal": who.label, "permission_set": pset.name, "scope": where,
         "until": until.isoformat() if until else None}))
@@ -369,7 +383,7 @@ def assign_app(app_text: str, principal: str, *, until: datetime | None = None, 
     else:
         row = AppAssignment(user_id=who.user_id, group_name=who.group_name, until=until, created_by=actor,
                             **app.column)
-        db.session.add(row)
+        _insert(row, Conflict(f"{app.name} is already assigned to {who.label}"))
     audit.record(AuditEvent(type="access.app.assign", actor=actor, username=who.username, sp=app.key, details={
         "app": app.name, "kind": app.kind, "principal": who.label, "until": until.isoformat() if until else None}))
     return Assigned(who.label, app.name, f"{app.kind} {app.key}", until, row.id)

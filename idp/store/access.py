@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, String
+from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, String, column, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from idp.clock import now
@@ -20,6 +20,14 @@ from idp.store.types import UTCDateTime
 
 # Who an assignment is for: exactly one of user_id / group_name is set.
 _ONE_PRINCIPAL = "(user_id IS NULL) <> (group_name IS NULL)"
+
+
+def _unset_as_zero(*columns: str) -> list[Any]:
+    """One grant, one row: a unique index over columns of which some are NULL (an assignment names a user or a
+    group, an account or an OU), with NULL read as 0 or '' (no row id is 0, no group name empty), since NULLs
+    never collide in a unique index. Without it, two identical grants made at once by two instances both
+    went in, and revoking one left the other granting."""
+    return [func.coalesce(column(name), "" if name == "group_name" else 0) for name in columns]
 
 
 class OrganizationalUnit(db.Model):  # type: ignore[name-defined,misc]
@@ -77,6 +85,8 @@ class Assignment(db.Model):  # type: ignore[name-defined,misc]
         CheckConstraint(_ONE_PRINCIPAL, name="assignment_one_principal"),
         CheckConstraint("(account_id IS NULL) <> (ou_id IS NULL)", name="assignment_one_target"),
         Index("ix_assignments_group", "group_name"),
+        Index("uq_assignments_grant", "permission_set_id", *_unset_as_zero("user_id", "group_name", "account_id",
+                                                                           "ou_id"), unique=True),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -100,6 +110,8 @@ class AppAssignment(db.Model):  # type: ignore[name-defined,misc]
         CheckConstraint(_ONE_PRINCIPAL, name="app_assignment_one_principal"),
         CheckConstraint("(sp_id IS NULL) <> (client_id IS NULL)", name="app_assignment_one_app"),
         Index("ix_app_assignments_group", "group_name"),
+        Index("uq_app_assignments_grant", *_unset_as_zero("sp_id", "client_id", "user_id", "group_name"),
+              unique=True),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

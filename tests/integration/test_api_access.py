@@ -10,13 +10,16 @@ from typing import Any
 import pytest
 from admin_api import bearer
 from conftest import Clock
+from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
-from helpers import make_user
+from helpers import committed_elsewhere, make_user
 from saml_peers import SP_ENTITY_ID, python3_saml_metadata
+from sqlalchemy import false as sql_false
 from sqlalchemy import func, select
 from werkzeug.test import TestResponse
 
 from idp import audit
+from idp.access import assignments
 from idp.access.decide import AccessDenied, AccountTarget, authorize
 from idp.admin import tokens
 from idp.authn import directory
@@ -549,3 +552,31 @@ def test_a_read_only_token_reads_but_changes_nothing(api: Api, client: FlaskClie
     denied = audit.events(type="admin.api.denied")
     assert len(denied) == len(writes)
     assert {e.actor for e in denied} == {reader.actor}
+
+
+def test_the_same_assignment_posted_twice_at_once_is_made_once(
+        app: Flask, api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_user("alice", groups=["engineers"])
+    new_account(api, A1, name="Prod")
+    api.ok("POST", "/permission-sets", 201, json={"name": "Admin", "session_duration_hours": 2})
+    check = assignments._assignment_query
+
+    def retried_elsewhere_meanwhile(*args: Any) -> Any:
+        # A client's retry of the same POST reached another instance, and commits right after this one checked.
+        monkeypatch.setattr(assignments, "_assignment_query", check)
+        query = check(*args)
+        db.session.scalar(query)
+        committed_elsewhere(app, lambda: assignments.assign("group:engineers", "Admin", account=A1, actor="retry"))
+        return query.where(sql_false())  # what this request read before the other committed: nothing
+
+    monkeypatch.setattr(assignments, "_assignment_query", retried_elsewhere_meanwhile)
+    body = api.refused("POST", "/assignments", 409, json={
+        "principal": "group:engineers", "permission_set": "Admin", "account": A1})
+    assert body["message"] == f"group engineers already has Admin in account {A1}"
+
+    (made,) = api.ok("GET", "/assignments")["items"]
+    assert made["created_by"] == "retry"
+    assert _can_open("alice", A1, "Admin")
+    # One row: taking it back takes the access back.
+    api.ok("DELETE", f"/assignments/{made['id']}", 204)
+    assert not _can_open("alice", A1, "Admin")

@@ -15,13 +15,15 @@ import pytest
 from admin_api import bearer
 from flask import Flask
 from flask.testing import FlaskClient
-from helpers import make_user
+from helpers import committed_elsewhere, make_user
 from joserfc.jwk import RSAKey
 from saml_peers import SP_ENTITY_ID, cert_b64, python3_saml_metadata, sp_keys
+from sqlalchemy import false as sql_false
 from sqlalchemy import func, select
 from werkzeug.test import TestResponse
 
 from idp import clock
+from idp.access import assignments
 from idp.admin import tokens
 from idp.extensions import db
 from idp.saml import presets, providers
@@ -621,3 +623,29 @@ def test_app_assignment_refusals(app: Flask, api: Api) -> None:
     assert set(error["errors"]["json"]) == {"app", "until"}
     api.get("/app-assignments", query_string={"app": "https://nope.test"}, expect=404)
     assert count(AppAssignment) == 1
+
+
+def test_the_same_app_assignment_posted_twice_at_once_is_made_once(
+        app: Flask, api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_user("alice", groups=["staff"])
+    db.session.commit()
+    api.post("/oidc-clients", {"name": "Reports", "redirect_uris": ["https://reports.test/cb"]})
+    check = assignments._app_assignments
+
+    def retried_elsewhere_meanwhile(*args: Any) -> Any:
+        # A client's retry of the same POST reached another instance, and commits right after this one checked.
+        monkeypatch.setattr(assignments, "_app_assignments", check)
+        query = check(*args)
+        db.session.scalar(query)
+        committed_elsewhere(app, lambda: assignments.assign_app("Reports", "group:staff", actor="retry"))
+        return query.where(sql_false())  # what this request read before the other committed: nothing
+
+    monkeypatch.setattr(assignments, "_app_assignments", retried_elsewhere_meanwhile)
+    error = api.post("/app-assignments", {"app": "Reports", "principal": "group:staff"}, expect=409)
+    assert error["message"] == "Reports is already assigned to group staff"
+
+    (made,) = api.get("/app-assignments")["items"]
+    assert made["created_by"] == "retry"
+    # One row: taking it back leaves none.
+    api.delete(f"/app-assignments/{made['id']}")
+    assert api.get("/app-assignments")["total"] == 0

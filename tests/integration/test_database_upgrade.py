@@ -1,6 +1,7 @@
-"""`idp db upgrade` run by several instances at once, as the Kubernetes Deployment's init containers and a
-scaled compose service do: every one succeeds and the schema is migrated once, instead of all but one failing
-on the tables the first is making (and their pods restarting in back-off)."""
+"""`idp db upgrade` on a database of its own: run by several instances at once, as the Kubernetes Deployment's
+init containers and a scaled compose service do (every one succeeds and the schema is migrated once, instead of
+all but one failing on the tables the first is making, their pods restarting in back-off); and what an upgrade
+does to rows already stored."""
 
 from __future__ import annotations
 
@@ -8,25 +9,33 @@ import os
 import secrets
 import subprocess
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
+import access_rows as rows
 import pytest
 from alembic.script import ScriptDirectory
 from conftest import PG_URL
-from helpers import IDP
-from sqlalchemy import create_engine, make_url, text
+from flask_migrate import upgrade
+from helpers import IDP, make_user
+from sqlalchemy import create_engine, make_url, select, text
+from sqlalchemy.exc import IntegrityError
 
+from idp import create_app
+from idp.config import Settings
 from idp.database import MIGRATIONS
-
-pytestmark = pytest.mark.skipif(not PG_URL, reason="several instances share PostgreSQL (IDP_TEST_DATABASE_URL)")
+from idp.extensions import db
+from idp.store import AppAssignment, Assignment, OidcClient
 
 INSTANCES = 3
 
 
 @pytest.fixture
-def empty_database() -> Iterator[str]:
-    """A database of its own, empty, dropped after the test."""
-    assert PG_URL is not None
+def empty_database(tmp_path: Path) -> Iterator[str]:
+    """A database of its own, empty: a PostgreSQL database dropped after the test, or a SQLite file."""
+    if not PG_URL:
+        yield f"sqlite:///{tmp_path / 'upgraded.db'}"
+        return
     name = f"idp_upgrade_{secrets.token_hex(4)}"
     admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -39,6 +48,7 @@ def empty_database() -> Iterator[str]:
         admin.dispose()
 
 
+@pytest.mark.skipif(not PG_URL, reason="several instances share PostgreSQL (IDP_TEST_DATABASE_URL)")
 def test_instances_upgrading_at_once_all_succeed_and_migrate_once(empty_database: str, tmp_path: Path) -> None:
     env = {**os.environ, "IDP_DATABASE_URL": empty_database, "IDP_DATA_DIR": str(tmp_path)}
     runs = [subprocess.Popen([IDP, "db", "upgrade"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -52,3 +62,36 @@ def test_instances_upgrading_at_once_all_succeed_and_migrate_once(empty_database
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [head]
         assert conn.execute(text("SELECT count(*) FROM pg_tables WHERE tablename = 'users'")).scalar_one() == 1
     engine.dispose()
+
+
+def test_an_upgrade_merges_identical_grants_into_the_one_that_grants_longest(
+        empty_database: str, tmp_path: Path, signing_files: tuple[Path, Path]) -> None:
+    # Rows as two instances could store them before grants were unique (revision 0005).
+    app = create_app(Settings(data_dir=tmp_path, database_url=empty_database, signing_key_file=signing_files[0],
+                              signing_cert_file=signing_files[1], log_format="text"))
+    soon, later = datetime(2030, 1, 1, tzinfo=UTC), datetime(2031, 1, 1, tzinfo=UTC)
+    with app.app_context():
+        upgrade(directory=MIGRATIONS, revision="0004")
+        alice = make_user("alice")
+        admin, prod = rows.permission_set("Admin"), rows.account("111122223333", "Prod")
+        reports = OidcClient(client_id="reports", name="Reports", auth_method="client_secret_basic")
+        db.session.add(reports)
+        db.session.commit()
+        for until in (soon, None, later):
+            rows.assign(admin, user=alice, account=prod, until=until)
+        for until in (soon, later):
+            rows.assign(admin, group="staff", account=prod, until=until)
+            rows.assign_app(reports, group="staff", until=until)
+        kept_alone = rows.assign(admin, group="ops", account=prod, until=soon)
+        db.engine.dispose()
+
+        upgrade(directory=MIGRATIONS)
+        grants = {(a.user_id, a.group_name, a.until) for a in db.session.scalars(select(Assignment))}
+        assert grants == {(alice.id, None, None), (None, "staff", later), (None, "ops", soon)}
+        assert [a.until for a in db.session.scalars(select(AppAssignment))] == [later]
+        assert db.session.get(Assignment, kept_alone.id) is not None
+        # And from now on, the database itself refuses a second row for a grant.
+        with pytest.raises(IntegrityError):
+            rows.assign(admin, group="ops", account=prod)
+        db.session.rollback()
+        db.engine.dispose()
