@@ -24,6 +24,7 @@ from idp.authn.cli import user as user_group
 from idp.authn.connectors.cli import directory as directory_group
 from idp.config import ConfigError
 from idp.errors import IdpError, dependency_unavailable
+from idp.extensions import db
 from idp.keys import EC, RSA, KeyError_
 from idp.oidc.cli import oidc_client as oidc_client_group
 from idp.oidc.cli import oidc_consent as oidc_consent_group
@@ -118,6 +119,9 @@ def _serve(bind: str | None, workers: int | None, metrics_dir: Path | None) -> N
         def load(self) -> Any:
             return app
 
+    # Building the app (the embedded database's migration, say) left connections in the pool: closed here, or
+    # every worker forked below would share them, which SQLite warns corrupts the database.
+    db.engine.dispose()
     _Gunicorn().run()
 
 

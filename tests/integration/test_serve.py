@@ -98,3 +98,18 @@ def _running(pid: int) -> bool:
         return False
     # A process that has exited stays until its parent (idp_process) reaps it: a zombie is not running.
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_the_workers_inherit_no_database_connection_from_the_server_process(tmp_path: Path) -> None:
+    """gunicorn forks its workers from the process that built the app and, on the embedded SQLite, migrated it:
+    a connection left open there would be one connection shared by every worker, which SQLite warns corrupts
+    the database (and PostgreSQL's protocol cannot survive)."""
+    port = free_port()
+    env = {**os.environ, "IDP_DATA_DIR": str(tmp_path), "IDP_BASE_URL": f"http://127.0.0.1:{port}",
+           "IDP_WORKERS": "2"}
+    with idp_process(["serve"], env, port, tmp_path / "out.log") as served:
+        database = str((tmp_path / "idp.db").resolve())
+        # Served: the workers open connections of their own.
+        assert requests.get(served.url + "/login", timeout=10).status_code == 200
+        held = [fd.name for fd in Path(f"/proc/{served.pid}/fd").iterdir() if os.readlink(fd) == database]
+        assert held == [], f"the server process holds {database} open (fds {held}) for its workers to inherit"
