@@ -193,6 +193,7 @@ def dependency_unavailable(exc: Exception) -> bool:
 
 
 def _redis_refuses_writes(exc: Exception) -> bool:
-    """A full Redis under ``noeviction`` (OOM) or a read-only replica: unavailable for now, not a bug here."""
-    return isinstance(exc, redis.exceptions.ReadOnlyError) or (
-        isinstance(exc, redis.exceptions.ResponseError) and str(exc).startswith("OOM"))
+    """A full Redis under ``noeviction`` (OOM), a read-only replica, or one cut off from its master: unavailable
+    for now, not a bug here. (redis-py strips the "OOM" prefix from the message: the class says it.)"""
+    return isinstance(exc, redis.exceptions.ReadOnlyError | redis.exceptions.OutOfMemoryError
+                      | redis.exceptions.MasterDownError)

@@ -21,7 +21,7 @@ import pytest
 import redis
 import requests
 from cluster import Cluster, access_statuses, serve_cluster
-from helpers import make_user, migrate, session_counts
+from helpers import free_port, make_user, migrate, session_counts
 from oidc_peers import PASSWORD, REDIRECT_URI, Arrival, AuthlibRp, Authorization, browse, register, rp, start
 from saml_peers import OneLoginSp, idp_metadata, is_login_page, read_post_form, register_sp, submit_login
 from services import PostgresServer, RedisServer
@@ -396,3 +396,26 @@ def test_a_hung_dependency_is_answered_503_within_seconds(prod: Production, depe
         prod.stores.thaw(dependency)
     page, request_id = saml_sso(prod, alice)
     assert_sp_signed_in(prod, page, request_id, "alice")
+
+
+@pytest.mark.parametrize("refusal", ["full", "replica"])
+def test_a_redis_that_refuses_writes_is_answered_503_until_it_takes_them_again(prod: Production,
+                                                                              refusal: str) -> None:
+    """Redis up but refusing writes: full under noeviction (its maxmemory reached), or a replica (a failover
+    that demoted it). Every request that writes to it is a clean 503, and works again once it takes writes."""
+    with redis.Redis.from_url(prod.stores.redis.url) as client:
+        if refusal == "full":
+            client.config_set("maxmemory", 1)
+        else:
+            client.replicaof("127.0.0.1", str(free_port()))  # a master that never answers: read-only meanwhile
+        try:
+            # A SAML request parked for a browser that has no session yet is a write.
+            http = browser()
+            page, _ = saml_sso(prod, http)
+            assert_unavailable(page, f"SSO with a {refusal} Redis")
+        finally:
+            if refusal == "full":
+                client.config_set("maxmemory", 0)
+            else:
+                client.replicaof("NO", "ONE")
+    saml_sign_in(prod, "alice")
