@@ -11,7 +11,7 @@ from typing import Any
 from flask import Flask
 from flask_migrate import upgrade
 from sqlalchemy import event, make_url
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, ExceptionContext
 
 from idp.config import Settings
 from idp.keys import data_dir_lock
@@ -34,6 +34,18 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA busy_timeout=10000")
         cur.close()
+
+
+# SQLSTATE 25006: the server refuses writes (a failover left the connection on the old primary, now a standby;
+# a managed database out of storage). Handled as a lost connection: the pool is emptied, so the next request
+# connects again, to wherever the address leads now, and this one gets 503 (idp.errors).
+_READ_ONLY = "25006"
+
+
+@event.listens_for(Engine, "handle_error")
+def _read_only_is_a_lost_connection(context: ExceptionContext) -> None:
+    if getattr(context.original_exception, "sqlstate", None) == _READ_ONLY:
+        context.is_disconnect = True
 
 
 def engine_options(settings: Settings) -> dict[str, Any]:

@@ -189,7 +189,9 @@ def _rollback() -> None:
 
 def dependency_unavailable(exc: Exception) -> bool:
     """The database or Redis down, refusing writes, or a statement over its timeout: not a bug here."""
-    return isinstance(exc, _UNAVAILABLE) or _redis_refuses_writes(exc)
+    return (isinstance(exc, _UNAVAILABLE) or _redis_refuses_writes(exc)
+            # What SQLAlchemy (or idp.database) judged a lost connection, whatever the driver's error class.
+            or (isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated))
 
 
 def _redis_refuses_writes(exc: Exception) -> bool:

@@ -25,7 +25,7 @@ from helpers import free_port, make_user, migrate, session_counts
 from oidc_peers import PASSWORD, REDIRECT_URI, Arrival, AuthlibRp, Authorization, browse, register, rp, start
 from saml_peers import OneLoginSp, idp_metadata, is_login_page, read_post_form, register_sp, submit_login
 from services import PostgresServer, RedisServer
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
 from idp import create_app
 from idp.authn.session import COOKIE
@@ -419,3 +419,34 @@ def test_a_redis_that_refuses_writes_is_answered_503_until_it_takes_them_again(p
             else:
                 client.replicaof("NO", "ONE")
     saml_sign_in(prod, "alice")
+
+
+def test_connections_left_on_a_read_only_database_are_replaced(prod: Production) -> None:
+    """A failover that demotes the primary to a standby leaves every pooled connection on a server that refuses
+    writes, while new connections reach the new primary. Made here with one server: the open sessions turn
+    read-only (the server's setting, reloaded), new ones are writable (the database's own setting, which
+    outranks it). A worker answers 503 at its first refused write and connects afresh; then writes work."""
+    assert token_request(prod, prod.machine, grant_type="client_credentials").status_code == 200
+    database = make_url(prod.stores.pg.url).database
+    # Its own setting (SET outranks both): it must write while the others cannot.
+    admin = create_engine(prod.stores.pg.url, isolation_level="AUTOCOMMIT",
+                          connect_args={"options": "-c default_transaction_read_only=off"})
+    with admin.connect() as conn:
+        conn.execute(text(f'ALTER DATABASE "{database}" SET default_transaction_read_only = off'))
+        conn.execute(text("ALTER SYSTEM SET default_transaction_read_only = on"))
+        conn.execute(text("SELECT pg_reload_conf()"))
+    try:
+        answers = [token_request(prod, prod.machine, grant_type="client_credentials") for _ in range(12)]
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text("ALTER SYSTEM RESET default_transaction_read_only"))
+            conn.execute(text(f'ALTER DATABASE "{database}" RESET default_transaction_read_only'))
+            conn.execute(text("SELECT pg_reload_conf()"))
+        admin.dispose()
+    statuses = [a.status_code for a in answers]
+    # At most one refused write per worker (two instances of two workers), and the last answers all tokens.
+    assert set(statuses) <= {200, 503} and statuses.count(503) <= 4 and statuses[-4:] == [200] * 4, statuses
+    assert 503 in statuses, "no pooled connection was read-only: the test did not test anything"
+    for answer in answers:
+        if answer.status_code == 503:
+            assert_unavailable(answer, "a token on a read-only connection")
