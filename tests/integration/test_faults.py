@@ -407,12 +407,22 @@ def test_a_redis_that_refuses_writes_is_answered_503_until_it_takes_them_again(p
         if refusal == "full":
             client.config_set("maxmemory", 1)
         else:
+            for _ in range(8):  # every worker with a connection of its own, most likely
+                saml_sso(prod, browser())
+            before = _bridge_connections(client)
             client.replicaof("127.0.0.1", str(free_port()))  # a master that never answers: read-only meanwhile
         try:
             # A SAML request parked for a browser that has no session yet is a write.
-            http = browser()
-            page, _ = saml_sso(prod, http)
-            assert_unavailable(page, f"SSO with a {refusal} Redis")
+            for _ in range(12):
+                page, _ = saml_sso(prod, browser())
+                assert_unavailable(page, f"SSO with a {refusal} Redis")
+            if refusal == "replica":
+                # The connections that met a replica were closed: the next ones connect afresh, to the new
+                # primary after a failover behind one address (a full Redis is the same server after).
+                deadline = time.monotonic() + 2
+                while before <= _bridge_connections(client):
+                    assert time.monotonic() < deadline, f"{before} all open after read-only refusals"
+                    time.sleep(0.05)
         finally:
             if refusal == "full":
                 client.config_set("maxmemory", 0)
@@ -450,3 +460,9 @@ def test_connections_left_on_a_read_only_database_are_replaced(prod: Production)
     for answer in answers:
         if answer.status_code == 503:
             assert_unavailable(answer, "a token on a read-only connection")
+
+
+def _bridge_connections(client: redis.Redis) -> set[str]:
+    """The ids of the connections to Redis other than ``client``'s own."""
+    own = client.client_id()
+    return {str(c["id"]) for c in client.client_list() if int(c["id"]) != own}
