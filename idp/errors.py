@@ -128,33 +128,36 @@ def register_error_handlers(app: Flask) -> None:
                 resp.headers[name] = value
         return resp
 
-    @app.errorhandler(Exception)
-    def _unexpected(exc: Exception) -> Response:
-        if dependency_unavailable(exc):
-            # One line, no trace: the driver's message names the host, which is for the log only.
-            log.error("dependency unavailable on %s %s: %s: %s", request.method, request.path,
-                      type(exc).__name__, (str(exc).splitlines() or [""])[0])
-            _rollback()
-            resp = _render(503, "Service unavailable",
-                           "The service is briefly unavailable. Please try again in a moment.")
-            resp.headers["Retry-After"] = "5"
-            return resp
-        if isinstance(exc, sqlalchemy.exc.DataError):
-            # A value the database cannot take that no check caught before (JSON bodies are checked by the
-            # admin API): the request's fault, and nothing of it was stored.
-            log.warning("refused on %s %s: the database cannot store a value: %s", request.method, request.path,
-                        (str(exc.orig).splitlines() or [""])[0])
-            _rollback()
-            return _render(400, BadRequest.title, "The request holds a value that cannot be stored.")
-        if _concurrent_change(exc):
-            # Nothing of this request was stored; the client can read the new state and decide again.
-            log.warning("refused on %s %s: a concurrent change: %s: %s", request.method, request.path,
-                        type(exc).__name__, (str(getattr(exc, "orig", None) or exc).splitlines() or [""])[0])
-            _rollback()
-            return _render(409, "Conflict", "This conflicts with a change made at the same time. "
-                                            "Reload to see the current state, then try again.")
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return _render(500, IdpError.title, "The server could not complete this request.")
+    app.errorhandler(Exception)(unexpected)
+
+
+def unexpected(exc: Exception) -> Response:
+    """The answer to an exception no view handled (also to one raised after the view, by a hook that commits)."""
+    if dependency_unavailable(exc):
+        # One line, no trace: the driver's message names the host, which is for the log only.
+        log.error("dependency unavailable on %s %s: %s: %s", request.method, request.path,
+                  type(exc).__name__, (str(exc).splitlines() or [""])[0])
+        _rollback()
+        resp = _render(503, "Service unavailable",
+                       "The service is briefly unavailable. Please try again in a moment.")
+        resp.headers["Retry-After"] = "5"
+        return resp
+    if isinstance(exc, sqlalchemy.exc.DataError):
+        # A value the database cannot take that no check caught before (JSON bodies are checked by the
+        # admin API): the request's fault, and nothing of it was stored.
+        log.warning("refused on %s %s: the database cannot store a value: %s", request.method, request.path,
+                    (str(exc.orig).splitlines() or [""])[0])
+        _rollback()
+        return _render(400, BadRequest.title, "The request holds a value that cannot be stored.")
+    if _concurrent_change(exc):
+        # Nothing of this request was stored; the client can read the new state and decide again.
+        log.warning("refused on %s %s: a concurrent change: %s: %s", request.method, request.path,
+                    type(exc).__name__, (str(getattr(exc, "orig", None) or exc).splitlines() or [""])[0])
+        _rollback()
+        return _render(409, "Conflict", "This conflicts with a change made at the same time. "
+                                        "Reload to see the current state, then try again.")
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    return _render(500, IdpError.title, "The server could not complete this request.")
 
 
 _CHECKS_ITS_OWN = ("/admin", "/api/")

@@ -11,6 +11,8 @@ from admin_api import bearer
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 from helpers import DEFAULT_PASSWORD, login, make_user
+from sqlalchemy import event
+from sqlalchemy.exc import OperationalError
 
 from idp import audit
 from idp.authn import directory
@@ -353,3 +355,31 @@ def test_a_body_as_deep_as_allowed_is_taken(api: Any) -> None:
     resp = api.post("/permission-sets", json={"name": "Nested", "session_duration_hours": 1,
                                               "inline_policy": policy})
     assert resp.status_code == 201 and resp.json["inline_policy"] == policy
+
+
+def test_an_answer_whose_closing_commit_fails_is_a_503_not_a_500(
+        app: Flask, client: FlaskClient, caplog: pytest.LogCaptureFixture) -> None:
+    """The API keeps a successful view's changes with a commit after the view: the database lost just then
+    (a failover, an admin's shutdown) makes that answer a 503 to retry, as anywhere else, not a 500."""
+    make_user("alice")
+    headers = bearer("read")
+    commits: list[int] = []
+    fail_at: list[int] = []
+
+    def lost(_conn: object) -> None:
+        commits.append(1)
+        if len(commits) in fail_at:
+            raise OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
+
+    event.listen(db.engine, "commit", lost)
+    try:
+        assert client.get("/api/v1/users", headers=headers).status_code == 200
+        fail_at.append(2 * len(commits))  # the same request's last commit
+        resp = client.get("/api/v1/users", headers=headers)
+    finally:
+        event.remove(db.engine, "commit", lost)
+    assert resp.status_code == 503, resp.get_data(as_text=True)
+    assert resp.headers["Retry-After"].isdigit()
+    assert resp.get_json()["code"] == 503 and "briefly unavailable" in resp.get_json()["message"]
+    assert "dependency unavailable on GET /api/v1/users" in caplog.text and "Traceback" not in caplog.text
+    assert [u["username"] for u in client.get("/api/v1/users", headers=headers).get_json()["items"]] == ["alice"]

@@ -34,7 +34,7 @@ from werkzeug.exceptions import HTTPException
 from idp import audit
 from idp.admin import tokens
 from idp.audit import AuditEvent
-from idp.errors import BadRequest, IdpError
+from idp.errors import BadRequest, IdpError, unexpected
 from idp.extensions import csrf, db
 
 log = logging.getLogger(__name__)
@@ -160,9 +160,13 @@ def _refuse_unusable_body() -> Response | None:
 
 
 def _keep_changes(resp: Response) -> Response:
-    # Services commit with their audit event; whatever else a successful view changed is kept too.
+    # Services commit with their audit event; whatever else a successful view changed is kept too. A failed
+    # commit (the database lost meanwhile) is answered as if the view had raised it: Flask would make it a 500.
     if resp.status_code < 400:
-        db.session.commit()
+        try:
+            db.session.commit()
+        except Exception as exc:  # errors.unexpected decides what it is, and logs it
+            return unexpected(exc)
     return resp
 
 
