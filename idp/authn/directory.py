@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Select, bindparam, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.exc import StaleDataError
 
 from idp import audit
 from idp.audit import AuditEvent
@@ -19,7 +20,7 @@ from idp.authn import passwords
 from idp.authn.principal import Principal, load_snapshot
 from idp.authn.session import end_user_sessions
 from idp.clock import now
-from idp.errors import BadRequest, Conflict, NotFound
+from idp.errors import BadRequest, Conflict, NotFound, duplicate_key
 from idp.extensions import db
 from idp.store import Group, User
 
@@ -275,11 +276,19 @@ def delete_group(name: str, *, actor: str) -> None:
 
 
 def add_member(group_name: str, username: str, *, actor: str) -> bool:
-    """Put the user in the group. False (and no change) when already a member."""
+    """Put the user in the group. False (and no change) when already a member, also when a concurrent request
+    (a retried PUT on another instance) made them one after this one looked."""
     group, user = require_group(group_name), require_user(username)
     if group in user.groups:
         return False
     user.groups.append(group)
+    try:
+        db.session.flush()
+    except IntegrityError as exc:
+        db.session.rollback()
+        if duplicate_key(exc):
+            return False
+        raise
     audit.record(AuditEvent(type="group.add_member", actor=actor, username=user.username,
                             details={"group": group.name}))
     return True
@@ -287,9 +296,15 @@ def add_member(group_name: str, username: str, *, actor: str) -> bool:
 
 def remove_member(group_name: str, username: str, *, actor: str) -> None:
     group, user = require_group(group_name), require_user(username)
+    not_a_member = NotFound(f"user '{user.username}' is not a member of group '{group.name}'")
     if group not in user.groups:
-        raise NotFound(f"user '{user.username}' is not a member of group '{group.name}'")
+        raise not_a_member
     user.groups.remove(group)
+    try:
+        db.session.flush()
+    except StaleDataError:  # a concurrent request took them out after this one looked: as if it came second
+        db.session.rollback()
+        raise not_a_member from None
     audit.record(AuditEvent(type="group.remove_member", actor=actor, username=user.username,
                             details={"group": group.name}))
 

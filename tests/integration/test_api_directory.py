@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from admin_api import bearer
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
-from helpers import DEFAULT_PASSWORD, login, make_user
+from helpers import DEFAULT_PASSWORD, committed_elsewhere, login, make_user
 from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
@@ -383,3 +384,40 @@ def test_an_answer_whose_closing_commit_fails_is_a_503_not_a_500(
     assert resp.get_json()["code"] == 503 and "briefly unavailable" in resp.get_json()["message"]
     assert "dependency unavailable on GET /api/v1/users" in caplog.text and "Traceback" not in caplog.text
     assert [u["username"] for u in client.get("/api/v1/users", headers=headers).get_json()["items"]] == ["alice"]
+
+
+def _done_elsewhere_first(app: Flask, monkeypatch: pytest.MonkeyPatch, work: Callable[[], object]) -> None:
+    """``work`` committed by a concurrent request (a retry on another instance) right after this request's
+    service read the membership, before it writes: the next user lookup is the last read before the write."""
+    lookup = directory.require_user
+
+    def then_elsewhere(username: str) -> User:
+        monkeypatch.setattr(directory, "require_user", lookup)
+        user = lookup(username)
+        user.groups  # noqa: B018 (read now, as the service reads it next)
+        committed_elsewhere(app, work)
+        return user
+
+    monkeypatch.setattr(directory, "require_user", then_elsewhere)
+
+
+def test_a_membership_put_or_deleted_twice_at_once_answers_as_if_one_came_second(
+        app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_user("alice")
+    directory.create_group("staff", actor="test")
+    db.session.commit()
+    headers = bearer("write")
+    path = "/api/v1/groups/staff/members/alice"
+
+    _done_elsewhere_first(app, monkeypatch, lambda: directory.add_member("staff", "alice", actor="retry"))
+    resp = client.put(path, headers=headers)
+    assert resp.status_code == 204, resp.get_data(as_text=True)  # PUT: nothing to change
+    assert client.get("/api/v1/groups/staff", headers=headers).get_json()["members"] == ["alice"]
+    assert [e.actor for e in audit.events(type="group.add_member")] == ["retry"]
+
+    _done_elsewhere_first(app, monkeypatch, lambda: directory.remove_member("staff", "alice", actor="retry"))
+    resp = client.delete(path, headers=headers)
+    assert resp.status_code == 404, resp.get_data(as_text=True)
+    assert resp.get_json()["message"] == "user 'alice' is not a member of group 'staff'"
+    assert client.get("/api/v1/groups/staff", headers=headers).get_json()["members"] == []
+    assert [e.actor for e in audit.events(type="group.remove_member")] == ["retry"]
