@@ -12,12 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from idp import audit, clock
 from idp.audit import AuditEvent
 from idp.authn.principal import Principal
-from idp.errors import NotFound
+from idp.errors import Conflict, NotFound, duplicate_key
 from idp.extensions import db
 from idp.state import changed
 from idp.store import OidcClient, OidcConsent, OidcToken
@@ -48,6 +49,16 @@ def _row(user_id: int, client_id: str) -> OidcConsent | None:
     return db.session.get(OidcConsent, (user_id, client_id))
 
 
+_KEY = (OidcConsent.user_id == bindparam("user"), OidcConsent.client_id == bindparam("client"))
+_SCOPE = select(OidcConsent.scope).where(*_KEY)
+_INSERT = insert(OidcConsent).values(user_id=bindparam("user"), client_id=bindparam("client"),
+                                     scope=bindparam("allowed"), granted_at=bindparam("t"), updated_at=bindparam("t"))
+_MERGE = (update(OidcConsent).where(*_KEY, OidcConsent.scope == bindparam("before"))
+          .values(scope=bindparam("allowed"), updated_at=bindparam("t")))
+# Consents to one client by one user at once: two tabs, a double click. More would be someone's loop.
+_TRIES = 3
+
+
 def needed(principal: Principal, client: Client, scope: str) -> bool:
     """Must the user be asked before ``client`` gets ``scope``?"""
     if client.first_party:
@@ -57,16 +68,26 @@ def needed(principal: Principal, client: Client, scope: str) -> bool:
 
 
 def remember(principal: Principal, client: Client, scope: str, *, commit: bool = True) -> None:
-    """Record that the user allowed ``scope`` (in addition to what was allowed before)."""
+    """Record that the user allowed ``scope`` (in addition to what was allowed before). Two consents to the
+    same client at once (two tabs, each allowed) add up: the scopes are written only over those this request
+    read, else read again and merged again; a first consent that finds another made meanwhile adds to it."""
     t = clock.now()
-    row = _row(principal.user_id, client.client_id)
-    if row is None:
-        allowed = " ".join(dict.fromkeys(scope.split()))
-        db.session.add(OidcConsent(user_id=principal.user_id, client_id=client.client_id, scope=allowed,
-                                   granted_at=t, updated_at=t))
+    key = {"user": principal.user_id, "client": client.client_id}
+    for _ in range(_TRIES):
+        before: str | None = db.session.execute(_SCOPE, key).scalar()
+        allowed = " ".join(dict.fromkeys([*(before or "").split(), *scope.split()]))
+        if before is None:
+            try:
+                with db.session.begin_nested():  # losing the race undoes only this insert
+                    db.session.execute(_INSERT, {**key, "allowed": allowed, "t": t})
+                break
+            except IntegrityError as exc:
+                if not duplicate_key(exc):
+                    raise
+        elif db.session.connection().execute(_MERGE, {**key, "before": before, "allowed": allowed, "t": t}).rowcount:
+            break
     else:
-        allowed = " ".join(dict.fromkeys([*row.scope.split(), *scope.split()]))
-        row.scope, row.updated_at = allowed, t
+        raise Conflict("this consent changed meanwhile; try again")
     audit.record(AuditEvent(type="oidc.consent.grant", username=principal.username, sp=client.client_id,
                             details={"scope": allowed}), commit=commit)
 

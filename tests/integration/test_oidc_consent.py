@@ -3,18 +3,23 @@ or the CLI (and then shown again), prompt=consent and prompt=none, and a denial 
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import lxml.html
 import pytest
 import requests
-from helpers import make_user
+from flask import Flask
+from helpers import committed_elsewhere, make_user
 from oidc_peers import PASSWORD, REDIRECT_URI, answer_consent, browse, register, rp, start
 from saml_peers import submit_login
+from sqlalchemy import event
 
-from idp import audit
+from idp import audit, clock
+from idp.authn.principal import principal_from_user
 from idp.cli import cli
 from idp.extensions import db
+from idp.oidc import clients, consent
 
 
 @pytest.fixture
@@ -122,3 +127,35 @@ def test_cli_lists_and_revokes_consents(idp: Any, third_party: Any) -> None:
     assert "allowed no clients" in runner.invoke(cli, ["oidc-consent", "list", "--user", "alice"]).output
     again = runner.invoke(cli, ["oidc-consent", "revoke", "--user", "alice", "--client", third_party.client_id])
     assert again.exit_code == 1 and "has not allowed" in again.output
+
+
+@pytest.mark.parametrize("allowed_before", [None, "openid"])
+def test_two_consents_to_one_client_at_once_add_up(app: Flask, allowed_before: str | None) -> None:
+    """Two tabs asking the same client for different scopes, each allowed at the same moment (perhaps on two
+    instances): the client keeps both consents, whether or not the user had allowed it anything before."""
+    user = make_user("alice", PASSWORD)
+    client = clients.get(register(first_party=False).client_id)
+    assert client is not None
+    principal = principal_from_user(user, clock.now())
+    if allowed_before:
+        consent.remember(principal, client, allowed_before)
+    db.session.commit()
+    main = threading.get_ident()
+    other_tab = [lambda: consent.remember(principal, client, "openid profile")]
+
+    def after_reading_consents(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        # This tab has read what was allowed; the other tab's consent commits before this one writes.
+        if threading.get_ident() == main and "FROM oidc_consents" in statement and other_tab:
+            committed_elsewhere(app, other_tab.pop())
+
+    event.listen(db.engine, "after_cursor_execute", after_reading_consents)
+    try:
+        consent.remember(principal, client, "openid email")
+        db.session.commit()
+    finally:
+        event.remove(db.engine, "after_cursor_execute", after_reading_consents)
+    assert not other_tab, "the other tab's consent never ran"
+    (allowed,) = consent.for_user(user.id)
+    assert set(allowed.scope.split()) == {"openid", "profile", "email"}
+    # The audit trail says what the client may now have, as of the later consent.
+    assert allowed.scope in [e.details["scope"] for e in audit.events(type="oidc.consent.grant")]
