@@ -125,11 +125,20 @@ def add_ou(name: str, *, parent: str | None = None, actor: str) -> Organizationa
     return ou
 
 
+# Every OU row written as it is: a lock on the whole tree (row locks on PostgreSQL, the write lock on SQLite).
+# Two moves at once each checked the tree before the other's move (A under B, B under A) and made a cycle.
+_LOCK_TREE = OrganizationalUnit.__table__.update().values(parent_id=OrganizationalUnit.__table__.c.parent_id)
+
+
 def move_ou(name: str, *, parent: str | None, actor: str) -> None:
-    """Put an OU (with its accounts and sub-OUs) under ``parent``, or under the root for None."""
+    """Put an OU (with its accounts and sub-OUs) under ``parent``, or under the root for None. One move at a
+    time: it checks the tree as the last move left it."""
+    db.session.connection().execute(_LOCK_TREE)
+    rows = {r.id: r for r in db.session.scalars(
+        select(OrganizationalUnit).execution_options(populate_existing=True))}  # as committed, not as read
     ou = require_ou(name)
     new_parent = require_ou(parent) if parent is not None else None
-    if new_parent is not None and ou in _chain(new_parent.id):
+    if new_parent is not None and ou in _chain(new_parent.id, rows):
         raise BadRequest(f"cannot move '{ou.name}' under '{new_parent.name}': "
                          f"'{new_parent.name}' is '{ou.name}' or inside it", field="parent")
     if ou.parent_id == (new_parent.id if new_parent else None):

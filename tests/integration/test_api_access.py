@@ -4,6 +4,7 @@ driven with real admin tokens, as a ticketing system would."""
 from __future__ import annotations
 
 import json
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,17 +15,18 @@ from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 from helpers import committed_elsewhere, make_user
 from saml_peers import SP_ENTITY_ID, python3_saml_metadata
+from sqlalchemy import event, func, select
 from sqlalchemy import false as sql_false
-from sqlalchemy import func, select
 from werkzeug.test import TestResponse
 
 from idp import audit
-from idp.access import assignments
+from idp.access import accounts, assignments
 from idp.access.decide import AccessDenied, AccountTarget, authorize
 from idp.admin import tokens
 from idp.authn import directory
 from idp.authn.principal import principal_from_user
 from idp.cli import cli
+from idp.errors import BadRequest
 from idp.extensions import db
 from idp.store import Account, Assignment, OrganizationalUnit, PermissionSet
 
@@ -580,3 +582,42 @@ def test_the_same_assignment_posted_twice_at_once_is_made_once(
     # One row: taking it back takes the access back.
     api.ok("DELETE", f"/assignments/{made['id']}", 204)
     assert not _can_open("alice", A1, "Admin")
+
+
+def test_two_ou_moves_at_once_cannot_make_a_cycle(app: Flask, api: Api) -> None:
+    """A under B and B under A, asked at the same moment (two admins, perhaps on two instances): each checked
+    the tree before the other's move and both went in, leaving A and B in a cycle, out of the tree and every
+    inherited assignment. One move now waits for the other and is refused."""
+    api.ok("POST", "/ous", 201, json={"name": "A"})
+    api.ok("POST", "/ous", 201, json={"name": "B"})
+    db.session.close()
+    main, outcome = threading.get_ident(), []
+
+    def other_admin() -> None:
+        with app.app_context():
+            try:
+                accounts.move_ou("B", parent="A", actor="other")
+                db.session.commit()
+                outcome.append("moved")
+            except BadRequest as exc:
+                outcome.append(exc.message)
+
+    other = threading.Thread(target=other_admin)
+
+    def after_reading_the_tree(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        # This move has read the tree; the other admin's move starts now, and may finish before this one writes.
+        started = other.ident is not None
+        whole_tree = "FROM organizational_units" in statement and "WHERE" not in statement
+        if threading.get_ident() == main and whole_tree and not started:
+            other.start()
+            other.join(1.0)
+
+    event.listen(db.engine, "after_cursor_execute", after_reading_the_tree)
+    try:
+        accounts.move_ou("A", parent="B", actor="one")
+        db.session.commit()
+    finally:
+        event.remove(db.engine, "after_cursor_execute", after_reading_the_tree)
+    other.join(15)
+    assert outcome == ["cannot move 'B' under 'A': 'A' is 'B' or inside it"]
+    assert [(ou["name"], ou["path"]) for ou in api.ok("GET", "/ous")["items"]] == [("B", "B"), ("A", "B/A")]
