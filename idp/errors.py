@@ -82,8 +82,8 @@ def duplicate_key(exc: sqlalchemy.exc.IntegrityError) -> bool:
 def _concurrent_change(exc: Exception) -> bool:
     """A write that a concurrent commit made impossible: the same row made, or a row referred to removed, by a
     request on another worker or instance after this one checked; or an UPDATE or DELETE of a row deleted since
-    this request read it."""
-    if isinstance(exc, sqlalchemy.orm.exc.StaleDataError):
+    this request read it (or a row it read expired at a commit and found deleted when read again)."""
+    if isinstance(exc, sqlalchemy.orm.exc.StaleDataError | sqlalchemy.orm.exc.ObjectDeletedError):
         return True
     return isinstance(exc, sqlalchemy.exc.IntegrityError) and _violation(exc) in _DUPLICATE_KEY | _MISSING_KEY
 

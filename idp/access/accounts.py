@@ -292,10 +292,12 @@ def update_account(account_id: str, changes: AccountChanges, *, actor: str) -> d
     changed = {k: {"from": getattr(account, k), "to": v} for k, v in after.items() if getattr(account, k) != v}
     for key, change in changed.items():
         setattr(account, key, change["to"])
+    moving = changes.ou is not None and account.ou_id != (target.id if target else None)
     if changed:
+        # One commit for the whole change, the move's: the OU removed meanwhile fails all of it, not half.
         audit.record(AuditEvent(type="access.account.update", actor=actor, details={
-            "account": account.account_id, "fields": sorted(changed), "changed": dict(changed)}))
-    if changes.ou is not None and account.ou_id != (target.id if target else None):
+            "account": account.account_id, "fields": sorted(changed), "changed": dict(changed)}), commit=not moving)
+    if moving:
         changed["ou"] = {"from": ou_path(account.ou_id), "to": ou_path(target.id if target else None)}
         _move(account, target, actor)
     return changed

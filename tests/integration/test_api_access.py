@@ -621,3 +621,24 @@ def test_two_ou_moves_at_once_cannot_make_a_cycle(app: Flask, api: Api) -> None:
     other.join(15)
     assert outcome == ["cannot move 'B' under 'A': 'A' is 'B' or inside it"]
     assert [(ou["name"], ou["path"]) for ou in api.ok("GET", "/ous")["items"]] == [("B", "B"), ("A", "B/A")]
+
+
+def test_an_account_change_whose_ou_goes_meanwhile_changes_nothing(
+        app: Flask, api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    new_account(api, A1, name="Payments")
+    api.ok("POST", "/ous", 201, json={"name": "Sandbox"})
+    lookup = accounts.require_ou
+
+    def removed_meanwhile(name: str) -> OrganizationalUnit:
+        # Another admin removes the (empty) OU right after this request found it.
+        monkeypatch.setattr(accounts, "require_ou", lookup)
+        found = lookup(name)
+        committed_elsewhere(app, lambda: accounts.remove_ou(name, actor="other"))
+        return found
+
+    monkeypatch.setattr(accounts, "require_ou", removed_meanwhile)
+    api.refused("PATCH", f"/accounts/{A1}", 409, json={"name": "Payments EU", "ou": "Sandbox"})
+    # All or nothing: the new name did not go in without the move.
+    shown = api.ok("GET", f"/accounts/{A1}")
+    assert (shown["name"], shown["ou"]) == ("Payments", None)
+    assert audit.events(type="access.account.update") == []

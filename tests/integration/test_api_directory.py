@@ -421,3 +421,25 @@ def test_a_membership_put_or_deleted_twice_at_once_answers_as_if_one_came_second
     assert resp.get_json()["message"] == "user 'alice' is not a member of group 'staff'"
     assert client.get("/api/v1/groups/staff", headers=headers).get_json()["members"] == []
     assert [e.actor for e in audit.events(type="group.remove_member")] == ["retry"]
+
+
+def test_a_change_whose_row_is_deleted_before_it_is_shown_is_a_409(
+        app: Flask, client: FlaskClient, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The change is committed (with its audit event); another admin deletes the group before this answer
+    reads it back to show it: a conflict to reload, not a 500."""
+    directory.create_group("staff", actor="test")
+    db.session.commit()
+    headers = bearer("write")
+    record = audit.record
+
+    def deleted_meanwhile(recorded: audit.AuditEvent, **kwargs: Any) -> None:
+        monkeypatch.setattr(audit, "record", record)
+        record(recorded, **kwargs)
+        committed_elsewhere(app, lambda: directory.delete_group("staff", actor="other"))
+
+    monkeypatch.setattr(audit, "record", deleted_meanwhile)
+    resp = client.patch("/api/v1/groups/staff", headers=headers, json={"description": "Everyone"})
+    assert resp.status_code == 409, resp.get_data(as_text=True)
+    assert "Reload to see the current state" in resp.get_json()["message"]
+    assert "a concurrent change: ObjectDeletedError" in caplog.text and "Traceback" not in caplog.text
+    assert client.get("/api/v1/groups/staff", headers=headers).status_code == 404
