@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, ForeignKey, String, Table, UniqueConstraint
+from sqlalchemy import JSON, Column, ForeignKey, Index, String, Table, UniqueConstraint, func
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from idp.clock import now
@@ -64,3 +64,8 @@ class Group(db.Model):  # type: ignore[name-defined,misc]
     members: Mapped[list[User]] = relationship(
         secondary=group_members, back_populates="groups", order_by="User.username"
     )
+
+
+# Names differing only in case would be one group to most SPs (names are ASCII: lower() is the same in SQLite
+# and PostgreSQL).
+Index("uq_groups_name_any_case", func.lower(Group.name), unique=True)

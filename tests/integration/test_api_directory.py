@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -443,3 +444,23 @@ def test_a_change_whose_row_is_deleted_before_it_is_shown_is_a_409(
     assert "Reload to see the current state" in resp.get_json()["message"]
     assert "a concurrent change: ObjectDeletedError" in caplog.text and "Traceback" not in caplog.text
     assert client.get("/api/v1/groups/staff", headers=headers).status_code == 404
+
+
+def test_groups_whose_names_differ_only_in_case_cannot_both_be_made_at_once(app: Flask, client: FlaskClient) -> None:
+    headers = bearer("write")
+    main, other = threading.get_ident(), [lambda: directory.create_group("Staff", actor="other")]
+
+    def after_the_check(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        # This request has looked for a group of that name in any case; another admin makes one just then.
+        if threading.get_ident() == main and "lower(groups.name)" in statement and other:
+            committed_elsewhere(app, other.pop())
+
+    event.listen(db.engine, "after_cursor_execute", after_the_check)
+    try:
+        resp = client.post("/api/v1/groups", headers=headers, json={"name": "staff"})
+    finally:
+        event.remove(db.engine, "after_cursor_execute", after_the_check)
+    assert not other, "the other admin's group was never made"
+    assert resp.status_code == 409, resp.get_data(as_text=True)
+    assert resp.get_json()["message"] == "group 'staff' already exists"
+    assert [g["name"] for g in client.get("/api/v1/groups", headers=headers).get_json()["items"]] == ["Staff"]

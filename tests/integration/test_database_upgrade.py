@@ -13,19 +13,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import access_rows as rows
+import click
 import pytest
 from alembic.script import ScriptDirectory
 from conftest import PG_URL
 from flask_migrate import upgrade
 from helpers import IDP, make_user
-from sqlalchemy import create_engine, make_url, select, text
+from sqlalchemy import create_engine, delete, make_url, select, text
 from sqlalchemy.exc import IntegrityError
 
 from idp import create_app
 from idp.config import Settings
 from idp.database import MIGRATIONS
 from idp.extensions import db
-from idp.store import AppAssignment, Assignment, OidcClient
+from idp.store import AppAssignment, Assignment, Group, OidcClient
 
 INSTANCES = 3
 
@@ -93,5 +94,36 @@ def test_an_upgrade_merges_identical_grants_into_the_one_that_grants_longest(
         # And from now on, the database itself refuses a second row for a grant.
         with pytest.raises(IntegrityError):
             rows.assign(admin, group="ops", account=prod)
+        db.session.rollback()
+        db.engine.dispose()
+
+
+def test_an_upgrade_names_groups_that_differ_only_in_case_and_waits_for_them_to_go(
+        empty_database: str, tmp_path: Path, signing_files: tuple[Path, Path]) -> None:
+    app = create_app(Settings(data_dir=tmp_path, database_url=empty_database, signing_key_file=signing_files[0],
+                              signing_cert_file=signing_files[1], log_format="text"))
+    with app.app_context():
+        upgrade(directory=MIGRATIONS, revision="0005")
+        # As two instances could store them before the database refused it (revision 0006).
+        db.session.add_all([Group(name="Staff"), Group(name="staff"), Group(name="ops")])
+        db.session.commit()
+        db.engine.dispose()
+        with pytest.raises(click.ClickException) as refused:
+            upgrade(directory=MIGRATIONS)
+        assert refused.value.message == (
+            "groups whose names differ only in case: staff. Delete or empty all but one of each (idp group ...), "
+            "then run `idp db upgrade` again.")
+        # Nothing of it stayed: the schema is as it was, and the groups too.
+        db.session.rollback()
+        assert db.session.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0005"
+        assert sorted(db.session.scalars(select(Group.name))) == ["Staff", "ops", "staff"]
+
+        db.session.execute(delete(Group).where(Group.name == "staff"))
+        db.session.commit()
+        db.engine.dispose()
+        upgrade(directory=MIGRATIONS)
+        with pytest.raises(IntegrityError):
+            db.session.add(Group(name="OPS"))
+            db.session.commit()
         db.session.rollback()
         db.engine.dispose()
