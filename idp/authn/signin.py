@@ -6,6 +6,7 @@ serve any other front end. A success is left uncommitted for :func:`idp.authn.se
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from enum import Enum
 
@@ -19,6 +20,8 @@ from idp.authn.directory import normalize_username
 from idp.authn.principal import Principal
 from idp.errors import DirectoryUnavailable
 from idp.extensions import db
+
+log = logging.getLogger(__name__)
 
 
 class Status(Enum):
@@ -56,6 +59,16 @@ def _refused_by(name: str, outcome: Verdict) -> str:
     return LOCAL if user is not None and user.source == LOCAL else "unknown"
 
 
+def _give_back(reservation: throttle.Reservation) -> None:
+    """Release a reserved try in a transaction of its own, as far as the failing dependency lets it."""
+    try:
+        db.session.rollback()
+        throttle.release(reservation)
+        db.session.commit()
+    except Exception as exc:  # the caller raises the first failure again, which says more (and rolls back)
+        log.warning("a sign-in try that failed unjudged stays counted: %s", exc)
+
+
 def sign_in(username: str, password: str, client_ip: str | None) -> SignInResult:
     name = normalize_username(username)[:255]
     items = chain.configured()
@@ -74,6 +87,11 @@ def sign_in(username: str, password: str, client_ip: str | None) -> SignInResult
         audit.record(AuditEvent(type="login", outcome="failure", username=name, client_ip=client_ip,
                                 reason=exc.reason))
         return SignInResult(Status.UNAVAILABLE)
+    except Exception:
+        # Not judged either (the database failing under the check, say): the request fails, the try is given
+        # back, or users retrying through an outage would find themselves locked out after it.
+        _give_back(reservation)
+        raise
     if outcome.locked:
         # The connector found a locked-out user under another spelling and stopped before the password.
         throttle.release(reservation)
