@@ -642,3 +642,22 @@ def test_an_account_change_whose_ou_goes_meanwhile_changes_nothing(
     shown = api.ok("GET", f"/accounts/{A1}")
     assert (shown["name"], shown["ou"]) == ("Payments", None)
     assert audit.events(type="access.account.update") == []
+
+
+def test_an_account_added_to_an_ou_removed_meanwhile_is_a_conflict_that_says_so(
+        app: Flask, api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    api.ok("POST", "/ous", 201, json={"name": "Sandbox"})
+    lookup = accounts.require_ou
+
+    def removed_meanwhile(name: str) -> OrganizationalUnit:
+        monkeypatch.setattr(accounts, "require_ou", lookup)
+        found = lookup(name)
+        committed_elsewhere(app, lambda: accounts.remove_ou(name, actor="other"))
+        return found
+
+    monkeypatch.setattr(accounts, "require_ou", removed_meanwhile)
+    body = api.refused("POST", "/accounts", 409, json={
+        "account_id": A1, "name": "Payments", "saml_provider_arn": arn(A1), "ou": "Sandbox"})
+    # Not "already exists": the account does not; the OU it was to go in went.
+    assert "already exists" not in body["message"] and "Reload to see the current state" in body["message"]
+    api.refused("GET", f"/accounts/{A1}", 404)
