@@ -27,7 +27,7 @@ from idp.clock import now
 from idp.extensions import db
 from idp.runtime import settings
 from idp.state import sessions
-from idp.state.sessions import SsoSession
+from idp.state.sessions import Participant, SsoSession
 from idp.store import User
 
 log = logging.getLogger(__name__)
@@ -148,6 +148,10 @@ def _username(user_id: int) -> str | None:
 
 def _delete(ids: list[str], successor: str | None = None) -> None:
     sessions.delete(ids)
+    _ended(ids, successor)
+
+
+def _ended(ids: list[str], successor: str | None) -> None:
     for listener in current_app.extensions.get(_ENDED, ()):
         listener(ids, successor)
 
@@ -225,11 +229,12 @@ def _sweep(t: datetime) -> None:
         current_app.extensions[_NEXT_SWEEP] = t
 
 
-def end_session(sso: SsoSession, reason: str, *, commit: bool = True) -> None:
-    """Delete the session and its participants, clear the cookie when it is this request's, audit "logout"."""
-    participants = len(sessions.participants(sso.id))
+def end_session(sso: SsoSession, reason: str, *, commit: bool = True) -> list[Participant]:
+    """Delete the session, clear the cookie when it is this request's, audit "logout". Returns the session's
+    participants as they were when it ended (every SP that got an assertion in it), for Single Logout."""
     username = _username(sso.user_id)
-    _delete([sso.id])
+    participants = sessions.end(sso.id)
+    _ended([sso.id], None)
     if has_request_context():
         token = request.cookies.get(COOKIE)
         if token and _digest(token) == sso.id:
@@ -237,9 +242,10 @@ def end_session(sso: SsoSession, reason: str, *, commit: bool = True) -> None:
             _clear_cookie()
     audit.record(
         AuditEvent(type="logout", username=username, client_ip=_client_ip(), reason=reason,
-                   details={"participants": participants}),
+                   details={"participants": len(participants)}),
         commit=commit,
     )
+    return participants
 
 
 def end_user_sessions(user_id: int) -> int:

@@ -298,16 +298,15 @@ class _Chain:
 
 def _start_chain(sso: SsoSession, initiator: dict[str, Any] | None, exclude_sp_id: int | None,
                  reason: str) -> _Chain:
-    """Copy whom to notify out of the session, then end it (end_session deletes the participants)."""
+    """End the session, and queue whom to notify: every SP it had reached when it ended."""
     user = db.session.get(User, sso.user_id)
     username = user.username if user is not None else None
     queue = [
         {"sp_id": p.sp_id, "name_id": p.name_id, "format": p.name_id_format, "session_index": p.session_index}
         # In registration order (by SP id), so that every run (and every backend) walks the SPs the same way.
-        for p in session_state.participants(sso.id)
+        for p in end_session(sso, reason)
         if p.sp_id != exclude_sp_id
     ]
-    end_session(sso, reason)
     return _Chain(initiator=initiator, username=username, queue=queue, results=[])
 
 

@@ -152,6 +152,10 @@ _PARTICIPANT = ParticipantRow.__table__
 _PARTICIPANT_BY_KEY = select(_PARTICIPANT).where(_PARTICIPANT.c.session_id == bindparam("session_id"),
                                                  _PARTICIPANT.c.sp_id == bindparam("sp_id"))
 _INSERT_SESSION = _SESSION.insert()
+# A session's row locked for the rest of the transaction (end()): FOR UPDATE on PostgreSQL, which a foreign key's
+# share lock waits for; on SQLite a write that takes the database's one write lock (it has no row locks).
+_HOLD_SESSION = {"postgresql": select(_SESSION.c.id).where(_SESSION.c.id == bindparam("id")).with_for_update(),
+                 "sqlite": _SESSION.update().where(_SESSION.c.id == bindparam("id")).values(id=_SESSION.c.id)}
 # How long after a session's end a sweep makes sure of it (see the module's docstring).
 END_GRACE = timedelta(seconds=60)
 # At most this many a sweep: a sign-in that sweeps does not wait on thousands (the next sweep takes the rest).
@@ -261,17 +265,54 @@ def delete(ids: list[str]) -> None:
                 pipe.hgetall(_sps_key(sid))
             found = pipe.execute()
         with client.pipeline() as pipe:  # MULTI: the sessions and their index entries together
-            for sid, user_id, sps in zip(ids, found[::2], found[1::2], strict=True):
-                pipe.delete(_key(sid), _sps_key(sid))
-                if user_id is not None:
-                    pipe.zrem(_user_key(int(user_id)), sid)
-                for sp_id, raw in sps.items():
-                    pipe.zrem(_nameid_key(int(sp_id), _decode_participant(sid, sp_id, raw).name_id), sid)
-            # Due a little later, not now: a sweep elsewhere must not end a session again while this request is
-            # still ending it (moving its tokens to a successor, say) and has not committed.
-            pipe.zadd(_EXPIRY, dict.fromkeys(ids, to_epoch(clock.now() + END_GRACE)))
+            _forget(pipe, list(zip(ids, found[::2], found[1::2], strict=True)))
             pipe.execute()
         return
+    _delete_rows(ids)
+
+
+def end(session_id: str) -> list[Participant]:
+    """Forget one session, as :func:`delete`, and return its participants as they were when it went: an SSO
+    answer recording one at the same moment is either among them, or finds the session gone (SessionGone).
+    Single Logout then reaches every SP that got an assertion in the session."""
+    forget_per_request(_PARTICIPANTS_READ)
+    client = redis_client()
+    if client is not None:
+        taken: list[Participant] = []
+
+        def take(pipe: Pipeline) -> None:
+            # WATCHed: a participant saved after this read makes the MULTI fail, and this runs again.
+            user_id = pipe.hget(_key(session_id), "user_id")
+            sps = cast(dict[str, str], pipe.hgetall(_sps_key(session_id)))
+            pipe.multi()
+            _forget(pipe, [(session_id, user_id, sps)])
+            taken[:] = sorted((_decode_participant(session_id, sp_id, raw) for sp_id, raw in sps.items()),
+                              key=lambda p: p.sp_id)
+
+        client.transaction(take, _key(session_id), _sps_key(session_id))
+        return taken
+    # The session's row locked before its participants are read: a participant's insert, which its foreign key
+    # makes take a share of that lock, waits for this transaction, then finds the session gone.
+    db.session.connection().execute(_HOLD_SESSION[db.engine.dialect.name], {"id": session_id})
+    found = participants(session_id)
+    _delete_rows([session_id])
+    return found
+
+
+def _forget(pipe: Pipeline, sessions: list[tuple[str, Any, dict[str, str]]]) -> None:
+    """Queue the deletion of sessions (id, user id, participants as read) and of their index entries."""
+    for sid, user_id, sps in sessions:
+        pipe.delete(_key(sid), _sps_key(sid))
+        if user_id is not None:
+            pipe.zrem(_user_key(int(user_id)), sid)
+        for sp_id, raw in sps.items():
+            pipe.zrem(_nameid_key(int(sp_id), _decode_participant(sid, sp_id, raw).name_id), sid)
+    # Due a little later, not now: a sweep elsewhere must not end a session again while this request is still
+    # ending it (moving its tokens to a successor, say) and has not committed.
+    pipe.zadd(_EXPIRY, dict.fromkeys([sid for sid, _, _ in sessions], to_epoch(clock.now() + END_GRACE)))
+
+
+def _delete_rows(ids: list[str]) -> None:
     # Participants first: no reliance on ON DELETE CASCADE being enforced by every database.
     db.session.execute(sql_delete(ParticipantRow).where(ParticipantRow.session_id.in_(ids)))
     db.session.execute(sql_delete(SsoSessionRow).where(SsoSessionRow.id.in_(ids)))

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import redis
 from conftest import REDIS_URL
 from flask import Flask
 from flask.testing import FlaskClient
 from helpers import csrf_token, login, make_user, signed_in, sql_statements
-from saml_peers import OneLoginSp, read_post_form, register_sp
+from saml_peers import SP_SLO_URL, OneLoginSp, read_post_form, register_sp
+from sqlalchemy import event
 
 from idp import audit
 from idp.authn import directory
-from idp.authn.session import current_principal, login_url
+from idp.authn.session import COOKIE, current_principal, login_url
 from idp.extensions import db
 from idp.state import sessions as session_state
 
@@ -237,3 +241,67 @@ def test_an_sso_answer_whose_session_ends_meanwhile_carries_no_assertion(
     (refused,) = audit.events(type="saml.refused")
     assert refused.reason == "the session ended while answering"
     assert audit.events(type="saml.response") == []
+
+
+def test_an_sso_answer_at_the_moment_of_logout_is_refused_or_reached_by_it(
+        app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Signing out in one tab while another tab is being signed in to an SP: that SP gets no assertion, or the
+    logout reaches it. (The logout read the session's SPs, the other tab's answer went out and recorded its SP,
+    then the logout deleted the session: that SP was never told, and its session outlived the sign-out.)"""
+    make_user("alice", PASSWORD)
+    browser = app.test_client()
+    login(browser, "alice", PASSWORD)
+    sp = OneLoginSp(browser.get("/saml/metadata").data)
+    register_sp(sp.metadata())
+    db.session.commit()
+    url, request_id = sp.redirect_login("https://sp.example.test/after")
+    parts = urlsplit(url)
+    cookie = browser.get_cookie(COOKIE)
+    assert cookie is not None
+    other_tab = app.test_client()
+    other_tab.set_cookie(COOKIE, cookie.value)
+    signed_in_at_sp: list[bool] = []
+
+    def sign_in_to_the_sp() -> None:
+        page = other_tab.get(f"{parts.path}?{parts.query}").get_data(as_text=True)
+        signed_in_at_sp.append('name="SAMLResponse"' in page
+                               and sp.process_response(read_post_form(page), request_id).is_authenticated())
+
+    tab, main = threading.Thread(target=sign_in_to_the_sp), threading.get_ident()
+
+    def the_other_tab_now() -> None:
+        # The logout has read the session's SPs: the other tab's answer comes now, before the logout goes on
+        # (or, if the logout holds the session, as long as it waits a second for it).
+        if threading.get_ident() == main and tab.ident is None:
+            tab.start()
+            tab.join(1.0)
+
+    if REDIS_URL:
+        hgetall = redis.Redis.hgetall
+
+        def read_then(self: redis.Redis, name: str) -> Any:
+            found = hgetall(self, name)
+            if name.endswith(":sps"):
+                the_other_tab_now()
+            return found
+
+        monkeypatch.setattr(redis.Redis, "hgetall", read_then)
+    else:
+        def after(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            if statement.lstrip().startswith("SELECT") and "FROM session_participants" in statement:
+                the_other_tab_now()
+
+        event.listen(db.engine, "after_cursor_execute", after)
+    try:
+        page = browser.get("/logout").get_data(as_text=True)
+        signed_out = browser.post("/logout", data={"csrf_token": csrf_token(page)})
+    finally:
+        if not REDIS_URL:
+            event.remove(db.engine, "after_cursor_execute", after)
+    tab.join(15)
+    assert signed_in_at_sp, "the other tab never asked"
+    # Reached: the browser is sent on to the SP's logout endpoint, rather than shown that it is signed out.
+    reached = signed_out.status_code in (302, 303) and signed_out.headers["Location"].startswith(SP_SLO_URL)
+    assert signed_in_at_sp == [False] or reached, (signed_in_at_sp, signed_out.status_code)
+    (ended,) = audit.events(type="logout")
+    assert ended.details["participants"] == (1 if reached else 0)
