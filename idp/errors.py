@@ -88,6 +88,12 @@ def _concurrent_change(exc: Exception) -> bool:
     return isinstance(exc, sqlalchemy.exc.IntegrityError) and _violation(exc) in _DUPLICATE_KEY | _MISSING_KEY
 
 
+def first_line(exc: BaseException) -> str:
+    """What a log line says of an exception: its first line. A SQLAlchemy error's next lines quote the statement
+    (its parameters are hidden, idp.database), a driver's may describe the server."""
+    return (str(exc).splitlines() or [""])[0]
+
+
 def _wants_json() -> bool:
     best = request.accept_mimetypes.best_match(["application/json", "text/html"])
     return request.path.startswith("/api/") or best == "application/json"
@@ -136,7 +142,7 @@ def unexpected(exc: Exception) -> Response:
     if dependency_unavailable(exc):
         # One line, no trace: the driver's message names the host, which is for the log only.
         log.error("dependency unavailable on %s %s: %s: %s", request.method, request.path,
-                  type(exc).__name__, (str(exc).splitlines() or [""])[0])
+                  type(exc).__name__, first_line(exc))
         _rollback()
         resp = _render(503, "Service unavailable",
                        "The service is briefly unavailable. Please try again in a moment.")
@@ -146,13 +152,13 @@ def unexpected(exc: Exception) -> Response:
         # A value the database cannot take that no check caught before (JSON bodies are checked by the
         # admin API): the request's fault, and nothing of it was stored.
         log.warning("refused on %s %s: the database cannot store a value: %s", request.method, request.path,
-                    (str(exc.orig).splitlines() or [""])[0])
+                    first_line(exc.orig or exc))
         _rollback()
         return _render(400, BadRequest.title, "The request holds a value that cannot be stored.")
     if _concurrent_change(exc):
         # Nothing of this request was stored; the client can read the new state and decide again.
         log.warning("refused on %s %s: a concurrent change: %s: %s", request.method, request.path,
-                    type(exc).__name__, (str(getattr(exc, "orig", None) or exc).splitlines() or [""])[0])
+                    type(exc).__name__, first_line(getattr(exc, "orig", None) or exc))
         _rollback()
         return _render(409, "Conflict", "This conflicts with a change made at the same time. "
                                         "Reload to see the current state, then try again.")

@@ -24,6 +24,7 @@ from idp import audit
 from idp.audit import AuditEvent
 from idp.authn.principal import Principal, UserSnapshot, load_snapshot, snapshot_of, with_snapshot
 from idp.clock import now
+from idp.errors import first_line
 from idp.extensions import db
 from idp.runtime import settings
 from idp.state import sessions
@@ -223,7 +224,7 @@ def _sweep(t: datetime) -> None:
         sessions.swept(expired)
     except (SQLAlchemyError, RedisError) as exc:
         db.session.rollback()
-        log.warning("session housekeeping failed (tried again in a minute): %s", exc)
+        log.warning("session housekeeping failed (tried again in a minute): %s", first_line(exc))
         return
     if len(expired) == sessions.SWEEP_BATCH:  # more are due: the next sign-in sweeps again
         current_app.extensions[_NEXT_SWEEP] = t

@@ -18,7 +18,7 @@ from idp.authn.connectors.base import Verdict
 from idp.authn.connectors.local import LOCAL
 from idp.authn.directory import normalize_username
 from idp.authn.principal import Principal
-from idp.errors import DirectoryUnavailable
+from idp.errors import DirectoryUnavailable, first_line
 from idp.extensions import db
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def _give_back(reservation: throttle.Reservation) -> None:
         throttle.release(reservation)
         db.session.commit()
     except Exception as exc:  # the caller raises the first failure again, which says more (and rolls back)
-        log.warning("a sign-in try that failed unjudged stays counted: %s", exc)
+        log.warning("a sign-in try that failed unjudged stays counted: %s", first_line(exc))
 
 
 def sign_in(username: str, password: str, client_ip: str | None) -> SignInResult:

@@ -28,7 +28,7 @@ from idp.authn.connectors import bind_passwords, chain
 from idp.authn.connectors.ad import open_directory
 from idp.authn.connectors.chain import Configured
 from idp.authn.connectors.settings import DirectoryConfig
-from idp.errors import DirectoryUnavailable
+from idp.errors import DirectoryUnavailable, first_line
 from idp.extensions import db
 from idp.runtime import settings
 from idp.state import redis_client
@@ -179,7 +179,7 @@ def _within(seconds: float, checks: dict[str, Callable[[], None]]) -> dict[str, 
         if exc is None:
             out[name] = OK
             continue
-        detail = exc.reason if isinstance(exc, DirectoryUnavailable) else (str(exc).splitlines() or [""])[0]
+        detail = exc.reason if isinstance(exc, DirectoryUnavailable) else first_line(exc)
         log.warning("readiness: %s failed: %s", name, detail or type(exc).__name__)
         out[name] = ERROR
     return out

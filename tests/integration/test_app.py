@@ -7,12 +7,15 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from helpers import login
+from helpers import login, make_user
+from sqlalchemy import insert
+from sqlalchemy.exc import IntegrityError
 
 from idp import create_app
 from idp.config import Settings
 from idp.extensions import db
 from idp.runtime import keystore
+from idp.store import User
 
 
 def test_first_start_generates_private_keys(tmp_path: Path) -> None:
@@ -77,3 +80,16 @@ def test_a_trusted_proxys_request_id_is_logged_beside_ours(
     for made in (app, direct):
         with made.app_context():
             db.engine.dispose()
+
+
+def test_a_database_error_quotes_no_stored_values(app: Flask, caplog: pytest.LogCaptureFixture) -> None:
+    """A database error's text (logged with a 500's trace, printed by a failed command) quotes the statement
+    but not its values: here a password hash, elsewhere token and secret digests."""
+    make_user("alice")
+    db.session.commit()
+    stored = "$argon2id$v=19$m=19456,t=2,p=1$not-a-real-hash-" + "x" * 20
+    with pytest.raises(IntegrityError) as refused:
+        db.session.execute(insert(User).values(username="alice", password_hash=stored, source="local"))
+    db.session.rollback()
+    assert "INSERT INTO users" in str(refused.value)
+    assert stored not in str(refused.value) and "parameters hidden" in str(refused.value)
