@@ -37,7 +37,8 @@ _MAX_NETWORK_TIMEOUT = 3600
 class Settings:
     base_url: str = "http://127.0.0.1:5000"
     data_dir: Path = Path("instance")
-    database_url: str | None = None
+    # May hold a password: never in a repr (nor redis_url).
+    database_url: str | None = field(default=None, repr=False)
     # PostgreSQL's statement_timeout for the server's queries (0: none). A query waiting on a lock or a server
     # too busy to answer is cancelled and the request answered 503, instead of holding a worker thread.
     database_statement_timeout_seconds: int = 10
@@ -51,7 +52,7 @@ class Settings:
     database_prepared_statements: bool = True
     # IDP_REDIS_URL: sessions, login throttling, replay caches, parked requests and OIDC codes live in Redis
     # when set (several instances share them there); in the database otherwise.
-    redis_url: str | None = None
+    redis_url: str | None = field(default=None, repr=False)
     # Flask's signing key (CSRF tokens); generated into data_dir when unset.
     secret_key: str | None = field(default=None, repr=False)
     signing_key_file: Path | None = None
@@ -178,6 +179,12 @@ class Settings:
             out.append("IDP_DATABASE_URL: only sqlite:// and postgresql:// URLs are supported")
         if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             out.append("IDP_REDIS_URL: only redis://, rediss:// and unix:// URLs are supported")
+        for label, url in (("IDP_DATABASE_URL", self.database_url), ("IDP_REDIS_URL", self.redis_url)):
+            # user:p@ss@host reads as the password "p" at the host "ss@host": the rest of the password would be
+            # in every connection error logged. (Said without the URL, which holds it.)
+            if url is not None and url.partition("://")[2].partition("/")[0].count("@") > 1:
+                out.append(f"{label}: more than one '@' before the host: write an '@' in the user name or "
+                           "password as %40")
         if (self.signing_key_file is None) != (self.signing_cert_file is None):
             out.append("IDP_SIGNING_KEY_FILE and IDP_SIGNING_CERT_FILE must be set together")
         for label, path in (("IDP_SIGNING_KEY_FILE", self.signing_key_file),

@@ -60,3 +60,18 @@ def test_a_yes_or_no_setting_takes_the_usual_words_and_refuses_others() -> None:
     with pytest.raises(ConfigError) as err:
         Settings.from_env({"IDP_DATABASE_PREPARED_STATEMENTS": "flase"})
     assert err.value.problems == ["IDP_DATABASE_PREPARED_STATEMENTS: 'flase' must be true or false"]
+
+
+def test_urls_holding_passwords_are_never_in_a_repr_and_an_unescaped_at_is_refused() -> None:
+    s = Settings.from_env({"IDP_DATABASE_URL": "postgresql+psycopg://idp:pg-s3cret@db/idp",
+                           "IDP_REDIS_URL": "redis://:redis-s3cret@cache:6379/0"})
+    assert "s3cret" not in repr(s)
+    # "p@ss" unescaped: the URL would name the host "ss@db", and every connection error would log it.
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({"IDP_DATABASE_URL": "postgresql+psycopg://idp:p@ss@db/idp",
+                           "IDP_REDIS_URL": "redis://:r@dis@cache:6379/0"})
+    assert err.value.problems == [
+        f"{name}: more than one '@' before the host: write an '@' in the user name or password as %40"
+        for name in ("IDP_DATABASE_URL", "IDP_REDIS_URL")]
+    assert "ss@db" not in str(err.value) and "dis@cache" not in str(err.value)
+    assert Settings.from_env({"IDP_DATABASE_URL": "postgresql+psycopg://idp:p%40ss@db/idp"}).database_url
