@@ -10,6 +10,8 @@ page that shows and takes user codes is :mod:`idp.oidc.device_page`.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -27,6 +29,7 @@ from authlib.oauth2.rfc8628 import (
     SlowDownError,
 )
 from authlib.oauth2.rfc8628 import DeviceCodeGrant as _DeviceCodeGrant
+from flask import current_app
 
 from idp import clock
 from idp.access.decide import AccessDenied
@@ -54,6 +57,14 @@ def normalize_user_code(value: str) -> str | None:
     if len(code) != 8 or _NOT_IN_ALPHABET.search(code):
         return None
     return code
+
+
+def user_code_digest(code: str) -> str:
+    """How a normalized user code is stored and looked up: keyed with the server's secret. Eight letters of
+    twenty are some 2^35 codes, which a plain SHA-256 of each would give back from a copy of the database or
+    Redis within a code's lifetime; without the key, the stored value says nothing."""
+    key = str(current_app.config["SECRET_KEY"]).encode()
+    return hmac.new(key, f"oidc-device-user-code {code}".encode(), hashlib.sha256).hexdigest()
 
 
 def display_user_code(code: str) -> str:
@@ -86,7 +97,7 @@ class DeviceAuthorization(DeviceAuthorizationEndpoint):  # type: ignore[misc]
         # settles the race between two processes picking the same one.
         for _ in range(5):
             code = generate_token(8, USER_CODE_ALPHABET)
-            if not device_codes.user_code_taken(digest(code)):
+            if not device_codes.user_code_taken(user_code_digest(code)):
                 return display_user_code(code)
         raise RuntimeError("could not find a free user code")  # 5 collisions in 2.6e10: the store is broken
 
@@ -98,7 +109,7 @@ class DeviceAuthorization(DeviceAuthorizationEndpoint):  # type: ignore[misc]
         assert code is not None
         granted = client.get_allowed_scope(scope)
         issued = device_codes.issue(DeviceCode(
-            device_code_hash=digest(data["device_code"]), user_code_hash=digest(code), client_id=client_id,
+            device_code_hash=digest(data["device_code"]), user_code_hash=user_code_digest(code), client_id=client_id,
             scope=granted, expires_at=t + LIFETIME, poll_interval=INTERVAL))
         if not issued:  # the same user code picked by another process at the same moment
             raise TemporarilyUnavailable("Please retry the device authorization request.")
@@ -174,7 +185,7 @@ class PendingDevice:
 
 def find_pending(code: str) -> PendingDevice | None:
     """The undecided, unexpired request for a normalized user code, or None."""
-    found = device_codes.find_by_user_code(digest(code))
+    found = device_codes.find_by_user_code(user_code_digest(code))
     if found is None or found.status != device_codes.PENDING or found.expires_at <= clock.now():
         return None
     client = clients.get(found.client_id)

@@ -1,5 +1,6 @@
 """Device authorizations (RFC 8628): a device code the device polls with and a user code the user types,
-both stored as SHA-256 digests, with the user's decision, the polling pace and the single exchange.
+both stored as digests (idp.store.oidc.OidcDeviceCode says which), with the user's decision, the polling pace
+and the single exchange.
 
 Each step that must happen once is one atomic operation: a user code is taken once, a decision is recorded
 only while the request is pending, polls are paced by a compare-and-set, and a device code yields tokens

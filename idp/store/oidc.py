@@ -213,10 +213,11 @@ class OidcToken(db.Model, TokenMixin):  # type: ignore[name-defined,misc]
 class OidcDeviceCode(db.Model):  # type: ignore[name-defined,misc]
     """A device authorization (RFC 8628), as idp.state.device_codes stores it without Redis.
 
-    Both codes are stored as digests: the device code is 256 bits of randomness, the user code is short but
-    lives ten minutes and its entry is throttled. The row records the user's decision (``status``: pending,
-    approved, denied), the polling pace (``poll_interval`` grows by 5 s at every ``slow_down``) and
-    ``used_at``, set in the transaction that issues the tokens, so that a device code yields tokens once.
+    Both codes are stored as digests: the device code (256 bits of randomness) as a SHA-256, the user code
+    (short: its entry is throttled) as an HMAC keyed with the server's secret (idp.oidc.device.user_code_digest).
+    The row records the user's decision (``status``: pending, approved, denied), the polling pace
+    (``poll_interval`` grows by 5 s at every ``slow_down``) and ``used_at``, set in the transaction that issues
+    the tokens, so that a device code yields tokens once.
     """
 
     __tablename__ = "oidc_device_codes"

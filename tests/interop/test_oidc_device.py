@@ -4,6 +4,7 @@ and the ``/device`` page, and the ID token checked by PyJWT against our JWKS."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
@@ -21,9 +22,13 @@ from oidc_peers import (
     pyjwt_validate,
     register,
 )
+from sqlalchemy import select
 
 from idp import audit
 from idp.extensions import db
+from idp.oidc.device import find_pending, normalize_user_code
+from idp.state import redis_client
+from idp.store import OidcDeviceCode
 
 
 @pytest.fixture
@@ -149,3 +154,21 @@ def test_refusals_at_the_device_endpoints(idp: Any, tv: Any) -> None:
     db.session.expire_all()
     refused = [e for e in audit.events(type="oidc.device.authorize") if e.outcome == "failure"]
     assert {e.reason for e in refused} == {"unauthorized_client", "invalid_client"}
+
+
+def test_a_copy_of_the_store_does_not_give_the_user_codes_away(idp: Any, tv: Any) -> None:
+    """A user code is some 2^35 guesses: a plain SHA-256 of it, stored, would be reversed from a copy of the
+    database or Redis within its ten minutes, and the device approved by whoever did."""
+    grant = device_authorization(idp, tv.client_id)
+    code = normalize_user_code(grant["user_code"])
+    assert code is not None
+    plain = hashlib.sha256(code.encode()).hexdigest()
+    client = redis_client()
+    if client is not None:
+        stored = [*client.keys("*"), *(str(v) for key in client.keys("*device*") if client.type(key) == "hash"
+                                      for v in client.hgetall(key).values())]
+    else:
+        stored = [row.user_code_hash for row in db.session.scalars(select(OidcDeviceCode))]
+    assert stored and not any(plain in value for value in stored)
+    # The code still works as the user types it.
+    assert find_pending(code) is not None
