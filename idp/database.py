@@ -12,8 +12,11 @@ from flask import Flask
 from flask_migrate import upgrade
 from sqlalchemy import event, make_url
 from sqlalchemy.engine import Engine, ExceptionContext
+from sqlalchemy.exc import IntegrityError
 
 from idp.config import Settings
+from idp.errors import duplicate_key
+from idp.extensions import db
 from idp.keys import data_dir_lock
 
 MIGRATIONS = str(Path(__file__).parent / "migrations")
@@ -115,3 +118,17 @@ def upgrade_embedded(app: Flask, settings: Settings) -> None:
         return
     with data_dir_lock(settings.data_dir), app.app_context():
         upgrade(directory=MIGRATIONS)
+
+
+def flushed_unique() -> bool:
+    """Write the session's pending rows now. False, with the request's transaction rolled back, when a unique key
+    refuses one because the row is there already (made by a concurrent request after this one looked); any
+    other integrity error is raised."""
+    try:
+        db.session.flush()
+    except IntegrityError as exc:
+        db.session.rollback()
+        if duplicate_key(exc):
+            return False
+        raise
+    return True

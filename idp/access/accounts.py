@@ -15,11 +15,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 
 from idp import audit, clock
 from idp.audit import AuditEvent
-from idp.errors import BadRequest, Conflict, NotFound, duplicate_key
+from idp.database import flushed_unique
+from idp.errors import BadRequest, Conflict, NotFound
 from idp.extensions import db
 from idp.store import Account, Assignment, OrganizationalUnit, PermissionSet, User
 
@@ -50,13 +50,8 @@ def add_new(row: Any, what: str) -> None:
     """Add and flush a new row; a concurrent add of the same name is a Conflict, not a crash (and the OU it goes
     in removed meanwhile is a concurrent change, idp.errors)."""
     db.session.add(row)
-    try:
-        db.session.flush()
-    except IntegrityError as exc:
-        db.session.rollback()
-        if not duplicate_key(exc):
-            raise
-        raise Conflict(f"{what} already exists") from exc
+    if not flushed_unique():
+        raise Conflict(f"{what} already exists")
 
 
 # --- organizational units ---------------------------------------------------------------------------------

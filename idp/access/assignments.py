@@ -13,7 +13,6 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, or_, select
-from sqlalchemy.exc import IntegrityError
 
 from idp import audit, clock
 from idp.access.accounts import require_account, require_ou, until_text
@@ -22,7 +21,8 @@ from idp.access.permission_sets import require_permission_set
 from idp.audit import AuditEvent
 from idp.authn import directory
 from idp.authn.principal import Principal, principal_from_user
-from idp.errors import BadRequest, Conflict, NotFound, duplicate_key
+from idp.database import flushed_unique
+from idp.errors import BadRequest, Conflict, NotFound
 from idp.extensions import db
 from idp.store import (
     Account,
@@ -171,13 +171,8 @@ def _insert(row: Assignment | AppAssignment, duplicate: Conflict) -> None:
     """Write a new grant now, before its audit event: the same grant made by a concurrent request (a retry that
     reached another instance) after this one's check is refused by the unique index, as ``duplicate``."""
     db.session.add(row)
-    try:
-        db.session.flush()
-    except IntegrityError as exc:
-        db.session.rollback()
-        if duplicate_key(exc):
-            raise duplicate from None
-        raise
+    if not flushed_unique():
+        raise duplicate
 
 
 def assign(principal: str, permission_set: str, *, account: str | None = None, ou: str | None = None,

@@ -11,7 +11,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import Select, bindparam, func, or_, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
 from idp import audit
@@ -20,7 +19,8 @@ from idp.authn import passwords
 from idp.authn.principal import Principal, load_snapshot
 from idp.authn.session import end_user_sessions
 from idp.clock import now
-from idp.errors import BadRequest, Conflict, NotFound, duplicate_key
+from idp.database import flushed_unique
+from idp.errors import BadRequest, Conflict, NotFound
 from idp.extensions import db
 from idp.store import Group, User
 
@@ -134,11 +134,8 @@ def create_user(
     user = User(username=name, password_hash=password_hash, enabled=True, **profile)
     user.groups = member_of
     db.session.add(user)
-    try:
-        db.session.flush()
-    except IntegrityError as exc:  # a concurrent `user add` of the same name won the race
-        db.session.rollback()
-        raise Conflict(f"user '{name}' already exists") from exc
+    if not flushed_unique():  # a concurrent `user add` of the same name won the race
+        raise Conflict(f"user '{name}' already exists")
     audit.record(AuditEvent(type="user.create", actor=actor, username=name,
                             details={"groups": [g.name for g in member_of]}))
     return user
@@ -239,11 +236,8 @@ def create_group(name: str, *, actor: str, description: str | None = None) -> Gr
         raise Conflict(f"group '{name}' already exists")
     group = Group(name=name, description=_description(description))
     db.session.add(group)
-    try:
-        db.session.flush()
-    except IntegrityError as exc:
-        db.session.rollback()
-        raise Conflict(f"group '{name}' already exists") from exc
+    if not flushed_unique():
+        raise Conflict(f"group '{name}' already exists")
     audit.record(AuditEvent(type="group.create", actor=actor, details={"group": name}))
     return group
 
@@ -282,13 +276,8 @@ def add_member(group_name: str, username: str, *, actor: str) -> bool:
     if group in user.groups:
         return False
     user.groups.append(group)
-    try:
-        db.session.flush()
-    except IntegrityError as exc:
-        db.session.rollback()
-        if duplicate_key(exc):
-            return False
-        raise
+    if not flushed_unique():
+        return False
     audit.record(AuditEvent(type="group.add_member", actor=actor, username=user.username,
                             details={"group": group.name}))
     return True
