@@ -12,6 +12,7 @@ from flask import Flask, Response, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from idp.extensions import db
+from idp.state import drop_idle_connections
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +145,8 @@ def unexpected(exc: Exception) -> Response:
         log.error("dependency unavailable on %s %s: %s: %s", request.method, request.path,
                   type(exc).__name__, first_line(exc))
         _rollback()
+        if isinstance(exc, _REPLICA_REFUSALS):
+            drop_idle_connections()
         resp = _render(503, "Service unavailable",
                        "The service is briefly unavailable. Please try again in a moment.")
         resp.headers["Retry-After"] = "5"
@@ -203,8 +206,11 @@ def dependency_unavailable(exc: Exception) -> bool:
             or (isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated))
 
 
+# A replica where the primary was: the connection is to the wrong server (idp.state.drop_idle_connections).
+_REPLICA_REFUSALS = (redis.exceptions.ReadOnlyError, redis.exceptions.MasterDownError)
+
+
 def _redis_refuses_writes(exc: Exception) -> bool:
     """A full Redis under ``noeviction`` (OOM), a read-only replica, or one cut off from its master: unavailable
     for now, not a bug here. (redis-py strips the "OOM" prefix from the message: the class says it.)"""
-    return isinstance(exc, redis.exceptions.ReadOnlyError | redis.exceptions.OutOfMemoryError
-                      | redis.exceptions.MasterDownError)
+    return isinstance(exc, (*_REPLICA_REFUSALS, redis.exceptions.OutOfMemoryError))

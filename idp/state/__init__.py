@@ -17,9 +17,6 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import redis
 from flask import Flask, current_app
-from redis.backoff import NoBackoff
-from redis.exceptions import MasterDownError, ReadOnlyError
-from redis.retry import Retry
 from sqlalchemy import Column, CursorResult, Label, Result
 
 from idp.config import Settings
@@ -44,11 +41,16 @@ def init_app(app: Flask, settings: Settings) -> None:
     app.extensions[_CLIENT] = redis.Redis.from_url(
         settings.redis_url, decode_responses=True, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT,
         health_check_interval=30, retry_on_timeout=False,
-        # Never sent twice (0 retries); but a connection that finds a replica where the primary was (a failover
-        # behind one address) is closed, as a lost one is, so the next command connects to the new primary.
-        retry=Retry(NoBackoff(), 0, supported_errors=(
-            redis.ConnectionError, redis.TimeoutError, ReadOnlyError, MasterDownError)),
     )
+
+
+def drop_idle_connections() -> None:
+    """Redis refused a write as a replica (a failover behind one address left the old primary up): the idle
+    connections, the one that met it among them, are closed, so that the next commands connect to wherever the
+    address leads now. (Not through redis-py's retry: a WATCHed transaction retries that without end.)"""
+    client = redis_client()
+    if client is not None:
+        client.connection_pool.disconnect(inuse_connections=False)
 
 
 def redis_client() -> redis.Redis | None:
