@@ -21,9 +21,17 @@ import pytest
 import redis
 import requests
 from cluster import Cluster, access_statuses, serve_cluster
-from helpers import free_port, make_user, migrate, session_counts
+from helpers import csrf_token, free_port, make_user, migrate, session_counts
 from oidc_peers import PASSWORD, REDIRECT_URI, Arrival, AuthlibRp, Authorization, browse, register, rp, start
-from saml_peers import OneLoginSp, idp_metadata, is_login_page, read_post_form, register_sp, submit_login
+from saml_peers import (
+    SP_SLO_URL,
+    OneLoginSp,
+    idp_metadata,
+    is_login_page,
+    read_post_form,
+    register_sp,
+    submit_login,
+)
 from services import PostgresServer, RedisServer
 from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.pool import NullPool
@@ -404,6 +412,8 @@ def test_a_redis_that_refuses_writes_is_answered_503_until_it_takes_them_again(p
                                                                               refusal: str) -> None:
     """Redis up but refusing writes: full under noeviction (its maxmemory reached), or a replica (a failover
     that demoted it). Every request that writes to it is a clean 503, and works again once it takes writes."""
+    alice = saml_sign_in(prod, "alice")
+    logout_form = csrf_token(alice.get(prod.cluster.url + "/logout", timeout=10).text)
     with redis.Redis.from_url(prod.stores.redis.url) as client:
         if refusal == "full":
             client.config_set("maxmemory", 1)
@@ -417,6 +427,9 @@ def test_a_redis_that_refuses_writes_is_answered_503_until_it_takes_them_again(p
             for _ in range(12):
                 page, _ = saml_sso(prod, browser())
                 assert_unavailable(page, f"SSO with a {refusal} Redis")
+            # Ending a session is a transaction that watches its keys: refused at once too, not tried again.
+            signed_out = alice.post(prod.cluster.url + "/logout", data={"csrf_token": logout_form}, timeout=PROMPT)
+            assert_unavailable(signed_out, f"logout with a {refusal} Redis")
             if refusal == "replica":
                 # The connections that met a replica were closed: the next ones connect afresh, to the new
                 # primary after a failover behind one address (a full Redis is the same server after).
@@ -429,7 +442,10 @@ def test_a_redis_that_refuses_writes_is_answered_503_until_it_takes_them_again(p
                 client.config_set("maxmemory", 0)
             else:
                 client.replicaof("NO", "ONE")
-    saml_sign_in(prod, "alice")
+    saml_sign_in(prod, "bob")
+    signed_out = alice.post(prod.cluster.url + "/logout", data={"csrf_token": logout_form}, timeout=10,
+                            allow_redirects=False)
+    assert signed_out.status_code == 302 and signed_out.headers["Location"].startswith(SP_SLO_URL)  # on to the SP
 
 
 def test_connections_left_on_a_read_only_database_are_replaced(prod: Production) -> None:
