@@ -152,8 +152,11 @@ _PARTICIPANT = ParticipantRow.__table__
 _PARTICIPANT_BY_KEY = select(_PARTICIPANT).where(_PARTICIPANT.c.session_id == bindparam("session_id"),
                                                  _PARTICIPANT.c.sp_id == bindparam("sp_id"))
 _INSERT_SESSION = _SESSION.insert()
-# A session's row locked for the rest of the transaction (end()): FOR UPDATE on PostgreSQL, which a foreign key's
-# share lock waits for; on SQLite a write that takes the database's one write lock (it has no row locks).
+# A session's participants and its row locked for the rest of the transaction (end()): FOR UPDATE on PostgreSQL,
+# which a foreign key's share lock waits for; on SQLite a write that takes the database's one write lock (it has
+# no row locks).
+_LOCK_PARTICIPANTS = (select(_PARTICIPANT.c.sp_id).where(_PARTICIPANT.c.session_id == bindparam("id"))
+                      .with_for_update())
 _HOLD_SESSION = {"postgresql": select(_SESSION.c.id).where(_SESSION.c.id == bindparam("id")).with_for_update(),
                  "sqlite": _SESSION.update().where(_SESSION.c.id == bindparam("id")).values(id=_SESSION.c.id)}
 # How long after a session's end a sweep makes sure of it (see the module's docstring).
@@ -291,9 +294,14 @@ def end(session_id: str) -> list[Participant]:
 
         client.transaction(take, _key(session_id), _sps_key(session_id))
         return taken
-    # The session's row locked before its participants are read: a participant's insert, which its foreign key
-    # makes take a share of that lock, waits for this transaction, then finds the session gone.
-    db.session.connection().execute(_HOLD_SESSION[db.engine.dialect.name], {"id": session_id})
+    # Locked before they are read, participants first as every other deleter takes them (no deadlock): a
+    # participant being rewritten (a new NameID) waits for this transaction, then finds the session gone; so does
+    # a new one, whose foreign key takes a share of the session row's lock. SQLite has one writer: its write
+    # lock is enough.
+    connection, dialect = db.session.connection(), db.engine.dialect.name
+    if dialect == "postgresql":
+        connection.execute(_LOCK_PARTICIPANTS, {"id": session_id})
+    connection.execute(_HOLD_SESSION[dialect], {"id": session_id})
     found = participants(session_id)
     _delete_rows([session_id])
     return found
