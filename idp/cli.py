@@ -23,7 +23,7 @@ from idp.authn.cli import group as group_group
 from idp.authn.cli import user as user_group
 from idp.authn.connectors.cli import directory as directory_group
 from idp.config import ConfigError
-from idp.errors import IdpError, dependency_unavailable
+from idp.errors import IdpError, concurrent_change, dependency_unavailable
 from idp.extensions import db
 from idp.keys import EC, RSA, KeyError_
 from idp.oidc.cli import oidc_client as oidc_client_group
@@ -50,6 +50,9 @@ class _Cli(FlaskGroup):
         except IdpError as exc:
             raise click.ClickException(exc.message) from exc
         except Exception as exc:
+            if concurrent_change(exc):
+                raise click.ClickException("this conflicts with a change made at the same time (by another "
+                                           "command or an admin): look again, then run it again") from exc
             if not dependency_unavailable(exc):
                 raise
             # One line, as the server answers 503: the driver's first line says which dependency and why.

@@ -80,7 +80,7 @@ def duplicate_key(exc: sqlalchemy.exc.IntegrityError) -> bool:
     return _violation(exc) in _DUPLICATE_KEY
 
 
-def _concurrent_change(exc: Exception) -> bool:
+def concurrent_change(exc: Exception) -> bool:
     """A write that a concurrent commit made impossible: the same row made, or a row referred to removed, by a
     request on another worker or instance after this one checked; or an UPDATE or DELETE of a row deleted since
     this request read it (or a row it read expired at a commit and found deleted when read again)."""
@@ -158,7 +158,7 @@ def unexpected(exc: Exception) -> Response:
                     first_line(exc.orig or exc))
         _rollback()
         return _render(400, BadRequest.title, "The request holds a value that cannot be stored.")
-    if _concurrent_change(exc):
+    if concurrent_change(exc):
         # Nothing of this request was stored; the client can read the new state and decide again.
         log.warning("refused on %s %s: a concurrent change: %s: %s", request.method, request.path,
                     type(exc).__name__, first_line(getattr(exc, "orig", None) or exc))
