@@ -6,6 +6,7 @@ serve any other front end. A success is left uncommitted for :func:`idp.authn.se
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from enum import Enum
@@ -60,9 +61,11 @@ def _refused_by(name: str, outcome: Verdict) -> str:
 
 
 def _give_back(reservation: throttle.Reservation) -> None:
-    """Release a reserved try in a transaction of its own, as far as the failing dependency lets it."""
-    try:
+    """Release a reserved try in a transaction of its own, as far as the failing dependency lets it (a rollback
+    that fails on a lost database does not keep a try counted in Redis)."""
+    with contextlib.suppress(Exception):
         db.session.rollback()
+    try:
         throttle.release(reservation)
         db.session.commit()
     except Exception as exc:  # the caller raises the first failure again, which says more (and rolls back)
