@@ -437,18 +437,28 @@ def test_a_re_authentication_whose_session_cannot_be_stored_records_no_success(
     assert len(login_events("success")) == 1  # the first sign-in only
 
 
+@pytest.mark.parametrize("rollback_fails", [False, True])
 def test_a_try_that_fails_on_the_database_unjudged_is_not_counted(
-        make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch) -> None:
+        make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch, rollback_fails: bool) -> None:
     """The store failing under the check (a fault injected into it) answers 503 and gives the try back: users
-    who retry through an outage are not locked out after it."""
+    who retry through an outage are not locked out after it. Also when rolling back fails too (the connection
+    is gone): the give-back is tried all the same."""
     application = make_app(login_max_failures=2, login_ip_max_failures=100)
     make_user("alice", PASSWORD)
 
     def lost(*args: object, **kwargs: object) -> NoReturn:
         raise OperationalError("UPDATE users", {}, Exception("server closed the connection unexpectedly"))
 
+    rollback = type(db.session()).rollback
+
+    def rollback_lost(session: object) -> None:
+        rollback(session)  # (a real one: the injected fault left the connection usable)
+        raise OperationalError("ROLLBACK", {}, Exception("server closed the connection unexpectedly"))
+
     with monkeypatch.context() as patched:
         patched.setattr(chain, "check", lost)
+        if rollback_fails:
+            patched.setattr(db.session, "rollback", lambda: rollback_lost(db.session()))
         for _ in range(3):
             assert login(application.test_client(), "alice", PASSWORD).status_code == 503
     assert login(application.test_client(), "alice", PASSWORD).status_code == 302
