@@ -33,6 +33,11 @@ _MAX_STATEMENT_TIMEOUT = (2**31 - 1) // 1000
 _MAX_NETWORK_TIMEOUT = 3600
 
 
+# Settings that may hold a password: also read from a file (IDP_*_FILE, a mounted Secret), so that they need
+# not be in the environment, which /proc/<pid>/environ and `docker inspect` show.
+_FROM_FILE = frozenset({"secret_key", "database_url", "redis_url"})
+
+
 @dataclass(frozen=True)
 class Settings:
     base_url: str = "http://127.0.0.1:5000"
@@ -133,7 +138,7 @@ class Settings:
                 continue
             name = "IDP_" + f.name.upper()
             raw = env.get(name)
-            if raw is None and f.name == "secret_key" and env.get(name + "_FILE"):
+            if raw is None and f.name in _FROM_FILE and env.get(name + "_FILE"):
                 try:
                     raw = Path(env[name + "_FILE"]).read_text().strip()
                 except OSError as exc:

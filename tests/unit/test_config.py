@@ -75,3 +75,15 @@ def test_urls_holding_passwords_are_never_in_a_repr_and_an_unescaped_at_is_refus
         for name in ("IDP_DATABASE_URL", "IDP_REDIS_URL")]
     assert "ss@db" not in str(err.value) and "dis@cache" not in str(err.value)
     assert Settings.from_env({"IDP_DATABASE_URL": "postgresql+psycopg://idp:p%40ss@db/idp"}).database_url
+
+
+def test_urls_holding_passwords_are_read_from_files_too(tmp_path: Path) -> None:
+    (tmp_path / "db").write_text("postgresql+psycopg://idp:pg-s3cret@db/idp\n")
+    (tmp_path / "redis").write_text("redis://:redis-s3cret@cache:6379/0\n")
+    s = Settings.from_env({"IDP_DATABASE_URL_FILE": str(tmp_path / "db"),
+                           "IDP_REDIS_URL_FILE": str(tmp_path / "redis")})
+    assert (s.database_url, s.redis_url) == ("postgresql+psycopg://idp:pg-s3cret@db/idp",
+                                            "redis://:redis-s3cret@cache:6379/0")
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({"IDP_REDIS_URL_FILE": str(tmp_path / "missing")})
+    assert err.value.problems == ["IDP_REDIS_URL_FILE: cannot read (No such file or directory)"]
