@@ -36,8 +36,12 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # argon2id with OWASP's parameters costs about 20 ms; a larger memory or time cost moves it up by factors.
 _HASH_BUCKETS = (0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0)
-# A reason's fixed part: what comes before the first detail ("directory unavailable: corp: ...").
-_REASON_END = re.compile(r"[:(\[{'\"\d]")
+# A reason's fixed part: what comes before the first detail ("directory unavailable: corp: ...") or the next
+# directory's reason ("unknown user; corp: unknown user").
+_REASON_END = re.compile(r"[:;(\[{'\"\d]")
+# A sign-in's reason from one of several directories names it first ("corp: bad password"); the label is the
+# reason, the source is a label of its own (idp_signins_total).
+_DIRECTORY_PREFIX = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}: ")
 _MAX_REASONS_PER_EVENT = 40
 
 
@@ -76,7 +80,10 @@ class _Metrics:
         self._lock = threading.Lock()
 
     def reason_label(self, event_type: str, reason: str | None) -> str:
-        label = _REASON_END.split(reason or "", maxsplit=1)[0].strip().lower()[:60] or "unspecified"
+        reason = reason or ""
+        if event_type == "login" and (prefix := _DIRECTORY_PREFIX.match(reason)):
+            reason = reason[prefix.end():]
+        label = _REASON_END.split(reason, maxsplit=1)[0].strip().lower()[:60] or "unspecified"
         with self._lock:
             seen = self._reasons.setdefault(event_type, set())
             if label not in seen:

@@ -50,7 +50,8 @@ def choose_format(configured: str, requested: str | None) -> str:
     specific format is refused (InvalidNameIDPolicy) rather than honoured."""
     chosen = configured if configured in SUPPORTED else UNSPECIFIED
     if requested and requested not in (UNSPECIFIED, chosen):
-        raise NameIdPolicyError(f"NameID format {requested} requested, but this SP is set to {chosen}")
+        # (What the SP sent comes after the colon: the part before is a metrics label, idp.ops.metrics.)
+        raise NameIdPolicyError(f"NameID format not allowed for this SP: {requested} requested, {chosen} set")
     return chosen
 
 
@@ -65,7 +66,7 @@ def name_id_for(principal: Principal, sp: RegisteredSp, fmt: str) -> NameId:
         return NameId("_" + secrets.token_hex(20), TRANSIENT, sp.entity_id)
     if fmt == UNSPECIFIED:
         return NameId(principal.username, UNSPECIFIED)
-    raise NameIdPolicyError(f"unsupported NameID format {fmt}")
+    raise NameIdPolicyError(f"unsupported NameID format: {fmt}")
 
 
 # Built once: it runs for every assertion with a persistent NameID.

@@ -88,7 +88,7 @@ def handle() -> Response:
         return _logout_request(inbound, root)
     if tag.namespace == SAMLP and tag.localname == "LogoutResponse":
         return _logout_response(inbound, root)
-    raise _refuse("This is not a SAML logout message.", f"unexpected message {tag.localname}")
+    raise _refuse("This is not a SAML logout message.", f"unexpected message: {tag.localname}")
 
 
 def _inbound() -> Inbound:

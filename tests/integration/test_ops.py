@@ -19,6 +19,7 @@ from flask.testing import FlaskClient
 from helpers import DEFAULT_PASSWORD, Served, free_port, idp_process, login, make_user
 from ldap_server import Slapd, SlapdProcess, SlowProxy, closed_port_url, directory_config
 from oidc_peers import register
+from onelogin.saml2.utils import OneLogin_Saml2_Utils
 from prometheus_client.parser import text_string_to_metric_families
 from saml_peers import SP_ENTITY_ID, sign_in_at_a_new_sp
 from services import RedisServer
@@ -268,6 +269,20 @@ def test_sign_ins_and_refusals_are_counted_from_the_audit_events(app: Flask, cli
     assert delta("idp_refusals_total", event="login", reason="bad password") == 1
 
 
+def test_a_refusals_reason_label_never_holds_what_a_client_sent(app: Flask, client: FlaskClient) -> None:
+    """Refusal reasons quote what was sent; their labels keep the fixed part only, or forty strangers' messages
+    would fill the labels of a kind (after which every new reason counts as "other") and grow every scrape."""
+    before = scrape(client)
+    for name in ("Zzzqx", "Yyyqx"):
+        message = OneLogin_Saml2_Utils.deflate_and_base64_encode(f"<{name} xmlns='urn:example'/>")
+        assert client.get("/saml/slo", query_string={"SAMLRequest": message}).status_code == 400
+    after = scrape(client)
+    slo = {dict(labels)["reason"]: v - before.get((name, labels), 0) for (name, labels), v in after.items()
+           if name == "idp_refusals_total" and dict(labels)["event"] == "saml.refused"}
+    assert {reason: n for reason, n in slo.items() if n} == {"unexpected message": 2}
+    assert not any("qx" in v for _, labels in after for _, v in labels)
+
+
 def test_every_password_hash_is_timed_in_cpu_seconds(app: Flask, client: FlaskClient) -> None:
     """What argon2id costs on this hardware, per hash: a right and a wrong password, and the hash spent on an
     unknown name so that it answers as slowly as a known one."""
@@ -330,6 +345,11 @@ def test_directory_sign_ins_are_counted_by_source_and_their_ldap_operations_time
     assert delta("idp_signins_total", result="failure", source="unknown") == 0
     failures = [e.details for e in audit.events(type="login", limit=2)]
     assert failures == [{"source": "none"}, {"source": "corp"}]
+    # Refusals by their reason, whichever directory gave it (the source is the label above); the reason of
+    # a directory among several starts with its name ("corp: bad password"), which is no reason.
+    refusals = {dict(labels)["reason"]: v - before.get((name, labels), 0) for (name, labels), v in after.items()
+                if name == "idp_refusals_total" and dict(labels)["event"] == "login"}
+    assert {reason: n for reason, n in refusals.items() if n} == {"bad password": 1, "unknown user": 1}
 
     # Searches: alice and her groups, alice again, nobody. Binds: alice's two passwords, and the dummy bind that
     # makes "nobody" cost what a wrong password costs.
