@@ -29,9 +29,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     db.init_app(app)
     state.init_app(app, settings)
     migrate.init_app(app, db, directory=MIGRATIONS)
-    csrf.init_app(app)
     init_request_ids(app, trust_forwarded=settings.trusted_proxy_hops > 0)
     init_ops(app)
+    # After the request ID and the latency timer (hooks run in order): a form refused for its CSRF token is
+    # named and timed like any other answer.
+    csrf.init_app(app)
     register_error_handlers(app)
     _security_headers(app)
     keys = KeyStore(settings)

@@ -113,7 +113,7 @@ def init_app(app: Flask) -> None:
 
     @app.after_request
     def _observe(resp: Response) -> Response:
-        started = g.get("ops_started")
+        started = g.pop("ops_started", None)  # this request's own start (an app context may serve several)
         if started is not None:
             rule = request.url_rule
             method = request.method if request.method in _METHODS else "other"

@@ -249,6 +249,10 @@ def test_latency_histogram_counts_requests_by_endpoint_not_path(client: FlaskCli
     assert value(after, LATENCY + "_sum", **login_page) > value(before, LATENCY + "_sum", **login_page)
     unmatched = {"endpoint": "unmatched", "method": "GET", "status": "4xx"}
     assert value(after, LATENCY + "_count", **unmatched) == value(before, LATENCY + "_count", **unmatched) + 1
+    # A form refused for its CSRF token (a stale page, instances with different secret keys) is timed too.
+    assert client.post("/login", data={"username": "alice", "password": "x"}).status_code == 400
+    refused = {"endpoint": "authn.login", "method": "POST", "status": "4xx"}
+    assert value(scrape(client), LATENCY + "_count", **refused) == value(after, LATENCY + "_count", **refused) + 1
     # A path never becomes a label: probing random URLs cannot grow the scrape.
     assert not any("/no/such" in v for _, labels in after for _, v in labels)
 
