@@ -60,13 +60,14 @@ def _refused_by(name: str, outcome: Verdict) -> str:
     return LOCAL if user is not None and user.source == LOCAL else "unknown"
 
 
-def _give_back(reservation: throttle.Reservation) -> None:
-    """Release a reserved try in a transaction of its own, as far as the failing dependency lets it (a rollback
+def _give_back(reservations: list[throttle.Reservation]) -> None:
+    """Release reserved tries in a transaction of its own, as far as the failing dependency lets it (a rollback
     that fails on a lost database does not keep a try counted in Redis)."""
     with contextlib.suppress(Exception):
         db.session.rollback()
     try:
-        throttle.release(reservation)
+        for reservation in reservations:
+            throttle.release(reservation)
         db.session.commit()
     except Exception as exc:  # the caller raises the first failure again, which says more (and rolls back)
         log.warning("a sign-in try that failed unjudged stays counted: %s", first_line(exc))
@@ -83,17 +84,28 @@ def sign_in(username: str, password: str, client_ip: str | None) -> SignInResult
     if throttle.is_locked(counted, client_ip) or (reservation := throttle.reserve(counted)) is None:
         return _locked_out(name, client_ip)
     db.session.commit()  # the try counted, for every other try to see, before this one's password is checked
+    reserved = [reservation]
+
+    def admit(subject: str) -> bool:
+        # The user a connector found, counted (and committed) before their password goes to the directory.
+        if (for_subject := throttle.reserve_subject(subject)) is None:
+            return False
+        db.session.commit()
+        reserved.append(for_subject)
+        return True
+
     try:
-        outcome = chain.check(name, password, items=items, is_locked=throttle.subject_locked)
+        outcome = chain.check(name, password, items=items, admit=admit)
     except DirectoryUnavailable as exc:
-        throttle.release(reservation)
+        for r in reserved:
+            throttle.release(r)
         audit.record(AuditEvent(type="login", outcome="failure", username=name, client_ip=client_ip,
                                 reason=exc.reason))
         return SignInResult(Status.UNAVAILABLE)
     except Exception:
-        # Not judged either (the database failing under the check, say): the request fails, the try is given
+        # Not judged either (the database failing under the check, say): the request fails, the tries are given
         # back, or users retrying through an outage would find themselves locked out after it.
-        _give_back(reservation)
+        _give_back(reserved)
         raise
     if outcome.locked:
         # The connector found a locked-out user under another spelling and stopped before the password.
@@ -104,7 +116,7 @@ def sign_in(username: str, password: str, client_ip: str | None) -> SignInResult
         audit.record(AuditEvent(type="login", outcome="failure", username=name, client_ip=client_ip,
                                 reason=outcome.reason, details={"source": _refused_by(name, outcome)}),
                      commit=False)
-        started = throttle.register_failure(reservation, client_ip, outcome.subject)
+        started = throttle.register_failure(client_ip, *reserved)
         for key in started:
             audit.record(AuditEvent(type="login.lockout", outcome="failure", username=name, client_ip=client_ip,
                                     reason=f"too many failed sign-ins for {key}"), commit=False)

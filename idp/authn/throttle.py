@@ -69,11 +69,6 @@ def is_locked(username: str, client_ip: str | None) -> bool:
     return locked(user_key(username), ip_key(client_ip))
 
 
-def subject_locked(subject: str) -> bool:
-    """True while the user a connector found (whatever name was typed) is locked out."""
-    return locked(subject_key(subject))
-
-
 @dataclass(frozen=True)
 class Reservation:
     """A try counted against the typed name before its password was checked (:func:`reserve`)."""
@@ -88,7 +83,17 @@ def reserve(username: str) -> Reservation | None:
     allows (counted after the check, all of them were checked before the first was counted). None, counting
     nothing, while the name is locked out. A success clears the count (:func:`reset_user`); a try never judged
     gives it back (:func:`release`)."""
-    key = user_key(username)
+    return _reserve(user_key(username))
+
+
+def reserve_subject(subject: str) -> Reservation | None:
+    """The same for the user a connector found, before their password goes to the directory: tries sent at once
+    under several spellings of one name (CORP\\alice, OTHER\\alice, alice@corp.example) each have a name counter
+    of their own, and only this one sees them all."""
+    return _reserve(subject_key(subject))
+
+
+def _reserve(key: str) -> Reservation | None:
     counted = counters.count(key, _limits(settings().login_max_failures), now())
     return None if counted is counters.Count.LOCKED else Reservation(key, counted)
 
@@ -99,16 +104,12 @@ def release(reservation: Reservation) -> None:
     counters.uncount(reservation.key, _limits(settings().login_max_failures), reservation.counted)
 
 
-def register_failure(reservation: Reservation, client_ip: str | None, subject: str | None = None) -> list[str]:
-    """Count one failed sign-in against the address and (when a connector found the user) the subject; the name's
-    counter counted it when it was reserved. Returns the keys whose lockout starts with this failure (each lockout
-    is reported once). Does not commit."""
-    cfg = settings()
-    keyed = [(ip_key(client_ip), cfg.login_ip_max_failures)]
-    if subject is not None:
-        keyed.append((subject_key(subject), cfg.login_max_failures))
-    started = count_failures(keyed)
-    return [reservation.key, *started] if reservation.counted is counters.Count.STARTED else started
+def register_failure(client_ip: str | None, *reservations: Reservation) -> list[str]:
+    """Count one failed sign-in against the address; the name's (and the user's) counters counted it when they
+    were reserved. Returns the keys whose lockout starts with this failure (each lockout is reported once). Does
+    not commit."""
+    started = count_failures([(ip_key(client_ip), settings().login_ip_max_failures)])
+    return [r.key for r in reservations if r.counted is counters.Count.STARTED] + started
 
 
 def locked(*keys: str) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import select
 
 from idp import audit
+from idp.authn.connectors.ldap import LdapDirectory
 from idp.authn.connectors.ldap_connector import LdapConnector
 from idp.authn.connectors.settings import DirectoryConfig
 from idp.authn.session import current_principal
@@ -358,3 +360,32 @@ def test_a_zero_group_cache_asks_the_directory_every_time(
     assert sign_in(app.test_client(), "alice", "alice-pw")[0] == 302
     assert sign_in(app.test_client(), "alice", "alice-pw")[0] == 302
     assert group_searches(searches) == 8
+
+
+def test_wrong_passwords_at_once_under_several_spellings_reach_the_directory_no_more_than_the_limit(
+        slapd: Slapd, spare_slapd: SlapdProcess, tmp_path: Path, with_directories: Callable[..., Flask],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """One directory user typed several ways that the directory takes for one (LDAP ignores repeated spaces:
+    "ann lee", "ann  lee", ...; AD takes any DOMAIN\\ prefix), each a name counter of its own: the user's own
+    counter is what stops them, so it is counted before the password goes to the directory too. Counted after,
+    every spelling sent at once was bound, and a burst locked the account in the directory itself."""
+    ldapmodify(spare_slapd.ldap_url, f"dn: uid=ann lee,ou=people,{slapd.base_dn}\nchangetype: add\n"
+                                     "objectClass: inetOrgPerson\nuid: ann lee\ncn: Ann Lee\nsn: Lee\n"
+                                     "userPassword: ann-pw\n")
+    app = with_directories(directory_config(slapd, tmp_path, urls=[spare_slapd.ldap_url]),
+                           login_max_failures=3, login_ip_max_failures=100)
+    verify, binds = LdapDirectory.verify_password, []
+
+    def slow(self: LdapDirectory, entry: object, password: str) -> object:
+        binds.append(password)
+        time.sleep(0.3)  # a directory under load: the other tries all arrive while the first are being checked
+        return verify(self, entry, password)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(LdapDirectory, "verify_password", slow)
+    with ThreadPoolExecutor(10) as pool:
+        answers = list(pool.map(lambda i: login(app.test_client(), "ann" + " " * (i + 1) + "lee",
+                                                f"guess {i}").status_code, range(10)))
+    assert len(binds) == 3, binds
+    assert sorted(answers) == [200, 200] + [429] * 8
+    monkeypatch.undo()
+    assert login(app.test_client(), "ann lee", "ann-pw").status_code == 429  # the user is locked, not a spelling

@@ -40,9 +40,10 @@ class Connector(Protocol):
     def authenticate(self, username: str, password: str) -> Principal | None: ...
 
     def check(self, username: str, password: str, *,
-              is_locked: Callable[[str], bool] | None = None) -> Verdict:
-        """The same decision with the reason for the audit log. ``is_locked(subject)``: asked once the user is
-        found and before the password is checked; True ends the check with a ``locked`` verdict."""
+              admit: Callable[[str], bool] | None = None) -> Verdict:
+        """The same decision with the reason for the audit log. ``admit(subject)``: asked once the user is found
+        and before the password is checked (it counts the try against them); False, they are locked out, ends
+        the check with a ``locked`` verdict."""
         ...
 
     def recheck(self, external_id: str) -> Verdict:

@@ -176,9 +176,9 @@ def _route(username: str, items: list[Configured]) -> list[tuple[Configured, str
 
 
 def check(username: str, password: str, *, items: list[Configured] | None = None,
-          is_locked: Callable[[str], bool] | None = None) -> Verdict:
+          admit: Callable[[str], bool] | None = None) -> Verdict:
     """Walk the chain for one sign-in. Raises DirectoryUnavailable as described in the module docstring.
-    ``items``: configured() if already read; ``is_locked``: passed to each connector (see Connector.check)."""
+    ``items``: configured() if already read; ``admit``: passed to each connector (see Connector.check)."""
     candidates = _route(username, configured() if items is None else items)
     label = (lambda name, text: f"{name}: {text}") if len(candidates) > 1 else (lambda name, text: text)
     reasons: list[str] = []
@@ -188,7 +188,7 @@ def check(username: str, password: str, *, items: list[Configured] | None = None
             outages.append(f"{item.name}: not asked, an earlier directory is down")
             continue
         try:
-            verdict = connector(item).check(name, password, is_locked=is_locked)
+            verdict = connector(item).check(name, password, admit=admit)
         except DirectoryUnavailable as exc:
             log.warning("directory %s unavailable: %s", item.name, exc.reason)
             outages.append(f"{item.name}: {exc.reason}")

@@ -25,7 +25,7 @@ class LdapConnector:
         self.directory = open_directory(cfg, bind_password)
 
     def check(self, username: str, password: str, *,
-              is_locked: Callable[[str], bool] | None = None) -> Verdict:
+              admit: Callable[[str], bool] | None = None) -> Verdict:
         found = self.directory.find_user(username)
         if found.entry is None:
             if found.reason == "unknown user":
@@ -33,9 +33,9 @@ class LdapConnector:
                 self.directory.dummy_bind(password)
             return Verdict(None, found.reason, known=found.reason != "unknown user")
         # The user whatever the spelling typed (full-width letters, CORP\alice, alice@corp.example): what the lockout
-        # counts, and checks here, before the password reaches the directory.
+        # counts, here, before the password reaches the directory.
         subject = f"{self.name}:{found.entry.external_id}"
-        if is_locked is not None and is_locked(subject):
+        if admit is not None and not admit(subject):
             return Verdict(None, "locked out", known=True, subject=subject, locked=True)
         refusal = self.directory.verify_password(found.entry, password)
         if refusal is not None:

@@ -17,7 +17,7 @@ class LocalConnector:
     domains: tuple[str, ...] = ()
 
     def check(self, username: str, password: str, *,
-              is_locked: Callable[[str], bool] | None = None) -> Verdict:
+              admit: Callable[[str], bool] | None = None) -> Verdict:
         # A local name is its own canonical form (one exact, lower-cased match): the typed-name counter is enough.
         # An unknown name costs no hash here: the chain pays one when no directory knew it (chain.check).
         outcome = directory.check_credentials(username, password, equalise_unknown=False)
