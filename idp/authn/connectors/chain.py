@@ -199,9 +199,11 @@ def check(username: str, password: str, *, items: list[Configured] | None = None
         if verdict.known:
             return Verdict(None, reasons[-1], known=True, message=verdict.message, subject=verdict.subject,
                            locked=verdict.locked)
+    if outages:
+        # No hash spent: "unavailable" is told whether or not the name exists, and these tries are not counted
+        # (not the user's fault), so a hash each would be CPU anyone could burn while a directory is down.
+        raise DirectoryUnavailable(UNAVAILABLE, "directory unavailable: " + "; ".join(outages + reasons))
     # Nobody knew the name: spend one password hash, as a known local user's refusal does, so that timing does
     # not tell whether a user exists. A user a directory knows (signed in or refused there) costs none.
     passwords.dummy_verify(password)
-    if outages:
-        raise DirectoryUnavailable(UNAVAILABLE, "directory unavailable: " + "; ".join(outages + reasons))
     return Verdict(None, "; ".join(reasons) or "no identity source configured")
