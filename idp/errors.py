@@ -56,6 +56,10 @@ class DirectoryUnavailable(IdpError):
     status = 503
     title = "Directory unavailable"
 
+    def __init__(self, message: str, reason: str | None = None, *, source: str | None = None) -> None:
+        super().__init__(message, reason)
+        self.source = source  # the directory that could not be asked, when one sign-in names it
+
 
 # What a lost database or Redis connection raises. Such a request is answered 503 (retry later), never 500:
 # the dependency, not the request, is at fault, and nothing half-done was committed.

@@ -100,7 +100,7 @@ def sign_in(username: str, password: str, client_ip: str | None) -> SignInResult
         for r in reserved:
             throttle.release(r)
         audit.record(AuditEvent(type="login", outcome="failure", username=name, client_ip=client_ip,
-                                reason=exc.reason))
+                                reason=exc.reason, details={"source": exc.source} if exc.source else {}))
         return SignInResult(Status.UNAVAILABLE)
     except Exception:
         # Not judged either (the database failing under the check, say): the request fails, the tries are given

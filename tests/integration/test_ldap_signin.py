@@ -185,6 +185,7 @@ def test_all_servers_down_gives_503_and_an_audit_event_while_local_users_sign_in
     event = last_login()
     assert event.outcome == "failure" and event.username == "alice"
     assert event.reason and event.reason.startswith("directory unavailable: corp:")
+    assert event.details == {"source": "corp"}  # (idp_signins_total{result="unavailable"} is counted by it)
     # Not counted as a failed password: no lockout builds up during an outage. Nor does anyone's try cost a
     # password hash meanwhile (uncounted, it would be CPU for anyone to burn).
     dummy, hashed = passwords.dummy_verify, []

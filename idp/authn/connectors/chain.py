@@ -183,6 +183,7 @@ def check(username: str, password: str, *, items: list[Configured] | None = None
     label = (lambda name, text: f"{name}: {text}") if len(candidates) > 1 else (lambda name, text: text)
     reasons: list[str] = []
     outages: list[str] = []
+    down: list[str] = []
     for item, name in candidates:
         if outages and item.cfg is not None and item.cfg.type != "local":
             outages.append(f"{item.name}: not asked, an earlier directory is down")
@@ -192,6 +193,7 @@ def check(username: str, password: str, *, items: list[Configured] | None = None
         except DirectoryUnavailable as exc:
             log.warning("directory %s unavailable: %s", item.name, exc.reason)
             outages.append(f"{item.name}: {exc.reason}")
+            down.append(item.name)
             continue
         if verdict.principal is not None:
             return verdict
@@ -202,7 +204,8 @@ def check(username: str, password: str, *, items: list[Configured] | None = None
     if outages:
         # No hash spent: "unavailable" is told whether or not the name exists, and these tries are not counted
         # (not the user's fault), so a hash each would be CPU anyone could burn while a directory is down.
-        raise DirectoryUnavailable(UNAVAILABLE, "directory unavailable: " + "; ".join(outages + reasons))
+        raise DirectoryUnavailable(UNAVAILABLE, "directory unavailable: " + "; ".join(outages + reasons),
+                                   source=down[0])
     # Nobody knew the name: spend one password hash, as a known local user's refusal does, so that timing does
     # not tell whether a user exists. A user a directory knows (signed in or refused there) costs none.
     passwords.dummy_verify(password)
