@@ -122,8 +122,10 @@ def _serve(bind: str | None, workers: int | None, metrics_dir: Path | None) -> N
         def load(self) -> Any:
             return app
 
-    # Building the app (the embedded database's migration, say) left connections in the pool: closed here, or
-    # every worker forked below would share them, which SQLite warns corrupts the database.
+    # Building the app (the embedded database's migration, the demo's seeding) left connections open, in the pool
+    # or in the command's session: closed here, or every worker forked below would share them, which SQLite warns
+    # corrupts the database.
+    db.session.remove()
     db.engine.dispose()
     _Gunicorn().run()
 

@@ -10,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 import requests
 from helpers import IDP, Aside, csrf_token, free_port, idp_process
 
@@ -100,14 +101,15 @@ def _running(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def test_the_workers_inherit_no_database_connection_from_the_server_process(tmp_path: Path) -> None:
-    """gunicorn forks its workers from the process that built the app and, on the embedded SQLite, migrated it:
-    a connection left open there would be one connection shared by every worker, which SQLite warns corrupts
-    the database (and PostgreSQL's protocol cannot survive)."""
+@pytest.mark.parametrize("command", ["serve", "demo"])
+def test_the_workers_inherit_no_database_connection_from_the_server_process(tmp_path: Path, command: str) -> None:
+    """gunicorn forks its workers from the process that built the app and, on the embedded SQLite, migrated it
+    (and, for the demo, seeded it): a connection left open there would be one connection shared by every
+    worker, which SQLite warns corrupts the database (and PostgreSQL's protocol cannot survive)."""
     port = free_port()
     env = {**os.environ, "IDP_DATA_DIR": str(tmp_path), "IDP_BASE_URL": f"http://127.0.0.1:{port}",
            "IDP_WORKERS": "2"}
-    with idp_process(["serve"], env, port, tmp_path / "out.log") as served:
+    with idp_process([command], env, port, tmp_path / "out.log") as served:
         database = str((tmp_path / "idp.db").resolve())
         # Served: the workers open connections of their own.
         assert requests.get(served.url + "/login", timeout=10).status_code == 200
