@@ -71,7 +71,8 @@ def is_locked(username: str, client_ip: str | None) -> bool:
 
 @dataclass(frozen=True)
 class Reservation:
-    """A try counted against the typed name before its password was checked (:func:`reserve`)."""
+    """A try counted against the typed name or the user found before its password was checked
+    (:func:`reserve`, :func:`reserve_subject`)."""
 
     key: str
     counted: counters.Count
