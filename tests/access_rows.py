@@ -10,6 +10,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TypeVar
 
+import pytest
+from flask import Flask
+from helpers import committed_elsewhere
+
+from idp.access import accounts
 from idp.extensions import db
 from idp.store import (
     Account,
@@ -64,3 +69,16 @@ def assign_app(app: ServiceProvider | OidcClient, *, user: User | None = None, g
         sp_id=app.id if saml else None, client_id=None if saml else app.id,
         user_id=user.id if user else None, group_name=group, until=until, created_by="test",
     ))
+
+
+def ou_removed_once_found(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another admin removes the (empty) OU right after this request's or command's next look-up found it."""
+    lookup = accounts.require_ou
+
+    def removed_meanwhile(name: str) -> OrganizationalUnit:
+        monkeypatch.setattr(accounts, "require_ou", lookup)
+        found = lookup(name)
+        committed_elsewhere(app, lambda: accounts.remove_ou(name, actor="admin"))
+        return found
+
+    monkeypatch.setattr(accounts, "require_ou", removed_meanwhile)

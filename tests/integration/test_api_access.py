@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from access_rows import ou_removed_once_found
 from admin_api import bearer
 from conftest import Clock
 from flask import Flask
@@ -623,24 +624,11 @@ def test_two_ou_moves_at_once_cannot_make_a_cycle(app: Flask, api: Api) -> None:
     assert [(ou["name"], ou["path"]) for ou in api.ok("GET", "/ous")["items"]] == [("B", "B"), ("A", "B/A")]
 
 
-def _ou_removed_once_found(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Another admin removes the (empty) OU right after this request's next look-up found it."""
-    lookup = accounts.require_ou
-
-    def removed_meanwhile(name: str) -> OrganizationalUnit:
-        monkeypatch.setattr(accounts, "require_ou", lookup)
-        found = lookup(name)
-        committed_elsewhere(app, lambda: accounts.remove_ou(name, actor="other"))
-        return found
-
-    monkeypatch.setattr(accounts, "require_ou", removed_meanwhile)
-
-
 def test_an_account_change_whose_ou_goes_meanwhile_changes_nothing(
         app: Flask, api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     new_account(api, A1, name="Payments")
     api.ok("POST", "/ous", 201, json={"name": "Sandbox"})
-    _ou_removed_once_found(app, monkeypatch)
+    ou_removed_once_found(app, monkeypatch)
     api.refused("PATCH", f"/accounts/{A1}", 409, json={"name": "Payments EU", "ou": "Sandbox"})
     # All or nothing: the new name did not go in without the move.
     shown = api.ok("GET", f"/accounts/{A1}")
@@ -651,7 +639,7 @@ def test_an_account_change_whose_ou_goes_meanwhile_changes_nothing(
 def test_an_account_added_to_an_ou_removed_meanwhile_is_a_conflict_that_says_so(
         app: Flask, api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     api.ok("POST", "/ous", 201, json={"name": "Sandbox"})
-    _ou_removed_once_found(app, monkeypatch)
+    ou_removed_once_found(app, monkeypatch)
     body = api.refused("POST", "/accounts", 409, json={
         "account_id": A1, "name": "Payments", "saml_provider_arn": arn(A1), "ou": "Sandbox"})
     # Not "already exists": the account does not; the OU it was to go in went.

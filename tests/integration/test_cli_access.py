@@ -9,21 +9,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from access_rows import ou_removed_once_found
 from conftest import Clock
 from flask import Flask
 from flask.testing import FlaskCliRunner
-from helpers import committed_elsewhere, make_user
+from helpers import make_user
 from oidc_peers import register
 from saml_peers import python3_saml_metadata
 from sqlalchemy import func, select
 
 from idp import audit
-from idp.access import accounts
 from idp.access.decide import AWS_ENTITY_ID
 from idp.cli import cli
 from idp.extensions import db
 from idp.saml import providers
-from idp.store import Account, Assignment, OrganizationalUnit, PermissionSet, User
+from idp.store import Account, Assignment, PermissionSet, User
 
 ACTOR = "cli:" + getpass.getuser()
 A1, A2 = "111122223333", "444455556666"
@@ -471,16 +471,7 @@ def test_access_show_for_nothing(runner: FlaskCliRunner) -> None:
 def test_an_account_added_into_an_ou_removed_meanwhile_is_one_line(
         app: Flask, runner: FlaskCliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
     ok(runner, "ou", "add", "Sandbox")
-    lookup = accounts.require_ou
-
-    def removed_meanwhile(name: str) -> OrganizationalUnit:
-        # An admin removes the (empty) OU right after the command found it.
-        monkeypatch.setattr(accounts, "require_ou", lookup)
-        found = lookup(name)
-        committed_elsewhere(app, lambda: accounts.remove_ou(name, actor="admin"))
-        return found
-
-    monkeypatch.setattr(accounts, "require_ou", removed_meanwhile)
+    ou_removed_once_found(app, monkeypatch)
     error = refused(runner, "account", "add", A1, "--name", "Payments", "--saml-provider-arn", arn(A1),
                     "--ou", "Sandbox")
     assert error.strip() == ("Error: this conflicts with a change made at the same time (by another command or "
