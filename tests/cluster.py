@@ -125,6 +125,9 @@ backend instances
                                                   stdout=out, stderr=subprocess.STDOUT) as proc:
         try:
             wait_listening(port, proc, log, "haproxy")
+            # Listening could be someone else on that port (haproxy then exits: "cannot bind socket").
+            time.sleep(0.2)
+            assert proc.poll() is None, log.read_text(errors="replace")
             yield f"http://127.0.0.1:{port}"
         finally:
             proc.terminate()

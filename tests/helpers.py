@@ -179,10 +179,22 @@ def sql_statements() -> Iterator[list[str]]:
         event.remove(db.engine, "before_cursor_execute", _record)
 
 
+_HANDED_OUT: set[int] = set()
+_HANDING_OUT = threading.Lock()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port nothing listens on now, and none handed out before in this run: a port is taken only when
+    the server asked for it starts, and the kernel may offer the one just released again (two instances and
+    their load balancer once got the same one, and the balancer never started)."""
+    with _HANDING_OUT:
+        while True:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = int(s.getsockname()[1])
+            if port not in _HANDED_OUT:
+                _HANDED_OUT.add(port)
+                return port
 
 
 class Aside(Generic[R]):
