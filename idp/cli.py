@@ -23,7 +23,7 @@ from idp.authn.cli import group as group_group
 from idp.authn.cli import user as user_group
 from idp.authn.connectors.cli import directory as directory_group
 from idp.config import ConfigError
-from idp.errors import IdpError, concurrent_change, dependency_unavailable
+from idp.errors import IdpError, concurrent_change, dependency_unavailable, first_line
 from idp.extensions import db
 from idp.keys import EC, RSA, KeyError_
 from idp.oidc.cli import oidc_client as oidc_client_group
@@ -56,7 +56,7 @@ class _Cli(FlaskGroup):
             if not dependency_unavailable(exc):
                 raise
             # One line, as the server answers 503: the driver's first line says which dependency and why.
-            why = (str(exc).splitlines() or [type(exc).__name__])[0]
+            why = first_line(exc) or type(exc).__name__
             hint = (" (IDP_DATABASE_STATEMENT_TIMEOUT_SECONDS=0 lifts the limit for one command)"
                     if "statement timeout" in why else "")
             raise click.ClickException(f"a dependency did not answer: {why}{hint}") from exc

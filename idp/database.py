@@ -54,13 +54,13 @@ def _read_only_is_a_lost_connection(context: ExceptionContext) -> None:
 def engine_options(settings: Settings) -> dict[str, Any]:
     # A thread may hold its connection while it waits on a directory: every thread of a worker gets one.
     pool_size = max(5, settings.threads)
-    # A database error's text quotes its statement; without this also its values (password hashes, token and
-    # secret digests), which a logged traceback or a command's error would then show.
+    # A database error's text quotes its statement; without hide_parameters also its values (password hashes,
+    # token and secret digests), which a logged traceback or a command's error would then show.
+    options: dict[str, Any] = {"pool_size": pool_size, "hide_parameters": True}
     if settings.embedded_database:
-        return {"pool_size": pool_size, "hide_parameters": True}
+        return options
     # Pre-ping: a connection cut by a database restart is replaced at checkout, not failed in a request.
-    options: dict[str, Any] = {"pool_pre_ping": True, "pool_size": pool_size, "max_overflow": 10,
-                               "hide_parameters": True}
+    options.update(pool_pre_ping=True, max_overflow=10)
     if settings.effective_database_url.startswith("postgresql"):
         # A server that accepts connections and never answers (hung, overloaded) would otherwise hold each new
         # connection, pre-ping included, forever; this way it fails with 503 (idp.errors).

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -18,6 +20,13 @@ from idp.keys import RSA, KeyStore
 def settings() -> Settings:
     s: Settings = current_app.extensions["idp.settings"]
     return s
+
+
+def keyed_digest(message: str) -> str:
+    """HMAC-SHA256 of ``message`` with the app's secret key (hex): a value that can be stored, or sent ahead, and
+    that nobody without the secret can tell or reverse. Instances that share IDP_SECRET_KEY agree on it."""
+    key = str(current_app.config["SECRET_KEY"]).encode()
+    return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
 
 
 def keystore(kind: str = RSA) -> KeyStore:

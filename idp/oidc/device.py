@@ -10,8 +10,6 @@ page that shows and takes user codes is :mod:`idp.oidc.device_page`.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,7 +27,6 @@ from authlib.oauth2.rfc8628 import (
     SlowDownError,
 )
 from authlib.oauth2.rfc8628 import DeviceCodeGrant as _DeviceCodeGrant
-from flask import current_app
 
 from idp import clock
 from idp.access.decide import AccessDenied
@@ -38,7 +35,7 @@ from idp.authn.revalidation import principal_now
 from idp.extensions import db
 from idp.oidc import clients, consent
 from idp.oidc.server import SECRET_AUTH, EndUser, active_user, audit_event, decide, decide_token
-from idp.runtime import settings
+from idp.runtime import keyed_digest, settings
 from idp.state import device_codes
 from idp.state.device_codes import DeviceCode
 from idp.store.oidc import Client, digest
@@ -63,8 +60,7 @@ def user_code_digest(code: str) -> str:
     """How a normalized user code is stored and looked up: keyed with the server's secret. Eight letters of
     twenty are some 2^35 codes, which a plain SHA-256 of each would give back from a copy of the database or
     Redis within a code's lifetime; without the key, the stored value says nothing."""
-    key = str(current_app.config["SECRET_KEY"]).encode()
-    return hmac.new(key, f"oidc-device-user-code {code}".encode(), hashlib.sha256).hexdigest()
+    return keyed_digest(f"oidc-device-user-code {code}")
 
 
 def display_user_code(code: str) -> str:

@@ -26,6 +26,7 @@ from idp import audit
 from idp.audit import AuditEvent
 from idp.authn import passwords
 from idp.authn.connectors import ldap
+from idp.authn.connectors.settings import NAME as DIRECTORY_NAME
 
 if TYPE_CHECKING:
     from prometheus_client import Counter, Histogram
@@ -41,7 +42,7 @@ _HASH_BUCKETS = (0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0)
 _REASON_END = re.compile(r"[:;(\[{'\"\d]")
 # A sign-in's reason from one of several directories names it first ("corp: bad password"); the label is the
 # reason, the source is a label of its own (idp_signins_total).
-_DIRECTORY_PREFIX = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}: ")
+_DIRECTORY_PREFIX = re.compile(DIRECTORY_NAME.pattern + ": ")
 _MAX_REASONS_PER_EVENT = 40
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import logging
 import zlib
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Response, current_app, render_template, request
+from flask import Response, render_template, request
 from lxml import etree
 from saml2 import samlp
 from saml2.saml import NAMEID_FORMAT_ENTITY, NAMEID_FORMAT_PERSISTENT, NAMEID_FORMAT_TRANSIENT, Issuer, NameID
@@ -34,7 +33,7 @@ from idp.authn.session import current_session, end_session
 from idp.clock import now
 from idp.errors import BadRequest
 from idp.extensions import db
-from idp.runtime import keystore, settings
+from idp.runtime import keyed_digest, keystore, settings
 from idp.saml import build, providers
 from idp.saml.bindings import POST, REDIRECT, Inbound, decode_post, decode_redirect, post_form
 from idp.saml.metadata import Endpoint, idp_entity_id
@@ -344,9 +343,7 @@ def _hop_id(pending_id: str, sp_entity_id: str) -> str:
     the chain on (a double submit, a retry that reached another instance), so that whichever copy's redirect the
     browser follows, the chain expects that SP's answer to it. Keyed with our secret: nobody can tell it before
     it is sent (the chain's id travels to SPs as RelayState)."""
-    key = str(current_app.config["SECRET_KEY"]).encode()
-    mac = hmac.new(key, f"saml-slo-hop {pending_id} {sp_entity_id}".encode(), hashlib.sha256)
-    return "_" + mac.hexdigest()[:40]
+    return "_" + keyed_digest(f"saml-slo-hop {pending_id} {sp_entity_id}")[:40]
 
 
 def _finish(chain: _Chain) -> Response:

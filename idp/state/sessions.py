@@ -289,8 +289,7 @@ def end(session_id: str) -> list[Participant]:
             sps = cast(dict[str, str], pipe.hgetall(_sps_key(session_id)))
             pipe.multi()
             _forget(pipe, [(session_id, user_id, sps)])
-            taken[:] = sorted((_decode_participant(session_id, sp_id, raw) for sp_id, raw in sps.items()),
-                              key=lambda p: p.sp_id)
+            taken[:] = _decoded(session_id, sps)
 
         client.transaction(take, _key(session_id), _sps_key(session_id))
         return taken
@@ -371,13 +370,16 @@ def participants(session_id: str) -> list[Participant]:
     """The SPs of a session, by SP id (registration order)."""
     client = redis_client()
     if client is not None:
-        sps = cast(dict[str, str], client.hgetall(_sps_key(session_id)))
-        found = [_decode_participant(session_id, sp_id, raw) for sp_id, raw in sps.items()]
-        return sorted(found, key=lambda p: p.sp_id)
+        return _decoded(session_id, cast(dict[str, str], client.hgetall(_sps_key(session_id))))
     rows = db.session.scalars(
         select(ParticipantRow).where(ParticipantRow.session_id == session_id).order_by(ParticipantRow.sp_id)
     )
     return [from_row(Participant, r) for r in rows]
+
+
+def _decoded(session_id: str, sps: dict[str, str]) -> list[Participant]:
+    """A session's participants as Redis keeps them (its ``:sps`` hash), by SP id (registration order)."""
+    return sorted((_decode_participant(session_id, sp_id, raw) for sp_id, raw in sps.items()), key=lambda p: p.sp_id)
 
 
 def participant(session_id: str, sp_id: int) -> Participant | None:
