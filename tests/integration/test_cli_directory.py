@@ -60,6 +60,37 @@ def test_add_list_show_test_and_sign_in(app: Flask, runner: FlaskCliRunner, clie
     assert "corp" not in runner.invoke(cli, ["directory", "list"]).output
 
 
+def test_add_probes_first_and_refuses_a_directory_no_server_of_which_answers(
+        app: Flask, runner: FlaskCliRunner, client: FlaskClient, slapd: Slapd) -> None:
+    # /readyz counts every configured directory: one stored with a wrong password or URL would take every
+    # instance out of its load balancer. Refused instead, with each server's answer, and nothing stored.
+    args = ["directory", "add", "corp", "--url", slapd.ldap_url, "--url", closed_port_url(), "--base-dn",
+            slapd.base_dn, "--bind-dn", slapd.service_dn, "--bind-password-stdin", "--ca-file", str(slapd.ca_file),
+            "--start-tls", "--timeout", "2"]
+    refused = runner.invoke(cli, args, input="not-the-password\n")
+    assert refused.exit_code == 1, refused.output
+    lines = refused.output.splitlines()
+    assert lines[0].startswith("Error: directory 'corp' not added: no server of it answered"), refused.output
+    assert lines[1].startswith(f"  - {slapd.ldap_url}: ") and lines[1].endswith("refused: invalidCredentials"), lines
+    assert lines[2].startswith("  - ldap://127.0.0.1:") and "refused" in lines[2].lower(), lines
+    assert "--no-probe" in lines[3] and "not-the-password" not in refused.output
+    assert "corp" not in runner.invoke(cli, ["directory", "list"]).output
+    assert not audit.events(type="directory.add")
+    assert client.get("/readyz").status_code == 200
+
+    # One server answering is what readiness asks: added, with a warning for the other.
+    added = runner.invoke(cli, args, input=slapd.service_password + "\n")
+    assert added.exit_code == 0, added.output
+    assert "warning: ldap://127.0.0.1:" in added.output and "directory 'corp' added" in added.output
+    assert client.get("/readyz").status_code == 200
+
+    # --no-probe stores what nothing answers from here (say, an address only the servers reach); /readyz then
+    # says so, which is what the probe spared the other two.
+    assert runner.invoke(cli, ["directory", "add", "far", "--url", closed_port_url(), "--base-dn", slapd.base_dn,
+                               "--no-probe"]).exit_code == 0
+    assert client.get("/readyz").status_code == 503
+
+
 def test_test_reports_every_failure_and_exits_non_zero(app: Flask, runner: FlaskCliRunner, slapd: Slapd) -> None:
     add(runner, slapd, "good", slapd.ldap_url)
     ok = runner.invoke(cli, ["directory", "test", "good", "--user", "carol"])
@@ -69,7 +100,7 @@ def test_test_reports_every_failure_and_exits_non_zero(app: Flask, runner: Flask
     assert missing.exit_code == 1
     assert "FAIL  user      *)(uid=*: unknown user (filter (&(objectClass=inetOrgPerson)(uid=\\2a\\29\\28uid=\\2a)))" \
         in missing.output
-    add(runner, slapd, "down", closed_port_url(), closed_port_url())
+    add(runner, slapd, "down", closed_port_url(), closed_port_url(), extra=("--no-probe",))
     down = runner.invoke(cli, ["directory", "test", "down", "--user", "alice"])
     assert down.exit_code == 1
     assert down.output.count("FAIL  connect") == 2 and "FAIL  user" in down.output

@@ -14,15 +14,21 @@ from idp.authn.connectors import bind_passwords, chain
 from idp.authn.connectors.ad import open_directory
 from idp.authn.connectors.chain import Configured
 from idp.authn.connectors.local import LOCAL
-from idp.authn.connectors.settings import parse_entry
+from idp.authn.connectors.settings import DirectoryConfig, parse_entry
 from idp.authn.session import end_user_sessions
 from idp.errors import BadRequest, Conflict, DirectoryUnavailable, NotFound
 from idp.extensions import db
 from idp.store import Directory, User
 
 
-def add(name: str, kind: str, values: dict[str, Any], bind_password: str | None, *, actor: str) -> Configured:
-    """Store a directory in the database. ``values`` has the YAML entry's keys (urls, base_dn, ...)."""
+def add(name: str, kind: str, values: dict[str, Any], bind_password: str | None, *, actor: str,
+        probe: bool = True) -> list[str]:
+    """Store a directory in the database. ``values`` has the YAML entry's keys (urls, base_dn, ...). Returns
+    "url: why" for each of its servers that did not answer the probe (others did).
+
+    With ``probe``, first each server is asked what /readyz asks (connect, StartTLS, the service bind), and the
+    directory is refused when none answers: readiness counts every configured directory, so a typo in a URL or
+    password stored here would take every instance out of its load balancer, the admin UI included."""
     if name == LOCAL:
         raise BadRequest("'local' is the built-in directory")
     cfg, problems = parse_entry({"name": name, "type": kind, **values}, "directory",
@@ -33,12 +39,33 @@ def add(name: str, kind: str, values: dict[str, Any], bind_password: str | None,
         raise BadRequest("invalid directory:\n" + "\n".join(f"  - {p}" for p in problems))
     if any(c.name == name for c in chain.configured()):
         raise Conflict(f"directory '{name}' already exists")
+    unanswered = _unanswered(name, cfg, bind_password) if probe else []
     encrypted = bind_passwords.encrypt(bind_password) if bind_password is not None else None
     row = Directory(name=name, type=kind, settings=cfg.public(), bind_password_encrypted=encrypted)
     db.session.add(row)
     audit.record(AuditEvent(type="directory.add", actor=actor,
                             details={"directory": name, "type": kind, "urls": list(cfg.urls)}))
-    return chain.from_row(row)
+    return unanswered
+
+
+def _unanswered(name: str, cfg: DirectoryConfig, bind_password: str | None) -> list[str]:
+    """The servers of a directory about to be added that do not answer the readiness probe; BadRequest when
+    none does."""
+    try:
+        password = bind_password if bind_password is not None else bind_passwords.bind_password(cfg, None)
+        directory = open_directory(cfg, password)
+    except DirectoryUnavailable as exc:
+        failed = [exc.reason]
+    else:
+        try:
+            failed = [f"{url}: {error}" for url, error in directory.probe() if error is not None]
+        finally:
+            directory.close()
+        if len(failed) < len(cfg.urls):
+            return failed
+    raise BadRequest(f"directory '{name}' not added: no server of it answered as /readyz will ask "
+                     "(connect, then the service bind):\n" + "\n".join(f"  - {f}" for f in failed)
+                     + "\nFix the settings, or add it with --no-probe if only the servers can reach it.")
 
 
 def get(name: str) -> Configured:

@@ -54,11 +54,13 @@ def directory() -> None:
                    "(default 300; 0: at every use of their session or tokens).")
 @click.option("--domain", "domains", multiple=True, metavar="D",
               help="Route user@D and D\\user here (repeatable).")
+@click.option("--no-probe", is_flag=True,
+              help="Store it even if no server answers from here (/readyz reports unready until one does).")
 def directory_add(name: str, kind: str, urls: tuple[str, ...], base_dn: str, bind_dn: str | None,
                   bind_password_stdin: bool, bind_password_file: Path | None, user_filter: str | None,
                   username_attribute: str | None, group_mode: str | None, ca_file: Path | None, start_tls: bool,
                   tls_server_name: str | None, timeout: float | None, group_cache_seconds: int | None,
-                  revalidate_seconds: int | None, domains: tuple[str, ...]) -> None:
+                  revalidate_seconds: int | None, domains: tuple[str, ...], no_probe: bool) -> None:
     """Add an LDAP directory or an Active Directory domain to the sign-in chain."""
     if bind_password_stdin and bind_password_file:
         raise click.UsageError("use --bind-password-stdin or --bind-password-file, not both")
@@ -77,9 +79,12 @@ def directory_add(name: str, kind: str, urls: tuple[str, ...], base_dn: str, bin
     }
     if bind_password_file is not None:
         values["bind_password_file"] = str(bind_password_file.resolve())
-    added = admin.add(name, kind, {k: v for k, v in values.items() if v is not None}, password, actor=actor())
+    unanswered = admin.add(name, kind, {k: v for k, v in values.items() if v is not None}, password, actor=actor(),
+                      probe=not no_probe)
     db.session.commit()
-    click.echo(f"directory '{added.name}' added; check it with: idp directory test {added.name} --user NAME")
+    for server in unanswered:
+        click.echo(f"warning: {server}", err=True)
+    click.echo(f"directory '{name}' added; check it with: idp directory test {name} --user NAME")
 
 
 @directory.command("list")
