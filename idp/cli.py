@@ -96,7 +96,7 @@ def _serve(bind: str | None, workers: int | None, metrics_dir: Path | None) -> N
     """gunicorn over this app; ``metrics_dir`` (the workers' shared metrics folder) is removed at exit."""
     from gunicorn.app.base import BaseApplication
 
-    from idp.ops import serving
+    from idp.ops import instances, serving
 
     settings = runtime_settings()
     app = current_app._get_current_object()  # type: ignore[attr-defined]
@@ -125,6 +125,7 @@ def _serve(bind: str | None, workers: int | None, metrics_dir: Path | None) -> N
     # Building the app (the embedded database's migration, the demo's seeding) left connections open, in the pool
     # or in the command's session: closed here, or every worker forked below would share them, which SQLite warns
     # corrupts the database.
+    instances.announce(force=True)
     db.session.remove()
     db.engine.dispose()
     _Gunicorn().run()

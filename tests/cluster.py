@@ -25,6 +25,8 @@ from urllib.parse import urlsplit
 import requests
 from helpers import Served, free_port, idp_process, wait_listening
 
+from idp.keys import EC, generate_key_pair
+
 # gunicorn's access line as `idp serve` writes it: '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
 _ACCESS = re.compile(r'^\S+ "([A-Z]+) (\S+)" (\d{3}) ', re.MULTILINE)
 
@@ -138,10 +140,14 @@ backend instances
 def serve_cluster(folder: Path, signing_files: tuple[Path, Path], database_url: str, redis_url: str | None = None,
                   workers: int = 1) -> Iterator[Cluster]:
     """Instances a and b, each ``idp serve`` with ``workers`` gunicorn workers, behind haproxy; their data
-    dirs, logs and shared secret key under ``folder``, on a database migrated already."""
+    dirs, logs, shared secret key and EC key under ``folder``, on a database migrated already."""
     secret = folder / "secret_key"
     secret.write_text(os.urandom(32).hex())
     secret.chmod(0o600)
+    # The EC key too (ES256 ID tokens): each data dir would make its own, which the instances warn of.
+    ec_key = folder / "ec.key"
+    ec_key.write_bytes(generate_key_pair("127.0.0.1", EC)[0])
+    ec_key.chmod(0o600)
     lb_port, ports = free_port(), {"a": free_port(), "b": free_port()}
     env = {
         **os.environ,
@@ -150,6 +156,7 @@ def serve_cluster(folder: Path, signing_files: tuple[Path, Path], database_url: 
         "IDP_TRUSTED_PROXY_HOPS": "1",
         "IDP_SIGNING_KEY_FILE": str(signing_files[0]),
         "IDP_SIGNING_CERT_FILE": str(signing_files[1]),
+        "IDP_EC_SIGNING_KEY_FILE": str(ec_key),
         "IDP_SECRET_KEY_FILE": str(secret),
         "IDP_WORKERS": str(workers),
         "IDP_LOG_FORMAT": "text",

@@ -5,6 +5,9 @@ every configured LDAP / AD directory has a server that accepts a connection and 
 Requests that arrive while a check runs share its answer: however many ask at once, a process probes each
 dependency once at a time.
 
+With the database's check this instance announces itself to the others (idp.ops.instances), which never makes
+it unready.
+
 Failure details go to the log only: the endpoint is unauthenticated and a reason names hosts and accounts.
 """
 
@@ -20,9 +23,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import redis
-from flask import current_app
+from flask import Flask, current_app
 from sqlalchemy import text
-from sqlalchemy.engine import Engine
 
 from idp.authn.connectors import bind_passwords, chain
 from idp.authn.connectors.ad import open_directory
@@ -30,6 +32,7 @@ from idp.authn.connectors.chain import Configured
 from idp.authn.connectors.settings import DirectoryConfig
 from idp.errors import DirectoryUnavailable, first_line
 from idp.extensions import db
+from idp.ops import instances
 from idp.runtime import settings
 from idp.state import redis_client
 
@@ -82,8 +85,8 @@ def check() -> Readiness:
 
 
 def _check() -> Readiness:
-    engine = db.engine
-    stores: dict[str, Callable[[], None]] = {"database": lambda: _select_one(engine)}
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    stores: dict[str, Callable[[], None]] = {"database": lambda: _database(app)}
     client = redis_client()
     if client is not None:
         stores["redis"] = lambda: _ping(client)
@@ -108,9 +111,13 @@ def _check() -> Readiness:
     return Readiness(database, directories, found.get("redis"))
 
 
-def _select_one(engine: Engine) -> None:
-    with engine.connect() as conn:
-        conn.execute(text("SELECT 1"))
+def _database(app: Flask) -> None:
+    """SELECT 1; then this instance announces itself to the others (within the same time limit, on a database
+    that may stop answering at any moment)."""
+    with app.app_context():
+        with db.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        instances.announce()
 
 
 def _ping(client: redis.Redis) -> None:

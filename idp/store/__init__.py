@@ -5,6 +5,7 @@ from idp.store.admin import AdminToken
 from idp.store.audit import AuditRecord
 from idp.store.connectors import Directory
 from idp.store.directory import Group, User, group_members
+from idp.store.instances import InstanceRow
 from idp.store.oidc import OidcAuthorizationCode, OidcClient, OidcConsent, OidcDeviceCode, OidcToken
 from idp.store.saml import PersistentNameId, ServiceProvider
 from idp.store.security import ConsumedId, LoginThrottle
@@ -19,6 +20,7 @@ __all__ = [
     "ConsumedId",
     "Directory",
     "Group",
+    "InstanceRow",
     "LoginThrottle",
     "OidcAuthorizationCode",
     "OidcClient",

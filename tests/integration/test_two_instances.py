@@ -21,8 +21,11 @@ from flask import Flask
 from helpers import Served, make_user
 from oidc_peers import PASSWORD, REDIRECT_URI, browse, register, rp, start
 from saml_peers import SP_SLO_URL, OneLoginSp, idp_metadata, is_login_page, read_post_form, register_sp, submit_login
+from sqlalchemy import select
 
 from idp.authn.session import COOKIE
+from idp.extensions import db
+from idp.store import InstanceRow
 
 
 @pytest.fixture
@@ -141,3 +144,13 @@ def test_readiness_and_metrics_answer_only_who_asks_an_instance_directly(cluster
     for served in cluster.instances.values():
         assert requests.get(served.url + "/readyz", timeout=10).json()["status"] == "ready"
         assert "idp_http_request_duration_seconds" in requests.get(served.url + "/metrics", timeout=10).text
+
+
+def test_the_instances_announce_themselves_and_share_their_secrets(cluster: Cluster, app: Flask) -> None:
+    # Each `idp serve` announces itself at start and with its readiness checks (idp.ops.instances); given the
+    # same secret key and key files, neither warns of the other (test_instances.py shows the warnings).
+    for served in cluster.instances.values():
+        assert requests.get(served.url + "/readyz", timeout=10).status_code == 200
+    assert len(db.session.scalars(select(InstanceRow.id)).all()) == 2
+    for served in cluster.instances.values():
+        assert "idp.ops.instances" not in served.output(), served.output()

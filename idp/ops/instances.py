@@ -1,0 +1,125 @@
+"""Instances that share a database must share their secrets: IDP_SECRET_KEY (session cookies, CSRF tokens, device
+codes and the stored directory passwords depend on it) and the signing keys (a service provider or client trusts
+the keys in the metadata or JWKS it fetched from one of them). Given different ones, behind a round-robin load
+balancer every other request fails, in ways that look like anything but this.
+
+So each ``idp serve`` announces itself in the database, at start and with each readiness check (at most every
+EVERY seconds a process): a random id, its host, an HMAC of a fixed text with its secret key, and the keys it signs
+with and publishes. It compares itself with the instances seen in the last LIVE minutes and logs a warning, once
+per instance and difference, saying what differs and what to do. Readiness is not changed: a new secret or new
+key files roll through the instances one at a time, and taking them out of the load balancer would stall that.
+Keys rotated with ``idp keys rotate`` raise nothing: each key is published before it signs, and after.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from idp import clock
+from idp.errors import first_line
+from idp.extensions import db
+from idp.keys import EC, RSA
+from idp.runtime import keyed_digest, keystore
+from idp.state import changed
+from idp.store import InstanceRow
+
+log = logging.getLogger(__name__)
+
+LIVE = timedelta(minutes=10)  # an instance not seen for this long is not compared with
+FORGET = timedelta(days=1)  # nor kept
+EVERY = 30.0  # seconds between a process's announcements
+_T = InstanceRow.__table__
+_STATE = "idp.instance"
+
+
+@dataclass
+class _State:
+    id: str = field(default_factory=lambda: secrets.token_hex(8))  # forked workers keep their master's
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    last: float | None = None
+    warned: set[tuple[str, str]] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class Instance:
+    id: str
+    host: str
+    secret_check: str
+    signing_keys: str
+    published_keys: str
+
+    def signs_unpublished_by(self, other: Instance) -> list[str]:
+        return sorted(set(self.signing_keys.split()) - set(other.published_keys.split()))
+
+
+def announce(*, force: bool = False) -> list[str]:
+    """Record this instance as seen now, and say what sets it apart from the others seen lately, one line each;
+    a line is logged as a warning the first time this process finds it. Nothing is done when this process
+    announced less than EVERY seconds ago, unless ``force``."""
+    state: _State = current_app.extensions.setdefault(_STATE, _State())
+    with state.lock:
+        if not force and state.last is not None and time.monotonic() - state.last < EVERY:
+            return []
+        state.last = time.monotonic()
+    me = _this(state.id)
+    t = clock.now()
+    values = {"host": me.host, "secret_check": me.secret_check, "signing_keys": me.signing_keys,
+              "published_keys": me.published_keys, "seen_at": t}
+    try:
+        with db.engine.begin() as conn:
+            if not changed(conn.execute(update(_T).where(_T.c.id == me.id).values(values))):
+                conn.execute(insert(_T).values(id=me.id, **values))
+            conn.execute(delete(_T).where(_T.c.seen_at < t - FORGET))
+            others = [Instance(*row) for row in conn.execute(
+                select(_T.c.id, _T.c.host, _T.c.secret_check, _T.c.signing_keys, _T.c.published_keys)
+                .where(_T.c.id != me.id, _T.c.seen_at >= t - LIVE).order_by(_T.c.id))]
+    except IntegrityError:
+        return []  # another worker of this instance made its row at the same moment, and compares
+    except SQLAlchemyError as exc:
+        # Never a reason to fail a start or a readiness check: the database's own check says whether it works.
+        log.warning("could not announce this instance to the others: %s", first_line(exc))
+        return []
+    lines: list[str] = []
+    for other in others:
+        for kind, line in _differences(me, other):
+            lines.append(line)
+            if (other.id, kind) not in state.warned:
+                state.warned.add((other.id, kind))
+                log.warning("%s", line)
+    return lines
+
+
+def _this(instance_id: str) -> Instance:
+    rings = {kind: keystore(kind).ring() for kind in (RSA, EC)}
+    return Instance(
+        instance_id, socket.gethostname(), keyed_digest("idp instance check"),
+        " ".join(f"{kind}:{ring.active.jwk_kid}" for kind, ring in rings.items()),
+        " ".join(f"{kind}:{key.jwk_kid}" for kind, ring in rings.items() for key in ring.published))
+
+
+def _differences(me: Instance, other: Instance) -> list[tuple[str, str]]:
+    them = f"instance {other.id} on {other.host}"
+    out: list[tuple[str, str]] = []
+    if other.secret_check != me.secret_check:
+        out.append(("secret", f"{them} has another IDP_SECRET_KEY than this one ({me.id} on {me.host}): each "
+                              "refuses the session cookies, CSRF tokens and device codes of the other, and only one "
+                              "can read the stored directory passwords. Give every instance the same "
+                              "IDP_SECRET_KEY (or IDP_SECRET_KEY_FILE)."))
+    unknown = other.signs_unpublished_by(me) + me.signs_unpublished_by(other)
+    if unknown:
+        out.append(("keys", f"{them} and this one ({me.id} on {me.host}) sign with keys the other does not "
+                            f"publish ({', '.join(unknown)}): a service provider or client that fetched metadata "
+                            "or JWKS from one refuses the other's signatures. Give every instance the same keys "
+                            "(IDP_SIGNING_KEY_FILE and IDP_SIGNING_CERT_FILE, IDP_EC_SIGNING_KEY_FILE, or one "
+                            "shared IDP_DATA_DIR)."))
+    return out

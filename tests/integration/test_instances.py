@@ -1,0 +1,83 @@
+"""Instances that share a database say so in their logs when they do not share IDP_SECRET_KEY or the signing
+keys (idp.ops.instances): behind a round-robin load balancer every other request would fail otherwise, with
+nothing pointing at the cause. Three apps on one database here, as three `idp serve` on three hosts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Clock
+from flask import Flask
+
+from idp import create_app
+from idp.config import Settings
+from idp.extensions import db
+from idp.keys import EC
+from idp.ops import instances
+from idp.runtime import keystore
+
+
+def announce(app: Flask) -> list[str]:
+    with app.app_context():
+        return instances.announce(force=True)
+
+
+@pytest.fixture
+def apps() -> Iterator[list[Flask]]:
+    made: list[Flask] = []
+    yield made
+    for app in made:
+        with app.app_context():
+            db.engine.dispose()
+
+
+def test_instances_without_the_same_secret_key_or_signing_keys_are_named_in_a_warning(
+        make_settings: Callable[..., Settings], tmp_path: Path, frozen_clock: Clock,
+        caplog: pytest.LogCaptureFixture, apps: list[Flask]) -> None:
+    first_settings = make_settings()
+    database_url = first_settings.effective_database_url
+    first = create_app(first_settings)
+    # The same secret key and key files (as pods given one Secret), and the same database.
+    twin = create_app(make_settings(database_url=database_url))
+    # Its own data dir: a secret key and keys of its own, generated at its first start.
+    stranger = create_app(make_settings(data_dir=tmp_path / "elsewhere", database_url=database_url,
+                                        secret_key="another-secret", signing_key_file=None, signing_cert_file=None))
+    apps += [first, twin, stranger]
+    assert announce(first) == [] and announce(twin) == []
+    assert not caplog.records
+
+    # Readiness is unchanged (a new secret rolls through the instances), but the log says what is wrong, and how
+    # to mend it, for each instance it differs from.
+    assert stranger.test_client().get("/readyz").status_code == 200
+    warnings = [r.getMessage() for r in caplog.records if r.name == "idp.ops.instances"]
+    assert len(warnings) == 4, warnings
+    secret = [w for w in warnings if "has another IDP_SECRET_KEY than this one" in w]
+    keys = [w for w in warnings if "sign with keys the other does not publish (ec:" in w]
+    assert len(secret) == 2 and len(keys) == 2, warnings
+    assert all("Give every instance the same IDP_SECRET_KEY" in w for w in secret)
+    assert all(", rsa:" in w and "IDP_SIGNING_KEY_FILE" in w for w in keys)
+    assert "another-secret" not in caplog.text and "test-secret-key" not in caplog.text
+
+    # Said once per instance and difference in a process; the others find it too.
+    caplog.clear()
+    assert len(announce(stranger)) == 4 and not caplog.records
+    assert len(announce(first)) == 2 and len(caplog.records) == 2
+
+    # A key rotated on a shared data dir: published before it signs and kept published after, so the two that
+    # share it have nothing to say of each other at either step.
+    for _ in ("publish", "sign"):
+        with first.app_context():
+            keystore(EC).rotate()
+        assert not [line for line in announce(first) if instance_id(twin) in line]
+        assert not [line for line in announce(twin) if instance_id(first) in line]
+
+    # Gone quiet for the instance window: no longer compared with.
+    frozen_clock.advance(seconds=instances.LIVE.total_seconds() + 1)
+    assert announce(stranger) == []
+
+
+def instance_id(app: Flask) -> str:
+    state: instances._State = app.extensions[instances._STATE]
+    return state.id
