@@ -5,8 +5,8 @@ every configured LDAP / AD directory has a server that accepts a connection and 
 Requests that arrive while a check runs share its answer: however many ask at once, a process probes each
 dependency once at a time.
 
-With the database's check this instance announces itself to the others (idp.ops.instances), which never makes
-it unready.
+Once the database answers, this instance announces itself to the others (idp.ops.instances), on a thread of its
+own: that never delays or changes the answer.
 
 Failure details go to the log only: the endpoint is unauthenticated and a reason names hosts and accounts.
 """
@@ -23,8 +23,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import redis
-from flask import Flask, current_app
+from flask import current_app
 from sqlalchemy import text
+from sqlalchemy.engine import Engine
 
 from idp.authn.connectors import bind_passwords, chain
 from idp.authn.connectors.ad import open_directory
@@ -85,13 +86,15 @@ def check() -> Readiness:
 
 
 def _check() -> Readiness:
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
-    stores: dict[str, Callable[[], None]] = {"database": lambda: _database(app)}
+    engine = db.engine
+    stores: dict[str, Callable[[], None]] = {"database": lambda: _select_one(engine)}
     client = redis_client()
     if client is not None:
         stores["redis"] = lambda: _ping(client)
     found = _within(TIMEOUT, stores)
     database = found["database"]
+    if database == OK:
+        instances.announce_in_background(current_app._get_current_object())  # type: ignore[attr-defined]
     # Directories added with `idp directory add` are listed in the database: without it, those of IDP_CONFIG.
     items = chain.configured() if database == OK else [
         Configured(c, None, "IDP_CONFIG", c.name) for c in settings().directories]
@@ -111,13 +114,9 @@ def _check() -> Readiness:
     return Readiness(database, directories, found.get("redis"))
 
 
-def _database(app: Flask) -> None:
-    """SELECT 1; then this instance announces itself to the others (within the same time limit, on a database
-    that may stop answering at any moment)."""
-    with app.app_context():
-        with db.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-        instances.announce()
+def _select_one(engine: Engine) -> None:
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
 
 
 def _ping(client: redis.Redis) -> None:

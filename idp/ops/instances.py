@@ -21,14 +21,14 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from flask import current_app
+from flask import Flask, current_app
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from idp import clock
 from idp.errors import first_line
 from idp.extensions import db
-from idp.keys import EC, RSA
+from idp.keys import EC, RSA, KeyError_
 from idp.runtime import keyed_digest, keystore
 from idp.state import changed
 from idp.store import InstanceRow
@@ -65,38 +65,67 @@ class Instance:
 def announce(*, force: bool = False) -> list[str]:
     """Record this instance as seen now, and say what sets it apart from the others seen lately, one line each;
     a line is logged as a warning the first time this process finds it. Nothing is done when this process
-    announced less than EVERY seconds ago, unless ``force``."""
-    state: _State = current_app.extensions.setdefault(_STATE, _State())
+    announced less than EVERY seconds ago, unless ``force``. Never raises: a failure is a warning."""
+    state = _state(current_app)
+    return _announce(state) if _due(state, force) else []
+
+
+def announce_in_background(app: Flask) -> None:
+    """:func:`announce`, when due, on a thread of its own: a slow database delays or fails no readiness check."""
+    state = _state(app)
+    if _due(state, False):
+        def run() -> None:
+            with app.app_context():
+                _announce(state)
+
+        threading.Thread(target=run, name="idp-announce", daemon=True).start()
+
+
+def _state(app: Flask) -> _State:
+    state: _State = app.extensions.setdefault(_STATE, _State())
+    return state
+
+
+def _due(state: _State, force: bool) -> bool:
     with state.lock:
         if not force and state.last is not None and time.monotonic() - state.last < EVERY:
-            return []
+            return False
         state.last = time.monotonic()
-    me = _this(state.id)
-    t = clock.now()
-    values = {"host": me.host, "secret_check": me.secret_check, "signing_keys": me.signing_keys,
-              "published_keys": me.published_keys, "seen_at": t}
+        return True
+
+
+def _announce(state: _State) -> list[str]:
     try:
-        with db.engine.begin() as conn:
-            if not changed(conn.execute(update(_T).where(_T.c.id == me.id).values(values))):
-                conn.execute(insert(_T).values(id=me.id, **values))
-            conn.execute(delete(_T).where(_T.c.seen_at < t - FORGET))
-            others = [Instance(*row) for row in conn.execute(
-                select(_T.c.id, _T.c.host, _T.c.secret_check, _T.c.signing_keys, _T.c.published_keys)
-                .where(_T.c.id != me.id, _T.c.seen_at >= t - LIVE).order_by(_T.c.id))]
+        me = _this(state.id)
+        others = _seen_with(me)
     except IntegrityError:
         return []  # another worker of this instance made its row at the same moment, and compares
-    except SQLAlchemyError as exc:
-        # Never a reason to fail a start or a readiness check: the database's own check says whether it works.
+    except (SQLAlchemyError, KeyError_, OSError, ValueError) as exc:
+        # The database's and the keys' own uses say whether they work; this is no reason to fail a start.
         log.warning("could not announce this instance to the others: %s", first_line(exc))
         return []
     lines: list[str] = []
     for other in others:
-        for kind, line in _differences(me, other):
+        for difference, line in _differences(me, other):
             lines.append(line)
-            if (other.id, kind) not in state.warned:
-                state.warned.add((other.id, kind))
+            if (other.id, difference) not in state.warned:
+                state.warned.add((other.id, difference))
                 log.warning("%s", line)
     return lines
+
+
+def _seen_with(me: Instance) -> list[Instance]:
+    """Store ``me`` as seen now; the other instances seen in the last LIVE."""
+    t = clock.now()
+    values = {"host": me.host, "secret_check": me.secret_check, "signing_keys": me.signing_keys,
+              "published_keys": me.published_keys, "seen_at": t}
+    with db.engine.begin() as conn:
+        if not changed(conn.execute(update(_T).where(_T.c.id == me.id).values(values))):
+            conn.execute(insert(_T).values(id=me.id, **values))
+        conn.execute(delete(_T).where(_T.c.seen_at < t - FORGET))
+        return [Instance(*row) for row in conn.execute(
+            select(_T.c.id, _T.c.host, _T.c.secret_check, _T.c.signing_keys, _T.c.published_keys)
+            .where(_T.c.id != me.id, _T.c.seen_at >= t - LIVE).order_by(_T.c.id))]
 
 
 def _this(instance_id: str) -> Instance:
@@ -108,18 +137,19 @@ def _this(instance_id: str) -> Instance:
 
 
 def _differences(me: Instance, other: Instance) -> list[tuple[str, str]]:
+    """(what differs, said to the operator): "what" names the difference itself, so that a new one is told too."""
     them = f"instance {other.id} on {other.host}"
     out: list[tuple[str, str]] = []
     if other.secret_check != me.secret_check:
-        out.append(("secret", f"{them} has another IDP_SECRET_KEY than this one ({me.id} on {me.host}): each "
-                              "refuses the session cookies, CSRF tokens and device codes of the other, and only one "
-                              "can read the stored directory passwords. Give every instance the same "
-                              "IDP_SECRET_KEY (or IDP_SECRET_KEY_FILE)."))
+        out.append((f"secret {other.secret_check}",
+                    f"{them} has another IDP_SECRET_KEY than this one ({me.id} on {me.host}): each refuses the "
+                    "session cookies, CSRF tokens and device codes of the other, and only one can read the stored "
+                    "directory passwords. Give every instance the same IDP_SECRET_KEY (or IDP_SECRET_KEY_FILE)."))
     unknown = other.signs_unpublished_by(me) + me.signs_unpublished_by(other)
     if unknown:
-        out.append(("keys", f"{them} and this one ({me.id} on {me.host}) sign with keys the other does not "
-                            f"publish ({', '.join(unknown)}): a service provider or client that fetched metadata "
-                            "or JWKS from one refuses the other's signatures. Give every instance the same keys "
-                            "(IDP_SIGNING_KEY_FILE and IDP_SIGNING_CERT_FILE, IDP_EC_SIGNING_KEY_FILE, or one "
-                            "shared IDP_DATA_DIR)."))
+        out.append((f"keys {' '.join(unknown)}",
+                    f"{them} and this one ({me.id} on {me.host}) sign with keys the other does not publish "
+                    f"({', '.join(unknown)}): a service provider or client that fetched metadata or JWKS from one "
+                    "refuses the other's signatures. Give every instance the same keys (IDP_SIGNING_KEY_FILE and "
+                    "IDP_SIGNING_CERT_FILE, IDP_EC_SIGNING_KEY_FILE, or one shared IDP_DATA_DIR)."))
     return out

@@ -4,6 +4,7 @@ nothing pointing at the cause. Three apps on one database here, as three `idp se
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -50,9 +51,9 @@ def test_instances_without_the_same_secret_key_or_signing_keys_are_named_in_a_wa
 
     # Readiness is unchanged (a new secret rolls through the instances), but the log says what is wrong, and how
     # to mend it, for each instance it differs from.
+    # (It announces on a thread of its own, after the answer.)
     assert stranger.test_client().get("/readyz").status_code == 200
-    warnings = [r.getMessage() for r in caplog.records if r.name == "idp.ops.instances"]
-    assert len(warnings) == 4, warnings
+    warnings = logged(caplog, 4)
     secret = [w for w in warnings if "has another IDP_SECRET_KEY than this one" in w]
     keys = [w for w in warnings if "sign with keys the other does not publish (ec:" in w]
     assert len(secret) == 2 and len(keys) == 2, warnings
@@ -73,9 +74,36 @@ def test_instances_without_the_same_secret_key_or_signing_keys_are_named_in_a_wa
         assert not [line for line in announce(first) if instance_id(twin) in line]
         assert not [line for line in announce(twin) if instance_id(first) in line]
 
+    # A difference that changes is told again: the stranger now signs with yet another EC key.
+    caplog.clear()
+    for _ in ("publish", "sign"):
+        with stranger.app_context():
+            keystore(EC).rotate()
+    assert len(announce(stranger)) == 4
+    assert len(logged(caplog, 2)) == 2 and "IDP_SECRET_KEY" not in caplog.text
+
+    # Keys that cannot be read are no reason to fail a start or a readiness check: a warning.
+    manifest = tmp_path / "elsewhere" / "keys" / "manifest.json"
+    manifest.write_text("{not json")
+    caplog.clear()
+    assert announce(stranger) == []
+    assert "could not announce this instance to the others: " in caplog.text
+
     # Gone quiet for the instance window: no longer compared with.
     frozen_clock.advance(seconds=instances.LIVE.total_seconds() + 1)
-    assert announce(stranger) == []
+    assert announce(first) == []
+
+
+def logged(caplog: pytest.LogCaptureFixture, count: int) -> list[str]:
+    """The warnings of idp.ops.instances, once there are ``count`` of them (a readiness check announces on a
+    thread of its own)."""
+    deadline = time.monotonic() + 10
+    while True:
+        warnings = [r.getMessage() for r in caplog.records if r.name == "idp.ops.instances"]
+        if len(warnings) >= count or time.monotonic() > deadline:
+            assert len(warnings) == count, warnings
+            return warnings
+        time.sleep(0.05)
 
 
 def instance_id(app: Flask) -> str:

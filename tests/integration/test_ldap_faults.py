@@ -29,6 +29,7 @@ from idp.authn.connectors.settings import DirectoryConfig, parse_entry
 from idp.cli import cli
 from idp.errors import DirectoryUnavailable
 from idp.extensions import db
+from idp.ops import health
 from idp.store import User
 
 
@@ -476,3 +477,15 @@ def test_a_later_directory_does_not_sign_in_a_name_an_earlier_directory_that_is_
     assert not any(dn and "alice" in dn for dn, _ in binds)
     # The built-in directory's own users still sign in.
     assert timed_sign_in(app, "dora", "dora-local-password")[0] == 302
+
+
+def test_directory_add_waits_for_a_hung_server_as_long_as_readiness_would(
+        app: Flask, runner: FlaskCliRunner, hanging_url: Callable[[str], str]) -> None:
+    # With the directory's own timeout, a server slower than /readyz allows would pass and then fail every
+    # readiness check; and a long timeout would hold the command that long per server.
+    started = time.monotonic()
+    result = runner.invoke(cli, ["directory", "add", "corp", "--url", hanging_url("ldap"), "--base-dn",
+                                 "dc=example,dc=test", "--bind-dn", "cn=bridge,dc=example,dc=test",
+                                 "--bind-password-stdin", "--timeout", "20"], input="pw\n")
+    assert result.exit_code == 1 and "directory 'corp' not added" in result.output, result.output
+    assert time.monotonic() - started < 2 * health.TIMEOUT + 1

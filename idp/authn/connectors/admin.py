@@ -3,6 +3,7 @@ the acting party and records one audit event; a secret never appears in a result
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,7 @@ from idp.authn.connectors.settings import DirectoryConfig, parse_entry
 from idp.authn.session import end_user_sessions
 from idp.errors import BadRequest, Conflict, DirectoryUnavailable, NotFound
 from idp.extensions import db
+from idp.ops import health
 from idp.store import Directory, User
 
 
@@ -53,7 +55,8 @@ def _unanswered(name: str, cfg: DirectoryConfig, bind_password: str | None) -> l
     none does."""
     try:
         password = bind_password if bind_password is not None else bind_passwords.bind_password(cfg, None)
-        directory = open_directory(cfg, password)
+        # Within readiness's time: a server slower than that would pass here and fail every /readyz.
+        directory = open_directory(dataclasses.replace(cfg, timeout=min(cfg.timeout, health.TIMEOUT)), password)
     except DirectoryUnavailable as exc:
         failed = [exc.reason]
     else:
