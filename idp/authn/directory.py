@@ -165,8 +165,10 @@ def update_user(username: str, *, actor: str, enabled: bool | None = None, passw
         else:
             events.append(AuditEvent(type="user.disable", actor=actor, username=user.username,
                                      details={"sessions_ended": end_user_sessions(user.id)}))
-    for event in events:
-        audit.record(event)
+    # One commit, with the last event: each event's own commit would keep the changes with the first of them, and
+    # a failure after it would leave an answer of failure, the changes stored and the rest unaudited.
+    for i, event in enumerate(events, start=1):
+        audit.record(event, commit=i == len(events))
     return user
 
 

@@ -243,10 +243,11 @@ def options_of(client: OidcClient) -> ClientOptions:
     )
 
 
-def update(client_id: str, options: ClientOptions, actor: str) -> dict[str, dict[str, Any]]:
+def update(client_id: str, options: ClientOptions, actor: str, *, commit: bool = True) -> dict[str, dict[str, Any]]:
     """Change a client's settings to ``options`` (checked as on add); returns what changed ({} when nothing
-    did, and then records nothing). A client stays public or confidential, and one without a secret cannot
-    start using one (it would have none); leaving secrets for private_key_jwt drops the secret at once."""
+    did, and then records nothing; without ``commit``, the caller commits it with the rest of its change). A
+    client stays public or confidential, and one without a secret cannot start using one (it would have none);
+    leaving secrets for private_key_jwt drops the secret at once."""
     client = get_or_404(client_id)
     if options.public != client.public:
         raise BadRequest(f"client '{client_id}' cannot change between public and confidential; register a new one",
@@ -265,7 +266,7 @@ def update(client_id: str, options: ClientOptions, actor: str) -> dict[str, dict
         client.secret_hash = None
     _forget()
     audit.record(AuditEvent(type="oidc.client.update", actor=actor, sp=client_id,
-                            details={"changed": _audit_changes(changed)}))
+                            details={"changed": _audit_changes(changed)}), commit=commit)
     return changed
 
 

@@ -374,8 +374,9 @@ def add(xml: bytes, source: str | None, options: SpOptions, actor: str) -> Servi
     return sp
 
 
-def update(entity_id: str, options: SpOptions, actor: str) -> dict[str, dict[str, Any]]:
-    """Change an SP's settings; returns what changed ({} when nothing did, and then records nothing)."""
+def update(entity_id: str, options: SpOptions, actor: str, *, commit: bool = True) -> dict[str, dict[str, Any]]:
+    """Change an SP's settings; returns what changed ({} when nothing did, and then records nothing). Without
+    ``commit``, the caller commits it with the rest of its change."""
     sp = get_or_404(entity_id)
     before = _settings_of(sp)
     after = {**before, **_given(options)}
@@ -387,7 +388,7 @@ def update(entity_id: str, options: SpOptions, actor: str) -> dict[str, dict[str
         setattr(sp, key, after[key])
     audit.record(audit.AuditEvent(
         type="sp.update", actor=actor, sp=entity_id, details={"changed": _audit_changes(changed)},
-    ))
+    ), commit=commit)
     return changed
 
 

@@ -18,8 +18,9 @@ from flask.testing import FlaskClient
 from helpers import committed_elsewhere, make_user
 from joserfc.jwk import RSAKey
 from saml_peers import SP_ENTITY_ID, cert_b64, python3_saml_metadata, sp_keys
+from sqlalchemy import event, func, select
 from sqlalchemy import false as sql_false
-from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 from werkzeug.test import TestResponse
 
 from idp import clock
@@ -649,3 +650,28 @@ def test_the_same_app_assignment_posted_twice_at_once_is_made_once(
     # One row: taking it back leaves none.
     api.delete(f"/app-assignments/{made['id']}")
     assert api.get("/app-assignments")["total"] == 0
+
+
+@pytest.mark.parametrize("kind", ["service-providers", "oidc-clients"])
+def test_a_patch_with_open_to_all_that_fails_midway_keeps_none_of_it(api: Api, kind: str) -> None:
+    """The settings and the access change of one PATCH are one commit: the database lost while the second is
+    written leaves the app as it was (not renamed, with its access unchanged)."""
+    if kind == "service-providers":
+        path = f"/service-providers/{api.post('/service-providers', {'metadata_xml': sp_metadata()})['id']}"
+    else:
+        client = api.post("/oidc-clients", {"name": "Wiki", "redirect_uris": ["https://wiki.test/cb"]})
+        path = f"/oidc-clients/{client['client_id']}"
+    before = api.get(path)
+
+    def lost(_conn: object, _cursor: object, statement: str, parameters: Any, *_: object) -> None:
+        if statement.startswith("INSERT INTO audit_events") and "access.app.open_to_all" in str(parameters):
+            raise OperationalError(statement, {}, Exception("server closed the connection unexpectedly"))
+
+    event.listen(db.engine, "before_cursor_execute", lost)
+    try:
+        api.patch(path, {"name": "Renamed", "open_to_all": True}, expect=503)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", lost)
+    db.session.expire_all()
+    assert api.get(path) == before
+    assert events("sp.update") == [] and events("oidc.client.update") == []

@@ -464,3 +464,29 @@ def test_groups_whose_names_differ_only_in_case_cannot_both_be_made_at_once(app:
     assert resp.status_code == 409, resp.get_data(as_text=True)
     assert resp.get_json()["message"] == "group 'staff' already exists"
     assert [g["name"] for g in client.get("/api/v1/groups", headers=headers).get_json()["items"]] == ["Staff"]
+
+
+def test_a_user_patch_that_fails_midway_keeps_none_of_it(api: Any, client: FlaskClient) -> None:
+    """A PATCH that changes the profile, the password and the state is one change: the database lost while its
+    second audit event is written leaves the user as they were, not half updated and partly unaudited."""
+    make_user("bob")
+    inserts: list[int] = []
+
+    def lost(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if statement.startswith("INSERT INTO audit_events"):
+            inserts.append(1)
+            if len(inserts) == 2:
+                raise OperationalError(statement, {}, Exception("server closed the connection unexpectedly"))
+
+    event.listen(db.engine, "before_cursor_execute", lost)
+    try:
+        resp = api.patch("/users/bob", json={"email": "new@example.com", "password": "a-new-password-1",
+                                             "enabled": False})
+    finally:
+        event.remove(db.engine, "before_cursor_execute", lost)
+    assert resp.status_code == 503, resp.get_data(as_text=True)
+    db.session.expire_all()
+    bob = api.get("/users/bob").json
+    assert bob["email"] != "new@example.com" and bob["enabled"] is True
+    assert not audit.events(type="user.update") and not audit.events(type="user.set_password")
+    assert login(client, "bob", DEFAULT_PASSWORD).status_code == 302

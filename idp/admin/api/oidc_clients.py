@@ -143,7 +143,8 @@ class ClientItem(MethodView):
         open_to_all = args.pop("open_to_all", None)
         if open_to_all is not None:
             assignments.resolve_app(client_id)  # refused before anything changes
-        clients.update(client_id, replace(clients.options_of(client), **_given(args)), caller())
+        # One commit for both parts (a failure between two would keep half the PATCH).
+        clients.update(client_id, replace(clients.options_of(client), **_given(args)), caller(), commit=False)
         if open_to_all is not None:
             # Who may use an app changes through the access service, as from the CLI and the UI.
             assignments.set_open_to_all(client_id, open_to_all, actor=caller())

@@ -220,7 +220,8 @@ class ServiceProviderItem(MethodView):
         open_to_all = args.pop("open_to_all", None)
         if open_to_all is not None:
             assignments.resolve_app(sp.entity_id)  # refused (AWS sign-in) before anything changes
-        providers.update(sp.entity_id, _options(args), caller())
+        # One commit for both parts (a failure between two would keep half the PATCH).
+        providers.update(sp.entity_id, _options(args), caller(), commit=False)
         if open_to_all is not None:
             # Who may use an app changes through the access service, as from the CLI and the UI.
             assignments.set_open_to_all(sp.entity_id, open_to_all, actor=caller())
