@@ -15,13 +15,15 @@ from flask import Flask, current_app
 from flask.cli import FlaskGroup
 from flask_migrate.cli import db as db_group
 
-from idp import clock, create_app
+from idp import audit, clock, create_app
 from idp.access import cli as access_cli
 from idp.admin import cli as admin_cli
+from idp.audit import AuditEvent
 from idp.audit import events as audit_events
 from idp.authn.cli import group as group_group
 from idp.authn.cli import user as user_group
 from idp.authn.connectors.cli import directory as directory_group
+from idp.cli_support import actor
 from idp.config import ConfigError
 from idp.errors import IdpError, concurrent_change, dependency_unavailable, first_line
 from idp.extensions import db
@@ -147,9 +149,12 @@ def keys_rotate(kind: str) -> None:
             click.echo(f"{k}: keys come from {store.setting_name}; not rotated here")
             continue
         try:
-            click.echo(f"{k}: {store.rotate()}")
+            done = store.rotate()
         except KeyError_ as exc:
             raise click.ClickException(str(exc)) from exc
+        step = "signing" if done.signing else "published"
+        audit.record(AuditEvent(type="keys.rotate", actor=actor(), details={"type": k, "kid": done.kid, "step": step}))
+        click.echo(f"{k}: {done.message}")
 
 
 @keys.command("list")

@@ -159,6 +159,23 @@ def generate_key_pair(common_name: str, kind: str = RSA) -> tuple[bytes, bytes]:
     return key_pem, cert.public_bytes(serialization.Encoding.PEM)
 
 
+@dataclass(frozen=True)
+class Rotation:
+    """What one ``idp keys rotate`` step did to a ring: published ``kid`` (not signing yet), or started signing
+    with it."""
+
+    kid: str
+    signing: bool
+
+    @property
+    def message(self) -> str:
+        if self.signing:
+            return (f"now signing with key {self.kid}; the previous key stays published for "
+                    f"{RETIRED_KEY_RETENTION} so that what it signed still verifies.")
+        return (f"published new key {self.kid}; it is not signing yet. Once service providers and clients have "
+                "refreshed the IdP metadata and JWKS, run `idp keys rotate` again.")
+
+
 class KeyStore:
     """The process's view of the key ring, re-read only when the manifest changes."""
 
@@ -235,7 +252,7 @@ class KeyStore:
                 kid = self._new_key()
                 self._write_manifest([{"kid": kid, "state": ACTIVE, "created": now().isoformat()}])
 
-    def rotate(self) -> str:
+    def rotate(self) -> Rotation:
         """First call: publish a new key as ``next``. Second call: sign with it, retire the old one.
 
         A retired key stays published until RETIRED_KEY_RETENTION has passed since it stopped signing, however
@@ -261,10 +278,8 @@ class KeyStore:
             for old in expired:  # only once the manifest no longer names them
                 self._delete_key(old)
             if pending:
-                return (f"now signing with key {pending[0]['kid']}; the previous key stays published for "
-                        f"{RETIRED_KEY_RETENTION} so that what it signed still verifies.")
-            return (f"published new key {kid}; it is not signing yet. Once service providers and clients have "
-                    "refreshed the IdP metadata and JWKS, run `idp keys rotate` again.")
+                return Rotation(pending[0]["kid"], signing=True)
+            return Rotation(kid, signing=False)
 
     def _delete_key(self, kid: str) -> None:
         for suffix in (".key", ".crt"):

@@ -13,7 +13,7 @@ import pytest
 from flask import Flask
 from lxml import etree
 
-from idp import create_app
+from idp import audit, create_app
 from idp.cli import cli
 from idp.config import Settings
 from idp.keys import KeyError_, generate_key_pair
@@ -79,6 +79,12 @@ def test_rotation_publishes_first_then_signs_then_drops_the_old_key(generated_ap
     certs = metadata_certs(app)
     assert certs == [new, original]  # the old one stays published for SPs with old metadata
     assert signing_cert(app, certs) == new
+    # Each step is an admin change, audited with the key it concerns (both rings rotate by default).
+    with app.app_context():
+        steps = [(e.details["type"], e.details["step"]) for e in reversed(audit.events(type="keys.rotate"))]
+        kids = {e.details["kid"] for e in audit.events(type="keys.rotate") if e.details["type"] == "rsa"}
+        assert kids == {keystore().ring().active.kid}
+    assert steps == [("rsa", "published"), ("ec", "published"), ("rsa", "signing"), ("ec", "signing")]
 
     # Rotating again at once publishes a third key, but what the original signed may still be in use.
     rotate(app)
