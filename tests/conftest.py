@@ -119,6 +119,30 @@ def make_settings(
 
 
 @pytest.fixture
+def make_app(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., Flask]]:
+    """Apps beside the test's own (other instances, another process's view of the data dir), made from
+    ``make_settings(**overrides)``; their database connections are closed after the test."""
+    made: list[Flask] = []
+
+    def make(**overrides: object) -> Flask:
+        application = create_app(make_settings(**overrides))
+        application.config["TESTING"] = True
+        made.append(application)
+        return application
+
+    yield make
+    for application in made:
+        with application.app_context():
+            db.engine.dispose()
+
+
+@pytest.fixture
+def generated_app(make_app: Callable[..., Flask]) -> Flask:
+    """An instance that generates and rotates its own keys (no IDP_SIGNING_KEY_FILE), on the test's database."""
+    return make_app(signing_key_file=None, signing_cert_file=None)
+
+
+@pytest.fixture
 def app(make_settings: Callable[..., Settings]) -> Iterator[Flask]:
     application = create_app(make_settings())
     application.config["TESTING"] = True

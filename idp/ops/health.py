@@ -5,9 +5,6 @@ every configured LDAP / AD directory has a server that accepts a connection and 
 Requests that arrive while a check runs share its answer: however many ask at once, a process probes each
 dependency once at a time.
 
-Once the database answers, this instance announces itself to the others (idp.ops.instances), on a thread of its
-own: that never delays or changes the answer.
-
 Failure details go to the log only: the endpoint is unauthenticated and a reason names hosts and accounts.
 """
 
@@ -33,7 +30,6 @@ from idp.authn.connectors.chain import Configured
 from idp.authn.connectors.settings import DirectoryConfig
 from idp.errors import DirectoryUnavailable, first_line
 from idp.extensions import db
-from idp.ops import instances
 from idp.runtime import settings
 from idp.state import redis_client
 
@@ -93,8 +89,6 @@ def _check() -> Readiness:
         stores["redis"] = lambda: _ping(client)
     found = _within(TIMEOUT, stores)
     database = found["database"]
-    if database == OK:
-        instances.announce_in_background(current_app._get_current_object())  # type: ignore[attr-defined]
     # Directories added with `idp directory add` are listed in the database: without it, those of IDP_CONFIG.
     items = chain.configured() if database == OK else [
         Configured(c, None, "IDP_CONFIG", c.name) for c in settings().directories]

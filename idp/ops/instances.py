@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from flask import Flask, current_app
+from flask import Flask, Response, current_app
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
@@ -70,15 +70,16 @@ def announce(*, force: bool = False) -> list[str]:
     return _announce(state) if _due(state, force) else []
 
 
-def announce_in_background(app: Flask) -> None:
-    """:func:`announce`, when due, on a thread of its own: a slow database delays or fails no readiness check."""
-    state = _state(app)
+def announce_after(response: Response) -> None:
+    """:func:`announce`, when due, once ``response`` has been sent (the readiness answer): a slow database then
+    delays or fails no readiness check."""
+    app, state = current_app._get_current_object(), _state(current_app)  # type: ignore[attr-defined]
     if _due(state, False):
         def run() -> None:
             with app.app_context():
                 _announce(state)
 
-        threading.Thread(target=run, name="idp-announce", daemon=True).start()
+        response.call_on_close(run)
 
 
 def _state(app: Flask) -> _State:

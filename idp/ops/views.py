@@ -1,5 +1,7 @@
 """``/healthz``, ``/readyz`` and ``/metrics``.
 
+Each ``/readyz`` answer is also when this instance announces itself to the others (idp.ops.instances).
+
 ``/readyz`` and ``/metrics`` are for the kubelet and Prometheus, which ask a pod directly. Behind trusted proxies
 (``IDP_TRUSTED_PROXY_HOPS`` above 0) a request carrying X-Forwarded-For came in through them, from the public
 side: it gets 404, so that nobody outside reads the figures (SP entity IDs, client ids, failure counts) or makes
@@ -12,7 +14,7 @@ import logging
 
 from flask import Blueprint, Response, abort, jsonify, request
 
-from idp.ops import health
+from idp.ops import health, instances
 from idp.ops.metrics import exposition
 from idp.runtime import settings
 
@@ -42,7 +44,11 @@ def readyz() -> tuple[Response, int]:
         checks["redis"] = found.redis
     checks["directories"] = found.directories
     body = {"status": "ready" if found.ready else "unavailable", "checks": checks}
-    return jsonify(body), 200 if found.ready else 503
+    resp = jsonify(body)
+    if found.database == health.OK:
+        # Once the answer is sent: it must not wait for, or fail on, this.
+        instances.announce_after(resp)
+    return resp, 200 if found.ready else 503
 
 
 @bp.get("/metrics")

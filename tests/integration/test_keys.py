@@ -26,14 +26,6 @@ DS = "http://www.w3.org/2000/09/xmldsig#"
 IDP_COMMAND = str(Path(sys.executable).parent / "idp")  # the installed console script
 
 
-@pytest.fixture
-def generated_app(make_settings: Callable[..., Settings]) -> Flask:
-    """An instance that generates and rotates its own keys (no IDP_SIGNING_KEY_FILE)."""
-    app = create_app(make_settings(signing_key_file=None, signing_cert_file=None))
-    app.config["TESTING"] = True
-    return app
-
-
 def metadata_certs(app: Flask) -> list[str]:
     resp = app.test_client().get("/saml/metadata")
     root = etree.fromstring(resp.data)
@@ -101,10 +93,10 @@ def test_rotation_publishes_first_then_signs_then_drops_the_old_key(generated_ap
 
 
 def test_a_running_server_sees_a_rotation_made_by_another_process(generated_app: Flask,
-                                                                   make_settings: Callable[..., Settings]) -> None:
+                                                                   make_app: Callable[..., Flask]) -> None:
     (original,) = metadata_certs(generated_app)
     # A second app on the same data dir stands for the CLI process.
-    other = create_app(make_settings(signing_key_file=None, signing_cert_file=None))
+    other = make_app(signing_key_file=None, signing_cert_file=None)
     rotate(other)
     rotate(other)
     certs = metadata_certs(generated_app)

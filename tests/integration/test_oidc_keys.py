@@ -18,13 +18,6 @@ from idp.keys import EC, RSA, KeyError_, generate_key_pair
 from idp.oidc.server import signing_key
 
 
-@pytest.fixture
-def generated_app(make_settings: Callable[..., Settings]) -> Flask:
-    app = create_app(make_settings(signing_key_file=None, signing_cert_file=None))
-    app.config["TESTING"] = True
-    return app
-
-
 def jwks(app: Flask) -> list[dict[str, Any]]:
     keys: list[dict[str, Any]] = app.test_client().get("/oauth/jwks").get_json()["keys"]
     return keys
