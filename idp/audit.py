@@ -9,12 +9,13 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, String, insert, select
+from sqlalchemy import Select, String, delete, insert, select
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session, SessionTransaction
 
 from idp.clock import now
 from idp.extensions import db
+from idp.state import changed
 from idp.store import AuditRecord
 
 log = logging.getLogger("idp.audit")
@@ -119,6 +120,22 @@ def query(*, username: str | None = None, actor: str | None = None, type: str | 
     if until is not None:
         found = found.where(AuditRecord.at < _utc(until))
     return found
+
+
+def prune(before: datetime, *, actor: str, batch: int = 10_000) -> int:
+    """Delete the events older than ``before``, ``batch`` rows per transaction (each holds its locks briefly, on
+    a table the sign-ins write to), then record the pruning itself; how many were deleted."""
+    oldest = select(AuditRecord.id).where(AuditRecord.at < _utc(before)).order_by(AuditRecord.id).limit(batch)
+    deleted = 0
+    while True:
+        count = changed(db.session.execute(delete(AuditRecord).where(AuditRecord.id.in_(oldest.scalar_subquery()))))
+        db.session.commit()
+        deleted += count
+        if count < batch:
+            break
+    record(AuditEvent(type="audit.prune", actor=actor, details={"before": _utc(before).isoformat(),
+                                                                "deleted": deleted}))
+    return deleted
 
 
 def _utc(moment: datetime) -> datetime:

@@ -170,8 +170,9 @@ _RELATIVE = re.compile(r"(\d+)\s*([smhdw])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
-def parse_since(value: str) -> datetime:
-    """``--since``: ISO-8601 (a time without zone is UTC) or a span back from now such as 30m, 2h, 7d."""
+def parse_since(value: str, option: str = "--since") -> datetime:
+    """``--since`` (or ``option``): ISO-8601 (a time without zone is UTC) or a span back from now such as 30m,
+    2h, 7d."""
     text = value.strip()
     relative = _RELATIVE.fullmatch(text)
     if relative:
@@ -181,7 +182,7 @@ def parse_since(value: str) -> datetime:
     except ValueError:
         raise click.BadParameter(
             f"{value!r} is neither an ISO-8601 time (2024-05-01T12:00:00Z) nor a span such as 30m, 2h, 7d",
-            param_hint="--since",
+            param_hint=option,
         ) from None
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
@@ -213,6 +214,15 @@ def audit_list(username: str | None, since: str | None, type_: str | None, limit
         if e.details:
             parts.append(json.dumps(e.details, default=str, sort_keys=True))
         click.echo("  ".join(parts))
+
+
+@audit_group.command("prune")
+@click.option("--before", required=True, metavar="WHEN",
+              help="Delete events older than this: ISO-8601 time or a span back from now (400d, 52w).")
+def audit_prune(before: str) -> None:
+    """Delete old audit events (retention: run it from cron or a CronJob); the pruning is itself audited."""
+    deleted = audit.prune(parse_since(before, "--before"), actor=actor())
+    click.echo(f"{deleted} audit event(s) deleted")
 
 
 @cli.command()

@@ -6,11 +6,12 @@ import json
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 from flask import Flask
 from flask.testing import FlaskCliRunner
-from helpers import login, make_user
+from helpers import login, make_user, sql_statements
 
 from idp import audit
 from idp.authn import directory
@@ -186,6 +187,32 @@ def test_audit_list_filters_and_json(app: Flask, runner: FlaskCliRunner, frozen_
 
     bad = runner.invoke(cli, ["audit", "list", "--since", "yesterday-ish"])
     assert bad.exit_code == 2 and "--since" in bad.output and "30m, 2h, 7d" in bad.output
+
+
+def test_audit_prune_deletes_what_is_older_than_asked_in_batches_and_says_so(
+        app: Flask, runner: FlaskCliRunner, frozen_clock: object) -> None:
+    for name in ("old-1", "old-2", "old-3"):
+        make_user(name, PASSWORD)
+    frozen_clock.advance(days=400)  # type: ignore[attr-defined]
+    make_user("recent", PASSWORD)
+
+    with sql_statements() as statements:
+        pruned = audit.prune(audit.events(type="user.create", limit=1)[0].at - timedelta(days=1), actor="test",
+                             batch=2)
+    assert pruned == 3
+    assert len([s for s in statements if s.startswith("DELETE FROM audit_events")]) == 2  # batches of two
+    assert [e.username for e in audit.events(type="user.create")] == ["recent"]
+    [event] = audit.events(type="audit.prune")
+    assert event.actor == "test" and event.details["deleted"] == 3
+
+    frozen_clock.advance(days=400)  # type: ignore[attr-defined]
+    result = runner.invoke(cli, ["audit", "prune", "--before", "365d"])
+    assert result.exit_code == 0 and result.output == "2 audit event(s) deleted\n", result.output
+    [event] = audit.events()
+    assert event.type == "audit.prune" and event.actor is not None and event.details["deleted"] == 2
+    assert runner.invoke(cli, ["audit", "prune"]).exit_code == 2  # no default: nothing is deleted by surprise
+    bad = runner.invoke(cli, ["audit", "prune", "--before", "a year"])
+    assert bad.exit_code == 2 and "--before" in bad.output and len(audit.events()) == 1
 
 
 def test_the_idp_command_shares_the_instance_with_the_server(tmp_path: Path) -> None:
