@@ -128,7 +128,9 @@ def prune(before: datetime, *, actor: str, batch: int = 10_000) -> int:
     oldest = select(AuditRecord.id).where(AuditRecord.at < _utc(before)).order_by(AuditRecord.id).limit(batch)
     deleted = 0
     while True:
-        count = changed(db.session.execute(delete(AuditRecord).where(AuditRecord.id.in_(oldest.scalar_subquery()))))
+        batch_of = delete(AuditRecord).where(AuditRecord.id.in_(oldest.scalar_subquery()))
+        # Not the ORM's synchronisation, which fetches every deleted id back.
+        count = changed(db.session.execute(batch_of.execution_options(synchronize_session=False)))
         db.session.commit()
         deleted += count
         if count < batch:

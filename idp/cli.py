@@ -14,6 +14,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import FlaskGroup
 from flask_migrate.cli import db as db_group
+from sqlalchemy.exc import SQLAlchemyError
 
 from idp import audit, clock, create_app
 from idp.access import cli as access_cli
@@ -143,6 +144,7 @@ def keys() -> None:
               help="Which ring: rsa (SAML, RS256 ID tokens), ec (ES256 ID tokens) or both.")
 def keys_rotate(kind: str) -> None:
     """Publish a new key; run again to start signing with it."""
+    unaudited: list[str] = []
     for k in (RSA, EC) if kind == "all" else (kind,):
         store = keystore(k)
         if store.external and kind == "all":
@@ -152,9 +154,18 @@ def keys_rotate(kind: str) -> None:
             done = store.rotate()
         except KeyError_ as exc:
             raise click.ClickException(str(exc)) from exc
-        step = "signing" if done.signing else "published"
-        audit.record(AuditEvent(type="keys.rotate", actor=actor(), details={"type": k, "kid": done.kid, "step": step}))
+        # Said first: the key files have changed whatever the database does next, and an operator who ran the
+        # command again unaware would move a key published a moment ago to signing.
         click.echo(f"{k}: {done.message}")
+        step = "signing" if done.signing else "published"
+        event = AuditEvent(type="keys.rotate", actor=actor(), details={"type": k, "kid": done.kid, "step": step})
+        try:
+            audit.record(event)
+        except SQLAlchemyError as exc:
+            db.session.rollback()
+            unaudited.append(f"{k}: rotated, but not audited: {first_line(exc)}")
+    if unaudited:
+        raise click.ClickException("\n".join(unaudited))
 
 
 @keys.command("list")
@@ -167,6 +178,8 @@ def keys_list() -> None:
 
 
 _RELATIVE = re.compile(r"(\d+)\s*([smhdw])")
+# audit prune refuses a newer time without --force.
+_PRUNE_FLOOR = timedelta(days=1)
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
@@ -175,16 +188,18 @@ def parse_since(value: str, option: str = "--since") -> datetime:
     2h, 7d."""
     text = value.strip()
     relative = _RELATIVE.fullmatch(text)
-    if relative:
-        return clock.now() - timedelta(**{_UNITS[relative.group(2)]: int(relative.group(1))})
     try:
+        if relative:
+            return clock.now() - timedelta(**{_UNITS[relative.group(2)]: int(relative.group(1))})
         parsed = datetime.fromisoformat(text)
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
     except ValueError:
         raise click.BadParameter(
             f"{value!r} is neither an ISO-8601 time (2024-05-01T12:00:00Z) nor a span such as 30m, 2h, 7d",
             param_hint=option,
         ) from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except OverflowError:  # 99999999d, or a time near year 1 that UTC cannot hold
+        raise click.BadParameter(f"{value!r} is further back than a date can go", param_hint=option) from None
 
 
 @cli.group("audit")
@@ -219,9 +234,15 @@ def audit_list(username: str | None, since: str | None, type_: str | None, limit
 @audit_group.command("prune")
 @click.option("--before", required=True, metavar="WHEN",
               help="Delete events older than this: ISO-8601 time or a span back from now (400d, 52w).")
-def audit_prune(before: str) -> None:
+@click.option("--force", is_flag=True, help=f"Allow a time less than {_PRUNE_FLOOR.days} day(s) back.")
+def audit_prune(before: str, force: bool) -> None:
     """Delete old audit events (retention: run it from cron or a CronJob); the pruning is itself audited."""
-    deleted = audit.prune(parse_since(before, "--before"), actor=actor())
+    moment = parse_since(before, "--before")
+    if moment > clock.now() - _PRUNE_FLOOR and not force:
+        # 0s, a future date or a typo'd span would empty the audit trail.
+        raise click.BadParameter(f"{before!r} would delete events of the last {_PRUNE_FLOOR.days} day(s); "
+                                 "add --force if that is what you want", param_hint="--before")
+    deleted = audit.prune(moment, actor=actor())
     click.echo(f"{deleted} audit event(s) deleted")
 
 

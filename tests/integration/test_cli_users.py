@@ -211,8 +211,16 @@ def test_audit_prune_deletes_what_is_older_than_asked_in_batches_and_says_so(
     [event] = audit.events()
     assert event.type == "audit.prune" and event.actor is not None and event.details["deleted"] == 2
     assert runner.invoke(cli, ["audit", "prune"]).exit_code == 2  # no default: nothing is deleted by surprise
-    bad = runner.invoke(cli, ["audit", "prune", "--before", "a year"])
-    assert bad.exit_code == 2 and "--before" in bad.output and len(audit.events()) == 1
+    for bad_value in ("a year", "99999999d"):
+        bad = runner.invoke(cli, ["audit", "prune", "--before", bad_value])
+        assert bad.exit_code == 2 and "--before" in bad.output and "Traceback" not in bad.output, bad.output
+    # A time that would empty the trail (0s, a future date) is a mistake unless forced.
+    for recent in ("0s", "2999-01-01"):
+        refused = runner.invoke(cli, ["audit", "prune", "--before", recent])
+        assert refused.exit_code == 2 and "would delete events of the last 1 day(s)" in refused.output
+    assert len(audit.events()) == 1
+    forced = runner.invoke(cli, ["audit", "prune", "--before", "2999-01-01", "--force"])
+    assert forced.output == "1 audit event(s) deleted\n" and [e.type for e in audit.events()] == ["audit.prune"]
 
 
 def test_the_idp_command_shares_the_instance_with_the_server(tmp_path: Path) -> None:
