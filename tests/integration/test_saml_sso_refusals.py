@@ -19,6 +19,8 @@ from flask.testing import FlaskClient
 from helpers import csrf_token, form_action, login, make_user
 from lxml import etree
 from saml_peers import ATTRIBUTE_MAP, NAMEID_EMAIL, SP_ACS_URL, OneLoginSp, read_post_form, register_sp, sp_keys
+from sqlalchemy import event
+from sqlalchemy.exc import OperationalError
 
 from idp import audit
 from idp.authn import directory
@@ -472,3 +474,29 @@ def test_a_head_request_does_not_use_up_the_request(client: FlaskClient, sp: One
     assert client.head(local(url)).status_code == 200  # a link checker or prefetcher
     assert client.get(local(url)).status_code == 302  # the browser's own visit still works
     assert refusals() == []
+
+
+def test_a_request_whose_answer_failed_on_the_database_can_be_sent_again(
+        client: FlaskClient, sp: OneLoginSp) -> None:
+    """The request's ID is claimed with the answer: the database lost as the answer is recorded is a 503, and
+    the browser's retry of the same request is answered, not refused as a replay (Redis claims at once, and
+    gives the claim back when the request's transaction does not commit)."""
+    url, _ = sp.redirect_login("rs")
+    sign_in_and_continue(client, client.get(local(url)))
+    url, request_id = sp.redirect_login("rs")
+
+    def lost(_conn: object, _cursor: object, statement: str, parameters: Any, *_: object) -> None:
+        if statement.startswith("INSERT INTO audit_events") and "saml.response" in str(parameters):
+            raise OperationalError(statement, {}, Exception("server closed the connection unexpectedly"))
+
+    event.listen(db.engine, "before_cursor_execute", lost)
+    try:
+        assert client.get(local(url)).status_code == 503
+    finally:
+        event.remove(db.engine, "before_cursor_execute", lost)
+    again = client.get(local(url))
+    assert again.status_code == 200, again.get_data(as_text=True)[:500]
+    form = read_post_form(again.get_data(as_text=True))
+    assert etree.fromstring(base64.b64decode(form.fields["SAMLResponse"])).get("InResponseTo") == request_id
+    # Once answered, it is used.
+    assert_refused(client.get(local(url)), 400, "replayed request")
