@@ -62,6 +62,10 @@ class Settings:
     secret_key: str | None = field(default=None, repr=False)
     signing_key_file: Path | None = None
     signing_cert_file: Path | None = None
+    # IDP_SIGNING_PUBLISHED_CERT_FILES: certificates published beside IDP_SIGNING_CERT_FILE (comma-separated),
+    # never signed with: the next key's before the files are swapped, the previous key's after. A key kept in
+    # files then rotates with an overlap, as `idp keys rotate` does on the data dir.
+    signing_published_cert_files: str | None = None
     # IDP_EC_SIGNING_KEY_FILE: the ES256 key (PEM, P-256); generated into data_dir when unset. Several
     # instances must share it as they share the RSA key, or one instance's JWKS lacks another's key.
     ec_signing_key_file: Path | None = None
@@ -120,6 +124,11 @@ class Settings:
         parts = urlsplit(self.base_url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
         return f"{parts.hostname}:{port}"
+
+    @property
+    def published_cert_files(self) -> tuple[Path, ...]:
+        return tuple(Path(item.strip()) for item in (self.signing_published_cert_files or "").split(",")
+                     if item.strip())
 
     @property
     def aws_tags(self) -> tuple[tuple[str, str], ...]:
@@ -194,9 +203,13 @@ class Settings:
             out.append("IDP_SIGNING_KEY_FILE and IDP_SIGNING_CERT_FILE must be set together")
         for label, path in (("IDP_SIGNING_KEY_FILE", self.signing_key_file),
                             ("IDP_SIGNING_CERT_FILE", self.signing_cert_file),
-                            ("IDP_EC_SIGNING_KEY_FILE", self.ec_signing_key_file)):
+                            ("IDP_EC_SIGNING_KEY_FILE", self.ec_signing_key_file),
+                            *(("IDP_SIGNING_PUBLISHED_CERT_FILES", p) for p in self.published_cert_files)):
             if path is not None and not path.is_file():
                 out.append(f"{label}: {path} is not a readable file")
+        if self.published_cert_files and self.signing_key_file is None:
+            out.append("IDP_SIGNING_PUBLISHED_CERT_FILES: only with IDP_SIGNING_KEY_FILE (generated keys rotate with "
+                       "`idp keys rotate`)")
         if self.presets_dir is not None and not self.presets_dir.is_dir():
             out.append(f"IDP_PRESETS_DIR: {self.presets_dir} is not a directory")
         positive = {

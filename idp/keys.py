@@ -7,7 +7,9 @@ rotation). A running server notices a rotation made by the CLI through the manif
 
 There is one ring per key type, managed the same way: RSA (SAML signatures, RS256 ID tokens) in ``keys/`` and
 EC P-256 (ES256 ID tokens) in ``keys/ec/``; either may instead be one key from a file the operator keeps
-(IDP_SIGNING_KEY_FILE with its certificate, IDP_EC_SIGNING_KEY_FILE), which is how several instances share it.
+(IDP_SIGNING_KEY_FILE with its certificate, IDP_EC_SIGNING_KEY_FILE), which is how several instances share it;
+certificates listed in IDP_SIGNING_PUBLISHED_CERT_FILES are published beside the RSA one (a rotation by hand
+with an overlap).
 Each key is parsed once per process, for SAML signatures and as a JWK, since re-parsing a PEM per signature costs a
 factor of 100 (docs/performance.md).
 """
@@ -43,6 +45,7 @@ from idp.config import Settings
 log = logging.getLogger(__name__)
 
 NEXT, ACTIVE, RETIRED = "next", "active", "retired"
+PUBLISHED = "published"  # a certificate from IDP_SIGNING_PUBLISHED_CERT_FILES: in metadata and JWKS, never signing
 # Far longer than anything a key signs lives (ID tokens 10 min, SAML assertions minutes) and than relying
 # parties cache metadata and JWKS for.
 RETIRED_KEY_RETENTION = timedelta(days=1)
@@ -69,8 +72,8 @@ class SigningKey:
 
     @cached_property
     def jwk(self) -> RSAKey | ECKey:
-        """The private key as a JOSE key, parsed once; ``kid`` is what every token header names. An external key
-        has no kid of ours: its RFC 7638 thumbprint is stable and unique."""
+        """The key as a JOSE key, parsed once (private; public only for a PUBLISHED one); ``kid`` is what every
+        token header names. An external key has no kid of ours: its RFC 7638 thumbprint is stable and unique."""
         params: KeyParameters = {"alg": self.alg, "use": "sig"}
         if self.kid != "external":
             params["kid"] = self.kid
@@ -131,6 +134,35 @@ def write_private(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
+
+
+def _published_beside(signing: SigningKey, cert_files: tuple[Path, ...]) -> tuple[SigningKey, ...]:
+    """The keys of IDP_SIGNING_PUBLISHED_CERT_FILES, as published-only keys (their public keys stand in for the
+    private ones); the signing key's own certificate, or one listed twice, once."""
+    if not cert_files:
+        return ()
+    seen = {_public_der(x509.load_pem_x509_certificate(signing.cert_pem).public_key())}
+    out: list[SigningKey] = []
+    for path in cert_files:
+        try:
+            cert = x509.load_pem_x509_certificate(path.read_bytes())
+        except OSError as exc:
+            raise KeyError_(f"cannot read {exc.filename}: {exc.strerror}") from exc
+        except ValueError as exc:
+            raise KeyError_(f"IDP_SIGNING_PUBLISHED_CERT_FILES: {path} is not a PEM certificate") from exc
+        public = cert.public_key()
+        if not isinstance(public, rsa.RSAPublicKey):
+            raise KeyError_(f"IDP_SIGNING_PUBLISHED_CERT_FILES: {path} does not hold an RSA key")
+        der = _public_der(public)
+        if der not in seen:
+            seen.add(der)
+            pem = public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            out.append(SigningKey("external", PUBLISHED, pem, cert.public_bytes(serialization.Encoding.PEM)))
+    return tuple(out)
+
+
+def _public_der(key: Any) -> bytes:
+    return bytes(key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo))
 
 
 def generate_key_pair(common_name: str, kind: str = RSA) -> tuple[bytes, bytes]:
@@ -224,14 +256,17 @@ class KeyStore:
         """The operator's key (and certificate) files, read again when they are replaced (a rotated Kubernetes
         Secret, say), so that every worker signs with and publishes the new key without a restart. Files that do
         not make a valid pair yet (one replaced, not the other) leave the key in use as it is, with an error."""
-        # Only the RSA key goes into SAML metadata, so only it comes with a certificate.
+        # Only the RSA key goes into SAML metadata, so only it comes with a certificate, and certificates to
+        # publish beside it.
         cert_file = self.settings.signing_cert_file if self.kind == RSA else None
-        stamp = (files.stamp(self.key_file), files.stamp(cert_file))
+        published = self.settings.published_cert_files if self.kind == RSA else ()
+        stamp = (files.stamp(self.key_file), files.stamp(cert_file), *(files.stamp(f) for f in published))
         if self._ring is not None and stamp in (self._external_stamp, self._refused_stamp):
             return self._ring
         with self._lock:
             try:
-                ring = KeyRing((self._read_external(),))
+                signing = self._read_external()
+                ring = KeyRing((signing, *_published_beside(signing, published)))
             except KeyError_ as exc:
                 if self._ring is None:
                     raise

@@ -154,20 +154,44 @@ def test_key_files_replaced_in_place_are_signed_with_and_published_without_a_res
     ("garbage key", "IDP_SIGNING_KEY_FILE: {key} is not an unencrypted PEM private key"),
     ("garbage cert", "IDP_SIGNING_CERT_FILE: {cert} is not a PEM certificate"),
     ("mismatch", "IDP_SIGNING_CERT_FILE: {cert} does not match the key in IDP_SIGNING_KEY_FILE"),
+    ("garbage published", "IDP_SIGNING_PUBLISHED_CERT_FILES: {published} is not a PEM certificate"),
+    ("ec published", "IDP_SIGNING_PUBLISHED_CERT_FILES: {published} does not hold an RSA key"),
 ])
 def test_bad_key_files_are_named_at_start_up(make_settings: Callable[..., Settings], tmp_path: Path,
                                              case: str, message: str) -> None:
     key_pem, cert_pem = generate_key_pair("idp")
+    published = tmp_path / "published.crt"
+    published.write_bytes(generate_key_pair("next")[1])
     if case == "garbage key":
         key_pem = b"not a key\n"
     elif case == "garbage cert":
         cert_pem = b"-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n"
-    else:
+    elif case == "mismatch":
         cert_pem = generate_key_pair("someone else")[1]
+    elif case == "garbage published":
+        published.write_bytes(b"not a certificate\n")
+    else:
+        published.write_bytes(generate_key_pair("next", EC)[1])
     key, cert = write_pair(tmp_path, key_pem, cert_pem)
     with pytest.raises(KeyError_) as info:
-        create_app(make_settings(signing_key_file=key, signing_cert_file=cert))
-    assert str(info.value) == message.format(key=key, cert=cert)
+        create_app(make_settings(signing_key_file=key, signing_cert_file=cert,
+                                 signing_published_cert_files=str(published)))
+    assert str(info.value) == message.format(key=key, cert=cert, published=published)
+
+
+def test_published_certificates_are_in_metadata_once_and_never_signed_with(
+        make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    key, cert = write_pair(tmp_path, *generate_key_pair("idp"))
+    published = tmp_path / "published.crt"
+    published.write_bytes(generate_key_pair("next")[1])
+    # The signing certificate listed too (left there after a swap) and one listed twice: each published once.
+    listed = f"{published},{cert},{published}"
+    app = create_app(make_settings(signing_key_file=key, signing_cert_file=cert, signing_published_cert_files=listed))
+    certs = metadata_certs(app)
+    assert len(certs) == 2 and certs[1] in "".join(published.read_text().splitlines())
+    assert signing_cert(app, certs) == certs[0]
+    with app.app_context():
+        assert [k.state for k in keystore().ring().published] == ["active", "published"]
 
 
 def test_the_cli_reports_an_unreadable_key_file_and_exits(tmp_path: Path) -> None:

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from conftest import LiveServer
 from helpers import make_user
 from onelogin.saml2.auth import OneLogin_Saml2_Auth
+from onelogin.saml2.idp_metadata_parser import OneLogin_Saml2_IdPMetadataParser
 from saml_peers import (
     ATTRIBUTE_MAP,
     NAMEID_EMAIL,
@@ -32,7 +36,9 @@ from saml_peers import (
 from sqlalchemy import select
 
 from idp import audit
+from idp.config import Settings
 from idp.extensions import db
+from idp.keys import generate_key_pair
 from idp.saml import providers
 from idp.state import sessions as session_state
 from idp.store import PersistentNameId, User
@@ -238,3 +244,42 @@ def test_encrypted_assertion(idp: Any) -> None:
     assert auth.get_nameid() == "alice"
     assert_alice(auth)
     assert audit.events(type="saml.response")[0].details["encrypted"] is True
+
+
+def test_a_key_kept_in_files_rotates_without_failing_an_sp_that_fetched_the_metadata_before(
+        make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    """IDP_SIGNING_PUBLISHED_CERT_FILES: the next key's certificate is published before the key files are
+    swapped (as a rotated Kubernetes Secret lands), so a python3-saml SP that fetched the metadata before the
+    swap accepts what the new key signs after it; the old certificate stays published beside the new one."""
+    old_key, old_cert = generate_key_pair("127.0.0.1")
+    new_key, new_cert = generate_key_pair("127.0.0.1")
+    key, cert, published = tmp_path / "idp.key", tmp_path / "idp.crt", tmp_path / "published.crt"
+    key.write_bytes(old_key)
+    key.chmod(0o600)
+    cert.write_bytes(old_cert)
+    published.write_bytes(new_cert)
+    server = LiveServer(make_settings, signing_key_file=key, signing_cert_file=cert,
+                        signing_published_cert_files=str(published))
+    try:
+        with server.app.app_context():
+            make_user("alice", PASSWORD, groups=["admins", "staff"], email="alice@example.test",
+                      display_name="Alice Liddell")
+            sp = make_sp(server)  # its metadata fetched now, once
+            signing = OneLogin_Saml2_IdPMetadataParser.parse(idp_metadata(server.url).decode())["idp"]
+            assert len(signing["x509certMulti"]["signing"]) == 2
+            assert len(rsa_kids(server.url)) == 2
+            redirect_sign_in(requests.Session(), sp)  # signed with the old key
+
+            key.write_bytes(new_key)
+            cert.write_bytes(new_cert)
+            published.write_bytes(old_cert)
+            assert_alice(redirect_sign_in(requests.Session(), sp))  # signed with the new one, still accepted
+            assert len(rsa_kids(server.url)) == 2  # ID tokens the old key signed still verify
+    finally:
+        server.stop()
+        with server.app.app_context():
+            db.engine.dispose()
+
+
+def rsa_kids(base: str) -> list[str]:
+    return [k["kid"] for k in requests.get(f"{base}/oauth/jwks", timeout=10).json()["keys"] if k["kty"] == "RSA"]

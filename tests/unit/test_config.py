@@ -54,6 +54,20 @@ def test_every_problem_reported_at_once() -> None:
     assert len(err.value.problems) == 8
 
 
+def test_published_certificates_are_files_and_go_with_a_key_kept_in_files(tmp_path: Path) -> None:
+    cert = tmp_path / "next.crt"
+    cert.write_text("a certificate")
+    settings = Settings.from_env({"IDP_SIGNING_KEY_FILE": str(cert), "IDP_SIGNING_CERT_FILE": str(cert),
+                                  "IDP_SIGNING_PUBLISHED_CERT_FILES": f" {cert} ,{cert},"})
+    assert settings.published_cert_files == (cert, cert)
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({"IDP_SIGNING_PUBLISHED_CERT_FILES": f"{cert},/nonexistent/old.crt"})
+    assert err.value.problems == [
+        "IDP_SIGNING_PUBLISHED_CERT_FILES: /nonexistent/old.crt is not a readable file",
+        "IDP_SIGNING_PUBLISHED_CERT_FILES: only with IDP_SIGNING_KEY_FILE (generated keys rotate with "
+        "`idp keys rotate`)"]
+
+
 def test_a_yes_or_no_setting_takes_the_usual_words_and_refuses_others() -> None:
     for raw, meant in (("false", False), ("0", False), ("Off", False), (" no", False), ("TRUE", True), ("1", True)):
         assert Settings.from_env({"IDP_DATABASE_PREPARED_STATEMENTS": raw}).database_prepared_statements is meant
