@@ -118,14 +118,13 @@ def make_settings(
     return make
 
 
-@pytest.fixture
-def make_app(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., Flask]]:
-    """Apps beside the test's own (other instances, another process's view of the data dir), made from
-    ``make_settings(**overrides)``; their database connections are closed after the test."""
+def apps_from(settings: Callable[..., Settings]) -> Iterator[Callable[..., Flask]]:
+    """For a fixture to yield from: a maker of apps from ``settings(**overrides)``, whose database connections are
+    closed after the test."""
     made: list[Flask] = []
 
-    def make(**overrides: object) -> Flask:
-        application = create_app(make_settings(**overrides))
+    def make(**overrides: Any) -> Flask:
+        application = create_app(settings(**overrides))
         application.config["TESTING"] = True
         made.append(application)
         return application
@@ -134,6 +133,12 @@ def make_app(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., F
     for application in made:
         with application.app_context():
             db.engine.dispose()
+
+
+@pytest.fixture
+def make_app(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., Flask]]:
+    """Apps beside the test's own (other instances, another process's view of the data dir)."""
+    yield from apps_from(make_settings)
 
 
 @pytest.fixture

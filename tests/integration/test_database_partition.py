@@ -7,14 +7,14 @@ nothing acknowledges here: this module's own PostgreSQL is cut off by dropping i
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from conftest import PG_URL
+from conftest import PG_URL, apps_from
 from flask import Flask
 from flask.testing import FlaskClient
 from helpers import DEFAULT_PASSWORD, Aside, login, migrate
@@ -23,10 +23,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 from werkzeug.test import TestResponse
 
-from idp import create_app
 from idp.config import Settings
 from idp.database import CONNECT_TIMEOUT
-from idp.extensions import db
 
 # Once, in the PostgreSQL pass, which runs alone: the cut changes the loopback's queueing for its duration.
 pytestmark = pytest.mark.skipif(not PG_URL, reason="runs in the PostgreSQL pass (IDP_TEST_DATABASE_URL)")
@@ -52,20 +50,9 @@ def pg(signing_files: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactor
 @pytest.fixture
 def app_on(pg: PostgresServer, tmp_path: Path, signing_files: tuple[Path, Path]) -> Iterator[Callable[..., Flask]]:
     """An app on this module's server with the bound, and these settings."""
-    made: list[Flask] = []
-
-    def make(**overrides: Any) -> Flask:
-        application = create_app(Settings(
-            data_dir=tmp_path, database_url=pg.url, signing_key_file=signing_files[0],
-            signing_cert_file=signing_files[1], database_network_timeout_seconds=BOUND, **overrides))
-        application.config["TESTING"] = True
-        made.append(application)
-        return application
-
-    yield make
-    for application in made:
-        with application.app_context():
-            db.engine.dispose()
+    yield from apps_from(functools.partial(
+        Settings, data_dir=tmp_path, database_url=pg.url, signing_key_file=signing_files[0],
+        signing_cert_file=signing_files[1], database_network_timeout_seconds=BOUND))
 
 
 def assert_unavailable(resp: TestResponse) -> None:
