@@ -1,6 +1,7 @@
 """Readiness: the database answers ``SELECT 1``, Redis (when ``IDP_REDIS_URL`` is set) answers ``PING``, and
 every configured LDAP / AD directory has a server that accepts a connection and its service bind (the probe
-``idp directory test`` runs), each within a short timeout, checked at once.
+``idp directory test`` runs), each within a short timeout, checked at once. A directory set to ``readiness:
+false`` is probed and shown, not counted.
 
 Requests that arrive while a check runs share its answer: however many ask at once, a process probes each
 dependency once at a time.
@@ -46,11 +47,12 @@ class Readiness:
     database: str
     directories: dict[str, str] = field(default_factory=dict)
     redis: str | None = None  # None: not configured, state lives in the database
+    uncounted: frozenset[str] = frozenset()  # directories set to ``readiness: false``: shown, not counted
 
     @property
     def ready(self) -> bool:
         return (self.database == OK and self.redis in (OK, None)
-                and all(v == OK for v in self.directories.values()))
+                and all(v == OK for name, v in self.directories.items() if name not in self.uncounted))
 
 
 @dataclass
@@ -105,7 +107,8 @@ def _check() -> Readiness:
     answered = _within(TIMEOUT + 0.5, probes) if probes else {}
     directories = {name: OK if any(answered[label] == OK for label in labels) else ERROR
                    for name, labels in servers.items()}
-    return Readiness(database, directories, found.get("redis"))
+    uncounted = frozenset(i.name for i in items if i.cfg is not None and not i.cfg.readiness)
+    return Readiness(database, directories, found.get("redis"), uncounted)
 
 
 def _select_one(engine: Engine) -> None:

@@ -43,6 +43,8 @@ def readyz() -> tuple[Response, int]:
     if found.redis is not None:
         checks["redis"] = found.redis
     checks["directories"] = found.directories
+    if found.uncounted:
+        checks["not_counted"] = sorted(found.uncounted)
     body = {"status": "ready" if found.ready else "unavailable", "checks": checks}
     resp = jsonify(body)
     if found.database == health.OK:

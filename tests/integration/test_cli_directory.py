@@ -89,6 +89,13 @@ def test_add_probes_first_and_refuses_a_directory_no_server_of_which_answers(
     assert runner.invoke(cli, ["directory", "add", "far", "--url", closed_port_url(), "--base-dn", slapd.base_dn,
                                "--no-probe"]).exit_code == 0
     assert client.get("/readyz").status_code == 503
+    # Or stores it not to count for readiness: shown there, and its outage is its own users' only.
+    assert runner.invoke(cli, ["directory", "remove", "far"]).exit_code == 0
+    assert runner.invoke(cli, ["directory", "add", "far", "--url", closed_port_url(), "--base-dn", slapd.base_dn,
+                               "--no-probe", "--no-readiness"]).exit_code == 0
+    assert "readiness: False" in runner.invoke(cli, ["directory", "show", "far"]).output
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.get_json()["checks"]["not_counted"] == ["far"]
 
 
 def test_test_reports_every_failure_and_exits_non_zero(app: Flask, runner: FlaskCliRunner, slapd: Slapd) -> None:

@@ -176,6 +176,17 @@ def test_readyz_is_503_while_a_directory_is_down(
     assert down_url.split("//")[1] not in resp.get_data(as_text=True)
 
 
+def test_a_directory_set_not_to_count_is_shown_and_leaves_the_instance_ready(
+        with_directories: Callable[..., Flask], slapd: Slapd, tmp_path: Path) -> None:
+    # readiness: false, for a directory whose outage should not take the site (and the admin UI) away.
+    app = with_directories(directory_config(slapd, tmp_path, "corp"),
+                           directory_config(slapd, tmp_path, "partners", urls=[closed_port_url()], readiness=False))
+    resp = app.test_client().get("/readyz")
+    assert resp.status_code == 200
+    assert resp.get_json() == {"status": "ready", "checks": {
+        **stores(), "directories": {"corp": "ok", "partners": "error"}, "not_counted": ["partners"]}}
+
+
 def test_readyz_answers_quickly_while_a_directory_hangs(
         with_directories: Callable[..., Flask], slapd: Slapd, tmp_path: Path) -> None:
     proxy = SlowProxy(slapd.ldap_url, delay=10)  # accepts, then answers nothing for 10 s

@@ -56,11 +56,14 @@ def directory() -> None:
               help="Route user@D and D\\user here (repeatable).")
 @click.option("--no-probe", is_flag=True,
               help="Store it even if no server answers from here (/readyz reports unready until one does).")
+@click.option("--no-readiness", is_flag=True,
+              help="Do not count it in /readyz: while it is down, its users cannot sign in, everyone else can.")
 def directory_add(name: str, kind: str, urls: tuple[str, ...], base_dn: str, bind_dn: str | None,
                   bind_password_stdin: bool, bind_password_file: Path | None, user_filter: str | None,
                   username_attribute: str | None, group_mode: str | None, ca_file: Path | None, start_tls: bool,
                   tls_server_name: str | None, timeout: float | None, group_cache_seconds: int | None,
-                  revalidate_seconds: int | None, domains: tuple[str, ...], no_probe: bool) -> None:
+                  revalidate_seconds: int | None, domains: tuple[str, ...], no_probe: bool,
+                  no_readiness: bool) -> None:
     """Add an LDAP directory or an Active Directory domain to the sign-in chain."""
     if bind_password_stdin and bind_password_file:
         raise click.UsageError("use --bind-password-stdin or --bind-password-file, not both")
@@ -76,11 +79,12 @@ def directory_add(name: str, kind: str, urls: tuple[str, ...], base_dn: str, bin
         "tls_server_name": tls_server_name, "timeout": timeout,
         "group_cache_seconds": group_cache_seconds,
         "revalidate_seconds": revalidate_seconds, "domains": list(domains) or None,
+        "readiness": False if no_readiness else None,
     }
     if bind_password_file is not None:
         values["bind_password_file"] = str(bind_password_file.resolve())
-    unanswered = admin.add(name, kind, {k: v for k, v in values.items() if v is not None}, password, actor=actor(),
-                      probe=not no_probe)
+    unanswered = admin.add(name, kind, {k: v for k, v in values.items() if v is not None}, password,
+                           actor=actor(), probe=not no_probe)
     db.session.commit()
     for server in unanswered:
         click.echo(f"warning: {server}", err=True)

@@ -67,6 +67,10 @@ class DirectoryConfig:
     # A session, refresh token or userinfo call of this directory's user is checked against the directory again
     # (still there, not disabled, current groups) once the last check is this old; 0: at every use.
     revalidate_seconds: int = 300
+    # /readyz counts this directory: while none of its servers answers, every instance is unready, and its load
+    # balancer sends nobody, users of other directories and the admin UI included. False: probed and shown in
+    # the readiness answer, not counted (its users get "directory unavailable" at sign-in meanwhile).
+    readiness: bool = True
     ca_file: Path | None = None
     start_tls: bool = False
     tls_verify: bool = True
