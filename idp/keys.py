@@ -136,29 +136,41 @@ def write_private(path: Path, data: bytes) -> None:
         fh.write(data)
 
 
-def _published_beside(signing: SigningKey, cert_files: tuple[Path, ...]) -> tuple[SigningKey, ...]:
+def _published_beside(signing: SigningKey, cert_files: tuple[Path, ...], *, strict: bool) -> tuple[SigningKey, ...]:
     """The keys of IDP_SIGNING_PUBLISHED_CERT_FILES, as published-only keys (their public keys stand in for the
-    private ones); the signing key's own certificate, or one listed twice, once."""
+    private ones); the signing key's own certificate, or one listed twice, once. A file that does not hold an RSA
+    certificate is KeyError_ when ``strict``, else left out with an error in the log."""
     if not cert_files:
         return ()
     seen = {_public_der(x509.load_pem_x509_certificate(signing.cert_pem).public_key())}
     out: list[SigningKey] = []
     for path in cert_files:
         try:
-            cert = x509.load_pem_x509_certificate(path.read_bytes())
-        except OSError as exc:
-            raise KeyError_(f"cannot read {exc.filename}: {exc.strerror}") from exc
-        except ValueError as exc:
-            raise KeyError_(f"IDP_SIGNING_PUBLISHED_CERT_FILES: {path} is not a PEM certificate") from exc
+            cert = _published_cert(path)
+        except KeyError_ as exc:
+            if strict:
+                raise
+            log.error("%s; not published", exc)
+            continue
         public = cert.public_key()
-        if not isinstance(public, rsa.RSAPublicKey):
-            raise KeyError_(f"IDP_SIGNING_PUBLISHED_CERT_FILES: {path} does not hold an RSA key")
         der = _public_der(public)
         if der not in seen:
             seen.add(der)
             pem = public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
             out.append(SigningKey("external", PUBLISHED, pem, cert.public_bytes(serialization.Encoding.PEM)))
     return tuple(out)
+
+
+def _published_cert(path: Path) -> x509.Certificate:
+    try:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+    except OSError as exc:
+        raise KeyError_(f"IDP_SIGNING_PUBLISHED_CERT_FILES: cannot read {exc.filename}: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise KeyError_(f"IDP_SIGNING_PUBLISHED_CERT_FILES: {path} is not a PEM certificate") from exc
+    if not isinstance(cert.public_key(), rsa.RSAPublicKey):
+        raise KeyError_(f"IDP_SIGNING_PUBLISHED_CERT_FILES: {path} does not hold an RSA key")
+    return cert
 
 
 def _public_der(key: Any) -> bytes:
@@ -266,7 +278,9 @@ class KeyStore:
         with self._lock:
             try:
                 signing = self._read_external()
-                ring = KeyRing((signing, *_published_beside(signing, published)))
+                # Once running, a published file gone or not a certificate is left out, not the reason to keep
+                # the old ring: that would also keep the old signing key through a swap of the key files.
+                ring = KeyRing((signing, *_published_beside(signing, published, strict=self._ring is None)))
             except KeyError_ as exc:
                 if self._ring is None:
                     raise

@@ -107,7 +107,8 @@ def _check() -> Readiness:
     answered = _within(TIMEOUT + 0.5, probes) if probes else {}
     directories = {name: OK if any(answered[label] == OK for label in labels) else ERROR
                    for name, labels in servers.items()}
-    uncounted = frozenset(i.name for i in items if i.cfg is not None and not i.cfg.readiness)
+    uncounted = frozenset(i.name for i in items if i.name in directories
+                          and not (i.cfg.readiness if i.cfg is not None else i.counted))
     return Readiness(database, directories, found.get("redis"), uncounted)
 
 

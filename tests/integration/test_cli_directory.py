@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from flask import Flask
@@ -61,7 +62,7 @@ def test_add_list_show_test_and_sign_in(app: Flask, runner: FlaskCliRunner, clie
 
 
 def test_add_probes_first_and_refuses_a_directory_no_server_of_which_answers(
-        app: Flask, runner: FlaskCliRunner, client: FlaskClient, slapd: Slapd) -> None:
+        app: Flask, runner: FlaskCliRunner, client: FlaskClient, slapd: Slapd, tmp_path: Path) -> None:
     # /readyz counts every configured directory: one stored with a wrong password or URL would take every
     # instance out of its load balancer. Refused instead, with each server's answer, and nothing stored.
     args = ["directory", "add", "corp", "--url", slapd.ldap_url, "--url", closed_port_url(), "--base-dn",
@@ -91,11 +92,17 @@ def test_add_probes_first_and_refuses_a_directory_no_server_of_which_answers(
     assert client.get("/readyz").status_code == 503
     # Or stores it not to count for readiness: shown there, and its outage is its own users' only.
     assert runner.invoke(cli, ["directory", "remove", "far"]).exit_code == 0
+    ca = tmp_path / "far-ca.pem"
+    ca.write_bytes(slapd.ca_file.read_bytes())
     assert runner.invoke(cli, ["directory", "add", "far", "--url", closed_port_url(), "--base-dn", slapd.base_dn,
-                               "--no-probe", "--no-readiness"]).exit_code == 0
+                               "--ca-file", str(ca), "--no-probe", "--no-readiness"]).exit_code == 0
     assert "readiness: False" in runner.invoke(cli, ["directory", "show", "far"]).output
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.get_json()["checks"]["not_counted"] == ["far"]
+    # Still not counted once its settings no longer check out (its CA file gone).
+    ca.unlink()
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.get_json()["checks"]["directories"]["far"] == "error"
 
 
 def test_test_reports_every_failure_and_exits_non_zero(app: Flask, runner: FlaskCliRunner, slapd: Slapd) -> None:

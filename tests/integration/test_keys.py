@@ -194,6 +194,24 @@ def test_published_certificates_are_in_metadata_once_and_never_signed_with(
         assert [k.state for k in keystore().ring().published] == ["active", "published"]
 
 
+def test_a_published_certificate_gone_at_runtime_is_left_out_and_holds_up_no_swap(
+        make_app: Callable[..., Flask], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    key, cert = write_pair(tmp_path, *generate_key_pair("idp"))
+    published = tmp_path / "published.crt"
+    published.write_bytes(generate_key_pair("old")[1])
+    app = make_app(signing_key_file=key, signing_cert_file=cert, signing_published_cert_files=str(published))
+    assert len(metadata_certs(app)) == 2
+    # The old certificate deleted but still listed, then the pair swapped: the swap takes.
+    published.unlink()
+    new_key, new_cert = generate_key_pair("idp, next")
+    key.write_bytes(new_key)
+    cert.write_bytes(new_cert)
+    (only,) = metadata_certs(app)
+    assert only in "".join(new_cert.decode().splitlines()) and signing_cert(app, [only]) == only
+    assert f"IDP_SIGNING_PUBLISHED_CERT_FILES: cannot read {published}" in caplog.text
+    assert "; not published" in caplog.text
+
+
 def test_the_cli_reports_an_unreadable_key_file_and_exits(tmp_path: Path) -> None:
     key, cert = write_pair(tmp_path, b"garbage", generate_key_pair("idp")[1])
     env = {**os.environ, "IDP_DATA_DIR": str(tmp_path / "inst"), "IDP_SIGNING_KEY_FILE": str(key),

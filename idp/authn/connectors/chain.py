@@ -54,13 +54,16 @@ class Configured:
     origin: str
     name: str
     problems: tuple[str, ...] = ()
+    # Whether /readyz counts it, as stored, so that it holds while the rest no longer checks out (a CA file gone).
+    counted: bool = True
 
 
 def from_row(row: Directory | Row[Any]) -> Configured:
     # Parsed at every read: the check looks at files too (a CA file overwritten since is caught).
     cfg, problems = parse_entry({"name": row.name, "type": row.type, **(row.settings or {})}, "database",
                                 secret_stored=row.bind_password_encrypted is not None)
-    return Configured(cfg, row.bind_password_encrypted, "database", row.name, tuple(problems))
+    return Configured(cfg, row.bind_password_encrypted, "database", row.name, tuple(problems),
+                      counted=(row.settings or {}).get("readiness") is not False)
 
 
 _DIRECTORIES = Directory.__table__

@@ -55,7 +55,8 @@ def directory() -> None:
 @click.option("--domain", "domains", multiple=True, metavar="D",
               help="Route user@D and D\\user here (repeatable).")
 @click.option("--no-probe", is_flag=True,
-              help="Store it even if no server answers from here (/readyz reports unready until one does).")
+              help="Store it even if no server answers from here (/readyz, where it counts, reports unready until "
+                   "one does).")
 @click.option("--no-readiness", is_flag=True,
               help="Do not count it in /readyz: while it is down, its users cannot sign in, everyone else can.")
 def directory_add(name: str, kind: str, urls: tuple[str, ...], base_dn: str, bind_dn: str | None,
