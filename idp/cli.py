@@ -173,7 +173,8 @@ def keys_list() -> None:
     """Show the keys and their states."""
     for k in (RSA, EC):
         for key in keystore(k).ring().published:
-            click.echo(f"{key.kid}\t{key.state}\t{k}")
+            # The key id tokens and JWKS name it by: a key from files has no kid of ours, but its thumbprint.
+            click.echo(f"{key.jwk_kid}\t{key.state}\t{k}")
 
 
 

@@ -191,7 +191,11 @@ def test_published_certificates_are_in_metadata_once_and_never_signed_with(
     assert len(certs) == 2 and certs[1] in "".join(published.read_text().splitlines())
     assert signing_cert(app, certs) == certs[0]
     with app.app_context():
-        assert [k.state for k in keystore().ring().published] == ["active", "published"]
+        ring = keystore().ring().published
+    assert [k.state for k in ring] == ["active", "published"]
+    # Listed by the ids their JWKS entries carry (both would be "external" otherwise).
+    listed = app.test_cli_runner().invoke(cli, ["keys", "list"]).output.splitlines()
+    assert listed[:2] == [f"{ring[0].jwk_kid}\tactive\trsa", f"{ring[1].jwk_kid}\tpublished\trsa"]
 
 
 def test_a_published_certificate_gone_at_runtime_is_left_out_and_holds_up_no_swap(
