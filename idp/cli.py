@@ -179,9 +179,9 @@ def keys_list() -> None:
 
 
 _RELATIVE = re.compile(r"(\d+)\s*([smhdw])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 # audit prune refuses a newer time without --force.
 _PRUNE_FLOOR = timedelta(days=1)
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
 def parse_since(value: str, option: str = "--since") -> datetime:

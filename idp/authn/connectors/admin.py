@@ -29,8 +29,8 @@ def add(name: str, kind: str, values: dict[str, Any], bind_password: str | None,
     "url: why" for each of its servers that did not answer the probe (others did).
 
     With ``probe``, first each server is asked what /readyz asks (connect, StartTLS, the service bind), and the
-    directory is refused when none answers: readiness counts every configured directory, so a typo in a URL or
-    password stored here would take every instance out of its load balancer, the admin UI included."""
+    directory is refused when none answers: readiness counts a directory (unless it is set not to), so a typo in
+    a URL or password stored here would take every instance out of its load balancer, the admin UI included."""
     if name == LOCAL:
         raise BadRequest("'local' is the built-in directory")
     cfg, problems = parse_entry({"name": name, "type": kind, **values}, "directory",
