@@ -168,6 +168,19 @@ def keys_rotate(kind: str) -> None:
         raise click.ClickException("\n".join(unaudited))
 
 
+@cli.command("instances")
+def instances_list() -> None:
+    """The instances that served from this database in the last day, and whether each has this command's secret
+    key and keys (run it where an instance runs, with its settings)."""
+    from idp.ops import instances
+
+    now = clock.now()
+    for found in instances.seen():
+        ago = int((now - found.seen_at).total_seconds())
+        agrees = "differs: " + ", ".join(found.differences) if found.differences else "same secret key and keys"
+        click.echo(f"{found.instance.id}\t{found.instance.host}\tseen {ago}s ago\t{agrees}")
+
+
 @keys.command("list")
 def keys_list() -> None:
     """Show the keys and their states."""

@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from flask import Flask, Response, current_app
 from sqlalchemy import delete, insert, select, update
@@ -80,6 +80,28 @@ def announce_after(response: Response) -> None:
                 _announce(state)
 
         response.call_on_close(run)
+
+
+@dataclass(frozen=True)
+class Seen:
+    instance: Instance
+    seen_at: datetime
+    differences: list[str]  # what sets it apart from this process's settings: "secret key", "keys"
+
+
+def seen() -> list[Seen]:
+    """Every instance that announced itself in the last FORGET, newest first, compared with this process's own
+    settings (``idp instances``, run where an instance runs, with its settings)."""
+    me = _this("this command")
+    rows = db.session.execute(select(_T.c.id, _T.c.host, _T.c.secret_check, _T.c.signing_keys, _T.c.published_keys,
+                                     _T.c.seen_at).where(_T.c.seen_at >= clock.now() - FORGET)
+                              .order_by(_T.c.seen_at.desc(), _T.c.id))
+    out: list[Seen] = []
+    for row in rows:
+        other = Instance(*row[:5])
+        kinds = ["secret key" if what.startswith("secret") else "keys" for what, _ in _differences(me, other)]
+        out.append(Seen(other, row.seen_at, kinds))
+    return out
 
 
 def _state(app: Flask) -> _State:

@@ -11,6 +11,7 @@ import pytest
 from conftest import Clock
 from flask import Flask
 
+from idp.cli import cli
 from idp.config import Settings
 from idp.keys import EC
 from idp.ops import instances
@@ -46,6 +47,13 @@ def test_instances_without_the_same_secret_key_or_signing_keys_are_named_in_a_wa
     assert all("Give every instance the same IDP_SECRET_KEY" in w for w in secret)
     assert all(", rsa:" in w and "IDP_SIGNING_KEY_FILE" in w for w in keys)
     assert "another-secret" not in caplog.text and "test-secret-key" not in caplog.text
+
+    # `idp instances`, run with the first's settings, lists all three and says which differ from it, and how.
+    listed = first.test_cli_runner().invoke(cli, ["instances"]).output.splitlines()
+    assert len(listed) == 3, listed
+    by_id = {line.split("\t")[0]: line.split("\t")[3] for line in listed}
+    assert by_id[instance_id(first)] == by_id[instance_id(twin)] == "same secret key and keys"
+    assert by_id[instance_id(stranger)] == "differs: secret key, keys"
 
     # Said once per instance and difference in a process; the others find it too.
     caplog.clear()
