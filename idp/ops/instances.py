@@ -6,7 +6,7 @@ balancer every other request fails, in ways that look like anything but this.
 So each ``idp serve`` announces itself in the database, at start and with each readiness check (at most every
 EVERY seconds a process): a random id, its host, an HMAC of a fixed text with its secret key, and the keys it signs
 with and publishes. It compares itself with the instances seen in the last LIVE minutes and logs a warning, once
-per instance and difference, saying what differs and what to do. Readiness is not changed: a new secret or new
+per process, instance and difference, saying what differs and what to do. Readiness is not changed: a new secret or new
 key files roll through the instances one at a time, and taking them out of the load balancer would stall that.
 Keys rotated with ``idp keys rotate`` raise nothing: each key is published before it signs, and after.
 """

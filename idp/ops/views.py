@@ -1,6 +1,7 @@
 """``/healthz``, ``/readyz`` and ``/metrics``.
 
-Each ``/readyz`` answer is also when this instance announces itself to the others (idp.ops.instances).
+A ``/readyz`` answer is also when this instance announces itself to the others (idp.ops.instances): once it is
+sent, when the database answered, at most every 30 s.
 
 ``/readyz`` and ``/metrics`` are for the kubelet and Prometheus, which ask a pod directly. Behind trusted proxies
 (``IDP_TRUSTED_PROXY_HOPS`` above 0) a request carrying X-Forwarded-For came in through them, from the public

@@ -284,8 +284,8 @@ def _namespace(sp: RegisteredSp) -> str:
 
 def _consume_request_id(sp: RegisteredSp, request_id: str, now: datetime) -> None:
     cfg = settings()
-    # Kept for as long as a request with this ID could still pass the IssueInstant check. In the database the
-    # claim commits with the response (or the parked request): an error before that leaves the ID unused.
+    # Kept for as long as a request with this ID could still pass the IssueInstant check. The claim commits with
+    # the response (or the parked request), in the database or Redis: an error before that leaves the ID unused.
     keep = timedelta(seconds=2 * cfg.saml_clock_skew_seconds + cfg.saml_assertion_lifetime_seconds)
     if not once.claim(_namespace(sp), request_id, now + keep):
         raise BadRequest("This sign-in request has already been used; go back to the application and "

@@ -58,7 +58,8 @@ def directory() -> None:
               help="Store it even if no server answers from here (/readyz, where it counts, reports unready until "
                    "one does).")
 @click.option("--no-readiness", is_flag=True,
-              help="Do not count it in /readyz: while it is down, its users cannot sign in, everyone else can.")
+              help="Do not count it in /readyz: while it is down, its users and those of directories after it "
+                   "cannot sign in; local users and those already signed in can.")
 def directory_add(name: str, kind: str, urls: tuple[str, ...], base_dn: str, bind_dn: str | None,
                   bind_password_stdin: bool, bind_password_file: Path | None, user_filter: str | None,
                   username_attribute: str | None, group_mode: str | None, ca_file: Path | None, start_tls: bool,
