@@ -248,33 +248,38 @@ def test_encrypted_assertion(idp: Any) -> None:
 
 def test_a_key_kept_in_files_rotates_without_failing_an_sp_that_fetched_the_metadata_before(
         make_settings: Callable[..., Settings], tmp_path: Path) -> None:
-    """IDP_SIGNING_PUBLISHED_CERT_FILES: the next key's certificate is published before the key files are
-    swapped (as a rotated Kubernetes Secret lands), so a python3-saml SP that fetched the metadata before the
-    swap accepts what the new key signs after it; the old certificate stays published beside the new one."""
+    """IDP_SIGNING_PUBLISHED_CERT_FILES, as deploy/README.md has it: two files set once, next and previous, both
+    holding the current certificate. The new certificate goes into next, then the signing pair is swapped (as a
+    rotated Kubernetes Secret lands): a python3-saml SP that fetched the metadata in between accepts what the new
+    key signs, and previous keeps the old certificate published for what it signed."""
     old_key, old_cert = generate_key_pair("127.0.0.1")
     new_key, new_cert = generate_key_pair("127.0.0.1")
-    key, cert, published = tmp_path / "idp.key", tmp_path / "idp.crt", tmp_path / "published.crt"
+    key, cert = tmp_path / "idp.key", tmp_path / "idp.crt"
     key.write_bytes(old_key)
     key.chmod(0o600)
     cert.write_bytes(old_cert)
-    published.write_bytes(new_cert)
+    following, previous = tmp_path / "next.crt", tmp_path / "previous.crt"
+    for published in (following, previous):
+        published.write_bytes(old_cert)
     server = LiveServer(make_settings, signing_key_file=key, signing_cert_file=cert,
-                        signing_published_cert_files=str(published))
+                        signing_published_cert_files=f"{following},{previous}")
     try:
         with server.app.app_context():
             make_user("alice", PASSWORD, groups=["admins", "staff"], email="alice@example.test",
                       display_name="Alice Liddell")
+            assert len(rsa_kids(server.url)) == 1  # at rest: the current certificate, once
+            following.write_bytes(new_cert)
             sp = make_sp(server)  # its metadata fetched now, once
             signing = OneLogin_Saml2_IdPMetadataParser.parse(idp_metadata(server.url).decode())["idp"]
             assert len(signing["x509certMulti"]["signing"]) == 2
-            assert len(rsa_kids(server.url)) == 2
             redirect_sign_in(requests.Session(), sp)  # signed with the old key
 
             key.write_bytes(new_key)
             cert.write_bytes(new_cert)
-            published.write_bytes(old_cert)
             assert_alice(redirect_sign_in(requests.Session(), sp))  # signed with the new one, still accepted
-            assert len(rsa_kids(server.url)) == 2  # ID tokens the old key signed still verify
+            assert len(rsa_kids(server.url)) == 2  # the old one still published: ID tokens it signed verify
+            previous.write_bytes(new_cert)
+            assert len(rsa_kids(server.url)) == 1
     finally:
         server.stop()
         with server.app.app_context():
