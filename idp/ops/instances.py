@@ -13,11 +13,13 @@ Keys rotated with ``idp keys rotate`` raise nothing: each key is published befor
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -29,6 +31,7 @@ from idp import clock
 from idp.errors import first_line
 from idp.extensions import db
 from idp.keys import EC, RSA, KeyError_
+from idp.observers import Observers
 from idp.runtime import keyed_digest, keystore
 from idp.state import changed
 from idp.store import InstanceRow
@@ -40,6 +43,12 @@ FORGET = timedelta(days=1)  # nor kept
 EVERY = 30.0  # seconds between a process's announcements
 _T = InstanceRow.__table__
 _STATE = "idp.instance"
+# Told the kind ("secret" or "keys") of each difference as it is first logged (idp.ops.metrics counts them).
+_observers: Observers[Callable[[str], None]] = Observers("instance difference observer")
+
+
+def watch(observer: Callable[[str], None]) -> None:
+    _observers.add(observer)
 
 
 @dataclass
@@ -99,7 +108,7 @@ def seen() -> list[Seen]:
     out: list[Seen] = []
     for row in rows:
         other = Instance(*row[:5])
-        kinds = ["secret key" if what.startswith("secret") else "keys" for what, _ in _differences(me, other)]
+        kinds = ["secret key" if what.startswith("secret ") else "keys" for what, _ in _differences(me, other)]
         out.append(Seen(other, row.seen_at, kinds))
     return out
 
@@ -134,7 +143,12 @@ def _announce(state: _State) -> list[str]:
             if (other.id, difference) not in state.warned:
                 state.warned.add((other.id, difference))
                 log.warning("%s", line)
+                _observers.tell(functools.partial(_tell, difference.partition(" ")[0]))
     return lines
+
+
+def _tell(kind: str, observer: Callable[[str], None]) -> None:
+    observer(kind)
 
 
 def _seen_with(me: Instance) -> list[Instance]:

@@ -27,6 +27,7 @@ from idp.audit import AuditEvent
 from idp.authn import passwords
 from idp.authn.connectors import ldap
 from idp.authn.connectors.settings import NAME as DIRECTORY_NAME
+from idp.ops import instances
 
 if TYPE_CHECKING:
     from prometheus_client import Counter, Histogram
@@ -72,6 +73,10 @@ class _Metrics:
             "idp_directory_errors", "Failed directory operations by directory and kind (timeout, unavailable, tls, "
             "busy, service_bind_refused, error_answer, bad_request, pool_exhausted), one per server that failed.",
             ["directory", "kind"])
+        self.instance_differences: Counter = Counter(
+            "idp_instance_differences", "Instances sharing this database found with another IDP_SECRET_KEY (secret) "
+            "or signing with keys this one does not publish, or the other way round (keys): each counted once per "
+            "process, instance and difference, as it is logged (idp.ops.instances).", ["about"])
         self.password_hash_cpu: Histogram = Histogram(
             "idp_password_hash_cpu_seconds", "CPU time of each argon2id password hash or verification in this "
             "process: the built-in directory's password checks, the hash that equalises the answer for a name no "
@@ -125,10 +130,15 @@ def init_app(app: Flask) -> None:
     audit.listen(count)
     ldap.watch(_DIRECTORIES)
     passwords.watch(_password_hashed)
+    instances.watch(_instance_differs)
 
 
 def _password_hashed(cpu_seconds: float) -> None:
     metrics().password_hash_cpu.observe(cpu_seconds)
+
+
+def _instance_differs(about: str) -> None:
+    metrics().instance_differences.labels(about).inc()
 
 
 # --- audit events -----------------------------------------------------------------------------------------

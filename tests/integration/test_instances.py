@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import Clock
 from flask import Flask
+from prometheus_client import REGISTRY
 
 from idp.cli import cli
 from idp.config import Settings
@@ -39,8 +40,11 @@ def test_instances_without_the_same_secret_key_or_signing_keys_are_named_in_a_wa
     # Readiness is unchanged (a new secret rolls through the instances), but the log says what is wrong, and how
     # to mend it, for each instance it differs from.
     # (It announces once the answer is sent: when the server closes the response.)
+    before = {about: differences(about) for about in ("secret", "keys")}
     assert stranger.test_client().get("/readyz", buffered=True).status_code == 200
     warnings = logged(caplog, 4)
+    # And counts them for Prometheus to alert on.
+    assert {about: differences(about) - n for about, n in before.items()} == {"secret": 2, "keys": 2}
     secret = [w for w in warnings if "has another IDP_SECRET_KEY than this one" in w]
     keys = [w for w in warnings if "sign with keys the other does not publish (ec:" in w]
     assert len(secret) == 2 and len(keys) == 2, warnings
@@ -93,6 +97,10 @@ def logged(caplog: pytest.LogCaptureFixture, count: int) -> list[str]:
     warnings = [r.getMessage() for r in caplog.records if r.name == "idp.ops.instances"]
     assert len(warnings) == count, warnings
     return warnings
+
+
+def differences(about: str) -> float:
+    return REGISTRY.get_sample_value("idp_instance_differences_total", {"about": about}) or 0.0
 
 
 def instance_id(app: Flask) -> str:
