@@ -153,7 +153,7 @@ def keys_rotate(kind: str) -> None:
         try:
             done = store.rotate()
         except KeyError_ as exc:
-            raise click.ClickException(str(exc)) from exc
+            raise click.ClickException("\n".join([*unaudited, str(exc)])) from exc
         # Said first: the key files have changed whatever the database does next, and an operator who ran the
         # command again unaware would move a key published a moment ago to signing.
         click.echo(f"{k}: {done.message}")
@@ -174,9 +174,13 @@ def instances_list() -> None:
     key and keys (run it where an instance runs, with its settings)."""
     from idp.ops import instances
 
+    try:
+        listed = instances.seen()
+    except (KeyError_, OSError, ValueError) as exc:
+        raise click.ClickException(f"cannot read this command's keys to compare with: {first_line(exc)}") from exc
     now = clock.now()
-    for found in instances.seen():
-        ago = int((now - found.seen_at).total_seconds())
+    for found in listed:
+        ago = max(0, int((now - found.seen_at).total_seconds()))
         agrees = "differs: " + ", ".join(found.differences) if found.differences else "same secret key and keys"
         click.echo(f"{found.instance.id}\t{found.instance.host}\tseen {ago}s ago\t{agrees}")
 

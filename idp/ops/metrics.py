@@ -77,6 +77,8 @@ class _Metrics:
             "idp_instance_differences", "Instances sharing this database found with another IDP_SECRET_KEY (secret) "
             "or signing with keys this one does not publish, or the other way round (keys): each counted once per "
             "process, instance and difference, as it is logged (idp.ops.instances).", ["about"])
+        for about in ("secret", "keys"):
+            self.instance_differences.labels(about)  # at 0 from the start, so that a first difference shows as a rise
         self.password_hash_cpu: Histogram = Histogram(
             "idp_password_hash_cpu_seconds", "CPU time of each argon2id password hash or verification in this "
             "process: the built-in directory's password checks, the hash that equalises the answer for a name no "

@@ -484,7 +484,10 @@ def test_metrics_under_idp_serve_sum_every_worker(tmp_path: Path) -> None:
         # (None at all: prometheus_client was imported before `idp serve` set its folder, see idp.ops.metrics.)
         assert len(list(folder.glob("histogram_*.db"))) == 2, "the workers do not share their metrics"
         # One worker answers the scrape, with the requests both served.
-        assert value(scrape_http(served.url), LATENCY + "_count", **HEALTHZ) == sent
+        samples = scrape_http(served.url)
+        assert value(samples, LATENCY + "_count", **HEALTHZ) == sent
+        # Series an alert watches for a rise exist at 0 before anything happens.
+        assert ("idp_instance_differences_total", frozenset({("about", "secret")})) in samples
         assert "/healthz" not in served.output()  # probes stay out of the access log
     assert not folder.exists()  # removed when the server stops
 
