@@ -66,8 +66,7 @@ def _give_back(reservations: list[throttle.Reservation]) -> None:
     with contextlib.suppress(Exception):
         db.session.rollback()
     try:
-        for reservation in reservations:
-            throttle.release(reservation)
+        throttle.release(*reservations)
         db.session.commit()
     except Exception as exc:  # the caller raises the first failure again, which says more (and rolls back)
         log.warning("a sign-in try that failed unjudged stays counted: %s", first_line(exc))
@@ -97,8 +96,7 @@ def sign_in(username: str, password: str, client_ip: str | None) -> SignInResult
     try:
         outcome = chain.check(name, password, items=items, admit=admit)
     except DirectoryUnavailable as exc:
-        for r in reserved:
-            throttle.release(r)
+        throttle.release(*reserved)
         audit.record(AuditEvent(type="login", outcome="failure", username=name, client_ip=client_ip,
                                 reason=exc.reason, details={"source": exc.source} if exc.source else {}))
         return SignInResult(Status.UNAVAILABLE)

@@ -99,10 +99,11 @@ def _reserve(key: str) -> Reservation | None:
     return None if counted is counters.Count.LOCKED else Reservation(key, counted)
 
 
-def release(reservation: Reservation) -> None:
-    """Give back a reserved try that no directory judged (none could be asked, or the user found was locked out
-    under another spelling); a lockout it started ends. Does not commit."""
-    counters.uncount(reservation.key, _limits(settings().login_max_failures), reservation.counted)
+def release(*reservations: Reservation) -> None:
+    """Give back reserved tries that no directory judged (none could be asked, or the user found was locked out
+    under another spelling); a lockout one started ends. Does not commit."""
+    for reservation in reservations:
+        counters.uncount(reservation.key, _limits(settings().login_max_failures), reservation.counted)
 
 
 def register_failure(client_ip: str | None, *reservations: Reservation) -> list[str]:
