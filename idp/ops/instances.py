@@ -42,8 +42,9 @@ LIVE = timedelta(minutes=10)  # an instance not seen for this long is not compar
 FORGET = timedelta(days=1)  # nor kept
 EVERY = 30.0  # seconds between a process's announcements
 _T = InstanceRow.__table__
+_COLUMNS = (_T.c.id, _T.c.host, _T.c.secret_check, _T.c.signing_keys, _T.c.published_keys)  # an Instance's
 _STATE = "idp.instance"
-# Told the kind ("secret" or "keys") of each difference as it is first logged (idp.ops.metrics counts them).
+# Told the kind (SECRET or KEYS) of each difference as it is first logged (idp.ops.metrics counts them).
 _observers: Observers[Callable[[str], None]] = Observers("instance difference observer")
 
 
@@ -56,7 +57,7 @@ class _State:
     id: str = field(default_factory=lambda: secrets.token_hex(8))  # forked workers keep their master's
     lock: threading.Lock = field(default_factory=threading.Lock)
     last: float | None = None
-    warned: set[tuple[str, str]] = field(default_factory=set)
+    warned: set[tuple[str, str, str]] = field(default_factory=set)  # (instance, about, detail) logged
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,17 @@ class Instance:
 
     def signs_unpublished_by(self, other: Instance) -> list[str]:
         return sorted(set(self.signing_keys.split()) - set(other.published_keys.split()))
+
+
+SECRET, KEYS = "secret", "keys"
+_SAID = {SECRET: "secret key", KEYS: "keys"}
+
+
+@dataclass(frozen=True)
+class Difference:
+    about: str  # SECRET or KEYS
+    detail: str  # what exactly differs: a new difference of the same kind is told too
+    line: str  # said to the operator
 
 
 def announce(*, force: bool = False) -> list[str]:
@@ -102,14 +114,12 @@ def seen() -> list[Seen]:
     """Every instance that announced itself in the last FORGET, newest first, compared with this process's own
     settings (``idp instances``, run where an instance runs, with its settings)."""
     me = _this("this command")
-    rows = db.session.execute(select(_T.c.id, _T.c.host, _T.c.secret_check, _T.c.signing_keys, _T.c.published_keys,
-                                     _T.c.seen_at).where(_T.c.seen_at >= clock.now() - FORGET)
+    rows = db.session.execute(select(*_COLUMNS, _T.c.seen_at).where(_T.c.seen_at >= clock.now() - FORGET)
                               .order_by(_T.c.seen_at.desc(), _T.c.id))
     out: list[Seen] = []
     for row in rows:
-        other = Instance(*row[:5])
-        kinds = ["secret key" if what.startswith("secret ") else "keys" for what, _ in _differences(me, other)]
-        out.append(Seen(other, row.seen_at, kinds))
+        other = Instance(*row[:-1])
+        out.append(Seen(other, row.seen_at, [_SAID[d.about] for d in _differences(me, other)]))
     return out
 
 
@@ -132,18 +142,18 @@ def _announce(state: _State) -> list[str]:
         others = _seen_with(me)
     except IntegrityError:
         return []  # another worker of this instance made its row at the same moment, and compares
-    except (SQLAlchemyError, KeyError_, OSError, ValueError) as exc:
+    except (SQLAlchemyError, KeyError_) as exc:
         # The database's and the keys' own uses say whether they work; this is no reason to fail a start.
         log.warning("could not announce this instance to the others: %s", first_line(exc))
         return []
     lines: list[str] = []
     for other in others:
-        for difference, line in _differences(me, other):
-            lines.append(line)
-            if (other.id, difference) not in state.warned:
-                state.warned.add((other.id, difference))
-                log.warning("%s", line)
-                _observers.tell(functools.partial(_tell, difference.partition(" ")[0]))
+        for difference in _differences(me, other):
+            lines.append(difference.line)
+            if (other.id, difference.about, difference.detail) not in state.warned:
+                state.warned.add((other.id, difference.about, difference.detail))
+                log.warning("%s", difference.line)
+                _observers.tell(functools.partial(_tell, difference.about))
     return lines
 
 
@@ -161,8 +171,7 @@ def _seen_with(me: Instance) -> list[Instance]:
             conn.execute(insert(_T).values(id=me.id, **values))
         conn.execute(delete(_T).where(_T.c.seen_at < t - FORGET))
         return [Instance(*row) for row in conn.execute(
-            select(_T.c.id, _T.c.host, _T.c.secret_check, _T.c.signing_keys, _T.c.published_keys)
-            .where(_T.c.id != me.id, _T.c.seen_at >= t - LIVE).order_by(_T.c.id))]
+            select(*_COLUMNS).where(_T.c.id != me.id, _T.c.seen_at >= t - LIVE).order_by(_T.c.id))]
 
 
 def _this(instance_id: str) -> Instance:
@@ -173,20 +182,21 @@ def _this(instance_id: str) -> Instance:
         " ".join(f"{kind}:{key.jwk_kid}" for kind, ring in rings.items() for key in ring.published))
 
 
-def _differences(me: Instance, other: Instance) -> list[tuple[str, str]]:
-    """(what differs, said to the operator): "what" names the difference itself, so that a new one is told too."""
+def _differences(me: Instance, other: Instance) -> list[Difference]:
     them = f"instance {other.id} on {other.host}"
-    out: list[tuple[str, str]] = []
+    out: list[Difference] = []
     if other.secret_check != me.secret_check:
-        out.append((f"secret {other.secret_check}",
-                    f"{them} has another IDP_SECRET_KEY than this one ({me.id} on {me.host}): each refuses the "
-                    "session cookies, CSRF tokens and device codes of the other, and only one can read the stored "
-                    "directory passwords. Give every instance the same IDP_SECRET_KEY (or IDP_SECRET_KEY_FILE)."))
+        out.append(Difference(
+            SECRET, other.secret_check,
+            f"{them} has another IDP_SECRET_KEY than this one ({me.id} on {me.host}): each refuses the session "
+            "cookies, CSRF tokens and device codes of the other, and only one can read the stored directory "
+            "passwords. Give every instance the same IDP_SECRET_KEY (or IDP_SECRET_KEY_FILE)."))
     unknown = other.signs_unpublished_by(me) + me.signs_unpublished_by(other)
     if unknown:
-        out.append((f"keys {' '.join(unknown)}",
-                    f"{them} and this one ({me.id} on {me.host}) sign with keys the other does not publish "
-                    f"({', '.join(unknown)}): a service provider or client that fetched metadata or JWKS from one "
-                    "refuses the other's signatures. Give every instance the same keys (IDP_SIGNING_KEY_FILE and "
-                    "IDP_SIGNING_CERT_FILE, IDP_EC_SIGNING_KEY_FILE, or one shared IDP_DATA_DIR)."))
+        out.append(Difference(
+            KEYS, " ".join(unknown),
+            f"{them} and this one ({me.id} on {me.host}) sign with keys the other does not publish "
+            f"({', '.join(unknown)}): a service provider or client that fetched metadata or JWKS from one refuses the "
+            "other's signatures. Give every instance the same keys (IDP_SIGNING_KEY_FILE and IDP_SIGNING_CERT_FILE, "
+            "IDP_EC_SIGNING_KEY_FILE, or one shared IDP_DATA_DIR)."))
     return out
