@@ -176,7 +176,7 @@ def instances_list() -> None:
 
     try:
         listed = instances.seen()
-    except (KeyError_, OSError, ValueError) as exc:
+    except KeyError_ as exc:
         raise click.ClickException(f"cannot read this command's keys to compare with: {first_line(exc)}") from exc
     now = clock.now()
     for found in listed:

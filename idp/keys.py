@@ -389,13 +389,16 @@ class KeyStore:
         tmp.replace(self.manifest)  # atomic: a reader never sees half a manifest
 
     def _read(self) -> KeyRing:
-        entries = json.loads(self.manifest.read_text())["keys"]
-        return KeyRing(tuple(
-            SigningKey(
-                e["kid"], e["state"],
-                (self.dir / f"{e['kid']}.key").read_bytes(),
-                (self.dir / f"{e['kid']}.crt").read_bytes(),
-                self.kind,
-            )
-            for e in entries
-        ))
+        try:
+            entries = json.loads(self.manifest.read_text())["keys"]
+            return KeyRing(tuple(
+                SigningKey(
+                    e["kid"], e["state"],
+                    (self.dir / f"{e['kid']}.key").read_bytes(),
+                    (self.dir / f"{e['kid']}.crt").read_bytes(),
+                    self.kind,
+                )
+                for e in entries
+            ))
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # a file gone, a manifest not ours
+            raise KeyError_(f"cannot read the key ring in {self.dir}: {type(exc).__name__}: {exc}") from exc
