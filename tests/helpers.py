@@ -23,6 +23,7 @@ from flask import Flask, g, has_app_context
 from flask.testing import FlaskClient
 from flask_migrate import upgrade
 from sqlalchemy import event
+from sqlalchemy.exc import OperationalError
 from werkzeug.test import TestResponse
 
 from idp import create_app
@@ -177,6 +178,25 @@ def sql_statements() -> Iterator[list[str]]:
         yield seen
     finally:
         event.remove(db.engine, "before_cursor_execute", _record)
+
+
+@contextmanager
+def audit_insert_lost(event_type: str | None = None, *, nth: int | None = None) -> Iterator[None]:
+    """Inside the block the database is lost as an audit event (of ``event_type``, when given) is written: at
+    every such insert, or at the ``nth`` only (needs an app context). The failover a request may meet midway."""
+    seen: list[int] = []
+
+    def lost(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.startswith("INSERT INTO audit_events") and (event_type is None or event_type in str(parameters)):
+            seen.append(1)
+            if nth is None or len(seen) == nth:
+                raise OperationalError(statement, {}, Exception("server closed the connection unexpectedly"))
+
+    event.listen(db.engine, "before_cursor_execute", lost)
+    try:
+        yield
+    finally:
+        event.remove(db.engine, "before_cursor_execute", lost)
 
 
 _HANDED_OUT: set[int] = set()

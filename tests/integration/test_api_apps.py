@@ -15,12 +15,11 @@ import pytest
 from admin_api import bearer
 from flask import Flask
 from flask.testing import FlaskClient
-from helpers import committed_elsewhere, make_user
+from helpers import audit_insert_lost, committed_elsewhere, make_user
 from joserfc.jwk import RSAKey
 from saml_peers import SP_ENTITY_ID, cert_b64, python3_saml_metadata, sp_keys
-from sqlalchemy import event, func, select
 from sqlalchemy import false as sql_false
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import func, select
 from werkzeug.test import TestResponse
 
 from idp import clock
@@ -662,16 +661,8 @@ def test_a_patch_with_open_to_all_that_fails_midway_keeps_none_of_it(api: Api, k
         client = api.post("/oidc-clients", {"name": "Wiki", "redirect_uris": ["https://wiki.test/cb"]})
         path = f"/oidc-clients/{client['client_id']}"
     before = api.get(path)
-
-    def lost(_conn: object, _cursor: object, statement: str, parameters: Any, *_: object) -> None:
-        if statement.startswith("INSERT INTO audit_events") and "access.app.open_to_all" in str(parameters):
-            raise OperationalError(statement, {}, Exception("server closed the connection unexpectedly"))
-
-    event.listen(db.engine, "before_cursor_execute", lost)
-    try:
+    with audit_insert_lost("access.app.open_to_all"):
         api.patch(path, {"name": "Renamed", "open_to_all": True}, expect=503)
-    finally:
-        event.remove(db.engine, "before_cursor_execute", lost)
     db.session.expire_all()
     assert api.get(path) == before
     assert events("sp.update") == [] and events("oidc.client.update") == []

@@ -12,7 +12,7 @@ import pytest
 from admin_api import bearer
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
-from helpers import DEFAULT_PASSWORD, committed_elsewhere, login, make_user
+from helpers import DEFAULT_PASSWORD, audit_insert_lost, committed_elsewhere, login, make_user
 from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
@@ -470,20 +470,9 @@ def test_a_user_patch_that_fails_midway_keeps_none_of_it(api: Any, client: Flask
     """A PATCH that changes the profile, the password and the state is one change: the database lost while its
     second audit event is written leaves the user as they were, not half updated and partly unaudited."""
     make_user("bob")
-    inserts: list[int] = []
-
-    def lost(_conn: object, _cursor: object, statement: str, *_: object) -> None:
-        if statement.startswith("INSERT INTO audit_events"):
-            inserts.append(1)
-            if len(inserts) == 2:
-                raise OperationalError(statement, {}, Exception("server closed the connection unexpectedly"))
-
-    event.listen(db.engine, "before_cursor_execute", lost)
-    try:
+    with audit_insert_lost(nth=2):
         resp = api.patch("/users/bob", json={"email": "new@example.com", "password": "a-new-password-1",
                                              "enabled": False})
-    finally:
-        event.remove(db.engine, "before_cursor_execute", lost)
     assert resp.status_code == 503, resp.get_data(as_text=True)
     db.session.expire_all()
     bob = api.get("/users/bob").json

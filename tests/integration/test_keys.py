@@ -11,14 +11,12 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from helpers import audit_insert_lost
 from lxml import etree
-from sqlalchemy import event
-from sqlalchemy.exc import OperationalError
 
 from idp import audit, create_app
 from idp.cli import cli
 from idp.config import Settings
-from idp.extensions import db
 from idp.keys import EC, RSA, KeyError_, generate_key_pair
 from idp.runtime import keystore
 from idp.saml import signing, xmlsafe
@@ -98,16 +96,9 @@ def test_rotation_publishes_first_then_signs_then_drops_the_old_key(generated_ap
 def test_a_rotation_the_database_cannot_audit_is_done_and_said_so(generated_app: Flask) -> None:
     """The key files change before the event is written: the operator is told what was rotated, and that it was
     not audited, for each ring, rather than a bare error that invites running the command again."""
-    def lost(_conn: object, _cursor: object, statement: str, *_: object) -> None:
-        if statement.startswith("INSERT INTO audit_events"):
-            raise OperationalError(statement, {}, Exception("server closed the connection unexpectedly"))
-
     with generated_app.app_context():
-        event.listen(db.engine, "before_cursor_execute", lost)
-        try:
+        with audit_insert_lost():
             result = generated_app.test_cli_runner().invoke(cli, ["keys", "rotate"])
-        finally:
-            event.remove(db.engine, "before_cursor_execute", lost)
         published = {kind: len(keystore(kind).ring().published) for kind in (RSA, EC)}
     assert result.exit_code == 1, result.output
     assert result.output.count("it is not signing yet") == 2  # both rings, each said as it was done

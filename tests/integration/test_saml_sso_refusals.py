@@ -16,11 +16,9 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from helpers import csrf_token, form_action, login, make_user
+from helpers import audit_insert_lost, csrf_token, form_action, login, make_user
 from lxml import etree
 from saml_peers import ATTRIBUTE_MAP, NAMEID_EMAIL, SP_ACS_URL, OneLoginSp, read_post_form, register_sp, sp_keys
-from sqlalchemy import event
-from sqlalchemy.exc import OperationalError
 
 from idp import audit
 from idp.authn import directory
@@ -484,16 +482,8 @@ def test_a_request_whose_answer_failed_on_the_database_can_be_sent_again(
     url, _ = sp.redirect_login("rs")
     sign_in_and_continue(client, client.get(local(url)))
     url, request_id = sp.redirect_login("rs")
-
-    def lost(_conn: object, _cursor: object, statement: str, parameters: Any, *_: object) -> None:
-        if statement.startswith("INSERT INTO audit_events") and "saml.response" in str(parameters):
-            raise OperationalError(statement, {}, Exception("server closed the connection unexpectedly"))
-
-    event.listen(db.engine, "before_cursor_execute", lost)
-    try:
+    with audit_insert_lost("saml.response"):
         assert client.get(local(url)).status_code == 503
-    finally:
-        event.remove(db.engine, "before_cursor_execute", lost)
     again = client.get(local(url))
     assert again.status_code == 200, again.get_data(as_text=True)[:500]
     form = read_post_form(again.get_data(as_text=True))
