@@ -82,8 +82,11 @@ def sign_in(username: str, password: str, client_ip: str | None) -> SignInResult
     # is the try counted in advance, which a try sent at the same time may have found to be one too many.
     if throttle.is_locked(counted, client_ip) or (reservation := throttle.reserve(counted)) is None:
         return _locked_out(name, client_ip)
+    if (address := throttle.reserve_address(client_ip)) is None:
+        throttle.release(reservation)
+        return _locked_out(name, client_ip)
     db.session.commit()  # the try counted, for every other try to see, before this one's password is checked
-    reserved = [reservation]
+    reserved = [reservation, address]
 
     def admit(subject: str) -> bool:
         # The user a connector found, counted (and committed) before their password goes to the directory.
@@ -107,20 +110,21 @@ def sign_in(username: str, password: str, client_ip: str | None) -> SignInResult
         raise
     if outcome.locked:
         # The connector found a locked-out user under another spelling and stopped before the password.
-        throttle.release(reservation)
+        throttle.release(reservation, address)
         return _locked_out(name, client_ip, _refused_by(name, outcome))
     if outcome.principal is None:
         # The source is as visible as the reason beside it ("unknown user" already says the name is nobody's).
         audit.record(AuditEvent(type="login", outcome="failure", username=name, client_ip=client_ip,
                                 reason=outcome.reason, details={"source": _refused_by(name, outcome)}),
                      commit=False)
-        started = throttle.register_failure(client_ip, *reserved)
+        started = throttle.register_failure(*reserved)
         for key in started:
             audit.record(AuditEvent(type="login.lockout", outcome="failure", username=name, client_ip=client_ip,
                                     reason=f"too many failed sign-ins for {key}"), commit=False)
         db.session.commit()
         return SignInResult(Status.LOCKED if started else Status.FAILED, message=outcome.message)
     throttle.reset_user(counted, outcome.subject)
+    throttle.release(address)  # after the name's rows (the order above): a success is no failure of the address
     # Not committed here: the session the caller starts commits it, with a directory user's shadow row, in one
     # transaction (a sign-in is recorded together with the session it opened).
     audit.record(AuditEvent(type="login", username=outcome.principal.username, client_ip=client_ip,

@@ -6,7 +6,8 @@ host behind a load balancer sees the same counts.
 A user has two counters: the typed name, folded so that the spellings a directory treats as one name count
 as one (NFKC makes full-width letters plain, casefold ignores case; the caller strips a routed domain), and,
 once a connector has found the user, the user themselves ("subject": source and stable id), which no
-spelling escapes.
+spelling escapes. The client's address has a third, across names (a password spray). Each counts a try
+before its password is checked (:func:`reserve`), so that tries sent at once see each other.
 """
 
 from __future__ import annotations
@@ -71,11 +72,12 @@ def is_locked(username: str, client_ip: str | None) -> bool:
 
 @dataclass(frozen=True)
 class Reservation:
-    """A try counted against the typed name or the user found before its password was checked
-    (:func:`reserve`, :func:`reserve_subject`)."""
+    """A try counted against the typed name, the user found or the address before its password was checked
+    (:func:`reserve`, :func:`reserve_subject`, :func:`reserve_address`), under the key's limit."""
 
     key: str
     counted: counters.Count
+    limit: int
 
 
 def reserve(username: str) -> Reservation | None:
@@ -84,34 +86,43 @@ def reserve(username: str) -> Reservation | None:
     allows (counted after the check, all of them were checked before the first was counted). None, counting
     nothing, while the name is locked out. A success clears the count (:func:`reset_user`); a try never judged
     gives it back (:func:`release`)."""
-    return _reserve(user_key(username))
+    return _reserve(user_key(username), settings().login_max_failures)
 
 
 def reserve_subject(subject: str) -> Reservation | None:
     """The same for the user a connector found, before their password goes to the directory: tries sent at once
     under several spellings of one name (CORP\\alice, OTHER\\alice, alice@corp.example) each have a name counter
     of their own, and only this one sees them all."""
-    return _reserve(subject_key(subject))
+    return _reserve(subject_key(subject), settings().login_max_failures)
 
 
-def _reserve(key: str) -> Reservation | None:
-    counted = counters.count(key, _limits(settings().login_max_failures), now())
-    return None if counted is counters.Count.LOCKED else Reservation(key, counted)
+def reserve_address(client_ip: str | None) -> Reservation | None:
+    """The same for the client's address, after the name (always in that order: concurrent sign-ins then lock
+    the same rows in the same order): one wrong password for each of many names, sent at once, reaches no more
+    password checks than the address's limit. A success gives its try back (:func:`release`): people signing
+    in behind one address never lock it out."""
+    return _reserve(ip_key(client_ip), settings().login_ip_max_failures)
+
+
+def _reserve(key: str, limit: int) -> Reservation | None:
+    counted = counters.count(key, _limits(limit), now())
+    return None if counted is counters.Count.LOCKED else Reservation(key, counted, limit)
 
 
 def release(*reservations: Reservation) -> None:
-    """Give back reserved tries that no directory judged (none could be asked, or the user found was locked out
-    under another spelling); a lockout one started ends. Does not commit."""
+    """Give back reserved tries: those no directory judged (none could be asked, or the user found was locked
+    out under another spelling), and the address's for a success; a lockout one started ends. Does not
+    commit."""
     for reservation in reservations:
-        counters.uncount(reservation.key, _limits(settings().login_max_failures), reservation.counted)
+        counters.uncount(reservation.key, _limits(reservation.limit), reservation.counted)
 
 
-def register_failure(client_ip: str | None, *reservations: Reservation) -> list[str]:
-    """Count one failed sign-in against the address; the name's (and the user's) counters counted it when they
-    were reserved. Returns the keys whose lockout starts with this failure (each lockout is reported once). Does
-    not commit."""
-    started = count_failures([(ip_key(client_ip), settings().login_ip_max_failures)])
-    return [r.key for r in reservations if r.counted is counters.Count.STARTED] + started
+def register_failure(*reservations: Reservation) -> list[str]:
+    """A failed sign-in, whose tries were counted when they were reserved: the keys whose lockout starts with
+    it (each lockout is reported once). Then drops the counters whose window and lockout are over. Does not
+    commit."""
+    counters.collect(now(), timedelta(seconds=settings().login_failure_window_seconds))
+    return [r.key for r in reservations if r.counted is counters.Count.STARTED]
 
 
 def locked(*keys: str) -> bool:

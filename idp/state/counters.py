@@ -13,7 +13,7 @@ from sqlalchemy import bindparam, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from idp.extensions import db
-from idp.state import GRACE, PREFIX, redis_client
+from idp.state import GRACE, PREFIX, changed, redis_client
 from idp.state.lua import Script
 from idp.store import LoginThrottle
 
@@ -92,6 +92,10 @@ _UNLOCK = (_TABLE.update().where(_TABLE.c.key == bindparam("row"), _TABLE.c.lock
            .values(locked_until=None, failures=bindparam("before")))
 _DECREMENT = (_TABLE.update().where(_TABLE.c.key == bindparam("row"), _TABLE.c.failures > 0)
               .values(failures=_TABLE.c.failures - 1))
+# The try given back was the only one counted: the row goes (every sign-in reserves its address's counter, and
+# rows of addresses that only ever signed in would otherwise wait for the next failure's collection).
+_FORGET_ONLY = _TABLE.delete().where(_TABLE.c.key == bindparam("row"), _TABLE.c.failures == 1,
+                                     _TABLE.c.locked_until.is_(None))
 # Counters whose window and lockout are both over count nothing any more. Rows another transaction holds are
 # skipped, not waited for (PostgreSQL; SQLite has one writer): two failures collecting at once cannot deadlock.
 _STALE = _TABLE.delete().where(_TABLE.c.key.in_(
@@ -143,10 +147,11 @@ def uncount(key: str, limits: Limits, counted: Count) -> None:
     if client is not None:
         _UNCOUNT(client, [_key(key)], [int(counted is Count.STARTED), limits.failures - 1])
         return
+    connection = db.session.connection()
     if counted is Count.STARTED:
-        db.session.connection().execute(_UNLOCK, {"row": key, "before": limits.failures - 1})
-    else:
-        db.session.connection().execute(_DECREMENT, {"row": key})
+        connection.execute(_UNLOCK, {"row": key, "before": limits.failures - 1})
+    elif not changed(connection.execute(_FORGET_ONLY, {"row": key})):
+        connection.execute(_DECREMENT, {"row": key})
 
 
 def collect(now: datetime, window: timedelta) -> None:

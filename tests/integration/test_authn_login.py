@@ -200,6 +200,55 @@ def test_wrong_passwords_sent_at_once_reach_no_more_password_checks_than_the_lim
     assert lockout.reason == "too many failed sign-ins for user:alice"
 
 
+def test_a_spray_sent_at_once_from_one_address_reaches_no_more_password_checks_than_its_limit(
+        make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch) -> None:
+    """One wrong password for each of many users, all at once from one address (a password spray): the
+    address's counter, like the name's, counts each try before its password is checked."""
+    application = make_app(login_max_failures=2, login_ip_max_failures=3)
+    names = [f"user{i}" for i in range(10)]
+    for name in names:
+        make_user(name, PASSWORD)
+    verify, checked = passwords.verify, []
+
+    def slow(password_hash: str | None, password: str) -> bool:
+        checked.append(password)
+        time.sleep(0.3)
+        return verify(password_hash, password)
+
+    monkeypatch.setattr(passwords, "verify", slow)
+    attacker = {"environ_base": {"REMOTE_ADDR": "203.0.113.7"}}
+    with ThreadPoolExecutor(10) as pool:
+        answers = list(pool.map(
+            lambda name: login(application.test_client(), name, "Winter2026!", **attacker).status_code, names))
+    # Counted after the check, all ten were checked before the first failure was counted.
+    assert len(checked) == 3, checked
+    assert sorted(answers) == [200, 200] + [429] * 8
+    assert login(application.test_client(), "user0", PASSWORD, **attacker).status_code == 429
+    (lockout,) = audit.events(type="login.lockout")
+    assert lockout.reason == "too many failed sign-ins for ip:203.0.113.7"
+    # The tries refused for the address gave back what they had counted against their names: one more wrong
+    # password for each user, from addresses of their own, locks out only the three users whose password was
+    # checked.
+    again = [login(application.test_client(), name, "wrong", environ_base={"REMOTE_ADDR": f"198.51.100.{i}"})
+             .status_code for i, name in enumerate(names)]
+    assert sorted(again) == [200] * 7 + [429] * 3
+
+
+def test_sign_ins_from_one_address_give_back_the_tries_they_reserved(make_app: Callable[..., Flask]) -> None:
+    """Each sign-in counts a try against its address before the password is checked; a right password gives it
+    back, so that people behind one address (an office's NAT) never lock it out by signing in."""
+    application = make_app(login_max_failures=100, login_ip_max_failures=3)
+    make_user("alice", PASSWORD)
+    office = {"environ_base": {"REMOTE_ADDR": "198.51.100.1"}}
+    for _ in range(5):
+        assert login(application.test_client(), "alice", PASSWORD, **office).status_code == 302
+    # Two failures still leave the address one try: the five successes counted nothing.
+    for name in ("typo1", "typo2"):
+        assert login(application.test_client(), name, "guess", **office).status_code == 200
+    assert login(application.test_client(), "alice", PASSWORD, **office).status_code == 302
+    assert audit.events(type="login.lockout") == []
+
+
 def test_a_try_no_directory_could_judge_is_not_counted(
         make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch) -> None:
     application = make_app(login_max_failures=2, login_ip_max_failures=100)
@@ -265,9 +314,10 @@ def test_a_sign_in_counts_its_try_before_the_password_and_a_success_leaves_no_co
     make_user("alice", PASSWORD)
     with sql_statements() as statements:
         assert login(client, "alice", PASSWORD).status_code == 302
-    # Counted (and committed) before the password is checked, so that tries sent at once see each other; then
-    # cleared by the success.
-    assert [w.split()[0] for w in throttle_writes(statements)] == ["INSERT", "UPDATE", "DELETE"], statements
+    # Counted against the name and the address (and committed) before the password is checked, so that tries
+    # sent at once see each other; then the name's counter cleared and the address's try given back.
+    writes = [w.split()[0] for w in throttle_writes(statements)]
+    assert writes == ["INSERT", "UPDATE", "INSERT", "UPDATE", "DELETE", "DELETE"], statements
     assert db.session.scalars(select(LoginThrottle.key)).all() == []
 
 

@@ -385,7 +385,7 @@ def test_wrong_passwords_at_once_under_several_spellings_reach_the_directory_no_
                                      "objectClass: inetOrgPerson\nuid: ann lee\ncn: Ann Lee\nsn: Lee\n"
                                      "userPassword: ann-pw\n")
     app = with_directories(directory_config(slapd, tmp_path, urls=[spare_slapd.ldap_url]),
-                           login_max_failures=3, login_ip_max_failures=100)
+                           login_max_failures=3, login_ip_max_failures=11)
     verify, binds = LdapDirectory.verify_password, []
 
     def slow(self: LdapDirectory, entry: object, password: str) -> object:
@@ -401,3 +401,7 @@ def test_wrong_passwords_at_once_under_several_spellings_reach_the_directory_no_
     assert sorted(answers) == [200, 200] + [429] * 8
     monkeypatch.undo()
     assert login(app.test_client(), "ann lee", "ann-pw").status_code == 429  # the user is locked, not a spelling
+    # The address counted the three wrong passwords, and gave back the tries refused before the directory: eight
+    # more failures from it start its lockout, whatever the names.
+    answers = [login(app.test_client(), f"nobody{i}", "guess").status_code for i in range(8)]
+    assert answers == [200] * 7 + [429]
