@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import Flask
 from flask_migrate import upgrade
-from sqlalchemy import event, make_url
+from sqlalchemy import event, make_url, select
 from sqlalchemy.engine import Engine, ExceptionContext
 from sqlalchemy.exc import IntegrityError
 
@@ -132,3 +132,17 @@ def flushed_unique() -> bool:
             return False
         raise
     return True
+
+
+def lock_for_removal(row: Any) -> None:
+    """Hold ``row`` (an ORM object with an ``id``) until the transaction ends against rows made meanwhile that
+    refer to it, so that what a removal reads next is all it takes (a foreign key's ON DELETE CASCADE would
+    otherwise take, uncounted, a row another request made after the read): FOR UPDATE on PostgreSQL, which a
+    reference's key check (FOR KEY SHARE) waits on, and which then fails it; on SQLite the write lock (one
+    writer), taken by writing the row as it is."""
+    table = type(row).__table__
+    connection = db.session.connection()
+    if connection.dialect.name == "sqlite":
+        connection.execute(table.update().where(table.c.id == row.id).values(id=table.c.id))
+    else:
+        connection.execute(select(table.c.id).where(table.c.id == row.id).with_for_update())

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 
 from idp import audit, clock
 from idp.audit import AuditEvent
-from idp.database import flushed_unique
+from idp.database import flushed_unique, lock_for_removal
 from idp.errors import BadRequest, Conflict, NotFound
 from idp.extensions import db
 from idp.store import Account, Assignment, OrganizationalUnit, PermissionSet, User
@@ -150,6 +150,7 @@ def move_ou(name: str, *, parent: str | None, actor: str) -> None:
 def remove_ou(name: str, *, actor: str) -> int:
     """Remove an empty OU; its assignments go with it. Returns how many."""
     ou = require_ou(name)
+    lock_for_removal(ou)
     if _count_accounts(Account.ou_id == ou.id) or db.session.scalar(
             select(OrganizationalUnit.id).where(OrganizationalUnit.parent_id == ou.id).limit(1)) is not None:
         raise Conflict(f"organizational unit '{ou.name}' still holds accounts or OUs: move them first")
@@ -304,6 +305,7 @@ def update_account(account_id: str, changes: AccountChanges, *, actor: str) -> d
 def remove_account(account_id: str, *, actor: str) -> int:
     """Remove an account and its own assignments (those of its OUs stay). Returns how many went."""
     account = require_account(account_id)
+    lock_for_removal(account)
     assignments = _count(Assignment.account_id == account.id)
     db.session.delete(account)
     audit.record(AuditEvent(type="access.account.remove", actor=actor, details={

@@ -12,6 +12,7 @@ from sqlalchemy import delete, select
 from idp import audit
 from idp.access.accounts import add_new, assignment_lines, https_url
 from idp.audit import AuditEvent
+from idp.database import lock_for_removal
 from idp.errors import BadRequest, Conflict, NotFound
 from idp.extensions import db
 from idp.store import Assignment, PermissionSet
@@ -130,6 +131,7 @@ def delete_permission_set(name: str, *, force: bool = False, actor: str) -> int:
     """Delete a permission set. While assignments use it, refuse unless ``force``, which deletes them too.
     Returns how many assignments went."""
     pset = require_permission_set(name)
+    lock_for_removal(pset)
     used = assignment_lines(Assignment.permission_set_id == pset.id)
     if used and not force:
         raise Conflict(f"permission set '{pset.name}' is used by {len(used)} assignment(s) "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,13 +22,13 @@ from sqlalchemy import false as sql_false
 from werkzeug.test import TestResponse
 
 from idp import audit
-from idp.access import accounts, assignments
+from idp.access import accounts, assignments, permission_sets
 from idp.access.decide import AccessDenied, AccountTarget, authorize
 from idp.admin import tokens
 from idp.authn import directory
 from idp.authn.principal import principal_from_user
 from idp.cli import cli
-from idp.errors import BadRequest
+from idp.errors import BadRequest, concurrent_change
 from idp.extensions import db
 from idp.store import Account, Assignment, OrganizationalUnit, PermissionSet
 
@@ -622,6 +623,73 @@ def test_two_ou_moves_at_once_cannot_make_a_cycle(app: Flask, api: Api) -> None:
     other.join(15)
     assert outcome == ["cannot move 'B' under 'A': 'A' is 'B' or inside it"]
     assert [(ou["name"], ou["path"]) for ou in api.ok("GET", "/ous")["items"]] == [("B", "B"), ("A", "B/A")]
+
+
+def _assigned_during(app: Flask, removal: Callable[[], object], **target: str) -> list[str]:
+    """``removal`` run and committed while another admin (another instance, say) gives group engineers Admin in
+    ``target``, right after the removal has read the assignments it takes: what that admin was told."""
+    main, told = threading.get_ident(), []
+
+    def other_admin() -> None:
+        with app.app_context():
+            try:
+                assignments.assign("group:engineers", "Admin", actor="other", **target)
+                db.session.commit()
+                told.append("assigned")
+            except Exception as exc:
+                told.append("refused" if concurrent_change(exc) else repr(exc))
+
+    other = threading.Thread(target=other_admin)
+
+    def after_reading_the_assignments(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if threading.get_ident() == main and "FROM assignments" in statement and other.ident is None:
+            other.start()
+            other.join(1.0)  # the other admin's assignment commits now, unless it waits on this removal
+
+    event.listen(db.engine, "after_cursor_execute", after_reading_the_assignments)
+    try:
+        removal()
+        db.session.commit()
+    finally:
+        event.remove(db.engine, "after_cursor_execute", after_reading_the_assignments)
+    other.join(15)
+    return told
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_a_permission_set_deleted_while_another_admin_assigns_it_takes_no_assignment_unsaid(
+        app: Flask, api: Api, force: bool) -> None:
+    """Deleting a permission set read its assignments, then deleted them: one made in between went too, without
+    --force and unlisted in the audit event, while the other admin had been told it was made."""
+    make_user("alice", groups=["engineers"])
+    new_account(api, A1, name="Prod")
+    api.ok("POST", "/permission-sets", 201, json={"name": "Admin", "session_duration_hours": 2})
+    db.session.close()
+    told = _assigned_during(
+        app, lambda: permission_sets.delete_permission_set("Admin", force=force, actor="one"), account=A1)
+    assert told == ["refused"]
+    (deleted,) = audit.events(type="access.permission_set.delete")
+    assert deleted.details["assignments_removed"] == []
+    assert audit.events(type="access.assign") == []
+
+
+@pytest.mark.parametrize("target", ["account", "ou"])
+def test_an_account_or_ou_removed_while_another_admin_assigns_to_it_counts_what_went(
+        app: Flask, api: Api, target: str) -> None:
+    make_user("alice", groups=["engineers"])
+    api.ok("POST", "/ous", 201, json={"name": "Sandbox"})
+    new_account(api, A1, name="Prod")
+    api.ok("POST", "/permission-sets", 201, json={"name": "Admin", "session_duration_hours": 2})
+    db.session.close()
+    if target == "account":
+        told = _assigned_during(app, lambda: accounts.remove_account(A1, actor="one"), account=A1)
+        (removed,) = audit.events(type="access.account.remove")
+    else:
+        told = _assigned_during(app, lambda: accounts.remove_ou("Sandbox", actor="one"), ou="Sandbox")
+        (removed,) = audit.events(type="access.ou.remove")
+    assert told == ["refused"]
+    assert removed.details["assignments_removed"] == 0
+    assert audit.events(type="access.assign") == []
 
 
 def test_an_account_change_whose_ou_goes_meanwhile_changes_nothing(
