@@ -78,15 +78,15 @@ def sign_in(username: str, password: str, client_ip: str | None) -> SignInResult
     # Counted under the folded name without a routed domain: full-width ALICE, CORP\alice and alice@corp.example are
     # one counter. The user a connector finds has a counter of its own too (throttle.subject_key).
     counted = chain.routed_name(throttle.fold(name), items)
-    # Refused before the password is looked at: a lockout must not become a password oracle. The second check
-    # is the try counted in advance, which a try sent at the same time may have found to be one too many.
-    if throttle.is_locked(counted, client_ip) or (reservation := throttle.reserve(counted)) is None:
+    # Refused before the password is looked at: a lockout must not become a password oracle. The reservations
+    # hold this try against the address and the name, where tries sent at the same time may have taken the limit.
+    if throttle.is_locked(counted, client_ip) or (address := throttle.reserve_address(client_ip)) is None:
         return _locked_out(name, client_ip)
-    if (address := throttle.reserve_address(client_ip)) is None:
-        throttle.release(reservation)
+    if (reservation := throttle.reserve(counted)) is None:
+        throttle.release(address)
         return _locked_out(name, client_ip)
-    db.session.commit()  # the try counted, for every other try to see, before this one's password is checked
-    reserved = [reservation, address]
+    db.session.commit()  # the try held, for every other try to see, before this one's password is checked
+    reserved = [address, reservation]
 
     def admit(subject: str) -> bool:
         # The user a connector found, counted (and committed) before their password goes to the directory.
@@ -110,7 +110,7 @@ def sign_in(username: str, password: str, client_ip: str | None) -> SignInResult
         raise
     if outcome.locked:
         # The connector found a locked-out user under another spelling and stopped before the password.
-        throttle.release(reservation, address)
+        throttle.release(address, reservation)
         return _locked_out(name, client_ip, _refused_by(name, outcome))
     if outcome.principal is None:
         # The source is as visible as the reason beside it ("unknown user" already says the name is nobody's).
@@ -123,8 +123,7 @@ def sign_in(username: str, password: str, client_ip: str | None) -> SignInResult
                                     reason=f"too many failed sign-ins for {key}"), commit=False)
         db.session.commit()
         return SignInResult(Status.LOCKED if started else Status.FAILED, message=outcome.message)
-    throttle.reset_user(counted, outcome.subject)
-    throttle.release(address)  # after the name's rows (the order above): a success is no failure of the address
+    throttle.succeeded(counted, outcome.subject, *reserved)
     # Not committed here: the session the caller starts commits it, with a directory user's shadow row, in one
     # transaction (a sign-in is recorded together with the session it opened).
     audit.record(AuditEvent(type="login", username=outcome.principal.username, client_ip=client_ip,

@@ -6,8 +6,8 @@ host behind a load balancer sees the same counts.
 A user has two counters: the typed name, folded so that the spellings a directory treats as one name count
 as one (NFKC makes full-width letters plain, casefold ignores case; the caller strips a routed domain), and,
 once a connector has found the user, the user themselves ("subject": source and stable id), which no
-spelling escapes. The client's address has a third, across names (a password spray). Each counts a try
-before its password is checked (:func:`reserve`), so that tries sent at once see each other.
+spelling escapes. The client's address has a third, across names (a password spray). Each holds a try while
+its password is checked (:func:`reserve`), so that tries sent at once see each other; only a failure counts.
 """
 
 from __future__ import annotations
@@ -72,20 +72,19 @@ def is_locked(username: str, client_ip: str | None) -> bool:
 
 @dataclass(frozen=True)
 class Reservation:
-    """A try counted against the typed name, the user found or the address before its password was checked
+    """A try held in flight against the typed name, the user found or the address while its password is checked
     (:func:`reserve`, :func:`reserve_subject`, :func:`reserve_address`), under the key's limit."""
 
     key: str
-    counted: counters.Count
     limit: int
 
 
 def reserve(username: str) -> Reservation | None:
-    """Count one try against the typed name before its password is checked. Committed by the caller before the
+    """Hold one try against the typed name before its password is checked. Committed by the caller before the
     check, tries sent at once then see each other, and no more of them reach a password check than the limit
-    allows (counted after the check, all of them were checked before the first was counted). None, counting
-    nothing, while the name is locked out. A success clears the count (:func:`reset_user`); a try never judged
-    gives it back (:func:`release`)."""
+    allows (counted after the check, all of them were checked before the first was counted). None, holding
+    nothing, while the name is locked out or its failures and tries in flight take the limit. A failure counts
+    it (:func:`register_failure`); a success or a try never judged gives it back (:func:`release`)."""
     return _reserve(user_key(username), settings().login_max_failures)
 
 
@@ -97,32 +96,39 @@ def reserve_subject(subject: str) -> Reservation | None:
 
 
 def reserve_address(client_ip: str | None) -> Reservation | None:
-    """The same for the client's address, after the name (always in that order: concurrent sign-ins then lock
-    the same rows in the same order): one wrong password for each of many names, sent at once, reaches no more
-    password checks than the address's limit. A success gives its try back (:func:`release`): people signing
-    in behind one address never lock it out."""
+    """The same for the client's address: one wrong password for each of many names, sent at once, reaches no
+    more password checks than the address's limit. People signing in behind one address (an office's NAT) hold
+    it only while their password is checked."""
     return _reserve(ip_key(client_ip), settings().login_ip_max_failures)
 
 
 def _reserve(key: str, limit: int) -> Reservation | None:
-    counted = counters.count(key, _limits(limit), now())
-    return None if counted is counters.Count.LOCKED else Reservation(key, counted, limit)
+    return Reservation(key, limit) if counters.reserve(key, _limits(limit), now()) else None
+
+
+# The order in which a transaction writes several counters, whatever the order it reserved them in: concurrent
+# sign-ins then lock the same rows in the same order on PostgreSQL, and cannot deadlock. Key order, as the
+# success's delete of the name's and the user's rows locks them (an index scan): "ip:" < "subject:" < "user:".
+def _in_order(reservations: tuple[Reservation, ...]) -> list[Reservation]:
+    return sorted(reservations, key=lambda r: r.key)
 
 
 def release(*reservations: Reservation) -> None:
-    """Give back reserved tries: those no directory judged (none could be asked, or the user found was locked
-    out under another spelling), and the address's for a success; a lockout one started ends. Does not
-    commit."""
-    for reservation in reservations:
-        counters.uncount(reservation.key, _limits(reservation.limit), reservation.counted)
+    """Give back tries that were no failure: a success's, and those no directory judged (none could be asked, or
+    the user found was locked out under another spelling). Does not commit."""
+    for reservation in _in_order(reservations):
+        counters.release(reservation.key)
 
 
 def register_failure(*reservations: Reservation) -> list[str]:
-    """A failed sign-in, whose tries were counted when they were reserved: the keys whose lockout starts with
-    it (each lockout is reported once). Then drops the counters whose window and lockout are over. Does not
-    commit."""
-    counters.collect(now(), timedelta(seconds=settings().login_failure_window_seconds))
-    return [r.key for r in reservations if r.counted is counters.Count.STARTED]
+    """A failed sign-in: each of its tries counts as a failure. Returns the keys whose lockout starts with it
+    (each lockout is reported once). Then drops the counters whose window and lockout are over, last in the
+    transaction (it deletes only rows nobody holds, and waits for no other row after it). Does not commit."""
+    t = now()
+    started = [r.key for r in _in_order(reservations)
+               if counters.count(r.key, _limits(r.limit), t, reserved=True) is counters.Count.STARTED]
+    counters.collect(t, timedelta(seconds=settings().login_failure_window_seconds))
+    return started
 
 
 def locked(*keys: str) -> bool:
@@ -148,9 +154,11 @@ def _limits(failures: int) -> counters.Limits:
                            timedelta(seconds=cfg.login_lockout_seconds))
 
 
-def reset_user(username: str, subject: str | None = None) -> None:
-    """A successful sign-in clears the username's and the subject's counters (not the address's: one good
-    account must not let an address keep guessing others). A failure counted by a concurrent request after
-    this one read the counters may stay (counters.reset). Does not commit."""
-    keys = [user_key(username)] + ([subject_key(subject)] if subject is not None else [])
-    counters.reset(keys)
+def succeeded(username: str, subject: str | None, *reservations: Reservation) -> None:
+    """A successful sign-in, whose tries were no failures: the username's and the subject's counters are cleared
+    (not the address's: one good account must not let an address keep guessing others), and the other tries it
+    held (the address's) given back, first (key order). A failure counted by a concurrent request after this
+    one read the counters may stay (counters.reset). Does not commit."""
+    cleared = [user_key(username)] + ([subject_key(subject)] if subject is not None else [])
+    release(*(r for r in reservations if r.key not in cleared))
+    counters.reset(cleared)

@@ -14,11 +14,13 @@ from idp.store.types import UTCDateTime
 class LoginThrottle(db.Model):  # type: ignore[name-defined,misc]
     __tablename__ = "login_throttle"
 
-    # "user:<name>" or "ip:<address>"
+    # "user:<name>", "subject:<source>:<id>" or "ip:<address>" (idp.authn.throttle)
     key: Mapped[str] = mapped_column(String(320), primary_key=True)
     failures: Mapped[int] = mapped_column(default=0)
     window_started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Tries reserved whose password is still being checked (idp.state.counters.reserve).
+    in_flight: Mapped[int] = mapped_column(server_default="0")
 
 
 class ConsumedId(db.Model):  # type: ignore[name-defined,misc]

@@ -21,7 +21,7 @@ from idp.authn.connectors import chain
 from idp.config import Settings
 from idp.errors import DirectoryUnavailable
 from idp.extensions import db
-from idp.state import counters, redis_client
+from idp.state import redis_client
 from idp.state import sessions as session_state
 from idp.state.sessions import Participant
 from idp.store import LoginThrottle
@@ -178,7 +178,7 @@ def test_lockout_after_repeated_failures_refuses_even_the_right_password(
 
 def test_wrong_passwords_sent_at_once_reach_no_more_password_checks_than_the_limit(
         make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch) -> None:
-    application = make_app(login_max_failures=3, login_ip_max_failures=100)
+    application = make_app(login_max_failures=3, login_ip_max_failures=13)
     make_user("alice", PASSWORD)
     verify, checked = passwords.verify, []
 
@@ -198,6 +198,10 @@ def test_wrong_passwords_sent_at_once_reach_no_more_password_checks_than_the_lim
     assert login(application.test_client(), "alice", PASSWORD).status_code == 429
     (lockout,) = audit.events(type="login.lockout")
     assert lockout.reason == "too many failed sign-ins for user:alice"
+    monkeypatch.undo()
+    # The address holds the three failures, not the tries refused for the name: ten more start its lockout.
+    answers = [login(application.test_client(), f"nobody{i}", "guess").status_code for i in range(10)]
+    assert answers == [200] * 9 + [429]
 
 
 def test_a_spray_sent_at_once_from_one_address_reaches_no_more_password_checks_than_its_limit(
@@ -249,6 +253,23 @@ def test_sign_ins_from_one_address_give_back_the_tries_they_reserved(make_app: C
     assert audit.events(type="login.lockout") == []
 
 
+def test_a_sign_in_one_failure_short_of_the_address_limit_keeps_the_failures_in_their_window(
+        make_app: Callable[..., Flask], frozen_clock: Any) -> None:
+    """A success's try is held while its password is checked, never counted: it neither starts a lockout of the
+    address (everyone behind an office's NAT) nor makes its failures last longer than their window."""
+    application = make_app(login_max_failures=100, login_ip_max_failures=3, login_failure_window_seconds=600)
+    make_user("alice", PASSWORD)
+    office = {"environ_base": {"REMOTE_ADDR": "198.51.100.1"}}
+    for name in ("typo1", "typo2"):
+        assert login(application.test_client(), name, "guess", **office).status_code == 200
+    frozen_clock.advance(seconds=300)
+    assert login(application.test_client(), "alice", PASSWORD, **office).status_code == 302
+    frozen_clock.advance(seconds=301)  # the two failures' window is over
+    for name in ("typo3", "typo4"):
+        assert login(application.test_client(), name, "guess", **office).status_code == 200
+    assert audit.events(type="login.lockout") == []
+
+
 def test_a_try_no_directory_could_judge_is_not_counted(
         make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch) -> None:
     application = make_app(login_max_failures=2, login_ip_max_failures=100)
@@ -269,13 +290,13 @@ def test_a_try_no_directory_could_judge_is_not_counted(
 
 def test_a_try_given_back_after_a_success_cleared_the_counter_leaves_it_cleared(
         make_app: Callable[..., Flask]) -> None:
-    """The try that starts a lockout waits on a directory that is down while the right password (typed under
-    another spelling, say) clears the name's counter: giving that try back must not make the counter again (in
-    Redis it would have no expiry: every later failure would count against the user for good)."""
+    """A try waits on a directory that is down while the right password (typed under another spelling, say)
+    clears the name's counter: giving that try back must not make the counter again (in Redis it would have no
+    expiry: every later failure would count against the user for good)."""
     make_app(login_max_failures=1)
     reservation = throttle.reserve("alice")
-    assert reservation is not None and reservation.counted is counters.Count.STARTED
-    throttle.reset_user("alice")
+    assert reservation is not None
+    throttle.succeeded("alice", None)
     throttle.release(reservation)
     db.session.commit()
     client = redis_client()
