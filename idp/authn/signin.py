@@ -62,14 +62,14 @@ def _refused_by(name: str, outcome: Verdict) -> str:
 
 def _give_back(reservations: list[throttle.Reservation]) -> None:
     """Release reserved tries in a transaction of its own, as far as the failing dependency lets it (a rollback
-    that fails on a lost database does not keep a try counted in Redis)."""
+    that fails on a lost database does not keep a try held in Redis)."""
     with contextlib.suppress(Exception):
         db.session.rollback()
     try:
         throttle.release(*reservations)
         db.session.commit()
     except Exception as exc:  # the caller raises the first failure again, which says more (and rolls back)
-        log.warning("a sign-in try that failed unjudged stays counted: %s", first_line(exc))
+        log.warning("a sign-in try that failed unjudged stays held until its window ends: %s", first_line(exc))
 
 
 def sign_in(username: str, password: str, client_ip: str | None) -> SignInResult:
@@ -89,7 +89,7 @@ def sign_in(username: str, password: str, client_ip: str | None) -> SignInResult
     reserved = [address, reservation]
 
     def admit(subject: str) -> bool:
-        # The user a connector found, counted (and committed) before their password goes to the directory.
+        # The user a connector found, held (and committed) before their password goes to the directory.
         if (for_subject := throttle.reserve_subject(subject)) is None:
             return False
         db.session.commit()
@@ -110,7 +110,7 @@ def sign_in(username: str, password: str, client_ip: str | None) -> SignInResult
         raise
     if outcome.locked:
         # The connector found a locked-out user under another spelling and stopped before the password.
-        throttle.release(address, reservation)
+        throttle.release(*reserved)
         return _locked_out(name, client_ip, _refused_by(name, outcome))
     if outcome.principal is None:
         # The source is as visible as the reason beside it ("unknown user" already says the name is nobody's).

@@ -107,8 +107,8 @@ def _reserve(key: str, limit: int) -> Reservation | None:
 
 
 # The order in which a transaction writes several counters, whatever the order it reserved them in: concurrent
-# sign-ins then lock the same rows in the same order on PostgreSQL, and cannot deadlock. Key order, as the
-# success's delete of the name's and the user's rows locks them (an index scan): "ip:" < "subject:" < "user:".
+# sign-ins then lock the same rows in the same order on PostgreSQL, and cannot deadlock. Key order, as
+# counters.reset deletes them: "ip:" < "subject:" < "user:".
 def _in_order(reservations: tuple[Reservation, ...]) -> list[Reservation]:
     return sorted(reservations, key=lambda r: r.key)
 

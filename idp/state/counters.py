@@ -4,8 +4,9 @@ a window; reaching the limit locks the key for a while and starts the count afre
 A try may be reserved before it is judged (:func:`reserve`): it is then in flight, and tries in flight and
 failures together are held to the limit, so that tries sent at once see each other; but only a failure counts
 as one (:func:`count` with ``reserved``), and only failures start a lockout. Rolling the window forgets the
-tries in flight too, so that one whose request never ended (a killed worker) holds its place for a window at
-most."""
+tries in flight too, so that one whose request never ended (a killed worker, a commit that failed after the
+try) holds its place until the window rolls (after a lockout in force, if one started meanwhile). Tries sent
+across a window's end can see twice the limit, as failures can with any fixed window."""
 
 from __future__ import annotations
 
@@ -80,10 +81,16 @@ return 1
 """)
 
 # Give back a reserved try. A counter gone meanwhile (a success reset it) is not made again: it would have no
-# expiry.
+# expiry. One that held only this try goes, as its row does in the database (its window would outlive it).
 _RELEASE = Script("""
-local in_flight = tonumber(redis.call('HGET', KEYS[1], 'in_flight'))
-if in_flight and in_flight > 0 then redis.call('HSET', KEYS[1], 'in_flight', in_flight - 1) end
+local h = redis.call('HMGET', KEYS[1], 'failures', 'locked_until', 'in_flight')
+local in_flight = tonumber(h[3])
+if not in_flight or in_flight <= 0 then return 1 end
+if (tonumber(h[1]) or 0) == 0 and not h[2] and in_flight <= 1 then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('HSET', KEYS[1], 'in_flight', in_flight - 1)
+end
 return 1
 """)
 
@@ -91,7 +98,7 @@ return 1
 # Core statements for what every sign-in asks (is a key locked?) and may do (forget the user's counters).
 _TABLE = LoginThrottle.__table__
 _LOCKS = select(_TABLE.c.key, _TABLE.c.locked_until).where(_TABLE.c.key.in_(bindparam("keys", expanding=True)))
-_RESET = _TABLE.delete().where(_TABLE.c.key.in_(bindparam("keys", expanding=True)))
+_RESET = _TABLE.delete().where(_TABLE.c.key == bindparam("row"))
 
 
 def _upsert(insert: Any) -> Any:
@@ -121,8 +128,8 @@ _STALE = _TABLE.delete().where(_TABLE.c.key.in_(
     .where(_TABLE.c.window_started_at < bindparam("stale"),
            or_(_TABLE.c.locked_until.is_(None), _TABLE.c.locked_until < bindparam("now")))
     .with_for_update(skip_locked=True)))
-# Keys this request read from the table, and whether each had a row: a sign-in whose counters were never
-# written has nothing to reset (most sign-ins), and skips the statement.
+# Keys this request read from the table, and whether each had a row: keys read and found without one have
+# nothing to reset, and skip the statement.
 _SEEN = "idp.counters.seen"
 
 
@@ -247,10 +254,12 @@ def reset(keys: list[str]) -> None:
         client.delete(*(_key(k) for k in keys))
         return
     seen = _seen()
-    if all(seen.get(key) is False for key in keys):
-        return
-    db.session.connection().execute(_RESET, {"keys": keys})
-    seen.update(dict.fromkeys(keys, False))
+    # One row at a time, in key order: one statement for all would lock them in whatever order its plan visits
+    # them (a sequential scan: as stored), and a concurrent failure locks them in key order (throttle).
+    for key in sorted(keys):
+        if seen.get(key) is not False:
+            db.session.connection().execute(_RESET, {"row": key})
+            seen[key] = False
 
 
 def _seen() -> dict[str, bool]:

@@ -230,9 +230,8 @@ def test_a_spray_sent_at_once_from_one_address_reaches_no_more_password_checks_t
     assert login(application.test_client(), "user0", PASSWORD, **attacker).status_code == 429
     (lockout,) = audit.events(type="login.lockout")
     assert lockout.reason == "too many failed sign-ins for ip:203.0.113.7"
-    # The tries refused for the address gave back what they had counted against their names: one more wrong
-    # password for each user, from addresses of their own, locks out only the three users whose password was
-    # checked.
+    # The tries refused for the address counted nothing against their names: one more wrong password for each
+    # user, from addresses of their own, locks out only the three users whose password was checked.
     again = [login(application.test_client(), name, "wrong", environ_base={"REMOTE_ADDR": f"198.51.100.{i}"})
              .status_code for i, name in enumerate(names)]
     assert sorted(again) == [200] * 7 + [429] * 3
@@ -270,6 +269,20 @@ def test_a_sign_in_one_failure_short_of_the_address_limit_keeps_the_failures_in_
     assert audit.events(type="login.lockout") == []
 
 
+def test_an_address_s_failure_window_starts_at_its_first_failure_not_at_an_earlier_success(
+        make_app: Callable[..., Flask], frozen_clock: Any) -> None:
+    """The database and Redis decide alike: a success's try, given back, leaves no counter behind whose window
+    would still be running when failures come."""
+    application = make_app(login_max_failures=100, login_ip_max_failures=3, login_failure_window_seconds=900)
+    make_user("alice", PASSWORD)
+    assert login(application.test_client(), "alice", PASSWORD).status_code == 302
+    frozen_clock.advance(seconds=899)
+    for name in ("typo1", "typo2"):
+        assert login(application.test_client(), name, "guess").status_code == 200
+    frozen_clock.advance(seconds=2)  # the success's window would be over, the failures' is not
+    assert login(application.test_client(), "typo3", "guess").status_code == 429
+
+
 def test_a_try_no_directory_could_judge_is_not_counted(
         make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch) -> None:
     application = make_app(login_max_failures=2, login_ip_max_failures=100)
@@ -279,7 +292,7 @@ def test_a_try_no_directory_could_judge_is_not_counted(
     def unavailable(*args: object, **kwargs: object) -> NoReturn:
         raise DirectoryUnavailable("unavailable", "test: the directory is down")
 
-    # The second try would start the lockout; it is counted in advance, then given back unjudged.
+    # The second try would start the lockout; it is held in advance, then given back unjudged.
     with monkeypatch.context() as patched:
         patched.setattr(chain, "check", unavailable)
         for _ in range(3):
