@@ -283,6 +283,21 @@ def test_an_address_s_failure_window_starts_at_its_first_failure_not_at_an_earli
     assert login(application.test_client(), "typo3", "guess").status_code == 429
 
 
+def test_tries_held_by_requests_that_never_ended_are_forgotten_when_the_window_rolls(
+        make_app: Callable[..., Flask], frozen_clock: Any) -> None:
+    """Workers killed while they checked passwords (a deploy, the OOM killer) never give their tries back: the
+    name stays held to its limit only until its window rolls, not for good."""
+    application = make_app(login_max_failures=2, login_failure_window_seconds=600)
+    make_user("alice", PASSWORD)
+    for _ in range(2):
+        assert throttle.reserve("alice") is not None
+        db.session.commit()
+    assert login(application.test_client(), "alice", PASSWORD).status_code == 429
+    frozen_clock.advance(seconds=601)
+    assert login(application.test_client(), "alice", PASSWORD).status_code == 302
+    assert audit.events(type="login.lockout") == []
+
+
 def test_a_try_no_directory_could_judge_is_not_counted(
         make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch) -> None:
     application = make_app(login_max_failures=2, login_ip_max_failures=100)
