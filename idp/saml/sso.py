@@ -154,7 +154,6 @@ def _validate(inbound: Inbound, seen: dict[str, str | None]) -> SsoRequest:
     request_id = request.id or ""
     if not request_id or len(request_id) > 256:
         raise BadRequest("The sign-in request has no valid ID.", "bad request ID")
-    _consume_request_id(sp, request_id, now)
 
     requested_format = request.name_id_format or None
     return SsoRequest(
@@ -277,17 +276,24 @@ def _trusted_acs(request: _AuthnRequest, md: SpMetadata) -> str:
     return default_acs(md)
 
 
-def _namespace(sp: RegisteredSp) -> str:
+def _namespace(entity_id: str) -> str:
     # A claim's namespace is 64 characters; entity IDs can be far longer, so key by a digest of the ID.
-    return "saml-authn:" + hashlib.sha256(sp.entity_id.encode()).hexdigest()[:48]
+    return "saml-authn:" + hashlib.sha256(entity_id.encode()).hexdigest()[:48]
 
 
-def _consume_request_id(sp: RegisteredSp, request_id: str, now: datetime) -> None:
+def claim(req: SsoRequest, client_ip: str | None) -> None:
+    """Use up the request's ID (an SP's request has one; the IdP's own do not), refusing a replay. Called once
+    the browser's session is known, right before the request is answered or parked: looking at the session may
+    commit (a revalidation) or roll back (a concurrent shadow row), and the claim must commit with the answer or
+    the parked request, in the database or Redis: an error before that leaves the ID unused, for the browser's
+    retry."""
+    if req.request_id is None:
+        return
     cfg = settings()
-    # Kept for as long as a request with this ID could still pass the IssueInstant check. The claim commits with
-    # the response (or the parked request), in the database or Redis: an error before that leaves the ID unused.
+    # Kept for as long as a request with this ID could still pass the IssueInstant check.
     keep = timedelta(seconds=2 * cfg.saml_clock_skew_seconds + cfg.saml_assertion_lifetime_seconds)
-    if not once.claim(_namespace(sp), request_id, now + keep):
+    if not once.claim(_namespace(req.sp_entity_id), req.request_id, req.received_at + keep):
+        audit_refusal("replayed request", sp=req.sp_entity_id, client_ip=client_ip)
         raise BadRequest("This sign-in request has already been used; go back to the application and "
                          "try again.", "replayed request")
 

@@ -66,6 +66,7 @@ def answer(req: sso.SsoRequest) -> BaseResponse:
     ip = request.remote_addr
     sp = providers.get(req.sp_entity_id)  # read once per request: receive() did
     session = current_session(sp.id if sp is not None else None)
+    sso.claim(req, ip)
     try:
         if req.is_passive:
             # The SP forbids us to interact with the user: no usable session means NoPassive, never a login page.
@@ -98,6 +99,7 @@ def single_sign_on() -> BaseResponse:
     if request.method == "POST" and COOKIE not in request.cookies:
         # A cross-site POST carries no SameSite=Lax cookie, but the same-site GET it is redirected to does:
         # decide there, or a signed-in user would be asked again (or refused NoPassive).
+        sso.claim(req, ip)
         return redirect(url_for("saml.resume", pending_id=sso.park(req)), 303)
     return answer(req)
 

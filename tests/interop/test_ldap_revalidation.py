@@ -15,6 +15,7 @@ import ldap3
 import pytest
 import requests
 from conftest import Clock, LiveServer
+from helpers import audit_insert_lost
 from ldap_server import SUFFIX, Slapd, SlapdProcess, directory_config, ldapmodify
 from oidc_peers import AuthlibRp, browse, register, rp, start
 from saml_peers import ATTRIBUTE_MAP, OneLoginSp, idp_metadata, is_login_page, read_post_form, register_sp, submit_login
@@ -22,8 +23,10 @@ from sqlalchemy import select
 
 from idp import audit
 from idp.authn.connectors import admin
+from idp.authn.connectors.ldap_connector import LdapConnector
 from idp.authn.revalidation import BACKOFF
 from idp.cli import cli
+from idp.errors import DirectoryUnavailable
 from idp.extensions import db
 from idp.state import sessions as session_state
 from idp.store import User
@@ -240,6 +243,30 @@ def test_a_sign_in_with_cached_groups_leaves_the_next_revalidation_due_as_soon_a
         assert refresh(server, again).status_code == 200
         assert shadow_groups("bob") == ["auditors"]
         db.session.remove()
+
+
+@pytest.mark.parametrize("lost", ["answer", "directory"])
+def test_a_request_answered_after_a_revalidation_keeps_its_id_unused_until_the_answer_is_stored(
+    idp: LiveServer, frozen_clock: Clock, lost: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A revalidation commits midway through an SSO answer (what the directory said, or that it could not be
+    asked). The request's ID is claimed after it, with the answer: the database lost as the answer is recorded
+    is a 503, and the browser's retry of the same request is answered, not refused as a replay."""
+    s = sign_in(idp, "bob", "bob-pw")
+    frozen_clock.advance(seconds=REVALIDATE + 1)
+    if lost == "directory":
+        def down(*_args: Any, **_kwargs: Any) -> Any:
+            raise DirectoryUnavailable("unavailable", "test: the directory is down")
+
+        monkeypatch.setattr(LdapConnector, "recheck", down)
+    url, request_id = s.sp.redirect_login("https://sp.example.test/again")
+    with audit_insert_lost("saml.response"):
+        assert s.http.get(url, timeout=10).status_code == 503
+    again = s.http.get(url, timeout=10)
+    assert again.status_code == 200, again.text[:500]
+    auth = s.sp.process_response(read_post_form(again.text), request_id)
+    assert auth.get_errors() == [], auth.get_last_error_reason()
+    assert auth.get_attributes().get("groups") == ["auditors", "staff"]
 
 
 def test_within_revalidate_seconds_the_directory_is_not_asked(
