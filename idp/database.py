@@ -13,6 +13,7 @@ from flask_migrate import upgrade
 from sqlalchemy import event, make_url, select
 from sqlalchemy.engine import Engine, ExceptionContext
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.exc import StaleDataError
 
 from idp.config import Settings
 from idp.errors import duplicate_key
@@ -139,10 +140,14 @@ def lock_for_removal(row: Any) -> None:
     refer to it, so that what a removal reads next is all it takes (a foreign key's ON DELETE CASCADE would
     otherwise take, uncounted, a row another request made after the read): FOR UPDATE on PostgreSQL, which a
     reference's key check (FOR KEY SHARE) waits on, and which then fails it; on SQLite the write lock (one
-    writer), taken by writing the row as it is."""
+    writer), taken by writing the row (its id as it is; an ``updated_at`` moves, on a row about to go). Rows
+    that already refer to it and may change meanwhile are the caller's to lock. A row removed meanwhile (by a
+    removal this one waited for) is a concurrent change (409), not a second removal."""
     table = type(row).__table__
     connection = db.session.connection()
     if connection.dialect.name == "sqlite":
-        connection.execute(table.update().where(table.c.id == row.id).values(id=table.c.id))
+        held = connection.execute(table.update().where(table.c.id == row.id).values(id=table.c.id)).rowcount > 0
     else:
-        connection.execute(select(table.c.id).where(table.c.id == row.id).with_for_update())
+        held = connection.execute(select(table.c.id).where(table.c.id == row.id).with_for_update()).first() is not None
+    if not held:
+        raise StaleDataError(f"{table.name} row {row.id} was removed meanwhile")

@@ -151,6 +151,7 @@ def remove_ou(name: str, *, actor: str) -> int:
     """Remove an empty OU; its assignments go with it. Returns how many."""
     ou = require_ou(name)
     lock_for_removal(ou)
+    lock_assignments(Assignment.ou_id == ou.id)
     if _count_accounts(Account.ou_id == ou.id) or db.session.scalar(
             select(OrganizationalUnit.id).where(OrganizationalUnit.parent_id == ou.id).limit(1)) is not None:
         raise Conflict(f"organizational unit '{ou.name}' still holds accounts or OUs: move them first")
@@ -188,6 +189,13 @@ def _count_accounts(where: Any) -> int:
 
 def _count(where: Any) -> int:
     return int(db.session.scalar(select(func.count()).select_from(Assignment).where(where)) or 0)
+
+
+def lock_assignments(where: Any) -> None:
+    """Hold the assignments ``where`` selects until the transaction ends, after lock_for_removal of what they
+    refer to: granting an ended one again updates it, which no key check makes wait (PostgreSQL; SQLite's
+    write lock already holds everything)."""
+    db.session.execute(select(Assignment.id).where(where).with_for_update())
 
 
 # --- accounts -------------------------------------------------------------------------------------------
@@ -306,6 +314,7 @@ def remove_account(account_id: str, *, actor: str) -> int:
     """Remove an account and its own assignments (those of its OUs stay). Returns how many went."""
     account = require_account(account_id)
     lock_for_removal(account)
+    lock_assignments(Assignment.account_id == account.id)
     assignments = _count(Assignment.account_id == account.id)
     db.session.delete(account)
     audit.record(AuditEvent(type="access.account.remove", actor=actor, details={

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import delete, select
 
 from idp import audit
-from idp.access.accounts import add_new, assignment_lines, https_url
+from idp.access.accounts import add_new, assignment_lines, https_url, lock_assignments
 from idp.audit import AuditEvent
 from idp.database import lock_for_removal
 from idp.errors import BadRequest, Conflict, NotFound
@@ -132,6 +132,7 @@ def delete_permission_set(name: str, *, force: bool = False, actor: str) -> int:
     Returns how many assignments went."""
     pset = require_permission_set(name)
     lock_for_removal(pset)
+    lock_assignments(Assignment.permission_set_id == pset.id)
     used = assignment_lines(Assignment.permission_set_id == pset.id)
     if used and not force:
         raise Conflict(f"permission set '{pset.name}' is used by {len(used)} assignment(s) "

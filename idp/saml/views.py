@@ -95,6 +95,7 @@ def single_sign_on() -> BaseResponse:
             raise
         req = sso.receive(inbound, ip)
     except sso.SamlStatusError as err:
+        sso.claim(err.request, ip)  # answered: used up, as an answer to it would be
         return _post(sso.error_response(err, ip))
     if request.method == "POST" and COOKIE not in request.cookies:
         # A cross-site POST carries no SameSite=Lax cookie, but the same-site GET it is redirected to does:

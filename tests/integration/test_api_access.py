@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -628,7 +628,7 @@ def test_two_ou_moves_at_once_cannot_make_a_cycle(app: Flask, api: Api) -> None:
 def _assigned_during(app: Flask, removal: Callable[[], object], **target: str) -> list[str]:
     """``removal`` run and committed while another admin (another instance, say) gives group engineers Admin in
     ``target``, right after the removal has read the assignments it takes: what that admin was told."""
-    main, told = threading.get_ident(), []
+    main, told, writing = threading.get_ident(), [], threading.Event()
 
     def other_admin() -> None:
         with app.app_context():
@@ -641,16 +641,23 @@ def _assigned_during(app: Flask, removal: Callable[[], object], **target: str) -
 
     other = threading.Thread(target=other_admin)
 
+    def other_writes(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if threading.get_ident() == other.ident and statement.startswith(("INSERT", "UPDATE")):
+            writing.set()  # its first write: on SQLite it waits here for the removal's write lock
+
     def after_reading_the_assignments(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         if threading.get_ident() == main and "FROM assignments" in statement and other.ident is None:
-            other.start()
-            other.join(1.0)  # the other admin's assignment commits now, unless it waits on this removal
+            other.start()  # the other admin's assignment commits now, unless it waits on this removal
+            assert writing.wait(10)
+            other.join(0.5)
 
+    event.listen(db.engine, "before_cursor_execute", other_writes)
     event.listen(db.engine, "after_cursor_execute", after_reading_the_assignments)
     try:
         removal()
         db.session.commit()
     finally:
+        event.remove(db.engine, "before_cursor_execute", other_writes)
         event.remove(db.engine, "after_cursor_execute", after_reading_the_assignments)
     other.join(15)
     return told
@@ -690,6 +697,41 @@ def test_an_account_or_ou_removed_while_another_admin_assigns_to_it_counts_what_
     assert told == ["refused"]
     assert removed.details["assignments_removed"] == 0
     assert audit.events(type="access.assign") == []
+
+
+def test_an_account_removed_while_another_admin_grants_its_ended_assignment_again_counts_it(
+        app: Flask, api: Api, frozen_clock: Clock) -> None:
+    """Granting an ended assignment again updates its row: no key check waits on the account's lock, so the
+    removal holds the assignments it is about to take too."""
+    make_user("alice", groups=["engineers"])
+    new_account(api, A1, name="Prod")
+    api.ok("POST", "/permission-sets", 201, json={"name": "Admin", "session_duration_hours": 2})
+    until = (frozen_clock() + timedelta(hours=1)).isoformat()
+    api.ok("POST", "/assignments", 201, json={"principal": "group:engineers", "permission_set": "Admin",
+                                               "account": A1, "until": until})
+    frozen_clock.advance(seconds=7200)  # ended: granting it again updates the row
+    db.session.close()
+    told = _assigned_during(app, lambda: accounts.remove_account(A1, actor="one"), account=A1)
+    assert told == ["refused"]
+    (removed,) = audit.events(type="access.account.remove")
+    assert removed.details["assignments_removed"] == 1
+    assert len(audit.events(type="access.assign")) == 1  # the first grant's: the other admin's went back
+
+
+def test_an_account_removed_twice_at_once_is_removed_once(
+        app: Flask, api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    new_account(api, A1, name="Prod")
+    found = accounts.require_account
+
+    def removed_elsewhere_once_found(account_id: str) -> Any:
+        monkeypatch.setattr(accounts, "require_account", found)
+        row = found(account_id)
+        committed_elsewhere(app, lambda: accounts.remove_account(A1, actor="other"))
+        return row
+
+    monkeypatch.setattr(accounts, "require_account", removed_elsewhere_once_found)
+    api.refused("DELETE", f"/accounts/{A1}", 409)
+    assert [e.actor for e in audit.events(type="access.account.remove")] == ["other"]
 
 
 def test_an_account_change_whose_ou_goes_meanwhile_changes_nothing(

@@ -433,6 +433,8 @@ def test_requested_nameid_format_must_match_the_configured_one(client: FlaskClie
     assert "alice@example.test" not in xml
     assert "urn:oasis:names:tc:SAML:2.0:status:InvalidNameIDPolicy" in xml
     assert auth.get_errors() != [] and "emailAddress requested" in (auth.get_last_error_reason() or "")
+    # Answered, if with a refusal: the request is used up, as an assertion would have used it.
+    assert_refused(client.get(local(url)), 400, "replayed request")
 
 
 
