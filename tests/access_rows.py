@@ -7,8 +7,9 @@ services would refuse (a name with markup, an assignment that has already ended)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from flask import Flask
@@ -71,14 +72,21 @@ def assign_app(app: ServiceProvider | OidcClient, *, user: User | None = None, g
     ))
 
 
-def ou_removed_once_found(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Another admin removes the (empty) OU right after this request's or command's next look-up found it."""
-    lookup = accounts.require_ou
+def removed_once_found(app: Flask, monkeypatch: pytest.MonkeyPatch, lookup_name: str,
+                       remove: Callable[[str], object]) -> None:
+    """Another admin removes a row (``remove(key)``) right after this request's or command's next look-up of it
+    (``accounts.<lookup_name>(key)``) found it."""
+    lookup = getattr(accounts, lookup_name)
 
-    def removed_meanwhile(name: str) -> OrganizationalUnit:
-        monkeypatch.setattr(accounts, "require_ou", lookup)
-        found = lookup(name)
-        committed_elsewhere(app, lambda: accounts.remove_ou(name, actor="admin"))
+    def removed_meanwhile(key: str) -> Any:
+        monkeypatch.setattr(accounts, lookup_name, lookup)
+        found = lookup(key)
+        committed_elsewhere(app, lambda: remove(key))
         return found
 
-    monkeypatch.setattr(accounts, "require_ou", removed_meanwhile)
+    monkeypatch.setattr(accounts, lookup_name, removed_meanwhile)
+
+
+def ou_removed_once_found(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another admin removes the (empty) OU right after this request's or command's next look-up found it."""
+    removed_once_found(app, monkeypatch, "require_ou", lambda name: accounts.remove_ou(name, actor="admin"))

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from access_rows import ou_removed_once_found
+from access_rows import ou_removed_once_found, removed_once_found
 from admin_api import bearer
 from conftest import Clock
 from flask import Flask
@@ -721,15 +721,7 @@ def test_an_account_removed_while_another_admin_grants_its_ended_assignment_agai
 def test_an_account_removed_twice_at_once_is_removed_once(
         app: Flask, api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     new_account(api, A1, name="Prod")
-    found = accounts.require_account
-
-    def removed_elsewhere_once_found(account_id: str) -> Any:
-        monkeypatch.setattr(accounts, "require_account", found)
-        row = found(account_id)
-        committed_elsewhere(app, lambda: accounts.remove_account(A1, actor="other"))
-        return row
-
-    monkeypatch.setattr(accounts, "require_account", removed_elsewhere_once_found)
+    removed_once_found(app, monkeypatch, "require_account", lambda key: accounts.remove_account(key, actor="other"))
     api.refused("DELETE", f"/accounts/{A1}", 409)
     assert [e.actor for e in audit.events(type="access.account.remove")] == ["other"]
 
