@@ -113,19 +113,33 @@ def sign_in(username: str, password: str, client_ip: str | None) -> SignInResult
         throttle.release(*reserved)
         return _locked_out(name, client_ip, _refused_by(name, outcome))
     if outcome.principal is None:
-        # The source is as visible as the reason beside it ("unknown user" already says the name is nobody's).
-        audit.record(AuditEvent(type="login", outcome="failure", username=name, client_ip=client_ip,
-                                reason=outcome.reason, details={"source": _refused_by(name, outcome)}),
-                     commit=False)
-        started = throttle.register_failure(*reserved)
-        for key in started:
-            audit.record(AuditEvent(type="login.lockout", outcome="failure", username=name, client_ip=client_ip,
-                                    reason=f"too many failed sign-ins for {key}"), commit=False)
-        db.session.commit()
+        try:
+            started = _failed(name, client_ip, outcome, reserved)
+        except Exception:
+            # The failure could not be recorded (the database lost meanwhile): the tries are given back, as for
+            # a try never judged, rather than held against the name and the address until the window ends.
+            _give_back(reserved)
+            raise
         return SignInResult(Status.LOCKED if started else Status.FAILED, message=outcome.message)
     throttle.succeeded(counted, outcome.subject, *reserved)
-    # Not committed here: the session the caller starts commits it, with a directory user's shadow row, in one
-    # transaction (a sign-in is recorded together with the session it opened).
+    # Committed now (with a directory user's shadow row), apart from the session the caller starts: a success's
+    # tries are settled even when storing that session fails.
+    db.session.commit()
+    # Not committed here: the session the caller starts commits it (a sign-in is recorded together with the
+    # session it opened).
     audit.record(AuditEvent(type="login", username=outcome.principal.username, client_ip=client_ip,
                             details={"source": outcome.principal.source}), commit=False)
     return SignInResult(Status.OK, outcome.principal)
+
+
+def _failed(name: str, client_ip: str | None, outcome: Verdict, reserved: list[throttle.Reservation]) -> list[str]:
+    """Record a refused password: its tries count as failures; the keys whose lockout it starts."""
+    # The source is as visible as the reason beside it ("unknown user" already says the name is nobody's).
+    audit.record(AuditEvent(type="login", outcome="failure", username=name, client_ip=client_ip,
+                            reason=outcome.reason, details={"source": _refused_by(name, outcome)}), commit=False)
+    started = throttle.register_failure(*reserved)
+    for key in started:
+        audit.record(AuditEvent(type="login.lockout", outcome="failure", username=name, client_ip=client_ip,
+                                reason=f"too many failed sign-ins for {key}"), commit=False)
+    db.session.commit()
+    return started

@@ -11,7 +11,7 @@ import pytest
 from conftest import REDIS_URL
 from flask import Flask
 from flask.testing import FlaskClient
-from helpers import csrf_token, form_action, login, make_user, sql_statements
+from helpers import audit_insert_lost, csrf_token, form_action, login, make_user, sql_statements
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
@@ -513,6 +513,28 @@ def test_a_sign_in_whose_session_cannot_be_stored_records_no_success(
     monkeypatch.undo()
     assert login(client, "alice", "correct horse battery").status_code == 302
     assert [e.username for e in login_events("success")] == ["alice"]
+
+
+def test_sign_ins_whose_answer_cannot_be_stored_leave_no_tries_held(
+        make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The database lost after the password was checked (a failover): a right password whose session cannot be
+    stored, and a wrong one whose failure cannot be recorded, each get a 503, and give back the tries they held
+    against the name and the address; otherwise, behind an office's NAT, a few seconds of failover held the
+    address to its limit until the window ended (15 minutes by default)."""
+    application = make_app(login_max_failures=2, login_ip_max_failures=2)
+    make_user("alice", PASSWORD)
+
+    def lost(*_: object) -> None:
+        raise OperationalError("INSERT INTO sso_sessions", {}, Exception("database went away"))
+
+    with monkeypatch.context() as patched:
+        patched.setattr(session_state, "create", lost)
+        for _ in range(2):
+            assert login(application.test_client(), "alice", PASSWORD).status_code == 503
+    with audit_insert_lost("login"):
+        for _ in range(2):
+            assert login(application.test_client(), "alice", "wrong").status_code == 503
+    assert login(application.test_client(), "alice", PASSWORD).status_code == 302
 
 
 def test_a_re_authentication_whose_session_cannot_be_stored_records_no_success(
