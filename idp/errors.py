@@ -62,7 +62,7 @@ class DirectoryUnavailable(IdpError):
 
 
 # What a lost database or Redis connection raises. Such a request is answered 503 (retry later), never 500:
-# the dependency, not the request, is at fault, and nothing half-done was committed.
+# the dependency, not the request, is at fault, and what was committed before is whole on its own.
 _UNAVAILABLE: tuple[type[Exception], ...] = (
     sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,

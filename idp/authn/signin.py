@@ -1,7 +1,8 @@
 """Password sign-in as one decision: throttle check, the connector chain, counters and audit events.
 
 The login view only renders what this returns, so the same decision (and the same audit trail) would
-serve any other front end. A success is left uncommitted for :func:`idp.authn.session.start_session`.
+serve any other front end. A success commits its throttle writes (and a directory user's shadow row); its
+login event is left uncommitted for :func:`idp.authn.session.start_session`, to commit with the session.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from idp.authn.connectors.base import Verdict
 from idp.authn.connectors.local import LOCAL
 from idp.authn.directory import normalize_username
 from idp.authn.principal import Principal
-from idp.errors import DirectoryUnavailable, first_line
+from idp.errors import DirectoryUnavailable, dependency_unavailable, first_line
 from idp.extensions import db
 
 log = logging.getLogger(__name__)
@@ -115,10 +116,13 @@ def sign_in(username: str, password: str, client_ip: str | None) -> SignInResult
     if outcome.principal is None:
         try:
             started = _failed(name, client_ip, outcome, reserved)
-        except Exception:
-            # The failure could not be recorded (the database lost meanwhile): the tries are given back, as for
-            # a try never judged, rather than held against the name and the address until the window ends.
-            _give_back(reserved)
+        except Exception as exc:
+            # The failure could not be recorded (the database lost meanwhile): in the database its counts went
+            # with the rollback, and the tries are given back, as for a try never judged, rather than held against
+            # the name and the address until the window ends. (In Redis they were counted as it was judged.)
+            # Only for a lost dependency: a bug here must not turn wrong passwords into uncounted ones.
+            if throttle.in_transaction() and dependency_unavailable(exc):
+                _give_back(reserved)
             raise
         return SignInResult(Status.LOCKED if started else Status.FAILED, message=outcome.message)
     throttle.succeeded(counted, outcome.subject, *reserved)
@@ -134,10 +138,10 @@ def sign_in(username: str, password: str, client_ip: str | None) -> SignInResult
 
 def _failed(name: str, client_ip: str | None, outcome: Verdict, reserved: list[throttle.Reservation]) -> list[str]:
     """Record a refused password: its tries count as failures; the keys whose lockout it starts."""
+    started = throttle.register_failure(*reserved)
     # The source is as visible as the reason beside it ("unknown user" already says the name is nobody's).
     audit.record(AuditEvent(type="login", outcome="failure", username=name, client_ip=client_ip,
                             reason=outcome.reason, details={"source": _refused_by(name, outcome)}), commit=False)
-    started = throttle.register_failure(*reserved)
     for key in started:
         audit.record(AuditEvent(type="login.lockout", outcome="failure", username=name, client_ip=client_ip,
                                 reason=f"too many failed sign-ins for {key}"), commit=False)

@@ -131,6 +131,12 @@ def register_failure(*reservations: Reservation) -> list[str]:
     return started
 
 
+def in_transaction() -> bool:
+    """True when the counters are written in the request's database transaction (and go with its rollback),
+    False when Redis holds them (written at once)."""
+    return counters.in_transaction()
+
+
 def locked(*keys: str) -> bool:
     """True while any of ``keys`` is locked out: the same counters for other guessable inputs than
     passwords (OIDC device user codes), under keys of their own."""

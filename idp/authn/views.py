@@ -77,8 +77,8 @@ def login() -> BaseResponse | tuple[str, int] | str:
     if not form.validate_on_submit():
         return render_template("login.html", form=form, action=action, error=MISSING_INPUT)
     # The browser's current session is loaded (and its own writes committed: a touch, an expiry) before the
-    # sign-in writes anything: the tries it holds in advance (committed at once), then what a success writes,
-    # which commits only with the new session (start_session).
+    # sign-in writes anything: the tries it holds in advance (committed at once), then what a success settles
+    # (committed apart), then its login event, which commits only with the new session (start_session).
     current_session()
     result = sign_in(form.username.data or "", form.password.data or "", request.remote_addr)
     if result.status is Status.LOCKED:

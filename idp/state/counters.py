@@ -4,9 +4,9 @@ a window; reaching the limit locks the key for a while and starts the count afre
 A try may be reserved before it is judged (:func:`reserve`): it is then in flight, and tries in flight and
 failures together are held to the limit, so that tries sent at once see each other; but only a failure counts
 as one (:func:`count` with ``reserved``), and only failures start a lockout. Rolling the window forgets the
-tries in flight too, so that one whose request never ended (a killed worker, a commit that failed after the
-try) holds its place until the window rolls (after a lockout in force, if one started meanwhile). Tries sent
-across a window's end can see twice the limit, as failures can with any fixed window."""
+tries in flight too, so that one whose request never ended (a killed worker, a database lost before the try
+was settled) holds its place until the window rolls (after a lockout in force, if one started meanwhile).
+Tries sent across a window's end can see twice the limit, as failures can with any fixed window."""
 
 from __future__ import annotations
 
@@ -185,6 +185,11 @@ class _Row:
         db.session.connection().execute(_SET, {"row": self.key, "failures": self.failures,
                                                "started": self.started, "until": self.locked_until,
                                                "in_flight": self.in_flight})
+
+
+def in_transaction() -> bool:
+    """True when counters are rows written in the request's transaction, False when they are in Redis."""
+    return redis_client() is None
 
 
 def reserve(key: str, limits: Limits, now: datetime) -> bool:

@@ -228,7 +228,8 @@ def get_joined(session_id: str, statement: Select[Any], sp_id: int | None = None
 
 
 def create(s: SsoSession, now: datetime) -> None:
-    """Store a new session. In the database it is written, not committed (sign-in commits it with the rest)."""
+    """Store a new session. In the database it is written, not committed (sign-in commits it with its login
+    event)."""
     client = redis_client()
     if client is not None:
         with client.pipeline() as pipe:  # MULTI: the session and its indexes together
