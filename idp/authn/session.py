@@ -203,6 +203,9 @@ def start_session(user_id: int) -> SsoSession:
         end_session(old, "replaced by another user's sign-in", commit=False)
     db.session.commit()
     request.environ[_CACHE] = new
+    # The user as loaded with the old session is not the user this sign-in has just read (a directory's groups
+    # and profile, as a re-authentication left them): an answer given in this request reads them again.
+    request.environ.pop(_USER, None)
     request.environ[_COOKIE_ACTION] = token
     _sweep(t)
     return new

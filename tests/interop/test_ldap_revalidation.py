@@ -269,6 +269,23 @@ def test_a_request_answered_after_a_revalidation_keeps_its_id_unused_until_the_a
     assert auth.get_attributes().get("groups") == ["auditors", "staff"]
 
 
+def test_a_forced_sign_in_answers_with_the_groups_that_sign_in_has_just_read(
+    idp: LiveServer, corp: Slapd, frozen_clock: Clock
+) -> None:
+    """ForceAuthn: the SP has the password asked again, and the assertion answered right after it says what the
+    directory said at that sign-in, not what the browser's session held before it (within revalidate_seconds)."""
+    s = sign_in(idp, "bob", "bob-pw")
+    ldapmodify(corp.ldap_url, f"dn: cn=staff,{GROUPS}\nchangetype: modify\ndelete: member\n"
+                              f"member: uid=bob,{PEOPLE}\n")
+    url, request_id = s.sp.redirect_login("https://sp.example.test/forced", force_authn=True)
+    page = s.http.get(url, timeout=10)
+    assert is_login_page(page)
+    auth = s.sp.process_response(read_post_form(submit_login(s.http, page, "bob", "bob-pw").text), request_id)
+    assert auth.get_errors() == [], auth.get_last_error_reason()
+    assert auth.get_attributes().get("groups") == ["auditors"]
+    assert shadow_groups("bob") == ["auditors"]
+
+
 def test_within_revalidate_seconds_the_directory_is_not_asked(
     idp: LiveServer, frozen_clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
