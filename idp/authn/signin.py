@@ -8,9 +8,12 @@ login event is left uncommitted for :func:`idp.authn.session.start_session`, to 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import TypeVar
 
 from idp import audit
 from idp.audit import AuditEvent
@@ -24,6 +27,7 @@ from idp.errors import DirectoryUnavailable, dependency_unavailable, first_line
 from idp.extensions import db
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Status(Enum):
@@ -73,6 +77,21 @@ def _give_back(reservations: list[throttle.Reservation]) -> None:
         log.warning("a sign-in try that failed unjudged stays held until its window ends: %s", first_line(exc))
 
 
+def _settling(reserved: list[throttle.Reservation], settle: Callable[[], T]) -> T:
+    """Run ``settle``, which settles the tries ``reserved`` (given back, cleared or counted as a failure) and
+    commits. When the database is lost before that commit, the rollback takes the settlement with it: the tries
+    are given back in a transaction of their own, as for a try never judged, rather than held against the name
+    and the address until the window ends (a failover behind an office's NAT). In Redis the settlement was
+    written at once and stands. Only for a lost dependency: a bug must not turn wrong passwords into uncounted
+    ones."""
+    try:
+        return settle()
+    except Exception as exc:
+        if throttle.in_transaction() and dependency_unavailable(exc):
+            _give_back(reserved)
+        raise
+
+
 def sign_in(username: str, password: str, client_ip: str | None) -> SignInResult:
     name = normalize_username(username)[:255]
     items = chain.configured()
@@ -100,9 +119,7 @@ def sign_in(username: str, password: str, client_ip: str | None) -> SignInResult
     try:
         outcome = chain.check(name, password, items=items, admit=admit)
     except DirectoryUnavailable as exc:
-        throttle.release(*reserved)
-        audit.record(AuditEvent(type="login", outcome="failure", username=name, client_ip=client_ip,
-                                reason=exc.reason, details={"source": exc.source} if exc.source else {}))
+        _settling(reserved, functools.partial(_unjudged, name, client_ip, exc, reserved))
         return SignInResult(Status.UNAVAILABLE)
     except Exception:
         # Not judged either (the database failing under the check, say): the request fails, the tries are given
@@ -111,29 +128,39 @@ def sign_in(username: str, password: str, client_ip: str | None) -> SignInResult
         raise
     if outcome.locked:
         # The connector found a locked-out user under another spelling and stopped before the password.
-        throttle.release(*reserved)
-        return _locked_out(name, client_ip, _refused_by(name, outcome))
+        source = _refused_by(name, outcome)
+        return _settling(reserved, functools.partial(_locked_user, name, client_ip, source, reserved))
     if outcome.principal is None:
-        try:
-            started = _failed(name, client_ip, outcome, reserved)
-        except Exception as exc:
-            # The failure could not be recorded (the database lost meanwhile): in the database its counts went
-            # with the rollback, and the tries are given back, as for a try never judged, rather than held against
-            # the name and the address until the window ends. (In Redis they were counted as it was judged.)
-            # Only for a lost dependency: a bug here must not turn wrong passwords into uncounted ones.
-            if throttle.in_transaction() and dependency_unavailable(exc):
-                _give_back(reserved)
-            raise
+        started = _settling(reserved, functools.partial(_failed, name, client_ip, outcome, reserved))
         return SignInResult(Status.LOCKED if started else Status.FAILED, message=outcome.message)
-    throttle.succeeded(counted, outcome.subject, *reserved)
     # Committed now (with a directory user's shadow row), apart from the session the caller starts: a success's
     # tries are settled even when storing that session fails.
-    db.session.commit()
+    _settling(reserved, functools.partial(_succeeded, counted, outcome.subject, reserved))
     # Not committed here: the session the caller starts commits it (a sign-in is recorded together with the
     # session it opened).
     audit.record(AuditEvent(type="login", username=outcome.principal.username, client_ip=client_ip,
                             details={"source": outcome.principal.source}), commit=False)
     return SignInResult(Status.OK, outcome.principal)
+
+
+def _unjudged(name: str, client_ip: str | None, exc: DirectoryUnavailable,
+              reserved: list[throttle.Reservation]) -> None:
+    """Record a try no directory could judge: its tries are given back."""
+    throttle.release(*reserved)
+    audit.record(AuditEvent(type="login", outcome="failure", username=name, client_ip=client_ip,
+                            reason=exc.reason, details={"source": exc.source} if exc.source else {}))
+
+
+def _locked_user(name: str, client_ip: str | None, source: str, reserved: list[throttle.Reservation]
+                 ) -> SignInResult:
+    """Record a try refused for a user locked out under another spelling: its tries are given back."""
+    throttle.release(*reserved)
+    return _locked_out(name, client_ip, source)
+
+
+def _succeeded(counted: str, subject: str | None, reserved: list[throttle.Reservation]) -> None:
+    throttle.succeeded(counted, subject, *reserved)
+    db.session.commit()
 
 
 def _failed(name: str, client_ip: str | None, outcome: Verdict, reserved: list[throttle.Reservation]) -> list[str]:

@@ -12,7 +12,7 @@ from conftest import REDIS_URL
 from flask import Flask
 from flask.testing import FlaskClient
 from helpers import audit_insert_lost, csrf_token, form_action, login, make_user, sql_statements
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.exc import OperationalError
 
 from idp import audit, create_app
@@ -545,6 +545,42 @@ def test_a_wrong_password_whose_failure_cannot_be_recorded_holds_no_try(make_app
         assert login(application.test_client(), "alice", "wrong").status_code == 503
     expected = 429 if REDIS_URL is not None else 302
     assert login(application.test_client(), "alice", PASSWORD).status_code == expected
+
+
+def test_a_try_no_directory_could_judge_whose_refusal_cannot_be_recorded_holds_no_try(
+        make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch) -> None:
+    application = make_app(login_max_failures=1, login_ip_max_failures=5)
+    make_user("alice", PASSWORD)
+
+    def unavailable(*args: object, **kwargs: object) -> NoReturn:
+        raise DirectoryUnavailable("unavailable", "test: the directory is down")
+
+    with monkeypatch.context() as patched, audit_insert_lost("login"):
+        patched.setattr(chain, "check", unavailable)
+        assert login(application.test_client(), "alice", PASSWORD).status_code == 503
+    assert login(application.test_client(), "alice", PASSWORD).status_code == 302
+
+
+@pytest.mark.skipif(REDIS_URL is not None, reason="the counters are in Redis in this pass (no statements)")
+def test_a_success_whose_counters_cannot_be_settled_holds_no_try(make_app: Callable[..., Flask]) -> None:
+    """The database lost as a right password's counters are settled: a 503, and the tries given back once it
+    answers again."""
+    application = make_app(login_max_failures=1, login_ip_max_failures=5)
+    make_user("alice", PASSWORD)
+    lost: list[str] = []
+
+    def once(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.startswith("DELETE FROM login_throttle") and not lost:
+            lost.append(statement)
+            raise OperationalError(statement, {}, Exception("server closed the connection unexpectedly"))
+
+    event.listen(db.engine, "before_cursor_execute", once)
+    try:
+        assert login(application.test_client(), "alice", PASSWORD).status_code == 503
+    finally:
+        event.remove(db.engine, "before_cursor_execute", once)
+    assert lost
+    assert login(application.test_client(), "alice", PASSWORD).status_code == 302
 
 
 def test_a_re_authentication_whose_session_cannot_be_stored_records_no_success(
