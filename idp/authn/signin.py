@@ -74,7 +74,7 @@ def _give_back(reservations: list[throttle.Reservation]) -> None:
         throttle.release(*reservations)
         db.session.commit()
     except Exception as exc:  # the caller raises the first failure again, which says more (and rolls back)
-        log.warning("a sign-in try that failed unjudged stays held until its window ends: %s", first_line(exc))
+        log.warning("a sign-in's tries stay held until their window ends: %s", first_line(exc))
 
 
 def _settling(reserved: list[throttle.Reservation], settle: Callable[[], T]) -> T:
@@ -83,7 +83,8 @@ def _settling(reserved: list[throttle.Reservation], settle: Callable[[], T]) -> 
     are given back in a transaction of their own, as for a try never judged, rather than held against the name
     and the address until the window ends (a failover behind an office's NAT). In Redis the settlement was
     written at once and stands. Only for a lost dependency: a bug must not turn wrong passwords into uncounted
-    ones."""
+    ones. (A commit that the server applied but whose answer was lost is given back too: another request's try
+    on the same key may then go unheld, once; no failure or lockout is undone.)"""
     try:
         return settle()
     except Exception as exc:
@@ -159,6 +160,8 @@ def _locked_user(name: str, client_ip: str | None, source: str, reserved: list[t
 
 
 def _succeeded(counted: str, subject: str | None, reserved: list[throttle.Reservation]) -> None:
+    """Settle a right password's tries: the name's and the user's counters cleared, the address's try given
+    back; committed."""
     throttle.succeeded(counted, subject, *reserved)
     db.session.commit()
 

@@ -561,6 +561,38 @@ def test_a_try_no_directory_could_judge_whose_refusal_cannot_be_recorded_holds_n
     assert login(application.test_client(), "alice", PASSWORD).status_code == 302
 
 
+@pytest.mark.skipif(REDIS_URL is None, reason="the counters are in the database in this pass")
+def test_in_redis_a_failure_whose_record_is_lost_stays_counted_and_gives_back_no_other_try(
+        make_app: Callable[..., Flask]) -> None:
+    """Redis counts a wrong password as it is judged: the database lost as it is recorded undoes nothing there,
+    and giving its tries back as well would take another request's hold on the same name."""
+    application = make_app(login_max_failures=2, login_ip_max_failures=5)
+    make_user("alice", PASSWORD)
+    assert throttle.reserve("alice") is not None  # another request, still checking its password
+    with audit_insert_lost("login"):
+        assert login(application.test_client(), "alice", "wrong").status_code == 503
+    # One failure and one try in flight take the limit of two.
+    assert login(application.test_client(), "alice", PASSWORD).status_code == 429
+
+
+def test_a_failure_that_cannot_be_recorded_for_a_bug_keeps_its_tries_held(make_app: Callable[..., Flask]) -> None:
+    """Only a lost dependency gives tries back: a bug while a wrong password is recorded (a 500) must not turn
+    it into an uncounted guess, so its tries stay held (with a limit of one, the name is refused)."""
+    application = make_app(login_max_failures=1, login_ip_max_failures=5)
+    make_user("alice", PASSWORD)
+
+    def bug(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.startswith("INSERT INTO audit_events") and "login" in str(parameters):
+            raise ValueError("a bug while recording")
+
+    event.listen(db.engine, "before_cursor_execute", bug)
+    try:
+        assert login(application.test_client(), "alice", "wrong").status_code == 500
+    finally:
+        event.remove(db.engine, "before_cursor_execute", bug)
+    assert login(application.test_client(), "alice", PASSWORD).status_code == 429
+
+
 @pytest.mark.skipif(REDIS_URL is not None, reason="the counters are in Redis in this pass (no statements)")
 def test_a_success_whose_counters_cannot_be_settled_holds_no_try(make_app: Callable[..., Flask]) -> None:
     """The database lost as a right password's counters are settled: a 503, and the tries given back once it
