@@ -2,26 +2,27 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NoReturn
 
 import pytest
-from conftest import REDIS_URL
+from conftest import PG_URL, REDIS_URL
 from flask import Flask
 from flask.testing import FlaskClient
 from helpers import audit_insert_lost, csrf_token, form_action, login, make_user, sql_statements
-from sqlalchemy import event, select
+from sqlalchemy import event, select, text
 from sqlalchemy.exc import OperationalError
 
-from idp import audit, create_app
+from idp import audit, clock, create_app
 from idp.authn import directory, passwords, throttle
 from idp.authn.connectors import chain
 from idp.config import Settings
 from idp.errors import DirectoryUnavailable
 from idp.extensions import db
-from idp.state import redis_client
+from idp.state import counters, redis_client
 from idp.state import sessions as session_state
 from idp.state.sessions import Participant
 from idp.store import LoginThrottle
@@ -314,6 +315,50 @@ def test_a_try_no_directory_could_judge_is_not_counted(
             assert login(application.test_client(), "alice", PASSWORD).status_code == 503
     assert login(application.test_client(), "alice", PASSWORD).status_code == 302
     assert audit.events(type="login.lockout") == []
+
+
+@pytest.mark.skipif(PG_URL is None or REDIS_URL is not None,
+                    reason="row locks of the database's counters: PostgreSQL without Redis")
+def test_a_success_and_a_failure_of_one_user_at_once_do_not_deadlock(app: Flask) -> None:
+    """A wrong password locks the user's and the name's counters in key order as it counts them; a right one
+    (another spelling, another address) clears the same two. Deleted with one statement, the second locked them
+    in whatever order the plan visited them (a sequential scan: as stored), and the two could deadlock."""
+    for key in ("user:alice", "subject:corp:1"):  # stored in this order: the name's row first
+        counters.count(key, throttle._limits(5), clock.now())
+    db.session.commit()
+    holds_subject, main = threading.Event(), threading.get_ident()
+    failed: list[str] = []
+
+    def after_counting(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if (threading.get_ident() != main and statement.startswith("UPDATE login_throttle")
+                and "subject:corp:1" in str(parameters)):
+            holds_subject.set()
+            time.sleep(1.0)  # the success reaches its delete meanwhile, and waits on the row this holds
+
+    def wrong_password() -> None:
+        with app.app_context():
+            try:
+                throttle.register_failure(throttle.Reservation("subject:corp:1", 5),
+                                          throttle.Reservation("user:alice", 5))
+                db.session.commit()
+            except Exception as exc:
+                failed.append(repr(exc))
+
+    event.listen(db.engine, "after_cursor_execute", after_counting)
+    other = threading.Thread(target=wrong_password)
+    try:
+        other.start()
+        assert holds_subject.wait(10)
+        # The plan a small table gets once it is analysed, made certain.
+        db.session.execute(text("SET LOCAL enable_indexscan = off"))
+        db.session.execute(text("SET LOCAL enable_bitmapscan = off"))
+        throttle.succeeded("alice", "corp:1")
+        db.session.commit()
+    finally:
+        other.join(15)
+        event.remove(db.engine, "after_cursor_execute", after_counting)
+    assert failed == []
+    assert db.session.scalars(select(LoginThrottle.key)).all() == []
 
 
 def test_a_try_given_back_after_a_success_cleared_the_counter_leaves_it_cleared(
