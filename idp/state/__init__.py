@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import redis
 from flask import Flask, current_app
-from sqlalchemy import Column, CursorResult, Label, Result
+from sqlalchemy import Column, CursorResult, Insert, Label, Result, Table
+from sqlalchemy.dialects import postgresql, sqlite
 
 from idp.config import Settings
 
@@ -85,6 +86,22 @@ def from_row(cls: type[D], row: Any, prefix: str = "", **given: Any) -> D:
     """The dataclass ``cls`` from a row (ORM or Core) holding its fields as ``prefix`` + field name; the fields
     in ``given`` are taken from there instead."""
     return cls(**{f.name: getattr(row, prefix + f.name) for f in fields(cls) if f.name not in given}, **given)
+
+
+def insert_if_new(table: Table) -> dict[str, Insert]:
+    """INSERT ... ON CONFLICT DO NOTHING into ``table``, per dialect, its values given when it runs; whether
+    it inserted is :func:`inserted`. A concurrent insert of the same key waits on the primary key, then inserts
+    nothing: one statement, no savepoint, nothing raised. PostgreSQL says whether the row went in by RETURNING
+    (psycopg reports no row count for it); SQLite by its row count (RETURNING would need SQLite 3.35)."""
+    key = next(iter(table.primary_key.columns))
+    return {"sqlite": sqlite.insert(table).on_conflict_do_nothing(),
+            "postgresql": postgresql.insert(table).on_conflict_do_nothing().returning(key)}
+
+
+def inserted(result: Result[Any]) -> bool:
+    """Whether an :func:`insert_if_new` statement inserted its row."""
+    cursor = cast(CursorResult[Any], result)
+    return cursor.first() is not None if cursor.returns_rows else cursor.rowcount == 1
 
 
 def changed(result: Result[Any]) -> int:

@@ -20,7 +20,7 @@ from sqlalchemy import bindparam, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from idp.extensions import db
-from idp.state import GRACE, PREFIX, changed, redis_client
+from idp.state import GRACE, PREFIX, changed, insert_if_new, inserted, redis_client
 from idp.state.lua import Script
 from idp.store import LoginThrottle
 
@@ -112,16 +112,9 @@ def _upsert(insert: Any) -> Any:
 _UPSERT = {"sqlite": _upsert(sqlite.insert), "postgresql": _upsert(postgresql.insert)}
 
 
-def _first_try(insert: Any) -> Any:
-    """A key without a counter gets one holding this try, in one statement (most sign-ins: their name's and
-    their address's counters went with their last success); where one exists, nothing happens."""
-    # RETURNING, not the row count: psycopg reports none for an INSERT ... ON CONFLICT DO NOTHING.
-    return (insert(_TABLE).values(key=bindparam("row"), failures=0, window_started_at=bindparam("now"),
-                                  locked_until=None, in_flight=1)
-            .on_conflict_do_nothing(index_elements=[_TABLE.c.key]).returning(_TABLE.c.key))
-
-
-_FIRST_TRY = {"sqlite": _first_try(sqlite.insert), "postgresql": _first_try(postgresql.insert)}
+# A key without a counter gets one holding this try, in one statement (most sign-ins: their name's and their
+# address's counters went with their last success); where one exists, nothing happens.
+_FIRST_TRY = insert_if_new(_TABLE)
 _FOR_UPDATE = (select(_TABLE.c.failures, _TABLE.c.window_started_at, _TABLE.c.locked_until, _TABLE.c.in_flight)
                .where(_TABLE.c.key == bindparam("row")).with_for_update())
 _SET = _TABLE.update().where(_TABLE.c.key == bindparam("row")).values(
@@ -199,10 +192,8 @@ def reserve(key: str, limits: Limits, now: datetime) -> bool:
     client = redis_client()
     if client is not None:
         return bool(_RESERVE(client, [_key(key)], _script_args(limits, now)))
-    dialect = db.engine.dialect
-    # (SQLite before 3.35 has no RETURNING: the three statements below then make the row.)
-    if dialect.insert_returning and db.session.connection().execute(
-            _FIRST_TRY[dialect.name], {"row": key, "now": now}).first() is not None:
+    if inserted(db.session.connection().execute(_FIRST_TRY[db.engine.dialect.name], {
+            "key": key, "failures": 0, "window_started_at": now, "locked_until": None, "in_flight": 1})):
         _seen()[key] = True
         return True
     row = _Row.lock(key, limits, now)

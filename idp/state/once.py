@@ -11,24 +11,18 @@ from datetime import datetime
 import redis
 from sqlalchemy import delete
 from sqlalchemy import event as sa_event
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, SessionTransaction
 
 from idp.clock import now
 from idp.errors import first_line
 from idp.extensions import db
-from idp.state import PREFIX, redis_client, ttl_seconds
+from idp.state import PREFIX, insert_if_new, inserted, redis_client, ttl_seconds
 from idp.store import ConsumedId
 
 log = logging.getLogger(__name__)
 _HELD = "idp.once.held"  # Redis keys claimed in the session's transaction
 
-# On PostgreSQL, RETURNING says whether the row went in (psycopg reports no rowcount for an INSERT); SQLite
-# reports its rowcount, and RETURNING would need SQLite 3.35.
-_INSERTS = {
-    "sqlite": sqlite.insert(ConsumedId).on_conflict_do_nothing(),
-    "postgresql": postgresql.insert(ConsumedId).on_conflict_do_nothing().returning(ConsumedId.namespace),
-}
+_INSERTS = insert_if_new(ConsumedId.__table__)
 
 
 def claim(namespace: str, value: str, keep_until: datetime, *, commit: bool = False) -> bool:
@@ -53,15 +47,12 @@ def claim(namespace: str, value: str, keep_until: datetime, *, commit: bool = Fa
         return won
     if secrets.randbelow(20) == 0:  # occasional cleanup keeps the table small without a job
         db.session.execute(delete(ConsumedId).where(ConsumedId.expires_at < now()))
-    # ON CONFLICT DO NOTHING (SQLite and PostgreSQL alike): a concurrent claim of the same value waits on the
-    # primary key and then inserts nothing. One statement, no savepoint, nothing raised.
-    dialect = db.engine.dialect.name
-    result = db.session.connection().execute(
-        _INSERTS[dialect], {"namespace": namespace, "value": value[:512], "expires_at": keep_until})
-    inserted = result.first() is not None if dialect == "postgresql" else result.rowcount == 1
-    if inserted and commit:
+    # A concurrent claim of the same value waits on the primary key and then inserts nothing.
+    won = inserted(db.session.connection().execute(
+        _INSERTS[db.engine.dialect.name], {"namespace": namespace, "value": value[:512], "expires_at": keep_until}))
+    if won and commit:
         db.session.commit()
-    return inserted
+    return won
 
 
 @sa_event.listens_for(Session, "after_commit")
