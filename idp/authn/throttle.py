@@ -124,11 +124,7 @@ def register_failure(*reservations: Reservation) -> list[str]:
     """A failed sign-in: each of its tries counts as a failure. Returns the keys whose lockout starts with it
     (each lockout is reported once). Then drops the counters whose window and lockout are over, last in the
     transaction (it deletes only rows nobody holds, and waits for no other row after it). Does not commit."""
-    t = now()
-    started = [r.key for r in _in_order(reservations)
-               if counters.count(r.key, _limits(r.limit), t, reserved=True) is counters.Count.STARTED]
-    counters.collect(t, timedelta(seconds=settings().login_failure_window_seconds))
-    return started
+    return _count([(r.key, r.limit) for r in _in_order(reservations)], reserved=True)
 
 
 def in_transaction() -> bool:
@@ -148,8 +144,13 @@ def count_failures(keyed: list[tuple[str, int]]) -> list[str]:
     concurrent failures then lock the same rows in the same order). Returns the keys whose lockout starts now.
     Then drops the counters whose window and lockout are over, last in the transaction: it deletes only rows
     nobody holds, and waits for no other row after it. Does not commit."""
+    return _count(keyed, reserved=False)
+
+
+def _count(keyed: list[tuple[str, int]], *, reserved: bool) -> list[str]:
     t = now()
-    started = [key for key, limit in keyed if counters.count(key, _limits(limit), t) is counters.Count.STARTED]
+    started = [key for key, limit in keyed
+               if counters.count(key, _limits(limit), t, reserved=reserved) is counters.Count.STARTED]
     counters.collect(t, timedelta(seconds=settings().login_failure_window_seconds))
     return started
 
