@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -180,23 +180,37 @@ def sql_statements() -> Iterator[list[str]]:
         event.remove(db.engine, "before_cursor_execute", _record)
 
 
-@contextmanager
-def audit_insert_lost(event_type: str | None = None, *, nth: int | None = None) -> Iterator[None]:
-    """Inside the block the database is lost as an audit event (of ``event_type``, when given) is written: at
-    every such insert, or at the ``nth`` only (needs an app context). The failover a request may meet midway."""
-    seen: list[int] = []
+def _connection_lost(statement: str) -> Exception:
+    return OperationalError(statement, {}, Exception("server closed the connection unexpectedly"))
 
-    def lost(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if statement.startswith("INSERT INTO audit_events") and (event_type is None or event_type in str(parameters)):
+
+@contextmanager
+def statement_fails(prefix: str, *, given: str | None = None, nth: int | None = None,
+                    error: Callable[[str], Exception] = _connection_lost) -> Iterator[list[str]]:
+    """Inside the block the statements starting with ``prefix`` (with ``given`` among their parameters, when
+    given) raise ``error(statement)``, by default a lost database: every one, or the ``nth`` only (needs an app
+    context). The failover a request may meet midway. Yields the statements it failed."""
+    seen: list[int] = []
+    failed: list[str] = []
+
+    def fail(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.startswith(prefix) and (given is None or given in str(parameters)):
             seen.append(1)
             if nth is None or len(seen) == nth:
-                raise OperationalError(statement, {}, Exception("server closed the connection unexpectedly"))
+                failed.append(statement)
+                raise error(statement)
 
-    event.listen(db.engine, "before_cursor_execute", lost)
+    event.listen(db.engine, "before_cursor_execute", fail)
     try:
-        yield
+        yield failed
     finally:
-        event.remove(db.engine, "before_cursor_execute", lost)
+        event.remove(db.engine, "before_cursor_execute", fail)
+
+
+def audit_insert_lost(event_type: str | None = None, *, nth: int | None = None
+                      ) -> AbstractContextManager[list[str]]:
+    """The database lost as an audit event (of ``event_type``, when given) is written: :func:`statement_fails`."""
+    return statement_fails("INSERT INTO audit_events", given=event_type, nth=nth)
 
 
 _HANDED_OUT: set[int] = set()

@@ -12,7 +12,7 @@ import pytest
 from conftest import PG_URL, REDIS_URL
 from flask import Flask
 from flask.testing import FlaskClient
-from helpers import audit_insert_lost, csrf_token, form_action, login, make_user, sql_statements
+from helpers import audit_insert_lost, csrf_token, form_action, login, make_user, sql_statements, statement_fails
 from sqlalchemy import event, select, text
 from sqlalchemy.exc import OperationalError
 
@@ -623,16 +623,8 @@ def test_a_failure_that_cannot_be_recorded_for_a_bug_keeps_its_tries_held(make_a
     it into an uncounted guess, so its tries stay held (with a limit of one, the name is refused)."""
     application = make_app(login_max_failures=1, login_ip_max_failures=5)
     make_user("alice", PASSWORD)
-
-    def bug(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if statement.startswith("INSERT INTO audit_events") and "login" in str(parameters):
-            raise ValueError("a bug while recording")
-
-    event.listen(db.engine, "before_cursor_execute", bug)
-    try:
+    with statement_fails("INSERT INTO audit_events", given="login", error=lambda _: ValueError("a bug")):
         assert login(application.test_client(), "alice", "wrong").status_code == 500
-    finally:
-        event.remove(db.engine, "before_cursor_execute", bug)
     assert login(application.test_client(), "alice", PASSWORD).status_code == 429
 
 
@@ -642,18 +634,8 @@ def test_a_success_whose_counters_cannot_be_settled_holds_no_try(make_app: Calla
     answers again."""
     application = make_app(login_max_failures=1, login_ip_max_failures=5)
     make_user("alice", PASSWORD)
-    lost: list[str] = []
-
-    def once(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if statement.startswith("DELETE FROM login_throttle") and not lost:
-            lost.append(statement)
-            raise OperationalError(statement, {}, Exception("server closed the connection unexpectedly"))
-
-    event.listen(db.engine, "before_cursor_execute", once)
-    try:
+    with statement_fails("DELETE FROM login_throttle", nth=1) as lost:
         assert login(application.test_client(), "alice", PASSWORD).status_code == 503
-    finally:
-        event.remove(db.engine, "before_cursor_execute", once)
     assert lost
     assert login(application.test_client(), "alice", PASSWORD).status_code == 302
 
