@@ -26,7 +26,8 @@ from werkzeug.test import TestResponse
 from idp.config import Settings
 from idp.database import CONNECT_TIMEOUT
 
-# Once, in the PostgreSQL pass, which runs alone: the cut changes the loopback's queueing for its duration.
+# Once, in the PostgreSQL pass (tc's root queue on the loopback is one for the machine). The SQLite pass beside it
+# meets that queue for the cut's duration, which lets every other port's packets straight through.
 pytestmark = pytest.mark.skipif(not PG_URL, reason="runs in the PostgreSQL pass (IDP_TEST_DATABASE_URL)")
 
 BOUND = 2  # IDP_DATABASE_NETWORK_TIMEOUT_SECONDS here
