@@ -1,5 +1,6 @@
 """The deploy files, read as an orchestrator would: no registry is reachable here, so the image is never built
-in CI and the manifests are never applied; these checks catch what would break or leak on a real cluster."""
+in CI and the manifests are never applied; these checks catch what would break or leak on a real cluster (a command
+a manifest runs is run through our CLI)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,11 @@ from typing import Any
 
 import pytest
 import yaml
+from flask.testing import FlaskCliRunner
+from helpers import make_user
 
+from idp import audit
+from idp.cli import cli
 from idp.ops.serving import GRACEFUL_SECONDS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,9 +36,20 @@ def one(kind: str) -> dict[str, Any]:
     return found
 
 
-def containers(deployment: dict[str, Any]) -> list[dict[str, Any]]:
-    pod = deployment["spec"]["template"]["spec"]
+def pod_template(workload: dict[str, Any]) -> dict[str, Any]:
+    """The pod a Deployment or a CronJob runs."""
+    spec = workload["spec"]
+    template: dict[str, Any] = (spec["jobTemplate"]["spec"] if workload["kind"] == "CronJob" else spec)["template"]
+    return template
+
+
+def containers(workload: dict[str, Any]) -> list[dict[str, Any]]:
+    pod = pod_template(workload)["spec"]
     return list(pod.get("initContainers", [])) + list(pod["containers"])
+
+
+def workloads() -> list[dict[str, Any]]:
+    return [m for m in manifests() if m["kind"] in ("Deployment", "CronJob")]
 
 
 def env_settings() -> dict[str, str]:
@@ -70,7 +86,7 @@ def test_kustomization_applies_every_manifest_of_the_expected_kinds() -> None:
     listed = set(kustomization["resources"])
     assert listed == {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
     kinds = sorted(m["kind"] for name in listed for m in load_all(K8S / name))
-    assert kinds == ["ConfigMap", "ConfigMap", "Deployment", "Ingress", "PodDisruptionBudget", "Service"]
+    assert kinds == ["ConfigMap", "ConfigMap", "CronJob", "Deployment", "Ingress", "PodDisruptionBudget", "Service"]
 
 
 def test_deployment_runs_several_non_root_replicas_with_probes() -> None:
@@ -89,10 +105,12 @@ def test_deployment_runs_several_non_root_replicas_with_probes() -> None:
         assert app[probe]["httpGet"]["port"] in port_names
     # /readyz gives each dependency 2 s and asks the database before the directories.
     assert app["readinessProbe"]["timeoutSeconds"] > 4
-    for container in containers(deployment):
-        assert container["securityContext"]["readOnlyRootFilesystem"] is True
-        assert container["securityContext"]["allowPrivilegeEscalation"] is False
-        assert container["resources"]["requests"]["cpu"] and container["resources"]["requests"]["memory"]
+    for workload in workloads():
+        assert pod_template(workload)["spec"]["securityContext"]["runAsNonRoot"] is True
+        for container in containers(workload):
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True
+            assert container["securityContext"]["allowPrivilegeEscalation"] is False
+            assert container["resources"]["requests"]["cpu"] and container["resources"]["requests"]["memory"]
 
 
 def test_a_deleted_pod_serves_until_its_endpoints_are_gone_then_finishes_its_requests() -> None:
@@ -104,10 +122,11 @@ def test_a_deleted_pod_serves_until_its_endpoints_are_gone_then_finishes_its_req
     assert pod["terminationGracePeriodSeconds"] > int(command[1]) + GRACEFUL_SECONDS
 
 
-def test_the_app_writes_only_to_empty_dirs() -> None:
-    deployment = one("Deployment")
-    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
-    for container in containers(deployment):
+@pytest.mark.parametrize("kind", ["Deployment", "CronJob"])
+def test_the_app_writes_only_to_empty_dirs(kind: str) -> None:
+    workload = one(kind)
+    volumes = {v["name"]: v for v in pod_template(workload)["spec"]["volumes"]}
+    for container in containers(workload):
         mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
         for path in (env_settings()["IDP_DATA_DIR"], "/tmp"):
             assert "emptyDir" in volumes[mounts[path]], path
@@ -115,9 +134,10 @@ def test_the_app_writes_only_to_empty_dirs() -> None:
             assert "emptyDir" in volumes[m["name"]] or m.get("readOnly") is True, m
 
 
-def test_every_replica_gets_the_signing_key_and_secrets_from_secret_references() -> None:
-    deployment = one("Deployment")
-    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+@pytest.mark.parametrize("kind", ["Deployment", "CronJob"])
+def test_every_replica_gets_the_signing_key_and_secrets_from_secret_references(kind: str) -> None:
+    deployment = one(kind)
+    volumes = {v["name"]: v for v in pod_template(deployment)["spec"]["volumes"]}
     settings = env_settings()
     for container in containers(deployment):
         mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
@@ -130,8 +150,12 @@ def test_every_replica_gets_the_signing_key_and_secrets_from_secret_references()
         assert "value" not in env["IDP_DATABASE_URL"]
         assert env["IDP_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"]
         assert {"configMapRef": {"name": "idp-bridge-env"}} in container["envFrom"]
+
+
+def test_redis_comes_from_a_secret_where_it_is_used_and_no_setting_is_secret() -> None:
+    settings = env_settings()
     # Redis, like the database, only from a Secret (its URL carries the password), and only where it is used.
-    (app,) = deployment["spec"]["template"]["spec"]["containers"]
+    (app,) = one("Deployment")["spec"]["template"]["spec"]["containers"]
     redis_env = {e["name"]: e for e in app["env"]}["IDP_REDIS_URL"]
     assert "value" not in redis_env and redis_env["valueFrom"]["secretKeyRef"]["name"]
     secret_names = {"IDP_SECRET_KEY", "IDP_DATABASE_URL", "IDP_SIGNING_KEY", "IDP_REDIS_URL"}
@@ -165,6 +189,32 @@ def test_service_ingress_and_budget_select_the_deployment_pods() -> None:
     assert ingress["spec"]["tls"]
     # The ingress controller is the one trusted hop in front of the pods.
     assert env_settings()["IDP_TRUSTED_PROXY_HOPS"] == "1"
+
+
+def test_the_audit_prune_cronjob_prunes_daily_with_the_deployments_image_and_settings(
+        runner: FlaskCliRunner, frozen_clock: Any) -> None:
+    cron, deployment = one("CronJob"), one("Deployment")
+    minute, hour, *every = cron["spec"]["schedule"].split()
+    assert minute.isdigit() and hour.isdigit() and every == ["*", "*", "*"]
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"  # one pruning at a time
+    (job,) = containers(cron)
+    (app,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert job["image"] == app["image"] and job["envFrom"] == app["envFrom"]
+    # Not a serving pod: neither the Service nor the disruption budget counts it.
+    labels = pod_template(cron)["metadata"].get("labels", {})
+    assert not one("Service")["spec"]["selector"].items() <= labels.items()
+    assert not one("PodDisruptionBudget")["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+    # Its command, as our CLI takes it: what is older than the retention goes, the rest stays.
+    program, *args = job["command"]
+    assert program == "idp" and args[:2] == ["audit", "prune"]
+    make_user("old")
+    frozen_clock.advance(days=401)
+    make_user("recent")
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0 and result.output == "1 audit event(s) deleted\n", result.output
+    assert [e.username for e in audit.events(type="user.create")] == ["recent"]
+    assert [e.details["deleted"] for e in audit.events(type="audit.prune")] == [1]
 
 
 def test_dockerfile_is_multi_stage_non_root_with_presets_and_healthcheck() -> None:
