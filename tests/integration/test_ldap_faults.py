@@ -223,6 +223,40 @@ def test_concurrent_sign_ins_share_a_bounded_number_of_connections(
     assert directory._search_pool.live == 0 and directory._bind_pool.live == 0
 
 
+def test_a_connection_lent_when_its_directory_is_closed_is_closed_as_it_comes_back(
+    slapd: Slapd, tmp_path: Path, app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A directory removed or changed (its connector closed) while a password check is in flight: the
+    connection that check holds must not stay open, bound as the user, once it is given back."""
+    directory = LdapDirectory(directory_config(slapd, tmp_path), slapd.service_password)
+    entry = directory.find_user("alice").entry
+    assert entry is not None
+    in_bind, go_on = threading.Event(), threading.Event()
+    lent: list[ldap3.Connection] = []
+    bind = ldap3.Connection.bind
+
+    def paused_bind(conn: ldap3.Connection, *args: Any, **kwargs: Any) -> bool:
+        if conn.user == entry.dn:  # the password check, not the service account's search
+            lent.append(conn)
+            in_bind.set()
+            go_on.wait(10)
+        return bool(bind(conn, *args, **kwargs))
+
+    monkeypatch.setattr(ldap3.Connection, "bind", paused_bind)
+    outcome: list[object] = []
+    check = threading.Thread(target=lambda: outcome.append(directory.verify_password(entry, "alice-pw")))
+    check.start()
+    try:
+        assert in_bind.wait(10)
+        directory.close()
+    finally:
+        go_on.set()
+        check.join(10)
+    assert outcome == [None], "the check in flight still succeeds"
+    assert directory._bind_pool._idle == [] and directory._bind_pool.live == 0
+    assert lent[0].closed
+
+
 # --- passwords ldap3 will not send (bug 3) -----------------------------------------------------------------
 
 

@@ -272,6 +272,7 @@ class _ConnectionPool:
         self._cond = threading.Condition()
         self.live = 0  # open connections, lent or idle
         self.peak = 0  # the most ever open at once (diagnostics)
+        self._closed = False
 
     def take(self, index: int, deadline: float) -> Connection | None:
         """An idle connection to server ``index``, or None with a slot reserved for opening one (give it back
@@ -302,9 +303,13 @@ class _ConnectionPool:
 
     def put(self, index: int, conn: Connection) -> None:
         with self._cond:
-            # Most recently used last: take() scans from the front, so the oldest stay in use too.
-            self._idle.append((index, conn))
-            self._cond.notify()
+            if not self._closed:
+                # Most recently used last: take() scans from the front, so the oldest stay in use too.
+                self._idle.append((index, conn))
+                self._cond.notify()
+                return
+        # Lent when the pool was closed (its directory removed or changed): kept, it would stay bound for good.
+        self.discard(conn)
 
     def discard(self, conn: Connection | None) -> None:
         """Close a lent connection (its state is unknown after a failure) or release an unused slot."""
@@ -315,7 +320,9 @@ class _ConnectionPool:
             self._cond.notify()
 
     def clear(self) -> None:
+        """Close the idle connections now and the lent ones as they come back."""
         with self._cond:
+            self._closed = True
             idle, self._idle = self._idle, []
             self.live -= len(idle)
             self._cond.notify_all()
