@@ -31,6 +31,26 @@ directories:
     assert local.type == "local"
 
 
+def test_a_local_entry_refuses_the_settings_of_a_directory_server(tmp_path: Path) -> None:
+    (tmp_path / "idp.yaml").write_text("""
+directories:
+  - name: local
+    type: local
+    readiness: false
+    urls: ldap://ldap.corp.example
+    domains: [example.com]
+""")
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({"IDP_CONFIG": str(tmp_path / "idp.yaml")})
+    text = str(err.value)
+    assert "readiness does not apply to a directory of type local" in text
+    assert "urls does not apply to a directory of type local" in text
+    assert "domains" not in text  # the built-in directory may claim a domain
+    (tmp_path / "idp.yaml").write_text("directories:\n  - {name: local, type: local, domains: [example.com]}\n")
+    (local,) = Settings.from_env({"IDP_CONFIG": str(tmp_path / "idp.yaml")}).directories
+    assert local.domains == ("example.com",)
+
+
 def test_every_problem_in_the_file_is_reported_at_once(tmp_path: Path) -> None:
     (tmp_path / "idp.yaml").write_text("""
 directories:

@@ -204,6 +204,11 @@ def parse_entry(raw: Any, origin: str, *, secret_stored: bool = False) -> tuple[
     if kind not in TYPES:
         problems.append(f"{where}: type must be one of {', '.join(TYPES)}")
         return None, problems
+    if kind == "local":
+        # Such an entry only places the built-in directory in the order (and may claim domains): an LDAP setting
+        # there (readiness: false, urls) is a mistake, not something to ignore.
+        problems.extend(f"{where}: {key} does not apply to a directory of type local"
+                        for key in values if key not in ("name", "type", "domains"))
     values["name"] = str(name)  # checked above; the rest is still worth checking
     for key, value in PRESETS.get(str(kind), {}).items():
         values.setdefault(key, value)
