@@ -190,6 +190,15 @@ def find_pending(code: str) -> PendingDevice | None:
     return PendingDevice(code, found.device_code_hash, client, found.scope)
 
 
+def earlier_decision(code: str, user_id: int) -> bool | None:
+    """Whether this user already approved (True) or denied (False) the request of a normalized user code; None
+    when they did not decide it."""
+    found = device_codes.find_by_user_code(user_code_digest(code))
+    if found is None or found.user_id != user_id or found.status == device_codes.PENDING:
+        return None
+    return found.status == device_codes.APPROVED
+
+
 def decide_device(pending: PendingDevice, principal: Principal, approve: bool) -> bool | None:
     """Record the user's answer once: whether the device is approved, or None if the request was decided or
     expired meanwhile. Approval asks decide() first; a refusal there is recorded as a denial. Audited and

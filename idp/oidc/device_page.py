@@ -59,6 +59,11 @@ def submit() -> BaseResponse:
         return _page("enter", 429, error=LOCKED, user_code=typed)
     code = device.normalize_user_code(typed)
     pending = device.find_pending(code) if code else None
+    decision = request.form.get("decision")
+    if pending is None and code and decision is not None and (
+            earlier := device.earlier_decision(code, principal.user_id)) is not None:
+        # The answer sent again (a double click, Back and resend): it stands, and it is no wrong code.
+        return _page("done", approved=earlier)
     if pending is None:
         started = throttle.count_failures(keys)
         audit_event("oidc.device.code", None, outcome="failure", username=principal.username,
@@ -66,7 +71,6 @@ def submit() -> BaseResponse:
         db.session.commit()
         return _page("enter", error=LOCKED if started else NOT_FOUND, user_code=typed,
                      status=429 if started else 200)
-    decision = request.form.get("decision")
     if decision is None:
         return _page("confirm", user_code=device.display_user_code(pending.user_code),
                      client_name=pending.client.name, scopes=consent.describe(pending.scope), principal=principal)

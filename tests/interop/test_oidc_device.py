@@ -106,6 +106,27 @@ def test_the_user_denies(idp: Any, tv: Any) -> None:
     assert [e.outcome for e in audit.events(type="oidc.device.deny")] == ["failure"]
 
 
+def test_an_answer_sent_again_stands_and_is_no_wrong_code(idp: Any, tv: Any) -> None:
+    """A double click on Allow, or Back and Allow again: the second submission finds the request decided."""
+    grant = device_authorization(idp, tv.client_id)
+    http = requests.Session()
+    confirm = post_form(http, open_device_page(http, grant["verification_uri"]), user_code=grant["user_code"])
+    assert "Device connected" in post_form(http, confirm, decision="approve").text
+    # More times than wrong codes lock a user out; a different answer sent late does not undo the first.
+    again = [post_form(http, confirm, decision=d) for d in ("approve", "approve", "deny", "approve", "approve")]
+    assert [a.status_code for a in again] == [200] * 5 and all("Device connected" in a.text for a in again)
+    assert poll(idp, tv.client_id, grant["device_code"]).status_code == 200
+    db.session.expire_all()
+    assert audit.events(type="oidc.device.code") == []
+    assert len(audit.events(type="oidc.device.approve")) == 1
+    # Another user sending that answer learns nothing from it: a wrong code for them.
+    make_user("mallory", PASSWORD)
+    other = requests.Session()
+    page = open_device_page(other, grant["verification_uri"], username="mallory")
+    late = post_form(other, page, user_code=grant["user_code"], decision="approve")
+    assert "not valid" in late.text and "Device connected" not in late.text
+
+
 def test_an_expired_device_code(idp: Any, tv: Any, frozen_clock: Any) -> None:
     grant = device_authorization(idp, tv.client_id)
     frozen_clock.advance(seconds=601)
