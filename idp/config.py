@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from idp.authn.connectors.settings import DirectoryConfig, load_file
+from idp.urls import split_url
 
 # AWS's limits on session tags (IDP_AWS_PRINCIPAL_TAGS).
 _AWS_MAX_SESSION_TAGS = 50
@@ -184,8 +185,8 @@ class Settings:
 
     def problems(self) -> list[str]:
         out: list[str] = []
-        parts = urlsplit(self.base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        parts = split_url(self.base_url)
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
             out.append(f"IDP_BASE_URL: {self.base_url!r} must be an absolute http(s) URL")
         elif parts.query or parts.fragment:
             out.append("IDP_BASE_URL: must not have a query or fragment")

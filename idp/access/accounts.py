@@ -12,7 +12,6 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from sqlalchemy import func, select
 
@@ -22,6 +21,7 @@ from idp.database import flushed_unique, lock_for_removal
 from idp.errors import BadRequest, Conflict, NotFound
 from idp.extensions import db
 from idp.store import Account, Assignment, OrganizationalUnit, PermissionSet, User
+from idp.urls import split_url
 
 _ACCOUNT_ID = re.compile(r"[0-9]{12}")
 _PROVIDER_ARN = re.compile(r"arn:aws:iam::([0-9]{12}):saml-provider/([\w.-]{1,128})", re.ASCII)
@@ -33,8 +33,8 @@ ROOT = "(root)"
 
 def https_url(value: str, label: str, field: str) -> str:
     """``value`` when it is an https URL; else a refusal about ``field`` that calls it ``label``."""
-    parts = urlsplit(value)
-    if parts.scheme != "https" or not parts.hostname or len(value) > 2048:
+    parts = split_url(value)
+    if parts is None or parts.scheme != "https" or not parts.hostname or len(value) > 2048:
         raise BadRequest(f"{label} must be an https URL, not {value!r}", field=field)
     return value
 

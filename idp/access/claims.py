@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from idp.authn.principal import Principal
+from idp.saml.xmlsafe import fits_xml
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,8 @@ def _role_map_problems(roles: object) -> list[str]:
         if (not isinstance(values, list) or not values
                 or not all(isinstance(v, str) and v for v in values)):
             problems.append(f"group {group!r} must map to a non-empty list of non-empty role names")
+        elif not all(fits_xml(v) for v in values):
+            problems.append(f"group {group!r} maps to a role name with a control character")
     return problems
 
 
@@ -123,6 +126,10 @@ def validate_rules(rules: Iterable[Mapping[str, Any]]) -> list[str]:
             problems.append(f"rule {i + 1}: only a {ROLES!r} rule takes a role map")
         if not isinstance(rule.get("name"), str) or not rule.get("name"):
             problems.append(f"rule {i + 1}: a non-empty 'name' is required")
+        # They go into SAML assertions (and role names into every one that releases them).
+        problems.extend(f"rule {i + 1}: '{key}' may not contain a control character" for key in
+                        ("name", "friendly_name", "name_format")
+                        if isinstance(rule.get(key), str) and not fits_xml(rule[key]))
     return problems
 
 

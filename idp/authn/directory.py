@@ -22,6 +22,7 @@ from idp.clock import now
 from idp.database import flushed_unique
 from idp.errors import BadRequest, Conflict, NotFound
 from idp.extensions import db
+from idp.saml.xmlsafe import fits_xml
 from idp.store import Group, User
 
 # Lower-case, no spaces: usernames end up in NameIDs, logs and CLI arguments.
@@ -100,6 +101,8 @@ def _check_profile(values: dict[str, str | None]) -> dict[str, str | None]:
         value = value or None
         if value is not None and len(value) > (320 if name == "email" else 255):
             raise BadRequest(f"{name.replace('_', ' ')} is too long", field=name)
+        if value is not None and not fits_xml(value):  # SAML assertions carry it
+            raise BadRequest(f"{name.replace('_', ' ')} may not contain a control character", field=name)
         if name == "email" and value is not None and not EMAIL.fullmatch(value):
             raise BadRequest(f"invalid email address '{value}'", field="email")
         out[name] = value

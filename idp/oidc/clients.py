@@ -26,6 +26,7 @@ from idp.runtime import RequestRows
 from idp.state import device_codes, oidc_codes
 from idp.store import OidcClient, OidcConsent, OidcToken
 from idp.store.oidc import PUBLIC_AUTH_METHOD, Client, digest
+from idp.urls import split_url
 
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials",
                "urn:ietf:params:oauth:grant-type:device_code")
@@ -118,7 +119,9 @@ def all_clients() -> list[OidcClient]:
 
 
 def _check_uri(uri: str, label: str, field: str) -> None:
-    parts = urlsplit(uri)
+    parts = split_url(uri)
+    if parts is None:
+        raise BadRequest(f"{label} {uri!r} is not a valid URI (its host or port cannot be read)", field=field)
     if not parts.scheme or (parts.scheme in ("http", "https") and not parts.hostname):
         raise BadRequest(f"{label} {uri!r} must be an absolute URI", field=field)
     if parts.fragment or "#" in uri:

@@ -16,6 +16,8 @@ from datetime import datetime
 from lxml import etree
 from saml2 import saml, samlp
 
+from idp.saml.xmlsafe import xml_text
+
 SAML = saml.NAMESPACE
 SAMLP = samlp.NAMESPACE
 _XSI = "http://www.w3.org/2001/XMLSchema-instance"
@@ -135,13 +137,15 @@ def assertion(parent: etree._Element, *, assertion_id: str, issue_instant: str, 
     if released:
         attr_statement = etree.SubElement(a, f"{{{SAML}}}AttributeStatement")
         for attr in released:
-            el = etree.SubElement(attr_statement, f"{{{SAML}}}Attribute", {"Name": attr.name,
+            # Names are checked when a release map is stored; a map stored before that, and every value (a
+            # directory's attribute), may still hold a character XML cannot carry: dropped, not a failed sign-in.
+            el = etree.SubElement(attr_statement, f"{{{SAML}}}Attribute", {"Name": xml_text(attr.name),
                                                                            "NameFormat": attr.name_format})
             if attr.friendly_name is not None:
-                el.set("FriendlyName", attr.friendly_name)
+                el.set("FriendlyName", xml_text(attr.friendly_name))
             for value in attr.values:
                 # Typed as xs:string, each value declaring the xs prefix its type names (as pysaml2 wrote it).
                 v = etree.SubElement(el, f"{{{SAML}}}AttributeValue", {f"{{{_XSI}}}type": "xs:string"},
                                      nsmap={"xs": _XS})
-                v.text = value
+                v.text = xml_text(value)
     return a

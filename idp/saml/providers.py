@@ -17,7 +17,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import requests
 from sqlalchemy import bindparam, select
@@ -36,7 +36,9 @@ from idp.saml.metadata import (
     SpMetadata,
     parse_sp_metadata,
 )
+from idp.saml.xmlsafe import fits_xml
 from idp.store import ServiceProvider
+from idp.urls import split_url
 
 # The attributes we can release, as the claims layer names them.
 ATTRIBUTES = ("username", "email", "given_name", "family_name", "display_name", "groups")
@@ -189,6 +191,9 @@ def attribute_rule(ours: str, name: str, name_format: str | None = None,
                          field="attribute_map")
     if not name or len(name) > 1024:
         raise BadRequest(f"attribute {ours!r} needs a SAML name (at most 1024 characters)", field="attribute_map")
+    if not fits_xml(name):
+        raise BadRequest(f"attribute {ours!r}: its SAML name may not contain a control character",
+                         field="attribute_map")
     if fmt in NAME_FORMATS:
         fmt = NAME_FORMATS[fmt]
     elif fmt not in NAME_FORMATS.values():
@@ -236,17 +241,17 @@ def fetch_url(url: str) -> bytes:
     resolved once for the check and again by the connection, so a DNS answer that changes in between
     (rebinding) is not caught; the refused addresses are the ones a plain URL must never reach.
     """
-    parts = urlsplit(url)
+    parts = split_url(url)
+    if parts is None:
+        raise MetadataError(f"cannot fetch {url}: its host is not a valid address or its port not a number from 0 "
+                            "to 65535", field="url")
     if parts.scheme.lower() not in ("http", "https"):
         raise MetadataError(f"cannot fetch {url}: only http and https URLs are supported", field="url")
     if "@" in parts.netloc:
         # Not echoed: the URL carries a secret.
         raise MetadataError("a metadata URL may not contain a user name or password", field="url")
     host = unquote(parts.hostname or "")  # an IPv6 zone is written %25: fe80::1%25eth0
-    try:
-        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
-    except ValueError:
-        raise MetadataError(f"cannot fetch {url}: its port is not a number from 0 to 65535", field="url") from None
+    port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
     if not host:
         raise MetadataError(f"cannot fetch {url}: it names no host", field="url")
     _check_fetchable(url, host, port)

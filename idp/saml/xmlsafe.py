@@ -72,3 +72,20 @@ def parse(data: bytes, max_bytes: int | None = None) -> etree._Element:
     if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
         raise XmlRefused("XML with a DOCTYPE (DTD) is not accepted")
     return root
+
+
+# What XML 1.0 cannot carry, even as a character reference: C0 controls but tab, newline and CR; U+FFFE and U+FFFF;
+# lone surrogates. lxml refuses to write one, so a value holding one cannot go into a SAML message.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+
+
+def fits_xml(text: str) -> bool:
+    """Whether ``text`` can be written into an XML document (a SAML attribute's name or value)."""
+    return _NOT_XML.search(text) is None
+
+
+def xml_text(text: str) -> str:
+    """``text`` without the characters XML cannot carry: for values the admin could not check first (a
+    directory's attribute), which would otherwise fail every assertion that releases them."""
+    return _NOT_XML.sub("", text)
+

@@ -259,6 +259,8 @@ def test_permission_set_refusals(api: Api) -> None:
         "name": "Admin", "session_duration_hours": 1, "managed_policy_arns": ["AdministratorAccess"]})["message"]
     assert "relay state must be an https URL" in api.refused("POST", "/permission-sets", 422, json={
         "name": "Admin", "session_duration_hours": 1, "relay_state": "http://console.aws.amazon.com/"})["message"]
+    assert "relay state must be an https URL" in api.refused("POST", "/permission-sets", 422, json={
+        "name": "Admin", "session_duration_hours": 1, "relay_state": "https://[console]/"})["message"]
     assert count(PermissionSet) == 0
 
     api.ok("POST", "/permission-sets", 201, json={"name": "Admin", "session_duration_hours": 1})

@@ -196,6 +196,9 @@ def test_the_fetch_service_refuses_what_the_api_schema_lets_through_to_it(app: F
     with pytest.raises(MetadataError, match="user name or password") as refused:
         providers.fetch_url("https://:token-value@sp.example.test/md.xml")
     assert "token-value" not in str(refused.value)
+    for url in ("http://[sp.example.test]/md.xml", "http://[::1/md.xml", "https://sp.example.test:70000/md.xml"):
+        with pytest.raises(MetadataError, match="host is not a valid address or its port not a number"):
+            providers.fetch_url(url)
 
 
 def test_every_address_of_a_metadata_host_is_checked(api: Api, http_dir: tuple[str, Path],
@@ -335,6 +338,12 @@ def test_a_services_refusal_of_an_sp_names_the_field(api: Api, http_dir: tuple[s
     assert refused_field(error) == "attribute_map" and "name format 'kerberos'" in error["message"]
     error = api.post("/service-providers", {"metadata_xml": "<not-xml"}, expect=422)
     assert refused_field(error) == "metadata_xml" and error["message"].startswith("metadata is not usable XML")
+    # Past the schema's check of printable text (U+FFFE is printable to it; role values are not looked at):
+    # either would fail every assertion that releases it, as XML cannot carry it.
+    for rule in ({"attribute": "email", "name": "mail\ufffe"},
+                 {"attribute": "roles", "name": "Role", "roles": {"staff": ["dev\u0001"]}}):
+        error = api.post("/service-providers", {"metadata_xml": sp_metadata(), "attribute_map": [rule]}, expect=422)
+        assert refused_field(error) == "attribute_map" and "control character" in error["message"], error
     base, _ = http_dir
     error = api.post("/service-providers", {"metadata_url": f"{base}/missing.xml"}, expect=422)
     assert refused_field(error) == "metadata_url" and "HTTP 404" in error["message"]
@@ -363,6 +372,10 @@ def test_a_services_refusal_of_a_client_or_an_app_assignment_names_the_field(api
     for body, field, reason in (
             ({"redirect_uris": ["javascript:alert(1)"]}, "redirect_uris", "cannot be a redirect target"),
             ({"redirect_uris": ["https://wiki.test/cb#x"]}, "redirect_uris", "must not have a fragment"),
+            # What urlsplit cannot read (an unclosed or non-IPv6 bracket, a port out of range): refused, not a 500.
+            ({"redirect_uris": ["http://[::1"]}, "redirect_uris", "is not a valid URI"),
+            ({"redirect_uris": ["https://[wiki]/cb"]}, "redirect_uris", "is not a valid URI"),
+            ({"redirect_uris": ["https://wiki.test:99999/cb"]}, "redirect_uris", "is not a valid URI"),
             ({"redirect_uris": ["https://wiki.test/cb"], "login_url": "http://wiki.test/login"}, "login_url",
              "must use https"),
             ({"grant_types": ["client_credentials"], "public": True}, "grant_types", "cannot use client_credentials")):

@@ -351,6 +351,25 @@ def test_deeply_nested_bodies_are_refused_not_a_server_error(api: Any, depth: in
     assert api.get("/permission-sets/Deep").status_code == 404
 
 
+def test_a_number_too_long_to_read_is_refused_not_a_server_error(api: Any) -> None:
+    # Python converts at most 4,300 digits: json.loads raises a plain ValueError, which is no JSONDecodeError.
+    resp = api.post("/users", data='{"username": ' + "1" * 5000 + "}", content_type="application/json")
+    assert resp.status_code == 400 and "number too long" in resp.json["message"]
+    malformed = api.post("/users", data='{"username": ', content_type="application/json")
+    assert malformed.status_code == 400 and malformed.json["errors"] == {"json": ["Invalid JSON body."]}
+
+
+def test_a_control_character_in_a_profile_is_refused(api: Any) -> None:
+    # A SAML assertion could not carry it: every sign-in to an app releasing the name would fail.
+    resp = api.post("/users", json={"username": "bob", "display_name": "Bo\u0007b"})
+    assert resp.status_code == 422 and "control character" in resp.json["message"]
+    assert directory.get_user("bob") is None
+    api.post("/users", json={"username": "bob"})
+    resp = api.patch("/users/bob", json={"given_name": "B\ufffeob"})
+    assert resp.status_code == 422 and directory.get_user("bob").given_name is None  # type: ignore[union-attr]
+    assert api.patch("/users/bob", json={"display_name": "Bob\tB."}).status_code == 200  # a tab is text
+
+
 def test_a_body_as_deep_as_allowed_is_taken(api: Any) -> None:
     policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*",
                                                        "Condition": {"StringEquals": {"aws:x": ["y"]}}}]}

@@ -56,7 +56,7 @@ def test_every_problem_in_the_file_is_reported_at_once(tmp_path: Path) -> None:
 directories:
   - name: corp
     type: ldap
-    urls: [http://ldap.corp.example, ldap://ldap.corp.example:notaport]
+    urls: [http://ldap.corp.example, ldap://ldap.corp.example:notaport, "ldap://bridge:s3cr3t-in-url@[ldap"]
     base_dn: "dc=corp,,"
     bind_dn: cn=bridge,dc=corp,dc=example
     bind_password: in-the-clear
@@ -72,8 +72,12 @@ directories:
     base_dn: dc=x
 """)
     with pytest.raises(ConfigError) as err:
-        Settings.from_env({"IDP_CONFIG": str(tmp_path / "idp.yaml"), "IDP_WORKERS": "0"})
+        Settings.from_env({"IDP_CONFIG": str(tmp_path / "idp.yaml"), "IDP_WORKERS": "0",
+                           "IDP_BASE_URL": "https://[sso.example.com]"})
     text = str(err.value)
+    # What urlsplit cannot read is a problem to report, not a crash; a password in it is not echoed.
+    assert "URL 3 has an invalid port or host" in text and "s3cr3t-in-url" not in text
+    assert "IDP_BASE_URL: 'https://[sso.example.com]' must be an absolute http(s) URL" in text
     for expected in (
         "IDP_WORKERS", "unknown setting 'colour'", "bind_password must not be written in the file",
         "'http://ldap.corp.example' must be ldap://HOST", "has an invalid port",

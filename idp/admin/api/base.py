@@ -19,6 +19,7 @@ when the request sent that value, the answer puts the reason where a schema's re
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial, wraps
@@ -142,6 +143,18 @@ def _too_deep(value: Any) -> bool:
     return False
 
 
+def _number_too_long() -> bool:
+    """Whether the body fails to load for an integer longer than Python converts (4,300 digits): a ValueError
+    that webargs, which answers malformed JSON itself, would let through as a server error."""
+    try:
+        json.loads(request.get_data(cache=True))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    except ValueError:
+        return True
+    return False
+
+
 def _refuse_unusable_body() -> Response | None:
     values: list[Any] = [request.view_args or {}, request.args.to_dict(flat=False)]
     if request.is_json:
@@ -153,6 +166,8 @@ def _refuse_unusable_body() -> Response | None:
         if too_deep:
             return _json_error(422, "Unprocessable Entity",
                                f"The JSON body nests lists and objects more than {MAX_JSON_DEPTH} levels deep.")
+        if body is None and _number_too_long():
+            return _json_error(400, "Bad Request", "The JSON body holds a number too long to read.")
         values.append(body)
     if not any(unstorable_text(v) for v in values):
         return None

@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from idp.urls import split_url
+
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 TYPES = ("local", "ldap", "ad")
 # inchain: Active Directory's LDAP_MATCHING_RULE_IN_CHAIN, every nested group in one search (type ad only).
@@ -225,12 +227,11 @@ def _check(cfg: DirectoryConfig, secret_stored: bool) -> list[str]:
     out: list[str] = []
     if not cfg.urls:
         out.append("urls: at least one ldap:// or ldaps:// URL is needed")
-    for url in cfg.urls:
-        parts = urlsplit(url)
-        try:
-            parts.port  # noqa: B018 - raises on a non-numeric port
-        except ValueError:
-            out.append(f"urls: {url!r} has an invalid port")
+    for n, url in enumerate(cfg.urls, 1):
+        parts = split_url(url)
+        if parts is None:
+            # Not echoed: it may hold a password, which only a URL that can be read is checked for.
+            out.append(f"urls: URL {n} has an invalid port or host")
             continue
         if parts.username is not None or parts.password is not None:
             # Credentials in a URL end up in logs and `directory show`; and they are not where we look.
