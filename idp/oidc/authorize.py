@@ -80,8 +80,7 @@ def _refuse(req: OAuth2Request | None, error: OAuth2Error, client_id: str | None
     if req is not None and error.redirect_uri:
         if req.payload is not None:
             error.state = req.payload.state
-        response: BaseResponse = server().handle_error_response(req, error)
-        return response
+        return _answered(server().handle_error_response(req, error))
     raise BadRequest(
         "This sign-in request cannot be accepted: " + (error.description or error.error or "invalid request"),
         f"{error.error}: {error.description}",
@@ -180,6 +179,12 @@ def _issue(req: OAuth2Request, grant: Any, end_user: EndUser) -> BaseResponse:
         error.state = req.payload.state
         response = server().handle_error_response(req, error)
     grant.execute_hook("after_authorization_response", response)
+    return _answered(response)
+
+
+def _answered(response: BaseResponse) -> BaseResponse:
+    """An authorization response as it leaves: with our issuer (RFC 9207)."""
+    server().execute_hook("after_create_authorization_response", response)
     return response
 
 

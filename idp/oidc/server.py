@@ -33,6 +33,7 @@ from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
+from authlib.oauth2.rfc9207 import IssuerParameter
 from authlib.oidc.core.grants import OpenIDCode, OpenIDToken
 from flask import has_request_context
 from flask import request as flask_request
@@ -639,8 +640,17 @@ def query_client(client_id: Any) -> Client | None:
     return clients.get(client_id)
 
 
+class _Issuer(IssuerParameter):  # type: ignore[misc]
+    """RFC 9207: every authorization response, an error's too, names us, so that a client of several providers
+    cannot be handed one's code as if another had sent it (a mix-up attack)."""
+
+    def get_issuer(self) -> str:
+        return settings().base
+
+
 def build_server() -> Server:
     server = Server(query_client=query_client, save_token=save_token)
+    server.register_extension(_Issuer())
     server.register_token_generator("default", BearerTokenGenerator(_access_token, _refresh_token, _expires_in))
     server.register_client_auth_method(PrivateKeyJwt.CLIENT_AUTH_METHOD, PrivateKeyJwt())
     server.register_grant(AuthorizationCodeGrant, [S256CodeChallenge(required=True), OpenIDConnect()])

@@ -70,6 +70,7 @@ def discovery() -> Response:
         "scopes_supported": list(clients.SCOPES),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
+        "authorization_response_iss_parameter_supported": True,
         "device_authorization_endpoint": f"{base}/oauth/device",
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials",
                                   DEVICE_CODE_GRANT_TYPE],

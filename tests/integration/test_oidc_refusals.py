@@ -4,7 +4,7 @@ otherwise, replayed codes and refresh tokens revoking what they produced, prompt
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import requests
@@ -76,6 +76,7 @@ def test_prompt_none_without_a_session_is_login_required_at_the_client(idp: Any)
     assert resp.status_code == 302
     location = resp.headers["Location"]
     assert location.startswith(REDIRECT_URI + "?") and "error=login_required" in location and "state=xyz" in location
+    assert parse_qs(urlsplit(location).query)["iss"] == [idp.url]  # an error response names its sender too
 
 
 def test_public_clients_must_use_pkce_with_s256(idp: Any) -> None:

@@ -34,6 +34,9 @@ def test_code_flow_with_pkce_refresh_userinfo_introspection_revocation(idp: Any)
     arrival = browse(http, auth.url)
     assert arrival.login_prompts == 1
     assert arrival.params["state"] == auth.state
+    # RFC 9207: the response names who sent it, as discovery says it will (a client of several providers checks).
+    assert arrival.params["iss"] == session.server_metadata["issuer"] == idp.url
+    assert session.server_metadata["authorization_response_iss_parameter_supported"] is True
 
     token = session.fetch_token(session.server_metadata["token_endpoint"], authorization_response=arrival.url,
                                 code_verifier=auth.verifier, state=auth.state)
