@@ -120,6 +120,9 @@ def handle(query: str, received_at: datetime, pending_id: str | None = None, ans
     data = req.payload.data
     prompts = (data.get("prompt") or "").split()
     try:
+        if data.get("response_mode") not in (None, "query"):
+            # Answered in the query all the same, the client would miss the code where it waits for it.
+            raise InvalidRequestError("response_mode may only be query here.", redirect_uri=redirect_uri)
         max_age = _max_age(data.get("max_age"), redirect_uri)
         if len(data.get("nonce") or "") > MAX_NONCE:  # the column's size; refuse rather than fail to store
             raise InvalidRequestError(f"nonce may be at most {MAX_NONCE} characters.", redirect_uri=redirect_uri)
@@ -132,7 +135,8 @@ def handle(query: str, received_at: datetime, pending_id: str | None = None, ans
     # so "before" cannot be told from "in the same second" by comparing them).
     signed_in_since = pending_id is not None and sso is not None and sso.authn_at >= received_at
     too_old = max_age is not None and sso is not None and now - sso.authn_at >= timedelta(seconds=max_age)
-    reauthenticate = ("login" in prompts or too_old) and not signed_in_since
+    # select_account: the login page is where another account is chosen (as Keycloak does), its name filled in.
+    reauthenticate = ("login" in prompts or "select_account" in prompts or too_old) and not signed_in_since
     if sso is None or reauthenticate:
         if "none" in prompts:
             return _refuse(req, LoginRequiredError(redirect_uri=redirect_uri), client_label)

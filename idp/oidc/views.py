@@ -81,7 +81,7 @@ def discovery() -> Response:
         "introspection_endpoint_auth_methods_supported": SECRET_AUTH,
         "revocation_endpoint_auth_methods_supported": [*SECRET_AUTH, "none"],
         "code_challenge_methods_supported": ["S256"],
-        "prompt_values_supported": ["none", "login", "consent"],
+        "prompt_values_supported": ["none", "login", "consent", "select_account"],
         "claims_supported": sorted({"sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "azp",
                                     *(r["name"] for r in clients.DEFAULT_CLAIM_MAP)}),
         "claims_parameter_supported": False,

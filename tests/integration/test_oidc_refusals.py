@@ -191,3 +191,31 @@ def test_prompt_none_with_a_too_old_sign_in_is_login_required(idp: Any) -> None:
     assert browse(http, start(session, prompt="none").url).params.get("code")  # the session answers silently
     arrival = browse(http, start(session, prompt="none", max_age="0").url, username=None)
     assert arrival.params["error"] == "login_required" and arrival.login_prompts == 0
+
+
+def test_prompt_select_account_shows_the_login_page_where_another_account_can_sign_in(idp: Any) -> None:
+    make_user("bob", PASSWORD, email="bob@example.test")
+    reg = register()
+    http = requests.Session()
+    code_for(idp, reg, http)  # alice is signed in
+    session = rp(idp.url, reg)
+    auth = start(session, prompt="select_account")
+    arrival = browse(http, auth.url, username="bob")
+    assert arrival.login_prompts == 1 and arrival.params.get("code")
+    token = session.fetch_token(session.server_metadata["token_endpoint"], authorization_response=arrival.url,
+                                code_verifier=auth.verifier, state=auth.state)
+    assert session.parse_id_token(token, nonce=auth.nonce)["preferred_username"] == "bob"
+    # With prompt=none nobody can be asked: an error, as OIDC Core 3.1.2.1 says.
+    refused = browse(http, start(session, prompt="none select_account").url, username=None)
+    assert refused.params["error"] == "invalid_request" and refused.login_prompts == 0
+
+
+@pytest.mark.parametrize("mode", ["fragment", "form_post", "web_message"])
+def test_a_response_mode_other_than_query_is_refused_at_the_client(idp: Any, mode: str) -> None:
+    reg = register()
+    http = requests.Session()
+    code_for(idp, reg, http)
+    arrival = browse(http, start(rp(idp.url, reg), response_mode=mode).url, username=None)
+    assert arrival.params["error"] == "invalid_request" and "response_mode" in arrival.params["error_description"]
+    assert "code" not in arrival.params
+
