@@ -103,12 +103,9 @@ def _load(token: str | None, sp_id: int | None) -> SsoSession | None:
         _clear_cookie()
         return None
     t = now()
-    cfg = settings()
-    if t >= sso.expires_at:
-        _expire(sso, "absolute lifetime reached")
-        return None
-    if t >= sso.last_seen_at + timedelta(seconds=cfg.session_idle_seconds):
-        _expire(sso, "idle timeout")
+    if (ended := _lifetime_over(sso, t)) is not None:
+        _expire(sso, ended)
+        _clear_cookie()
         return None
     # The user with their groups, kept for the request (principal_for reads it from there): read with the session
     # in the database, in a statement of its own with Redis.
@@ -135,11 +132,36 @@ def _load(token: str | None, sp_id: int | None) -> SsoSession | None:
     return sso
 
 
+def _lifetime_over(sso: SsoSession, t: datetime) -> str | None:
+    """Why ``sso`` has ended by ``t``, or None while it goes on."""
+    if t >= sso.expires_at:
+        return "absolute lifetime reached"
+    if t >= sso.last_seen_at + timedelta(seconds=settings().session_idle_seconds):
+        return "idle timeout"
+    return None
+
+
 def _expire(sso: SsoSession, reason: str) -> None:
+    """End a session whose time is up, with what was issued in it; committed (with its audit event)."""
     username = _username(sso.user_id)
     _delete([sso.id])
-    _clear_cookie()
     audit.record(AuditEvent(type="session.expire", username=username, client_ip=_client_ip(), reason=reason))
+
+
+def session_goes_on(session_id: str) -> bool:
+    """Whether the SSO session ``session_id`` (which an OIDC refresh token was issued in) still goes on. A
+    refresh is the user's activity in it, as Keycloak counts one, and slides its idle timeout; a session past its
+    idle or absolute lifetime is ended now, with the tokens issued in it, as a browser's next request would."""
+    sso = sessions.get(session_id)
+    if sso is None:
+        return False
+    t = now()
+    if (ended := _lifetime_over(sso, t)) is not None:
+        _expire(sso, ended)
+        return False
+    if t - sso.last_seen_at >= _TOUCH_EVERY:
+        sessions.touch(sso, t)
+    return True
 
 
 def _username(user_id: int) -> str | None:

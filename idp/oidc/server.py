@@ -45,6 +45,7 @@ from idp.access.decide import AccessDenied, AppTarget, authorize
 from idp.audit import AuditEvent
 from idp.authn.principal import Principal, UserSnapshot, load_snapshot, snapshot_of, with_snapshot
 from idp.authn.revalidation import principal_now
+from idp.authn.session import session_goes_on
 from idp.extensions import db
 from idp.keys import EC, RSA, SigningKey
 from idp.oidc import access_tokens, clients
@@ -436,6 +437,14 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
             # authlib's own answer to no user would be invalid_request; the grant is what no longer holds
             # (RFC 6749 5.2), as for a code.
             raise InvalidGrantError("The user is no longer active.")
+        # Tokens issued in an SSO session end with it, also when it ends by its idle or absolute lifetime with
+        # nobody's browser there to notice. (A device's tokens belong to no session.)
+        if (read := refresh_token.session_id) is not None and not session_goes_on(read):
+            # Or the same user signed in again since the token was read: the session went on under a new id,
+            # and its tokens with it.
+            now_in = db.session.scalar(select(OidcToken.session_id).where(OidcToken.id == refresh_token.id))
+            if now_in in (None, read) or not session_goes_on(now_in):
+                raise InvalidGrantError("The sign-in this token was issued in has ended.")
         # The directory is asked again now and then: a user gone there gets no new tokens (their refresh tokens
         # were revoked with their sessions).
         principal = principal_now(user, refresh_token.auth_time)

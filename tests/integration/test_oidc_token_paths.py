@@ -140,6 +140,34 @@ def test_a_refresh_token_raced_by_eight_refreshes_is_used_once(idp: Any) -> None
     assert refresh(idp, reg, won["refresh_token"]).status_code == 400
 
 
+def test_refresh_tokens_end_with_their_sign_ins_idle_or_absolute_lifetime(idp: Any, frozen_clock: Any) -> None:
+    """The SSO session a token was issued in times out with nobody's browser there to notice: its refresh token
+    ends with it. A refresh is the user's activity in that session (as Keycloak counts it): refreshes more often
+    than the idle timeout (30 minutes) keep it going, up to its absolute lifetime (8 hours)."""
+    reg = register()
+    idle = exchange(idp, reg, *code_for(idp, reg)).json()["refresh_token"]
+    kept = exchange(idp, reg, *code_for(idp, reg)).json()["refresh_token"]
+    for _ in range(3):  # an hour of refreshes, 20 minutes apart, for the second sign-in only
+        frozen_clock.advance(minutes=20)
+        answer = refresh(idp, reg, kept)
+        assert answer.status_code == 200, answer.text
+        kept = answer.json()["refresh_token"]
+    refused = refresh(idp, reg, idle)
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant", refused.text
+    expired = audit.events(type="session.expire")
+    assert [e.reason for e in expired] == ["idle timeout"]
+
+    for _ in range(20):  # to 7 h 40 min after the sign-in
+        frozen_clock.advance(minutes=20)
+        answer = refresh(idp, reg, kept)
+        assert answer.status_code == 200, answer.text
+        kept = answer.json()["refresh_token"]
+    frozen_clock.advance(minutes=20)  # eight hours: the absolute lifetime ends it however active
+    refused = refresh(idp, reg, kept)
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant", refused.text
+    assert [e.reason for e in audit.events(type="session.expire")][0] == "absolute lifetime reached"
+
+
 def test_a_user_disabled_since_gets_nothing_from_their_code_or_refresh_token(idp: Any) -> None:
     reg = register()
     tokens = exchange(idp, reg, *code_for(idp, reg)).json()
