@@ -203,6 +203,20 @@ def test_all_servers_down_gives_503_and_an_audit_event_while_local_users_sign_in
     assert last_login().details == {"source": "local"}
 
 
+def test_a_base_dn_that_does_not_exist_is_an_outage_not_an_unknown_user(
+    slapd: Slapd, tmp_path: Path, with_directories: Callable[..., Flask]
+) -> None:
+    """A base renamed or mistyped says nothing about who exists: taken for "unknown user", the next directory
+    would sign alice in as someone else of that name (and keep the name for good)."""
+    gone = directory_config(slapd, tmp_path, base_dn=f"ou=gone,{slapd.base_dn}")
+    app = with_directories(gone, directory_config(slapd, tmp_path, name="other"))
+    status, page = sign_in(app.test_client(), "alice", "alice-pw")
+    assert status == 503 and "The directory is unavailable right now" in page
+    reason = last_login().reason or ""
+    assert "base DN does not exist" in reason and "other: not asked" in reason
+    assert db.session.scalar(select(User).where(User.username == "alice")) is None
+
+
 def test_a_username_with_a_domain_goes_to_that_directory(
     slapd: Slapd, tmp_path: Path, with_directories: Callable[..., Flask]
 ) -> None:

@@ -620,11 +620,15 @@ class LdapDirectory:
     def _entries(self, conn: Connection, what: str) -> list[dict[str, Any]]:
         result = conn.result or {}
         code = result.get("result", 0)
-        # 0 success, 4 sizeLimitExceeded (more than one match: reported as ambiguous), 32 noSuchObject (the
-        # base is empty or gone: nobody matches). Anything else is the directory failing us.
+        # 0 success, 4 sizeLimitExceeded (more than one match: reported as ambiguous). Anything else is the
+        # directory failing us, 32 noSuchObject too: the base is gone (renamed, a typo), which says nothing about
+        # who exists; taken for "unknown user", it would let a later directory sign in someone else of that name.
         if code in (51, 52):  # busy, unavailable: another server may answer
             raise _ServerFailed(f"{what} failed: {result.get('description')}")
-        if code not in (0, 4, 32):
+        if code == 32:
+            raise DirectoryUnavailable(UNAVAILABLE, f"directory {self.cfg.name}: {what} failed: its base DN does "
+                                                    "not exist (noSuchObject); check the directory's base DNs")
+        if code not in (0, 4):
             raise DirectoryUnavailable(UNAVAILABLE, f"directory {self.cfg.name}: {what} failed: "
                                                     f"{result.get('description')} {result.get('message') or ''}")
         return [r for r in (conn.response or []) if r.get("type") == "searchResEntry"]
