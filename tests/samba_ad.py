@@ -9,7 +9,8 @@ verify against that name with ``tls_server_name``.
 
 The domain: alice in engineers, engineers in rnd, rnd in staff (three levels); bob in staff; dave disabled;
 erin must change her password; frank's account has expired; gina is locked out (the fixture makes the bad
-binds); bridge is the service account the bridge searches with.
+binds); hank is a test's to change (his account expires while he is signed in); bridge is the service account
+the bridge searches with.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def _provision(d: Path) -> Path:
     # alice's CN is her full name (samba-tool's default), unlike her sAMAccountName: the DN is looked up.
     _tool("user", "create", "alice", "alice-pw", "--given-name=Alice", "--surname=Liddell",
           "--mail-address=alice@example.test", sam=sam)
-    for user in ("bob", "dave", "frank", "gina"):
+    for user in ("bob", "dave", "frank", "gina", "hank"):
         _tool("user", "create", user, f"{user}-pw", "--use-username-as-cn", sam=sam)
     _tool("user", "create", "erin", "erin-pw", "--use-username-as-cn", "--must-change-at-next-login", sam=sam)
     _tool("user", "disable", "dave", sam=sam)

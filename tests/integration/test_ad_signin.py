@@ -1,19 +1,23 @@
 """Sign-in against a real Samba AD domain controller (tests/samba_ad.py): the three sign-in name forms over
 LDAPS and StartTLS with the DC's certificate verified, nested groups through the in-chain rule, AD's
-account refusals (disabled, locked, expired, must change password) told apart from a wrong password, and
-``idp directory add/test`` for an AD domain."""
+account refusals (disabled, locked, expired, must change password) told apart from a wrong password, an account
+that expires after signing in losing its session at revalidation, and ``idp directory add/test`` for an AD domain."""
 
 from __future__ import annotations
 
+import ssl
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+import ldap3
 import pytest
 from flask import Flask
 from flask.testing import FlaskCliRunner
 from helpers import login
-from samba_ad import NESTED, SambaAd, ad_config
+from samba_ad import ADMIN_PW, NESTED, SambaAd, ad_config
 from sqlalchemy import select
 
 from idp import audit
@@ -132,3 +136,35 @@ def test_directory_add_and_test_against_the_dc(app: Flask, runner: FlaskCliRunne
 
     assert login(app.test_client(), "alice@example.test", "alice-pw").status_code == 302
     assert db.session.scalar(select(User).where(User.username == "alice")).source == "dc"
+
+
+def test_an_account_that_expires_after_signing_in_loses_its_session_at_revalidation(
+    samba_ad: SambaAd, tmp_path: Path, with_directories: Callable[..., Flask], frozen_clock: Any
+) -> None:
+    """An expiry date is how AD lets a contractor go: the sessions of an account expired since its sign-in end at
+    the next revalidation, as a disabled one's do."""
+    app = with_directories(ad_config(samba_ad, tmp_path, revalidate_seconds=60))
+    browser = app.test_client()
+    assert login(browser, "hank", "hank-pw").status_code == 302
+    assert browser.get("/portal").status_code == 200
+
+    # The admin sets the account to expire an hour ago (accountExpires: 100 ns intervals since 1601).
+    ago = int((frozen_clock() - timedelta(hours=1)).timestamp() + 11_644_473_600) * 10_000_000
+    # (The admin's own tool, as the fixture's: the DC's certificate names DC1, not 127.0.0.1.)
+    tls = ldap3.Tls(ca_certs_file=str(samba_ad.ca_file), validate=ssl.CERT_NONE)
+    server = ldap3.Server(samba_ad.ldaps_url, tls=tls, get_info=ldap3.NONE)
+    admin = ldap3.Connection(server, f"CN=Administrator,CN=Users,{samba_ad.base_dn}", ADMIN_PW, auto_bind=True)
+    try:  # (not `with`: on a connection bound already, ldap3 leaves it open at the block's end)
+        assert admin.modify(f"CN=hank,CN=Users,{samba_ad.base_dn}",
+                            {"accountExpires": [(ldap3.MODIFY_REPLACE, [str(ago)])]}), admin.result
+    finally:
+        admin.unbind()
+
+    frozen_clock.advance(seconds=61)
+    resp = browser.get("/portal")
+    assert resp.status_code == 302 and "/login" in resp.headers["Location"]
+    [event] = [e for e in audit.events(type="user.revalidate") if e.username == "hank"]
+    assert event.outcome == "failure" and event.reason == "account expired in the directory"
+    status, page = sign_in(app, "hank", "hank-pw")
+    assert status == 200 and "Your account has expired" in page
+

@@ -1,5 +1,6 @@
 """Revalidating an Active Directory user: the lookup by objectGUID (its raw bytes, escaped, since AD does not
-match the string form) and a disabled account ending the user's standing. The Samba DC tests sign in only."""
+match the string form) and a disabled account ending the user's standing. (Against the Samba DC:
+tests/integration/test_ad_signin.py, an account expired after signing in.)"""
 
 from __future__ import annotations
 

@@ -22,6 +22,7 @@ from ldap3.utils.conv import escape_bytes, escape_filter_chars
 
 from idp.authn.connectors.ldap import INVALID_CREDENTIALS, UNAVAILABLE, LdapDirectory, Refusal
 from idp.authn.connectors.settings import DirectoryConfig
+from idp.clock import now
 from idp.errors import DirectoryUnavailable
 
 _SUBCODE = re.compile(r"\bdata ([0-9a-f]{1,8})\b", re.IGNORECASE)
@@ -46,7 +47,10 @@ SUBCODES: dict[str, tuple[str, str | None]] = {
 _ACCOUNTDISABLE = 0x2
 _LOCKOUT = 0x10
 _PASSWORD_EXPIRED = 0x800000
-_STATE_ATTRIBUTES = ("userAccountControl", "msDS-User-Account-Control-Computed", "pwdLastSet")
+_STATE_ATTRIBUTES = ("userAccountControl", "msDS-User-Account-Control-Computed", "pwdLastSet", "accountExpires")
+# accountExpires counts 100-nanosecond intervals since 1601-01-01 UTC; 0 and the largest value mean never.
+_NEVER = (0, 0x7FFFFFFFFFFFFFFF)
+_FILETIME_UNIX_SECONDS = 11_644_473_600
 
 
 def bind_refusal(message: str) -> Refusal:
@@ -129,6 +133,11 @@ class AdDirectory(LdapDirectory):
             state.append("password expired")
         if _number(raw, "pwdLastSet") == 0:
             state.append("must change password")
+        expires = _number(raw, "accountExpires")
+        # Timed by the bridge's clock, as the rest of its decisions (the DC refuses the bind by its own: 701).
+        if expires is not None and expires not in _NEVER and \
+                expires / 10_000_000 - _FILETIME_UNIX_SECONDS <= now().timestamp():
+            state.append("account expired")
         return tuple(state)
 
     def _bind_refusal(self, code: int, description: str, message: str) -> Refusal:

@@ -54,9 +54,12 @@ class LdapConnector:
         found = self.directory.find_by_id(external_id)
         if found.entry is None:
             return Verdict(None, f"gone from the directory ({found.reason})", known=found.reason != "unknown user")
-        if "disabled" in found.entry.account_state:
-            # AD keeps a disabled account's entry; its bind would be refused (533), so the session ends too.
-            return Verdict(None, "account disabled in the directory", known=True)
+        # AD keeps the entry of a disabled or expired account; its bind would be refused (533, 701), so the
+        # session ends too: an expiry date is how contractors are let go. (A lockout or a password to change
+        # refuses a new bind, not the user: an attacker's wrong passwords must not sign the user out.)
+        for state, reason in (("disabled", "account disabled"), ("account expired", "account expired")):
+            if state in found.entry.account_state:
+                return Verdict(None, f"{reason} in the directory", known=True)
         # Asked, not taken from this process's cache: the groups written now stand for revalidate_seconds, and a
         # cache filled before another instance's check would write a group the user has lost back (it is refreshed
         # with the answer).
