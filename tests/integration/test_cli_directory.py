@@ -130,6 +130,19 @@ def test_add_refuses_bad_input_with_every_problem(app: Flask, runner: FlaskCliRu
     assert runner.invoke(cli, ["directory", "remove", "local"]).exit_code == 1
 
 
+def test_add_refuses_passwords_in_clear_across_a_network_unless_told(app: Flask, runner: FlaskCliRunner) -> None:
+    args = ["directory", "add", "corp", "--url", "ldap://ldap.corp.example", "--base-dn", "dc=corp,dc=example",
+            "--no-probe"]
+    refused = runner.invoke(cli, args)
+    assert refused.exit_code == 1 and "would carry passwords in clear" in refused.output, refused.output
+    for secured in (["--start-tls"], ["--allow-plaintext"]):  # the admin's choice, for a network they trust
+        added = runner.invoke(cli, [*args, *secured])
+        assert added.exit_code == 0, added.output
+        assert runner.invoke(cli, ["directory", "remove", "corp"]).exit_code == 0
+    # This machine (a directory beside the bridge): nothing crosses a network.
+    assert runner.invoke(cli, [*args[:4], "ldap://127.0.0.1:1", *args[5:]]).exit_code == 0
+
+
 def test_add_sets_the_group_cache_seconds(app: Flask, runner: FlaskCliRunner, slapd: Slapd) -> None:
     add(runner, slapd, "corp", slapd.ldap_url, extra=("--group-cache-seconds", "5"))
     shown = json.loads(runner.invoke(cli, ["directory", "show", "corp", "--json"]).output)

@@ -44,6 +44,8 @@ def directory() -> None:
                    "ad: inchain, every nested group in one search).")
 @click.option("--ca-file", type=click.Path(dir_okay=False, path_type=Path), help="CA certificate(s) to trust (PEM).")
 @click.option("--start-tls", is_flag=True, help="Upgrade ldap:// connections with StartTLS.")
+@click.option("--allow-plaintext", is_flag=True,
+              help="Allow ldap:// without StartTLS to another machine (passwords cross the network in clear).")
 @click.option("--tls-server-name", metavar="HOST",
               help="The name the server certificate must carry when the URL's host is not it.")
 @click.option("--timeout", type=click.FloatRange(0.1, 120), help="Seconds per connect and operation (default 5).")
@@ -63,9 +65,9 @@ def directory() -> None:
 def directory_add(name: str, kind: str, urls: tuple[str, ...], base_dn: str, bind_dn: str | None,
                   bind_password_stdin: bool, bind_password_file: Path | None, user_filter: str | None,
                   username_attribute: str | None, group_mode: str | None, ca_file: Path | None, start_tls: bool,
-                  tls_server_name: str | None, timeout: float | None, group_cache_seconds: int | None,
-                  revalidate_seconds: int | None, domains: tuple[str, ...], no_probe: bool,
-                  no_readiness: bool) -> None:
+                  allow_plaintext: bool, tls_server_name: str | None, timeout: float | None,
+                  group_cache_seconds: int | None, revalidate_seconds: int | None, domains: tuple[str, ...],
+                  no_probe: bool, no_readiness: bool) -> None:
     """Add an LDAP directory or an Active Directory domain to the sign-in chain."""
     if bind_password_stdin and bind_password_file:
         raise click.UsageError("use --bind-password-stdin or --bind-password-file, not both")
@@ -78,6 +80,7 @@ def directory_add(name: str, kind: str, urls: tuple[str, ...], base_dn: str, bin
         "urls": list(urls), "base_dn": base_dn, "bind_dn": bind_dn, "bind_password_file": bind_password_file,
         "user_filter": user_filter, "username_attribute": username_attribute, "group_mode": group_mode,
         "ca_file": str(ca_file.resolve()) if ca_file else None, "start_tls": start_tls or None,
+        "allow_plaintext": allow_plaintext or None,
         "tls_server_name": tls_server_name, "timeout": timeout,
         "group_cache_seconds": group_cache_seconds,
         "revalidate_seconds": revalidate_seconds, "domains": list(domains) or None,

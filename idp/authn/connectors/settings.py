@@ -8,6 +8,7 @@ encrypted column, and is resolved only when a connector is built.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import ssl
@@ -75,6 +76,9 @@ class DirectoryConfig:
     readiness: bool = True
     ca_file: Path | None = None
     start_tls: bool = False
+    # ldap:// without StartTLS to another machine sends the service's and every user's password in clear: refused
+    # unless the admin says the network is theirs to trust.
+    allow_plaintext: bool = False
     tls_verify: bool = True
     # The name the server's certificate must carry when the URL's host is not it (an IP address, or a DC
     # whose certificate names only its FQDN): verification stays on, against this name.
@@ -220,6 +224,16 @@ def parse_entry(raw: Any, origin: str, *, secret_stored: bool = False) -> tuple[
     return (None if problems else cfg), problems
 
 
+def _loopback(host: str | None) -> bool:
+    """This machine (a directory beside the bridge, or a tunnel's end): nothing crosses a network."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
+
+
 def _check(cfg: DirectoryConfig, secret_stored: bool) -> list[str]:
     if cfg.type == "local":
         # An entry of type local only places the built-in directory in the order.
@@ -243,6 +257,10 @@ def _check(cfg: DirectoryConfig, secret_stored: bool) -> list[str]:
             out.append(f"urls: {url!r} must be ldap://HOST[:PORT] or ldaps://HOST[:PORT]")
         elif parts.scheme == "ldaps" and cfg.start_tls:
             out.append(f"urls: {url!r} is already TLS; start_tls applies to ldap:// URLs only")
+        elif parts.scheme == "ldap" and not cfg.start_tls and not cfg.allow_plaintext and \
+                not _loopback(parts.hostname):
+            out.append(f"urls: {url!r} would carry passwords in clear: use ldaps://, start_tls: true, or "
+                       "allow_plaintext: true on a network you trust")
     if not cfg.base_dn:
         out.append("base_dn: required")
     for key in ("base_dn", "bind_dn", "user_base_dn", "group_base_dn"):
