@@ -17,16 +17,17 @@ import click
 import pytest
 from alembic.script import ScriptDirectory
 from conftest import PG_URL
-from flask_migrate import upgrade
+from flask_migrate import downgrade, upgrade
 from helpers import IDP, make_user
 from sqlalchemy import create_engine, delete, make_url, select, text
 from sqlalchemy.exc import IntegrityError
 
 from idp import create_app
+from idp.authn.connectors import chain
 from idp.config import Settings
 from idp.database import MIGRATIONS
 from idp.extensions import db
-from idp.store import AppAssignment, Assignment, Group, OidcClient
+from idp.store import AppAssignment, Assignment, Directory, Group, OidcClient
 
 INSTANCES = 3
 
@@ -133,3 +134,34 @@ def test_an_upgrade_removes_unused_groups_whose_names_differ_only_in_case_and_na
             db.session.commit()
         db.session.rollback()
         db.engine.dispose()
+
+
+def test_an_upgrade_keeps_a_stored_directory_in_clear_working_and_says_so(
+        empty_database: str, tmp_path: Path, signing_files: tuple[Path, Path]) -> None:
+    """ldap:// to another machine without StartTLS is refused from revision 0009 on, unless allow_plaintext:
+    a directory stored before that is marked so by the upgrade, not broken by it."""
+    app = create_app(Settings(data_dir=tmp_path, database_url=empty_database, signing_key_file=signing_files[0],
+                              signing_cert_file=signing_files[1], log_format="text"))
+    with app.app_context():
+        upgrade(directory=MIGRATIONS, revision="0008")
+        base = {"base_dn": "dc=corp,dc=example", "timeout": 5}
+        db.session.add_all([
+            Directory(name="clear", type="ldap", settings={**base, "urls": ["ldap://ldap.corp.example"]}),
+            Directory(name="tls", type="ldap", settings={**base, "urls": ["ldap://ldap.corp.example"],
+                                                         "start_tls": True}),
+            Directory(name="near", type="ldap", settings={**base, "urls": ["ldap://127.0.0.1:389"]})])
+        db.session.commit()
+        db.engine.dispose()
+
+        upgrade(directory=MIGRATIONS)
+        stored = {d.name: d.settings for d in db.session.scalars(select(Directory))}
+        assert stored["clear"]["allow_plaintext"] is True
+        assert "allow_plaintext" not in stored["tls"] and "allow_plaintext" not in stored["near"]
+        assert all(not c.problems for c in chain.configured() if c.name in stored)
+        db.session.rollback()
+        db.engine.dispose()
+        downgrade(directory=MIGRATIONS, revision="0008")  # the revisions before refuse a setting they do not know
+        assert all("allow_plaintext" not in d.settings for d in db.session.scalars(select(Directory)))
+        db.session.rollback()
+        db.engine.dispose()
+
