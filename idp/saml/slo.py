@@ -48,6 +48,7 @@ from idp.store import ServiceProvider, User
 log = logging.getLogger(__name__)
 
 PENDING_KIND = "saml-logout"
+CONFIRM_KIND = "saml-logout-confirm"  # an unsigned request, waiting for the user to confirm it
 # Long enough for a user to click through a no-JavaScript POST form at each SP, short enough not to pile up.
 PENDING_LIFETIME = timedelta(minutes=10)
 MAX_ID_LENGTH = 256
@@ -234,8 +235,36 @@ def _logout_request(inbound: Inbound, root: etree._Element) -> Response:
         if not signed and _has_live_session(sp, name_id):
             results = [{"sp": idp_entity_id(), "result": "session not identified (unsigned, no cookie)"}]
         return _finish(_Chain(initiator=initiator, username=None, queue=[], results=results, session_found=False))
+    if not signed:
+        return _ask_first(sp, sso, initiator)
     chain = _start_chain(sso, initiator, exclude_sp_id=sp.id, reason="saml-slo")
     return _advance(chain)
+
+
+def _ask_first(sp: RegisteredSp, sso: SsoSession, initiator: dict[str, Any]) -> Response:
+    """An unsigned request from an SP that cannot sign: nothing proves the SP sent it, and any page can send the
+    user's browser here with one naming them (SAML Profiles 4.4.4.1 wants the requester authenticated). The user
+    confirms first, with a CSRF-checked form, as for an OIDC logout without an ID token hint."""
+    pending_id = pending.put(CONFIRM_KIND, {"initiator": initiator, "sp_id": sp.id, "session": sso.id},
+                             now() + PENDING_LIFETIME)
+    return Response(render_template("saml_logout_confirm.html", sp_name=sp.name or sp.entity_id,
+                                    pending_id=pending_id))
+
+
+def confirm(pending_id: str) -> Response:
+    """The user's answer to :func:`_ask_first` (POST, its CSRF token checked by CSRFProtect)."""
+    data = pending.get(CONFIRM_KIND, pending_id)
+    if data is None or not pending.take(pending_id):
+        raise _refuse("This sign-out request has expired or was answered already.", "unknown logout confirmation")
+    initiator: dict[str, Any] = data["initiator"]
+    sso = current_session()
+    if sso is None:  # signed out meanwhile: what was asked
+        return _finish(_Chain(initiator=initiator, username=None, queue=[], results=[], session_found=False))
+    if request.form.get("answer") != "logout" or sso.id != data["session"]:
+        # Stayed signed in (or signed in anew since the request came): the SP hears that the logout was partial.
+        return _finish(_Chain(initiator=initiator, username=None, queue=[], session_found=True,
+                              results=[{"sp": idp_entity_id(), "result": "the user stayed signed in"}]))
+    return _advance(_start_chain(sso, initiator, exclude_sp_id=data["sp_id"], reason="saml-slo"))
 
 
 def _find_session(sp: RegisteredSp, name_id: str, indexes: list[str], signed: bool) -> SsoSession | None:

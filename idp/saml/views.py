@@ -146,6 +146,12 @@ def single_logout() -> BaseResponse:
     return slo.handle()
 
 
+@bp.post("/slo/confirm/<pending_id>")
+def confirm_logout(pending_id: str) -> BaseResponse:
+    """The user's answer to an unsigned LogoutRequest (CSRF-checked: our own form)."""
+    return slo.confirm(pending_id)
+
+
 # SPs post LogoutRequests and LogoutResponses from their own forms, without our CSRF token; each message is
 # checked on its own terms (signature, issuer, single-use ID, or the server-side chain state it must match).
 csrf.exempt(f"{__name__}.single_logout")

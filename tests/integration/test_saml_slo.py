@@ -9,8 +9,9 @@ import threading
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote, urljoin, urlsplit
 
+import lxml.html
 import pytest
 import requests
 from interop.pysaml2_sp import Browser, p3_request, python3_saml_sign_in
@@ -337,9 +338,18 @@ def _request_id(url: str) -> str:
     return xml[start:xml.index(b'"', start)].decode()
 
 
+def answer_confirmation(browser: Browser, hop: Any, answer: str) -> Any:
+    """The page an unsigned LogoutRequest gets: the user's answer posted with the form (its CSRF token)."""
+    assert hop.redirect is None and "Sign out?" in hop.response.text, hop.response.text[:500]
+    form = lxml.html.fromstring(hop.response.text).forms[0]
+    fields = {i.get("name"): i.get("value") or "" for i in form.xpath(".//input[@name]")}
+    return browser.post(urljoin(hop.response.url, form.get("action")), {**fields, "answer": answer})
+
+
 def test_an_unsigned_request_without_the_cookie_ends_nothing_and_says_partial(idp: Any) -> None:
-    """An SP with no signing key can only log out the browser that carries our cookie: a request from
-    elsewhere cannot say which session it means, so the session stays and the SP hears PartialLogout."""
+    """An SP with no signing key can only log out the browser that carries our cookie, and only once the user
+    confirms it (any page could send that browser here with a request naming them): a request from elsewhere
+    cannot say which session it means, so the session stays and the SP hears PartialLogout."""
     unsigned = {"logoutRequestSigned": False, "logoutResponseSigned": False, "wantMessagesSigned": True}
     register_sp(python3_saml_metadata(keys=(b"", b""), security=unsigned))
     db.session.commit()
@@ -354,8 +364,24 @@ def test_an_unsigned_request_without_the_cookie_ends_nothing_and_says_partial(id
     assert b"urn:oasis:names:tc:SAML:2.0:status:PartialLogout" in done.get_last_response_xml().encode()
     assert still_signed_in(idp, browser, settings)
 
+    # The user's own browser, sent by a page of someone else's perhaps: asked first. Staying signed in is a
+    # partial logout for the SP.
     url, start = logout_url(settings, auth)
-    hop = browser.get(url)  # the user's own browser: its session ends, fully
+    hop = answer_confirmation(browser, browser.get(url), "stay")
+    done = OneLogin_Saml2_Auth(p3_request(hop.redirect), settings)
+    done.process_slo(request_id=start.get_last_request_id(), keep_local_session=True)
+    assert b"urn:oasis:names:tc:SAML:2.0:status:PartialLogout" in done.get_last_response_xml().encode()
+    assert still_signed_in(idp, browser, settings)
+    # The form cannot be posted from another site (no CSRF token), nor answered twice.
+    page = browser.get(logout_url(settings, auth)[0])
+    action = urljoin(page.response.url, lxml.html.fromstring(page.response.text).forms[0].get("action"))
+    assert browser.session.post(action, data={"answer": "logout"}, timeout=10).status_code == 400
+    assert still_signed_in(idp, browser, settings)
+
+    url, start = logout_url(settings, auth)
+    first = browser.get(url)
+    hop = answer_confirmation(browser, first, "logout")  # confirmed: the session ends, fully
+    assert answer_confirmation(browser, first, "logout").response.status_code == 400  # answered already
     done = OneLogin_Saml2_Auth(p3_request(hop.redirect), settings)
     done.process_slo(request_id=start.get_last_request_id(), keep_local_session=True)
     assert done.get_errors() == [], done.get_last_error_reason()
