@@ -226,7 +226,8 @@ def _logout_request(inbound: Inbound, root: etree._Element) -> Response:
     }
     indexes = [(i.text or "").strip() for i in msg.session_index or []]
     name_id = msg.name_id.text.strip()
-    sso = _find_session(sp, name_id, [i for i in indexes if i], signed)
+    found = _find_sessions(sp, name_id, [i for i in indexes if i], signed)
+    sso = found[0] if found else None
     if sso is None:
         # Already logged out here (or never): the user is signed out at the IdP, which is what was asked.
         # But an unsigned request that came without our cookie cannot say which session it means; if that
@@ -237,7 +238,7 @@ def _logout_request(inbound: Inbound, root: etree._Element) -> Response:
         return _finish(_Chain(initiator=initiator, username=None, queue=[], results=results, session_found=False))
     if not signed:
         return _ask_first(sp, sso, initiator)
-    chain = _start_chain(sso, initiator, exclude_sp_id=sp.id, reason="saml-slo")
+    chain = _start_chain(sso, initiator, exclude_sp_id=sp.id, reason="saml-slo", also=found[1:])
     return _advance(chain)
 
 
@@ -267,18 +268,16 @@ def confirm(pending_id: str) -> Response:
     return _advance(_start_chain(sso, initiator, exclude_sp_id=data["sp_id"], reason="saml-slo"))
 
 
-def _find_session(sp: RegisteredSp, name_id: str, indexes: list[str], signed: bool) -> SsoSession | None:
-    """The IdP session the request names: the browser's own, else (signed requests only) by NameID/SessionIndex."""
+def _find_sessions(sp: RegisteredSp, name_id: str, indexes: list[str], signed: bool) -> list[SsoSession]:
+    """The IdP sessions the request names: the browser's own, else (signed requests only) by NameID and
+    SessionIndex; without a SessionIndex, every session of that subject at that SP (SAML Core 3.7.3.2), not
+    whichever one a store lists first."""
     sso = current_session()
     if sso is not None and _participant(sso, sp, name_id, indexes) is not None:
-        return sso
+        return [sso]
     # An SP posting across sites does not get our SameSite=Lax cookie sent along; a signed request naming
     # the subject we gave that SP (and the session index, if it names one) identifies the session as well.
-    if signed:
-        found = session_state.find_by_name_id(sp.id, name_id, indexes)
-        if found:
-            return found[0]
-    return None
+    return session_state.find_by_name_id(sp.id, name_id, indexes) if signed else []
 
 
 def _has_live_session(sp: RegisteredSp, name_id: str) -> bool:
@@ -325,14 +324,16 @@ class _Chain:
 
 
 def _start_chain(sso: SsoSession, initiator: dict[str, Any] | None, exclude_sp_id: int | None,
-                 reason: str) -> _Chain:
-    """End the session, and queue whom to notify: every SP it had reached when it ended."""
+                 reason: str, also: list[SsoSession] | None = None) -> _Chain:
+    """End the session (and ``also`` these of the same subject), and queue whom to notify: every SP they had
+    reached when they ended."""
     user = db.session.get(User, sso.user_id)
     username = user.username if user is not None else None
+    ended = [p for s in [sso, *(also or [])] for p in end_session(s, reason)]
     queue = [
         {"sp_id": p.sp_id, "name_id": p.name_id, "format": p.name_id_format, "session_index": p.session_index}
         # In registration order (by SP id), so that every run (and every backend) walks the SPs the same way.
-        for p in end_session(sso, reason)
+        for p in sorted(ended, key=lambda p: p.sp_id)
         if p.sp_id != exclude_sp_id
     ]
     return _Chain(initiator=initiator, username=username, queue=queue, results=[])

@@ -178,6 +178,22 @@ def test_a_signed_request_naming_the_session_index_ends_it_without_the_cookie(id
     assert not still_signed_in(idp, browser, sp)
 
 
+def test_a_signed_request_without_a_session_index_ends_every_session_of_its_subject(
+        idp: Any, sp: dict[str, Any]) -> None:
+    """SAML Core 3.7.3.2: no SessionIndex means every session of that subject there, not whichever one the store
+    lists first (a stale session on another device ended, the live one left, and Success answered)."""
+    laptop, auth = signed_in(idp, sp)
+    phone, _ = signed_in(idp, sp)
+    start = OneLogin_Saml2_Auth(p3_request(SP_SLO_URL), sp)
+    url = start.logout(return_to="https://sp.example.test/bye", name_id=auth.get_nameid(),
+                       name_id_format=auth.get_nameid_format())  # no session_index
+    hop = Browser(idp.url).get(url)
+    done = OneLogin_Saml2_Auth(p3_request(hop.redirect), sp)
+    done.process_slo(request_id=start.get_last_request_id(), keep_local_session=True)
+    assert done.get_errors() == [], done.get_last_error_reason()
+    assert not still_signed_in(idp, laptop, sp) and not still_signed_in(idp, phone, sp)
+
+
 def test_an_sp_answering_with_an_error_makes_the_logout_partial(idp: Any, sp: dict[str, Any]) -> None:
     sp2 = register(idp, entity_id=f"{SP2}/metadata", acs_url=f"{SP2}/acs", slo_url=f"{SP2}/slo",
                    keys=sp_keys("second python3-saml sp"))
