@@ -27,9 +27,11 @@ from werkzeug.wrappers import Response as BaseResponse
 from idp import audit, clock
 from idp.access.decide import AccessDenied
 from idp.audit import AuditEvent
+from idp.authn.principal import Principal
 from idp.authn.session import current_session, login_url, principal_for
 from idp.errors import BadRequest
-from idp.oidc import consent
+from idp.oidc import consent, id_token_hint
+from idp.oidc.claims import subject
 from idp.oidc.server import EndUser, access_denied, decide, server
 from idp.runtime import settings
 from idp.state import pending as pending_state
@@ -144,6 +146,9 @@ def handle(query: str, received_at: datetime, pending_id: str | None = None, ans
         return flask_redirect(_login_url(url_for("oidc.resume", pending_id=pid),
                                          force=reauthenticate, hint=data.get("login_hint")))
     assert end_user is not None
+    if "none" in prompts and data.get("id_token_hint") and not _names(data["id_token_hint"], end_user.principal):
+        # OIDC Core 3.1.2.1: the client asks about the user its ID token names; another user is signed in here.
+        return _refuse(req, LoginRequiredError(redirect_uri=redirect_uri), client_label)
     client: Client = grant.request.client
     scope: str = grant.request.scope or ""
     try:
@@ -190,6 +195,14 @@ def _answered(response: BaseResponse) -> BaseResponse:
     """An authorization response as it leaves: with our issuer (RFC 9207)."""
     server().execute_hook("after_create_authorization_response", response)
     return response
+
+
+def _names(hint: str, principal: Principal) -> bool:
+    """Whether ``hint`` is an ID token of ours about ``principal``."""
+    try:
+        return id_token_hint.read(hint).get("sub") == subject(principal)
+    except ValueError:
+        return False
 
 
 def _done(pending_id: str | None) -> None:

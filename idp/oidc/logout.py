@@ -12,9 +12,6 @@ from urllib.parse import urlencode
 
 from flask import redirect, render_template, request
 from flask_wtf.csrf import validate_csrf
-from joserfc import jwt
-from joserfc.errors import JoseError
-from joserfc.jwk import KeySet
 from werkzeug.wrappers import Response as BaseResponse
 from wtforms import ValidationError
 
@@ -22,9 +19,7 @@ from idp import audit
 from idp.audit import AuditEvent
 from idp.authn.session import current_principal, current_session, sign_out
 from idp.errors import BadRequest
-from idp.keys import EC, RSA
-from idp.oidc import access_tokens, clients
-from idp.runtime import keystore, settings
+from idp.oidc import clients, id_token_hint
 from idp.store.oidc import Client
 
 # What the confirmation form carries over to its POST.
@@ -38,22 +33,10 @@ def _refuse(reason: str, client_id: str | None) -> BadRequest:
 
 
 def _hint_claims(hint: str) -> dict[str, Any]:
-    """Claims of an ID token we issued. Expired hints are accepted (the spec says so: logout often comes
-    after the token's lifetime); the signature, issuer and token type are what count."""
-    keys = KeySet([k.jwk for kind in (RSA, EC) for k in keystore(kind).ring().published])
     try:
-        token = jwt.decode(hint, keys, algorithms=["RS256", "ES256"])
-    except (JoseError, ValueError) as exc:
-        raise _refuse("the id_token_hint is not an ID token of ours", None) from exc
-    # A JWT access token has the same key, issuer and audience as an ID token; taken as a hint, it would let
-    # whoever holds it (a resource server) end the user's session. Media types compare case-insensitively and
-    # may drop "application/" (RFC 7515 4.1.9).
-    if str(token.header.get("typ", "")).lower().removeprefix("application/") == access_tokens.TYPE:
-        raise _refuse("the id_token_hint is an access token, not an ID token", None)
-    claims = dict(token.claims)
-    if claims.get("iss") != settings().base or not isinstance(claims.get("aud"), str | list):
-        raise _refuse("the id_token_hint is not an ID token of ours", None)
-    return claims
+        return id_token_hint.read(hint)
+    except ValueError as exc:
+        raise _refuse(str(exc), None) from exc
 
 
 def end_session() -> BaseResponse:

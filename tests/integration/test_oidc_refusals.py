@@ -219,3 +219,25 @@ def test_a_response_mode_other_than_query_is_refused_at_the_client(idp: Any, mod
     assert arrival.params["error"] == "invalid_request" and "response_mode" in arrival.params["error_description"]
     assert "code" not in arrival.params
 
+
+def test_prompt_none_with_an_id_token_hint_of_another_user_is_login_required(idp: Any) -> None:
+    """OIDC Core 3.1.2.1: the client asks about the user its ID token names; with someone else signed in here
+    now, the answer is login_required, not a code for them."""
+    make_user("bob", PASSWORD, email="bob@example.test")
+    reg = register()
+    session, http = rp(idp.url, reg), requests.Session()
+
+    def id_token(username: str) -> str:
+        auth = start(session, prompt="login")
+        arrival = browse(http, auth.url, username=username)
+        token = session.fetch_token(session.server_metadata["token_endpoint"], authorization_response=arrival.url,
+                                    code_verifier=auth.verifier, state=auth.state)
+        return str(token["id_token"])
+
+    alices, bobs = id_token("alice"), id_token("bob")  # bob is the one signed in now
+    for hint in (alices, "not-a-jwt"):
+        refused = browse(http, start(session, prompt="none", id_token_hint=hint).url, username=None)
+        assert refused.params["error"] == "login_required" and refused.login_prompts == 0
+    answered = browse(http, start(session, prompt="none", id_token_hint=bobs).url, username=None)
+    assert answered.params.get("code") and answered.login_prompts == 0
+
