@@ -259,6 +259,18 @@ def _rdn_value(dn: str, attribute: str) -> str | None:
     return str(rdn[1]) if str(rdn[0]).lower() == attribute.lower() else None
 
 
+def _under(dn: str, base: str) -> bool:
+    """Whether ``dn`` is ``base`` or below it, comparing attribute names and values without case."""
+    try:
+        entry, top = parse_dn(dn), parse_dn(base) if base else []
+    except LDAPInvalidDnError:
+        return False
+    def fold(parts: list[tuple[str, str, str]]) -> list[tuple[str, str]]:
+        return [(name.strip().lower(), value.strip().lower()) for name, value, _ in parts]
+
+    return not top or fold(entry)[-len(top):] == fold(top)
+
+
 class _ConnectionPool:
     """A few open connections reused across sign-ins (a TCP and TLS handshake per sign-in would cost more
     than the sign-in). ldap3's synchronous connections are not thread-safe: each is lent to one caller.
@@ -617,9 +629,13 @@ class LdapDirectory:
             account_state=state,
         ))
 
-    def _entries(self, conn: Connection, what: str) -> list[dict[str, Any]]:
+    def _entries(self, conn: Connection, what: str, *, absent_ok: bool = False) -> list[dict[str, Any]]:
+        """The entries a search found. ``absent_ok``: a base that does not exist is no entry (the one entry
+        looked up by its DN), not an outage."""
         result = conn.result or {}
         code = result.get("result", 0)
+        if code == 32 and absent_ok:
+            return []
         # 0 success, 4 sizeLimitExceeded (more than one match: reported as ambiguous). Anything else is the
         # directory failing us, 32 noSuchObject too: the base is gone (renamed, a typo), which says nothing about
         # who exists; taken for "unknown user", it would let a later directory sign in someone else of that name.
@@ -708,7 +724,9 @@ class LdapDirectory:
         if c.group_mode == "memberof":
             frontier = []
             for dn in entry.member_of:
-                if dn.lower() in names:
+                # The groups the other modes would find: under the group base only. Elsewhere (an OU whose
+                # admin may make groups) a group named like an admin group must not count as one.
+                if dn.lower() in names or not _under(dn, c.groups_base):
                     continue
                 name = _rdn_value(dn, c.group_name_attribute) or self._group_name(conn, until, dn)
                 if name:
@@ -751,7 +769,7 @@ class LdapDirectory:
         _arm(conn, until)
         conn.search(dn, "(objectClass=*)", BASE, attributes=[self.cfg.group_name_attribute],
                     time_limit=_time_limit(until))
-        found = self._entries(conn, "group lookup")
+        found = self._entries(conn, "group lookup", absent_ok=True)  # memberOf naming a group gone since
         return _first(found[0].get("attributes"), self.cfg.group_name_attribute) if found else None
 
     # --- diagnostics (idp directory test) ----------------------------------------------------------------
