@@ -46,6 +46,7 @@ from idp.audit import AuditEvent
 from idp.authn.principal import Principal, UserSnapshot, load_snapshot, snapshot_of, with_snapshot
 from idp.authn.revalidation import principal_now
 from idp.authn.session import session_goes_on
+from idp.errors import dependency_unavailable, first_line
 from idp.extensions import db
 from idp.keys import EC, RSA, SigningKey
 from idp.oidc import access_tokens, clients
@@ -414,6 +415,19 @@ class RefreshToken:
         return self.scope
 
 
+def _session_goes_on(session_id: str) -> bool:
+    """session_goes_on, where the sessions' store being down (Redis, with the tokens in the database) lets the
+    refresh go on as before the check: an outage there must not end every client's access."""
+    try:
+        return session_goes_on(session_id)
+    except Exception as exc:
+        if not dependency_unavailable(exc):
+            raise
+        log.warning("refresh in session %s… not checked against it, its store is unavailable: %s",
+                    session_id[:8], first_line(exc))
+        return True
+
+
 class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
     TOKEN_ENDPOINT_AUTH_METHODS = [*SECRET_AUTH, "none"]
     INCLUDE_NEW_REFRESH_TOKEN = True  # rotation: every refresh token is used once
@@ -439,11 +453,11 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
             raise InvalidGrantError("The user is no longer active.")
         # Tokens issued in an SSO session end with it, also when it ends by its idle or absolute lifetime with
         # nobody's browser there to notice. (A device's tokens belong to no session.)
-        if (read := refresh_token.session_id) is not None and not session_goes_on(read):
+        if (read := refresh_token.session_id) is not None and not _session_goes_on(read):
             # Or the same user signed in again since the token was read: the session went on under a new id,
             # and its tokens with it.
             now_in = db.session.scalar(select(OidcToken.session_id).where(OidcToken.id == refresh_token.id))
-            if now_in in (None, read) or not session_goes_on(now_in):
+            if now_in in (None, read) or not _session_goes_on(now_in):
                 raise InvalidGrantError("The sign-in this token was issued in has ended.")
         # The directory is asked again now and then: a user gone there gets no new tokens (their refresh tokens
         # were revoked with their sessions).
