@@ -10,7 +10,7 @@ request arrived (or recently enough), as with SAML ForceAuthn.
 from __future__ import annotations
 
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -122,6 +122,10 @@ def handle(query: str, received_at: datetime, pending_id: str | None = None, ans
     data = req.payload.data
     prompts = (data.get("prompt") or "").split()
     try:
+        # RFC 6749 3.1: no parameter more than once (authlib checks five; read twice, nonce or prompt would mean
+        # whichever copy a reader takes).
+        if repeated := sorted({key for key, n in Counter(key for key, _ in pairs).items() if n > 1}):
+            raise InvalidRequestError(f"{repeated[0]} may be sent once only.", redirect_uri=redirect_uri)
         if data.get("response_mode") not in (None, "query"):
             # Answered in the query all the same, the client would miss the code where it waits for it.
             raise InvalidRequestError("response_mode may only be query here.", redirect_uri=redirect_uri)

@@ -241,3 +241,16 @@ def test_prompt_none_with_an_id_token_hint_of_another_user_is_login_required(idp
     answered = browse(http, start(session, prompt="none", id_token_hint=bobs).url, username=None)
     assert answered.params.get("code") and answered.login_prompts == 0
 
+
+@pytest.mark.parametrize("repeated", ["nonce", "prompt", "max_age", "code_challenge"])
+def test_a_parameter_sent_twice_is_refused_at_the_client(idp: Any, repeated: str) -> None:
+    """RFC 6749 3.1: parameters must not repeat; whichever copy were read, another reader could take the other."""
+    reg = register()
+    http = requests.Session()
+    code_for(idp, reg, http)
+    auth = start(rp(idp.url, reg), prompt="none", max_age="3600")  # nonce and code_challenge are always sent
+    second = {"nonce": "n2", "prompt": "login", "max_age": "60", "code_challenge": "x" * 43}[repeated]
+    arrival = browse(http, f"{auth.url}&{repeated}={second}", username=None)
+    assert arrival.params["error"] == "invalid_request" and repeated in arrival.params["error_description"]
+    assert "code" not in arrival.params
+
