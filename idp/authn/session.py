@@ -149,18 +149,17 @@ def _expire(sso: SsoSession, reason: str) -> None:
 
 
 def session_goes_on(session_id: str) -> bool:
-    """Whether the SSO session ``session_id`` (which an OIDC refresh token was issued in) still goes on. A
-    refresh is the user's activity in it, as Keycloak counts one, and slides its idle timeout; a session past its
-    idle or absolute lifetime is ended now, with the tokens issued in it, as a browser's next request would."""
+    """Whether the SSO session ``session_id`` (which an OIDC refresh token was issued in) is still there and
+    within its absolute lifetime; one past it is ended now, with the tokens issued in it. Its idle timeout is the
+    browser's: a client refreshes when its access token runs out, an hour, longer than the idle timeout (30
+    minutes), and must not end the user's sign-in everywhere by doing so; nor does it keep a browser's session
+    alive."""
     sso = sessions.get(session_id)
     if sso is None:
         return False
-    t = now()
-    if (ended := _lifetime_over(sso, t)) is not None:
-        _expire(sso, ended)
+    if now() >= sso.expires_at:
+        _expire(sso, "absolute lifetime reached")
         return False
-    if t - sso.last_seen_at >= _TOUCH_EVERY:
-        sessions.touch(sso, t)
     return True
 
 

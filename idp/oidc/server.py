@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
+import redis
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Request
 from authlib.oauth2.rfc6749 import OAuth2Request, grants
@@ -416,11 +417,12 @@ class RefreshToken:
 
 
 def _session_goes_on(session_id: str) -> bool:
-    """session_goes_on, where the sessions' store being down (Redis, with the tokens in the database) lets the
-    refresh go on as before the check: an outage there must not end every client's access."""
+    """session_goes_on, where Redis (the sessions' store; the tokens are in the database) being down lets the
+    refresh go on as before the check: an outage there must not end every client's access. (The database down
+    fails the refresh anyway: its transaction is gone.)"""
     try:
         return session_goes_on(session_id)
-    except Exception as exc:
+    except redis.RedisError as exc:
         if not dependency_unavailable(exc):
             raise
         log.warning("refresh in session %s… not checked against it, its store is unavailable: %s",
