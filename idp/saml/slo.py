@@ -330,13 +330,19 @@ def _start_chain(sso: SsoSession, initiator: dict[str, Any] | None, exclude_sp_i
     user = db.session.get(User, sso.user_id)
     username = user.username if user is not None else None
     ended = [p for s in [sso, *(also or [])] for p in end_session(s, reason)]
-    queue = [
-        {"sp_id": p.sp_id, "name_id": p.name_id, "format": p.name_id_format, "session_index": p.session_index}
-        # In registration order (by SP id), so that every run (and every backend) walks the SPs the same way.
-        for p in sorted(ended, key=lambda p: p.sp_id)
-        if p.sp_id != exclude_sp_id
-    ]
-    return _Chain(initiator=initiator, username=username, queue=queue, results=[])
+    # One request per SP and subject, in registration order (by SP id), so that every run (and every backend)
+    # walks the SPs the same way. An SP in several of the sessions hears once, without a SessionIndex: every
+    # session of that subject there (SAML Core 3.7.3.2).
+    queue: dict[tuple[int, str], dict[str, Any]] = {}
+    for p in sorted(ended, key=lambda p: p.sp_id):
+        if p.sp_id == exclude_sp_id:
+            continue
+        if (p.sp_id, p.name_id) in queue:
+            queue[p.sp_id, p.name_id]["session_index"] = None
+            continue
+        queue[p.sp_id, p.name_id] = {"sp_id": p.sp_id, "name_id": p.name_id, "format": p.name_id_format,
+                                     "session_index": p.session_index}
+    return _Chain(initiator=initiator, username=username, queue=list(queue.values()), results=[])
 
 
 def _advance(chain: _Chain) -> Response:
@@ -350,7 +356,8 @@ def _advance(chain: _Chain) -> Response:
         if endpoint is None:
             chain.results.append({"sp": sp.entity_id, "result": "no SLO endpoint"})
             continue
-        request_id = build.new_id() if chain.pending_id is None else _hop_id(chain.pending_id, sp.entity_id)
+        request_id = (build.new_id() if chain.pending_id is None
+                      else _hop_id(chain.pending_id, f"{sp.entity_id} {item['name_id']}"))
         xml = _logout_request_xml(request_id, endpoint.location, {**item, "sp": sp.entity_id})
         chain.current = {"sp": sp.entity_id, "request_id": request_id}
         expires_at = now() + PENDING_LIFETIME
@@ -368,12 +375,12 @@ def _advance(chain: _Chain) -> Response:
     return _finish(chain)
 
 
-def _hop_id(pending_id: str, sp_entity_id: str) -> str:
+def _hop_id(pending_id: str, hop: str) -> str:
     """The ID of a chain's LogoutRequest to an SP after the first: the same in every copy of the answer that moves
     the chain on (a double submit, a retry that reached another instance), so that whichever copy's redirect the
     browser follows, the chain expects that SP's answer to it. Keyed with our secret: nobody can tell it before
     it is sent (the chain's id travels to SPs as RelayState)."""
-    return "_" + keyed_digest(f"saml-slo-hop {pending_id} {sp_entity_id}")[:40]
+    return "_" + keyed_digest(f"saml-slo-hop {pending_id} {hop}")[:40]
 
 
 def _finish(chain: _Chain) -> Response:

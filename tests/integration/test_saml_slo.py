@@ -182,12 +182,23 @@ def test_a_signed_request_without_a_session_index_ends_every_session_of_its_subj
         idp: Any, sp: dict[str, Any]) -> None:
     """SAML Core 3.7.3.2: no SessionIndex means every session of that subject there, not whichever one the store
     lists first (a stale session on another device ended, the live one left, and Success answered)."""
+    sp2 = register(idp, entity_id=f"{SP2}/metadata", acs_url=f"{SP2}/acs", slo_url=f"{SP2}/slo",
+                   keys=sp_keys("second python3-saml sp"))
     laptop, auth = signed_in(idp, sp)
     phone, _ = signed_in(idp, sp)
+    for browser in (laptop, phone):
+        python3_saml_sign_in(browser, sp2, return_to=f"{SP2}/app")
     start = OneLogin_Saml2_Auth(p3_request(SP_SLO_URL), sp)
     url = start.logout(return_to="https://sp.example.test/bye", name_id=auth.get_nameid(),
                        name_id_format=auth.get_nameid_format())  # no session_index
-    hop = Browser(idp.url).get(url)
+    elsewhere = Browser(idp.url)
+    hop = elsewhere.get(url)
+    # The second SP, in both sessions, hears once: without a SessionIndex (both of its sessions), not twice
+    # with one ID (an SP keeping a replay cache would refuse the second).
+    assert hop.destination == f"{SP2}/slo"
+    assert b"SessionIndex" not in _inflated(hop.redirect)
+    hop = elsewhere.get(answer_hop(idp, hop.redirect, sp2))
+    assert hop.destination == SP_SLO_URL
     done = OneLogin_Saml2_Auth(p3_request(hop.redirect), sp)
     done.process_slo(request_id=start.get_last_request_id(), keep_local_session=True)
     assert done.get_errors() == [], done.get_last_error_reason()
@@ -348,8 +359,13 @@ def test_a_logout_response_for_no_logout_in_progress_is_refused(idp: Any, sp: di
     assert refusal("unknown logout state").sp == SP_ENTITY_ID
 
 
+def _inflated(url: str) -> bytes:
+    """The LogoutRequest a Redirect-binding URL carries."""
+    return zlib.decompress(base64.b64decode(parse_qs(urlsplit(url).query)["SAMLRequest"][0]), -15)
+
+
 def _request_id(url: str) -> str:
-    xml = zlib.decompress(base64.b64decode(parse_qs(urlsplit(url).query)["SAMLRequest"][0]), -15)
+    xml = _inflated(url)
     start = xml.index(b' ID="') + 5
     return xml[start:xml.index(b'"', start)].decode()
 
