@@ -154,21 +154,25 @@ def test_memberof_counts_only_the_groups_under_the_group_base(slapd: Slapd, tmp_
     """As the other modes search: with group_base_dn set, a group made elsewhere (an OU whose admin may make
     groups) does not count, even named like the admin group."""
     base = slapd.base_dn
-    ldapmodify(slapd.ldap_url, f"dn: cn=idp-admins,ou=people,{base}\nchangetype: add\nobjectClass: groupOfNames\n"
-                               f"cn: idp-admins\nmember: uid=alice,ou=people,{base}\n")
+    for dn, name in ((f"cn=idp-admins,ou=people,{base}", "idp-admins"),
+                     (f"cn=C# Developers,ou=groups,{base}", "C# Developers")):  # a DN ldap3's parse_dn refuses
+        ldapmodify(slapd.ldap_url, f"dn: {dn}\nchangetype: add\nobjectClass: groupOfNames\n"
+                                   f"cn: {name}\nmember: uid=alice,ou=people,{base}\n")
     scoped = LdapConnector(directory_config(slapd, tmp_path, group_mode="memberof", group_base_dn=f"ou=groups,{base}",
                                             group_cache_seconds=0), slapd.service_password)
     whole = LdapConnector(directory_config(slapd, tmp_path, group_mode="memberof", group_cache_seconds=0),
                           slapd.service_password)  # the same directory, its group base left at the base DN
     try:
         signed_in = scoped.authenticate("alice", "alice-pw")
-        assert signed_in is not None and "idp-admins" not in signed_in.groups and "engineers" in signed_in.groups
+        assert signed_in is not None and "idp-admins" not in signed_in.groups
+        assert {"engineers", "C# Developers"} <= set(signed_in.groups)
         everywhere = whole.authenticate("alice", "alice-pw")  # the group base is the base DN: every group in it
         assert everywhere is not None and "idp-admins" in everywhere.groups
     finally:
         scoped.close()
         whole.close()
-        ldapmodify(slapd.ldap_url, f"dn: cn=idp-admins,ou=people,{base}\nchangetype: delete\n")
+        for dn in (f"cn=idp-admins,ou=people,{base}", f"cn=C# Developers,ou=groups,{base}"):
+            ldapmodify(slapd.ldap_url, f"dn: {dn}\nchangetype: delete\n")
 
 
 def test_the_depth_limit_stops_the_walk(slapd: Slapd, tmp_path: Path, app: Flask) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import logging
 import math
+import re
 import ssl
 import threading
 import time
@@ -259,16 +260,20 @@ def _rdn_value(dn: str, attribute: str) -> str | None:
     return str(rdn[1]) if str(rdn[0]).lower() == attribute.lower() else None
 
 
-def _under(dn: str, base: str) -> bool:
-    """Whether ``dn`` is ``base`` or below it, comparing attribute names and values without case."""
-    try:
-        entry, top = parse_dn(dn), parse_dn(base) if base else []
-    except LDAPInvalidDnError:
-        return False
-    def fold(parts: list[tuple[str, str, str]]) -> list[tuple[str, str]]:
-        return [(name.strip().lower(), value.strip().lower()) for name, value, _ in parts]
+_SEPARATOR = re.compile(r"(?<!\\)\s*,\s*")
 
-    return not top or fold(entry)[-len(top):] == fold(top)
+
+def _under(dn: str, base: str) -> bool:
+    """Whether ``dn`` is ``base`` or below it, without case or spaces around the RDNs' commas. Compared as text:
+    ldap3's parse_dn refuses DNs that servers return (CN=C# Developers), and a server writes its DNs one way."""
+    entry, top = (_SEPARATOR.sub(",", text.strip()).lower() for text in (dn, base))
+    if not top or entry == top:
+        return True
+    if not entry.endswith("," + top):
+        return False
+    # That comma must separate RDNs: not escaped (an even number of backslashes before it).
+    head = entry[:-len(top) - 1]
+    return (len(head) - len(head.rstrip("\\"))) % 2 == 0
 
 
 class _ConnectionPool:
@@ -641,9 +646,9 @@ class LdapDirectory:
         # who exists; taken for "unknown user", it would let a later directory sign in someone else of that name.
         if code in (51, 52):  # busy, unavailable: another server may answer
             raise _ServerFailed(f"{what} failed: {result.get('description')}")
-        if code == 32:
-            raise DirectoryUnavailable(UNAVAILABLE, f"directory {self.cfg.name}: {what} failed: its base DN does "
-                                                    "not exist (noSuchObject); check the directory's base DNs")
+        if code == 32:  # another server (a replica that has the base) may answer
+            raise _ServerFailed(f"{what} failed: its base DN does not exist there (noSuchObject); check the "
+                                "directory's base DNs")
         if code not in (0, 4):
             raise DirectoryUnavailable(UNAVAILABLE, f"directory {self.cfg.name}: {what} failed: "
                                                     f"{result.get('description')} {result.get('message') or ''}")
