@@ -124,9 +124,11 @@ def handle(query: str, received_at: datetime, pending_id: str | None = None, ans
     try:
         # RFC 6749 3.1: no parameter more than once (authlib checks five; read twice, nonce or prompt would mean
         # whichever copy a reader takes).
-        if repeated := sorted({key for key, n in Counter(key for key, _ in pairs).items() if n > 1}):
+        # (A blank value counts as not sent, RFC 6749 3.1; RFC 8707's resource may repeat.)
+        sent = Counter(key for key, value in pairs if value and key != "resource")
+        if repeated := sorted(key for key, n in sent.items() if n > 1):
             raise InvalidRequestError(f"{repeated[0]} may be sent once only.", redirect_uri=redirect_uri)
-        if data.get("response_mode") not in (None, "query"):
+        if args.get("response_mode") not in (None, "query"):
             # Answered in the query all the same, the client would miss the code where it waits for it.
             raise InvalidRequestError("response_mode may only be query here.", redirect_uri=redirect_uri)
         max_age = _max_age(data.get("max_age"), redirect_uri)
