@@ -125,7 +125,7 @@ def assertion(parent: etree._Element, *, assertion_id: str, issue_instant: str, 
     name_id, confirmation = subj
     _fill(name_id, NameQualifier=subject.name_qualifier, SPNameQualifier=subject.sp_name_qualifier,
           Format=subject.name_id_format)
-    name_id.text = subject.name_id
+    name_id.text = xml_text(subject.name_id)  # an email NameID comes from a directory too
     _fill(confirmation[0], NotOnOrAfter=subject.not_on_or_after, Recipient=subject.recipient,
           InResponseTo=subject.in_response_to)
     _fill(conditions, NotBefore=not_before, NotOnOrAfter=subject.not_on_or_after)
