@@ -56,7 +56,7 @@ from idp.runtime import keystore, per_request, settings
 from idp.state import changed, from_row, labelled, once
 from idp.state import oidc_codes as codes
 from idp.state.oidc_codes import AuthorizationCode
-from idp.store import OidcToken, User
+from idp.store import OidcToken, SsoSessionRow, User
 from idp.store.oidc import Client, digest
 
 log = logging.getLogger(__name__)
@@ -408,6 +408,9 @@ class RefreshToken:
     revoked_at: datetime | None
     # Its user with their groups, read with the row (None: deleted since); authenticate_user judges.
     user: UserSnapshot | None = field(default=None, compare=False, repr=False)
+    # The absolute end of its SSO session, read with the row when sessions live in the database (None: no such
+    # session row, or sessions in Redis).
+    session_ends_at: datetime | None = field(default=None, compare=False, repr=False)
 
     def check_client(self, client: Client) -> bool:
         return self.client_id == client.client_id
@@ -437,7 +440,8 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
     def authenticate_refresh_token(self, refresh_token: str) -> RefreshToken | None:
         rows = db.session.connection().execute(_BY_REFRESH_HASH, {"hash": digest(refresh_token)}).all()
         # The token's columns (labelled), then its user's (one row per group).
-        row = from_row(RefreshToken, rows[0], _ROW_PREFIX, user=snapshot_of(rows)) if rows else None
+        row = (from_row(RefreshToken, rows[0], _ROW_PREFIX, user=snapshot_of(rows),
+                        session_ends_at=rows[0].session_ends_at) if rows else None)
         if row is None or row.revoked_at is not None:
             return None
         if row.refresh_used_at is not None:
@@ -455,7 +459,10 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
             raise InvalidGrantError("The user is no longer active.")
         # Tokens issued in an SSO session end with it, also when it ends by its idle or absolute lifetime with
         # nobody's browser there to notice. (A device's tokens belong to no session.)
-        if (read := refresh_token.session_id) is not None and not _session_goes_on(read):
+        ends = refresh_token.session_ends_at
+        read = refresh_token.session_id
+        # Read with the token in the database: a session within its lifetime needs no second look.
+        if read is not None and not (ends is not None and clock.now() < ends) and not _session_goes_on(read):
             # Or the same user signed in again since the token was read: the session went on under a new id,
             # and its tokens with it.
             now_in = db.session.scalar(select(OidcToken.session_id).where(OidcToken.id == refresh_token.id))
@@ -496,11 +503,15 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
 
 _TOKENS = OidcToken.__table__
 _CODE_AND_USER = codes.select_joined(with_snapshot)
-_REFRESH_FIELDS = [f.name for f in fields(RefreshToken) if f.name != "user"]
+_REFRESH_FIELDS = [f.name for f in fields(RefreshToken) if f.name not in ("user", "session_ends_at")]
 # Labelled: the user's columns come under their own names (snapshot_of).
 _ROW_PREFIX = "token_"
-_BY_REFRESH_HASH = with_snapshot(select(*labelled((_TOKENS.c[name] for name in _REFRESH_FIELDS), _ROW_PREFIX))
-                                 .where(_TOKENS.c.refresh_token_hash == bindparam("hash")), _TOKENS.c.user_id)
+_SESSIONS = SsoSessionRow.__table__
+_BY_REFRESH_HASH = with_snapshot(
+    select(*labelled((_TOKENS.c[name] for name in _REFRESH_FIELDS), _ROW_PREFIX),
+           _SESSIONS.c.expires_at.label("session_ends_at"))
+    .select_from(_TOKENS.outerjoin(_SESSIONS, _SESSIONS.c.id == _TOKENS.c.session_id))
+    .where(_TOKENS.c.refresh_token_hash == bindparam("hash")), _TOKENS.c.user_id)
 _USE_REFRESH = (update(_TOKENS)
                 .where(_TOKENS.c.id == bindparam("row"), _TOKENS.c.refresh_used_at.is_(None),
                        _TOKENS.c.revoked_at.is_(None), _TOKENS.c.session_id.is_not_distinct_from(bindparam("session")))
