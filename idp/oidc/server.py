@@ -457,8 +457,9 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
             # authlib's own answer to no user would be invalid_request; the grant is what no longer holds
             # (RFC 6749 5.2), as for a code.
             raise InvalidGrantError("The user is no longer active.")
-        # Tokens issued in an SSO session end with it, also when it ends by its idle or absolute lifetime with
-        # nobody's browser there to notice. (A device's tokens belong to no session.)
+        # Tokens issued in an SSO session end with it, also when its absolute lifetime runs out with nobody's
+        # browser there to notice (session_goes_on says why not its idle timeout). A device's tokens belong to
+        # no session.
         ends = refresh_token.session_ends_at
         read = refresh_token.session_id
         # Read with the token in the database: a session within its lifetime needs no second look.
