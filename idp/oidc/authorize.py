@@ -122,9 +122,8 @@ def handle(query: str, received_at: datetime, pending_id: str | None = None, ans
     data = req.payload.data
     prompts = (data.get("prompt") or "").split()
     try:
-        # RFC 6749 3.1: no parameter more than once (authlib checks five; read twice, nonce or prompt would mean
-        # whichever copy a reader takes).
-        # (A blank value counts as not sent, RFC 6749 3.1; RFC 8707's resource may repeat.)
+        # RFC 6749 3.1: no parameter more than once, a blank one counting as not sent (authlib checks five; sent
+        # twice, nonce or prompt would mean whichever copy a reader takes). RFC 8707's resource may repeat.
         sent = Counter(key for key, value in pairs if value and key != "resource")
         if repeated := sorted(key for key, n in sent.items() if n > 1):
             raise InvalidRequestError(f"{repeated[0]} may be sent once only.", redirect_uri=redirect_uri)

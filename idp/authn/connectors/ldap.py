@@ -635,8 +635,8 @@ class LdapDirectory:
         ))
 
     def _entries(self, conn: Connection, what: str, *, absent_ok: bool = False) -> list[dict[str, Any]]:
-        """The entries a search found. ``absent_ok``: a base that does not exist is no entry (the one entry
-        looked up by its DN), not an outage."""
+        """The entries a search found. ``absent_ok`` (an entry looked up by its DN): a base that does not exist
+        means no entry, not an outage."""
         result = conn.result or {}
         code = result.get("result", 0)
         if code == 32 and absent_ok:
