@@ -198,6 +198,7 @@ def test_add_a_permission_set(admin: FlaskClient) -> None:
     ({"session_hours": ""}, "session_hours", "Give the session duration."),
     ({"inline_policy": '{"Version": '}, "inline_policy", "Not valid JSON"),
     ({"inline_policy": '["not", "an", "object"]'}, "inline_policy", "is a JSON object"),
+    ({"inline_policy": '{"Statement": ' + "[" * 40 + "]" * 40 + "}"}, "inline_policy", "more than 32 levels deep"),
     ({"managed_policy_arns": "ReadOnlyAccess"}, "managed_policy_arns", "invalid managed policy ARN"),
     ({"relay_state": "http://console.aws.amazon.com/"}, "relay_state", "must be an https URL"),
     ({"role_name": "has space"}, "role_name", "invalid IAM role name"),

@@ -130,7 +130,7 @@ def _storable(value: Any) -> bool:
     return True
 
 
-def _too_deep(value: Any) -> bool:
+def too_deep(value: Any) -> bool:
     """Whether a parsed JSON value nests lists and objects more than MAX_JSON_DEPTH levels (walked without
     recursion, so that any depth can be measured)."""
     stack = [(value, 1)]
@@ -160,10 +160,10 @@ def _refuse_unusable_body() -> Response | None:
     if request.is_json:
         try:
             body = request.get_json(silent=True)
-            too_deep = _too_deep(body)
+            deep = too_deep(body)
         except RecursionError:  # the JSON parser's own limit: some thousand levels
-            too_deep = True
-        if too_deep:
+            deep = True
+        if deep:
             return _json_error(422, "Unprocessable Entity",
                                f"The JSON body nests lists and objects more than {MAX_JSON_DEPTH} levels deep.")
         if body is None and _number_too_long():

@@ -29,6 +29,7 @@ from idp import clock
 from idp.access import accounts, assignments, permission_sets
 from idp.access.accounts import AccountChanges
 from idp.access.permission_sets import PermissionSetSpec
+from idp.admin.api.base import MAX_JSON_DEPTH, too_deep
 from idp.admin.ui import admin_actor, bp
 from idp.admin.ui.forms import ConfirmForm, choices, confirm_step, ending, lines, refused, show_error, until_step
 from idp.admin.ui.paging import paged
@@ -266,6 +267,8 @@ def _json_object(form: FlaskForm, field: Field) -> None:
             value = json.loads(field.data)
         except (ValueError, RecursionError) as exc:  # deep nesting exhausts the parser's stack
             raise ValidationError(f"Not valid JSON: {exc}.") from None
+        if too_deep(value):  # as the API refuses it: the stored JSON is walked recursively
+            raise ValidationError(f"The policy nests lists and objects more than {MAX_JSON_DEPTH} levels deep.")
         if not isinstance(value, dict):
             raise ValidationError("An IAM policy is a JSON object: {\"Version\": ..., \"Statement\": [...]}.")
 
