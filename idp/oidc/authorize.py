@@ -18,7 +18,13 @@ from urllib.parse import parse_qsl, urlencode
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import OAuth2Payload, OAuth2Request
 from authlib.oauth2.rfc6749.errors import InvalidRequestError
-from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
+from authlib.oidc.core.errors import (
+    ConsentRequiredError,
+    LoginRequiredError,
+    RegistrationNotSupportedError,
+    RequestNotSupportedError,
+    RequestURINotSupportedError,
+)
 from flask import redirect as flask_redirect
 from flask import render_template, request, url_for
 from werkzeug.datastructures import MultiDict
@@ -127,6 +133,11 @@ def handle(query: str, received_at: datetime, pending_id: str | None = None, ans
         sent = Counter(key for key, value in pairs if value and key != "resource")
         if repeated := sorted(key for key, n in sent.items() if n > 1):
             raise InvalidRequestError(f"{repeated[0]} may be sent once only.", redirect_uri=redirect_uri)
+        # OIDC Core 6: request objects are not supported (discovery says so); their parameters, in them, would
+        # go unread.
+        for name, unsupported in _UNSUPPORTED.items():
+            if args.get(name):
+                raise unsupported(f"{name} is not supported here.", redirect_uri=redirect_uri)
         if args.get("response_mode") not in (None, "query"):
             # Answered in the query all the same, the client would miss the code where it waits for it.
             raise InvalidRequestError("response_mode may only be query here.", redirect_uri=redirect_uri)
@@ -216,6 +227,9 @@ def _done(pending_id: str | None) -> None:
 
 
 MAX_NONCE = 512
+_UNSUPPORTED: dict[str, type[OAuth2Error]] = {
+    "request": RequestNotSupportedError, "request_uri": RequestURINotSupportedError,
+    "registration": RegistrationNotSupportedError}
 _ECHOED = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")
 _DIGITS = re.compile(r"[0-9]{1,9}")
 

@@ -258,3 +258,15 @@ def test_a_parameter_sent_twice_is_refused_at_the_client(idp: Any, repeated: str
         answered = browse(http, f"{start(rp(idp.url, reg)).url}&{repeated}=&response_mode=", username=None)
         assert answered.params.get("code"), answered.params
 
+
+@pytest.mark.parametrize(("name", "error"), [("request", "request_not_supported"),
+                                              ("request_uri", "request_uri_not_supported"),
+                                              ("registration", "registration_not_supported")])
+def test_a_request_object_is_refused_at_the_client_not_ignored(idp: Any, name: str, error: str) -> None:
+    """OIDC Core 6: the parameters a request object carries would go unread; the client hears so."""
+    reg = register()
+    http = requests.Session()
+    code_for(idp, reg, http)
+    arrival = browse(http, f"{start(rp(idp.url, reg)).url}&{name}=eyJhbGciOiJub25lIn0.e30.", username=None)
+    assert arrival.params["error"] == error and "code" not in arrival.params
+
