@@ -22,6 +22,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from idp import audit, clock
 from idp.audit import AuditEvent
+from idp.authn import throttle
 from idp.authn.revalidation import revalidated_principal
 from idp.authn.session import current_principal, login_url, on_session_end
 from idp.errors import BadRequest
@@ -140,13 +141,28 @@ def _allowed_apps() -> dict[str, Any]:
     return {"allowed_apps": consent.for_user}
 
 
+# Device codes one address may have made in a login failure window (15 minutes): a household's or an office's
+# devices, not a flood. Each is stored (a row or Redis keys, and an audit event) for over an hour, and a public
+# client's id is no secret.
+MAX_DEVICE_CODES_PER_ADDRESS = 60
+
+
 @bp.post("/oauth/device")
 def device_authorization() -> BaseResponse:
+    key = f"device-issue:{throttle.counted_address(request.remote_addr)}"
+    if throttle.locked(key):
+        audit.record(AuditEvent(type="oidc.device.authorize", outcome="failure", sp=_client_hint(),
+                                client_ip=request.remote_addr, reason="too many device codes from this address"))
+        return _json({"error": "slow_down", "error_description": "Too many device codes from this address; try "
+                      "again later."}, 429, {"Retry-After": str(settings().login_lockout_seconds)})
     resp: BaseResponse = server().create_endpoint_response("device_authorization")
     if resp.status_code != 200:
         db.session.rollback()
         audit.record(AuditEvent(type="oidc.device.authorize", outcome="failure", sp=_client_hint(),
                                 client_ip=request.remote_addr, reason=_error_of(resp)))
+        return resp
+    throttle.count_failures([(key, MAX_DEVICE_CODES_PER_ADDRESS)])
+    db.session.commit()
     return resp
 
 

@@ -27,6 +27,7 @@ from sqlalchemy import select
 from idp import audit
 from idp.extensions import db
 from idp.oidc.device import find_pending, normalize_user_code
+from idp.oidc.views import MAX_DEVICE_CODES_PER_ADDRESS
 from idp.state import redis_client
 from idp.store import OidcDeviceCode
 
@@ -150,6 +151,19 @@ def test_wrong_user_codes_are_throttled(idp: Any, tv: Any) -> None:
     db.session.expire_all()
     failures = audit.events(type="oidc.device.code")
     assert len(failures) == 6 and all(e.outcome == "failure" for e in failures)
+
+
+def test_device_codes_from_one_address_are_limited(idp: Any, tv: Any) -> None:
+    """A public client's id is no secret, and each device code is kept over an hour: one address gets at most
+    MAX_DEVICE_CODES_PER_ADDRESS a window, then 429 slow_down, audited; the codes it got still work."""
+    grants = [device_authorization(idp, tv.client_id) for _ in range(MAX_DEVICE_CODES_PER_ADDRESS)]
+    refused = requests.post(idp.url + "/oauth/device", data={"client_id": tv.client_id}, timeout=10)
+    assert refused.status_code == 429 and refused.json()["error"] == "slow_down", refused.text
+    assert int(refused.headers["Retry-After"]) > 0
+    assert error_of(poll(idp, tv.client_id, grants[-1]["device_code"])) == "authorization_pending"
+    db.session.expire_all()
+    assert [e.reason for e in audit.events(type="oidc.device.authorize") if e.outcome == "failure"] == [
+        "too many device codes from this address"]
 
 
 def test_the_device_page_form_needs_its_csrf_token(idp: Any, tv: Any) -> None:
