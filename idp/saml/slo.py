@@ -235,7 +235,7 @@ def _logout_request(inbound: Inbound, root: etree._Element) -> Response:
         results = []
         if not signed and _has_live_session(sp, name_id):
             results = [{"sp": idp_entity_id(), "result": "session not identified (unsigned, no cookie)"}]
-        return _finish(_Chain(initiator=initiator, username=None, queue=[], results=results, session_found=False))
+        return _answer_only(initiator, results, session_found=False)
     if not signed:
         return _ask_first(sp, sso, initiator)
     chain = _start_chain(sso, initiator, exclude_sp_id=sp.id, reason="saml-slo", also=found[1:])
@@ -260,12 +260,17 @@ def confirm(pending_id: str) -> Response:
     initiator: dict[str, Any] = data["initiator"]
     sso = current_session()
     if sso is None:  # signed out meanwhile: what was asked
-        return _finish(_Chain(initiator=initiator, username=None, queue=[], results=[], session_found=False))
+        return _answer_only(initiator, [], session_found=False)
     if request.form.get("answer") != "logout" or sso.id != data["session"]:
         # Stayed signed in (or signed in anew since the request came): the SP hears that the logout was partial.
-        return _finish(_Chain(initiator=initiator, username=None, queue=[], session_found=True,
-                              results=[{"sp": idp_entity_id(), "result": "the user stayed signed in"}]))
+        return _answer_only(initiator, [{"sp": idp_entity_id(), "result": "the user stayed signed in"}],
+                            session_found=True)
     return _advance(_start_chain(sso, initiator, exclude_sp_id=data["sp_id"], reason="saml-slo"))
+
+
+def _answer_only(initiator: dict[str, Any], results: list[dict[str, str]], *, session_found: bool) -> Response:
+    """Answer the SP that asked, with no other SP to notify: no session of ours was ended here."""
+    return _finish(_Chain(initiator=initiator, username=None, queue=[], results=results, session_found=session_found))
 
 
 def _find_sessions(sp: RegisteredSp, name_id: str, indexes: list[str], signed: bool) -> list[SsoSession]:
