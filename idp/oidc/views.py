@@ -151,19 +151,22 @@ MAX_DEVICE_CODES_PER_ADDRESS = 60
 def device_authorization() -> BaseResponse:
     key = f"device-issue:{throttle.counted_address(request.remote_addr)}"
     if throttle.locked(key):
-        audit.record(AuditEvent(type="oidc.device.authorize", outcome="failure", sp=_client_hint(),
-                                client_ip=request.remote_addr, reason="too many device codes from this address"))
+        _device_refused("too many device codes from this address")
         return _json({"error": "slow_down", "error_description": "Too many device codes from this address; try "
                       "again later."}, 429, {"Retry-After": str(settings().login_lockout_seconds)})
     resp: BaseResponse = server().create_endpoint_response("device_authorization")
     if resp.status_code != 200:
         db.session.rollback()
-        audit.record(AuditEvent(type="oidc.device.authorize", outcome="failure", sp=_client_hint(),
-                                client_ip=request.remote_addr, reason=_error_of(resp)))
+        _device_refused(_error_of(resp))
         return resp
     throttle.count_failures([(key, MAX_DEVICE_CODES_PER_ADDRESS)])
     db.session.commit()
     return resp
+
+
+def _device_refused(reason: str) -> None:
+    audit.record(AuditEvent(type="oidc.device.authorize", outcome="failure", sp=_client_hint(),
+                            client_ip=request.remote_addr, reason=reason))
 
 
 @bp.route("/device", methods=["GET", "POST"])
