@@ -132,11 +132,12 @@ def _load(token: str | None, sp_id: int | None) -> SsoSession | None:
     return sso
 
 
-def _lifetime_over(sso: SsoSession, t: datetime) -> str | None:
-    """Why ``sso`` has ended by ``t``, or None while it goes on."""
+def _lifetime_over(sso: SsoSession, t: datetime, *, idle: bool = True) -> str | None:
+    """Why ``sso`` has ended by ``t`` (by its idle timeout too unless ``idle`` is False), or None while it goes
+    on."""
     if t >= sso.expires_at:
         return "absolute lifetime reached"
-    if t >= sso.last_seen_at + timedelta(seconds=settings().session_idle_seconds):
+    if idle and t >= sso.last_seen_at + timedelta(seconds=settings().session_idle_seconds):
         return "idle timeout"
     return None
 
@@ -157,8 +158,8 @@ def session_goes_on(session_id: str) -> bool:
     sso = sessions.get(session_id)
     if sso is None:
         return False
-    if now() >= sso.expires_at:
-        _expire(sso, "absolute lifetime reached")
+    if (ended := _lifetime_over(sso, now(), idle=False)) is not None:
+        _expire(sso, ended)
         return False
     return True
 
