@@ -92,11 +92,11 @@ class Arrival:
 
 
 def browse(http: requests.Session, url: str, username: str | None = "alice", password: str = PASSWORD,
-           consent: str | None = None) -> Arrival:
+           consent: str | None = None, redirect_uri: str = REDIRECT_URI) -> Arrival:
     """Follow the IdP's redirects like a browser, signing in on the login page when shown (with
     ``username``), answering a consent page with ``consent`` ("allow" or "deny"; None: a consent page is a
-    failure), until the IdP sends the browser to the client's redirect URI (whose host does not exist:
-    the URL is returned instead of followed)."""
+    failure), until the IdP sends the browser to the client's ``redirect_uri`` (the URL is returned instead
+    of followed: the default's host does not exist)."""
     prompts = consents = 0
     for _ in range(12):
         resp = http.get(url, allow_redirects=False, timeout=10)
@@ -106,7 +106,7 @@ def browse(http: requests.Session, url: str, username: str | None = "alice", pas
             resp = answer_consent(http, resp, consent)
         if resp.is_redirect:
             url = urljoin(resp.url, resp.headers["Location"])
-            if url.startswith(REDIRECT_URI):
+            if url.startswith(redirect_uri):
                 return Arrival(url, prompts, consents)
             continue
         assert resp.status_code == 200, (resp.status_code, resp.text[:1000])

@@ -22,8 +22,10 @@ from idp.clock import now
 from idp.extensions import db
 from idp.store.directory import User
 from idp.store.types import UTCDateTime
+from idp.urls import split_url
 
 PUBLIC_AUTH_METHOD = "none"
+_LOOPBACK_IPS = ("127.0.0.1", "::1")
 
 
 def digest(value: str) -> str:
@@ -66,6 +68,19 @@ class OidcClient(db.Model):  # type: ignore[name-defined,misc]
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now, onupdate=now)
 
 
+def _loopback_port_of(registered: str, requested: str) -> bool:
+    """RFC 8252 section 7.3: a native app (a CLI) listens on whatever port the system gives it, so a loopback
+    redirect registered without a port, ``http://127.0.0.1/cb`` or ``http://[::1]/cb``, is met by the same URI
+    with any port. Not ``localhost`` (section 8.3: a name may resolve elsewhere), and a registered port stays
+    exact."""
+    reg = split_url(registered)
+    if reg is None or reg.scheme != "http" or reg.hostname not in _LOOPBACK_IPS or reg.port is not None:
+        return False
+    req = split_url(requested)
+    return (req is not None and requested.startswith("http://") and bool(req.port)
+            and req.netloc == f"{reg.netloc}:{req.port}" and req._replace(netloc=reg.netloc) == reg)
+
+
 @dataclass(frozen=True, eq=False)
 class Client(ClientMixin):  # type: ignore[misc]
     """A registered client as the protocol flows see it: the columns of its row named here, read with one Core
@@ -106,7 +121,8 @@ class Client(ClientMixin):  # type: ignore[misc]
         return " ".join(dict.fromkeys(s for s in scope.split() if s in allowed))
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
-        return redirect_uri in self.redirect_uris  # exact string match, no prefixes or wildcards
+        # Exact string match, no prefixes or wildcards; the loopback rule below is the one exception.
+        return any(redirect_uri == uri or _loopback_port_of(uri, redirect_uri) for uri in self.redirect_uris)
 
     def check_client_secret(self, client_secret: str) -> bool:
         if self.secret_hash is None:

@@ -3,7 +3,10 @@ independent ID token validator. The browser is a ``requests.Session`` signing in
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 import jwt as pyjwt
@@ -77,6 +80,70 @@ def test_code_flow_with_pkce_refresh_userinfo_introspection_revocation(idp: Any)
     types = [e.type for e in audit.events(limit=50)]
     for expected in ("oidc.authorize", "oidc.token", "oidc.refresh", "oidc.revoke"):
         assert expected in types
+
+
+@pytest.fixture
+def cli_listener() -> Iterator[tuple[int, list[str]]]:
+    """What a command-line client does for its redirect (RFC 8252 section 7.3): listen on a port the system
+    picks, on 127.0.0.1, and read the code from the request the browser is sent with."""
+    received: list[str] = []
+
+    class Callback(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            received.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"signed in; back to the terminal")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Callback)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1], received
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_native_app_registered_on_loopback_gets_its_code_on_any_port(
+        idp: Any, cli_listener: tuple[int, list[str]]) -> None:
+    port, received = cli_listener
+    reg = register(public=True, redirect_uris=("http://127.0.0.1/callback",))
+    redirect = f"http://127.0.0.1:{port}/callback"
+    session = rp(idp.url, reg, client_secret=None, redirect_uri=redirect, token_endpoint_auth_method="none")
+    auth = start(session)
+    http = requests.Session()
+    arrival = browse(http, auth.url, redirect_uri=redirect)
+    assert http.get(arrival.url, timeout=10).status_code == 200  # the browser lands on the CLI's listener
+    token = session.fetch_token(session.server_metadata["token_endpoint"],
+                                authorization_response=f"http://127.0.0.1:{port}{received[0]}",
+                                code_verifier=auth.verifier, state=auth.state)
+    assert session.parse_id_token(token, nonce=auth.nonce)["preferred_username"] == "alice"
+
+    # The port is all that may differ: not the path, the scheme, the host's name, nor a port an admin wrote.
+    fixed = register(public=True, redirect_uris=("http://127.0.0.1:8400/callback", "http://localhost/callback"))
+    for client, uri in ((reg, f"http://127.0.0.1:{port}/callback/more"), (reg, f"https://127.0.0.1:{port}/callback"),
+                        (reg, f"http://127.0.0.1:{port}/callback?x=1"), (reg, f"http://[::1]:{port}/callback"),
+                        (reg, f"http://user@127.0.0.1:{port}/callback"), (reg, "http://127.0.0.1:0/callback"),
+                        (fixed, f"http://127.0.0.1:{port}/callback"), (fixed, f"http://localhost:{port}/callback")):
+        url, _ = rp(idp.url, client, client_secret=None, redirect_uri=uri).create_authorization_url(
+            session.server_metadata["authorization_endpoint"], code_verifier="v" * 43, nonce="n")
+        resp = http.get(url, allow_redirects=False, timeout=10)
+        assert resp.status_code == 400 and "Location" not in resp.headers, uri
+    assert received == received[:1]  # nothing reached the listener but the one code
+
+    ipv6 = register(public=True, redirect_uris=("http://[::1]/callback",))
+    auth = start(rp(idp.url, ipv6, client_secret=None, redirect_uri=f"http://[::1]:{port}/callback"))
+    assert browse(http, auth.url, redirect_uri=f"http://[::1]:{port}/callback").params["code"]
+
+    # The code is bound to the port it was sent to (RFC 6749 section 4.1.3).
+    auth = start(session)
+    arrival = browse(http, auth.url, redirect_uri=redirect)
+    other = rp(idp.url, reg, client_secret=None, redirect_uri=f"http://127.0.0.1:{port + 1}/callback",
+               token_endpoint_auth_method="none")
+    with pytest.raises(Exception, match="invalid_grant"):
+        other.fetch_token(session.server_metadata["token_endpoint"], authorization_response=arrival.url,
+                          code_verifier=auth.verifier, state=auth.state)
 
 
 def test_a_clients_claim_map_names_its_claims(idp: Any) -> None:
