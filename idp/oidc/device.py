@@ -130,7 +130,7 @@ class DeviceCodeGrant(_DeviceCodeGrant):  # type: ignore[misc]
 
     def query_device_credential(self, device_code: str) -> DeviceCode:
         found = device_codes.find(digest(device_code)) if len(device_code) <= 256 else None
-        if found is None:
+        if found is None or found.client_id != self.request.client.client_id:
             raise InvalidGrantError("The device_code is not valid.")
         return found
 

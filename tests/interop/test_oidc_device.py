@@ -182,10 +182,14 @@ def test_refusals_at_the_device_endpoints(idp: Any, tv: Any) -> None:
     resp = requests.post(idp.url + "/oauth/device", data={"client_id": "nobody"}, timeout=10)
     assert resp.status_code in (400, 401) and resp.json()["error"] == "invalid_client"
     assert error_of(poll(idp, tv.client_id, "not-a-device-code")) == "invalid_grant"
-    # Another client cannot redeem this client's device code.
+    # Another client cannot redeem this client's device code: to it, the code does not exist (RFC 6749 5.2:
+    # issued to another client is invalid_grant), and its polls do not pace the device's.
     other = register(name="other tv", public=True, redirect_uris=(), grant_types=(DEVICE_GRANT,))
     grant = device_authorization(idp, tv.client_id)
-    assert poll(idp, other.client_id, grant["device_code"]).status_code == 400
+    for _ in range(2):
+        resp = poll(idp, other.client_id, grant["device_code"])
+        assert error_of(resp) == "invalid_grant" and resp.json()["error_description"] == "The device_code is not valid."
+    assert error_of(poll(idp, tv.client_id, grant["device_code"])) == "authorization_pending"
     db.session.expire_all()
     refused = [e for e in audit.events(type="oidc.device.authorize") if e.outcome == "failure"]
     assert {e.reason for e in refused} == {"unauthorized_client", "invalid_client"}
