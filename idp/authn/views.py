@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from flask import Blueprint, Flask, current_app, redirect, render_template, request, url_for
+from flask import Blueprint, Flask, current_app, g, redirect, render_template, request, session, url_for
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -88,7 +88,16 @@ def login() -> BaseResponse | tuple[str, int] | str:
     if result.principal is None:
         return render_template("login.html", form=form, action=action, error=result.message or GENERIC_FAILURE)
     start_session(result.principal.user_id)
+    _new_csrf_token()
     return _go_on(next_path)
+
+
+def _new_csrf_token() -> None:
+    """A form token known before the sign-in (a page read signed out, a cookie planted from a sibling host) is
+    worth nothing after it: flask-wtf makes a new one for the next form."""
+    name = current_app.config["WTF_CSRF_FIELD_NAME"]
+    session.pop(name, None)
+    g.pop(name, None)
 
 
 @bp.route("/logout", methods=["GET", "POST"])

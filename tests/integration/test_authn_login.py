@@ -126,6 +126,17 @@ def test_post_without_csrf_token_is_refused(app: Flask, client: FlaskClient) -> 
     assert login_events() == []
 
 
+def test_a_sign_in_makes_the_form_token_known_before_it_worthless(app: Flask, client: FlaskClient) -> None:
+    make_user("alice", PASSWORD)
+    before = csrf_token(client.get("/login").get_data(as_text=True))
+    assert login(client, "alice", PASSWORD).status_code == 302
+    resp = client.post("/logout", data={"csrf_token": before})
+    assert resp.status_code == 400 and signed_in(client)
+    after = csrf_token(client.get("/logout").get_data(as_text=True))
+    assert after != before
+    assert client.post("/logout", data={"csrf_token": after}).status_code == 200 and not signed_in(client)
+
+
 def test_the_csrf_cookie_is_read_only_where_a_form_needs_it(app: Flask, client: FlaskClient,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     # Flask's cookie carries only the CSRF token. A request that shows or checks no form leaves it unread (its
