@@ -55,7 +55,7 @@ def _configure(app: Flask, settings: Settings) -> None:
         SQLALCHEMY_DATABASE_URI=settings.effective_database_url,
         SQLALCHEMY_ENGINE_OPTIONS=engine_options(settings),
         # Flask's own cookie carries only the CSRF token; the SSO session is server-side.
-        SESSION_COOKIE_NAME="idp_csrf",
+        SESSION_COOKIE_NAME=settings.cookie_name("idp_csrf"),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.https,

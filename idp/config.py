@@ -112,6 +112,11 @@ class Settings:
     def https(self) -> bool:
         return self.base_url.startswith("https://")
 
+    def cookie_name(self, name: str) -> str:
+        """On https, ``__Host-name`` (ASVS 3.4.4): browsers keep such a cookie only if it is Secure, for path /
+        and from this host itself, so no sibling subdomain can plant or overwrite it."""
+        return "__Host-" + name if self.https else name
+
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir.resolve() / 'idp.db'}"

@@ -33,7 +33,10 @@ from idp.store import User
 
 log = logging.getLogger(__name__)
 
-COOKIE = "idp_session"
+
+def cookie_name() -> str:
+    return settings().cookie_name("idp_session")
+
 
 # A protocol that signs users in elsewhere (SAML Single Logout) ends the session itself and may answer with
 # the first hop of its logout chain, which ends by redirecting to ``return_to`` when one is given.
@@ -87,7 +90,7 @@ def current_session(sp_id: int | None = None) -> SsoSession | None:
     if cached is not _UNSET:
         result: SsoSession | None = cached
         return result
-    sso = _load(request.cookies.get(COOKIE), sp_id)
+    sso = _load(request.cookies.get(cookie_name()), sp_id)
     request.environ[_CACHE] = sso
     return sso
 
@@ -262,7 +265,7 @@ def end_session(sso: SsoSession, reason: str, *, commit: bool = True) -> list[Pa
     participants = sessions.end(sso.id)
     _ended([sso.id], None)
     if has_request_context():
-        token = request.cookies.get(COOKIE)
+        token = request.cookies.get(cookie_name())
         if token and _digest(token) == sso.id:
             request.environ[_CACHE] = None
             _clear_cookie()
@@ -291,7 +294,7 @@ def login_url(next_path: str, force: bool = False) -> str:
 
 
 def _clear_cookie() -> None:
-    if has_request_context() and request.cookies.get(COOKIE):
+    if has_request_context() and request.cookies.get(cookie_name()):
         request.environ[_COOKIE_ACTION] = ""
 
 
@@ -303,7 +306,7 @@ def apply_cookie(resp: Response) -> Response:
     secure = settings().https
     if action:
         # A browser-session cookie: the server-side lifetimes are what count.
-        resp.set_cookie(COOKIE, action, path="/", httponly=True, samesite="Lax", secure=secure)
+        resp.set_cookie(cookie_name(), action, path="/", httponly=True, samesite="Lax", secure=secure)
     else:
-        resp.delete_cookie(COOKIE, path="/", httponly=True, samesite="Lax", secure=secure)
+        resp.delete_cookie(cookie_name(), path="/", httponly=True, samesite="Lax", secure=secure)
     return resp

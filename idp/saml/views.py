@@ -14,7 +14,7 @@ from flask import Blueprint, Flask, Response, redirect, request, url_for
 from flask.blueprints import BlueprintSetupState
 from werkzeug.wrappers import Response as BaseResponse
 
-from idp.authn.session import COOKIE, current_session, login_url, set_logout_propagation
+from idp.authn.session import cookie_name, current_session, login_url, set_logout_propagation
 from idp.authn.views import answer_after_sign_in
 from idp.errors import BadRequest
 from idp.extensions import csrf
@@ -97,7 +97,7 @@ def single_sign_on() -> BaseResponse:
     except sso.SamlStatusError as err:
         sso.claim(err.request, ip)  # answered: used up, as an answer to it would be
         return _post(sso.error_response(err, ip))
-    if request.method == "POST" and COOKIE not in request.cookies:
+    if request.method == "POST" and cookie_name() not in request.cookies:
         # A cross-site POST carries no SameSite=Lax cookie, but the same-site GET it is redirected to does:
         # decide there, or a signed-in user would be asked again (or refused NoPassive).
         sso.claim(req, ip)

@@ -82,13 +82,21 @@ def test_successful_sign_in_sets_a_hardened_cookie_and_redirects(app: Flask, cli
     assert event.username == "alice" and event.client_ip == "127.0.0.1"
 
 
-def test_cookie_is_secure_when_the_base_url_is_https(make_app: Callable[..., Flask]) -> None:
-    application = make_app(base_url="https://idp.example.test")
-    make_user("alice", PASSWORD)
+def test_cookies_are_secure_and_host_only_when_the_base_url_is_https(make_app: Callable[..., Flask]) -> None:
+    base = "https://idp.example.test"
+    application = make_app(base_url=base)
+    make_user("alice", PASSWORD, display_name="Alice Anderson")
     client = application.test_client()
-    resp = login(client, "alice", PASSWORD, base_url="https://idp.example.test")
+    page = client.get("/login", base_url=base)
+    resp = login(client, "alice", PASSWORD, base_url=base)
     assert resp.status_code == 302
-    assert "secure" in [a.strip().lower() for a in set_cookie_header(resp).split(";")]
+    # The names browsers hold to Secure, Path=/ and no Domain: a sibling host cannot plant either cookie.
+    for cookie in (set_cookie_header(resp, "__Host-idp_session"), set_cookie_header(page, "__Host-idp_csrf")):
+        attrs = [a.strip().lower() for a in cookie.split(";")]
+        assert "secure" in attrs and "path=/" in attrs and not any(a.startswith("domain=") for a in attrs), cookie
+    assert not any(h.startswith(("idp_session=", "idp_csrf=")) for r in (page, resp)
+                   for h in r.headers.getlist("Set-Cookie"))
+    assert b"Signed in as <strong>Alice Anderson</strong>" in client.get("/", base_url=base).data
 
 
 def _scrubbed(page: str) -> str:
