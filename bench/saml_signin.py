@@ -37,7 +37,7 @@ from slapd import USER as LDAP_USER
 from slapd import Slapd, start_slapd
 
 USER, PASSWORD = "bench", "bench-password"
-SESSION_COOKIE = "idp_session"  # the SSO session; the form's CSRF token lives in Flask's own cookie
+CSRF_COOKIE = "idp_csrf"  # Flask's own cookie: the login form's CSRF token, replaced at each sign-in
 
 
 def _hash_times(count: int, start: Any, out: Any) -> None:
@@ -127,19 +127,23 @@ def builtin(report: Report, opts: Options, tmp: Path, key: SigningKey, bridge: B
 class PasswordPost:
     """Only the request that checks a password: the login form fetched once per client (setup), then the
     credentials posted to it again and again by a browser without an SSO session (its cookie dropped each time:
-    not a re-authentication), each answered by a new session and a redirect (not followed)."""
+    not a re-authentication) that holds the form's CSRF cookie (a sign-in replaces it: put back each time),
+    each answered by a new session and a redirect (not followed)."""
 
     login_url: str
     username: str
     password: str
     fields: dict[str, str] = field(default_factory=dict)
+    csrf_cookie: str = ""
 
     def setup(self, http: requests.Session) -> None:
         login = form(expect(http.get(self.login_url, timeout=30), 200).text, "password")
         self.fields = {**login.fields, "username": self.username, "password": self.password}
+        self.csrf_cookie = http.cookies[CSRF_COOKIE]
 
     def once(self, http: requests.Session) -> int:
-        http.cookies.pop(SESSION_COOKIE, None)
+        http.cookies.clear()
+        http.cookies.set(CSRF_COOKIE, self.csrf_cookie)
         expect(http.post(self.login_url, data=self.fields, timeout=30, allow_redirects=False), 302)
         return 1
 
