@@ -143,14 +143,15 @@ class SlapdProcess:
             self.proc.wait(5)
 
 
-def start_slapd(d: Path) -> SlapdProcess:
+def start_slapd(d: Path, database_config: str = "") -> SlapdProcess:
     """A slapd in ``d`` (made here) on free loopback ports, TLS from a CA of its own (ca.pem), seeded from
-    tests/fixtures/directory.ldif. The caller stops it (SlapdProcess.stop)."""
+    tests/fixtures/directory.ldif; ``database_config``: more lines for its database (``limits ...``). The caller
+    stops it (SlapdProcess.stop)."""
     d.mkdir(parents=True, exist_ok=True)
     (d / "db").mkdir()
     make_tls_files(d)
     (d / "slapd.conf").write_text(SLAPD_CONF.format(dir=d, suffix=SUFFIX, root_dn=ROOT_DN, root_pw=ROOT_PW,
-                                                    service_dn=SERVICE_DN))
+                                                    service_dn=SERVICE_DN) + database_config + "\n")
     port, tls_port = free_port(), free_port()
     log = d / "slapd.log"
     ldap_url, ldaps_url = f"ldap://127.0.0.1:{port}", f"ldaps://127.0.0.1:{tls_port}"

@@ -19,7 +19,17 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskCliRunner
 from helpers import login, make_user
-from ldap_server import Slapd, SlapdProcess, SlowProxy, closed_port_url, directory_config
+from ldap_server import (
+    SERVICE_DN,
+    SUFFIX,
+    Slapd,
+    SlapdProcess,
+    SlowProxy,
+    closed_port_url,
+    directory_config,
+    ldapmodify,
+    start_slapd,
+)
 from sqlalchemy import select
 
 from idp import audit
@@ -152,6 +162,33 @@ def test_every_server_down_or_hung_is_a_503_within_the_timeout(
                                                                                closed_port_url()], timeout=1))
     status, took = timed_sign_in(app2, "alice", "alice-pw")
     assert status == 503 and took < 0.5 and "Connection refused" in (last_login().reason or "")
+
+
+@pytest.mark.parametrize("paging", ["allowed", "capped"])
+def test_more_groups_than_the_server_answers_at_once_are_read_in_pages_or_refused_whole(
+    slapd: Slapd, tmp_path: Path, with_directories: Callable[..., Flask], paging: str
+) -> None:
+    """A server answers at most so many entries a search (AD 1,000, OpenLDAP 500; here 3). Groups past that are
+    read in pages (RFC 2696); where the server caps paged searches too, the sign-in fails with the reason,
+    rather than going on with some of the user's groups."""
+    limits = f'limits dn.exact="{SERVICE_DN}" size=3' + (" size.prtotal=unlimited" if paging == "allowed" else "")
+    server = start_slapd(tmp_path / "limited", database_config=limits)
+    try:
+        ldapmodify(server.ldap_url, "".join(
+            f"dn: cn=team-{i},ou=groups,{SUFFIX}\nchangetype: add\nobjectClass: groupOfNames\ncn: team-{i}\n"
+            f"member: uid=alice,ou=people,{SUFFIX}\n\n" for i in range(8)))
+        app = with_directories(directory_config(slapd, tmp_path, urls=[server.ldap_url]))
+        client = app.test_client()
+        resp = login(client, "alice", "alice-pw")
+        if paging == "allowed":
+            assert resp.status_code == 302, last_login().reason
+            user = db.session.scalars(select(User).where(User.username == "alice")).one()
+            assert {f"team-{i}" for i in range(8)} <= set(user.external_groups or ())
+        else:
+            assert resp.status_code == 503 and "unavailable" in resp.get_data(as_text=True)
+            assert "sizeLimitExceeded" in last_login().reason and "size.prtotal" in last_login().reason
+    finally:
+        server.stop()
 
 
 def test_a_stale_pooled_connection_is_retried_once_without_failing_over(

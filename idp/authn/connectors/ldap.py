@@ -53,6 +53,10 @@ INVALID_CREDENTIALS = 49
 _SERVER_TROUBLE = (51, 52, 80)
 # Member searches put at most this many DNs in one OR filter.
 _BATCH = 50
+# The simple paged results control (RFC 2696), and the page asked for: at most AD's MaxPageSize.
+_PAGED = "1.2.840.113556.1.4.319"
+_PAGE = 1000
+SIZE_LIMIT_EXCEEDED = 4
 UNAVAILABLE = "The directory is unavailable right now. Try again in a few minutes."
 # LDAP_MATCHING_RULE_IN_CHAIN: Active Directory follows member links transitively for this rule.
 IN_CHAIN_RULE = "1.2.840.113556.1.4.1941"
@@ -760,15 +764,36 @@ class LdapDirectory:
         return Groups(tuple(sorted(set(names.values()))), levels, bool(frontier))
 
     def _search_groups(self, conn: Connection, until: float, query: str) -> Iterator[tuple[str, str]]:
-        # Each level of a nested walk gets only what is left of the call's time, not a fresh timeout: a
-        # slow server must not stretch a deep walk to depth x timeout. Running out is an outage (TimeoutError).
-        _arm(conn, until)
-        conn.search(self.cfg.groups_base, query, SUBTREE, attributes=[self.cfg.group_name_attribute],
-                    time_limit=_time_limit(until))
-        for found in self._entries(conn, "group search"):
+        for found in self._group_entries(conn, until, query):
             name = _first(found.get("attributes"), self.cfg.group_name_attribute)
             if name:
                 yield found["dn"], name
+
+    def _group_entries(self, conn: Connection, until: float, query: str) -> list[dict[str, Any]]:
+        """Every group the search finds. One answer holds them as a rule; more than the server's size limit
+        (AD answers 1,000 entries, OpenLDAP 500 by default) are asked for again in pages. A result still cut
+        short is an error: the groups left out would silently take roles away from the user."""
+        paged, cookie, entries = False, None, []  # cookie: bytes from the server; None asks for the first page
+        while True:
+            # Each level of a nested walk (and each page) gets only what is left of the call's time, not a fresh
+            # timeout: a slow server must not stretch a walk to depth x timeout. Running out is an outage.
+            _arm(conn, until)
+            conn.search(self.cfg.groups_base, query, SUBTREE, attributes=[self.cfg.group_name_attribute],
+                        time_limit=_time_limit(until), paged_size=_PAGE if paged else None, paged_cookie=cookie)
+            if (conn.result or {}).get("result") == SIZE_LIMIT_EXCEEDED:
+                if paged:
+                    raise DirectoryUnavailable(UNAVAILABLE, f"directory {self.cfg.name}: a group search finds more "
+                                               "groups than the server lets the service account read, even in pages "
+                                               "(sizeLimitExceeded); raise that account's limit (OpenLDAP: "
+                                               "size.prtotal)")
+                paged = True
+                continue
+            entries += self._entries(conn, "group search")
+            if not paged:
+                return entries
+            cookie = (conn.result.get("controls") or {}).get(_PAGED, {}).get("value", {}).get("cookie")
+            if not cookie:
+                return entries
 
     def _group_name(self, conn: Connection, until: float, dn: str) -> str | None:
         _arm(conn, until)
