@@ -34,8 +34,12 @@ from idp.store import User
 log = logging.getLogger(__name__)
 
 
+COOKIE = "idp_session"
+
+
 def cookie_name() -> str:
-    return settings().cookie_name("idp_session")
+    """COOKIE, or on https its __Host- name."""
+    return settings().cookie_name(COOKIE)
 
 
 # A protocol that signs users in elsewhere (SAML Single Logout) ends the session itself and may answer with
