@@ -546,7 +546,10 @@ class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
         return [base, f"{base}/oauth/token", f"{base}/oauth/introspect", f"{base}/oauth/revoke"]
 
     def resolve_client_public_key(self, client: Client) -> KeySet:
-        return KeySet.import_key_set(client.jwks or {"keys": []})  # type: ignore[arg-type]
+        # authlib asks before it knows the client may use this method; joserfc raises on an empty key set.
+        if client.auth_method != self.CLIENT_AUTH_METHOD or not client.jwks:
+            raise InvalidClientError(description="The client does not authenticate with private_key_jwt.")
+        return KeySet.import_key_set(client.jwks)  # type: ignore[arg-type]
 
     def verify_claims(self, claims: Any) -> None:
         # A client assertion is for one request: one valid for years would be a long-lived secret, and an

@@ -217,3 +217,12 @@ def test_client_credentials_with_private_key_jwt(idp: Any) -> None:
         assert resp.status_code == expected, resp.text
         if expected != 200:
             assert resp.json()["error"] == "invalid_client"
+    # An assertion naming a client that has a secret and no keys (client ids are no secret) is refused too.
+    secret_client = register(grant_types=("client_credentials",), redirect_uris=())
+    forged = jwt.encode({"alg": "RS256", "kid": "rp-1"}, {**claims, "iss": secret_client.client_id,
+                                                         "sub": secret_client.client_id, "jti": "x2"}, key)
+    for url in (token_url, idp.url + "/oauth/introspect", idp.url + "/oauth/revoke"):
+        resp = requests.post(url, timeout=10, data={
+            "grant_type": "client_credentials", "token": "t", "client_assertion": forged,
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"})
+        assert resp.status_code in (400, 401) and resp.json()["error"] == "invalid_client", (url, resp.text)
