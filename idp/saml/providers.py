@@ -303,6 +303,10 @@ def _settings_of(sp: ServiceProvider) -> dict[str, Any]:
 
 
 def _check_consistent(values: dict[str, Any], meta: SpMetadata) -> None:
+    if not values["sign_response"] and not values["sign_assertion"]:
+        # SAML Profiles 4.1.3.5: an assertion carried by the browser is signed, by itself or by its Response;
+        # an unsigned one is a bearer token anybody could write.
+        raise BadRequest("the Response or the Assertion must be signed (or both)", field="sign_assertion")
     if values["encrypt_assertion"] and not meta.encryption_certs:
         raise BadRequest(
             f"cannot encrypt assertions for '{meta.entity_id}': its metadata has no encryption certificate",

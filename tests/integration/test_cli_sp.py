@@ -144,6 +144,11 @@ def test_set_changes_only_what_is_given_and_audits_it(runner: FlaskCliRunner, md
                                                                          "--allow-sha1")
     assert "metadata has no encryption certificate" in refused(runner, "sp", "set", SP_ENTITY_ID,
                                                                "--encrypt-assertion")
+    # Nothing signed would be an assertion anybody could write: refused, and nothing changes.
+    assert "the Response or the Assertion must be signed" in refused(runner, "sp", "set", SP_ENTITY_ID,
+                                                                     "--no-sign-response")
+    sp = providers.get(SP_ENTITY_ID)
+    assert sp is not None and sp.sign_response is True
 
 
 def test_role_options_build_one_role_rule_per_attribute(runner: FlaskCliRunner, md_file: Path) -> None:

@@ -19,6 +19,7 @@ from alembic.script import ScriptDirectory
 from conftest import PG_URL
 from flask_migrate import downgrade, upgrade
 from helpers import IDP, make_user
+from saml_peers import python3_saml_metadata, register_sp
 from sqlalchemy import create_engine, delete, make_url, select, text
 from sqlalchemy.exc import IntegrityError
 
@@ -27,7 +28,7 @@ from idp.authn.connectors import chain
 from idp.config import Settings
 from idp.database import MIGRATIONS
 from idp.extensions import db
-from idp.store import AppAssignment, Assignment, Directory, Group, OidcClient
+from idp.store import AppAssignment, Assignment, Directory, Group, OidcClient, ServiceProvider
 
 INSTANCES = 3
 
@@ -165,3 +166,24 @@ def test_an_upgrade_keeps_a_stored_directory_in_clear_working_and_says_so(
         db.session.rollback()
         db.engine.dispose()
 
+
+
+def test_an_upgrade_makes_a_service_provider_set_to_nothing_signed_get_signed_assertions(
+        empty_database: str, tmp_path: Path, signing_files: tuple[Path, Path]) -> None:
+    """From revision 0010 on, neither a signed Response nor a signed Assertion is refused; an SP stored so
+    before gets signed assertions, and keeps what it had otherwise."""
+    app = create_app(Settings(data_dir=tmp_path, database_url=empty_database, signing_key_file=signing_files[0],
+                              signing_cert_file=signing_files[1], log_format="text"))
+    with app.app_context():
+        upgrade(directory=MIGRATIONS, revision="0009")
+        sp = register_sp(python3_saml_metadata())
+        db.session.execute(text("UPDATE service_providers SET sign_response = :f, sign_assertion = :f"),
+                           {"f": False})
+        db.session.commit()
+        db.engine.dispose()
+
+        upgrade(directory=MIGRATIONS)
+        stored = db.session.get(ServiceProvider, sp.id)
+        assert stored is not None and stored.sign_assertion is True and stored.sign_response is False
+        db.session.rollback()
+        db.engine.dispose()
