@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
 from lxml import etree
 
 from idp.errors import BadRequest
@@ -142,14 +143,16 @@ def _certificates(descriptor: etree._Element) -> tuple[tuple[str, ...], tuple[st
             number += 1
             cert_b64 = "".join((cert_el.text or "").split())
             try:
-                x509.load_der_x509_certificate(base64.b64decode(cert_b64, validate=True))
+                cert = x509.load_der_x509_certificate(base64.b64decode(cert_b64, validate=True))
             except (ValueError, binascii.Error):
                 raise MetadataError(
                     f"certificate {number} in KeyDescriptor is not a valid X.509 certificate"
                 ) from None
             if use in (None, "signing") and cert_b64 not in signing:
                 signing.append(cert_b64)
-            if use in (None, "encryption") and cert_b64 not in encryption:
+            # Assertions are encrypted to an SP by wrapping the key with RSA-OAEP: another key type cannot.
+            rsa_key = isinstance(cert.public_key(), rsa.RSAPublicKey)
+            if use in (None, "encryption") and rsa_key and cert_b64 not in encryption:
                 encryption.append(cert_b64)
     return tuple(signing), tuple(encryption)
 

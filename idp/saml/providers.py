@@ -309,7 +309,8 @@ def _check_consistent(values: dict[str, Any], meta: SpMetadata) -> None:
         raise BadRequest("the Response or the Assertion must be signed (or both)", field="sign_assertion")
     if values["encrypt_assertion"] and not meta.encryption_certs:
         raise BadRequest(
-            f"cannot encrypt assertions for '{meta.entity_id}': its metadata has no encryption certificate",
+            f"cannot encrypt assertions for '{meta.entity_id}': its metadata has no encryption certificate "
+            "(an RSA one: the assertion's key is wrapped with RSA-OAEP)",
             field="encrypt_assertion",
         )
     if values["require_signed_requests"] and not meta.signing_certs:

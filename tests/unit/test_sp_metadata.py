@@ -6,9 +6,14 @@ from __future__ import annotations
 import base64
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from interop.pysaml2_sp import Pysaml2Sp
@@ -68,6 +73,20 @@ def test_a_keydescriptor_without_use_counts_for_signing_and_encryption() -> None
     xml = p3_metadata().replace('<md:KeyDescriptor use="signing">', "<md:KeyDescriptor>")
     meta = parse_sp_metadata(xml.encode())
     assert meta.signing_certs == meta.encryption_certs == (cert_b64(sp_keys()[1]),)
+
+
+def test_an_ec_certificate_is_for_signing_only() -> None:
+    """Assertions are encrypted by wrapping their key with RSA-OAEP: an EC certificate cannot take it (it failed
+    every sign-in of such an SP with a 500), so it counts for signatures only."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ec sp")])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(datetime(2026, 1, 1)).not_valid_after(datetime(2036, 1, 1))
+            .sign(key, hashes.SHA256()))
+    ec_b64 = base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
+    xml = p3_metadata().replace('<md:KeyDescriptor use="signing">', "<md:KeyDescriptor>")
+    meta = parse_sp_metadata(xml.replace(cert_b64(sp_keys()[1]), ec_b64).encode())
+    assert meta.signing_certs == (ec_b64,) and meta.encryption_certs == ()
 
 
 def test_display_name_comes_from_the_organization() -> None:
