@@ -62,6 +62,8 @@ class Endpoint:
     is_default: bool
     # SingleLogoutService may name a separate URL for LogoutResponses.
     response_location: str | None = None
+    # isDefault="false" said: the default only when every endpoint says so (SAML Metadata 2.2.3).
+    not_default: bool = False
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,7 @@ def _endpoints(descriptor: etree._Element, tag: str, bindings: tuple[str, ...], 
         found.append(Endpoint(
             binding=binding, location=location, index=index,
             is_default=el.get("isDefault") in ("true", "1"), response_location=response_location,
+            not_default=el.get("isDefault") in ("false", "0"),
         ))
     return tuple(found)
 

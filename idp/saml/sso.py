@@ -242,17 +242,14 @@ def listed_acs(md: SpMetadata, url: str) -> bool:
 
 
 def default_acs(md: SpMetadata) -> str:
-    """The SP's default HTTP-POST ACS: the one marked isDefault, else the lowest index, else the first."""
+    """The SP's default HTTP-POST ACS (SAML Metadata 2.2.3), in the metadata's order: the first marked
+    isDefault="true", else the first not marked "false", else the first."""
     endpoints = post_acs_endpoints(md)
     if not endpoints:
         raise BadRequest("This application has no HTTP-POST assertion consumer service.", "no POST ACS")
-    for e in endpoints:
-        if e.is_default:
-            return e.location
-    indexed = [e for e in endpoints if e.index is not None]
-    if indexed:
-        return min(indexed, key=lambda e: e.index or 0).location
-    return endpoints[0].location
+    chosen = (next((e for e in endpoints if e.is_default), None)
+              or next((e for e in endpoints if not e.not_default), endpoints[0]))
+    return chosen.location
 
 
 def _trusted_acs(request: _AuthnRequest, md: SpMetadata) -> str:
@@ -268,8 +265,9 @@ def _trusted_acs(request: _AuthnRequest, md: SpMetadata) -> str:
                              "application.", f"ACS URL not in metadata: {url[:200]}")
         return str(url)
     if index is not None:
-        for e in endpoints:
-            if e.index is not None and str(e.index) == str(index).strip():
+        wanted = str(index).strip()
+        for e in endpoints:  # an xs:unsignedShort: "01" is index 1
+            if e.index is not None and wanted.isascii() and wanted.isdigit() and e.index == int(wanted):
                 return e.location
         raise BadRequest("The request names an assertion consumer service the application has not "
                          "registered.", f"unknown ACS index {str(index)[:20]}")

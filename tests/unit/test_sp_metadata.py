@@ -26,6 +26,7 @@ from idp.saml.metadata import (
     MetadataError,
     parse_sp_metadata,
 )
+from idp.saml.sso import default_acs
 
 PERSISTENT = "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent"
 
@@ -103,6 +104,20 @@ def test_acs_with_other_bindings_only_is_refused() -> None:
         f'Binding="{BINDING_POST}" Location="{SP_ACS_URL}"',
         f'Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Artifact" Location="{SP_ACS_URL}"')
     assert refusal(xml) == "metadata has no AssertionConsumerService with the HTTP-POST binding"
+
+
+@pytest.mark.parametrize(("marks", "default"), [
+    (("", "", ""), "a"),  # none marked: the first in the metadata's order, not the lowest index
+    (("", ' isDefault="false"', ' isDefault="true"'), "c"),
+    ((' isDefault="false"', "", ""), "b"),  # the first not marked false
+    ((' isDefault="false"', ' isDefault="false"', ' isDefault="false"'), "a"),
+])
+def test_the_default_acs_is_chosen_as_saml_metadata_says(marks: tuple[str, str, str], default: str) -> None:
+    acs = "".join(f'<md:AssertionConsumerService Binding="{BINDING_POST}" Location="https://sp.example.test/{n}" '
+                  f'index="{i}"{m}/>' for n, i, m in zip("abc", (3, 0, 1), marks, strict=True))
+    xml = p3_metadata().replace(f'<md:AssertionConsumerService Binding="{BINDING_POST}" Location="{SP_ACS_URL}" '
+                                'index="1"/>', acs)
+    assert default_acs(parse_sp_metadata(xml.encode())) == f"https://sp.example.test/{default}"
 
 
 def test_a_relative_acs_location_is_refused() -> None:
