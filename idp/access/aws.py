@@ -11,6 +11,7 @@ are made to fit here rather than passed through.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -37,13 +38,20 @@ _NOT_IN_NAME = re.compile(r"[^A-Za-z0-9_+=,.@-]")
 # Session tag values: letters, digits, spaces and _.:/=+-@, at most 256 characters.
 _NOT_IN_TAG = re.compile(r"[^\w .:/=+@-]")
 _TAG_VALUE_MAX = 256
+# Hex digits of the digest that keeps rewritten session names apart (48 bits).
+_DIGEST_CHARS = 12
 
 
 def session_name(value: str) -> str:
-    """``value`` as AWS accepts a RoleSessionName or SourceIdentity: accents dropped (é → e), any other
-    character outside ``[A-Za-z0-9_+=,.@-]`` replaced by ``-``, cut to 64 and padded to 2 characters."""
+    """``value`` as AWS accepts a RoleSessionName or SourceIdentity (``[A-Za-z0-9_+=,.@-]``, 2 to 64): kept when
+    it fits. Otherwise accents are dropped (é → e), any other character becomes ``-``, and a digest of the value
+    follows, so that two users never share one (``CORP\\alice`` and ``CORP-alice``; two long emails alike in
+    their first 64 characters): AWS keeps SourceIdentity for the whole session, in CloudTrail and in policies."""
     plain = "".join(c for c in unicodedata.normalize("NFKD", value) if not unicodedata.combining(c))
-    return _NOT_IN_NAME.sub("-", plain)[:64].ljust(2, "-")
+    name = _NOT_IN_NAME.sub("-", plain)
+    if name == value and 2 <= len(name) <= 64:
+        return name
+    return f"{name[:64 - 1 - _DIGEST_CHARS]}.{hashlib.sha256(value.encode()).hexdigest()[:_DIGEST_CHARS]}"
 
 
 def _tag_value(value: str) -> str:
