@@ -227,12 +227,16 @@ def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
     code: AuthorizationCode | None = request.authorization_code
     parent: RefreshToken | None = request.refresh_token
     refresh = token.get("refresh_token")
+    scope = token.get("scope", "")
+    # A refresh that asked for less: the access token gets less, the next refresh token keeps what it had.
+    kept = parent.get_scope() if parent is not None and refresh else scope
     row = dict(
         client_id=client.client_id,
         user_id=end_user.principal.user_id if end_user else None,
         session_id=end_user.session_id if end_user else None,
         grant_type=request.payload.grant_type,
-        scope=token.get("scope", ""),
+        scope=scope,
+        refresh_scope=kept if kept != scope else None,
         access_token_hash=digest(token["access_token"]),
         refresh_token_hash=digest(refresh) if refresh else None,
         family_id=parent.family_id if parent else secrets.token_hex(16),
@@ -400,6 +404,7 @@ class RefreshToken:
     user_id: int | None
     session_id: str | None
     scope: str
+    refresh_scope: str | None
     family_id: str
     code_hash: str | None
     auth_time: datetime | None
@@ -416,7 +421,7 @@ class RefreshToken:
         return self.client_id == client.client_id
 
     def get_scope(self) -> str:
-        return self.scope
+        return self.scope if self.refresh_scope is None else self.refresh_scope
 
 
 def _session_goes_on(session_id: str) -> bool:
@@ -629,12 +634,16 @@ class Introspection(IntrospectionEndpoint):  # type: ignore[misc]
         if row.user_id is not None and (user is None or row.auth_time is None
                                         or not still_given(user.principal(row.auth_time), row.client_id)):
             return {"active": False}
-        exp = row.expires_at if token.kind == "access_token" else row.refresh_expires_at
+        access = token.kind == "access_token"
+        exp = row.expires_at if access else row.refresh_expires_at
         payload: dict[str, Any] = {
-            "active": True, "client_id": row.client_id, "scope": row.scope, "token_type": "Bearer",
+            "active": True, "client_id": row.client_id, "scope": row.scope if access else row.refresh_scope_now,
             "iat": int(row.issued_at.timestamp()), "exp": int(exp.timestamp()) if exp else None,
             "iss": settings().base, "aud": row.client_id,
         }
+        if access:
+            # Only an access token is a Bearer token (RFC 7662 2.2): an API must not take a refresh token for one.
+            payload["token_type"] = "Bearer"  # noqa: S105 - a token type, no secret
         if user is not None:
             payload.update(sub=str(user.id), username=user.username)
         return payload

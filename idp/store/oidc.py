@@ -187,6 +187,9 @@ class OidcToken(db.Model, TokenMixin):  # type: ignore[name-defined,misc]
     session_id: Mapped[str | None] = mapped_column(String(64), index=True)
     grant_type: Mapped[str] = mapped_column(String(64))
     scope: Mapped[str] = mapped_column(String(1024), default="")
+    # The refresh token's scope where a refresh asked for less than it holds: the access token gets less, the next
+    # refresh token keeps it all (RFC 6749 section 6). None: the same as scope.
+    refresh_scope: Mapped[str | None] = mapped_column(String(1024))
     access_token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     refresh_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     family_id: Mapped[str] = mapped_column(String(64), index=True)
@@ -207,6 +210,10 @@ class OidcToken(db.Model, TokenMixin):  # type: ignore[name-defined,misc]
 
     def get_scope(self) -> str:
         return self.scope
+
+    @property
+    def refresh_scope_now(self) -> str:
+        return self.scope if self.refresh_scope is None else self.refresh_scope
 
     def get_expires_in(self) -> int:
         return int((self.expires_at - self.issued_at).total_seconds())

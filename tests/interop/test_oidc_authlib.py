@@ -146,6 +146,27 @@ def test_a_native_app_registered_on_loopback_gets_its_code_on_any_port(
                           code_verifier=auth.verifier, state=auth.state)
 
 
+def test_a_refresh_asking_for_less_narrows_the_access_token_only(idp: Any) -> None:
+    """RFC 6749 section 6: the new refresh token's scope is the old one's; the access token gets what was asked."""
+    reg = register()
+    session = rp(idp.url, reg)
+    auth = start(session)
+    arrival = browse(requests.Session(), auth.url)
+    token_url = session.server_metadata["token_endpoint"]
+    session.fetch_token(token_url, authorization_response=arrival.url, code_verifier=auth.verifier,
+                        state=auth.state)
+    narrow = session.refresh_token(token_url, scope="openid")
+    assert narrow["scope"] == "openid" and "email" not in session.userinfo()
+    introspect = session.server_metadata["introspection_endpoint"]
+    refresh_info = session.introspect_token(introspect, token=narrow["refresh_token"]).json()
+    assert refresh_info["active"] is True and refresh_info["scope"] == "openid profile email groups"
+    assert "token_type" not in refresh_info  # no Bearer token: an API must not accept it as one
+    assert session.introspect_token(introspect, token=narrow["access_token"]).json()["token_type"] == "Bearer"
+    wide = session.refresh_token(token_url, refresh_token=narrow["refresh_token"])
+    assert wide["scope"] == "openid profile email groups"
+    assert session.userinfo()["email"] == "alice@example.test"
+
+
 def test_a_clients_claim_map_names_its_claims(idp: Any) -> None:
     """The per-client map (the same release() as SAML's attribute map) decides claim names and scopes."""
     reg = register(claim_map=(clients.claim_rule("groups=roles;groups"), clients.claim_rule("email=mail;email")))
