@@ -20,7 +20,7 @@ from idp.audit import AuditEvent
 from idp.authn.principal import Principal
 from idp.errors import Conflict, NotFound, duplicate_key
 from idp.extensions import db
-from idp.state import changed
+from idp.oidc import server
 from idp.store import OidcClient, OidcConsent, OidcToken
 from idp.store.oidc import Client
 
@@ -107,11 +107,7 @@ def revoke(user_id: int, username: str, client_id: str, actor: str) -> int:
         raise NotFound(f"{username} has not allowed client '{client_id}'")
     db.session.execute(delete(OidcConsent).where(OidcConsent.user_id == user_id,
                                                  OidcConsent.client_id == client_id))
-    result = db.session.execute(
-        update(OidcToken)
-        .where(OidcToken.user_id == user_id, OidcToken.client_id == client_id, OidcToken.revoked_at.is_(None))
-        .values(revoked_at=clock.now()))
-    count = changed(result)
+    count = server.revoke_tokens(OidcToken.user_id == user_id, OidcToken.client_id == client_id)
     audit.record(AuditEvent(type="oidc.consent.revoke", username=username, actor=actor, sp=client_id,
                             details={"revoked_tokens": count}))
     return count

@@ -167,7 +167,7 @@ def audit_event(type_: str, client_id: str | None, *, outcome: str = "success", 
                             details=details or {}), commit=commit)
 
 
-def _revoke(*conditions: Any) -> int:
+def revoke_tokens(*conditions: Any) -> int:
     """Revoke the matching tokens; how many."""
     return _every_row(update(OidcToken).where(OidcToken.revoked_at.is_(None), *conditions)
                       .values(revoked_at=clock.now()))
@@ -192,21 +192,21 @@ def session_ended(ids: list[str], successor: str | None) -> None:
     if successor is not None:
         _every_row(update(OidcToken).where(OidcToken.session_id.in_(ids)).values(session_id=successor))
         return
-    _revoke(OidcToken.session_id.in_(ids))
+    revoke_tokens(OidcToken.session_id.in_(ids))
 
 
 def _revoke_code_tokens(code: AuthorizationCode, why: str) -> None:
     """A replayed code: revoke everything issued from it (RFC 6749 4.1.2), audit, and commit now, since the
     token endpoint's own transaction is about to be rolled back with the refusal."""
     db.session.rollback()
-    count = _revoke(OidcToken.code_hash == code.code_hash)
+    count = revoke_tokens(OidcToken.code_hash == code.code_hash)
     audit_event("oidc.code_reuse", code.client_id, outcome="failure", username=_username(code.user_id),
            reason=why, details={"revoked_tokens": count})
 
 
 def _revoke_family(token: RefreshToken, why: str) -> None:
     db.session.rollback()
-    count = _revoke(OidcToken.family_id == token.family_id)
+    count = revoke_tokens(OidcToken.family_id == token.family_id)
     audit_event("oidc.refresh_reuse", token.client_id, outcome="failure", username=_username(token.user_id),
            reason=why, details={"revoked_tokens": count, "family": token.family_id})
 
@@ -377,7 +377,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
             # Expired, or its sign-in ended, while being exchanged: nothing issued from it may stay (in Redis
             # mode the tokens were already committed, see codes.use).
             db.session.rollback()
-            _revoke(OidcToken.code_hash == authorization_code.code_hash)
+            revoke_tokens(OidcToken.code_hash == authorization_code.code_hash)
             db.session.commit()
             raise InvalidGrantError("The authorization code has expired or its sign-in has ended.")
         self.request.audit_issued()
@@ -657,7 +657,7 @@ class Revocation(RevocationEndpoint):  # type: ignore[misc]
 
     def revoke_token(self, token: FoundToken, request: OAuth2Request) -> None:
         # Revoking either token ends the grant: the whole family, so a refresh cannot bring it back.
-        count = _revoke(OidcToken.family_id == token.row.family_id)
+        count = revoke_tokens(OidcToken.family_id == token.row.family_id)
         audit_event("oidc.revoke", token.row.client_id, username=_username(token.row.user_id),
                details={"token_type": token.kind, "revoked_tokens": count})
 

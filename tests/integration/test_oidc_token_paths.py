@@ -27,8 +27,8 @@ from test_code_state import at_once
 
 from idp import audit
 from idp.extensions import db
-from idp.oidc import clients, server
-from idp.store import OidcClient, OidcToken, User
+from idp.oidc import clients, consent, server
+from idp.store import OidcClient, OidcConsent, OidcToken, User
 
 GRANTS = ("authorization_code", "refresh_token", "client_credentials")
 
@@ -210,16 +210,21 @@ def test_a_refresh_token_revoked_while_its_refresh_runs_is_refused_but_not_taken
     assert not active(idp, reg, tokens["refresh_token"])
 
 
-def test_revoking_a_family_catches_the_token_a_refresh_committed_while_it_waited(app: Flask) -> None:
+@pytest.mark.parametrize("revocation", ["family", "consent"])
+def test_revoking_a_family_catches_the_token_a_refresh_committed_while_it_waited(app: Flask, revocation: str) -> None:
     """PostgreSQL: a revocation's UPDATE that waits on the row a refresh holds then re-reads only the rows it had
-    found, so the refresh's new token, committed at that moment, stayed active after a logout or revocation."""
+    found, so the refresh's new token, committed at that moment, stayed active after a logout, a revocation or a
+    user's withdrawn consent."""
     if db.engine.dialect.name != "postgresql":
         pytest.skip("SQLite has one writer: a revocation runs before or after a refresh, never across it")
     t = datetime.now(UTC)
+    alice = make_user("alice", PASSWORD)
+    db.session.add(OidcConsent(user_id=alice.id, client_id="c", scope="openid"))
+    db.session.commit()
 
     def row(n: int) -> dict[str, Any]:
-        return {"client_id": "c", "grant_type": "refresh_token", "scope": "openid", "access_token_hash": f"a{n}",
-                "refresh_token_hash": f"r{n}", "family_id": "fam", "issued_at": t,
+        return {"client_id": "c", "user_id": alice.id, "grant_type": "refresh_token", "scope": "openid",
+                "access_token_hash": f"a{n}", "refresh_token_hash": f"r{n}", "family_id": "fam", "issued_at": t,
                 "expires_at": t + timedelta(hours=1)}
 
     with db.engine.begin() as conn:
@@ -231,7 +236,10 @@ def test_revoking_a_family_catches_the_token_a_refresh_committed_while_it_waited
 
     def revoke() -> None:
         with app.app_context():
-            server._revoke(OidcToken.family_id == "fam")
+            if revocation == "family":
+                server.revoke_tokens(OidcToken.family_id == "fam")
+            else:
+                consent.revoke(alice.id, "alice", "c", actor="alice")
             db.session.commit()
 
     revoker = threading.Thread(target=revoke)
