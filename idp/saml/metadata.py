@@ -103,7 +103,7 @@ def _absolute_http(url: str | None) -> bool:
         parts = urlsplit(url)
     except ValueError:
         return False
-    # The host ends up in a Content-Security-Policy (form-action): nothing but host characters may pass.
+    # The host is a form's action and a redirect's target: nothing but host characters may pass.
     return (parts.scheme in ("http", "https") and _NETLOC.fullmatch(parts.netloc) is not None
             and not any(c.isspace() for c in url))
 

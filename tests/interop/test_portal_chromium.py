@@ -234,6 +234,20 @@ def test_an_app_link_signs_the_user_in_at_the_app(world: dict[str, Any], sign_in
     assert opened.value.url == "https://dash.example.test/start"
 
 
+def test_an_app_whose_acs_redirects_to_another_origin_is_reached(world: dict[str, Any], sign_in: Any) -> None:
+    """Many SPs answer the posted Response with a redirect to the app on another host; Chromium holds a form's
+    redirects to the posting page's form-action too, so that must not name the ACS's origin alone."""
+    alice = sign_in("alice")
+    alice.context.route(WIKI + "/acs", lambda route: route.fulfill(
+        status=303, headers={"Location": "https://app.wiki-cdn.example.test/home"}))
+    alice.context.route("https://app.wiki-cdn.example.test/**", lambda route: route.fulfill(
+        status=200, content_type="text/html", body="<h1>Your wiki home</h1>"))
+    with alice.context.expect_page() as opened:
+        alice.page.get_by_role("link", name="Team wiki").click()
+    opened.value.get_by_text("Your wiki home").wait_for(timeout=10_000)
+    assert opened.value.url == "https://app.wiki-cdn.example.test/home"
+
+
 def test_an_aws_link_posts_a_response_for_that_account_and_role(live_server: Any, world: dict[str, Any],
                                                                sign_in: Any) -> None:
     alice = sign_in("alice")
