@@ -277,7 +277,8 @@ def test_refused_edits_say_why_next_to_the_field_and_change_nothing(admin: Brows
     resp = admin.submit(f"/admin/sps/{sp.id}", {"encrypt_assertion": True, "name": "Renamed"})
     assert resp.status_code == 422
     assert field_errors(resp, "encrypt_assertion") == (
-        f"cannot encrypt assertions for '{ENTITY_ID}': its metadata has no encryption certificate")
+        f"cannot encrypt assertions for '{ENTITY_ID}': its metadata has no encryption certificate (an RSA one: "
+        "the assertion's key is wrapped with RSA-OAEP)")
     resp = admin.submit(f"/admin/sps/{sp.id}", {"attributes-1-name": "", "roles-0-name": "role",
                                                 "roles-0-group": "engineers"})
     assert resp.status_code == 422

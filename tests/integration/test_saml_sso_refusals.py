@@ -412,10 +412,12 @@ def test_acs_is_chosen_only_among_registered_endpoints(client: FlaskClient, alic
     assert answered_at(xml) == SP_ACS_URL
     bare = sp.post_request()[0].replace(f'AssertionConsumerServiceURL="{SP_ACS_URL}"', "")
     assert "AssertionConsumerServiceURL" not in bare
-    assert answered_at(bare) == "https://sp.example.test/acs2", "no URL: the lowest index is the default"
-    by_index = sp.post_request()[0].replace(f'AssertionConsumerServiceURL="{SP_ACS_URL}"',
-                                            'AssertionConsumerServiceIndex="1"')
-    assert answered_at(by_index) == SP_ACS_URL
+    # SAML Metadata 2.2.3: with none marked isDefault, the first in the metadata, whatever the indexes.
+    assert answered_at(bare) == SP_ACS_URL, "no URL: the first endpoint is the default"
+    for index in ("0", "00"):  # an xs:unsignedShort: "00" is 0
+        by_index = sp.post_request()[0].replace(f'AssertionConsumerServiceURL="{SP_ACS_URL}"',
+                                                f'AssertionConsumerServiceIndex="{index}"')
+        assert answered_at(by_index) == "https://sp.example.test/acs2"
     unknown_index = sp.post_request()[0].replace(f'AssertionConsumerServiceURL="{SP_ACS_URL}"',
                                                  'AssertionConsumerServiceIndex="7"')
     assert_refused(post_request(client, unknown_index), 400, "ACS index")
