@@ -107,9 +107,9 @@ def parse_until(text: str, now: datetime, *, require_zone: bool = False) -> date
     time UTC can hold (BadRequest otherwise)."""
     value = text.strip()
     try:
-        if len(value) == 10:  # YYYY-MM-DD
+        try:  # any ISO date (2027-03-31, 20270331, 2027-W13-3): datetime.fromisoformat reads the last two as midnight
             end = datetime.combine(date.fromisoformat(value), time(), UTC) + timedelta(days=1)
-        else:
+        except ValueError:
             end = datetime.fromisoformat(value)
     except ValueError:
         raise BadRequest(f"{text!r} is neither an ISO date (2027-03-31) nor an ISO time "

@@ -349,6 +349,11 @@ def test_until(runner: FlaskCliRunner, frozen_clock: Clock) -> None:
     assert (audit.events(type="access.assign")[-1].details["until"]) == "2027-04-01T00:00:00+00:00"
 
     ok(runner, "unassign", "alice", "Admin", "--account", A1)
+    # The basic format and an ISO week date are dates too: the end of that day, as 2027-03-31 is.
+    for day in ("20270331", "2027-W13-3"):
+        assert ok(runner, "assign", "alice", "Admin", "--account", A1, "--until", day).strip().endswith(
+            "until 2027-04-01T00:00:00+00:00")
+        ok(runner, "unassign", "alice", "Admin", "--account", A1)
     for past in ("2027-03-09", "2027-03-10T14:59:59", "2027-03-10T15:00:00Z"):
         assert "is already past" in refused(runner, "assign", "alice", "Admin", "--account", A1, "--until", past)
     assert "neither an ISO date" in refused(runner, "assign", "alice", "Admin", "--account", A1,
