@@ -173,14 +173,18 @@ def _instant(value: str | None) -> datetime | None:
     return parsed
 
 
-def _check_common(msg: Any, sp: RegisteredSp) -> None:
-    """Version, ID, Destination and IssueInstant, shared by requests and responses."""
+def _check_common(msg: Any, sp: RegisteredSp, signed: bool) -> None:
+    """Version, ID, Destination (which a signed message must carry: SAML Bindings 3.4.5.2, 3.5.5.2) and
+    IssueInstant, shared by requests and responses."""
     if msg.version != "2.0":
         raise _refuse("Unsupported SAML version.", "bad version", sp.entity_id)
     if not msg.id or len(msg.id) > MAX_ID_LENGTH:
         raise _refuse("The logout message has no usable ID.", "bad ID", sp.entity_id)
     if msg.destination and msg.destination != slo_url():
         raise _refuse("The logout message was sent to another destination.", "wrong destination", sp.entity_id)
+    if signed and not msg.destination:
+        raise _refuse("The logout message is signed but does not say where it was sent.",
+                      "signed message without Destination", sp.entity_id)
     instant = _instant(msg.issue_instant)
     skew = timedelta(seconds=settings().saml_clock_skew_seconds)
     if instant is None:
@@ -205,7 +209,7 @@ def _logout_request(inbound: Inbound, root: etree._Element) -> Response:
     msg = _pysaml2(samlp.logout_request_from_string, inbound.xml)
     if msg is None:
         raise _refuse("The LogoutRequest is malformed.", "malformed LogoutRequest", sp.entity_id)
-    _check_common(msg, sp)
+    _check_common(msg, sp, signed)
     if msg.not_on_or_after:
         limit = _instant(msg.not_on_or_after)
         if limit is None or now() - timedelta(seconds=settings().saml_clock_skew_seconds) >= limit:
@@ -441,7 +445,7 @@ def _response_result(inbound: Inbound, root: etree._Element, msg: Any, sp: Regis
     try:
         signed = _signed(inbound, root, sp)
         _require_signature(sp, signed)
-        _check_common(msg, sp)
+        _check_common(msg, sp, signed)
     except LogoutRefused as exc:
         return f"refused: {exc.reason}"
     code = msg.status.status_code if msg.status is not None else None

@@ -136,12 +136,15 @@ def _validate(inbound: Inbound, seen: dict[str, str | None]) -> SsoRequest:
         raise BadRequest("Unknown service provider", "unknown service provider")
     md = providers.metadata_of(sp)
 
-    _check_signature(inbound, root, sp, md)
+    signed = _check_signature(inbound, root, sp, md)
 
     expected_destination = cfg.base + "/saml/sso"
     if request.destination is not None and request.destination != expected_destination:
         raise BadRequest("The sign-in request was meant for another identity provider.",
                          f"destination {request.destination!r}")
+    if signed and request.destination is None:  # SAML Bindings 3.4.5.2, 3.5.5.2: it MUST be there
+        raise BadRequest("The sign-in request is signed but does not say which identity provider it is for.",
+                         "signed request without Destination")
 
     now = clock.now()
     issued = _parse_instant(request.issue_instant)
@@ -219,7 +222,8 @@ def _parse_instant(value: str | None) -> datetime:
     return parsed
 
 
-def _check_signature(inbound: Inbound, root: Any, sp: RegisteredSp, md: SpMetadata) -> None:
+def _check_signature(inbound: Inbound, root: Any, sp: RegisteredSp, md: SpMetadata) -> bool:
+    """Whether the request is signed (by a key of the SP's metadata); refused when it must be and is not."""
     certs = list(md.signing_certs)
     required = sp.require_signed_requests or md.authn_requests_signed
     if inbound.binding == REDIRECT:
@@ -230,6 +234,7 @@ def _check_signature(inbound: Inbound, root: Any, sp: RegisteredSp, md: SpMetada
     if required and not signed:
         raise BadRequest("This application must sign its sign-in requests, and this one is not signed.",
                          "unsigned request")
+    return signed
 
 
 def post_acs_endpoints(md: SpMetadata) -> list[Endpoint]:

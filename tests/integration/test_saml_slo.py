@@ -9,7 +9,7 @@ import threading
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from urllib.parse import parse_qs, quote, urljoin, urlsplit
+from urllib.parse import parse_qs, quote, urlencode, urljoin, urlsplit
 
 import lxml.html
 import pytest
@@ -17,6 +17,7 @@ import requests
 from interop.pysaml2_sp import Browser, p3_request, python3_saml_sign_in
 from onelogin.saml2.auth import OneLogin_Saml2_Auth
 from onelogin.saml2.logout_response import OneLogin_Saml2_Logout_Response
+from onelogin.saml2.utils import OneLogin_Saml2_Utils
 from saml_peers import SP_ENTITY_ID, SP_SLO_URL, python3_saml_metadata, python3_saml_settings, register_sp, sp_keys
 
 from idp import audit
@@ -123,6 +124,20 @@ def test_tampered_logout_request_is_refused(idp: Any, sp: dict[str, Any]) -> Non
     hop = browser.get(base + "?" + "&".join(f"{k}={v}" for k, v in params.items()))
     assert hop.response.status_code == 400
     refusal("bad signature")
+    assert still_signed_in(idp, browser, sp)
+
+
+def test_a_signed_logout_request_must_name_its_destination(idp: Any, sp: dict[str, Any]) -> None:
+    """SAML Bindings 3.4.5.2: a signed message MUST carry Destination."""
+    browser, auth = signed_in(idp, sp)
+    url, start = logout_url(sp, auth)
+    bare = _inflated(url).replace(f'Destination="{idp.url}/saml/slo"'.encode(), b"")
+    assert bare != _inflated(url)
+    params = {"SAMLRequest": OneLogin_Saml2_Utils.deflate_and_base64_encode(bare)}
+    start.add_request_signature(params)
+    hop = browser.get(idp.url + "/saml/slo?" + urlencode(params))
+    assert hop.response.status_code == 400
+    refusal("signed message without Destination")
     assert still_signed_in(idp, browser, sp)
 
 

@@ -18,6 +18,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from helpers import audit_insert_lost, csrf_token, form_action, login, make_user
 from lxml import etree
+from onelogin.saml2.authn_request import OneLogin_Saml2_Authn_Request
+from onelogin.saml2.utils import OneLogin_Saml2_Utils
 from saml_peers import ATTRIBUTE_MAP, NAMEID_EMAIL, SP_ACS_URL, OneLoginSp, read_post_form, register_sp, sp_keys
 
 from idp import audit
@@ -305,6 +307,40 @@ def test_destination_of_another_idp(client: FlaskClient, sp: OneLoginSp) -> None
     moved = xml.replace('Destination="http://127.0.0.1:5000/saml/sso"', 'Destination="https://other.test/sso"')
     assert moved != xml
     assert_refused(post_request(client, moved), 400, "destination")
+
+
+@pytest.mark.parametrize("binding", ["redirect", "post"])
+def test_a_signed_request_must_name_its_destination(client: FlaskClient, alice: None, binding: str) -> None:
+    """SAML Bindings 3.4.5.2 and 3.5.5.2: a signed message MUST carry Destination, so that it cannot be
+    replayed to another IdP the SP trusts; an unsigned one may leave it out."""
+    sp = register(client, keys=sp_keys("signing sp"), security={"authnRequestsSigned": True})
+    auth = sp.auth()
+    xml = OneLogin_Saml2_Authn_Request(auth.get_settings()).get_xml()
+    xml = xml if isinstance(xml, str) else xml.decode()
+    bare = xml.replace(f'Destination="{IDP_BASE}/saml/sso"', "")
+    assert bare != xml
+
+    def send(request: str, signed: bool) -> Any:
+        if binding == "post":
+            if signed:
+                request = OneLogin_Saml2_Utils.add_sign(request, sp.settings["sp"]["privateKey"],
+                                                        sp.settings["sp"]["x509cert"]).decode()
+            return post_request(client, request, "rs")
+        params = {"SAMLRequest": OneLogin_Saml2_Utils.deflate_and_base64_encode(request), "RelayState": "rs"}
+        if signed:
+            auth.add_request_signature(params)
+        return client.get("/saml/sso?" + urlencode(params))
+
+    assert_refused(send(bare, signed=True), 400, "signed request without Destination")
+    assert responses_issued() == 0
+    assert_refused(send(bare.replace('ID="', 'ID="x'), signed=False), 400, "unsigned")  # it must sign
+
+    plain = register(client, entity_id="https://plain.example.test/sp", acs_url="https://plain.example.test/acs")
+    unsigned = OneLogin_Saml2_Authn_Request(plain.auth().get_settings()).get_xml()
+    unsigned = (unsigned if isinstance(unsigned, str) else unsigned.decode()).replace(
+        f'Destination="{IDP_BASE}/saml/sso"', "")
+    accepted = send(unsigned, signed=False)
+    assert accepted.status_code in (302, 303), accepted.get_data(as_text=True)[:500]
 
 
 def test_expired_continuation(client: FlaskClient) -> None:
