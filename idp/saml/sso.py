@@ -3,7 +3,7 @@
 Intake (:func:`receive`) checks an AuthnRequest in a fixed order, and until the assertion consumer service
 (ACS) is known to be one of the SP's metadata endpoints, every failure is an error page: nothing is ever
 sent to an address we have not verified. After that, failures the spec names (NoPassive,
-InvalidNameIDPolicy) are SAML Responses posted to that trusted ACS (:class:`SamlStatusError`,
+InvalidNameIDPolicy, NoAuthnContext) are SAML Responses posted to that trusted ACS (:class:`SamlStatusError`,
 :func:`error_response`). Issuance (:func:`issue`) first asks :func:`idp.access.decide.authorize` whether the
 user may open the SP (or, for an AWS console launch, the account role), then builds the Response with
 lxml (:mod:`idp.saml.build`), signs and encrypts it in-process with :mod:`idp.saml.signing`, records the SP as
@@ -13,13 +13,12 @@ a session participant (for Single Logout) and audits it.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from lxml import etree
 from saml2 import samlp
-from saml2.authn_context import PASSWORDPROTECTEDTRANSPORT
 
 from idp import audit, clock
 from idp.access import aws
@@ -30,7 +29,7 @@ from idp.authn.session import principal_for
 from idp.errors import BadRequest, IdpError, NotFound
 from idp.extensions import db
 from idp.runtime import keystore, settings
-from idp.saml import build, nameid, providers, signing, xmlsafe
+from idp.saml import authn_context, build, nameid, providers, signing, xmlsafe
 from idp.saml.bindings import POST, REDIRECT, Inbound
 from idp.saml.metadata import Endpoint, SpMetadata
 from idp.saml.providers import RegisteredSp
@@ -61,6 +60,8 @@ class SsoRequest:
     # The NameIDPolicy Format the SP asked for, if any; resolved against the SP's setting at issuance.
     requested_nameid_format: str | None
     received_at: datetime
+    # The AuthnContextClassRef the assertion states: what the RequestedAuthnContext was met as.
+    authn_class: str = authn_context.OURS
     # An AWS console launch (:func:`aws_launch`): the account, and the permission set whose role to offer.
     aws_account: str | None = None
     permission_set: str | None = None
@@ -158,8 +159,12 @@ def _validate(inbound: Inbound, seen: dict[str, str | None]) -> SsoRequest:
     if not request_id or len(request_id) > 256:
         raise BadRequest("The sign-in request has no valid ID.", "bad request ID")
 
+    try:
+        requested_context = authn_context.read(root)
+    except authn_context.Malformed as exc:
+        raise BadRequest("The sign-in request is not a valid SAML AuthnRequest.", f"malformed request: {exc}") from exc
     requested_format = request.name_id_format or None
-    return SsoRequest(
+    req = SsoRequest(
         sp_entity_id=sp.entity_id,
         request_id=request_id,
         acs_url=acs_url,
@@ -169,6 +174,13 @@ def _validate(inbound: Inbound, seen: dict[str, str | None]) -> SsoRequest:
         requested_nameid_format=requested_format,
         received_at=now,
     )
+    stated = authn_context.choose(requested_context)
+    if stated is None:
+        assert requested_context is not None
+        raise SamlStatusError(req, samlp.STATUS_NO_AUTHN_CONTEXT,
+                              f"cannot meet RequestedAuthnContext ({requested_context.comparison} "
+                              f"{' '.join(requested_context.class_refs) or 'a declaration'})")
+    return replace(req, authn_class=stated)
 
 
 @dataclass(frozen=True)
@@ -430,7 +442,7 @@ def issue(req: SsoRequest, session: SsoSession, client_ip: str | None) -> Outbou
             not_on_or_after=not_on_or_after, in_response_to=req.request_id,
         ),
         not_before=build.instant(now - skew), audience=sp.entity_id, authn_instant=build.instant(session.authn_at),
-        session_index=session_index, session_not_on_or_after=session_end, authn_context=PASSWORDPROTECTEDTRANSPORT,
+        session_index=session_index, session_not_on_or_after=session_end, authn_context=req.authn_class,
         attributes=[build.Attribute(a.name, a.name_format or DEFAULT_ATTRIBUTE_NAME_FORMAT, a.friendly_name,
                                     tuple(a.values)) for a in attributes],
     )

@@ -183,6 +183,58 @@ def test_unsupported_nameid_policy_answers_invalid_nameid_policy(client: FlaskCl
     assert refusals()
 
 
+AC = "urn:oasis:names:tc:SAML:2.0:ac:classes:"
+
+
+PPT = AC + "PasswordProtectedTransport"
+
+
+@pytest.mark.parametrize(("classes", "comparison", "stated"), [
+    ([PPT], "exact", PPT),  # what python3-saml asks by default
+    ([AC + "X509", PPT], "exact", PPT),
+    ([AC + "unspecified"], "exact", PPT),
+    ([AC + "X509"], "exact", None),
+    ([AC + "Password"], "exact", AC + "Password"),  # a password sign-in over TLS is one with a password too
+    (["https://refeds.org/profile/mfa"], "minimum", None),
+    ([AC + "Password"], "minimum", PPT),
+    ([PPT], "better", None),
+    ([AC + "Password"], "better", PPT),
+    ([AC + "Smartcard"], "maximum", PPT),
+    ([AC + "Password"], "maximum", AC + "Password"),
+    ([AC + "InternetProtocol"], "maximum", None),
+    (["urn:example:our-own-level-3"], "minimum", None),
+])
+def test_requested_authn_context(client: FlaskClient, alice: None, classes: list[str], comparison: str,
+                                 stated: str | None) -> None:
+    """SAML Core 3.3.2.2.1: a context the password sign-in cannot meet is answered NoAuthnContext, before the
+    user types a password; one it meets gets an assertion that says how it was met."""
+    sp = register(client, security={"requestedAuthnContext": classes,
+                                    "requestedAuthnContextComparison": comparison})
+    url, request_id = sp.redirect_login("rs")
+    first = client.get(local(url))
+    if stated is None:
+        form = read_post_form(first.get_data(as_text=True))
+        assert status_codes(form.fields) == [f"urn:oasis:names:tc:SAML:2.0:status:{s}"
+                                             for s in ("Responder", "NoAuthnContext")]
+        assert not sp.process_response(form, request_id).is_authenticated()
+        assert "RequestedAuthnContext" in (refusals()[0].reason or "")
+        return
+    form = read_post_form(sign_in_and_continue(client, first).get_data(as_text=True))
+    auth = sp.process_response(form, request_id)
+    assert auth.is_authenticated(), auth.get_last_error_reason()
+    assert auth.get_nameid() == "alice"
+    root = etree.fromstring(base64.b64decode(form.fields["SAMLResponse"]))
+    refs = [e.text for e in root.iter("{urn:oasis:names:tc:SAML:2.0:assertion}AuthnContextClassRef")]
+    assert refs == [stated]
+
+
+def test_a_malformed_requested_authn_context_is_refused(client: FlaskClient, sp: OneLoginSp) -> None:
+    xml, _ = sp.post_request()
+    assert 'Comparison="exact"' in xml
+    assert_refused(post_request(client, xml.replace('Comparison="exact"', 'Comparison="most"')), 400,
+                   "Comparison")
+
+
 def test_email_nameid_for_a_user_without_email(client: FlaskClient, app: Flask) -> None:
     make_user("alice", PASSWORD)
     sp = register(client, nameid_format=NAMEID_EMAIL)
