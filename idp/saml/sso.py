@@ -427,8 +427,11 @@ def issue(req: SsoRequest, session: SsoSession, client_ip: str | None) -> Outbou
     attributes = (aws.role_attributes(principal, grant.roles, now) if req.aws_account is not None
                   else release(principal, sp.attribute_map or []))
     # STS ends a console session at the shorter of SessionDuration and SessionNotOnOrAfter: for AWS the
-    # permission set decides, not how long ago the user signed in here.
-    session_end = None if req.aws_account is not None else build.instant(session.expires_at)
+    # permission set decides, not how long ago the user signed in here. Another SP's session ends with ours, or
+    # with the assignment that opened it if that ends first.
+    app_end = grant.apps[0].until if grant.apps else None
+    session_end = (None if req.aws_account is not None
+                   else build.instant(min(session.expires_at, app_end or session.expires_at)))
 
     issuer = cfg.base + "/saml/metadata"
     root = build.response(response_id=build.new_id(), issue_instant=build.instant(now), destination=req.acs_url,

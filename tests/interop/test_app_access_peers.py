@@ -129,12 +129,14 @@ def test_a_group_assignment_opens_the_sp_until_it_ends(idp: LiveServer, frozen_c
     http = requests.Session()
     assert_refused(submit_login(http, idp_initiated(http, idp, wiki.entity_id), "alice", PASSWORD))
 
-    assign_app(wiki.entity_id, "group:engineering", until=frozen_clock.current + timedelta(minutes=10),
-               actor="test")
+    ends = frozen_clock.current + timedelta(minutes=10)
+    assign_app(wiki.entity_id, "group:engineering", until=ends, actor="test")
     url, request_id = wiki.redirect_login("https://wiki.example.test/after")
     auth = wiki.process_response(read_post_form(http.get(url, timeout=10).text), request_id)
     assert auth.get_errors() == [], auth.get_last_error_reason()
     assert auth.get_attributes()["groups"] == ["engineering"]
+    # The SP hears (SessionNotOnOrAfter) that its session must not outlive the assignment, as AWS does.
+    assert auth.get_session_expiration() == int(ends.timestamp())
 
     frozen_clock.advance(minutes=10, seconds=1)  # past the assignment's end; the session is still good
     assert_refused(idp_initiated(http, idp, wiki.entity_id))
