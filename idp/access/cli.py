@@ -183,7 +183,7 @@ def _pset_options(func: F) -> F:
         click.option("--relay-state", metavar="URL",
                      help="Where AWS opens after sign-in, e.g. https://console.aws.amazon.com/ec2/ (\"\" clears)."),
         click.option("--mfa-required/--no-mfa-required", default=None,
-                     help="Grant the set only to a sign-in with MFA."),
+                     help="Grant the set only to a sign-in with MFA (none has MFA yet: nobody gets it)."),
     ]
     for decorator in reversed(decorators):
         func = decorator(func)

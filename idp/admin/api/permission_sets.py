@@ -43,7 +43,8 @@ class PermissionSetUpdate(ma.Schema):
         "description": "an IAM policy document, for whoever provisions the role"})
     relay_state = ma.fields.String(allow_none=True, validate=ma.validate.Length(max=2048), metadata={
         "description": "where AWS opens after sign-in, e.g. https://console.aws.amazon.com/ec2/"})
-    mfa_required = StrictBoolean(metadata={"description": "grant it only to a sign-in with MFA"})
+    mfa_required = StrictBoolean(metadata={
+        "description": "grant it only to a sign-in with MFA (none has MFA yet: nobody gets it)"})
 
 
 class PermissionSetCreate(PermissionSetUpdate):

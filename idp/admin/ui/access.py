@@ -286,7 +286,8 @@ class PermissionSetForm(FlaskForm):  # type: ignore[misc]
                                   render_kw={"rows": 8, "spellcheck": "false"})
     relay_state = StringField("Relay state", validators=[Length(max=2048)],
                               description="Where the console opens after sign-in (an https URL); empty: its home.")
-    mfa_required = BooleanField("Require MFA", description="Only users who signed in with MFA get this role.")
+    mfa_required = BooleanField("Require MFA", description="Only users who signed in with MFA get this role. "
+                                "No sign-in has a second factor yet: nobody gets it.")
 
 
 class NewPermissionSetForm(PermissionSetForm):
