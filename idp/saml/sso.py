@@ -45,6 +45,8 @@ _ASSERTION = f"{{{build.SAML}}}Assertion"
 _AUTHN_REQUEST = f"{{{build.SAMLP}}}AuthnRequest"
 _ISSUER = f"{{{build.SAML}}}Issuer"
 _NAMEID_POLICY = f"{{{build.SAMLP}}}NameIDPolicy"
+_SUBJECT = f"{{{build.SAML}}}Subject"
+_NAME_ID = f"{{{build.SAML}}}NameID"
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,8 @@ class SsoRequest:
     received_at: datetime
     # The AuthnContextClassRef the assertion states: what the RequestedAuthnContext was met as.
     authn_class: str = authn_context.OURS
+    # The request's <Subject> NameID (value, Format or None): only that user may be answered (SAML Core 3.4.1).
+    requested_subject: tuple[str, str | None] | None = None
     # An AWS console launch (:func:`aws_launch`): the account, and the permission set whose role to offer.
     aws_account: str | None = None
     permission_set: str | None = None
@@ -73,7 +77,9 @@ class SsoRequest:
 
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> SsoRequest:
-        return cls(**{**data, "received_at": datetime.fromisoformat(data["received_at"])})
+        subject = data.get("requested_subject")  # a list once stored as JSON
+        return cls(**{**data, "received_at": datetime.fromisoformat(data["received_at"]),
+                      "requested_subject": tuple(subject) if subject is not None else None})
 
 
 @dataclass(frozen=True)
@@ -173,7 +179,11 @@ def _validate(inbound: Inbound, seen: dict[str, str | None]) -> SsoRequest:
         is_passive=_true(request.is_passive),
         requested_nameid_format=requested_format,
         received_at=now,
+        requested_subject=request.subject,
     )
+    if request.subject is not None and not request.subject[0]:
+        raise SamlStatusError(req, samlp.STATUS_REQUEST_UNSUPPORTED, "a Subject without a NameID",
+                              top_level=samlp.STATUS_REQUESTER)
     stated = authn_context.choose(requested_context)
     if stated is None:
         assert requested_context is not None
@@ -198,6 +208,9 @@ class _AuthnRequest:
     is_passive: str | None
     issuer: str
     name_id_format: str | None
+    # The <Subject>'s NameID (value, Format); ("", None) for a Subject naming its user otherwise (BaseID,
+    # EncryptedID), which we cannot read.
+    subject: tuple[str, str | None] | None
 
 
 def _authn_request(root: etree._Element) -> _AuthnRequest:
@@ -207,8 +220,13 @@ def _authn_request(root: etree._Element) -> _AuthnRequest:
         raise BadRequest("The message is not a SAML AuthnRequest.", "not an AuthnRequest")
     issuers = root.findall(_ISSUER)
     policies = root.findall(_NAMEID_POLICY)
-    if len(issuers) > 1 or len(policies) > 1:
+    subjects = root.findall(_SUBJECT)
+    if len(issuers) > 1 or len(policies) > 1 or len(subjects) > 1:
         raise BadRequest("The sign-in request is not a valid SAML AuthnRequest.", "malformed request")
+    subject: tuple[str, str | None] | None = None
+    if subjects and len(subjects[0]) and subjects[0][0].tag != f"{{{build.SAML}}}SubjectConfirmation":
+        name_id = subjects[0][0]
+        subject = ((name_id.text or "").strip(), name_id.get("Format")) if name_id.tag == _NAME_ID else ("", None)
     return _AuthnRequest(
         id=root.get("ID"), version=root.get("Version"), issue_instant=root.get("IssueInstant"),
         destination=root.get("Destination"),
@@ -216,8 +234,16 @@ def _authn_request(root: etree._Element) -> _AuthnRequest:
         assertion_consumer_service_index=root.get("AssertionConsumerServiceIndex"),
         protocol_binding=root.get("ProtocolBinding"), force_authn=root.get("ForceAuthn"),
         is_passive=root.get("IsPassive"), issuer=(issuers[0].text or "").strip() if issuers else "",
-        name_id_format=policies[0].get("Format") if policies else None,
+        name_id_format=policies[0].get("Format") if policies else None, subject=subject,
     )
+
+
+def _is_requested(name_id: nameid.NameId, value: str, fmt: str | None) -> bool:
+    if fmt not in (None, nameid.UNSPECIFIED, name_id.format):
+        return False
+    if name_id.format == nameid.EMAIL:
+        return name_id.value.casefold() == value.casefold()
+    return name_id.value == value
 
 
 def _true(value: str | None) -> bool:
@@ -418,6 +444,10 @@ def issue(req: SsoRequest, session: SsoSession, client_ip: str | None) -> Outbou
                    else nameid.name_id_for(principal, sp, fmt))
     except nameid.NameIdPolicyError as exc:
         raise SamlStatusError(req, samlp.STATUS_INVALID_NAMEID_POLICY, exc.reason) from exc
+    if req.requested_subject is not None and not _is_requested(name_id, *req.requested_subject):
+        # SAML Core 3.4.1: the assertion's subject must strongly match the request's; someone else signed in.
+        raise SamlStatusError(req, samlp.STATUS_AUTHN_FAILED,
+                              f"signed in as {principal.username}, not the Subject the request names")
 
     skew = timedelta(seconds=min(cfg.saml_clock_skew_seconds, 60))  # NotBefore: allow a little SP clock lag
     not_on_or_after = build.instant(now + timedelta(seconds=cfg.saml_assertion_lifetime_seconds))

@@ -235,6 +235,36 @@ def test_a_malformed_requested_authn_context_is_refused(client: FlaskClient, sp:
                    "Comparison")
 
 
+@pytest.mark.parametrize("named", ["alice", "bob"])
+def test_a_request_naming_its_subject_is_answered_only_for_that_user(client: FlaskClient, sp: OneLoginSp,
+                                                                    named: str) -> None:
+    """SAML Core 3.4.1: with a <Subject>, the assertion's subject must match it; alice signing in where the SP
+    asked for bob gets AuthnFailed at the SP, no assertion."""
+    make_user("bob", PASSWORD)
+    url, request_id = sp.redirect_login("rs", name_id_value_req=named)
+    form = read_post_form(sign_in_and_continue(client, client.get(local(url))).get_data(as_text=True))
+    auth = sp.process_response(form, request_id)
+    if named == "alice":
+        assert auth.is_authenticated(), auth.get_last_error_reason()
+        assert auth.get_nameid() == "alice"
+        return
+    assert status_codes(form.fields) == [f"urn:oasis:names:tc:SAML:2.0:status:{s}"
+                                         for s in ("Responder", "AuthnFailed")]
+    assert not auth.is_authenticated()
+    assert "signed in as alice, not the Subject" in (refusals()[0].reason or "")
+    assert responses_issued() == 0
+
+
+def test_a_subject_we_cannot_read_is_request_unsupported(client: FlaskClient, sp: OneLoginSp) -> None:
+    xml, _ = sp.post_request()
+    encrypted = xml.replace("<samlp:NameIDPolicy",
+                            "<saml:Subject><saml:EncryptedID/></saml:Subject><samlp:NameIDPolicy")
+    assert encrypted != xml
+    form = read_post_form(post_request(client, encrypted).get_data(as_text=True))
+    assert status_codes(form.fields)[-1] == "urn:oasis:names:tc:SAML:2.0:status:RequestUnsupported"
+    assert responses_issued() == 0
+
+
 def test_email_nameid_for_a_user_without_email(client: FlaskClient, app: Flask) -> None:
     make_user("alice", PASSWORD)
     sp = register(client, nameid_format=NAMEID_EMAIL)
