@@ -55,18 +55,14 @@ def choose_format(configured: str, requested: str | None) -> str:
     return chosen
 
 
-def name_id_for(principal: Principal, sp: RegisteredSp, fmt: str, *, allow_create: bool = True) -> NameId:
-    """The NameID to give; ``allow_create`` False (the request's AllowCreate="false") forbids making a user's first
-    persistent identifier at this SP (SAML Core 3.4.1.1)."""
+def name_id_for(principal: Principal, sp: RegisteredSp, fmt: str) -> NameId:
     if fmt == EMAIL:
         if not principal.email:
             raise NameIdPolicyError("user has no email address for an emailAddress NameID")
         return NameId(principal.email, EMAIL)
     if fmt == PERSISTENT:
-        value = persistent_value(principal.user_id, sp.id, create=allow_create)
-        if value is None:
-            raise NameIdPolicyError("AllowCreate is false and the user has no persistent identifier at this SP yet")
-        return NameId(value, PERSISTENT, sp.entity_id)
+        # Made whatever the request's AllowCreate says: pysaml2 SPs send "false" by default (README).
+        return NameId(persistent_value(principal.user_id, sp.id), PERSISTENT, sp.entity_id)
     if fmt == TRANSIENT:
         return NameId("_" + secrets.token_hex(20), TRANSIENT, sp.entity_id)
     if fmt == UNSPECIFIED:
@@ -80,11 +76,11 @@ _PERSISTENT_VALUE = select(PersistentNameId.value).where(
 )
 
 
-def persistent_value(user_id: int, sp_id: int, *, create: bool = True) -> str | None:
-    """The user's stable identifier at this SP, created on first use unless not ``create`` (then None)."""
+def persistent_value(user_id: int, sp_id: int) -> str:
+    """The user's stable identifier at this SP, created on first use."""
     key = {"user_id": user_id, "sp_id": sp_id}
     existing: str | None = db.session.connection().execute(_PERSISTENT_VALUE, key).scalar()
-    if existing is not None or not create:
+    if existing is not None:
         return existing
     value = secrets.token_hex(20)
     try:

@@ -66,9 +66,6 @@ class SsoRequest:
     authn_class: str = authn_context.OURS
     # The request's <Subject> NameID (value, Format or None): only that user may be answered (SAML Core 3.4.1).
     requested_subject: tuple[str, str | None] | None = None
-    # NameIDPolicy AllowCreate="false": no new persistent identifier for this request. Absent counts as true
-    # (the spec's default is false, but SPs that omit it expect one to be made, as Keycloak and Okta do).
-    allow_create: bool = True
     # An AWS console launch (:func:`aws_launch`): the account, and the permission set whose role to offer.
     aws_account: str | None = None
     permission_set: str | None = None
@@ -183,7 +180,6 @@ def _validate(inbound: Inbound, seen: dict[str, str | None]) -> SsoRequest:
         requested_nameid_format=requested_format,
         received_at=now,
         requested_subject=request.subject,
-        allow_create=request.allow_create is None or _true(request.allow_create),
     )
     if request.subject is not None and not request.subject[0]:
         raise SamlStatusError(req, samlp.STATUS_REQUEST_UNSUPPORTED, "a Subject without a NameID",
@@ -212,7 +208,6 @@ class _AuthnRequest:
     is_passive: str | None
     issuer: str
     name_id_format: str | None
-    allow_create: str | None
     # The <Subject>'s NameID (value, Format); ("", None) for a Subject naming its user otherwise (BaseID,
     # EncryptedID), which we cannot read.
     subject: tuple[str, str | None] | None
@@ -239,8 +234,7 @@ def _authn_request(root: etree._Element) -> _AuthnRequest:
         assertion_consumer_service_index=root.get("AssertionConsumerServiceIndex"),
         protocol_binding=root.get("ProtocolBinding"), force_authn=root.get("ForceAuthn"),
         is_passive=root.get("IsPassive"), issuer=(issuers[0].text or "").strip() if issuers else "",
-        name_id_format=policies[0].get("Format") if policies else None,
-        allow_create=policies[0].get("AllowCreate") if policies else None, subject=subject,
+        name_id_format=policies[0].get("Format") if policies else None, subject=subject,
     )
 
 
@@ -447,7 +441,7 @@ def issue(req: SsoRequest, session: SsoSession, client_ip: str | None) -> Outbou
         # A persistent NameID never changes: the one this session already gave the SP saves looking it up.
         name_id = (nameid.NameId(participant.name_id, fmt, sp.entity_id)
                    if participant is not None and participant.name_id_format == fmt == nameid.PERSISTENT
-                   else nameid.name_id_for(principal, sp, fmt, allow_create=req.allow_create))
+                   else nameid.name_id_for(principal, sp, fmt))
     except nameid.NameIdPolicyError as exc:
         raise SamlStatusError(req, samlp.STATUS_INVALID_NAMEID_POLICY, exc.reason) from exc
     if req.requested_subject is not None and not _is_requested(name_id, *req.requested_subject):

@@ -20,17 +20,7 @@ from helpers import audit_insert_lost, csrf_token, form_action, login, make_user
 from lxml import etree
 from onelogin.saml2.authn_request import OneLogin_Saml2_Authn_Request
 from onelogin.saml2.utils import OneLogin_Saml2_Utils
-from saml_peers import (
-    ATTRIBUTE_MAP,
-    NAMEID_EMAIL,
-    NAMEID_PERSISTENT,
-    SP_ACS_URL,
-    OneLoginSp,
-    PostedForm,
-    read_post_form,
-    register_sp,
-    sp_keys,
-)
+from saml_peers import ATTRIBUTE_MAP, NAMEID_EMAIL, SP_ACS_URL, OneLoginSp, read_post_form, register_sp, sp_keys
 
 from idp import audit
 from idp.authn import directory
@@ -567,29 +557,6 @@ def test_requested_nameid_format_must_match_the_configured_one(client: FlaskClie
     assert_refused(client.get(local(url)), 400, "replayed request")
 
 
-def test_allow_create_false_gives_no_first_persistent_identifier(client: FlaskClient, alice: None) -> None:
-    """SAML Core 3.4.1.1: AllowCreate="false" asks for an identifier already established, none made for it."""
-    sp = register(client, nameid_format=NAMEID_PERSISTENT, options={"nameid_format": "persistent"})
-    login(client, "alice", PASSWORD)
-
-    def sign_in(allow_create: str) -> tuple[PostedForm, Any]:
-        xml, request_id = sp.post_request()
-        assert 'AllowCreate="true"' in xml
-        xml = xml.replace('AllowCreate="true"', f'AllowCreate="{allow_create}"')
-        query = urlencode({"SAMLRequest": base64.b64encode(zlib.compress(xml.encode())[2:-4]).decode()})
-        form = read_post_form(client.get("/saml/sso?" + query).get_data(as_text=True))
-        return form, sp.process_response(form, request_id)
-
-    form, auth = sign_in("false")
-    assert status_codes(form.fields)[-1] == "urn:oasis:names:tc:SAML:2.0:status:InvalidNameIDPolicy"
-    assert not auth.is_authenticated()
-    assert "AllowCreate is false" in (refusals()[0].reason or "")
-    _, auth = sign_in("true")
-    assert auth.is_authenticated(), auth.get_last_error_reason()
-    made = auth.get_nameid()
-    _, auth = sign_in("0")
-    assert auth.is_authenticated(), auth.get_last_error_reason()
-    assert auth.get_nameid() == made  # established now: AllowCreate="false" finds it
 
 
 def test_a_request_id_used_on_one_binding_is_refused_on_the_other(client: FlaskClient, sp: OneLoginSp) -> None:
