@@ -6,7 +6,9 @@ Import as ``from helpers import login, make_user`` (pytest puts tests/ on sys.pa
 from __future__ import annotations
 
 import html
+import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -256,6 +258,24 @@ class Aside(Generic[R]):
         assert not self._thread.is_alive(), f"no answer {time.monotonic() - started:.1f} s on: the request hangs"
         assert not self._errors, self._errors
         return self._answers[0]
+
+
+def freeze(pid: int) -> None:
+    """SIGSTOP ``pid``, back once every thread of it is stopped (a hung server: the kernel accepts connections,
+    nothing answers). kill() only queues the signal and wakes one thread: on a busy machine another thread of a
+    multi-threaded server answered a request sent just after it (slapd, seen in CI)."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + 10
+    while not all(_state(t) in ("T", "t") for t in Path(f"/proc/{pid}/task").iterdir()):
+        assert time.monotonic() < deadline, f"process {pid} did not stop"
+        time.sleep(0.005)
+
+
+def _state(task: Path) -> str:
+    try:
+        return (task / "stat").read_text().rsplit(")", 1)[1].split()[0]  # the name before it may hold anything
+    except FileNotFoundError:  # the thread has ended
+        return "T"
 
 
 def wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path, name: str, seconds: float = 15) -> None:

@@ -26,7 +26,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from helpers import free_port, wait_listening
+from helpers import free_port, freeze, wait_listening
 
 from idp.authn.connectors.settings import DirectoryConfig, parse_entry
 
@@ -131,6 +131,10 @@ class SlapdProcess:
     ldap_url: str
     ldaps_url: str
     dir: Path
+
+    def freeze(self) -> None:
+        """A hung server: connections are accepted by the kernel, nothing answers."""
+        freeze(self.proc.pid)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import redis
-from helpers import free_port, wait_listening
+from helpers import free_port, freeze, wait_listening
 
 
 @contextmanager
@@ -91,7 +91,7 @@ class RedisServer:
     def freeze(self) -> None:
         """SIGSTOP: connections are accepted by the kernel, nothing answers (a hung server)."""
         assert self._proc is not None
-        self._proc.send_signal(signal.SIGSTOP)
+        freeze(self._proc.pid)
 
     def thaw(self) -> None:
         assert self._proc is not None
@@ -144,7 +144,7 @@ class PostgresServer:
     def freeze(self) -> None:
         """SIGSTOP the postmaster: connections are accepted by the kernel, none is ever answered (a hung
         server); the backends of connections opened before go on."""
-        os.kill(self._postmaster(), signal.SIGSTOP)
+        freeze(self._postmaster())
 
     def thaw(self) -> None:
         os.kill(self._postmaster(), signal.SIGCONT)

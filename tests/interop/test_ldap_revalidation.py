@@ -336,7 +336,7 @@ def test_a_hung_directory_costs_one_wait_per_back_off_and_is_asked_again_after_i
 ) -> None:
     s = sign_in(idp, "bob", "bob-pw")
     frozen_clock.advance(seconds=REVALIDATE + 1)
-    spare_slapd.proc.send_signal(signal.SIGSTOP)  # the kernel accepts connections; nothing answers
+    spare_slapd.freeze()
     try:
         started = time.monotonic()
         assert userinfo(idp, s).status_code == 200  # waited out the directory's 3 s, then went on
