@@ -14,7 +14,7 @@ from idp.cookie_session import LazyCookieSessions
 from idp.database import MIGRATIONS, engine_options, upgrade_embedded
 from idp.errors import register_error_handlers
 from idp.extensions import csrf, db, migrate
-from idp.keys import EC, KeyStore, data_dir_lock, write_private
+from idp.keys import EC, KeyError_, KeyStore, data_dir_lock, write_private
 from idp.logs import configure_logging, init_request_ids
 from idp.ops import init_ops
 
@@ -78,9 +78,14 @@ def _trust_proxies(app: Flask, settings: Settings) -> None:
 def _generated_secret(data_dir: Path) -> str:
     path = data_dir / "secret_key"
     with data_dir_lock(data_dir):
-        if not path.exists():
-            write_private(path, secrets.token_hex(32).encode())
-    return path.read_text().strip()
+        try:
+            found = path.read_text().strip() if path.exists() else ""
+            if not found:  # none yet (an empty one is what a crash mid-write left before writes were atomic)
+                found = secrets.token_hex(32)
+                write_private(path, found.encode())
+        except (OSError, UnicodeDecodeError) as exc:
+            raise KeyError_(f"IDP_DATA_DIR: cannot use {path} ({getattr(exc, 'strerror', None) or exc})") from exc
+    return found
 
 
 def _security_headers(app: Flask) -> None:

@@ -37,6 +37,8 @@ _MAX_NETWORK_TIMEOUT = 3600
 # Settings that may hold a password: also read from a file (IDP_*_FILE, a mounted Secret), so that they need
 # not be in the environment, which /proc/<pid>/environ and `docker inspect` show.
 _FROM_FILE = frozenset({"secret_key", "database_url", "redis_url"})
+# Lists, where empty means none.
+_MAY_BE_EMPTY = frozenset({"aws_principal_tags", "signing_published_cert_files"})
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,8 @@ class Settings:
     def bind(self) -> str:
         parts = urlsplit(self.base_url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        return f"{parts.hostname}:{port}"
+        host = parts.hostname or ""
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # an IPv6 address goes in brackets
 
     @property
     def published_cert_files(self) -> tuple[Path, ...]:
@@ -153,13 +156,26 @@ class Settings:
                 continue
             name = "IDP_" + f.name.upper()
             raw = env.get(name)
-            if raw is None and f.name in _FROM_FILE and env.get(name + "_FILE"):
+            source = name
+            if f.name in _FROM_FILE and env.get(name + "_FILE") is not None:
+                if raw is not None:
+                    problems.append(f"{name} and {name}_FILE are both set: set one")
+                    continue
+                source = name + "_FILE"
                 try:
-                    raw = Path(env[name + "_FILE"]).read_text().strip()
+                    raw = Path(env[source]).read_text(encoding="utf-8").strip()
                 except OSError as exc:
-                    problems.append(f"{name}_FILE: cannot read ({exc.strerror})")
+                    problems.append(f"{source}: cannot read {env[source]!r} ({exc.strerror})")
+                    continue
+                except UnicodeDecodeError:
+                    problems.append(f"{source}: {env[source]!r} is not UTF-8 text")
                     continue
             if raw is None:
+                continue
+            if not raw.strip() and f.name not in _MAY_BE_EMPTY:
+                # Mostly a compose or shell variable that expanded to nothing: taken for "unset", an empty
+                # IDP_DATABASE_URL would quietly give each instance a SQLite database of its own.
+                problems.append(f"{source}: set but empty; unset it for the default")
                 continue
             default = f.default
             try:
@@ -173,9 +189,9 @@ class Settings:
                     values[f.name] = int(raw)
                 elif f.name in ("data_dir", "signing_key_file", "signing_cert_file", "ec_signing_key_file", "config",
                                 "presets_dir"):
-                    values[f.name] = Path(raw) if raw else None
+                    values[f.name] = Path(raw)
                 else:
-                    values[f.name] = raw or None
+                    values[f.name] = raw
             except ValueError:
                 problems.append(f"{name}: {raw!r} is not a whole number")
         values.update(overrides)
@@ -195,6 +211,8 @@ class Settings:
             out.append(f"IDP_BASE_URL: {self.base_url!r} must be an absolute http(s) URL")
         elif parts.query or parts.fragment:
             out.append("IDP_BASE_URL: must not have a query or fragment")
+        elif parts.port == 0:
+            out.append("IDP_BASE_URL: port 0 is no port to serve on")
         if self.database_url is not None and not self.database_url.startswith(("sqlite:", "postgresql")):
             out.append("IDP_DATABASE_URL: only sqlite:// and postgresql:// URLs are supported")
         if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
@@ -205,6 +223,11 @@ class Settings:
             if url is not None and url.partition("://")[2].partition("/")[0].count("@") > 1:
                 out.append(f"{label}: more than one '@' before the host: write an '@' in the user name or "
                            "password as %40")
+            elif url is not None and (problem := _url_problem(label, url)):
+                out.append(f"{label}: {problem}")
+        if self.secret_key is not None and len(self.secret_key) < 32:
+            # It signs the cookie and CSRF tokens: a short one can be found offline from any page's token.
+            out.append("IDP_SECRET_KEY: must be at least 32 characters (`openssl rand -hex 32` makes one)")
         if (self.signing_key_file is None) != (self.signing_cert_file is None):
             out.append("IDP_SIGNING_KEY_FILE and IDP_SIGNING_CERT_FILE must be set together")
         for label, path in (("IDP_SIGNING_KEY_FILE", self.signing_key_file),
@@ -273,3 +296,27 @@ class Settings:
                 out.append(f"IDP_AWS_PRINCIPAL_TAGS: tag {key!r} needs one of {', '.join(single)}, "
                            f"not {attribute!r}")
         return out
+
+
+def _url_problem(label: str, url: str) -> str | None:
+    """What keeps the database or Redis URL from being used, as its client library would find at the first
+    connection. Never quotes the URL, which may hold a password (SQLAlchemy's own message would)."""
+    from redis.connection import parse_url
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    if label == "IDP_REDIS_URL":
+        try:
+            parse_url(url)  # type: ignore[no-untyped-call]
+        except ValueError as exc:  # redis-py names the part at fault (the port, a query parameter)
+            return f"not a valid URL: {exc}"
+        return None
+    try:
+        port = make_url(url).port
+    except ArgumentError:
+        return "not a valid URL"
+    except ValueError:
+        return "not a valid URL: the port must be a number"
+    if port is not None and not 0 < port < 65536:
+        return f"port {port} is out of range"
+    return None

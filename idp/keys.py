@@ -121,8 +121,15 @@ class KeyRing:
 @contextmanager
 def data_dir_lock(data_dir: Path) -> Iterator[None]:
     """Serialise first-start work (key generation, migrations) between processes sharing a data dir."""
-    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with open(data_dir / ".lock", "w") as fh:
+    if data_dir.exists() and not data_dir.is_dir():
+        raise KeyError_(f"IDP_DATA_DIR: {data_dir} is not a directory")
+    try:
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fh = open(data_dir / ".lock", "w")  # noqa: SIM115 (closed below, after the work it guards)
+    except OSError as exc:
+        raise KeyError_(f"IDP_DATA_DIR: cannot use {data_dir} ({exc.strerror}); it must be a directory this "
+                        "user can write to") from exc
+    with fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -131,9 +138,19 @@ def data_dir_lock(data_dir: Path) -> Iterator[None]:
 
 
 def write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
+    """Write a secret (mode 0600) whole or not at all: a process killed midway must not leave an empty or half
+    file that every later start takes for the key."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _published_beside(signing: SigningKey, cert_files: tuple[Path, ...], *, strict: bool) -> tuple[SigningKey, ...]:
@@ -297,9 +314,20 @@ class KeyStore:
             return
         with data_dir_lock(self.settings.data_dir):
             if not self.manifest.exists():
-                self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-                kid = self._new_key()
-                self._write_manifest([{"kid": kid, "state": ACTIVE, "created": now().isoformat()}])
+                try:
+                    self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                    kid = self._new_key()
+                    self._write_manifest([{"kid": kid, "state": ACTIVE, "created": now().isoformat()}])
+                except OSError as exc:
+                    raise KeyError_(f"cannot write a new key into {self.dir}: {exc.strerror}") from exc
+        # Read now, the signing key parsed (and kept for signing): a ring damaged since the last start is said
+        # at start-up, not by the first sign-in's 500.
+        active = self.ring().active
+        try:
+            active.jwk  # noqa: B018
+        except ValueError as exc:
+            raise KeyError_(f"{self.dir / active.kid}.key is not a PEM private key (the ring's signing key): "
+                            "restore it from a backup") from exc
 
     def rotate(self) -> Rotation:
         """First call: publish a new key as ``next``. Second call: sign with it, retire the old one.
@@ -310,7 +338,7 @@ class KeyStore:
             raise KeyError_(f"keys come from {self.setting_name}; rotate them where they are managed")
         with data_dir_lock(self.settings.data_dir):
             t = now()
-            entries = json.loads(self.manifest.read_text())["keys"]
+            entries = self._entries()
             pending = [e for e in entries if e["state"] == NEXT]
             if pending:
                 for e in entries:
@@ -388,9 +416,23 @@ class KeyStore:
         tmp.write_text(json.dumps({"keys": entries}, indent=2))
         tmp.replace(self.manifest)  # atomic: a reader never sees half a manifest
 
-    def _read(self) -> KeyRing:
+    def _entries(self) -> list[dict[str, str]]:
+        """The manifest's entries, checked: KeyError_ for a manifest not ours, or whose ring has no signing key
+        (edited by hand, or left by a disk that filled up)."""
         try:
             entries = json.loads(self.manifest.read_text())["keys"]
+            if not all(isinstance(e["kid"], str) and e["state"] in (NEXT, ACTIVE, RETIRED) for e in entries):
+                raise ValueError("an entry without a kid or with an unknown state")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise KeyError_(f"cannot read the key ring in {self.dir}: {type(exc).__name__}: {exc}") from exc
+        if sum(e["state"] == ACTIVE for e in entries) != 1:
+            raise KeyError_(f"the key ring in {self.dir} must have exactly one active key: see "
+                            f"{self.manifest}")
+        return list(entries)
+
+    def _read(self) -> KeyRing:
+        entries = self._entries()
+        try:
             return KeyRing(tuple(
                 SigningKey(
                     e["kid"], e["state"],
@@ -400,5 +442,5 @@ class KeyStore:
                 )
                 for e in entries
             ))
-        except (OSError, ValueError, KeyError, TypeError) as exc:  # a file gone, a manifest not ours
+        except OSError as exc:  # a key file gone
             raise KeyError_(f"cannot read the key ring in {self.dir}: {type(exc).__name__}: {exc}") from exc

@@ -1,7 +1,7 @@
-"""Readiness: the database answers ``SELECT 1``, Redis (when ``IDP_REDIS_URL`` is set) answers ``PING``, and
-every configured LDAP / AD directory has a server that accepts a connection and its service bind (the probe
-``idp directory test`` runs), each within a short timeout, checked at once. A directory set to ``readiness:
-false`` is probed and shown, not counted.
+"""Readiness: the signing keys can be read, the database answers ``SELECT 1``, Redis (when ``IDP_REDIS_URL`` is
+set) answers ``PING``, and every configured LDAP / AD directory has a server that accepts a connection and its
+service bind (the probe ``idp directory test`` runs), each within a short timeout, checked at once. A directory
+set to ``readiness: false`` is probed and shown, not counted.
 
 Requests that arrive while a check runs share its answer: however many ask at once, a process probes each
 dependency once at a time.
@@ -31,7 +31,8 @@ from idp.authn.connectors.chain import Configured
 from idp.authn.connectors.settings import DirectoryConfig
 from idp.errors import DirectoryUnavailable, first_line
 from idp.extensions import db
-from idp.runtime import settings
+from idp.keys import EC, RSA, KeyError_
+from idp.runtime import keystore, settings
 from idp.state import redis_client
 
 log = logging.getLogger(__name__)
@@ -48,10 +49,11 @@ class Readiness:
     directories: dict[str, str] = field(default_factory=dict)
     redis: str | None = None  # None: not configured, state lives in the database
     uncounted: frozenset[str] = frozenset()  # directories set to ``readiness: false``: shown, not counted
+    keys: str = OK
 
     @property
     def ready(self) -> bool:
-        return (self.database == OK and self.redis in (OK, None)
+        return (self.keys == OK and self.database == OK and self.redis in (OK, None)
                 and all(v == OK for name, v in self.directories.items() if name not in self.uncounted))
 
 
@@ -109,7 +111,19 @@ def _check() -> Readiness:
                    for name, labels in servers.items()}
     uncounted = frozenset(i.name for i in items if i.name in directories
                           and not (i.cfg.readiness if i.cfg is not None else i.counted))
-    return Readiness(database, directories, found.get("redis"), uncounted)
+    return Readiness(database, directories, found.get("redis"), uncounted, _keys())
+
+
+def _keys() -> str:
+    """Whether both rings still read: a generated ring's manifest or key files removed or damaged on disk fail
+    every signature. (Key files of the operator's replaced by bad ones leave the key in use: no failure.)"""
+    try:
+        for kind in (RSA, EC):
+            keystore(kind).ring().active  # noqa: B018
+    except KeyError_ as exc:
+        log.warning("readiness: keys: %s", exc)
+        return ERROR
+    return OK
 
 
 def _select_one(engine: Engine) -> None:

@@ -40,7 +40,7 @@ def healthz() -> Response:
 def readyz() -> tuple[Response, int]:
     _inside_only()
     found = health.check()
-    checks: dict[str, object] = {"database": found.database}
+    checks: dict[str, object] = {"keys": found.keys, "database": found.database}
     if found.redis is not None:
         checks["redis"] = found.redis
     checks["directories"] = found.directories

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import subprocess
 import sys
@@ -232,3 +234,58 @@ def test_a_key_file_others_can_read_is_warned_about(make_settings: Callable[...,
     key.chmod(0o644)
     create_app(make_settings(signing_key_file=key, signing_cert_file=cert))
     assert "readable by other users (mode 644)" in caplog.text
+
+
+def test_a_generated_ring_damaged_on_disk_is_named_at_start_up_and_unready_while_running(
+        generated_app: Flask, make_settings: Callable[..., Settings]) -> None:
+    ring_dir = generated_app.extensions["idp.keys"].dir
+    manifest = ring_dir / "manifest.json"
+    good = manifest.read_text()
+    client = generated_app.test_client()
+    assert client.get("/readyz").get_json()["checks"]["keys"] == "ok"
+    manifest.unlink()  # a clean-up that went too far: every signature would fail
+    ready = client.get("/readyz")
+    assert (ready.status_code, ready.get_json()["checks"]["keys"]) == (503, "error")
+    manifest.write_text(good)
+    assert client.get("/readyz").status_code == 200
+
+    settings = make_settings(signing_key_file=None, signing_cert_file=None)
+    for damage, said in (
+        (lambda: manifest.write_text("{not json"), f"cannot read the key ring in {ring_dir}: JSONDecodeError"),
+        (lambda: manifest.write_text(good.replace('"active"', '"retired"')),
+         f"the key ring in {ring_dir} must have exactly one active key"),
+        (lambda: (ring_dir / f"{json.loads(good)['keys'][0]['kid']}.key").write_bytes(b""),
+         f"{ring_dir / json.loads(good)['keys'][0]['kid']}.key is not a PEM private key"),
+    ):
+        damage()
+        with pytest.raises(KeyError_) as err:
+            create_app(settings)
+        assert str(err.value).startswith(said), err.value
+        manifest.write_text(good)
+
+
+def test_a_data_dir_that_cannot_be_used_is_named_by_the_cli(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    env = {**os.environ, "IDP_DATA_DIR": str(tmp_path / "a-file"), "IDP_LOG_FORMAT": "text"}
+    result = subprocess.run([IDP_COMMAND, "keys", "list"], env=env, capture_output=True, text=True, check=False,
+                            timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert f"Error: IDP_DATA_DIR: {tmp_path / 'a-file'} is not a directory" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_secret_whose_write_fails_midway_leaves_no_file_to_take_for_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    inst = tmp_path / "inst"
+
+    def disk_full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "fsync", disk_full)
+        with pytest.raises(KeyError_, match=r"cannot use .*secret_key \(No space left on device\)"):
+            create_app(Settings(data_dir=inst, log_format="text"))
+    assert sorted(p.name for p in inst.iterdir()) == [".lock"]  # neither an empty secret_key nor a temporary file
+    (inst / "secret_key").write_text("")  # as such a crash left it before
+    app = create_app(Settings(data_dir=inst, log_format="text"))
+    assert len(app.secret_key or "") == 64 and (inst / "secret_key").read_text() == app.secret_key

@@ -59,7 +59,7 @@ def scrape_http(base_url: str) -> Samples:
 
 def stores(database: str = "ok") -> dict[str, str]:
     """The checks of the database and, in the suite's Redis pass, of Redis (up)."""
-    return {"database": database, **({"redis": "ok"} if REDIS_URL else {})}
+    return {"keys": "ok", "database": database, **({"redis": "ok"} if REDIS_URL else {})}
 
 
 def test_healthz_and_readyz_answer_without_a_session(client: FlaskClient) -> None:
@@ -112,11 +112,12 @@ def client_with(make_settings: Callable[..., Settings]) -> Iterator[Callable[...
 def test_readyz_pings_redis_only_when_it_is_configured(
         client_with: Callable[..., FlaskClient], redis_server: RedisServer) -> None:
     without = client_with(redis_url=None).get("/readyz")
-    assert without.get_json() == {"status": "ready", "checks": {"database": "ok", "directories": {}}}
+    assert without.get_json() == {"status": "ready", "checks": {"keys": "ok", "database": "ok", "directories": {}}}
     client = client_with(redis_url=redis_server.url)
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.get_json() == {"status": "ready", "checks": {"database": "ok", "redis": "ok", "directories": {}}}
+    assert ready.get_json() == {"status": "ready",
+                                "checks": {"keys": "ok", "database": "ok", "redis": "ok", "directories": {}}}
 
 
 def test_readyz_is_503_while_redis_is_down_and_ready_again_once_it_is_back(
@@ -129,7 +130,7 @@ def test_readyz_is_503_while_redis_is_down_and_ready_again_once_it_is_back(
     assert time.monotonic() - started < 5
     assert resp.status_code == 503
     assert resp.get_json() == {"status": "unavailable",
-                               "checks": {"database": "ok", "redis": "error", "directories": {}}}
+                               "checks": {"keys": "ok", "database": "ok", "redis": "error", "directories": {}}}
     assert str(redis_server.port) not in resp.get_data(as_text=True)  # the reason, naming it, is logged only
     assert client.get("/healthz").status_code == 200
     redis_server.start()
@@ -146,7 +147,7 @@ def test_readyz_answers_quickly_while_redis_hangs(
         resp = client.get("/readyz")
         assert time.monotonic() - started < 4
         assert resp.status_code == 503
-        assert resp.get_json()["checks"] == {"database": "ok", "redis": "error", "directories": {}}
+        assert resp.get_json()["checks"] == {"keys": "ok", "database": "ok", "redis": "error", "directories": {}}
     finally:
         redis_server.thaw()
     assert client.get("/readyz").status_code == 200

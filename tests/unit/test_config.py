@@ -28,10 +28,14 @@ def test_reads_environment(tmp_path: Path) -> None:
 
 
 def test_secret_from_file(tmp_path: Path) -> None:
-    (tmp_path / "secret").write_text("s3cr3t-value\n")
+    (tmp_path / "secret").write_text("s3cr3t-value-of-32-characters-or-more\n")
     s = Settings.from_env({"IDP_SECRET_KEY_FILE": str(tmp_path / "secret")})
-    assert s.secret_key == "s3cr3t-value"
+    assert s.secret_key == "s3cr3t-value-of-32-characters-or-more"
     assert "s3cr3t" not in repr(s)
+    (tmp_path / "secret").write_text("s3cr3t-value\n")
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({"IDP_SECRET_KEY_FILE": str(tmp_path / "secret")})
+    assert err.value.problems == ["IDP_SECRET_KEY: must be at least 32 characters (`openssl rand -hex 32` makes one)"]
 
 
 def test_every_problem_reported_at_once() -> None:
@@ -100,4 +104,60 @@ def test_urls_holding_passwords_are_read_from_files_too(tmp_path: Path) -> None:
                                             "redis://:redis-s3cret@cache:6379/0")
     with pytest.raises(ConfigError) as err:
         Settings.from_env({"IDP_REDIS_URL_FILE": str(tmp_path / "missing")})
-    assert err.value.problems == ["IDP_REDIS_URL_FILE: cannot read (No such file or directory)"]
+    assert err.value.problems == [
+        f"IDP_REDIS_URL_FILE: cannot read '{tmp_path / 'missing'}' (No such file or directory)"]
+
+
+def test_a_setting_set_but_empty_is_refused_not_taken_for_the_default(tmp_path: Path) -> None:
+    # As a compose file's ${DATABASE_URL} gives when that is unset: the default would be a SQLite database per
+    # instance.
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({"IDP_DATABASE_URL": "", "IDP_DATA_DIR": "", "IDP_LOG_LEVEL": " ", "IDP_BASE_URL": "",
+                           "IDP_REDIS_URL_FILE": str(tmp_path / "empty"), "IDP_WORKERS": ""})
+    assert sorted(err.value.problems) == sorted(f"{name}: set but empty; unset it for the default" for name in (
+        "IDP_DATABASE_URL", "IDP_DATA_DIR", "IDP_LOG_LEVEL", "IDP_BASE_URL", "IDP_REDIS_URL_FILE", "IDP_WORKERS"))
+    # Lists may be empty: none.
+    settings = Settings.from_env({"IDP_AWS_PRINCIPAL_TAGS": "", "IDP_SIGNING_PUBLISHED_CERT_FILES": ""})
+    assert settings.aws_tags == () and settings.published_cert_files == ()
+
+
+def test_a_secret_in_the_environment_and_in_a_file_at_once_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "secret").write_text("from-the-file-0123456789abcdef0123")
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({"IDP_SECRET_KEY": "from-the-environment-0123456789abcdef",
+                           "IDP_SECRET_KEY_FILE": str(tmp_path / "secret")})
+    assert err.value.problems == ["IDP_SECRET_KEY and IDP_SECRET_KEY_FILE are both set: set one"]
+
+
+def test_a_secret_file_that_is_not_text_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "secret").write_bytes(b"\xff\xfe binary")
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({"IDP_SECRET_KEY_FILE": str(tmp_path / "secret")})
+    assert err.value.problems == [f"IDP_SECRET_KEY_FILE: '{tmp_path / 'secret'}' is not UTF-8 text"]
+
+
+def test_database_and_redis_urls_that_their_clients_cannot_use_are_refused_without_quoting_them() -> None:
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({"IDP_DATABASE_URL": "postgresql+psycopg://idp:pg-s3cret@db:54x2/idp",
+                           "IDP_REDIS_URL": "redis://:redis-s3cret@cache:637900/0"})
+    assert err.value.problems == ["IDP_DATABASE_URL: not a valid URL: the port must be a number",
+                                  "IDP_REDIS_URL: not a valid URL: Port out of range 0-65535"]
+    assert "s3cret" not in str(err.value)
+    for url, problem in (("postgresql:idp:pg-s3cret@db/idp", "not a valid URL"),
+                         ("postgresql+psycopg://idp:pg-s3cret@db:70000/idp", "port 70000 is out of range")):
+        with pytest.raises(ConfigError) as err:
+            Settings.from_env({"IDP_DATABASE_URL": url})
+        assert err.value.problems == [f"IDP_DATABASE_URL: {problem}"]
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({"IDP_REDIS_URL": "redis://cache:6379/0?socket_timeout=soon"})
+    assert err.value.problems == ["IDP_REDIS_URL: not a valid URL: Invalid value for 'socket_timeout' in "
+                                  "connection URL."]
+
+
+def test_the_address_served_on_comes_from_the_base_url_ipv6_in_brackets_and_never_port_0() -> None:
+    assert Settings.from_env({"IDP_BASE_URL": "http://[::1]:8000"}).bind == "[::1]:8000"
+    assert Settings.from_env({"IDP_BASE_URL": "https://[2001:db8::5]/"}).bind == "[2001:db8::5]:443"
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({"IDP_BASE_URL": "http://127.0.0.1:0"})
+    assert err.value.problems == ["IDP_BASE_URL: port 0 is no port to serve on"]

@@ -9,6 +9,7 @@ encrypted column, and is resolved only when a connector is built.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 import ssl
@@ -193,8 +194,11 @@ def parse_entry(raw: Any, origin: str, *, secret_stored: bool = False) -> tuple[
                 continue
             values[key] = value
         elif isinstance(default, int | float) and not isinstance(default, bool):
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                problems.append(f"{where}: {key} must be a number")
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                problems.append(f"{where}: {key} must be a number")  # YAML's .inf and .nan are floats too
+                continue
+            if isinstance(default, int) and not float(value).is_integer():
+                problems.append(f"{where}: {key} must be a whole number")
                 continue
             values[key] = type(default)(value)
         elif key in ("bind_password_file", "ca_file"):
@@ -311,6 +315,8 @@ def load_file(path: Path) -> tuple[tuple[DirectoryConfig, ...], list[str]]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         return (), [f"{label}: cannot read ({exc.strerror})"]
+    except UnicodeDecodeError:
+        return (), [f"{label}: not UTF-8 text"]
     except yaml.YAMLError as exc:
         return (), [f"{label}: not valid YAML ({exc})"]
     if data is None:
