@@ -40,16 +40,20 @@ _NOT_IN_TAG = re.compile(r"[^\w .:/=+@-]")
 _TAG_VALUE_MAX = 256
 # Hex digits of the digest that keeps rewritten session names apart (48 bits).
 _DIGEST_CHARS = 12
+# How a rewritten name ends: a valid name that already ends so is rewritten too, or a user named like another
+# user's rewritten name would act as them.
+_DIGESTED = re.compile(r"\.[0-9a-f]{%d}\Z" % _DIGEST_CHARS)
 
 
 def session_name(value: str) -> str:
     """``value`` as AWS accepts a RoleSessionName or SourceIdentity (``[A-Za-z0-9_+=,.@-]``, 2 to 64): kept when
     it fits. Otherwise accents are dropped (é → e), any other character becomes ``-``, and a digest of the value
     follows, so that two users never share one (``CORP\\alice`` and ``CORP-alice``; two long emails alike in
-    their first 64 characters): AWS keeps SourceIdentity for the whole session, in CloudTrail and in policies."""
+    their first 64 characters; a name that ends as a rewritten one does, which is rewritten too): AWS keeps
+    SourceIdentity for the whole session, in CloudTrail and in policies."""
     plain = "".join(c for c in unicodedata.normalize("NFKD", value) if not unicodedata.combining(c))
     name = _NOT_IN_NAME.sub("-", plain)
-    if name == value and 2 <= len(name) <= 64:
+    if name == value and 2 <= len(name) <= 64 and not _DIGESTED.search(name):
         return name
     return f"{name[:64 - 1 - _DIGEST_CHARS]}.{hashlib.sha256(value.encode()).hexdigest()[:_DIGEST_CHARS]}"
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from flask import Flask
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from idp.access import aws
@@ -45,6 +45,15 @@ def test_users_whose_names_rewrite_alike_get_different_session_names() -> None:
     assert aws.session_name("jürgen") != aws.session_name("jurgen")
     long_a, long_b = "p" * 64 + "@a.example", "p" * 64 + "@b.example"
     assert aws.session_name(long_a) != aws.session_name(long_b)
+    # Named as another user's rewritten name: not taken for them.
+    lookalike = aws.session_name("CORP\\alice")
+    assert VALID_NAME.fullmatch(lookalike) and aws.session_name(lookalike) != lookalike
+
+
+@given(st.text(), st.text())
+def test_two_users_never_share_a_session_name(a: str, b: str) -> None:
+    assume(a != b)
+    assert aws.session_name(a) != aws.session_name(b)
 
 
 @given(st.text())
@@ -54,6 +63,7 @@ def test_session_name_is_always_valid(raw: str) -> None:
 
 @given(st.from_regex(VALID_NAME, fullmatch=True))
 def test_a_valid_name_is_kept(raw: str) -> None:
+    assume(not re.search(r"\.[0-9a-f]{12}\Z", raw))  # as a rewritten name ends: rewritten (above)
     assert aws.session_name(raw) == raw
 
 
