@@ -25,9 +25,9 @@ import secrets
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import NameOID
 from joserfc.jwk import ECKey, KeyParameters, RSAKey
 
@@ -65,6 +66,9 @@ class SigningKey:
     key_pem: bytes
     cert_pem: bytes
     kind: str = RSA
+    # The key as read_private_key parsed it (the operator's file, checked at start-up), so that the JWK does not
+    # parse it a second time.
+    parsed: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | None = field(default=None, compare=False, repr=False)
 
     @property
     def alg(self) -> str:
@@ -77,7 +81,12 @@ class SigningKey:
         params: KeyParameters = {"alg": self.alg, "use": "sig"}
         if self.kid != "external":
             params["kid"] = self.kid
-        key = (ECKey if self.kind == EC else RSAKey).import_key(self.key_pem, params)
+        parsed = self.parsed
+        key: RSAKey | ECKey
+        if self.kind == EC:
+            key = ECKey.import_key(parsed if isinstance(parsed, ec.EllipticCurvePrivateKey) else self.key_pem, params)
+        else:
+            key = RSAKey.import_key(parsed if isinstance(parsed, rsa.RSAPrivateKey) else self.key_pem, params)
         key.ensure_kid()
         return key
 
@@ -116,6 +125,13 @@ class KeyRing:
     def published(self) -> tuple[SigningKey, ...]:
         """Every key that belongs in metadata, the signing one first."""
         return tuple(sorted(self.keys, key=lambda k: k.state != ACTIVE))
+
+
+@lru_cache(maxsize=8)
+def read_private_key(pem: bytes) -> PrivateKeyTypes:
+    """An unencrypted PEM private key, parsed and checked. Kept by content: an RSA key's check is most of the 40 ms
+    a parse costs, paid again by every app a process builds on the same files (the test suite's thousand)."""
+    return serialization.load_pem_private_key(pem, password=None)
 
 
 @contextmanager
@@ -377,16 +393,16 @@ class KeyStore:
             # access control. But the admin should know.
             log.warning("%s %s is readable by other users (mode %o); 0600 is advised", label, key_file, mode & 0o777)
         try:
-            key = serialization.load_pem_private_key(key_pem, password=None)
+            key = read_private_key(key_pem)
         except (ValueError, TypeError) as exc:
             raise KeyError_(f"{label}: {key_file} is not an unencrypted PEM private key") from exc
         if self.kind == EC:
             if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
                 raise KeyError_(f"{label}: {key_file} must be an EC P-256 key (we sign ES256 with it)")
-            return SigningKey("external", ACTIVE, key_pem, b"", self.kind)
+            return SigningKey("external", ACTIVE, key_pem, b"", self.kind, key)
         if not isinstance(key, rsa.RSAPrivateKey):
             raise KeyError_(f"{label}: {key_file} must be an RSA key (we sign with RSA-SHA256)")
-        return SigningKey("external", ACTIVE, key_pem, self._read_certificate(key), self.kind)
+        return SigningKey("external", ACTIVE, key_pem, self._read_certificate(key), self.kind, key)
 
     def _read_certificate(self, key: rsa.RSAPrivateKey) -> bytes:
         cert_file = self.settings.signing_cert_file

@@ -42,7 +42,7 @@ _TAG_VALUE_MAX = 256
 _DIGEST_CHARS = 12
 # How a rewritten name ends: a valid name that already ends so is rewritten too, or a user named like another
 # user's rewritten name would act as them.
-_DIGESTED = re.compile(r"\.[0-9a-f]{%d}\Z" % _DIGEST_CHARS)
+_DIGESTED = re.compile(rf"\.[0-9a-f]{{{_DIGEST_CHARS}}}\Z")
 
 
 def session_name(value: str) -> str:
