@@ -352,6 +352,10 @@ class KeyStore:
         often keys rotate meanwhile: what it signed must still verify until it expires."""
         if self.external:
             raise KeyError_(f"keys come from {self.setting_name}; rotate them where they are managed")
+        owner = self.dir.stat().st_uid
+        if owner != os.geteuid():
+            # The new key would be this user's, mode 0600: the server, running as the owner, could not read it.
+            raise KeyError_(f"{self.dir} belongs to uid {owner}: rotate as that user (the one the server runs as)")
         with data_dir_lock(self.settings.data_dir):
             t = now()
             entries = self._entries()

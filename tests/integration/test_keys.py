@@ -289,3 +289,19 @@ def test_a_secret_whose_write_fails_midway_leaves_no_file_to_take_for_it(
     (inst / "secret_key").write_text("")  # as such a crash left it before
     app = create_app(Settings(data_dir=inst, log_format="text"))
     assert len(app.secret_key or "") == 64 and (inst / "secret_key").read_text() == app.secret_key
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving the ring to another user takes root (CI runs as root)")
+def test_a_rotation_by_another_user_than_the_rings_owner_is_refused(generated_app: Flask) -> None:
+    # `sudo idp keys rotate` on a server running as its own user: the new key, root's with mode 0600, would be
+    # unreadable to the server.
+    ring = generated_app.extensions["idp.keys"].dir
+    os.chown(ring, 65534, 65534)
+    try:
+        result = generated_app.test_cli_runner().invoke(cli, ["keys", "rotate", "--type", "rsa"])
+    finally:
+        os.chown(ring, 0, 0)
+    assert result.exit_code == 1
+    assert f"{ring} belongs to uid 65534: rotate as that user" in result.output
+    with generated_app.app_context():
+        assert len(keystore().ring().published) == 1  # nothing written
