@@ -444,3 +444,21 @@ def test_wrong_passwords_at_once_under_several_spellings_reach_the_directory_no_
     # more failures from it start its lockout, whatever the names.
     answers = [login(app.test_client(), f"nobody{i}", "guess").status_code for i in range(8)]
     assert answers == [200] * 7 + [429]
+
+
+def test_an_entry_with_several_usernames_signs_in_under_none_of_them(
+        slapd: Slapd, spare_slapd: SlapdProcess, tmp_path: Path, with_directories: Callable[..., Flask]) -> None:
+    # uid is multi-valued in the schema: taking the server's first value signed "ann" in as "zed", a name that
+    # may be someone else's.
+    ldapmodify(spare_slapd.ldap_url, f"dn: uid=ann,ou=people,{slapd.base_dn}\nchangetype: add\n"
+                                     "objectClass: inetOrgPerson\nuid: zed\nuid: ann\ncn: Ann\nsn: Lee\n"
+                                     "userPassword: ann-pw\n")
+    app = with_directories(directory_config(slapd, tmp_path, urls=[spare_slapd.ldap_url]))
+    for typed in ("ann", "zed"):
+        status, page = sign_in(app.test_client(), typed, "ann-pw")
+        assert status == 200 and "Incorrect username or password." in page
+        assert last_login().reason == (f"corp: entry uid=ann,ou=people,{slapd.base_dn} has 2 values of uid, and a user "
+                                       "has one name: choose a single-valued username_attribute")
+    assert db.session.scalar(select(User).where(User.source == "corp")) is None
+    # Alice, with one uid, is unaffected.
+    assert sign_in(app.test_client(), "alice", "alice-pw")[0] == 302

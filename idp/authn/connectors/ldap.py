@@ -628,6 +628,12 @@ class LdapDirectory:
             return Lookup(None, f"entry {dn} has no {self.cfg.id_attribute} (the stable id)")
         if stored_name is None:
             return Lookup(None, f"entry {dn} has no {self.cfg.username_attribute}")
+        names = {n.lower() for n in _all(attrs, self.cfg.username_attribute)}
+        if len(names) > 1:
+            # uid is multi-valued in LDAP's schema: the first value is the server's order, and whoever typed
+            # another one would be signed in under it (and take that name from its owner).
+            return Lookup(None, f"entry {dn} has {len(names)} values of {self.cfg.username_attribute}, and a user "
+                                "has one name: choose a single-valued username_attribute")
         return Lookup(DirectoryEntry(
             dn=dn, external_id=external_id, username=stored_name,
             email=_first(attrs, self.cfg.email_attribute),
