@@ -391,6 +391,12 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
         if principal is None:
             raise InvalidGrantError("The user is no longer active.")
         decide_token(principal, self.request.client, self.GRANT_TYPE)
+        # Consent withdrawn since the code was issued (revoking it revokes tokens, and a code is not one yet).
+        # Imported here: consent revokes tokens through this module. A first-party client asks nothing of it.
+        from idp.oidc import consent
+
+        if consent.needed(principal, self.request.client, authorization_code.scope):
+            raise InvalidGrantError("The user has withdrawn their consent to this client.")
         return EndUser(principal, authorization_code.session_id)
 
 

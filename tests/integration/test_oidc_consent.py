@@ -9,17 +9,19 @@ from typing import Any
 import lxml.html
 import pytest
 import requests
+from authlib.integrations.requests_client import OAuthError
 from flask import Flask
 from helpers import committed_elsewhere, make_user
 from oidc_peers import PASSWORD, REDIRECT_URI, answer_consent, browse, register, rp, start
 from saml_peers import submit_login
-from sqlalchemy import event
+from sqlalchemy import event, select
 
 from idp import audit, clock
 from idp.authn.principal import principal_from_user
 from idp.cli import cli
 from idp.extensions import db
 from idp.oidc import clients, consent
+from idp.store import User
 
 
 @pytest.fixture
@@ -64,6 +66,19 @@ def test_consent_is_asked_once_remembered_and_asked_again_after_revoking(idp: An
     db.session.expire_all()
     assert [e.type for e in audit.events(type="oidc.consent.revoke")] == ["oidc.consent.revoke"]
     assert len(audit.events(type="oidc.consent.grant")) == 2
+
+
+def test_a_code_issued_before_consent_is_withdrawn_gets_no_tokens(idp: Any, third_party: Any) -> None:
+    http = requests.Session()
+    session, auth, arrival = sign_in_with(idp, third_party, http)
+    alice = db.session.scalar(select(User).where(User.username == "alice"))
+    consent.revoke(alice.id, "alice", third_party.client_id, actor="alice")
+    db.session.commit()
+    with pytest.raises(OAuthError) as err:  # the code is within its two minutes, and not used
+        session.fetch_token(idp.url + "/oauth/token", authorization_response=arrival.url,
+                            code_verifier=auth.verifier, state=auth.state)
+    assert err.value.error == "invalid_grant"
+    assert err.value.description == "The user has withdrawn their consent to this client."
 
 
 def test_the_consent_page_lists_the_scopes(idp: Any, third_party: Any) -> None:
