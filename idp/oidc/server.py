@@ -62,6 +62,8 @@ from idp.store.oidc import Client, digest
 log = logging.getLogger(__name__)
 
 ACCESS_TOKEN_SECONDS = 3600
+# request.environ: when the assignment that gives this request's user the client ends (decide() found it).
+_APP_ENDS = "idp.oidc_app_ends"
 REFRESH_TOKEN_LIFETIME = timedelta(days=14)
 ID_TOKEN_SECONDS = 600
 SECRET_AUTH = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
@@ -94,13 +96,17 @@ def decide(principal: Principal | None, client: Client, grant_type: str) -> None
     if not current.check_grant_type(grant_type):
         raise UnauthorizedClientError(f"The client is not allowed to use {grant_type}.")
     if principal is not None:
-        _authorize(principal, client.client_id)
+        ends = _authorize(principal, client.client_id)
+        if ends is not None and has_request_context():
+            flask_request.environ[_APP_ENDS] = ends  # for the access token this request may issue
 
 
-def _authorize(principal: Principal, client_id: str) -> None:
-    """The user's access to the client now (AccessDenied, audited, when they have none)."""
-    authorize(principal, AppTarget("oidc", client_id), clock.now(),
-              client_ip=flask_request.remote_addr if has_request_context() else None)
+def _authorize(principal: Principal, client_id: str) -> datetime | None:
+    """The user's access to the client now (AccessDenied, audited, when they have none): when the assignment
+    that gives it ends, if it does."""
+    grant = authorize(principal, AppTarget("oidc", client_id), clock.now(),
+                      client_ip=flask_request.remote_addr if has_request_context() else None)
+    return grant.apps[0].until if grant.apps else None
 
 
 def still_given(principal: Principal, client_id: str) -> bool:
@@ -148,7 +154,12 @@ def _refresh_token(**_: Any) -> str:
 
 
 def _expires_in(client: Client, grant_type: str) -> int:
-    return ACCESS_TOKEN_SECONDS
+    """An access token's lifetime: no longer than the assignment that gives its user the client, as a SAML app's
+    session (SessionNotOnOrAfter); a JWT one is checked by resource servers without asking here."""
+    ends: datetime | None = flask_request.environ.get(_APP_ENDS) if has_request_context() else None
+    if ends is None:
+        return ACCESS_TOKEN_SECONDS
+    return max(1, min(ACCESS_TOKEN_SECONDS, int((ends - clock.now()).total_seconds())))
 
 
 def active_user(user_id: int | None) -> UserSnapshot | None:

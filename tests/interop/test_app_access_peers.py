@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 from datetime import timedelta
 
+import jwt as pyjwt
 import pytest
 import requests
 from authlib.integrations.base_client import OAuthError
@@ -182,6 +183,33 @@ def test_code_exchange_and_refresh_stop_when_the_assignment_is_removed(idp: Live
                             state=second.state)
     assert exchange.value.error == "invalid_grant"
     assert denials() == [("alice", reg.client_id, NOT_ASSIGNED)] * 2
+
+
+def test_access_tokens_end_no_later_than_the_assignment_and_refresh_stops_with_it(
+        idp: LiveServer, frozen_clock: Clock) -> None:
+    """As a SAML app's session (SessionNotOnOrAfter): a JWT access token is checked by resource servers without
+    asking here, so its exp must not outlive the grant."""
+    reg = register(open_to_all=False, access_token_format="jwt")
+    ends = frozen_clock.current.replace(microsecond=0) + timedelta(minutes=10)
+    assign_app(reg.client_id, "user:alice", until=ends, actor="test")
+    session = rp(idp.url, reg)
+    token_url = session.server_metadata["token_endpoint"]
+    auth = start(session)
+    arrival = browse(requests.Session(), auth.url)
+    token = session.fetch_token(token_url, authorization_response=arrival.url, code_verifier=auth.verifier,
+                                state=auth.state)
+    assert token["expires_in"] == 600
+    key = pyjwt.PyJWKClient(session.server_metadata["jwks_uri"]).get_signing_key_from_jwt(token["access_token"])
+    claims = pyjwt.decode(token["access_token"], key.key, algorithms=["RS256"], audience=reg.client_id)
+    assert claims["exp"] == int(ends.timestamp())
+
+    frozen_clock.advance(minutes=9)
+    token = session.refresh_token(token_url, refresh_token=token["refresh_token"])
+    assert token["expires_in"] == 60
+    frozen_clock.advance(minutes=1)
+    with pytest.raises(OAuthError) as refresh:
+        session.refresh_token(token_url, refresh_token=token["refresh_token"])
+    assert refresh.value.error == "invalid_grant"
 
 
 def test_userinfo_and_introspection_stop_when_the_assignment_is_removed_and_resume_when_given_again(
