@@ -67,7 +67,8 @@ class _Cli(FlaskGroup):
 
 cli = _Cli(
     name="idp", create_app=_app, add_default_commands=False, load_dotenv=False, set_debug_flag=False,
-    help="Identity bridge: SAML 2.0 IdP over a built-in directory.",
+    help="Identity bridge: SAML 2.0 IdP and OpenID Connect provider over the built-in directory, LDAP and Active "
+         "Directory, with AWS account access.",
 )
 # FlaskGroup's own options (--app, --env-file, --debug, --version) would let a command run some other app.
 cli.params = [p for p in cli.params if p.name not in ("app", "env_file", "debug", "version")]
