@@ -1,7 +1,8 @@
-"""The identity bridge: a SAML 2.0 identity provider over a built-in directory."""
+"""The identity bridge: a SAML 2.0 IdP and OpenID Connect provider over the built-in directory, LDAP and AD."""
 
 from __future__ import annotations
 
+import logging
 import secrets
 from pathlib import Path
 
@@ -18,10 +19,16 @@ from idp.keys import EC, KeyError_, KeyStore, data_dir_lock, write_private
 from idp.logs import configure_logging, init_request_ids
 from idp.ops import init_ops
 
+log = logging.getLogger(__name__)
+
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level, settings.log_format)
+    if settings.weak_secret_key:
+        log.warning("IDP_SECRET_KEY is shorter than 32 characters: a short key can be guessed offline from any "
+                    "CSRF token. Set a long one (`openssl rand -hex 32`); directories added with `idp directory "
+                    "add` then need their bind password set again, as the key encrypts it.")
     app = Flask(__name__)
     app.session_interface = LazyCookieSessions()
     app.extensions["idp.settings"] = settings

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from idp.authn.connectors.settings import DirectoryConfig, load_file
 from idp.urls import split_url
@@ -128,10 +128,17 @@ class Settings:
         return self.database_url is None
 
     @property
+    def weak_secret_key(self) -> bool:
+        """IDP_SECRET_KEY shorter than 32 characters: it signs the cookie and CSRF tokens (a short one can be found
+        offline from any page's token) and encrypts stored bind passwords, so it is warned of at start-up rather
+        than refused: changing it makes those passwords unreadable."""
+        return self.secret_key is not None and len(self.secret_key) < 32
+
+    @property
     def bind(self) -> str:
         parts = urlsplit(self.base_url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        host = parts.hostname or ""
+        host = unquote(parts.hostname or "")  # an IPv6 zone: fe80::1%25eth0 in a URL
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # an IPv6 address goes in brackets
 
     @property
@@ -158,10 +165,13 @@ class Settings:
             raw = env.get(name)
             source = name
             if f.name in _FROM_FILE and env.get(name + "_FILE") is not None:
-                if raw is not None:
-                    problems.append(f"{name} and {name}_FILE are both set: set one")
-                    continue
                 source = name + "_FILE"
+                if not env[source].strip():
+                    problems.append(f"{source}: set but empty; unset it for the default")
+                    continue
+                if raw is not None:
+                    problems.append(f"{name} and {source} are both set: set one")
+                    continue
                 try:
                     raw = Path(env[source]).read_text(encoding="utf-8").strip()
                 except OSError as exc:
@@ -225,9 +235,6 @@ class Settings:
                            "password as %40")
             elif url is not None and (problem := _url_problem(label, url)):
                 out.append(f"{label}: {problem}")
-        if self.secret_key is not None and len(self.secret_key) < 32:
-            # It signs the cookie and CSRF tokens: a short one can be found offline from any page's token.
-            out.append("IDP_SECRET_KEY: must be at least 32 characters (`openssl rand -hex 32` makes one)")
         if (self.signing_key_file is None) != (self.signing_cert_file is None):
             out.append("IDP_SIGNING_KEY_FILE and IDP_SIGNING_CERT_FILE must be set together")
         for label, path in (("IDP_SIGNING_KEY_FILE", self.signing_key_file),
@@ -308,8 +315,12 @@ def _url_problem(label: str, url: str) -> str | None:
     if label == "IDP_REDIS_URL":
         try:
             parse_url(url)  # type: ignore[no-untyped-call]
-        except ValueError as exc:  # redis-py names the part at fault (the port, a query parameter)
-            return f"not a valid URL: {exc}"
+        except ValueError as exc:
+            # Not its text: a '/' in the password ends the host part there, and urllib quotes the rest as the port.
+            if "Port" in str(exc):
+                return ("not a valid URL: its port is not a number from 1 to 65535 (write a '/', '?', '#' or '@' in "
+                        "the password as %2F, %3F, %23 or %40)")
+            return "not a valid URL: a query parameter's value is not one redis-py takes"
         return None
     try:
         port = make_url(url).port

@@ -109,7 +109,7 @@ def make_settings(
             "redis_url": REDIS_URL,
             "signing_key_file": signing_files[0],
             "signing_cert_file": signing_files[1],
-            "secret_key": "test-secret-key",
+            "secret_key": "test-secret-key-of-32-characters-or-more",
             "log_format": "text",
         }
         values.update(overrides)

@@ -36,7 +36,7 @@ class _TestApp:
 
 _current = _TestApp()
 with tempfile.TemporaryDirectory() as _data_dir:
-    _current.app = create_app(Settings(data_dir=Path(_data_dir), secret_key="schema", log_format="text"))
+    _current.app = create_app(Settings(data_dir=Path(_data_dir), secret_key="schema" * 6, log_format="text"))
     schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", _current)
     with _current.app.app_context():
         db.engine.dispose()

@@ -32,6 +32,15 @@ def test_first_start_generates_private_keys(tmp_path: Path) -> None:
         assert keystore().ring().active.kid == ring.active.kid
 
 
+def test_a_short_secret_key_is_warned_of_at_start_up(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Warned of, not refused: it also encrypts stored bind passwords, which a new key would make unreadable.
+    create_app(Settings(data_dir=tmp_path / "inst", secret_key="too-short", log_format="text"))
+    assert "IDP_SECRET_KEY is shorter than 32 characters" in caplog.text and "too-short" not in caplog.text
+    caplog.clear()
+    create_app(Settings(data_dir=tmp_path / "inst", secret_key="k" * 32, log_format="text"))
+    assert "IDP_SECRET_KEY" not in caplog.text
+
+
 def test_unknown_path_is_a_clean_404(client: FlaskClient, app: Flask) -> None:
     resp = client.get("/no/such/page")
     assert resp.status_code == 404

@@ -125,7 +125,7 @@ def prod(stores: Stores, tmp_path: Path, signing_files: tuple[Path, Path]) -> It
     # The test's own app, on the same database and Redis: it registers the peers and counts the sessions.
     app = create_app(Settings(data_dir=tmp_path, database_url=stores.pg.url, redis_url=stores.redis.url,
                               signing_key_file=signing_files[0], signing_cert_file=signing_files[1],
-                              secret_key="test-secret-key", log_format="text"))
+                              secret_key="test-secret-key-of-32-characters-or-more", log_format="text"))
     folder = tmp_path / "cluster"
     folder.mkdir()
     with app.app_context():

@@ -32,7 +32,7 @@ def test_instances_without_the_same_secret_key_or_signing_keys_are_named_in_a_wa
     # The same secret key and key files (as pods given one Secret), and the same database.
     twin = make_app(database_url=database_url)
     # Its own data dir: a secret key and keys of its own, generated at its first start.
-    stranger = make_app(data_dir=tmp_path / "elsewhere", database_url=database_url, secret_key="another-secret",
+    stranger = make_app(data_dir=tmp_path / "elsewhere", database_url=database_url, secret_key="another-secret-" * 3,
                         signing_key_file=None, signing_cert_file=None)
     assert announce(first) == [] and announce(twin) == []
     assert not caplog.records
