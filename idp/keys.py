@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import NameOID
+from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeyParameters, RSAKey
 
 from idp import files
@@ -142,6 +143,9 @@ def data_dir_lock(data_dir: Path) -> Iterator[None]:
     try:
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         fh = open(data_dir / ".lock", "w")  # noqa: SIM115 (closed below, after the work it guards)
+        owner = data_dir.stat()
+        if os.geteuid() == 0 and owner.st_uid != 0:  # made by root (sudo idp ...): the server must open it too
+            os.chown(data_dir / ".lock", owner.st_uid, owner.st_gid)
     except OSError as exc:
         raise KeyError_(f"IDP_DATA_DIR: cannot use {data_dir} ({exc.strerror}); it must be a directory this "
                         "user can write to") from exc
@@ -336,14 +340,26 @@ class KeyStore:
                     self._write_manifest([{"kid": kid, "state": ACTIVE, "created": now().isoformat()}])
                 except OSError as exc:
                     raise KeyError_(f"cannot write a new key into {self.dir}: {exc.strerror}") from exc
-        # Read now, the signing key parsed (and kept for signing): a ring damaged since the last start is said
-        # at start-up, not by the first sign-in's 500.
+            # Read now (under the lock: a rotation's second step deletes expired keys), the signing key parsed
+            # and kept for signing: a ring damaged since the last start is said at start-up, not by the first
+            # sign-in's 500.
+            self.signing_key()
+
+    def signing_key(self) -> SigningKey:
+        """The ring's active key, parsed: KeyError_ when it is not a private key of the ring's type (damaged, a
+        public key, restored into the other ring's folder)."""
         active = self.ring().active
         try:
-            active.jwk  # noqa: B018
-        except ValueError as exc:
-            raise KeyError_(f"{self.dir / active.kid}.key is not a PEM private key (the ring's signing key): "
-                            "restore it from a backup") from exc
+            private = active.jwk.is_private
+        except (ValueError, JoseError) as exc:
+            private = False
+            cause: Exception | None = exc
+        else:
+            cause = None
+        if not private:
+            raise KeyError_(f"{self.dir / active.kid}.key is not an {self.kind.upper()} private key in PEM (the "
+                            "ring's signing key): restore it from a backup") from cause
+        return active
 
     def rotate(self) -> Rotation:
         """First call: publish a new key as ``next``. Second call: sign with it, retire the old one.
@@ -352,10 +368,6 @@ class KeyStore:
         often keys rotate meanwhile: what it signed must still verify until it expires."""
         if self.external:
             raise KeyError_(f"keys come from {self.setting_name}; rotate them where they are managed")
-        owner = self.dir.stat().st_uid
-        if owner != os.geteuid():
-            # The new key would be this user's, mode 0600: the server, running as the owner, could not read it.
-            raise KeyError_(f"{self.dir} belongs to uid {owner}: rotate as that user (the one the server runs as)")
         with data_dir_lock(self.settings.data_dir):
             t = now()
             entries = self._entries()
@@ -429,12 +441,24 @@ class KeyStore:
         key_pem, cert_pem = generate_key_pair(urlsplit(self.settings.base_url).hostname or "idp", self.kind)
         write_private(self.dir / f"{kid}.key", key_pem)
         (self.dir / f"{kid}.crt").write_bytes(cert_pem)
+        self._give_to_owner(self.dir / f"{kid}.key", self.dir / f"{kid}.crt")
         return kid
 
     def _write_manifest(self, entries: list[dict[str, str]]) -> None:
         tmp = self.manifest.with_suffix(".tmp")
         tmp.write_text(json.dumps({"keys": entries}, indent=2))
+        self._give_to_owner(tmp)
         tmp.replace(self.manifest)  # atomic: a reader never sees half a manifest
+
+    def _give_to_owner(self, *paths: Path) -> None:
+        """Files root writes into a ring another user owns (`sudo idp keys rotate` beside a server that runs as
+        its own user) become that user's: a key of root's, mode 0600, would fail every signature."""
+        if os.geteuid() != 0:
+            return
+        owner = self.dir.stat()
+        if owner.st_uid != 0:
+            for path in paths:
+                os.chown(path, owner.st_uid, owner.st_gid)
 
     def _entries(self) -> list[dict[str, str]]:
         """The manifest's entries, checked: KeyError_ for a manifest not ours, or whose ring has no signing key

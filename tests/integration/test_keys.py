@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from flask import Flask
 from helpers import audit_insert_lost
 from lxml import etree
@@ -250,12 +251,18 @@ def test_a_generated_ring_damaged_on_disk_is_named_at_start_up_and_unready_while
     assert client.get("/readyz").status_code == 200
 
     settings = make_settings(signing_key_file=None, signing_cert_file=None)
+    key_file = ring_dir / f"{json.loads(good)['keys'][0]['kid']}.key"
+    rsa_pem = key_file.read_bytes()
     for damage, said in (
         (lambda: manifest.write_text("{not json"), f"cannot read the key ring in {ring_dir}: JSONDecodeError"),
         (lambda: manifest.write_text(good.replace('"active"', '"retired"')),
          f"the key ring in {ring_dir} must have exactly one active key"),
-        (lambda: (ring_dir / f"{json.loads(good)['keys'][0]['kid']}.key").write_bytes(b""),
-         f"{ring_dir / json.loads(good)['keys'][0]['kid']}.key is not a PEM private key"),
+        (lambda: key_file.write_bytes(b""), f"{key_file} is not an RSA private key in PEM"),
+        # Restored into the other ring's folder, or only its public half.
+        (lambda: key_file.write_bytes(generate_key_pair("idp", EC)[0]), f"{key_file} is not an RSA private key"),
+        (lambda: key_file.write_bytes(serialization.load_pem_private_key(rsa_pem, None).public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)),
+         f"{key_file} is not an RSA private key"),
     ):
         damage()
         with pytest.raises(KeyError_) as err:
@@ -291,17 +298,15 @@ def test_a_secret_whose_write_fails_midway_leaves_no_file_to_take_for_it(
     assert len(app.secret_key or "") == 64 and (inst / "secret_key").read_text() == app.secret_key
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="giving the ring to another user takes root (CI runs as root)")
-def test_a_rotation_by_another_user_than_the_rings_owner_is_refused(generated_app: Flask) -> None:
-    # `sudo idp keys rotate` on a server running as its own user: the new key, root's with mode 0600, would be
+@pytest.mark.skipif(os.geteuid() != 0, reason="acting for another user takes root (CI runs as root)")
+def test_a_rotation_by_root_in_a_ring_another_user_owns_leaves_that_user_the_files(generated_app: Flask) -> None:
+    # `sudo idp keys rotate` beside a server running as its own user: a key of root's, mode 0600, would be
     # unreadable to the server.
-    ring = generated_app.extensions["idp.keys"].dir
-    os.chown(ring, 65534, 65534)
-    try:
-        result = generated_app.test_cli_runner().invoke(cli, ["keys", "rotate", "--type", "rsa"])
-    finally:
-        os.chown(ring, 0, 0)
-    assert result.exit_code == 1
-    assert f"{ring} belongs to uid 65534: rotate as that user" in result.output
+    data_dir = generated_app.extensions["idp.keys"].settings.data_dir
+    for path in (data_dir, *data_dir.rglob("*")):
+        os.chown(path, 65534, 65534)
+    rotate(generated_app)
+    assert {(p.name, p.stat().st_uid, p.stat().st_gid) for p in data_dir.rglob("*") if p.stat().st_uid != 65534
+            and p.name != "idp.db"} == set()
     with generated_app.app_context():
-        assert len(keystore().ring().published) == 1  # nothing written
+        assert len(keystore(RSA).ring().published) == 2 and len(keystore(EC).ring().published) == 2
