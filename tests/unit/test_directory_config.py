@@ -102,7 +102,7 @@ def test_an_unreadable_or_malformed_file_is_a_config_error(tmp_path: Path) -> No
 
 
 def test_numbers_that_are_not_finite_or_not_whole_where_a_count_is_asked_are_refused(tmp_path: Path) -> None:
-    (tmp_path / "idp.yaml").write_text("""
+    (tmp_path / "idp.yaml").write_text(f"""
 directories:
   - name: corp
     type: ldap
@@ -112,12 +112,14 @@ directories:
     revalidate_seconds: .inf
     pool_size: 2.5
     group_cache_seconds: 60.0
+    group_depth: 1{"0" * 400}
 """)
     with pytest.raises(ConfigError) as err:
         Settings.from_env({"IDP_CONFIG": str(tmp_path / "idp.yaml")})
     where = f"IDP_CONFIG ({tmp_path / 'idp.yaml'}) directory 1 (corp)"
     assert err.value.problems == [f"{where}: timeout must be a number", f"{where}: revalidate_seconds must be a number",
-                                  f"{where}: pool_size must be a whole number"]
+                                  f"{where}: pool_size must be a whole number",
+                                  f"{where}: group_depth must be a number"]
 
 
 def test_an_ad_entry_gets_the_active_directory_preset_and_keeps_its_own_values(tmp_path: Path) -> None:

@@ -194,10 +194,12 @@ def parse_entry(raw: Any, origin: str, *, secret_stored: bool = False) -> tuple[
                 continue
             values[key] = value
         elif isinstance(default, int | float) and not isinstance(default, bool):
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                problems.append(f"{where}: {key} must be a number")  # YAML's .inf and .nan are floats too
+            # YAML's .inf and .nan are floats too; an int too large for a float is no setting either.
+            if (isinstance(value, bool) or not isinstance(value, int | float) or abs(value) > 2**53
+                    or (isinstance(value, float) and not math.isfinite(value))):
+                problems.append(f"{where}: {key} must be a number")
                 continue
-            if isinstance(default, int) and not float(value).is_integer():
+            if isinstance(default, int) and isinstance(value, float) and not value.is_integer():
                 problems.append(f"{where}: {key} must be a whole number")
                 continue
             values[key] = type(default)(value)
