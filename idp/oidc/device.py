@@ -154,6 +154,8 @@ class DeviceCodeGrant(_DeviceCodeGrant):  # type: ignore[misc]
         if principal is None:
             raise InvalidGrantError("The user who approved this device is no longer active.")
         decide_token(principal, self.request.client, self.GRANT_TYPE)
+        if consent.needed(principal, self.request.client, credential.scope):  # withdrawn since the approval
+            raise AccessDeniedError("The user has withdrawn their consent to this client.")
         if not device_codes.use(credential.device_code_hash, clock.now()):
             raise InvalidGrantError("The device_code has already been used.")
         # Not tied to the browser's SSO session: the device is another device, and signing out of the

@@ -26,10 +26,11 @@ from sqlalchemy import select
 
 from idp import audit
 from idp.extensions import db
+from idp.oidc import consent
 from idp.oidc.device import find_pending, normalize_user_code
 from idp.oidc.views import MAX_DEVICE_CODES_PER_ADDRESS
 from idp.state import redis_client
-from idp.store import OidcDeviceCode
+from idp.store import OidcDeviceCode, User
 
 
 @pytest.fixture
@@ -105,6 +106,17 @@ def test_the_user_denies(idp: Any, tv: Any) -> None:
     assert error_of(poll(idp, tv.client_id, grant["device_code"])) == "access_denied"
     db.session.expire_all()
     assert [e.outcome for e in audit.events(type="oidc.device.deny")] == ["failure"]
+
+
+def test_an_approval_whose_consent_is_withdrawn_before_the_device_polls_gives_no_tokens(idp: Any, tv: Any) -> None:
+    grant = device_authorization(idp, tv.client_id)
+    http = requests.Session()
+    confirm = post_form(http, open_device_page(http, grant["verification_uri"]), user_code=grant["user_code"])
+    assert "Device connected" in post_form(http, confirm, decision="approve").text
+    alice = db.session.scalar(select(User).where(User.username == "alice"))
+    consent.revoke(alice.id, "alice", tv.client_id, actor="alice")  # on the home page, before the TV polls
+    db.session.commit()
+    assert error_of(poll(idp, tv.client_id, grant["device_code"])) == "access_denied"
 
 
 def test_an_answer_sent_again_stands_and_is_no_wrong_code(idp: Any, tv: Any) -> None:
