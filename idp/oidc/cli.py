@@ -34,6 +34,9 @@ def _read_jwks(path: str | None) -> dict[str, Any] | None:
     return data
 
 
+_require_pkce_option = click.option(
+    "--require-pkce/--no-require-pkce", default=None,
+    help="A confidential client must send a PKCE code_challenge too (a public one always must).")
 _access_token_format_option = click.option(
     "--access-token-format", type=click.Choice(clients.ACCESS_TOKEN_FORMATS),
     help="opaque (default), or jwt: RFC 9068 access tokens, signed RS256, with the client id as audience.")
@@ -66,11 +69,13 @@ _access_token_format_option = click.option(
 @click.option("--open-to-all", is_flag=True,
               help="Every signed-in user may use the client (default: only users and groups it is assigned to).")
 @_access_token_format_option
+@_require_pkce_option
 @click.option("--json", "as_json", is_flag=True, help="Print {client_id, client_secret} as JSON.")
 def add(name: str, redirect_uris: tuple[str, ...], post_logout_redirect_uris: tuple[str, ...], public: bool,
         grants: tuple[str, ...], scopes: tuple[str, ...], auth_method: str | None, jwks_file: str | None,
         id_token_alg: str, first_party: bool, claims: tuple[str, ...], roles: tuple[str, ...],
-        login_url: str | None, open_to_all: bool, access_token_format: str | None, as_json: bool) -> None:
+        login_url: str | None, open_to_all: bool, access_token_format: str | None, require_pkce: bool | None,
+        as_json: bool) -> None:
     """Register a client; its secret is printed now and never again."""
     claim_map = [clients.claim_rule(c) for c in claims] if claims else None
     if roles:
@@ -84,7 +89,7 @@ def add(name: str, redirect_uris: tuple[str, ...], post_logout_redirect_uris: tu
         name=name, redirect_uris=redirect_uris, post_logout_redirect_uris=post_logout_redirect_uris,
         public=public, grant_types=grants, scopes=scopes, auth_method=auth_method, jwks=_read_jwks(jwks_file),
         id_token_alg=id_token_alg, first_party=first_party, open_to_all=open_to_all, login_url=login_url,
-        access_token_format=access_token_format or "opaque", **extra,
+        access_token_format=access_token_format or "opaque", require_pkce=bool(require_pkce), **extra,
     )
     registered = clients.add(options, actor())
     _print_credentials(registered, as_json)
@@ -105,9 +110,12 @@ def _print_credentials(registered: clients.Registered, as_json: bool) -> None:
 @click.option("--name", help="A new display name.")
 @click.option("--id-token-alg", type=click.Choice(clients.ID_TOKEN_ALGS))
 @_access_token_format_option
-def update(client_id: str, name: str | None, id_token_alg: str | None, access_token_format: str | None) -> None:
+@_require_pkce_option
+def update(client_id: str, name: str | None, id_token_alg: str | None, access_token_format: str | None,
+           require_pkce: bool | None) -> None:
     """Change some of a client's settings; what is not given stays as it is."""
-    given: dict[str, Any] = {"name": name, "id_token_alg": id_token_alg, "access_token_format": access_token_format}
+    given: dict[str, Any] = {"name": name, "id_token_alg": id_token_alg, "access_token_format": access_token_format,
+                             "require_pkce": require_pkce}
     current = clients.options_of(clients.get_or_404(client_id))
     changed = clients.update(client_id, replace(current, **{k: v for k, v in given.items() if v is not None}),
                              actor())

@@ -79,6 +79,8 @@ class ClientOptions:
     login_url: str | None = None
     # "jwt": RFC 9068 access tokens a resource server can check offline (idp.oidc.access_tokens).
     access_token_format: str = "opaque"  # noqa: S105 - a format name, not a secret
+    # PKCE for a confidential client too (a public client always needs it).
+    require_pkce: bool = False
 
 
 @dataclass(frozen=True)
@@ -203,7 +205,7 @@ def _validated(options: ClientOptions) -> dict[str, Any]:
         "id_token_alg": options.id_token_alg, "first_party": options.first_party,
         "claim_map": [dict(r) for r in options.claim_map],
         "open_to_all": options.open_to_all, "login_url": options.login_url,
-        "access_token_format": options.access_token_format,
+        "access_token_format": options.access_token_format, "require_pkce": options.require_pkce,
     }
 
 
@@ -242,7 +244,7 @@ def options_of(client: OidcClient) -> ClientOptions:
         grant_types=tuple(client.grant_types), scopes=tuple(client.scopes), auth_method=client.auth_method,
         jwks=client.jwks, id_token_alg=client.id_token_alg, first_party=client.first_party,
         claim_map=tuple(client.claim_map), open_to_all=client.open_to_all, login_url=client.login_url,
-        access_token_format=client.access_token_format,
+        access_token_format=client.access_token_format, require_pkce=client.require_pkce,
     )
 
 
@@ -325,6 +327,6 @@ def describe(client: OidcClient) -> dict[str, Any]:
         "scopes": client.scopes, "id_token_alg": client.id_token_alg, "first_party": client.first_party,
         "claim_map": client.claim_map, "jwks_keys": [k.get("kid") for k in (client.jwks or {}).get("keys", [])],
         "open_to_all": client.open_to_all, "login_url": client.login_url,
-        "access_token_format": client.access_token_format,
+        "access_token_format": client.access_token_format, "require_pkce": client.require_pkce,
         "created_at": client.created_at.isoformat() if client.created_at else None,
     }

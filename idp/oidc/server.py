@@ -279,16 +279,18 @@ _INSERT_TOKEN = OidcToken.__table__.insert()
 # --- grants -----------------------------------------------------------------------------------------------
 
 class S256CodeChallenge(CodeChallenge):  # type: ignore[misc]
-    """PKCE with S256 only ("plain" protects nothing against a leaked request); required for public clients
-    at the authorization request already, not only at the token request."""
+    """PKCE with S256 only ("plain" protects nothing against a leaked request); required for public clients,
+    and confidential ones registered with require_pkce, at the authorization request already, not only at the
+    token request."""
 
     SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
 
     def validate_code_challenge(self, grant: Any, redirect_uri: str) -> None:
         data = grant.request.payload.data
         challenge = data.get("code_challenge")
-        if not challenge and grant.request.client.public:
-            raise InvalidRequestError("Public clients must use PKCE (code_challenge with S256).")
+        client = grant.request.client
+        if not challenge and (client.public or client.require_pkce):
+            raise InvalidRequestError("This client must use PKCE (code_challenge with S256).")
         if challenge and data.get("code_challenge_method") != "S256":
             raise InvalidRequestError("Only code_challenge_method=S256 is supported.")
         super().validate_code_challenge(grant, redirect_uri)

@@ -64,6 +64,8 @@ class OidcClient(db.Model):  # type: ignore[name-defined,misc]
     # "opaque" (random, looked up by digest) or "jwt" (RFC 9068, signed; still stored by digest so that it
     # can be revoked and introspected): see idp.oidc.access_tokens.
     access_token_format: Mapped[str] = mapped_column(String(16), default="opaque", server_default="opaque")
+    # A confidential client must use PKCE too (a public one always must): RFC 9700 2.1.1 advises it for all.
+    require_pkce: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now, onupdate=now)
 
@@ -103,6 +105,7 @@ class Client(ClientMixin):  # type: ignore[misc]
     open_to_all: bool
     login_url: str | None
     access_token_format: str
+    require_pkce: bool
     created_at: datetime
     updated_at: datetime
 

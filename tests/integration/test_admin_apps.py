@@ -443,14 +443,14 @@ def test_edit_rotate_assign_and_delete_a_client(admin: Browser) -> None:
     admin.get(page)
     resp = admin.submit(page, {"login_url": "http://reports.example.test/login"})
     assert resp.status_code == 422 and "must use https" in field_errors(resp, "login_url")
-    admin.follow(admin.submit(page, {"name": "Quarterly reports", "first_party": True,
+    admin.follow(admin.submit(page, {"name": "Quarterly reports", "first_party": True, "require_pkce": True,
                                      "post_logout_redirect_uris": "https://reports.example.test/bye"}))
     client = clients.get_or_404(reg.client_id)
     db.session.refresh(client)
-    assert (client.name, client.first_party, client.post_logout_redirect_uris) == (
-        "Quarterly reports", True, ["https://reports.example.test/bye"])
+    assert (client.name, client.first_party, client.require_pkce, client.post_logout_redirect_uris) == (
+        "Quarterly reports", True, True, ["https://reports.example.test/bye"])
     (event,) = by_admin("oidc.client.update")
-    assert set(event.details["changed"]) == {"name", "first_party", "post_logout_redirect_uris"}
+    assert set(event.details["changed"]) == {"name", "first_party", "require_pkce", "post_logout_redirect_uris"}
 
     admin.get(page)
     assert admin.submit(page + "/secret").status_code == 422  # not confirmed

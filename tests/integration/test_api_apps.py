@@ -499,7 +499,7 @@ def test_a_client_is_changed_and_removed(api: Api) -> None:
     assert changed["first_party"] is True and changed["login_url"] == "https://wiki.test/login"
     assert changed["claim_map"][1] == {"attribute": "roles", "name": "wiki_roles", "scope": "groups",
                                        "roles": {"staff": ["reader"]}}
-    assert changed["name"] == "Wiki" and changed["open_to_all"] is True
+    assert changed["name"] == "Wiki" and changed["open_to_all"] is True and changed["require_pkce"] is False
     assert api.get(path) == changed
     [update] = events("oidc.client.update")
     assert update.actor == api.actor
@@ -522,6 +522,15 @@ def test_a_client_is_changed_and_removed(api: Api) -> None:
     api.post(f"{path}/secret", expect=404)
     api.delete(path, expect=404)
     assert [e.actor for e in events("oidc.client.remove")] == [api.actor]
+
+
+def test_a_client_is_made_to_require_pkce(api: Api) -> None:
+    created = api.post("/oidc-clients", {"name": "Wiki", "redirect_uris": ["https://wiki.test/cb"],
+                                         "require_pkce": True})
+    assert created["require_pkce"] is True
+    path = f"/oidc-clients/{created['client_id']}"
+    assert api.patch(path, {"require_pkce": False})["require_pkce"] is False
+    assert set(api.patch(path, {"require_pkce": "yes"}, expect=422)["errors"]["json"]) == {"require_pkce"}
 
 
 def test_a_public_client_has_no_secret_to_rotate(api: Api) -> None:

@@ -20,7 +20,7 @@ from conftest import PG_URL
 from flask_migrate import downgrade, upgrade
 from helpers import IDP, make_user
 from saml_peers import python3_saml_metadata, register_sp
-from sqlalchemy import create_engine, delete, make_url, select, text
+from sqlalchemy import MetaData, Table, create_engine, delete, make_url, select, text
 from sqlalchemy.exc import IntegrityError
 
 from idp import create_app
@@ -77,8 +77,13 @@ def test_an_upgrade_merges_identical_grants_into_the_one_that_grants_longest(
         upgrade(directory=MIGRATIONS, revision="0004")
         alice = make_user("alice")
         admin, prod = rows.permission_set("Admin"), rows.account("111122223333", "Prod")
-        reports = OidcClient(client_id="reports", name="Reports", auth_method="client_secret_basic")
-        db.session.add(reports)
+        # The table as it was then (the model has columns added since): the row through a reflection of it.
+        table = Table("oidc_clients", MetaData(), autoload_with=db.session.connection())
+        now = datetime.now(UTC)
+        reports = OidcClient(id=db.session.execute(table.insert().values(
+            client_id="reports", name="Reports", public=False, auth_method="client_secret_basic", redirect_uris=[],
+            post_logout_redirect_uris=[], grant_types=[], scopes=[], id_token_alg="RS256", first_party=False,
+            claim_map=[], created_at=now, updated_at=now)).inserted_primary_key[0])
         db.session.commit()
         for until in (soon, None, later):
             rows.assign(admin, user=alice, account=prod, until=until)
@@ -185,5 +190,38 @@ def test_an_upgrade_makes_a_service_provider_set_to_nothing_signed_get_signed_as
         upgrade(directory=MIGRATIONS)
         stored = db.session.get(ServiceProvider, sp.id)
         assert stored is not None and stored.sign_assertion is True and stored.sign_response is False
+        db.session.rollback()
+        db.engine.dispose()
+
+
+def test_an_upgrade_and_a_downgrade_keep_what_refers_to_an_oidc_client(
+        empty_database: str, tmp_path: Path, signing_files: tuple[Path, Path]) -> None:
+    """A column added to oidc_clients rebuilds the table on SQLite if its default is an expression, and dropping
+    the old table deleted, by ON DELETE CASCADE, every app assignment of every client (revision 0012's first
+    version). Rows as revision 0011 stored them, through a reflection of its tables."""
+    app = create_app(Settings(data_dir=tmp_path, database_url=empty_database, signing_key_file=signing_files[0],
+                              signing_cert_file=signing_files[1], log_format="text"))
+    with app.app_context():
+        upgrade(directory=MIGRATIONS, revision="0011")
+        clients = Table("oidc_clients", MetaData(), autoload_with=db.session.connection())
+        now = datetime.now(UTC)
+        client_pk = db.session.execute(clients.insert().values(
+            client_id="reports", name="Reports", public=False, auth_method="client_secret_basic", redirect_uris=[],
+            post_logout_redirect_uris=[], grant_types=[], scopes=[], id_token_alg="RS256", first_party=False,
+            claim_map=[], open_to_all=False, access_token_format="opaque", created_at=now,
+            updated_at=now)).inserted_primary_key[0]
+        db.session.execute(text("INSERT INTO app_assignments (client_id, group_name, created_by, created_at) "
+                                "VALUES (:client, 'staff', 'test', :now)"), {"client": client_pk, "now": now})
+        db.session.commit()
+        db.engine.dispose()
+
+        upgrade(directory=MIGRATIONS)
+        assert [(a.client_id, a.group_name) for a in db.session.scalars(select(AppAssignment))] == [
+            (client_pk, "staff")]
+        assert db.session.scalar(select(OidcClient.require_pkce).where(OidcClient.id == client_pk)) is False
+        db.session.rollback()
+        db.engine.dispose()
+        downgrade(directory=MIGRATIONS, revision="0011")
+        assert db.session.execute(text("SELECT count(*) FROM app_assignments")).scalar() == 1
         db.session.rollback()
         db.engine.dispose()

@@ -49,6 +49,19 @@ def test_add_prints_the_secret_once_and_stores_only_its_hash(runner: FlaskCliRun
     assert all(creds["client_secret"] not in json.dumps(e.details) for e in audit.events())
 
 
+def test_a_confidential_client_is_made_to_require_pkce_and_let_off_again(runner: FlaskCliRunner) -> None:
+    creds = json.loads(run(runner, "add", "--name", "Wiki", "--redirect-uri", "https://wiki.example.test/cb",
+                           "--require-pkce", "--json"))
+    client = clients.get(creds["client_id"])
+    assert client is not None and client.require_pkce
+    assert "require_pkce: True" in run(runner, "show", creds["client_id"])
+    assert run(runner, "update", creds["client_id"], "--no-require-pkce").strip().endswith(": require_pkce")
+    client = clients.get(creds["client_id"])
+    assert client is not None and not client.require_pkce
+    assert [e.details["changed"] for e in audit.events(type="oidc.client.update")] == [
+        {"require_pkce": {"from": True, "to": False}}]
+
+
 def test_public_and_private_key_jwt_clients_have_no_secret(runner: FlaskCliRunner, tmp_path) -> None:  # type: ignore[no-untyped-def]
     public = json.loads(run(runner, "add", "--name", "SPA", "--redirect-uri", "http://127.0.0.1:8080/cb",
                             "--public", "--json"))

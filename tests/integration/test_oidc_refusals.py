@@ -88,6 +88,24 @@ def test_public_clients_must_use_pkce_with_s256(idp: Any) -> None:
         assert resp.status_code == 302 and "error=invalid_request" in resp.headers["Location"]
 
 
+def test_a_confidential_client_registered_to_require_pkce_must_use_it(idp: Any) -> None:
+    """authlib's client, configured without PKCE, is sent back invalid_request; with S256 it gets its tokens."""
+    reg = register(require_pkce=True)
+    http = requests.Session()
+    without = rp(idp.url, reg, code_challenge_method=None)
+    arrival = browse(http, start(without).url)
+    assert arrival.params["error"] == "invalid_request" and "must use PKCE" in arrival.params["error_description"]
+    session = rp(idp.url, reg)
+    auth = start(session)
+    arrival = browse(http, auth.url)
+    token = session.fetch_token(idp.url + "/oauth/token", authorization_response=arrival.url,
+                                code_verifier=auth.verifier, state=auth.state)
+    assert token["access_token"]
+    # The default, for a confidential client: PKCE is its choice.
+    plain = rp(idp.url, register(), code_challenge_method=None)
+    assert "code" in browse(http, start(plain).url).params
+
+
 def test_a_wrong_pkce_verifier_is_invalid_grant(idp: Any) -> None:
     reg = register()
     code, _ = code_for(idp, reg)

@@ -63,6 +63,8 @@ class ClientFieldsSchema(ma.Schema):
         "description": "where the portal starts a sign-in to the client (https, or http on loopback)"})
     access_token_format = ma.fields.String(validate=ma.validate.OneOf(clients.ACCESS_TOKEN_FORMATS), metadata={
         "description": "opaque (default), or jwt: RFC 9068 access tokens signed RS256, audience the client id"})
+    require_pkce = StrictBoolean(metadata={
+        "description": "a confidential client must send a PKCE code_challenge too (a public one always must)"})
 
 
 class ClientCreateSchema(ClientFieldsSchema):
@@ -85,6 +87,7 @@ class ClientSchema(ma.Schema):
     open_to_all = ma.fields.Boolean(required=True)
     login_url = ma.fields.String(allow_none=True)
     access_token_format = ma.fields.String(required=True)
+    require_pkce = ma.fields.Boolean(required=True)
     created_at = ma.fields.AwareDateTime(allow_none=True)
     updated_at = ma.fields.AwareDateTime(allow_none=True)
 

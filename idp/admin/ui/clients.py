@@ -57,6 +57,8 @@ class _ClientFields(FlaskForm):  # type: ignore[misc]
         "Access tokens", choices=choices([("opaque", "Opaque (checked by introspection)"),
                                           ("jwt", "JWT (RFC 9068, signed RS256; audience: the client ID)")]),
         default="opaque", description="A JWT lets the app's API check tokens offline against the JWKS.")
+    require_pkce = BooleanField("Require PKCE", description="A public app always uses it; a confidential one too "
+                                "when ticked (RFC 9700 advises it for every app).")
 
 
 class RegisterForm(_ClientFields):
@@ -101,7 +103,7 @@ def client_new() -> Page:
             name=form.name.data, redirect_uris=lines(form.redirect_uris.data), public=form.kind.data == "public",
             grant_types=tuple(form.grant_types.data), scopes=tuple(form.scopes.data),
             login_url=form.login_url.data or None, open_to_all=bool(form.open_to_all.data),
-            access_token_format=form.access_token_format.data)
+            access_token_format=form.access_token_format.data, require_pkce=bool(form.require_pkce.data))
         try:
             registered = clients.add(options, admin_actor())
         except IdpError as exc:
@@ -126,7 +128,7 @@ def _edit_form(client: OidcClient) -> EditForm:
         "post_logout_redirect_uris": "\n".join(client.post_logout_redirect_uris),
         "grant_types": list(client.grant_types), "scopes": list(client.scopes), "login_url": client.login_url,
         "id_token_alg": client.id_token_alg, "first_party": client.first_party,
-        "access_token_format": client.access_token_format})
+        "access_token_format": client.access_token_format, "require_pkce": client.require_pkce})
 
 
 def _client_page(client: OidcClient, *, form: EditForm | None = None, open_form: FlaskForm | None = None,
@@ -156,7 +158,8 @@ def client(client_id: str) -> Page:
         post_logout_redirect_uris=lines(form.post_logout_redirect_uris.data),
         grant_types=tuple(form.grant_types.data), scopes=tuple(form.scopes.data),
         login_url=form.login_url.data or None, id_token_alg=form.id_token_alg.data,
-        first_party=bool(form.first_party.data), access_token_format=form.access_token_format.data)
+        first_party=bool(form.first_party.data), access_token_format=form.access_token_format.data,
+        require_pkce=bool(form.require_pkce.data))
     try:
         changed = clients.update(client_id, options, admin_actor())
     except IdpError as exc:
