@@ -225,3 +225,7 @@ def test_an_upgrade_and_a_downgrade_keep_what_refers_to_an_oidc_client(
         assert db.session.execute(text("SELECT count(*) FROM app_assignments")).scalar() == 1
         db.session.rollback()
         db.engine.dispose()
+        upgrade(directory=MIGRATIONS)  # and up again
+        assert db.session.execute(text("SELECT count(*) FROM app_assignments")).scalar() == 1
+        db.session.rollback()
+        db.engine.dispose()

@@ -18,6 +18,8 @@ depends_on = None
 
 
 def upgrade() -> None:
+    if 'require_pkce' in {c['name'] for c in sa.inspect(op.get_bind()).get_columns('oidc_clients')}:
+        return  # left by a downgrade on SQLite (below)
     # A constant default, not sa.false(): with an expression Alembic rebuilds the table on SQLite, and dropping
     # the old one deletes, by ON DELETE CASCADE, every row that refers to a client (its app assignments).
     with op.batch_alter_table('oidc_clients') as batch_op:
