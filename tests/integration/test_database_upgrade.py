@@ -229,3 +229,11 @@ def test_an_upgrade_and_a_downgrade_keep_what_refers_to_an_oidc_client(
         assert db.session.execute(text("SELECT count(*) FROM app_assignments")).scalar() == 1
         db.session.rollback()
         db.engine.dispose()
+        downgrade(directory=MIGRATIONS, revision="0003")  # past 0004, which added a column to the clients too
+        assert db.session.execute(text("SELECT count(*) FROM app_assignments")).scalar() == 1
+        db.session.rollback()
+        db.engine.dispose()
+        upgrade(directory=MIGRATIONS)
+        assert db.session.execute(text("SELECT count(*) FROM app_assignments")).scalar() == 1
+        db.session.rollback()
+        db.engine.dispose()

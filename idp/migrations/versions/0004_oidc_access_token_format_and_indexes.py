@@ -21,8 +21,11 @@ def upgrade() -> None:
         batch_op.create_index('ix_oidc_authorization_codes_client_nonce', ['client_id', 'nonce'], unique=False)
         batch_op.create_index(batch_op.f('ix_oidc_authorization_codes_session_id'), ['session_id'], unique=False)
 
-    with op.batch_alter_table('oidc_clients', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('access_token_format', sa.String(length=16), server_default='opaque', nullable=False))
+    if 'access_token_format' not in {c['name'] for c in sa.inspect(op.get_bind()).get_columns('oidc_clients')}:
+        # (Left there by a downgrade on SQLite, below.)
+        with op.batch_alter_table('oidc_clients', schema=None) as batch_op:
+            batch_op.add_column(sa.Column('access_token_format', sa.String(length=16), server_default='opaque',
+                                          nullable=False))
 
     with op.batch_alter_table('oidc_tokens', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_oidc_tokens_session_id'), ['session_id'], unique=False)
@@ -35,8 +38,10 @@ def downgrade() -> None:
     with op.batch_alter_table('oidc_tokens', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_oidc_tokens_session_id'))
 
-    with op.batch_alter_table('oidc_clients', schema=None) as batch_op:
-        batch_op.drop_column('access_token_format')
+    # On SQLite a dropped column rebuilds the table, and dropping the old one deletes every app assignment of
+    # every client (ON DELETE CASCADE): the column stays there, unread.
+    if op.get_context().dialect.name != 'sqlite':
+        op.drop_column('oidc_clients', 'access_token_format')
 
     with op.batch_alter_table('oidc_authorization_codes', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_oidc_authorization_codes_session_id'))
