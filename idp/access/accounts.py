@@ -111,8 +111,8 @@ def ou_and_below(name: str) -> set[int]:
 
 def add_ou(name: str, *, parent: str | None = None, actor: str) -> OrganizationalUnit:
     name = name.strip()
-    if not _OU_NAME.fullmatch(name):
-        raise BadRequest(f"invalid OU name {name!r}: 1 to 128 characters, no '/'", field="name")
+    if not _OU_NAME.fullmatch(name) or name == ROOT:  # (root) is how paths name the top
+        raise BadRequest(f"invalid OU name {name!r}: 1 to 128 characters, no '/', not {ROOT}", field="name")
     parent_ou = require_ou(parent) if parent is not None else None
     if get_ou(name) is not None:
         raise Conflict(f"organizational unit '{name}' already exists")

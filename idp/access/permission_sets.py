@@ -67,7 +67,11 @@ def _pset_values(spec: PermissionSetSpec) -> dict[str, Any]:
     if spec.inline_policy is not None:
         if not isinstance(spec.inline_policy, dict):
             raise BadRequest("an inline policy is a JSON object", field="inline_policy")
-        if len(json.dumps(spec.inline_policy, separators=(",", ":"))) > _INLINE_POLICY_MAX:
+        try:  # NaN and Infinity: Python's JSON takes them, and every strict reader of the API would not
+            text = json.dumps(spec.inline_policy, separators=(",", ":"), allow_nan=False)
+        except ValueError:
+            raise BadRequest("an inline policy cannot hold NaN or Infinity (not JSON)", field="inline_policy") from None
+        if len(text) > _INLINE_POLICY_MAX:
             raise BadRequest(f"an inline policy is at most {_INLINE_POLICY_MAX} characters", field="inline_policy")
         out["inline_policy"] = spec.inline_policy or None
     if spec.relay_state is not None:

@@ -128,6 +128,8 @@ def test_ou_refusals(api: Api) -> None:
         "POST", "/ous", 404, json={"name": "Cards", "parent": "Nowhere"})["message"]
     assert "name" in field_errors(api.refused("POST", "/ous", 422, json={"name": ""}))
     assert "no '/'" in api.refused("POST", "/ous", 422, json={"name": "a/b"})["message"]
+    # Paths name the top (root): an OU of that name would make its accounts look like the root's.
+    assert "not (root)" in api.refused("POST", "/ous", 422, json={"name": "(root)"})["message"]
     assert "cannot move 'Production' under 'Payments'" in api.refused(
         "PATCH", "/ous/Production", 422, json={"parent": "Payments"})["message"]
     api.refused("PATCH", "/ous/Nowhere", 404, json={"parent": None})
@@ -255,6 +257,11 @@ def test_permission_set_refusals(api: Api) -> None:
         "name": "x" * 33, "session_duration_hours": 1}))
     assert "inline_policy" in field_errors(api.refused("POST", "/permission-sets", 422, json={
         "name": "Admin", "session_duration_hours": 1, "inline_policy": "{}"}))
+    # Python's JSON reads NaN and 1e400 (infinity); stored, they would make every listing unreadable as JSON.
+    for number in ("NaN", "1e400"):
+        body = api.refused("POST", "/permission-sets", 422, data='{"name": "Admin", "session_duration_hours": 1, '
+                           f'"inline_policy": {{"Version": {number}}}}}', content_type="application/json")
+        assert refused_field(body) == "inline_policy" and "NaN or Infinity" in body["message"]
     assert "invalid managed policy ARN" in api.refused("POST", "/permission-sets", 422, json={
         "name": "Admin", "session_duration_hours": 1, "managed_policy_arns": ["AdministratorAccess"]})["message"]
     assert "relay state must be an https URL" in api.refused("POST", "/permission-sets", 422, json={
