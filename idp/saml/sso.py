@@ -309,8 +309,11 @@ def _trusted_acs(request: _AuthnRequest, md: SpMetadata) -> str:
         return str(url)
     if index is not None:
         wanted = str(index).strip()
-        for e in endpoints:  # an xs:unsignedShort: "01" is index 1
-            if e.index is not None and wanted.isascii() and wanted.isdigit() and e.index == int(wanted):
+        # An xs:unsignedShort: "01" is index 1. Read only once known to be one: int() refuses (ValueError) a
+        # string of more than 4,300 digits, which anyone may send.
+        number = int(wanted) if wanted.isascii() and wanted.isdigit() and len(wanted.lstrip("0")) <= 5 else None
+        for e in endpoints:
+            if e.index is not None and e.index == number:
                 return e.location
         raise BadRequest("The request names an assertion consumer service the application has not "
                          "registered.", f"unknown ACS index {str(index)[:20]}")

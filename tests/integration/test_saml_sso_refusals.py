@@ -536,9 +536,18 @@ def test_acs_is_chosen_only_among_registered_endpoints(client: FlaskClient, alic
         by_index = sp.post_request()[0].replace(f'AssertionConsumerServiceURL="{SP_ACS_URL}"',
                                                 f'AssertionConsumerServiceIndex="{index}"')
         assert answered_at(by_index) == "https://sp.example.test/acs2"
-    unknown_index = sp.post_request()[0].replace(f'AssertionConsumerServiceURL="{SP_ACS_URL}"',
-                                                 'AssertionConsumerServiceIndex="7"')
-    assert_refused(post_request(client, unknown_index), 400, "ACS index")
+    for index in ("7", "1" * 5000):  # int() refuses a string of more than 4,300 digits: no 500 for that
+        unknown_index = sp.post_request()[0].replace(f'AssertionConsumerServiceURL="{SP_ACS_URL}"',
+                                                     f'AssertionConsumerServiceIndex="{index}"')
+        assert_refused(post_request(client, unknown_index), 400, "ACS index")
+
+
+def test_a_processing_instruction_in_a_request_is_refused(client: FlaskClient, sp: OneLoginSp) -> None:
+    # <Issuer>sp<?x?>.evil</Issuer> reads as "sp", while a signature would cover ".evil" as well.
+    xml, _ = sp.post_request()
+    with_pi = xml.replace("</saml:Issuer>", "<?x?>.evil.example</saml:Issuer>", 1)
+    assert with_pi != xml
+    assert_refused(post_request(client, with_pi), 400, "processing instruction")
 
 
 def test_requested_nameid_format_must_match_the_configured_one(client: FlaskClient, alice: None) -> None:

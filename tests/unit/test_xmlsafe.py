@@ -86,3 +86,10 @@ def test_comments_cannot_truncate_a_signed_value() -> None:
     # A comment inside a NameID must not make the text read as the part before it.
     root = xmlsafe.parse(b"<a><NameID>admin@corp.example<!-- -->.evil.example</NameID></a>")
     assert root[0].text == "admin@corp.example.evil.example"
+
+
+def test_a_processing_instruction_cannot_truncate_a_value_either() -> None:
+    # .text stops at a processing instruction, and the canonical form a signature covers does not.
+    with pytest.raises(xmlsafe.XmlRefused, match="processing instruction"):
+        xmlsafe.parse(b"<a><Issuer>https://sp.example.test/metadata<?x?>.evil.example</Issuer></a>")
+    assert xmlsafe.parse(b'<?xml version="1.0"?><a>b</a>').text == "b"  # the XML declaration is none
