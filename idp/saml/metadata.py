@@ -13,6 +13,7 @@ import binascii
 import re
 import threading
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -79,6 +80,12 @@ class SpMetadata:
     nameid_formats: tuple[str, ...]
     # mdui:DisplayName or OrganizationDisplayName, when the metadata has one.
     display_name: str | None = None
+    # The earliest validUntil of the EntityDescriptor and its SPSSODescriptor: past it, the metadata must not be
+    # used (SAML Metadata 2.3.2, 4.3).
+    valid_until: datetime | None = None
+
+    def expired(self, now: datetime) -> bool:
+        return self.valid_until is not None and self.valid_until <= now
 
 
 # --- SP metadata -------------------------------------------------------------------------------------
@@ -209,6 +216,7 @@ def parse_sp_metadata(xml: bytes) -> SpMetadata:
     slo = _endpoints(descriptor, "SingleLogoutService", (BINDING_REDIRECT, BINDING_POST), "SingleLogoutService")
     signing, encryption = _certificates(descriptor)
     formats = tuple(" ".join((el.text or "").split()) for el in descriptor.iterfind(f"{{{MD}}}NameIDFormat"))
+    ends = [_instant(v) for v in (root.get("validUntil"), descriptor.get("validUntil")) if v is not None]
     return SpMetadata(
         entity_id=entity_id,
         acs=acs,
@@ -218,7 +226,17 @@ def parse_sp_metadata(xml: bytes) -> SpMetadata:
         authn_requests_signed=descriptor.get("AuthnRequestsSigned") in ("true", "1"),
         nameid_formats=tuple(f for f in formats if f),
         display_name=_display_name(root, descriptor),
+        valid_until=min(ends) if ends else None,
     )
+
+
+def _instant(value: str) -> datetime:
+    """An xs:dateTime (the schema has checked its form); one without a zone is taken as UTC."""
+    try:
+        found = datetime.fromisoformat(value.strip())
+    except ValueError:  # a form the schema allows and Python does not read (a year beyond 9999, 24:00:00)
+        raise MetadataError(f"metadata validUntil {value[:40]!r} cannot be read") from None
+    return found if found.tzinfo is not None else found.replace(tzinfo=UTC)
 
 
 # --- our own metadata --------------------------------------------------------------------------------

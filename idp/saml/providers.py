@@ -23,7 +23,7 @@ import requests
 from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
-from idp import audit
+from idp import audit, clock
 from idp.access.claims import ROLES, rule_text, validate_rules
 from idp.errors import BadRequest, Conflict, NotFound
 from idp.extensions import db
@@ -352,6 +352,7 @@ def add(xml: bytes, source: str | None, options: SpOptions, actor: str) -> Servi
         meta = parse_sp_metadata(xml)
     except MetadataError as exc:  # the parser's refusals are about the document it is given
         raise MetadataError(exc.message, exc.reason, field="xml") from None
+    _in_date(meta, field="xml")
     if get(meta.entity_id) is not None:
         raise Conflict(f"service provider '{meta.entity_id}' is already registered")
     values: dict[str, Any] = {
@@ -411,6 +412,13 @@ def remove(entity_id: str, actor: str) -> None:
     audit.record(audit.AuditEvent(type="sp.remove", actor=actor, sp=entity_id, details={"name": name}))
 
 
+def _in_date(meta: SpMetadata, field: str | None = None) -> None:
+    if meta.expired(clock.now()):
+        assert meta.valid_until is not None
+        raise MetadataError(f"the metadata expired on {meta.valid_until.isoformat()} (its validUntil): get a "
+                            "current copy from the service provider", field=field)
+
+
 def refresh(entity_id: str, actor: str) -> bool:
     """Re-read the SP's metadata from where it came from; settings are kept. True when it changed."""
     sp = get_or_404(entity_id)
@@ -422,6 +430,7 @@ def refresh(entity_id: str, actor: str) -> bool:
         raise MetadataError(
             f"the metadata at {sp.metadata_source} is for '{meta.entity_id}', not '{sp.entity_id}'"
         )
+    _in_date(meta)
     _check_consistent(_settings_of(sp), meta)
     text = _text_of(xml)
     changed = text != sp.metadata_xml

@@ -242,3 +242,19 @@ def test_add_and_refresh_from_a_url(runner: FlaskCliRunner, http_dir: tuple[str,
     assert "returned HTTP 404" in refused(runner, "sp", "add", "--metadata", f"{base}/missing.xml")
     (folder / "huge.xml").write_bytes(b" " * (2 * 1024 * 1024))
     assert "sent more than" in refused(runner, "sp", "add", "--metadata", f"{base}/huge.xml")
+
+
+def test_metadata_past_its_valid_until_is_refused_at_add_and_refresh(runner: FlaskCliRunner, md_file: Path,
+                                                                      frozen_clock: Any) -> None:
+    """SAML Metadata 4.3: expired metadata must not be used. python3-saml's is valid for two days; an SP's file
+    kept that long is refused, with what to do. (Sign-ins are not refused: see the README.)"""
+    ok(runner, "sp", "add", "--metadata", str(md_file))
+    frozen_clock.advance(days=2, seconds=1)
+    err = refused(runner, "sp", "refresh", SP_ENTITY_ID)
+    assert "the metadata expired on " in err and "get a current copy from the service provider" in err
+    ok(runner, "sp", "remove", SP_ENTITY_ID, "--yes")
+    assert "the metadata expired on " in refused(runner, "sp", "add", "--metadata", str(md_file))
+    assert sp_count() == 0
+    md_file.write_bytes(python3_saml_metadata(nameid_format=PERSISTENT))  # a fresh copy, as of now
+    frozen_clock.advance(days=-2)  # (the clock had moved; python3-saml dates it from the real one)
+    ok(runner, "sp", "add", "--metadata", str(md_file))

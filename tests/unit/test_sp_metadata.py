@@ -4,9 +4,10 @@ message that says what is wrong (never another exception)."""
 from __future__ import annotations
 
 import base64
+import re
 import subprocess
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -239,3 +240,12 @@ def test_a_fresh_process_reads_its_first_metadata_in_many_threads_at_once() -> N
                              stderr=subprocess.STDOUT) for _ in range(4)]
     outputs = [run.communicate(xml, timeout=60)[0].decode() for run in runs]
     assert [run.returncode for run in runs] == [0] * 4, outputs
+
+
+def test_valid_until_is_the_earliest_of_the_entity_and_its_sp_descriptor() -> None:
+    xml = re.sub(r' validUntil="[^"]*"', ' validUntil="2031-05-06T07:08:09Z"', p3_metadata(), count=1)
+    xml = xml.replace('<md:SPSSODescriptor ', '<md:SPSSODescriptor validUntil="2030-01-02T03:04:05" ', 1)
+    meta = parse_sp_metadata(xml.encode())
+    assert meta.valid_until == datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)  # no zone: UTC
+    assert meta.expired(datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC))
+    assert not meta.expired(datetime(2030, 1, 1, tzinfo=UTC))
