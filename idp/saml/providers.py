@@ -318,6 +318,10 @@ def _check_consistent(values: dict[str, Any], meta: SpMetadata) -> None:
             f"cannot require signed requests from '{meta.entity_id}': its metadata has no signing certificate",
             field="require_signed_requests",
         )
+    if meta.authn_requests_signed and not meta.signing_certs:
+        # Sign-ins then ask for a signature (the metadata's word) that nothing here could check: none would pass.
+        raise MetadataError(f"the metadata of '{meta.entity_id}' says AuthnRequestsSigned but has no signing "
+                            "certificate to check its requests with", field="xml")
     name = values["name"]
     if not isinstance(name, str) or not name.strip() or len(name) > 255:
         raise BadRequest("the name must be 1 to 255 characters", field="name")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -258,3 +259,14 @@ def test_metadata_past_its_valid_until_is_refused_at_add_and_refresh(runner: Fla
     md_file.write_bytes(python3_saml_metadata(nameid_format=PERSISTENT))  # a fresh copy, as of now
     frozen_clock.advance(days=-2)  # (the clock had moved; python3-saml dates it from the real one)
     ok(runner, "sp", "add", "--metadata", str(md_file))
+
+
+def test_metadata_asking_for_signed_requests_without_a_key_to_check_them_is_refused(
+        runner: FlaskCliRunner, md_file: Path) -> None:
+    # Every sign-in would then be refused ("unsigned request"), whatever --no-require-signed-requests says.
+    xml = re.sub(rb"<md:KeyDescriptor.*?</md:KeyDescriptor>", b"", md_file.read_bytes(), flags=re.DOTALL)
+    assert b'AuthnRequestsSigned="true"' in xml and b"KeyDescriptor" not in xml
+    md_file.write_bytes(xml)
+    err = refused(runner, "sp", "add", "--metadata", str(md_file), "--no-require-signed-requests")
+    assert "says AuthnRequestsSigned but has no signing certificate to check its requests with" in err
+    assert sp_count() == 0
