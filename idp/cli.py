@@ -34,6 +34,7 @@ from idp.oidc.cli import oidc_consent as oidc_consent_group
 from idp.runtime import keystore
 from idp.runtime import settings as runtime_settings
 from idp.saml.cli import sp as sp_group
+from idp.text import unstorable_text
 
 
 def _app() -> Flask:
@@ -48,6 +49,12 @@ class _Cli(FlaskGroup):
     """Shows a refusal from a service (unknown user, duplicate, bad metadata) as one line, exit code 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        # Bytes that are not UTF-8 reach Python as lone surrogates, which no database, hash or file name takes:
+        # one line here, not a traceback wherever the value is first written.
+        for arg in (*ctx._protected_args, *ctx.args):
+            if unstorable_text(arg):
+                shown = arg.encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace")[:80]
+                raise click.UsageError(f"the argument {shown!r} is not valid UTF-8 text", ctx)
         try:
             return super().invoke(ctx)
         except IdpError as exc:

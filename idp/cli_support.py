@@ -5,12 +5,35 @@ from __future__ import annotations
 import getpass
 import json
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import click
 
 from idp.access.claims import parse_role_spec
 from idp.errors import BadRequest
+from idp.files import read_bounded
+
+# A JWKS or an inline policy: far smaller (IAM takes 10,240 characters of policy).
+JSON_FILE_MAX_BYTES = 1024 * 1024
+
+
+def read_json_file(path: str) -> Any:
+    """The JSON value in a file named on the command line, or BadRequest saying why not."""
+    try:
+        data = read_bounded(Path(path), JSON_FILE_MAX_BYTES)
+    except OSError as exc:
+        raise BadRequest(f"cannot read {path}: {exc.strerror}") from None
+    if data is None:
+        raise BadRequest(f"{path} is larger than {JSON_FILE_MAX_BYTES} bytes")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise BadRequest(f"{path} is not UTF-8 text") from None
+    except RecursionError:
+        raise BadRequest(f"{path} is not JSON: nested too deeply") from None
+    except ValueError as exc:
+        raise BadRequest(f"{path} is not JSON: {exc}") from None
 
 
 def actor() -> str:

@@ -7,7 +7,6 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime
-from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -18,7 +17,7 @@ from idp.access import accounts, assignments, permission_sets
 from idp.access.assignments import Assigned
 from idp.access.decide import RoleGrant, Source
 from idp.access.permission_sets import PermissionSetSpec
-from idp.cli_support import actor, echo_record
+from idp.cli_support import actor, echo_record, read_json_file
 from idp.errors import BadRequest
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -191,12 +190,7 @@ def _pset_options(func: F) -> F:
 
 
 def _read_policy(path: str) -> dict[str, Any]:
-    try:
-        data = json.loads(Path(path).read_text())
-    except OSError as exc:
-        raise BadRequest(f"cannot read {path}: {exc.strerror}") from None
-    except ValueError as exc:
-        raise BadRequest(f"{path} is not JSON: {exc}") from None
+    data = read_json_file(path)
     if not isinstance(data, dict):
         raise BadRequest(f"{path} holds JSON but not an object: a policy is {{\"Version\": ..., \"Statement\": ...}}")
     return data

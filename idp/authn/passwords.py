@@ -13,6 +13,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 
 from idp.errors import BadRequest
 from idp.observers import Observers
+from idp.text import unstorable_text
 
 T = TypeVar("T")
 
@@ -56,6 +57,8 @@ class PasswordPolicyError(BadRequest):
 
 
 def check_policy(password: str) -> None:
+    if unstorable_text(password):  # read from a terminal or stdin as bytes that are not UTF-8
+        raise PasswordPolicyError("password must be text (UTF-8, no NUL character)", field="password")
     if len(password) < MIN_LENGTH:
         raise PasswordPolicyError(f"password must be at least {MIN_LENGTH} characters long", field="password")
     if len(password) > MAX_LENGTH:

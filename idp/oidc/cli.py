@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import click
@@ -13,7 +12,7 @@ from flask.cli import AppGroup
 
 from idp.access.claims import add_role, rule_text
 from idp.authn import directory
-from idp.cli_support import actor, echo_record, role_spec
+from idp.cli_support import actor, echo_record, read_json_file, role_spec
 from idp.errors import BadRequest
 from idp.oidc import clients, consent
 
@@ -23,10 +22,7 @@ oidc_client = AppGroup("oidc-client", help="OpenID Connect clients.")
 def _read_jwks(path: str | None) -> dict[str, Any] | None:
     if path is None:
         return None
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise BadRequest(f"cannot read a JWKS from {path}: {exc}") from None
+    data = read_json_file(path)
     if isinstance(data, dict) and "keys" not in data and "kty" in data:
         data = {"keys": [data]}  # a single JWK
     if not isinstance(data, dict):

@@ -27,6 +27,7 @@ from idp import audit, clock
 from idp.access.claims import ROLES, rule_text, validate_rules
 from idp.errors import BadRequest, Conflict, NotFound
 from idp.extensions import db
+from idp.files import read_bounded
 from idp.runtime import RequestRows
 from idp.saml.metadata import (
     METADATA_MAX_BYTES,
@@ -212,13 +213,15 @@ def fetch_metadata(source: str) -> bytes:
     """The bytes of a metadata file or http(s) URL, bounded in size; MetadataError says why not."""
     if "://" in source:
         return fetch_url(source)
-    path = Path(source).expanduser()
+    if not source.strip():
+        raise MetadataError("no metadata file named")
     try:
-        if path.stat().st_size > METADATA_MAX_BYTES:
-            raise MetadataError(f"{source} is larger than {METADATA_MAX_BYTES} bytes")
-        return path.read_bytes()
+        data = read_bounded(Path(source).expanduser(), METADATA_MAX_BYTES)
     except OSError as exc:
         raise MetadataError(f"cannot read {source}: {exc.strerror or exc}") from None
+    if data is None:
+        raise MetadataError(f"{source} is larger than {METADATA_MAX_BYTES} bytes")
+    return data
 
 
 # Never fetched from, whatever a URL's host resolves to: link-local addresses (169.254.169.254 is the metadata

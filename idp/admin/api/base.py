@@ -1,7 +1,7 @@
 """What every API resource module shares: :func:`blueprint` (a flask-smorest Blueprint with the token check,
 CSRF exemption and JSON errors already attached), :func:`caller` (the token's name for the audit log), paging
 (:class:`PageArgs`, :func:`page_of`), :class:`ErrorSchema`, the body of every error answer
-({"code", "status", "message", "errors"}), :class:`StrictBoolean`, and :func:`unstorable_text` (also the admin
+({"code", "status", "message", "errors"}), :class:`StrictBoolean`, and the refusal of unstorable text (also the admin
 UI's check of what it is sent).
 
 The document must say what the API accepts (schemathesis checks it): in JSON bodies use :class:`StrictBoolean`
@@ -37,6 +37,7 @@ from idp.admin import tokens
 from idp.audit import AuditEvent
 from idp.errors import BadRequest, IdpError, unexpected
 from idp.extensions import csrf, db
+from idp.text import unstorable_text
 
 log = logging.getLogger(__name__)
 
@@ -103,31 +104,6 @@ def _authenticate() -> Response | None:
     g.idp_api_actor = tokens.actor_of(row)
     db.session.commit()  # last_used_at
     return None
-
-
-def unstorable_text(value: Any) -> bool:
-    """Whether ``value`` (text, or JSON-like lists and dicts of it, keys included) holds something the database
-    cannot store: a NUL character (PostgreSQL text holds none) or a lone surrogate (JSON "\\ud800", not UTF-8).
-    Nesting too deep to walk counts as unstorable. Callers refuse such input as a validation error (422), not a
-    500 from the database."""
-    try:
-        return not _storable(value)
-    except RecursionError:
-        return True
-
-
-def _storable(value: Any) -> bool:
-    if isinstance(value, str):
-        try:
-            value.encode()
-        except UnicodeEncodeError:
-            return False
-        return "\x00" not in value
-    if isinstance(value, dict):
-        return all(_storable(k) and _storable(v) for k, v in value.items())
-    if isinstance(value, list):
-        return all(_storable(v) for v in value)
-    return True
 
 
 def too_deep(value: Any) -> bool:

@@ -11,12 +11,12 @@ from flask import Blueprint, g, redirect, request
 from werkzeug.wrappers import Response as BaseResponse
 
 from idp import audit
-from idp.admin.api.base import unstorable_text
 from idp.audit import AuditEvent
 from idp.authn.principal import Principal
 from idp.authn.session import current_session, login_url, principal_for
 from idp.errors import BadRequest, Forbidden
 from idp.runtime import settings
+from idp.text import unstorable_text
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 

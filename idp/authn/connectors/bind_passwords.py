@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import os
+from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
@@ -40,17 +41,29 @@ def decrypt(token: str, directory: str) -> str:
         ) from None
 
 
+def read_file(path: Path, directory: str) -> str:
+    """A bind_password_file's password (its text, stripped), or DirectoryUnavailable saying what is wrong."""
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        why = f"cannot read bind_password_file {path} ({exc.strerror})"
+    except UnicodeDecodeError:
+        why = f"bind_password_file {path} is not UTF-8 text"
+    else:
+        if value:
+            return value
+        # An empty password makes an LDAP simple bind anonymous (RFC 4513 5.1.2): never the service's bind.
+        why = f"bind_password_file {path} is empty"
+    raise DirectoryUnavailable("The directory is unavailable right now. Try again in a few minutes.",
+                               f"directory {directory}: {why}")
+
+
 def bind_password(cfg: DirectoryConfig, encrypted: str | None) -> str | None:
     """The service account's password, from wherever the settings say it is."""
     if encrypted is not None:
         return decrypt(encrypted, cfg.name)
     if cfg.bind_password_file is not None:
-        try:
-            return cfg.bind_password_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise DirectoryUnavailable("The directory is unavailable right now. Try again in a few minutes.",
-                                       f"directory {cfg.name}: cannot read bind_password_file "
-                                       f"{cfg.bind_password_file} ({exc.strerror})") from None
+        return read_file(cfg.bind_password_file, cfg.name)
     if cfg.bind_password_env is not None:
         value = os.environ.get(cfg.bind_password_env)
         if not value:

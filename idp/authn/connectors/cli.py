@@ -15,9 +15,11 @@ from typing import Any
 import click
 from flask.cli import AppGroup
 
-from idp.authn.connectors import admin, chain
+from idp.authn.connectors import admin, bind_passwords, chain
 from idp.cli_support import actor
+from idp.errors import DirectoryUnavailable
 from idp.extensions import db
+from idp.text import unstorable_text
 
 
 @click.group("directory", cls=AppGroup)
@@ -76,6 +78,13 @@ def directory_add(name: str, kind: str, urls: tuple[str, ...], base_dn: str, bin
         password = sys.stdin.readline().rstrip("\r\n")
         if not password:
             raise click.ClickException("no password on stdin")
+        if unstorable_text(password):
+            raise click.ClickException("the password on stdin is not UTF-8 text (or holds a NUL character)")
+    if bind_password_file is not None:
+        try:
+            bind_passwords.read_file(bind_password_file, name)  # checked now, whether the servers are asked or not
+        except DirectoryUnavailable as exc:
+            raise click.ClickException(exc.reason.removeprefix(f"directory {name}: ")) from None
     values: dict[str, Any] = {
         "urls": list(urls), "base_dn": base_dn, "bind_dn": bind_dn, "bind_password_file": bind_password_file,
         "user_filter": user_filter, "username_attribute": username_attribute, "group_mode": group_mode,
