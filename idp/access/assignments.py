@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, or_, select
+from sqlalchemy import ColumnElement, Select, func, or_, select
 
 from idp import audit, clock
 from idp.access.accounts import require_account, require_ou, until_text
@@ -51,8 +51,9 @@ class Who:
         return f"group {self.group_name}" if self.group_name is not None else f"user {self.username}"
 
     def matches(self, model: type[Assignment] | type[AppAssignment]) -> ColumnElement[bool]:
-        if self.group_name is not None:
-            return model.group_name == self.group_name
+        if self.group_name is not None:  # in any case, as access is decided (Principal.in_group)
+            return or_(model.group_name == self.group_name,
+                       func.lower(model.group_name) == self.group_name.lower())
         return model.user_id == self.user_id
 
 
@@ -69,10 +70,12 @@ def _known_group(name: str) -> bool:
     if directory.get_group(name) is not None:
         return True
     for model in (Assignment, AppAssignment):
-        if db.session.scalar(select(model.id).where(model.group_name == name).limit(1)) is not None:
+        if db.session.scalar(select(model.id).where(or_(model.group_name == name, func.lower(model.group_name)
+                                                        == name.lower())).limit(1)) is not None:
             return True
     rows = db.session.scalars(select(User.external_groups).where(User.external_groups.is_not(None)))
-    return any(name in (groups or ()) for groups in rows)
+    wanted = name.casefold()
+    return any(wanted in {g.casefold() for g in groups or ()} for groups in rows)
 
 
 def resolve_principal(text: str) -> Who:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal, NoReturn
 
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 
 from idp import audit
 from idp.audit import AuditEvent
@@ -146,7 +146,9 @@ def _mine(model: type[Assignment] | type[AppAssignment], principal: Principal, n
     """Rows for this user or one of their groups that have not ended."""
     who = model.user_id == principal.user_id
     if principal.groups:
-        who = or_(who, model.group_name.in_(principal.groups))
+        # In any case (Principal.in_group): SQL's lower() folds ASCII only, so an exact match is asked as well.
+        who = or_(who, model.group_name.in_(principal.groups),
+                  func.lower(model.group_name).in_({g.lower() for g in principal.groups}))
     return and_(who, or_(model.until.is_(None), model.until > now))
 
 

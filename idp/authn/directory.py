@@ -212,7 +212,8 @@ def delete_user(username: str, *, actor: str) -> None:
 
 
 def get_group(name: str) -> Group | None:
-    group: Group | None = db.session.scalar(select(Group).where(Group.name == name.strip()))
+    """The local group of that name in any case (names are unique in any case, and ASCII: lower() folds them)."""
+    group: Group | None = db.session.scalar(select(Group).where(func.lower(Group.name) == name.strip().lower()))
     return group
 
 

@@ -27,6 +27,12 @@ class Principal:
     authn_at: datetime
     mfa: bool = False
 
+    def in_group(self, name: str) -> bool:
+        """Group names are matched in any case, as local groups are unique in any case and Active Directory's
+        are case-insensitive: an assignment to group:engineers is Engineers' too."""
+        wanted = name.casefold()
+        return any(g.casefold() == wanted for g in self.groups)
+
 
 @dataclass(frozen=True)
 class UserSnapshot:

@@ -482,3 +482,19 @@ def test_an_account_added_into_an_ou_removed_meanwhile_is_one_line(
     assert error.strip() == ("Error: this conflicts with a change made at the same time (by another command or "
                              "an admin): look again, then run it again")
     assert count(Account) == 0
+
+
+@pytest.mark.usefixtures("world")
+def test_group_names_are_matched_in_any_case(runner: FlaskCliRunner) -> None:
+    """An assignment to group:Engineers was stored, audited and then gave nobody anything: alice is in engineers
+    (as Active Directory, which is case-insensitive, may spell it another way than the admin)."""
+    ok(runner, "assign", "group:Engineers", "Admin", "--account", A1)
+    assert f"Admin  arn:aws:iam::{A1}:role/Admin" in ok(runner, "access", "show", "alice")
+    # The same grant in another case is the same grant, and it is taken back in any case.
+    assert "already has Admin" in refused(runner, "assign", "group:ENGINEERS", "Admin", "--account", A1)
+    ok(runner, "unassign", "group:engineers", "Admin", "--account", A1)
+    assert count(Assignment) == 0
+    # A local group is found in any case too (it was "exists" to group add and "no group" to add-member).
+    make_user("bob")
+    ok(runner, "group", "add-member", "ENGINEERS", "bob")
+    assert "groups: engineers" in ok(runner, "access", "show", "bob")

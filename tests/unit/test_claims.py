@@ -89,6 +89,12 @@ def test_a_role_map_releases_the_roles_of_every_group_in_rule_order_each_once() 
                                            URI)]
 
 
+def test_a_role_map_matches_group_names_in_any_case() -> None:
+    # Active Directory spells a group as it was made ("Engineers"); the admin typed it as engineers.
+    released = release(principal(groups=("Engineers", "STAFF")), [ROLE_RULE])
+    assert released == [ReleasedAttribute("roles", "https://example.com/role", ("developer", "viewer"), URI)]
+
+
 def test_a_role_map_with_no_matching_group_releases_nothing() -> None:
     rules = [ROLE_RULE, {"attribute": "username", "name": "uid"}]
     assert [a.name for a in release(principal(groups=("rnd",)), rules)] == ["uid"]

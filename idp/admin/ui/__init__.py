@@ -49,7 +49,7 @@ def _require_admin() -> BaseResponse | None:
         return redirect(login_url(request.full_path.rstrip("?")))
     principal = principal_for(session)
     group = settings().admin_group
-    if group not in principal.groups:
+    if not principal.in_group(group):
         audit.record(AuditEvent(type="admin.denied", outcome="failure", username=principal.username,
                                 client_ip=request.remote_addr, reason=f"not a member of {group}",
                                 details={"path": request.path}))
