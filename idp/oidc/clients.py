@@ -22,6 +22,7 @@ from idp.access.claims import rule_text, validate_rules
 from idp.audit import AuditEvent
 from idp.errors import BadRequest, Conflict, NotFound
 from idp.extensions import db
+from idp.oidc.claims import RESERVED
 from idp.runtime import RequestRows
 from idp.state import device_codes, oidc_codes
 from idp.store import OidcClient, OidcConsent, OidcToken
@@ -132,6 +133,11 @@ def _check_uri(uri: str, label: str, field: str) -> None:
         raise BadRequest(f"{label} {uri!r} uses a scheme that cannot be a redirect target", field=field)
     if len(uri) > 2048:
         raise BadRequest(f"{label} is longer than 2048 characters", field=field)
+    if any(c.isspace() or not c.isprintable() for c in uri):
+        raise BadRequest(f"{label} {uri!r} holds a space or a control character", field=field)
+    if "*" in (parts.hostname or ""):
+        raise BadRequest(f"{label} {uri!r} has a '*' in its host: redirect URIs match exactly, with no wildcards",
+                         field=field)
 
 
 _LOOPBACK = ("localhost", "127.0.0.1", "::1")
@@ -195,6 +201,9 @@ def _validated(options: ClientOptions) -> dict[str, Any]:
         raise BadRequest(f"access token format {options.access_token_format!r} is not one of "
                          f"{', '.join(ACCESS_TOKEN_FORMATS)}", field="access_token_format")
     problems = validate_rules(options.claim_map)
+    names = [str(r.get("name")) for r in options.claim_map]
+    problems += [f"claim {n!r} is the protocol's to set" for n in dict.fromkeys(names) if n in RESERVED]
+    problems += [f"claim {n!r} is given twice" for n in dict.fromkeys(names) if names.count(n) > 1]
     if problems:
         raise BadRequest("claim map: " + "; ".join(problems), field="claim_map")
     return {

@@ -93,6 +93,17 @@ def test_refusals_store_nothing(runner: FlaskCliRunner, tmp_path) -> None:  # ty
     ):
         result = runner.invoke(cli, ["oidc-client", "add", *args])
         assert result.exit_code != 0, args
+    # Found by fuzzing: stored, and then a URI that breaks the listing, a wildcard that never matches, or a claim
+    # dropped at every token (the protocol sets sub) or released twice under one name.
+    cb = ["--name", "x", "--redirect-uri"]
+    for args, said in (
+        ([*cb, "https://c.example.test/a\nb"], "holds a space or a control character"),
+        ([*cb, "https://*.example.test/cb"], "has a '*' in its host"),
+        ([*cb, "https://c.example.test/cb", "--claim", "email=sub"], "claim 'sub' is the protocol's to set"),
+        ([*cb, "https://c.example.test/cb", "--claim", "email=x", "--claim", "groups=x"], "claim 'x' is given twice"),
+    ):
+        result = runner.invoke(cli, ["oidc-client", "add", *args])
+        assert result.exit_code == 1 and said in result.output, (args, result.output)
     assert clients.all_clients() == []
 
 
