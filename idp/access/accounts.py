@@ -43,6 +43,14 @@ def _signin_url(value: str) -> str:
     if not _SIGNIN_URL.fullmatch(value):
         raise BadRequest(f"the sign-in URL must be an AWS sign-in SAML endpoint such as "
                          f"https://us-east-1.signin.aws.amazon.com/saml, not {value!r}", field="signin_url")
+    # Imported here: the portal's launch reads the access model. A console launch posts only to an endpoint of
+    # AWS's metadata: another (a region it does not list, a typo) would be stored and then fail every launch.
+    from idp.portal.aws import signin_urls
+
+    known = signin_urls()
+    if known is not None and value not in known:
+        raise BadRequest(f"{value} is not among the sign-in endpoints of AWS's SAML metadata; use "
+                         "https://signin.aws.amazon.com/saml or a regional one it lists", field="signin_url")
     return value
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from pathlib import Path
 
 from flask import Response, redirect, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
@@ -35,16 +36,40 @@ _SP_OPTIONS = providers.SpOptions(nameid_format="persistent", attribute_map=(), 
                                   sign_response=True)
 
 
-def ensure_sp(actor: str) -> None:
-    """AWS sign-in as a registered SP (AWS's metadata, METADATA_NAME), registering it on first use."""
-    if providers.get(AWS_ENTITY_ID) is not None:
-        return
+def signin_urls() -> tuple[str, ...] | None:
+    """The AWS sign-in endpoints a console launch may post to: the POST ACS endpoints of the registered AWS SP,
+    or of its metadata file before the first launch registers it; None when neither can be read (the launch
+    says why)."""
+    sp = providers.get(AWS_ENTITY_ID)
+    try:
+        md = providers.metadata_of(sp) if sp is not None else parse_sp_metadata(_metadata_path().read_bytes())
+    except (OSError, MetadataError, _NoMetadata):
+        return None
+    return tuple(e.location for e in md.acs)
+
+
+class _NoMetadata(Exception):
+    pass
+
+
+def _metadata_path() -> Path:
     # The operator's presets folder first, then the repository's (a checkout with presets of its own).
     paths = [folder / METADATA_NAME for folder in dict.fromkeys((presets.presets_dir(), presets.DEFAULT_DIR))]
     path = next((p for p in paths if p.is_file()), None)
     if path is None:
-        raise _not_set_up(f"{METADATA_NAME} is in none of {', '.join(str(p.parent) for p in paths)} "
+        raise _NoMetadata(f"{METADATA_NAME} is in none of {', '.join(str(p.parent) for p in paths)} "
                           "(set IDP_PRESETS_DIR to the presets folder)")
+    return path
+
+
+def ensure_sp(actor: str) -> None:
+    """AWS sign-in as a registered SP (AWS's metadata, METADATA_NAME), registering it on first use."""
+    if providers.get(AWS_ENTITY_ID) is not None:
+        return
+    try:
+        path = _metadata_path()
+    except _NoMetadata as exc:
+        raise _not_set_up(str(exc)) from None
     try:
         xml = path.read_bytes()
         entity_id = parse_sp_metadata(xml).entity_id

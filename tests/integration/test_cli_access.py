@@ -149,6 +149,9 @@ def test_account_add_list_show_move_remove(runner: FlaskCliRunner) -> None:
     ([A1, "--saml-provider-arn", arn(A1), "--signin-url", "http://signin.aws.amazon.com/saml"], "AWS sign-in SAML"),
     ([A1, "--saml-provider-arn", arn(A1), "--signin-url", "https://signin.aws.amazon.com.evil.test/saml"],
      "AWS sign-in SAML endpoint"),
+    # Of AWS's form, but not an endpoint its metadata lists: every console launch would then fail.
+    ([A1, "--saml-provider-arn", arn(A1), "--signin-url", "https://mx-central-9.signin.aws.amazon.com/saml"],
+     "is not among the sign-in endpoints of AWS's SAML metadata"),
     ([A1, "--saml-provider-arn", arn(A1), "--ou", "Nowhere"], "no organizational unit 'Nowhere'"),
 ])
 def test_account_refusals(runner: FlaskCliRunner, args: list[str], message: str) -> None:
