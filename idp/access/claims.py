@@ -114,6 +114,7 @@ class ReleasedAttribute:
 
 def validate_rules(rules: Iterable[Mapping[str, Any]]) -> list[str]:
     """Problems in a release map, for the CLI/admin to refuse it before it is stored."""
+    rules = list(rules)
     problems: list[str] = []
     for i, rule in enumerate(rules):
         source = rule.get("attribute")
@@ -129,6 +130,9 @@ def validate_rules(rules: Iterable[Mapping[str, Any]]) -> list[str]:
         problems.extend(f"rule {i + 1}: '{key}' may not contain a control character" for key in
                         ("name", "friendly_name", "name_format")
                         if isinstance(rule.get(key), str) and not fits_xml(rule[key]))
+    names = [str(r.get("name")) for r in rules if r.get("name")]
+    # Two values under one name: an SP or client keeps one of them, whichever it reads last.
+    problems.extend(f"the name {n!r} is given twice" for n in dict.fromkeys(names) if names.count(n) > 1)
     return problems
 
 

@@ -203,7 +203,6 @@ def _validated(options: ClientOptions) -> dict[str, Any]:
     problems = validate_rules(options.claim_map)
     names = [str(r.get("name")) for r in options.claim_map]
     problems += [f"claim {n!r} is the protocol's to set" for n in dict.fromkeys(names) if n in RESERVED]
-    problems += [f"claim {n!r} is given twice" for n in dict.fromkeys(names) if names.count(n) > 1]
     if problems:
         raise BadRequest("claim map: " + "; ".join(problems), field="claim_map")
     return {

@@ -337,6 +337,10 @@ def _given(options: SpOptions) -> dict[str, Any]:
     if "attribute_map" in values:
         values["attribute_map"] = [attribute_rule(r.get("attribute", ""), r.get("name", ""), r.get("name_format"),
                                                   r.get("roles")) for r in values["attribute_map"]]
+        names = [r["name"] for r in values["attribute_map"]]
+        twice = [n for n in dict.fromkeys(names) if names.count(n) > 1]
+        if twice:  # the SP keeps one of the two values, whichever it reads last
+            raise BadRequest(f"the name {twice[0]!r} is given twice", field="attribute_map")
     return values
 
 

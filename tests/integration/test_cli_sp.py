@@ -118,6 +118,9 @@ def test_unusable_sources_and_options_are_refused(runner: FlaskCliRunner, md_fil
     assert "name format 'weird'" in err
     assert "NameID format 'kerberos' is not supported" in refused(
         runner, "sp", "add", "--metadata", str(md_file), "--nameid-format", "kerberos")
+    # Two attributes of one name: the SP keeps one, whichever it reads last.
+    assert "the name 'a' is given twice" in refused(runner, "sp", "add", "--metadata", str(md_file),
+                                                    "--attribute", "email=a", "--attribute", "groups=a")
     assert sp_count() == 0
 
 

@@ -100,7 +100,8 @@ def test_refusals_store_nothing(runner: FlaskCliRunner, tmp_path) -> None:  # ty
         ([*cb, "https://c.example.test/a\nb"], "holds a space or a control character"),
         ([*cb, "https://*.example.test/cb"], "has a '*' in its host"),
         ([*cb, "https://c.example.test/cb", "--claim", "email=sub"], "claim 'sub' is the protocol's to set"),
-        ([*cb, "https://c.example.test/cb", "--claim", "email=x", "--claim", "groups=x"], "claim 'x' is given twice"),
+        ([*cb, "https://c.example.test/cb", "--claim", "email=x", "--claim", "groups=x"],
+         "the name 'x' is given twice"),
     ):
         result = runner.invoke(cli, ["oidc-client", "add", *args])
         assert result.exit_code == 1 and said in result.output, (args, result.output)
