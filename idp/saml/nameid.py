@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from idp.authn.principal import Principal
 from idp.extensions import db
 from idp.saml.providers import RegisteredSp
+from idp.saml.xmlsafe import fits_xml
 from idp.store import PersistentNameId
 
 EMAIL = "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress"
@@ -59,15 +60,24 @@ def name_id_for(principal: Principal, sp: RegisteredSp, fmt: str) -> NameId:
     if fmt == EMAIL:
         if not principal.email:
             raise NameIdPolicyError("user has no email address for an emailAddress NameID")
-        return NameId(principal.email, EMAIL)
+        return NameId(_whole(principal.email), EMAIL)
     if fmt == PERSISTENT:
         # Made whatever the request's AllowCreate says: pysaml2 SPs send "false" by default (README).
         return NameId(persistent_value(principal.user_id, sp.id), PERSISTENT, sp.entity_id)
     if fmt == TRANSIENT:
         return NameId("_" + secrets.token_hex(20), TRANSIENT, sp.entity_id)
     if fmt == UNSPECIFIED:
-        return NameId(principal.username, UNSPECIFIED)
+        return NameId(_whole(principal.username), UNSPECIFIED)
     raise NameIdPolicyError(f"unsupported NameID format: {fmt}")
+
+
+def _whole(value: str) -> str:
+    """A NameID from a directory as it is: one holding a character XML cannot carry is refused, not written
+    without it, which could name another account at the SP ("ceo\x01@corp" is not "ceo@corp")."""
+    if not fits_xml(value):
+        raise NameIdPolicyError("the user's name or email holds a character XML cannot carry (a control "
+                                "character): fix it in the directory")
+    return value
 
 
 # Built once: it runs for every assertion with a persistent NameID.

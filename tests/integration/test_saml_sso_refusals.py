@@ -21,12 +21,14 @@ from lxml import etree
 from onelogin.saml2.authn_request import OneLogin_Saml2_Authn_Request
 from onelogin.saml2.utils import OneLogin_Saml2_Utils
 from saml_peers import ATTRIBUTE_MAP, NAMEID_EMAIL, SP_ACS_URL, OneLoginSp, read_post_form, register_sp, sp_keys
+from sqlalchemy import update
 
 from idp import audit
 from idp.authn import directory
 from idp.extensions import db
 from idp.saml import providers
 from idp.saml.providers import SpOptions
+from idp.store import User
 
 PASSWORD = "correct horse battery"
 SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
@@ -272,6 +274,19 @@ def test_email_nameid_for_a_user_without_email(client: FlaskClient, app: Flask) 
     page = sign_in_and_continue(client, client.get(local(url)))
     form = read_post_form(page.get_data(as_text=True))
     assert status_codes(form.fields)[-1] == "urn:oasis:names:tc:SAML:2.0:status:InvalidNameIDPolicy"
+    assert responses_issued() == 0
+
+
+def test_an_email_nameid_xml_cannot_carry_is_refused_not_rewritten(client: FlaskClient, app: Flask) -> None:
+    # As a directory may hold it: written without the control character, it would name ceo@corp.test.
+    make_user("alice", PASSWORD)
+    db.session.execute(update(User).where(User.username == "alice").values(email="ceo\x01@corp.test"))
+    db.session.commit()
+    sp = register(client, nameid_format=NAMEID_EMAIL)
+    url, _ = sp.redirect_login("rs")
+    form = read_post_form(sign_in_and_continue(client, client.get(local(url))).get_data(as_text=True))
+    assert status_codes(form.fields)[-1] == "urn:oasis:names:tc:SAML:2.0:status:InvalidNameIDPolicy"
+    assert "ceo@corp.test" not in base64.b64decode(form.fields["SAMLResponse"]).decode()
     assert responses_issued() == 0
 
 
