@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,13 @@ def read_json_file(path: str) -> Any:
         raise BadRequest(f"{path} is not JSON: nested too deeply") from None
     except ValueError as exc:
         raise BadRequest(f"{path} is not JSON: {exc}") from None
+
+
+def stdin_line() -> str:
+    """One line of stdin (a password), without its line ending. Read as bytes: a text stdin decodes strictly under
+    a UTF-8 locale, and bytes that are not UTF-8 then raised before anyone could say so; they come back as lone
+    surrogates, which the callers refuse (idp.text.unstorable_text)."""
+    return sys.stdin.buffer.readline().decode("utf-8", "surrogateescape").rstrip("\r\n")
 
 
 def actor() -> str:

@@ -52,7 +52,7 @@ def list_(as_json: bool) -> None:
 
 
 @token.command("revoke")
-@click.argument("token_id", type=click.IntRange(1, 2**63 - 1))  # a database id: larger is no token (and no int64)
+@click.argument("token_id", type=click.IntRange(1, 2**31 - 1))  # a database id (INTEGER): larger is no token
 def revoke(token_id: int) -> None:
     """Revoke a token at once."""
     tokens.revoke(token_id, actor=actor())

@@ -7,7 +7,6 @@ read in the process list and which lands in shell history).
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -15,7 +14,7 @@ import click
 from flask.cli import AppGroup
 
 from idp.authn import directory, passwords
-from idp.cli_support import actor
+from idp.cli_support import actor, stdin_line
 from idp.store import Group, User
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -31,8 +30,7 @@ def _check_length(value: str) -> str:
 
 def read_password(from_stdin: bool) -> str:
     if from_stdin:
-        line = sys.stdin.readline()
-        password = line.rstrip("\r\n")
+        password = stdin_line()
         if not password:
             raise click.ClickException("no password on stdin")
         try:

@@ -402,7 +402,9 @@ def _leave(group: str, username: str, form: ConfirmForm, back: str) -> Page:
     warning = None
     member = directory.get_user(username)
     # A directory that reports a group of that name keeps the user in it whatever the local membership.
-    if group == settings().admin_group and (member is None or group not in (member.external_groups or ())):
+    admins = settings().admin_group.casefold()  # in any case, as Principal.in_group
+    if group.casefold() == admins and (member is None or admins not in
+                                       {g.casefold() for g in member.external_groups or ()}):
         warning = (f"{group} is the admin group: {username} can no longer use these pages"
                    + (", and neither can you, from your next page." if username == admin().username else "."))
 

@@ -16,7 +16,7 @@ import click
 from flask.cli import AppGroup
 
 from idp.authn.connectors import admin, bind_passwords, chain
-from idp.cli_support import actor
+from idp.cli_support import actor, stdin_line
 from idp.errors import DirectoryUnavailable
 from idp.extensions import db
 from idp.text import unstorable_text
@@ -75,14 +75,14 @@ def directory_add(name: str, kind: str, urls: tuple[str, ...], base_dn: str, bin
         raise click.UsageError("use --bind-password-stdin or --bind-password-file, not both")
     password = None
     if bind_password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
+        password = stdin_line()
         if not password:
             raise click.ClickException("no password on stdin")
         if unstorable_text(password):
             raise click.ClickException("the password on stdin is not UTF-8 text (or holds a NUL character)")
-    if bind_password_file is not None:
+    if bind_password_file is not None and not no_probe:  # (a file only the pods see is for --no-probe)
         try:
-            bind_passwords.read_file(bind_password_file, name)  # checked now, whether the servers are asked or not
+            bind_passwords.read_file(bind_password_file, name)
         except DirectoryUnavailable as exc:
             raise click.ClickException(exc.reason.removeprefix(f"directory {name}: ")) from None
     values: dict[str, Any] = {
