@@ -184,7 +184,9 @@ def parse_sp_metadata(xml: bytes) -> SpMetadata:
     if len(xml) > METADATA_MAX_BYTES:
         raise MetadataError(f"metadata is too large ({len(xml)} bytes; the limit is {METADATA_MAX_BYTES})")
     try:
-        root = parse_xml(xml, max_bytes=METADATA_MAX_BYTES)
+        # Processing instructions are harmless here (nothing in metadata is checked against a signature), and
+        # metadata stored before they were refused in messages must still be read.
+        root = parse_xml(xml, max_bytes=METADATA_MAX_BYTES, processing_instructions=True)
     except XmlRefused as exc:
         raise MetadataError(f"metadata is not usable XML: {exc.message}") from None
     if not isinstance(root.tag, str) or root.tag != f"{{{MD}}}EntityDescriptor":
@@ -216,7 +218,7 @@ def parse_sp_metadata(xml: bytes) -> SpMetadata:
     slo = _endpoints(descriptor, "SingleLogoutService", (BINDING_REDIRECT, BINDING_POST), "SingleLogoutService")
     signing, encryption = _certificates(descriptor)
     formats = tuple(" ".join((el.text or "").split()) for el in descriptor.iterfind(f"{{{MD}}}NameIDFormat"))
-    ends = [_instant(v) for v in (root.get("validUntil"), descriptor.get("validUntil")) if v is not None]
+    ends = [e for e in (_instant(v) for v in (root.get("validUntil"), descriptor.get("validUntil"))) if e is not None]
     return SpMetadata(
         entity_id=entity_id,
         acs=acs,
@@ -230,12 +232,16 @@ def parse_sp_metadata(xml: bytes) -> SpMetadata:
     )
 
 
-def _instant(value: str) -> datetime:
-    """An xs:dateTime (the schema has checked its form); one without a zone is taken as UTC."""
+def _instant(value: str | None) -> datetime | None:
+    """An xs:dateTime (the schema has checked its form); one without a zone is taken as UTC. A form the schema
+    allows and Python does not read (a year beyond 9999, 24:00:00) counts as none: stored metadata is read at
+    every sign-in, and must not stop them for that."""
+    if value is None:
+        return None
     try:
         found = datetime.fromisoformat(value.strip())
-    except ValueError:  # a form the schema allows and Python does not read (a year beyond 9999, 24:00:00)
-        raise MetadataError(f"metadata validUntil {value[:40]!r} cannot be read") from None
+    except ValueError:
+        return None
     return found if found.tzinfo is not None else found.replace(tzinfo=UTC)
 
 

@@ -249,3 +249,10 @@ def test_valid_until_is_the_earliest_of_the_entity_and_its_sp_descriptor() -> No
     assert meta.valid_until == datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)  # no zone: UTC
     assert meta.expired(datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC))
     assert not meta.expired(datetime(2030, 1, 1, tzinfo=UTC))
+
+
+def test_a_valid_until_python_cannot_read_counts_as_none() -> None:
+    # The schema allows 24:00:00 and years beyond 9999; stored metadata is read at every sign-in.
+    for value in ("2030-01-01T24:00:00Z", "10000-01-01T00:00:00Z"):
+        xml = re.sub(r' validUntil="[^"]*"', f' validUntil="{value}"', p3_metadata(), count=1)
+        assert parse_sp_metadata(xml.encode()).valid_until is None
