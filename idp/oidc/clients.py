@@ -151,7 +151,9 @@ def _check_login_url(uri: str) -> None:
         raise BadRequest(f"login URL {uri!r} must use https (http only on a loopback address)", field="login_url")
 
 
-def _validated(options: ClientOptions) -> dict[str, Any]:
+def _validated(options: ClientOptions, stored: OidcClient | None = None) -> dict[str, Any]:
+    """The options as a row's values, or BadRequest. On a change (``stored``), what it keeps as it was is not
+    judged again by checks newer than it: a client stored before them can still be changed otherwise."""
     name = options.name.strip()
     if not name or len(name) > 255:
         raise BadRequest("the name must be 1 to 255 characters", field="name")
@@ -164,9 +166,11 @@ def _validated(options: ClientOptions) -> dict[str, Any]:
         if s not in SCOPES:
             raise BadRequest(f"unknown scope {s!r}; known: {', '.join(SCOPES)}", field="scopes")
     for uri in options.redirect_uris:
-        _check_uri(uri, "redirect URI", "redirect_uris")
+        if stored is None or uri not in stored.redirect_uris:
+            _check_uri(uri, "redirect URI", "redirect_uris")
     for uri in options.post_logout_redirect_uris:
-        _check_uri(uri, "post-logout redirect URI", "post_logout_redirect_uris")
+        if stored is None or uri not in stored.post_logout_redirect_uris:
+            _check_uri(uri, "post-logout redirect URI", "post_logout_redirect_uris")
     if options.login_url is not None:
         _check_login_url(options.login_url)
     if "authorization_code" in grants and not options.redirect_uris:
@@ -200,9 +204,11 @@ def _validated(options: ClientOptions) -> dict[str, Any]:
     if options.access_token_format not in ACCESS_TOKEN_FORMATS:
         raise BadRequest(f"access token format {options.access_token_format!r} is not one of "
                          f"{', '.join(ACCESS_TOKEN_FORMATS)}", field="access_token_format")
-    problems = validate_rules(options.claim_map)
+    unchanged = stored is not None and [dict(r) for r in options.claim_map] == list(stored.claim_map)
+    problems = [] if unchanged else validate_rules(options.claim_map)
     names = [str(r.get("name")) for r in options.claim_map]
-    problems += [f"claim {n!r} is the protocol's to set" for n in dict.fromkeys(names) if n in RESERVED]
+    problems += [] if unchanged else [f"claim {n!r} is the protocol's to set" for n in dict.fromkeys(names)
+                                      if n in RESERVED]
     if problems:
         raise BadRequest("claim map: " + "; ".join(problems), field="claim_map")
     return {
@@ -265,7 +271,7 @@ def update(client_id: str, options: ClientOptions, actor: str, *, commit: bool =
     if options.public != client.public:
         raise BadRequest(f"client '{client_id}' cannot change between public and confidential; register a new one",
                          field="public")
-    values = _validated(options)
+    values = _validated(options, client)
     if _uses_secret(values["auth_method"]) and not _uses_secret(client.auth_method):
         raise BadRequest(f"client '{client_id}' has no secret to authenticate with {values['auth_method']}; "
                          "register a new client", field="auth_method")

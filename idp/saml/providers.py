@@ -321,10 +321,6 @@ def _check_consistent(values: dict[str, Any], meta: SpMetadata) -> None:
             f"cannot require signed requests from '{meta.entity_id}': its metadata has no signing certificate",
             field="require_signed_requests",
         )
-    if meta.authn_requests_signed and not meta.signing_certs:
-        # Sign-ins then ask for a signature (the metadata's word) that nothing here could check: none would pass.
-        raise MetadataError(f"the metadata of '{meta.entity_id}' says AuthnRequestsSigned but has no signing "
-                            "certificate to check its requests with", field="xml")
     name = values["name"]
     if not isinstance(name, str) or not name.strip() or len(name) > 255:
         raise BadRequest("the name must be 1 to 255 characters", field="name")
@@ -363,7 +359,7 @@ def add(xml: bytes, source: str | None, options: SpOptions, actor: str) -> Servi
         meta = parse_sp_metadata(xml)
     except MetadataError as exc:  # the parser's refusals are about the document it is given
         raise MetadataError(exc.message, exc.reason, field="xml") from None
-    _in_date(meta, field="xml")
+    _check_new_metadata(meta, field="xml")
     if get(meta.entity_id) is not None:
         raise Conflict(f"service provider '{meta.entity_id}' is already registered")
     values: dict[str, Any] = {
@@ -423,7 +419,13 @@ def remove(entity_id: str, actor: str) -> None:
     audit.record(audit.AuditEvent(type="sp.remove", actor=actor, sp=entity_id, details={"name": name}))
 
 
-def _in_date(meta: SpMetadata, field: str | None = None) -> None:
+def _check_new_metadata(meta: SpMetadata, field: str | None = None) -> None:
+    """Checks of metadata being stored (add, refresh), not of what is stored: an SP registered before them can
+    still be changed (`sp set`)."""
+    if meta.authn_requests_signed and not meta.signing_certs:
+        # Sign-ins then ask for a signature (the metadata's word) that nothing here could check: none would pass.
+        raise MetadataError(f"the metadata of '{meta.entity_id}' says AuthnRequestsSigned but has no signing "
+                            "certificate to check its requests with", field=field)
     if meta.expired(clock.now()):
         assert meta.valid_until is not None
         raise MetadataError(f"the metadata expired on {meta.valid_until.isoformat()} (its validUntil): get a "
@@ -441,7 +443,7 @@ def refresh(entity_id: str, actor: str) -> bool:
         raise MetadataError(
             f"the metadata at {sp.metadata_source} is for '{meta.entity_id}', not '{sp.entity_id}'"
         )
-    _in_date(meta)
+    _check_new_metadata(meta)
     _check_consistent(_settings_of(sp), meta)
     text = _text_of(xml)
     changed = text != sp.metadata_xml

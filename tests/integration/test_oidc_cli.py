@@ -8,6 +8,7 @@ from flask.testing import FlaskCliRunner
 
 from idp import audit
 from idp.cli import cli
+from idp.extensions import db
 from idp.oidc import clients
 from idp.store.oidc import digest
 
@@ -148,3 +149,16 @@ def test_role_options_add_a_role_claim_under_the_groups_scope(runner: FlaskCliRu
                                      "https://x.example.test/cb", "--role", bad])
         assert result.exit_code != 0 and "must look like NAME:GROUP=ROLE" in result.output, result.output
     assert len(clients.all_clients()) == 2
+
+
+def test_a_client_stored_before_a_newer_check_can_still_be_changed(runner: FlaskCliRunner) -> None:
+    # A claim map naming sub passed before sub was refused; refusing it again at every change would leave a
+    # CLI-only operator no way to change the client but to register a new one.
+    creds = json.loads(run(runner, "add", "--name", "Wiki", "--redirect-uri", "https://wiki.example.test/cb", "--json"))
+    row = clients.get_or_404(creds["client_id"])
+    row.claim_map = [*row.claim_map, {"attribute": "email", "name": "sub", "scope": "profile"}]
+    db.session.commit()
+    assert run(runner, "update", creds["client_id"], "--require-pkce").strip().endswith(": require_pkce")
+    result = runner.invoke(cli, ["oidc-client", "add", "--name", "New", "--redirect-uri", "https://n.example.test/cb",
+                                 "--claim", "email=sub"])
+    assert result.exit_code == 1 and "claim 'sub' is the protocol's to set" in result.output
