@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Select, func, or_, select
 
@@ -36,6 +36,8 @@ from idp.store import (
 )
 
 # --- principals -----------------------------------------------------------------------------------------
+
+G = TypeVar("G", Assignment, AppAssignment)
 
 
 @dataclass(frozen=True)
@@ -187,8 +189,9 @@ def assign(principal: str, permission_set: str, *, account: str | None = None, o
     who = resolve_principal(principal)
     pset = require_permission_set(permission_set)
     target, where = _scope(account, ou)
-    # One row per grant (a unique index): an ended one is reused.
-    existing: Assignment | None = db.session.scalar(_assignment_query(who, pset.id, target))
+    # One row per grant (a unique index): an ended one is reused. (Rows of one group in two cases, which the
+    # index, exact in case, let in before names matched in any case: the live one counts.)
+    existing: Assignment | None = _live_first(db.session.scalars(_assignment_query(who, pset.id, target)), now)
     if existing is not None and (existing.until is None or existing.until > now):
         raise Conflict(f"{who.label} already has {pset.name} in {where}{until_text(existing.until, now)}")
     if existing is not None:
@@ -209,10 +212,17 @@ def unassign(principal: str, permission_set: str, *, account: str | None = None,
     who = resolve_principal(principal)
     pset = require_permission_set(permission_set)
     target, where = _scope(account, ou)
-    existing = db.session.scalar(_assignment_query(who, pset.id, target))
-    if existing is None:
+    found = list(db.session.scalars(_assignment_query(who, pset.id, target)))
+    if not found:
         raise NotFound(f"{who.label} has no assignment of {pset.name} in {where}")
-    return _remove(existing, who, pset.name, where, actor)
+    # Every row of the grant (a group's, in any case): one left behind would go on granting it.
+    return [_remove(row, who, pset.name, where, actor) for row in found][-1]
+
+
+def _live_first(rows: Iterable[G], now: datetime) -> G | None:
+    """Of a grant's rows, one that has not ended, else any."""
+    found = list(rows)
+    return next((r for r in found if r.until is None or r.until > now), found[0] if found else None)
 
 
 def require_assignment(assignment_id: int) -> Assignment:
@@ -372,7 +382,7 @@ def assign_app(app_text: str, principal: str, *, until: datetime | None = None, 
     now = clock.now()
     until = check_until(until, now) if until is not None else None
     app, who = resolve_app(app_text), resolve_principal(principal)
-    existing: AppAssignment | None = db.session.scalar(_app_assignments(app, who))
+    existing: AppAssignment | None = _live_first(db.session.scalars(_app_assignments(app, who)), now)
     if existing is not None and (existing.until is None or existing.until > now):
         raise Conflict(f"{app.name} is already assigned to {who.label}{until_text(existing.until, now)}")
     if existing is not None:
@@ -389,10 +399,11 @@ def assign_app(app_text: str, principal: str, *, until: datetime | None = None, 
 
 def unassign_app(app_text: str, principal: str, *, actor: str) -> Assigned:
     app, who = resolve_app(app_text), resolve_principal(principal)
-    existing = db.session.scalar(_app_assignments(app, who))
-    if existing is None:
+    found = list(db.session.scalars(_app_assignments(app, who)))
+    if not found:
         raise NotFound(f"{app.name} is not assigned to {who.label}")
-    db.session.delete(existing)
+    for row in found:  # every row of the grant, as unassign
+        db.session.delete(row)
     audit.record(AuditEvent(type="access.app.unassign", actor=actor, username=who.username, sp=app.key,
                             details={"app": app.name, "kind": app.kind, "principal": who.label}))
     return Assigned(who.label, app.name, f"{app.kind} {app.key}")

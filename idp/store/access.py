@@ -85,6 +85,8 @@ class Assignment(db.Model):  # type: ignore[name-defined,misc]
         CheckConstraint(_ONE_PRINCIPAL, name="assignment_one_principal"),
         CheckConstraint("(account_id IS NULL) <> (ou_id IS NULL)", name="assignment_one_target"),
         Index("ix_assignments_group", "group_name"),
+        # Group names are matched in any case (idp.access.decide): lower(group_name) IN (...) by an index.
+        Index("ix_assignments_group_lower", func.lower(column("group_name"))),
         Index("uq_assignments_grant", "permission_set_id", *_unset_as_zero("user_id", "group_name", "account_id",
                                                                            "ou_id"), unique=True),
     )
@@ -110,6 +112,7 @@ class AppAssignment(db.Model):  # type: ignore[name-defined,misc]
         CheckConstraint(_ONE_PRINCIPAL, name="app_assignment_one_principal"),
         CheckConstraint("(sp_id IS NULL) <> (client_id IS NULL)", name="app_assignment_one_app"),
         Index("ix_app_assignments_group", "group_name"),
+        Index("ix_app_assignments_group_lower", func.lower(column("group_name"))),
         Index("uq_app_assignments_grant", *_unset_as_zero("sp_id", "client_id", "user_id", "group_name"),
               unique=True),
     )
