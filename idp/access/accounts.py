@@ -21,6 +21,7 @@ from idp.database import flushed_unique, lock_for_removal
 from idp.errors import BadRequest, Conflict, NotFound
 from idp.extensions import db
 from idp.store import Account, Assignment, OrganizationalUnit, PermissionSet, User
+from idp.text import check_line
 from idp.urls import split_url
 
 _ACCOUNT_ID = re.compile(r"[0-9]{12}")
@@ -241,7 +242,7 @@ def _account_name(name: str) -> str:
     name = name.strip()
     if not name or len(name) > 255:
         raise BadRequest("an account name is 1 to 255 characters", field="name")
-    return name
+    return check_line(name, "an account name", "name")
 
 
 def add_account(account_id: str, *, name: str, saml_provider_arn: str, ou: str | None = None,

@@ -16,6 +16,7 @@ from idp.database import lock_for_removal
 from idp.errors import BadRequest, Conflict, NotFound
 from idp.extensions import db
 from idp.store import Assignment, PermissionSet
+from idp.text import check_line
 
 # IAM's own character sets: role names, and permission set names in IAM Identity Center.
 _ROLE_NAME = re.compile(r"[\w+=,.@-]{1,64}", re.ASCII)
@@ -56,6 +57,7 @@ def _pset_values(spec: PermissionSetSpec) -> dict[str, Any]:
         description = spec.description.strip()
         if len(description) > 700:
             raise BadRequest("a description is at most 700 characters", field="description")
+        check_line(description, "a description", "description", lines=True)
         out["description"] = description or None
     if spec.managed_policy_arns is not None:
         arns = [a.strip() for a in spec.managed_policy_arns]

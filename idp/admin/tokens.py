@@ -14,6 +14,7 @@ from idp.errors import BadRequest, NotFound
 from idp.extensions import db
 from idp.store import AdminToken
 from idp.store.oidc import digest
+from idp.text import check_line
 
 SCOPES = ("read", "write")
 PREFIX = "idpat_"  # recognisable in a leaked-secret scan
@@ -33,6 +34,7 @@ def create(name: str, scope: str, *, actor: str) -> Created:
     name = name.strip()
     if not name or len(name) > 255:
         raise BadRequest("a token needs a name of 1 to 255 characters")
+    check_line(name, "a token's name")
     if scope not in SCOPES:
         raise BadRequest(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
     token = PREFIX + secrets.token_urlsafe(32)

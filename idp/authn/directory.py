@@ -24,6 +24,7 @@ from idp.errors import BadRequest, Conflict, NotFound
 from idp.extensions import db
 from idp.saml.xmlsafe import fits_xml
 from idp.store import Group, User
+from idp.text import check_line
 
 # Lower-case, no spaces: usernames end up in NameIDs, logs and CLI arguments.
 USERNAME = re.compile(r"[a-z0-9][a-z0-9._@+-]{0,254}")
@@ -252,7 +253,7 @@ def _description(text: str | None) -> str | None:
     text = (text or "").strip() or None
     if text is not None and len(text) > 1024:
         raise BadRequest("a group's description is at most 1024 characters", field="description")
-    return text
+    return check_line(text, "a group's description", "description", lines=True) if text is not None else None
 
 
 def update_group(name: str, *, description: str | None, actor: str) -> Group:

@@ -27,6 +27,7 @@ from idp.runtime import RequestRows
 from idp.state import device_codes, oidc_codes
 from idp.store import OidcClient, OidcConsent, OidcToken
 from idp.store.oidc import PUBLIC_AUTH_METHOD, Client, digest
+from idp.text import check_line
 from idp.urls import split_url
 
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials",
@@ -157,6 +158,7 @@ def _validated(options: ClientOptions, stored: OidcClient | None = None) -> dict
     name = options.name.strip()
     if not name or len(name) > 255:
         raise BadRequest("the name must be 1 to 255 characters", field="name")
+    check_line(name, "the name", "name")
     grants = list(dict.fromkeys(options.grant_types or ("authorization_code", "refresh_token")))
     for g in grants:
         if g not in GRANT_TYPES:

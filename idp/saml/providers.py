@@ -39,6 +39,7 @@ from idp.saml.metadata import (
 )
 from idp.saml.xmlsafe import fits_xml
 from idp.store import ServiceProvider
+from idp.text import check_line
 from idp.urls import split_url
 
 # The attributes we can release, as the claims layer names them.
@@ -324,6 +325,7 @@ def _check_consistent(values: dict[str, Any], meta: SpMetadata) -> None:
     name = values["name"]
     if not isinstance(name, str) or not name.strip() or len(name) > 255:
         raise BadRequest("the name must be 1 to 255 characters", field="name")
+    check_line(name, "the name", "name")
 
 
 def _given(options: SpOptions) -> dict[str, Any]:

@@ -71,3 +71,18 @@ def test_a_bind_password_file_that_is_empty_or_not_text_is_refused_at_add(
     assert f"bind_password_file {tmp_path / 'binary'} is not UTF-8 text" in refused(
         runner, *add, str(tmp_path / "binary")).output
     assert db.session.scalar(select(func.count()).select_from(Directory)) == 0
+
+
+def test_names_and_descriptions_with_control_characters_are_refused(app: Flask, runner: FlaskCliRunner) -> None:
+    """An escape sequence in a name reaches the admin's terminal as a command, and a newline breaks the one-row-
+    per-line listings; a description may hold newlines, not the rest."""
+    esc = "Ops\x1b[31m"
+    refused(runner, "group", "add", "ops", "--description", esc)
+    refused(runner, "oidc-client", "add", "--name", esc, "--redirect-uri", "https://c.example.test/cb")
+    refused(runner, "account", "add", "111122223333", "--name", "Prod\nx",
+            "--saml-provider-arn", "arn:aws:iam::111122223333:saml-provider/bridge")
+    refused(runner, "admin", "token", "create", "--scope", "read", "--name", "ci\nbot")
+    assert "may not contain a control character" in refused(
+        runner, "permission-set", "add", "Admin", "--session-duration", "1", "--description", esc).output
+    assert runner.invoke(cli, ["group", "add", "ops", "--description", "line one\nline two"]).exit_code == 0
+    assert clients.all_clients() == []
