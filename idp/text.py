@@ -13,9 +13,9 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def check_line(value: str, label: str, field: str | None = None, *, lines: bool = False) -> str:
-    """``value`` when it holds no control character (a newline too when ``lines``, for a description);
-    BadRequest naming ``label`` otherwise."""
-    if _CONTROL.search(value.replace("\n", "") if lines else value):
+    """``value`` when it holds no control character (but line breaks when ``lines``, for a description: a
+    browser sends a textarea's as CR LF); BadRequest naming ``label`` otherwise."""
+    if _CONTROL.search(value.replace("\r", "").replace("\n", "") if lines else value):
         raise BadRequest(f"{label} may not contain a control character", field=field)
     return value
 

@@ -172,7 +172,8 @@ POLICY = '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": 
 
 
 def pset_form(**values: str) -> dict[str, str]:
-    return {"session_hours": "4", "role_name": "", "description": "Looks, does not touch",
+    # The description as a browser posts a textarea: lines end with CR LF.
+    return {"session_hours": "4", "role_name": "", "description": "Looks,\r\ndoes not touch",
             "managed_policy_arns": "arn:aws:iam::aws:policy/ReadOnlyAccess\n\narn:aws:iam::111122223333:policy/Extra\n",
             "inline_policy": POLICY, "relay_state": "https://console.aws.amazon.com/s3/", "mfa_required": "y",
             **values}
@@ -188,8 +189,9 @@ def test_add_a_permission_set(admin: FlaskClient) -> None:
     assert pset.inline_policy["Statement"][0]["Action"] == "s3:Get*"
     assert pset.relay_state == "https://console.aws.amazon.com/s3/"
     assert by_admin("access.permission_set.add")[0].details["permission_set"] == "Auditor"
+    assert pset.description == "Looks,\r\ndoes not touch"
     listed = text(admin.get("/admin/permission-sets"))
-    assert "Auditor" in listed and "Looks, does not touch" in listed
+    assert "Auditor" in listed and "Looks," in listed
 
 
 @pytest.mark.parametrize(("values", "field", "reason"), [
@@ -204,6 +206,7 @@ def test_add_a_permission_set(admin: FlaskClient) -> None:
     ({"role_name": "has space"}, "role_name", "invalid IAM role name"),
     ({"name": "no/slash"}, "name", "invalid permission set name"),
     ({"name": "ReadOnly"}, "name", "already exists"),
+    ({"description": "Looks\x1b[31m"}, "description", "may not contain a control character"),
 ])
 def test_permission_set_refusals_are_shown_next_to_the_field(admin: FlaskClient, values: dict[str, str], field: str,
                                                              reason: str) -> None:
