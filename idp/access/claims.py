@@ -44,7 +44,8 @@ ROLES = "roles"
 
 def mapped_roles(principal: Principal, roles: Mapping[str, Iterable[str]]) -> tuple[str, ...]:
     """The roles of every group the principal is in, in the map's order, each once."""
-    return tuple(dict.fromkeys(r for group, rs in roles.items() if principal.in_group(group) for r in rs if r))
+    groups = {g.casefold() for g in principal.groups}  # in any case, as Principal.in_group; folded once
+    return tuple(dict.fromkeys(r for group, rs in roles.items() if group.casefold() in groups for r in rs if r))
 
 
 def parse_role_spec(spec: str) -> tuple[str, str, str]:
