@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import secrets
@@ -22,14 +23,18 @@ RESOURCE = "https://api.bench.example"
 
 def install() -> Path:
     """oidc-provider at VERSION under PEERS, and our script beside it (node resolves 'oidc-provider' from the
-    importing file's folder)."""
+    importing file's folder). One process at a time (CI's two passes run the benchmarks at once): npm writes the
+    package's package.json before its index.js, and another process that saw the first went on to a node that
+    could not load it."""
     installed = PEERS / "node_modules" / "oidc-provider" / "package.json"
-    if not installed.exists() or json.loads(installed.read_text())["version"] != VERSION:
-        PEERS.mkdir(parents=True, exist_ok=True)
-        run(["npm", "install", "--no-audit", "--no-fund", "--no-save", "--prefix", str(PEERS),
-             f"oidc-provider@{VERSION}"], timeout=600)
-    script = PEERS / SCRIPT.name
-    shutil.copyfile(SCRIPT, script)
+    PEERS.mkdir(parents=True, exist_ok=True)
+    with open(PEERS / ".install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not installed.exists() or json.loads(installed.read_text())["version"] != VERSION:
+            run(["npm", "install", "--no-audit", "--no-fund", "--no-save", "--prefix", str(PEERS),
+                 f"oidc-provider@{VERSION}"], timeout=600)
+        script = PEERS / SCRIPT.name
+        shutil.copyfile(SCRIPT, script)
     return script
 
 
