@@ -143,9 +143,7 @@ def data_dir_lock(data_dir: Path) -> Iterator[None]:
     try:
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         fh = open(data_dir / ".lock", "w")  # noqa: SIM115 (closed below, after the work it guards)
-        owner = data_dir.stat()
-        if os.geteuid() == 0 and owner.st_uid != 0:  # made by root (sudo idp ...): the server must open it too
-            os.chown(data_dir / ".lock", owner.st_uid, owner.st_gid)
+        give_to_owner(data_dir, data_dir / ".lock")  # made by root (sudo idp ...): the server must open it too
     except OSError as exc:
         raise KeyError_(f"IDP_DATA_DIR: cannot use {data_dir} ({exc.strerror}); it must be a directory this "
                         "user can write to") from exc
@@ -155,6 +153,17 @@ def data_dir_lock(data_dir: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def give_to_owner(folder: Path, *paths: Path) -> None:
+    """Files root writes into a folder another user owns (`sudo idp keys rotate` beside a server that runs as its
+    own user) become that user's: a key of root's, mode 0600, would fail every signature."""
+    if os.geteuid() != 0:
+        return
+    owner = folder.stat()
+    if owner.st_uid != 0:
+        for path in paths:
+            os.chown(path, owner.st_uid, owner.st_gid)
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -441,24 +450,14 @@ class KeyStore:
         key_pem, cert_pem = generate_key_pair(urlsplit(self.settings.base_url).hostname or "idp", self.kind)
         write_private(self.dir / f"{kid}.key", key_pem)
         (self.dir / f"{kid}.crt").write_bytes(cert_pem)
-        self._give_to_owner(self.dir / f"{kid}.key", self.dir / f"{kid}.crt")
+        give_to_owner(self.dir, self.dir / f"{kid}.key", self.dir / f"{kid}.crt")
         return kid
 
     def _write_manifest(self, entries: list[dict[str, str]]) -> None:
         tmp = self.manifest.with_suffix(".tmp")
         tmp.write_text(json.dumps({"keys": entries}, indent=2))
-        self._give_to_owner(tmp)
+        give_to_owner(self.dir, tmp)
         tmp.replace(self.manifest)  # atomic: a reader never sees half a manifest
-
-    def _give_to_owner(self, *paths: Path) -> None:
-        """Files root writes into a ring another user owns (`sudo idp keys rotate` beside a server that runs as
-        its own user) become that user's: a key of root's, mode 0600, would fail every signature."""
-        if os.geteuid() != 0:
-            return
-        owner = self.dir.stat()
-        if owner.st_uid != 0:
-            for path in paths:
-                os.chown(path, owner.st_uid, owner.st_gid)
 
     def _entries(self) -> list[dict[str, str]]:
         """The manifest's entries, checked: KeyError_ for a manifest not ours, or whose ring has no signing key

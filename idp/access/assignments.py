@@ -12,11 +12,11 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select, func, or_, select
+from sqlalchemy import ColumnElement, Select, or_, select
 
 from idp import audit, clock
 from idp.access.accounts import require_account, require_ou, until_text
-from idp.access.decide import AWS_ENTITY_ID, EVERYTHING, Grant, RoleGrant, authorize
+from idp.access.decide import AWS_ENTITY_ID, EVERYTHING, Grant, RoleGrant, authorize, group_named
 from idp.access.permission_sets import require_permission_set
 from idp.audit import AuditEvent
 from idp.authn import directory
@@ -53,9 +53,8 @@ class Who:
         return f"group {self.group_name}" if self.group_name is not None else f"user {self.username}"
 
     def matches(self, model: type[Assignment] | type[AppAssignment]) -> ColumnElement[bool]:
-        if self.group_name is not None:  # in any case, as access is decided (Principal.in_group)
-            return or_(model.group_name == self.group_name,
-                       func.lower(model.group_name) == self.group_name.lower())
+        if self.group_name is not None:  # in any case, as access is decided
+            return group_named(model, [self.group_name])
         return model.user_id == self.user_id
 
 
@@ -72,8 +71,7 @@ def _known_group(name: str) -> bool:
     if directory.get_group(name) is not None:
         return True
     for model in (Assignment, AppAssignment):
-        if db.session.scalar(select(model.id).where(or_(model.group_name == name, func.lower(model.group_name)
-                                                        == name.lower())).limit(1)) is not None:
+        if db.session.scalar(select(model.id).where(group_named(model, [name])).limit(1)) is not None:
             return True
     rows = db.session.scalars(select(User.external_groups).where(User.external_groups.is_not(None)))
     wanted = name.casefold()
