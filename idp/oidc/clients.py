@@ -22,6 +22,7 @@ from idp.access.claims import rule_text, validate_rules
 from idp.audit import AuditEvent
 from idp.errors import BadRequest, Conflict, NotFound
 from idp.extensions import db
+from idp.key_strength import weakness
 from idp.oidc.claims import RESERVED
 from idp.runtime import RequestRows
 from idp.state import device_codes, oidc_codes
@@ -198,6 +199,10 @@ def _validated(options: ClientOptions, stored: OidcClient | None = None) -> dict
             raise BadRequest(f"the client's JWKS cannot be read: {exc}", field="jwks") from exc
         if any(k.is_private for k in keys.keys):
             raise BadRequest("the client's JWKS contains a private key; give only its public keys", field="jwks")
+        for key in keys.keys if stored is None or jwks != stored.jwks else ():
+            reason = weakness(key.public_key)
+            if reason is not None:
+                raise BadRequest(f"the client's key {key.kid or ''!r} is {reason}", field="jwks")
     elif jwks:
         raise BadRequest("a JWKS is only used with --auth-method private_key_jwt", field="jwks")
     if options.id_token_alg not in ID_TOKEN_ALGS:

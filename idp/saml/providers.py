@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import requests
+from cryptography import x509
 from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
@@ -28,6 +29,7 @@ from idp.access.claims import ROLES, rule_text, validate_rules
 from idp.errors import BadRequest, Conflict, NotFound
 from idp.extensions import db
 from idp.files import read_bounded
+from idp.key_strength import weakness
 from idp.runtime import RequestRows
 from idp.saml.metadata import (
     METADATA_MAX_BYTES,
@@ -362,6 +364,8 @@ def add(xml: bytes, source: str | None, options: SpOptions, actor: str) -> Servi
     except MetadataError as exc:  # the parser's refusals are about the document it is given
         raise MetadataError(exc.message, exc.reason, field="xml") from None
     _check_new_metadata(meta, field="xml")
+    # XML allows a newline or tab by reference (&#10;) and the C1 controls: they would break the listings.
+    check_line(meta.entity_id, "the metadata's entityID", "xml")
     if get(meta.entity_id) is not None:
         raise Conflict(f"service provider '{meta.entity_id}' is already registered")
     values: dict[str, Any] = {
@@ -432,6 +436,12 @@ def _check_new_metadata(meta: SpMetadata, field: str | None = None) -> None:
         assert meta.valid_until is not None
         raise MetadataError(f"the metadata expired on {meta.valid_until.isoformat()} (its validUntil): get a "
                             "current copy from the service provider", field=field)
+    for cert_b64 in dict.fromkeys(meta.signing_certs + meta.encryption_certs):
+        cert = x509.load_der_x509_certificate(base64.b64decode(cert_b64))  # the parser has read it already
+        reason = weakness(cert.public_key())
+        if reason is not None:
+            raise MetadataError(f"the metadata's certificate {cert.subject.rfc4514_string()!r} holds {reason}: "
+                                "ask the service provider for a stronger key", field=field)
 
 
 def refresh(entity_id: str, actor: str) -> bool:

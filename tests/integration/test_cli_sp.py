@@ -272,3 +272,60 @@ def test_metadata_asking_for_signed_requests_without_a_key_to_check_them_is_refu
     err = refused(runner, "sp", "add", "--metadata", str(md_file), "--no-require-signed-requests")
     assert "says AuthnRequestsSigned but has no signing certificate to check its requests with" in err
     assert sp_count() == 0
+
+
+def _weak_keys() -> tuple[bytes, bytes]:
+    """An SP's 1024-bit RSA key and its self-signed certificate."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505 (the weak key under test)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "weak sp")])
+    start = datetime.now(UTC) - timedelta(minutes=5)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(start)
+            .not_valid_after(start + timedelta(days=365)).sign(key, hashes.SHA256()))
+    return (key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()), cert.public_bytes(serialization.Encoding.PEM))
+
+
+def test_a_certificate_too_weak_to_trust_is_refused_at_add_and_refresh(
+        runner: FlaskCliRunner, http_dir: tuple[str, Path]) -> None:
+    """A 1024-bit RSA key can be factored by a well-funded attacker, who could then sign AuthnRequests and logout
+    messages as the SP. Metadata holding one is refused with the reason; an SP stored with one before this check
+    can still be changed and refreshed to a stronger key."""
+    base, folder = http_dir
+    (folder / "md.xml").write_bytes(python3_saml_metadata(keys=_weak_keys()))
+    err = refused(runner, "sp", "add", "--metadata", f"{base}/md.xml")
+    assert "the metadata's certificate 'CN=weak sp' holds an RSA key of 1024 bits (at least 2048 are needed)" in err
+    assert sp_count() == 0
+    (folder / "md.xml").write_bytes(python3_saml_metadata())
+    ok(runner, "sp", "add", "--metadata", f"{base}/md.xml")
+    strong = providers.get_or_404(SP_ENTITY_ID).metadata_xml
+    (folder / "md.xml").write_bytes(python3_saml_metadata(keys=_weak_keys()))
+    assert "holds an RSA key of 1024 bits" in refused(runner, "sp", "refresh", SP_ENTITY_ID)
+    assert providers.get_or_404(SP_ENTITY_ID).metadata_xml == strong
+    # Stored before the check: still changeable, and a refresh to a strong key passes.
+    providers.get_or_404(SP_ENTITY_ID).metadata_xml = python3_saml_metadata(keys=_weak_keys()).decode()
+    db.session.commit()
+    ok(runner, "sp", "set", SP_ENTITY_ID, "--nameid-format", "transient")
+    (folder / "md.xml").write_bytes(python3_saml_metadata())
+    assert "updated" in ok(runner, "sp", "refresh", SP_ENTITY_ID)
+
+
+def test_an_entity_id_with_a_control_character_is_refused(runner: FlaskCliRunner, md_file: Path) -> None:
+    # XML carries a newline by reference and C1 controls as they are (U+009B is a terminal's CSI).
+    for char in ("&#10;", "\u009b"):
+        xml = md_file.read_bytes().replace(SP_ENTITY_ID.encode(), f"https://sp.example.test/a{char}b".encode(), 1)
+        err = refused(runner, "sp", "add", "--metadata", str(_write(md_file, xml)))
+        assert "the metadata's entityID may not contain a control character" in err, (char, err)
+    assert sp_count() == 0
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path

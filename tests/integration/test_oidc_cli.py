@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from pathlib import Path
 
+import pytest
 from flask.testing import FlaskCliRunner
 
 from idp import audit
 from idp.cli import cli
+from idp.errors import BadRequest
 from idp.extensions import db
 from idp.oidc import clients
 from idp.store.oidc import digest
@@ -107,6 +111,38 @@ def test_refusals_store_nothing(runner: FlaskCliRunner, tmp_path) -> None:  # ty
         result = runner.invoke(cli, ["oidc-client", "add", *args])
         assert result.exit_code == 1 and said in result.output, (args, result.output)
     assert clients.all_clients() == []
+
+
+def test_a_client_key_too_weak_to_trust_is_refused(runner: FlaskCliRunner, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A 1024-bit RSA key can be factored by a well-funded attacker, who could then sign client assertions as the
+    client (private_key_jwt): refused with the reason, as an EC key on a curve below 256 bits would be."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from joserfc.jwk import RSAKey
+
+    def jwks_of(bits: int) -> str:
+        public = rsa.generate_private_key(public_exponent=65537, key_size=bits).public_key()
+        key = RSAKey.import_key(public.public_bytes(serialization.Encoding.PEM,
+                                                    serialization.PublicFormat.SubjectPublicKeyInfo))
+        path = tmp_path / f"jwks-{bits}.json"
+        path.write_text(json.dumps({"keys": [{**key.as_dict(private=False), "kid": f"k{bits}"}]}))
+        return str(path)
+
+    machine = ["--name", "Batch", "--grant", "client_credentials", "--auth-method", "private_key_jwt"]
+    result = runner.invoke(cli, ["oidc-client", "add", *machine, "--jwks-file", jwks_of(1024)])
+    assert result.exit_code == 1, result.output
+    assert "the client's key 'k1024' is an RSA key of 1024 bits (at least 2048 are needed)" in result.output
+    assert "Traceback" not in result.output and clients.all_clients() == []
+    added = json.loads(run(runner, "add", *machine, "--jwks-file", jwks_of(2048), "--json"))
+    weak = json.loads(Path(jwks_of(1024)).read_text())
+    current = clients.options_of(clients.get_or_404(added["client_id"]))
+    with pytest.raises(BadRequest, match="is an RSA key of 1024 bits"):
+        clients.update(added["client_id"], replace(current, jwks=weak), "test")
+    db.session.rollback()
+    # A client stored with such a key before this check can still be changed otherwise.
+    clients.get_or_404(added["client_id"]).jwks = weak
+    db.session.commit()
+    assert run(runner, "update", added["client_id"], "--name", "Batch 2").startswith("updated")
 
 
 def test_claim_options_replace_the_claim_map(runner: FlaskCliRunner) -> None:
