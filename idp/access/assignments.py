@@ -20,7 +20,7 @@ from idp.access.decide import AWS_ENTITY_ID, EVERYTHING, Grant, RoleGrant, autho
 from idp.access.permission_sets import require_permission_set
 from idp.audit import AuditEvent
 from idp.authn import directory
-from idp.authn.principal import Principal, principal_from_user
+from idp.authn.principal import Principal, group_key, principal_from_user
 from idp.database import flushed_unique
 from idp.errors import BadRequest, Conflict, NotFound
 from idp.extensions import db
@@ -74,8 +74,8 @@ def _known_group(name: str) -> bool:
         if db.session.scalar(select(model.id).where(group_named(model, [name])).limit(1)) is not None:
             return True
     rows = db.session.scalars(select(User.external_groups).where(User.external_groups.is_not(None)))
-    wanted = name.casefold()
-    return any(wanted in {g.casefold() for g in groups or ()} for groups in rows)
+    wanted = group_key(name)
+    return any(wanted in {group_key(g) for g in groups or ()} for groups in rows)
 
 
 def resolve_principal(text: str) -> Who:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from idp.authn.principal import Principal
+from idp.authn.principal import Principal, group_key
 from idp.saml.xmlsafe import fits_xml
 
 log = logging.getLogger(__name__)
@@ -44,8 +44,8 @@ ROLES = "roles"
 
 def mapped_roles(principal: Principal, roles: Mapping[str, Iterable[str]]) -> tuple[str, ...]:
     """The roles of every group the principal is in, in the map's order, each once."""
-    groups = {g.casefold() for g in principal.groups}  # in any case, as Principal.in_group; folded once
-    return tuple(dict.fromkeys(r for group, rs in roles.items() if group.casefold() in groups for r in rs if r))
+    groups = {group_key(g) for g in principal.groups}  # in any case, as Principal.in_group; folded once
+    return tuple(dict.fromkeys(r for group, rs in roles.items() if group_key(group) in groups for r in rs if r))
 
 
 def parse_role_spec(spec: str) -> tuple[str, str, str]:

@@ -19,7 +19,7 @@ from sqlalchemy import ColumnElement, and_, func, or_, select
 
 from idp import audit
 from idp.audit import AuditEvent
-from idp.authn.principal import Principal
+from idp.authn.principal import Principal, group_key
 from idp.errors import Forbidden
 from idp.extensions import db
 from idp.oidc import clients
@@ -152,9 +152,10 @@ def _mine(model: type[Assignment] | type[AppAssignment], principal: Principal, n
 
 def group_named(model: type[Assignment] | type[AppAssignment], names: Iterable[str]) -> ColumnElement[bool]:
     """Rows for one of these groups, in any case (Principal.in_group; both indexed, migration 0013). SQL's lower()
-    folds ASCII only, so each name as spelled is asked as well."""
+    folds ASCII only on SQLite, so each name as spelled is asked as well; the names asked are folded in ASCII
+    only (group_key), so a Kelvin sign in a directory's group name is no k."""
     spelled = list(names)
-    return or_(model.group_name.in_(spelled), func.lower(model.group_name).in_({n.lower() for n in spelled}))
+    return or_(model.group_name.in_(spelled), func.lower(model.group_name).in_({group_key(n) for n in spelled}))
 
 
 def _via(row: Assignment | AppAssignment, principal: Principal) -> str:

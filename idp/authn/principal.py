@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,6 +12,15 @@ from sqlalchemy import ColumnElement, Row, Select, bindparam, inspect, select
 
 from idp.extensions import db
 from idp.store import Group, User, group_members
+
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+def group_key(name: str) -> str:
+    """A group name as group names are compared: ASCII letters in any case, every other character as it is, as
+    SQL's lower() folds them on SQLite. Unicode case folding would make a long s (U+017F) an s, a Kelvin sign
+    (U+212A) a k and a ligature two letters: a group so named in a directory would pass for the admin group."""
+    return name.translate(_ASCII_LOWER)
 
 
 @dataclass(frozen=True)
@@ -28,10 +38,10 @@ class Principal:
     mfa: bool = False
 
     def in_group(self, name: str) -> bool:
-        """Group names are matched in any case, as local groups are unique in any case and Active Directory's
-        are case-insensitive: an assignment to group:engineers is Engineers' too."""
-        wanted = name.casefold()
-        return any(g.casefold() == wanted for g in self.groups)
+        """Group names are matched in any case (:func:`group_key`), as local groups are unique in any case and
+        Active Directory's are case-insensitive: an assignment to group:engineers is Engineers' too."""
+        wanted = group_key(name)
+        return any(group_key(g) == wanted for g in self.groups)
 
 
 @dataclass(frozen=True)

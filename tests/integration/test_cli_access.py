@@ -504,6 +504,16 @@ def test_group_names_are_matched_in_any_case(runner: FlaskCliRunner) -> None:
     db.session.commit()
     ok(runner, "unassign", "group:ENGINEERS", "Admin", "--account", A1)
     assert count(Assignment) == 0 and "Admin" not in ok(runner, "access", "show", "alice")
+    # In any case in ASCII only: a directory's group whose name Unicode folds to engineers (a Kelvin sign for k
+    # in another assignment's group, a long s) is another group.
+    ok(runner, "group", "add", "kube-admins")
+    ok(runner, "assign", "group:kube-admins", "Admin", "--account", A1)
+    mallory = make_user("mallory")
+    for groups, admin in ((["\u212aube-admins"], False), (["kube-admin\u017f"], False), (["KUBE-ADMINS"], True)):
+        mallory.external_groups = groups  # as a directory reported them at sign-in
+        db.session.commit()
+        assert ("Admin" in ok(runner, "access", "show", "mallory")) is admin, groups
+    ok(runner, "unassign", "group:kube-admins", "Admin", "--account", A1)
     # A local group is found in any case too (it was "exists" to group add and "no group" to add-member).
     make_user("bob")
     ok(runner, "group", "add-member", "ENGINEERS", "bob")

@@ -5,6 +5,7 @@ read-only, since their profile and groups belong to the directory."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,12 +14,14 @@ import pytest
 import requests
 from conftest import LiveServer
 from helpers import login_http
-from ldap_server import Slapd, directory_config
+from ldap_server import SUFFIX, Slapd, SlapdProcess, directory_config, ldapmodify
+from sqlalchemy import select
 
 from idp import audit
 from idp.authn.connectors.chain import close_all
 from idp.config import Settings
 from idp.extensions import db
+from idp.store import User
 
 # A group of tests/fixtures/directory.ldif: alice and zoë are members, bob is not (he is in staff and auditors).
 ADMIN_GROUP = "engineers"
@@ -86,3 +89,35 @@ def test_the_directory_admins_own_page_is_read_only(idp: LiveServer) -> None:
                          headers={"Referer": f"{idp.url}/admin/groups"})
     assert refused.status_code == 409
     assert "mallory@evil.example" not in alice.get(f"{idp.url}/admin/people/alice", timeout=10).text
+
+
+def test_a_directory_group_named_like_the_admin_group_in_other_letters_is_not_it(
+        make_settings: Callable[..., Settings], spare_slapd: SlapdProcess, tmp_path: Path) -> None:
+    """Whoever may name a group in a directory must not make its members admins with a name that Unicode case
+    folding makes the admin group's: a long s (U+017F) folds to s. Group names match in any case in ASCII only,
+    so bob, in "engineer" + U+017F and not in engineers, is refused; the admin group in capitals is still it.
+    (slapd folds the two names alike in a DN, so the look-alike is made in another branch of the tree.)"""
+    corp = Slapd(ldap_url=spare_slapd.ldap_url, ldaps_url=spare_slapd.ldaps_url, ca_file=spare_slapd.dir / "ca.pem",
+                 wrong_ca_file=spare_slapd.dir / "wrong-ca.pem")
+    lookalike = "engineer\u017f"
+
+    def b64(text: str) -> str:  # LDIF carries non-ASCII values in base64 (RFC 2849)
+        return base64.b64encode(text.encode()).decode()
+
+    ldapmodify(corp.ldap_url, f"dn:: {b64(f'cn={lookalike},ou=services,{SUFFIX}')}\nchangetype: add\n"
+                              f"objectClass: groupOfNames\ncn:: {b64(lookalike)}\nmember: uid=bob,ou=people,{SUFFIX}\n")
+    for admin_group, bob_admits in ((ADMIN_GROUP, False), ("STAFF", True)):
+        server = LiveServer(make_settings, directories=(directory_config(corp, tmp_path),), admin_group=admin_group)
+        try:
+            bob = browser(server, "bob")
+            assert bob.get(f"{server.url}/admin/", timeout=10).status_code == (200 if bob_admits else 403)
+            if not bob_admits:
+                with server.app.app_context():
+                    # The directory did report the group: the refusal is the comparison's.
+                    groups = db.session.scalar(select(User.external_groups).where(User.username == "bob"))
+                    assert lookalike in (groups or [])
+        finally:
+            server.stop()
+            with server.app.app_context():
+                close_all()
+                db.engine.dispose()

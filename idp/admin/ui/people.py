@@ -22,6 +22,7 @@ from idp.admin.ui.paging import paged
 from idp.admin.ui.refusals import place
 from idp.authn import directory
 from idp.authn.connectors.chain import configured
+from idp.authn.principal import group_key
 from idp.errors import Conflict, IdpError, NotFound
 from idp.extensions import db
 from idp.runtime import settings
@@ -402,9 +403,9 @@ def _leave(group: str, username: str, form: ConfirmForm, back: str) -> Page:
     warning = None
     member = directory.get_user(username)
     # A directory that reports a group of that name keeps the user in it whatever the local membership.
-    admins = settings().admin_group.casefold()  # in any case, as Principal.in_group
-    if group.casefold() == admins and (member is None or admins not in
-                                       {g.casefold() for g in member.external_groups or ()}):
+    admins = group_key(settings().admin_group)  # in any case, as Principal.in_group
+    if group_key(group) == admins and (member is None or admins not in
+                                       {group_key(g) for g in member.external_groups or ()}):
         warning = (f"{group} is the admin group: {username} can no longer use these pages"
                    + (", and neither can you, from your next page." if username == admin().username else "."))
 
