@@ -161,7 +161,7 @@ def update_user(username: str, *, actor: str, enabled: bool | None = None, passw
                                  details={"fields": sorted(changes)}))
     if password_hash is not None:
         user.password_hash = password_hash
-        events.append(AuditEvent(type="user.set_password", actor=actor, username=user.username))
+        events.append(_password_set(user, actor))
     if enabled is not None and enabled != user.enabled:
         user.enabled = enabled
         if enabled:
@@ -197,7 +197,15 @@ def enable_user(username: str, *, actor: str) -> None:
 def set_password(username: str, password: str, *, actor: str) -> None:
     user = require_local(require_user(username))
     user.password_hash = passwords.hash_password(password)
-    audit.record(AuditEvent(type="user.set_password", actor=actor, username=user.username))
+    audit.record(_password_set(user, actor))
+
+
+def _password_set(user: User, actor: str) -> AuditEvent:
+    """A new password is how an admin answers a compromised account: whoever signed in with the old one is signed
+    out everywhere (as Okta does), but for who set their own, here."""
+    ended = end_user_sessions(user.id, keep_current=True)
+    return AuditEvent(type="user.set_password", actor=actor, username=user.username,
+                      details={"sessions_ended": ended})
 
 
 def delete_user(username: str, *, actor: str) -> None:

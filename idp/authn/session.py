@@ -196,6 +196,15 @@ def on_session_end(app: Flask, listener: SessionEnded) -> None:
     app.extensions.setdefault(_ENDED, []).append(listener)
 
 
+# And what a user was issued outside any session, when all of theirs are ended for them (end_user_sessions).
+UserEnded = Callable[[int], None]
+_USER_ENDED = "idp.user_ended"
+
+
+def on_user_end(app: Flask, listener: UserEnded) -> None:
+    app.extensions.setdefault(_USER_ENDED, []).append(listener)
+
+
 def current_principal() -> Principal | None:
     sso = current_session()
     return principal_for(sso) if sso is not None else None
@@ -281,12 +290,19 @@ def end_session(sso: SsoSession, reason: str, *, commit: bool = True) -> list[Pa
     return participants
 
 
-def end_user_sessions(user_id: int) -> int:
-    """End every session of a user (disabled, deleted). In the database it does not commit: the caller's
-    change does (Redis forgets the sessions at once)."""
+def end_user_sessions(user_id: int, *, keep_current: bool = False) -> int:
+    """End every session of a user (disabled, deleted, their password reset, refused by their directory), and
+    what they hold outside any session (the OIDC tokens of a device they approved). With ``keep_current``, the
+    session this request comes with stays if it is theirs (who sets their own password stays signed in here).
+    In the database it does not commit: the caller's change does (Redis forgets the sessions at once)."""
     ids = sessions.user_session_ids(user_id)
+    current = current_session() if keep_current else None
+    if current is not None and current.user_id == user_id:
+        ids = [i for i in ids if i != current.id]
     if ids:
         _delete(ids)
+    for listener in current_app.extensions.get(_USER_ENDED, ()):
+        listener(user_id)
     return len(ids)
 
 

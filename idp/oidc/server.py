@@ -206,6 +206,12 @@ def session_ended(ids: list[str], successor: str | None) -> None:
     revoke_tokens(OidcToken.session_id.in_(ids))
 
 
+def user_ended(user_id: int) -> None:
+    """All of a user's sessions were ended for them (disabled, deleted, password reset): the tokens issued in
+    none end too, a device's above all, which signing out of a browser leaves alone."""
+    revoke_tokens(OidcToken.user_id == user_id)
+
+
 def _revoke_code_tokens(code: AuthorizationCode, why: str) -> None:
     """A replayed code: revoke everything issued from it (RFC 6749 4.1.2), audit, and commit now, since the
     token endpoint's own transaction is about to be rolled back with the refusal."""

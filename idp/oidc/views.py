@@ -24,14 +24,14 @@ from idp import audit, clock
 from idp.audit import AuditEvent
 from idp.authn import throttle
 from idp.authn.revalidation import revalidated_principal
-from idp.authn.session import current_principal, login_url, on_session_end
+from idp.authn.session import current_principal, login_url, on_session_end, on_user_end
 from idp.errors import BadRequest
 from idp.extensions import csrf, db
 from idp.keys import EC, RSA
 from idp.oidc import authorize as authz
 from idp.oidc import clients, consent, device_page, logout
 from idp.oidc.claims import user_claims
-from idp.oidc.server import SECRET_AUTH, AccessTokenValidator, server, session_ended, still_given
+from idp.oidc.server import SECRET_AUTH, AccessTokenValidator, server, session_ended, still_given, user_ended
 from idp.runtime import keystore, settings
 from idp.store import User
 
@@ -41,6 +41,7 @@ bp = Blueprint("oidc", __name__)
 @bp.record_once
 def _end_tokens_with_sessions(state: BlueprintSetupState) -> None:
     on_session_end(cast(Flask, state.app), session_ended)
+    on_user_end(cast(Flask, state.app), user_ended)
 
 # Token endpoint answers to a device polling for its user's decision (RFC 8628 3.5).
 POLLING = ("authorization_pending", "slow_down")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import lxml.html
-from admin_ui import by_admin, events, field_errors, flashed, form_errors, post_form, sign_in_admin, text
+from admin_ui import ADMIN, by_admin, events, field_errors, flashed, form_errors, post_form, sign_in_admin, text
 from flask import Flask
 from flask.testing import FlaskClient
 from helpers import DEFAULT_PASSWORD, csrf_token, login, make_user
@@ -155,6 +155,20 @@ def test_set_a_password_typed_twice(app: Flask, client: FlaskClient) -> None:
     assert done.status_code == 303
     assert can_sign_in(app, "ivy", NEW_PASSWORD) and not can_sign_in(app, "ivy", DEFAULT_PASSWORD)
     assert by_admin("user.set_password")[0].username == "ivy"
+
+
+def test_setting_ones_own_password_signs_out_ones_other_sessions_only(app: Flask, client: FlaskClient) -> None:
+    """A new password ends every session signed in with the old one (a stolen account's above all), but the
+    admin who sets their own stays signed in where they set it."""
+    sign_in_admin(client)
+    other = app.test_client()
+    assert login(other, ADMIN, DEFAULT_PASSWORD).status_code == 302
+    page = f"/admin/people/{ADMIN}"
+    done = post_form(client, page, f"{page}/password", {"password": NEW_PASSWORD, "password_again": NEW_PASSWORD})
+    assert done.status_code == 303
+    assert client.get(page).status_code == 200
+    assert other.get(page).status_code == 302  # to the login page
+    assert by_admin("user.set_password")[0].details == {"sessions_ended": 1}
 
 
 def test_group_membership_from_the_user_page(client: FlaskClient) -> None:

@@ -25,6 +25,7 @@ from oidc_peers import (
 from sqlalchemy import select
 
 from idp import audit
+from idp.authn import directory
 from idp.extensions import db
 from idp.oidc import consent
 from idp.oidc.device import find_pending, normalize_user_code
@@ -223,3 +224,51 @@ def test_a_copy_of_the_store_does_not_give_the_user_codes_away(idp: Any, tv: Any
     assert stored and not any(plain in value for value in stored)
     # The code still works as the user types it.
     assert find_pending(code) is not None
+
+
+def _connected_tv(idp: Any, tv: Any, http: requests.Session) -> dict[str, Any]:
+    """The TV's tokens once alice (signed in with ``http``) approved it."""
+    grant = device_authorization(idp, tv.client_id)
+    confirm = post_form(http, open_device_page(http, grant["verification_uri"]), user_code=grant["user_code"])
+    assert "Device connected" in post_form(http, confirm, decision="approve").text
+    token = poll(idp, tv.client_id, grant["device_code"])
+    assert token.status_code == 200, token.text
+    return dict(token.json())
+
+
+def _refresh(idp: Any, tv: Any, token: dict[str, Any]) -> requests.Response:
+    return requests.post(idp.url + "/oauth/token", timeout=10, data={
+        "grant_type": "refresh_token", "refresh_token": token["refresh_token"], "client_id": tv.client_id})
+
+
+def _userinfo(idp: Any, token: dict[str, Any]) -> int:
+    return requests.get(idp.url + "/oauth/userinfo", headers={"Authorization": "Bearer " + token["access_token"]},
+                        timeout=10).status_code
+
+
+def test_a_password_reset_signs_the_user_out_of_browsers_and_devices(idp: Any, tv: Any) -> None:
+    """Resetting the password is how an admin answers a stolen account: whoever holds a session or a device's
+    tokens from before (a phished device approval above all) loses them. Signing out of the browser alone leaves
+    the TV connected, on purpose."""
+    browser = requests.Session()
+    token = _connected_tv(idp, tv, browser)
+    assert browser.get(idp.url + "/", timeout=10, allow_redirects=False).status_code == 200
+    assert _userinfo(idp, token) == 200
+    directory.set_password("alice", "a-new-password-42", actor="cli:root")
+    db.session.commit()
+    assert error_of(_refresh(idp, tv, token)) == "invalid_grant"
+    assert _userinfo(idp, token) == 401
+    assert browser.get(idp.url + "/", timeout=10, allow_redirects=False).status_code == 302  # to the login page
+    db.session.expire_all()
+    assert [e.details for e in audit.events(type="user.set_password")] == [{"sessions_ended": 1}]
+
+
+def test_disabling_a_user_ends_their_devices_for_good(idp: Any, tv: Any) -> None:
+    """Disabled, then enabled again (the usual answer to an incident): the TV's refresh token stays dead."""
+    token = _connected_tv(idp, tv, requests.Session())
+    directory.disable_user("alice", actor="cli:root")
+    db.session.commit()
+    directory.enable_user("alice", actor="cli:root")
+    db.session.commit()
+    assert error_of(_refresh(idp, tv, token)) == "invalid_grant"
+    assert _userinfo(idp, token) == 401
