@@ -19,7 +19,7 @@ def read(hint: str) -> dict[str, Any]:
     keys = KeySet([k.jwk for kind in (RSA, EC) for k in keystore(kind).ring().published])
     try:
         token = jwt.decode(hint, keys, algorithms=["RS256", "ES256"])
-    except (JoseError, ValueError) as exc:
+    except (JoseError, ValueError, TypeError) as exc:  # TypeError: joserfc on a crit header that is no list
         raise ValueError("the id_token_hint is not an ID token of ours") from exc
     # A JWT access token has the same key, issuer and audience as an ID token; taken as a hint, it would let
     # whoever holds it (a resource server) end the user's session. Media types compare case-insensitively and

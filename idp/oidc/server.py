@@ -581,6 +581,12 @@ class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
             raise InvalidClientError(description="The client does not authenticate with private_key_jwt.")
         return KeySet.import_key_set(client.jwks)  # type: ignore[arg-type]
 
+    def process_assertion_claims(self, assertion: str, resolve_key: Any) -> Any:
+        try:
+            return super().process_assertion_claims(assertion, resolve_key)
+        except TypeError as exc:  # joserfc reads crit before the signature, and raises this when it is no list
+            raise InvalidClientError(description="The client assertion's header is malformed.") from exc
+
     def verify_claims(self, claims: Any) -> None:
         # A client assertion is for one request: one valid for years would be a long-lived secret, and an
         # absurd exp must be a refusal, not an overflow.

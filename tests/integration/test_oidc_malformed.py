@@ -4,6 +4,7 @@ PostgreSQL alike: PostgreSQL refuses to store an over-long value where SQLite si
 from __future__ import annotations
 
 import base64
+import json
 import time
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -48,6 +49,36 @@ def test_an_overlong_nonce_is_invalid_request(app: Flask, client: FlaskClient) -
     reg = register()
     login(client, "alice", PASSWORD)
     assert redirected_error(authorize(client, reg.client_id, nonce="n" * 600)) == "invalid_request"
+
+
+def test_an_id_token_hint_with_a_malformed_crit_header_is_refused_not_a_server_error(
+        app: Flask, client: FlaskClient) -> None:
+    """Found by review: joserfc reads crit before the signature and raised TypeError on a non-list, a 500 for
+    anyone, signed in or not, at logout and at a prompt=none authorization request."""
+    hint = ".".join(base64.urlsafe_b64encode(part).rstrip(b"=").decode()
+                    for part in (b'{"alg":"RS256","crit":true}', b"{}", b"sig"))
+    logout = client.get("/oauth/logout?" + urlencode({"id_token_hint": hint}))
+    assert logout.status_code == 400 and "id_token_hint" in logout.get_data(as_text=True)
+    make_user("alice", PASSWORD)
+    reg = register()
+    login(client, "alice", PASSWORD)
+    assert redirected_error(authorize(client, reg.client_id, prompt="none", id_token_hint=hint)) == "login_required"
+
+
+def test_a_client_assertion_with_a_malformed_crit_header_is_invalid_client(app: Flask, client: FlaskClient) -> None:
+    """The same joserfc TypeError through authlib's private_key_jwt: a 500 for anyone who knows a client id."""
+    from joserfc.jwk import ECKey
+
+    key = ECKey.generate_key("P-256", private=True)
+    reg = register(grant_types=("client_credentials",), auth_method="private_key_jwt", redirect_uris=(),
+                   jwks={"keys": [key.as_dict(private=False)]})
+    claims = json.dumps({"iss": reg.client_id, "sub": reg.client_id}).encode()  # authlib finds the client by them
+    assertion = ".".join(base64.urlsafe_b64encode(part).rstrip(b"=").decode()
+                         for part in (b'{"alg":"ES256","crit":true}', claims, b"sig"))
+    resp = client.post("/oauth/token", data={
+        "grant_type": "client_credentials", "client_id": reg.client_id, "client_assertion": assertion,
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"})
+    assert resp.status_code in (400, 401) and resp.get_json()["error"] == "invalid_client"
 
 
 def test_repeated_scopes_are_stored_once(app: Flask, client: FlaskClient) -> None:
