@@ -123,7 +123,8 @@ def get_or_404(entity_id: str) -> ServiceProvider:
 
 def get_by_id_or_404(sp_id: int) -> ServiceProvider:
     """The SP by its row id, as the admin API and UI name SPs (an entity ID is no good in a URL path)."""
-    sp: ServiceProvider | None = db.session.get(ServiceProvider, sp_id)
+    # Beyond what the id column holds is no SP, not an overflow in the driver (SQLite's is a 500).
+    sp: ServiceProvider | None = db.session.get(ServiceProvider, sp_id) if 0 < sp_id < 2**31 else None
     if sp is None:
         raise NotFound(f"no service provider {sp_id} is registered")
     return sp

@@ -393,6 +393,9 @@ def test_delete_needs_confirmation(admin: Browser) -> None:
     assert "Deleted Wiki." in visible(listing) and "No SAML app is registered yet." in visible(listing)
     assert sp_count() == 0 and [e.sp for e in by_admin("sp.remove")] == [ENTITY_ID]
     admin.get(f"/admin/sps/{sp.id}", status=404)
+    # An id beyond what the column holds is no SP either (it was SQLite's overflow, a 500).
+    for path in ("", "/delete", "/unassign"):
+        admin.get(f"/admin/sps/{2**64}{path}", status=404)
 
 
 # --- OIDC clients ----------------------------------------------------------------------------------------
