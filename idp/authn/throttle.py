@@ -85,24 +85,25 @@ def reserve(username: str) -> Reservation | None:
     allows (counted after the check, all of them were checked before the first was counted). None, holding
     nothing, while the name is locked out or its failures and tries in flight take the limit. A failure counts
     it (:func:`register_failure`); a success or a try never judged gives it back (:func:`release`)."""
-    return _reserve(user_key(username), settings().login_max_failures)
+    return reserve_key(user_key(username), settings().login_max_failures)
 
 
 def reserve_subject(subject: str) -> Reservation | None:
     """The same for the user a connector found, before their password goes to the directory: tries sent at once
     under several spellings of one name (CORP\\alice, OTHER\\alice, alice@corp.example) each have a name counter
     of their own, and only this one sees them all."""
-    return _reserve(subject_key(subject), settings().login_max_failures)
+    return reserve_key(subject_key(subject), settings().login_max_failures)
 
 
 def reserve_address(client_ip: str | None) -> Reservation | None:
     """The same for the client's address: one wrong password for each of many names, sent at once, reaches no
     more password checks than the address's limit. People signing in behind one address (an office's NAT) hold
     it only while their password is checked."""
-    return _reserve(ip_key(client_ip), settings().login_ip_max_failures)
+    return reserve_key(ip_key(client_ip), settings().login_ip_max_failures)
 
 
-def _reserve(key: str, limit: int) -> Reservation | None:
+def reserve_key(key: str, limit: int) -> Reservation | None:
+    """The same under a key of the caller's, for other guessable inputs than passwords (OIDC device user codes)."""
     return Reservation(key, limit) if counters.reserve(key, _limits(limit), now()) else None
 
 

@@ -36,6 +36,19 @@ def _throttle_keys(principal: Principal) -> list[tuple[str, int]]:
             (f"device-ip:{throttle.counted_address(request.remote_addr)}", MAX_FAILURES_PER_ADDRESS)]
 
 
+def _hold(keys: list[tuple[str, int]]) -> list[throttle.Reservation] | None:
+    """One try held against each key before the code is looked up, as a sign-in holds its tries: wrong codes
+    sent at once see each other. None, holding nothing, while any key is locked out or full."""
+    held: list[throttle.Reservation] = []
+    for key, limit in keys:
+        reservation = throttle.reserve_key(key, limit)
+        if reservation is None:
+            throttle.release(*held)
+            return None
+        held.append(reservation)
+    return held
+
+
 def show() -> BaseResponse:
     """GET: the code form, prefilled from ``?user_code=`` (verification_uri_complete)."""
     typed = request.args.get("user_code", "")[:20]
@@ -52,25 +65,30 @@ def submit() -> BaseResponse:
         return redirect(login_url(url_for("oidc.device")))
     principal = principal_for(sso)
     typed = request.form.get("user_code", "")[:64]
-    keys = _throttle_keys(principal)
-    if throttle.locked(*(k for k, _ in keys)):
+    held = _hold(_throttle_keys(principal))
+    if held is None:
         audit_event("oidc.device.code", None, outcome="failure", username=principal.username,
                     reason="locked out after too many wrong user codes")
         return _page("enter", 429, error=LOCKED, user_code=typed)
+    db.session.commit()  # the try held, for entries sent at once to see, before the code is looked up
     code = device.normalize_user_code(typed)
     pending = device.find_pending(code) if code else None
     decision = request.form.get("decision")
-    if pending is None and code and decision is not None and (
-            earlier := device.earlier_decision(code, principal.user_id)) is not None:
-        # The answer sent again (a double click, Back and resend): it stands, and it is no wrong code.
-        return _page("done", approved=earlier)
     if pending is None:
-        started = throttle.count_failures(keys)
+        # The answer sent again (a double click, Back and resend): it stands, and it is no wrong code.
+        earlier = device.earlier_decision(code, principal.user_id) if code and decision is not None else None
+        if earlier is not None:
+            throttle.release(*held)
+            db.session.commit()
+            return _page("done", approved=earlier)
+        started = throttle.register_failure(*held)
         audit_event("oidc.device.code", None, outcome="failure", username=principal.username,
                     reason="unknown or expired user code", details={"lockout_started": started}, commit=False)
         db.session.commit()
         return _page("enter", error=LOCKED if started else NOT_FOUND, user_code=typed,
                      status=429 if started else 200)
+    throttle.release(*held)  # a code found is no wrong code
+    db.session.commit()
     if decision is None:
         return _page("confirm", user_code=device.display_user_code(pending.user_code),
                      client_name=pending.client.name, scopes=consent.describe(pending.scope), principal=principal)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -29,6 +30,7 @@ from idp.authn import directory
 from idp.extensions import db
 from idp.oidc import consent
 from idp.oidc.device import find_pending, normalize_user_code
+from idp.oidc.device_page import MAX_FAILURES_PER_USER
 from idp.oidc.views import MAX_DEVICE_CODES_PER_ADDRESS
 from idp.state import redis_client
 from idp.store import OidcDeviceCode, User
@@ -164,6 +166,26 @@ def test_wrong_user_codes_are_throttled(idp: Any, tv: Any) -> None:
     db.session.expire_all()
     failures = audit.events(type="oidc.device.code")
     assert len(failures) == 6 and all(e.outcome == "failure" for e in failures)
+
+
+def test_wrong_user_codes_sent_at_once_are_held_to_the_limit(idp: Any, tv: Any) -> None:
+    """Each entry holds its try before the code is looked up (as a sign-in holds its password try): twenty wrong
+    codes sent at once get no more than five looked up, not twenty."""
+    device_authorization(idp, tv.client_id)
+    http = requests.Session()
+    page = open_device_page(http, idp.url + "/device")
+    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page.text)
+    assert token is not None
+
+    def enter(_: int) -> requests.Response:
+        return http.post(idp.url + "/device", data={"csrf_token": token.group(1), "user_code": "BBBB-BBBB"},
+                         headers={"Referer": page.url}, timeout=30)
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        answers = list(pool.map(enter, range(20)))
+    looked_up = [a for a in answers if "not valid" in a.text]
+    assert 1 <= len(looked_up) <= MAX_FAILURES_PER_USER, [a.status_code for a in answers]
+    assert all(a.status_code == 429 for a in answers if a not in looked_up)
 
 
 def test_device_codes_from_one_address_are_limited(idp: Any, tv: Any) -> None:
