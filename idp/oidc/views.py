@@ -29,7 +29,7 @@ from idp.errors import BadRequest
 from idp.extensions import csrf, db
 from idp.keys import EC, RSA
 from idp.oidc import authorize as authz
-from idp.oidc import clients, consent, device_page, logout
+from idp.oidc import clients, connected_devices, consent, device_page, logout
 from idp.oidc.claims import user_claims
 from idp.oidc.server import SECRET_AUTH, AccessTokenValidator, server, session_ended, still_given, user_ended
 from idp.runtime import keystore, settings
@@ -136,10 +136,20 @@ def revoke_consent(client_id: str) -> BaseResponse:
     return redirect("/")
 
 
+@bp.post("/oauth/devices/<family_id>/disconnect")
+def disconnect_device(family_id: str) -> BaseResponse:
+    """The portal's disconnect button (CSRF-checked): the signed-in user ends a device's tokens."""
+    principal = current_principal()
+    if principal is None:
+        return redirect(login_url("/"))
+    connected_devices.disconnect(principal.user_id, principal.username, family_id[:64], actor=principal.username)
+    return redirect("/")
+
+
 @bp.app_context_processor
 def _allowed_apps() -> dict[str, Any]:
     # The portal lists these without authn importing the OIDC package.
-    return {"allowed_apps": consent.for_user}
+    return {"allowed_apps": consent.for_user, "connected_devices": connected_devices.for_user}
 
 
 # Device codes one address may have made in a login failure window (15 minutes): a household's or an office's

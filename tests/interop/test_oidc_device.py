@@ -8,7 +8,9 @@ import hashlib
 import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import urljoin
 
+import lxml.html
 import pytest
 import requests
 from helpers import make_user
@@ -294,3 +296,42 @@ def test_disabling_a_user_ends_their_devices_for_good(idp: Any, tv: Any) -> None
     db.session.commit()
     assert error_of(_refresh(idp, tv, token)) == "invalid_grant"
     assert _userinfo(idp, token) == 401
+
+
+def _disconnect_forms(page: requests.Response) -> list[Any]:
+    return [f for f in lxml.html.fromstring(page.text).forms if "/disconnect" in (f.get("action") or "")]
+
+
+def test_a_connected_device_is_listed_on_the_portal_and_disconnected_there(idp: Any) -> None:
+    """A first-party client asks no consent, so "Apps you allowed" does not list it, and signing out leaves a
+    device connected: the portal lists each device connected with a code, and its Disconnect button ends the
+    device's tokens, for that device only, and for its own user only."""
+    cli = register(name="Deploy CLI", public=True, redirect_uris=(), grant_types=(DEVICE_GRANT, "refresh_token"),
+                   first_party=True)
+    browser = requests.Session()
+    laptop, desktop = _connected_tv(idp, cli, browser), _connected_tv(idp, cli, browser)
+    home = browser.get(idp.url + "/", timeout=10)
+    assert "Devices you connected" in home.text and "Apps you allowed" not in home.text
+    forms = _disconnect_forms(home)
+    assert [f.getparent().findtext("strong") for f in forms] == ["Deploy CLI", "Deploy CLI"]
+
+    make_user("mallory", PASSWORD)
+    other = requests.Session()
+    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"',
+                      open_device_page(other, idp.url + "/device", username="mallory").text)
+    assert token is not None
+    stolen = other.post(urljoin(idp.url, forms[0].get("action")), data={"csrf_token": token.group(1)},
+                        headers={"Referer": idp.url + "/"}, timeout=10)
+    assert stolen.status_code == 404
+    laptop, desktop = (_refresh(idp, cli, token).json() for token in (laptop, desktop))  # both still connected
+
+    form = _disconnect_forms(browser.get(idp.url + "/", timeout=10))[0]
+    done = browser.post(urljoin(idp.url, form.get("action")), timeout=10, headers={"Referer": idp.url + "/"},
+                        data={i.get("name"): i.get("value") for i in form.xpath(".//input[@name]")})
+    assert done.status_code == 200 and len(_disconnect_forms(done)) == 1
+    # One device is disconnected (they were connected in the same second: either), the other is not.
+    assert sorted(_refresh(idp, cli, token).status_code for token in (laptop, desktop)) == [200, 400]
+    assert sorted(_userinfo(idp, token) for token in (laptop, desktop)) == [200, 401]
+    db.session.expire_all()
+    [event] = audit.events(type="oidc.device.disconnect")
+    assert event.username == "alice" and event.details["revoked_tokens"] >= 1
