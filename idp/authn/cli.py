@@ -85,11 +85,9 @@ def user() -> None:
 def user_add(username: str, email: str | None, given_name: str | None, family_name: str | None,
              display_name: str | None, groups: tuple[str, ...], password_stdin: bool) -> None:
     """Add a user (asks for the password)."""
-    # Refuse a duplicate or unknown group before asking for a password that would be thrown away.
-    if directory.get_user(username) is not None:
-        raise click.ClickException(f"user '{directory.normalize_username(username)}' already exists")
-    for name in groups:
-        directory.require_group(name)
+    # Refuse a bad name, a duplicate or an unknown group before asking for a password that would be thrown away.
+    directory.check_new_user(username, groups, email=email, given_name=given_name, family_name=family_name,
+                             display_name=display_name)
     password = read_password(password_stdin)
     created = directory.create_user(username, password=password, actor=actor(), groups=groups, email=email,
                                     given_name=given_name, family_name=family_name, display_name=display_name)

@@ -110,6 +110,22 @@ def _check_profile(values: dict[str, str | None]) -> dict[str, str | None]:
     return out
 
 
+def check_new_user(username: str, groups: Iterable[str] = (), **profile: str | None,
+                   ) -> tuple[str, dict[str, str | None], list[Group]]:
+    """What :func:`create_user` checks before it hashes a password (the CLI asks for one only after these):
+    the normalized name, the profile fields, the groups; BadRequest, Conflict or NotFound."""
+    name = normalize_username(username)
+    if not USERNAME.fullmatch(name):
+        raise BadRequest(
+            f"invalid username '{username}': use letters, digits and . _ @ + - (starting with a letter or digit)",
+            field="username",
+        )
+    checked = _check_profile(profile)
+    if get_user(name) is not None:
+        raise Conflict(f"user '{name}' already exists")
+    return name, checked, [require_group(g) for g in dict.fromkeys(groups)]
+
+
 def create_user(
     username: str,
     *,
@@ -122,18 +138,8 @@ def create_user(
     display_name: str | None = None,
 ) -> User:
     """Add a user. ``password=None`` makes an account that cannot sign in with a password (yet)."""
-    name = normalize_username(username)
-    if not USERNAME.fullmatch(name):
-        raise BadRequest(
-            f"invalid username '{username}': use letters, digits and . _ @ + - (starting with a letter or digit)",
-            field="username",
-        )
-    profile = _check_profile(
-        {"email": email, "given_name": given_name, "family_name": family_name, "display_name": display_name}
-    )
-    if get_user(name) is not None:
-        raise Conflict(f"user '{name}' already exists")
-    member_of = [require_group(g) for g in dict.fromkeys(groups)]
+    name, profile, member_of = check_new_user(username, groups, email=email, given_name=given_name,
+                                              family_name=family_name, display_name=display_name)
     password_hash = passwords.hash_password(password) if password is not None else None
     user = User(username=name, password_hash=password_hash, enabled=True, **profile)
     user.groups = member_of

@@ -80,6 +80,11 @@ def test_user_add_errors(app: Flask, runner: FlaskCliRunner) -> None:
     assert empty.exit_code == 1 and "no password on stdin" in empty.output
     assert directory.get_user("bob") is None
     assert "Traceback" not in dup.output + short.output + email.output + group.output
+    # Asked interactively, a password is asked for only once what comes with it would be taken.
+    for args, said in ((["bob smith"], "invalid username"), (["bob", "--email", "x"], "invalid email address"),
+                       (["alice"], "already exists"), (["bob", "--group", "nope"], "no group 'nope'")):
+        result = runner.invoke(cli, ["user", "add", *args], input="")
+        assert result.exit_code == 1 and said in result.output and "assword" not in result.output, result.output
     for cmd in (["user", "show", "ghost"], ["user", "disable", "ghost"], ["user", "delete", "ghost", "--yes"]):
         result = runner.invoke(cli, cmd)
         assert result.exit_code == 1 and "no user 'ghost'" in result.output
