@@ -5,17 +5,22 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from idp.errors import BadRequest
-
 # C0 and C1 controls, DEL, and the Unicode line and paragraph separators: in a name they break the CLI's
 # one-line-per-row listings, and an escape sequence (ESC [ ...) reaches the admin's terminal as a command.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
+def has_control(value: str) -> bool:
+    return _CONTROL.search(value) is not None
+
+
 def check_line(value: str, label: str, field: str | None = None, *, lines: bool = False) -> str:
     """``value`` when it holds no control character (but line breaks when ``lines``, for a description: a
     browser sends a textarea's as CR LF); BadRequest naming ``label`` otherwise."""
-    if _CONTROL.search(value.replace("\r", "").replace("\n", "") if lines else value):
+    if has_control(value.replace("\r", "").replace("\n", "") if lines else value):
+        # Imported here: idp.config reads directory settings through this module before idp.errors can load.
+        from idp.errors import BadRequest
+
         raise BadRequest(f"{label} may not contain a control character", field=field)
     return value
 

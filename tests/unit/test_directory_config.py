@@ -122,6 +122,26 @@ directories:
                                   f"{where}: group_depth must be a number"]
 
 
+def test_settings_holding_a_control_character_are_refused(tmp_path: Path) -> None:
+    """A DN or filter with a newline (a YAML escape) or an escape sequence is a mistake that would reach the
+    directory and the admin's listings."""
+    (tmp_path / "idp.yaml").write_text(r"""
+directories:
+  - name: corp
+    type: ldap
+    urls: ["ldaps://ldap.corp.example", "ldaps://ldap2\x1b[2J.corp.example"]
+    base_dn: "dc=corp,\ndc=example"
+    user_filter: "(objectClass=\u009bperson)"
+    username_attribute: uid
+""")
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({"IDP_CONFIG": str(tmp_path / "idp.yaml")})
+    where = f"IDP_CONFIG ({tmp_path / 'idp.yaml'}) directory 1 (corp)"
+    refused = [p for p in err.value.problems if "control character" in p]
+    assert refused == [f"{where}: {key} may not contain a control character"
+                       for key in ("urls", "base_dn", "user_filter")]
+
+
 def test_an_ad_entry_gets_the_active_directory_preset_and_keeps_its_own_values(tmp_path: Path) -> None:
     (tmp_path / "idp.yaml").write_text("""
 directories:

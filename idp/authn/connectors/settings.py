@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from idp.text import has_control
 from idp.urls import split_url
 
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -187,6 +188,9 @@ def parse_entry(raw: Any, origin: str, *, secret_stored: bool = False) -> tuple[
             if not isinstance(items, list) or not all(isinstance(i, str) and i.strip() for i in items):
                 problems.append(f"{where}: {key} must be a string or a list of strings")
                 continue
+            if any(has_control(i) for i in items):
+                problems.append(f"{where}: {key} may not contain a control character")
+                continue
             values[key] = tuple(i.strip() for i in items)
         elif isinstance(default, bool):
             if not isinstance(value, bool):
@@ -208,6 +212,9 @@ def parse_entry(raw: Any, origin: str, *, secret_stored: bool = False) -> tuple[
         else:
             if not isinstance(value, str):
                 problems.append(f"{where}: {key} must be a string")
+                continue
+            if has_control(value.strip()):  # a DN or filter with a newline or an escape sequence is a mistake
+                problems.append(f"{where}: {key} may not contain a control character")
                 continue
             values[key] = value.strip()
     name, kind = values.get("name"), values.get("type")
