@@ -165,16 +165,22 @@ def update_user(username: str, *, actor: str, enabled: bool | None = None, passw
             setattr(user, name, value)
         events.append(AuditEvent(type="user.update", actor=actor, username=user.username,
                                  details={"fields": sorted(changes)}))
+    disabling = enabled is False and user.enabled
+    # Once for both: a new password signs the user out everywhere (but here, for who set their own), a disable
+    # everywhere.
+    ended = (end_user_sessions(user.id, keep_current=not disabling)
+             if password_hash is not None or disabling else 0)
     if password_hash is not None:
         user.password_hash = password_hash
-        events.append(_password_set(user, actor))
+        events.append(AuditEvent(type="user.set_password", actor=actor, username=user.username,
+                                 details={"sessions_ended": ended}))
     if enabled is not None and enabled != user.enabled:
         user.enabled = enabled
         if enabled:
             events.append(AuditEvent(type="user.enable", actor=actor, username=user.username))
         else:
             events.append(AuditEvent(type="user.disable", actor=actor, username=user.username,
-                                     details={"sessions_ended": end_user_sessions(user.id)}))
+                                     details={"sessions_ended": ended}))
     # One commit, with the last event: each event's own commit would keep the changes with the first of them, and
     # a failure after it would leave an answer of failure, the changes stored and the rest unaudited.
     for i, event in enumerate(events, start=1):
@@ -203,15 +209,11 @@ def enable_user(username: str, *, actor: str) -> None:
 def set_password(username: str, password: str, *, actor: str) -> None:
     user = require_local(require_user(username))
     user.password_hash = passwords.hash_password(password)
-    audit.record(_password_set(user, actor))
-
-
-def _password_set(user: User, actor: str) -> AuditEvent:
-    """A new password is how an admin answers a compromised account: whoever signed in with the old one is signed
-    out everywhere (as Okta does), but for who set their own, here."""
+    # A new password is how an admin answers a stolen account: whoever signed in with the old one is signed out
+    # everywhere (as Okta does), but here, for who set their own.
     ended = end_user_sessions(user.id, keep_current=True)
-    return AuditEvent(type="user.set_password", actor=actor, username=user.username,
-                      details={"sessions_ended": ended})
+    audit.record(AuditEvent(type="user.set_password", actor=actor, username=user.username,
+                            details={"sessions_ended": ended}))
 
 
 def delete_user(username: str, *, actor: str) -> None:

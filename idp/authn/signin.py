@@ -7,13 +7,9 @@ login event is left uncommitted for :func:`idp.authn.session.start_session`, to 
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import TypeVar
 
 from idp import audit
 from idp.audit import AuditEvent
@@ -23,11 +19,8 @@ from idp.authn.connectors.base import Verdict
 from idp.authn.connectors.local import LOCAL
 from idp.authn.directory import normalize_username
 from idp.authn.principal import Principal
-from idp.errors import DirectoryUnavailable, dependency_unavailable, first_line
+from idp.errors import DirectoryUnavailable
 from idp.extensions import db
-
-log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 class Status(Enum):
@@ -65,34 +58,6 @@ def _refused_by(name: str, outcome: Verdict) -> str:
     return LOCAL if user is not None and user.source == LOCAL else "unknown"
 
 
-def _give_back(reservations: list[throttle.Reservation]) -> None:
-    """Release reserved tries in a transaction of its own, as far as the failing dependency lets it (a rollback
-    that fails on a lost database does not keep a try held in Redis)."""
-    with contextlib.suppress(Exception):
-        db.session.rollback()
-    try:
-        throttle.release(*reservations)
-        db.session.commit()
-    except Exception as exc:  # the caller raises the first failure again, which says more (and rolls back)
-        log.warning("a sign-in's tries stay held until their window ends: %s", first_line(exc))
-
-
-def _settling(reserved: list[throttle.Reservation], settle: Callable[[], T]) -> T:
-    """Run ``settle``, which settles the tries ``reserved`` (given back, cleared or counted as a failure) and
-    commits. When the database is lost before that commit, the rollback takes the settlement with it: the tries
-    are given back in a transaction of their own, as for a try never judged, rather than held against the name
-    and the address until the window ends (a failover behind an office's NAT). In Redis the settlement was
-    written at once and stands. Only for a lost dependency: a bug must not turn wrong passwords into uncounted
-    ones. (A commit that the server applied but whose answer was lost is given back too: another request's try
-    on the same key may then go unheld, once; no failure or lockout is undone.)"""
-    try:
-        return settle()
-    except Exception as exc:
-        if throttle.in_transaction() and dependency_unavailable(exc):
-            _give_back(reserved)
-        raise
-
-
 def sign_in(username: str, password: str, client_ip: str | None) -> SignInResult:
     name = normalize_username(username)[:255]
     items = chain.configured()
@@ -120,23 +85,23 @@ def sign_in(username: str, password: str, client_ip: str | None) -> SignInResult
     try:
         outcome = chain.check(name, password, items=items, admit=admit)
     except DirectoryUnavailable as exc:
-        _settling(reserved, functools.partial(_unjudged, name, client_ip, exc, reserved))
+        throttle.settling(reserved, functools.partial(_unjudged, name, client_ip, exc, reserved))
         return SignInResult(Status.UNAVAILABLE)
     except Exception:
         # Not judged either (the database failing under the check, say): the request fails, the tries are given
         # back, or users retrying through an outage would find themselves locked out after it.
-        _give_back(reserved)
+        throttle.give_back(reserved)
         raise
     if outcome.locked:
         # The connector found a locked-out user under another spelling and stopped before the password.
         source = _refused_by(name, outcome)
-        return _settling(reserved, functools.partial(_locked_user, name, client_ip, source, reserved))
+        return throttle.settling(reserved, functools.partial(_locked_user, name, client_ip, source, reserved))
     if outcome.principal is None:
-        started = _settling(reserved, functools.partial(_failed, name, client_ip, outcome, reserved))
+        started = throttle.settling(reserved, functools.partial(_failed, name, client_ip, outcome, reserved))
         return SignInResult(Status.LOCKED if started else Status.FAILED, message=outcome.message)
     # Committed now (with a directory user's shadow row), apart from the session the caller starts: a success's
     # tries are settled even when storing that session fails.
-    _settling(reserved, functools.partial(_succeeded, counted, outcome.subject, reserved))
+    throttle.settling(reserved, functools.partial(_succeeded, counted, outcome.subject, reserved))
     # Not committed here: the session the caller starts commits it (a sign-in is recorded together with the
     # session it opened).
     audit.record(AuditEvent(type="login", username=outcome.principal.username, client_ip=client_ip,

@@ -12,14 +12,23 @@ its password is checked (:func:`reserve`), so that tries sent at once see each o
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import logging
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypeVar
 
 from idp.clock import now
+from idp.errors import dependency_unavailable, first_line
+from idp.extensions import db
 from idp.runtime import settings
 from idp.state import counters
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def fold(username: str) -> str:
@@ -170,3 +179,31 @@ def succeeded(username: str, subject: str | None, *reservations: Reservation) ->
     cleared = [user_key(username)] + ([subject_key(subject)] if subject is not None else [])
     release(*(r for r in reservations if r.key not in cleared))
     counters.reset(cleared)
+
+
+def give_back(reservations: list[Reservation]) -> None:
+    """Release reserved tries in a transaction of its own, as far as the failing dependency lets it (a rollback
+    that fails on a lost database does not keep a try held in Redis)."""
+    with contextlib.suppress(Exception):
+        db.session.rollback()
+    try:
+        release(*reservations)
+        db.session.commit()
+    except Exception as exc:  # the caller raises the first failure again, which says more (and rolls back)
+        log.warning("tries stay held until their window ends: %s", first_line(exc))
+
+
+def settling(reserved: list[Reservation], settle: Callable[[], T]) -> T:
+    """Run ``settle``, which settles the tries ``reserved`` (given back, cleared or counted as a failure) and
+    commits. When the database is lost before that commit, the rollback takes the settlement with it: the tries
+    are given back in a transaction of their own, as for a try never judged, rather than held against the name
+    and the address until the window ends (a failover behind an office's NAT). In Redis the settlement was
+    written at once and stands. Only for a lost dependency: a bug must not turn wrong passwords into uncounted
+    ones. (A commit that the server applied but whose answer was lost is given back too: another request's try
+    on the same key may then go unheld, once; no failure or lockout is undone.)"""
+    try:
+        return settle()
+    except Exception as exc:
+        if in_transaction() and dependency_unavailable(exc):
+            give_back(reserved)
+        raise

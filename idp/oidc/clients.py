@@ -199,7 +199,12 @@ def _validated(options: ClientOptions, stored: OidcClient | None = None) -> dict
             raise BadRequest(f"the client's JWKS cannot be read: {exc}", field="jwks") from exc
         if any(k.is_private for k in keys.keys):
             raise BadRequest("the client's JWKS contains a private key; give only its public keys", field="jwks")
-        for key in keys.keys if stored is None or jwks != stored.jwks else ():
+        # Only the keys it adds: a client stored with a weak key can publish a strong one beside it (a rollover).
+        kept = ({k.thumbprint() for k in KeySet.import_key_set(stored.jwks).keys}  # type: ignore[arg-type]
+                if stored is not None and stored.jwks else set())
+        for key in keys.keys:
+            if key.thumbprint() in kept:
+                continue
             reason = weakness(key.public_key)
             if reason is not None:
                 raise BadRequest(f"the client's key {key.kid or ''!r} is {reason}", field="jwks")

@@ -38,15 +38,29 @@ def _throttle_keys(principal: Principal) -> list[tuple[str, int]]:
 
 def _hold(keys: list[tuple[str, int]]) -> list[throttle.Reservation] | None:
     """One try held against each key before the code is looked up, as a sign-in holds its tries: wrong codes
-    sent at once see each other. None, holding nothing, while any key is locked out or full."""
+    sent at once see each other. None, holding nothing, while any key is locked out or full. In key order, as
+    the throttle writes them (concurrent entries lock the same rows in the same order on PostgreSQL)."""
     held: list[throttle.Reservation] = []
-    for key, limit in keys:
+    for key, limit in sorted(keys):
         reservation = throttle.reserve_key(key, limit)
         if reservation is None:
             throttle.release(*held)
             return None
         held.append(reservation)
     return held
+
+
+def _wrong_code(principal: Principal, held: list[throttle.Reservation]) -> list[str]:
+    started = throttle.register_failure(*held)
+    audit_event("oidc.device.code", None, outcome="failure", username=principal.username,
+                reason="unknown or expired user code", details={"lockout_started": started}, commit=False)
+    db.session.commit()
+    return started
+
+
+def _given_back(held: list[throttle.Reservation]) -> None:
+    throttle.release(*held)  # a code found is no wrong code
+    db.session.commit()
 
 
 def show() -> BaseResponse:
@@ -72,23 +86,22 @@ def submit() -> BaseResponse:
         return _page("enter", 429, error=LOCKED, user_code=typed)
     db.session.commit()  # the try held, for entries sent at once to see, before the code is looked up
     code = device.normalize_user_code(typed)
-    pending = device.find_pending(code) if code else None
     decision = request.form.get("decision")
-    if pending is None:
+    try:
+        pending = device.find_pending(code) if code else None
         # The answer sent again (a double click, Back and resend): it stands, and it is no wrong code.
-        earlier = device.earlier_decision(code, principal.user_id) if code and decision is not None else None
-        if earlier is not None:
-            throttle.release(*held)
-            db.session.commit()
-            return _page("done", approved=earlier)
-        started = throttle.register_failure(*held)
-        audit_event("oidc.device.code", None, outcome="failure", username=principal.username,
-                    reason="unknown or expired user code", details={"lockout_started": started}, commit=False)
-        db.session.commit()
+        earlier = (device.earlier_decision(code, principal.user_id)
+                   if pending is None and code and decision is not None else None)
+    except Exception:  # no answer about the code: the try is no wrong code either
+        throttle.give_back(held)
+        raise
+    if pending is None and earlier is None:
+        started = throttle.settling(held, lambda: _wrong_code(principal, held))
         return _page("enter", error=LOCKED if started else NOT_FOUND, user_code=typed,
                      status=429 if started else 200)
-    throttle.release(*held)  # a code found is no wrong code
-    db.session.commit()
+    throttle.settling(held, lambda: _given_back(held))
+    if pending is None:
+        return _page("done", approved=earlier)
     if decision is None:
         return _page("confirm", user_code=device.display_user_code(pending.user_code),
                      client_name=pending.client.name, scopes=consent.describe(pending.scope), principal=principal)

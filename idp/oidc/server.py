@@ -208,8 +208,9 @@ def session_ended(ids: list[str], successor: str | None) -> None:
 
 def user_ended(user_id: int) -> None:
     """All of a user's sessions were ended for them (disabled, deleted, password reset): the tokens issued in
-    none end too, a device's above all, which signing out of a browser leaves alone."""
-    revoke_tokens(OidcToken.user_id == user_id)
+    none end too, a device's, which signing out of a browser leaves alone. (Those of the ended sessions ended
+    with them; those of a session kept, where an admin set their own password, stay.)"""
+    revoke_tokens(OidcToken.user_id == user_id, OidcToken.session_id.is_(None))
 
 
 def _revoke_code_tokens(code: AuthorizationCode, why: str) -> None:

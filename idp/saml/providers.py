@@ -364,9 +364,10 @@ def add(xml: bytes, source: str | None, options: SpOptions, actor: str) -> Servi
         meta = parse_sp_metadata(xml)
     except MetadataError as exc:  # the parser's refusals are about the document it is given
         raise MetadataError(exc.message, exc.reason, field="xml") from None
-    _check_new_metadata(meta, field="xml")
-    # XML allows a newline or tab by reference (&#10;) and the C1 controls: they would break the listings.
+    # XML allows a newline or tab by reference (&#10;) and the C1 controls: they would break the listings, and
+    # reach the admin's terminal in the messages below.
     check_line(meta.entity_id, "the metadata's entityID", "xml")
+    _check_new_metadata(meta, field="xml")
     if get(meta.entity_id) is not None:
         raise Conflict(f"service provider '{meta.entity_id}' is already registered")
     values: dict[str, Any] = {
@@ -426,9 +427,9 @@ def remove(entity_id: str, actor: str) -> None:
     audit.record(audit.AuditEvent(type="sp.remove", actor=actor, sp=entity_id, details={"name": name}))
 
 
-def _check_new_metadata(meta: SpMetadata, field: str | None = None) -> None:
+def _check_new_metadata(meta: SpMetadata, field: str | None = None, stored: SpMetadata | None = None) -> None:
     """Checks of metadata being stored (add, refresh), not of what is stored: an SP registered before them can
-    still be changed (`sp set`)."""
+    still be changed (`sp set`), and refreshed to metadata that keeps its old keys beside a new one (a rollover)."""
     if meta.authn_requests_signed and not meta.signing_certs:
         # Sign-ins then ask for a signature (the metadata's word) that nothing here could check: none would pass.
         raise MetadataError(f"the metadata of '{meta.entity_id}' says AuthnRequestsSigned but has no signing "
@@ -437,7 +438,8 @@ def _check_new_metadata(meta: SpMetadata, field: str | None = None) -> None:
         assert meta.valid_until is not None
         raise MetadataError(f"the metadata expired on {meta.valid_until.isoformat()} (its validUntil): get a "
                             "current copy from the service provider", field=field)
-    for cert_b64 in dict.fromkeys(meta.signing_certs + meta.encryption_certs):
+    kept = set(stored.signing_certs + stored.encryption_certs) if stored is not None else set()
+    for cert_b64 in dict.fromkeys(c for c in meta.signing_certs + meta.encryption_certs if c not in kept):
         cert = x509.load_der_x509_certificate(base64.b64decode(cert_b64))  # the parser has read it already
         reason = weakness(cert.public_key())
         if reason is not None:
@@ -454,9 +456,9 @@ def refresh(entity_id: str, actor: str) -> bool:
     meta = parse_sp_metadata(xml)
     if meta.entity_id != sp.entity_id:
         raise MetadataError(
-            f"the metadata at {sp.metadata_source} is for '{meta.entity_id}', not '{sp.entity_id}'"
+            f"the metadata at {sp.metadata_source} is for {meta.entity_id!r}, not '{sp.entity_id}'"
         )
-    _check_new_metadata(meta)
+    _check_new_metadata(meta, stored=metadata_of(sp))
     _check_consistent(_settings_of(sp), meta)
     text = _text_of(xml)
     changed = text != sp.metadata_xml

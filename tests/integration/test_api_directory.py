@@ -184,6 +184,12 @@ def test_disabling_ends_sessions_and_enabling_lets_them_back(api: Any, client: F
     assert api.patch("/users/bob", json={"enabled": True}).json["enabled"] is True
     assert directory.authenticate("bob", DEFAULT_PASSWORD) is not None
     events("user.enable")
+    # A new password and a disable in one PATCH: the sessions end once, and both events say how many.
+    assert login(client, "bob", DEFAULT_PASSWORD).status_code == 302
+    assert api.patch("/users/bob", json={"enabled": False, "password": PASSWORD}).status_code == 200
+    assert sessions() == 0
+    assert [e.details for e in audit.events(type="user.set_password")] == [{"sessions_ended": 1}]
+    assert audit.events(type="user.disable")[0].details == {"sessions_ended": 1}  # the newest first
 
 
 def test_patch_is_all_or_nothing(api: Any) -> None:

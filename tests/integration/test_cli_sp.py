@@ -309,18 +309,28 @@ def test_a_certificate_too_weak_to_trust_is_refused_at_add_and_refresh(
     (folder / "md.xml").write_bytes(python3_saml_metadata(keys=_weak_keys()))
     assert "holds an RSA key of 1024 bits" in refused(runner, "sp", "refresh", SP_ENTITY_ID)
     assert providers.get_or_404(SP_ENTITY_ID).metadata_xml == strong
-    # Stored before the check: still changeable, and a refresh to a strong key passes.
-    providers.get_or_404(SP_ENTITY_ID).metadata_xml = python3_saml_metadata(keys=_weak_keys()).decode()
+    # Stored before the check: still changeable, refreshed to metadata that keeps the weak key beside a new
+    # strong one (a rollover), and then to the strong key alone.
+    weak = python3_saml_metadata(keys=_weak_keys())
+    providers.get_or_404(SP_ENTITY_ID).metadata_xml = weak.decode()
     db.session.commit()
     ok(runner, "sp", "set", SP_ENTITY_ID, "--nameid-format", "transient")
+    descriptor = re.search(rb"<md:KeyDescriptor.*?</md:KeyDescriptor>", python3_saml_metadata(), re.DOTALL)
+    assert descriptor is not None
+    (folder / "md.xml").write_bytes(weak.replace(b"<md:KeyDescriptor", descriptor.group(0) + b"<md:KeyDescriptor", 1))
+    assert "updated" in ok(runner, "sp", "refresh", SP_ENTITY_ID)
+    assert len(providers.metadata_of(providers.get_or_404(SP_ENTITY_ID)).signing_certs) == 2
     (folder / "md.xml").write_bytes(python3_saml_metadata())
     assert "updated" in ok(runner, "sp", "refresh", SP_ENTITY_ID)
 
 
 def test_an_entity_id_with_a_control_character_is_refused(runner: FlaskCliRunner, md_file: Path) -> None:
     # XML carries a newline by reference and C1 controls as they are (U+009B is a terminal's CSI).
-    for char in ("&#10;", "\u009b"):
-        xml = md_file.read_bytes().replace(SP_ENTITY_ID.encode(), f"https://sp.example.test/a{char}b".encode(), 1)
+    # Checked first: the refusals of the metadata's other faults name the entityID (here AuthnRequestsSigned
+    # without a certificate).
+    unsigned = re.sub(rb"<md:KeyDescriptor.*?</md:KeyDescriptor>", b"", md_file.read_bytes(), flags=re.DOTALL)
+    for char, xml in (("&#10;", md_file.read_bytes()), ("\u009b", md_file.read_bytes()), ("\u009b", unsigned)):
+        xml = xml.replace(SP_ENTITY_ID.encode(), f"https://sp.example.test/a{char}b".encode(), 1)
         err = refused(runner, "sp", "add", "--metadata", str(_write(md_file, xml)))
         assert "the metadata's entityID may not contain a control character" in err, (char, err)
     assert sp_count() == 0

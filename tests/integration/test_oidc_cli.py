@@ -139,10 +139,20 @@ def test_a_client_key_too_weak_to_trust_is_refused(runner: FlaskCliRunner, tmp_p
     with pytest.raises(BadRequest, match="is an RSA key of 1024 bits"):
         clients.update(added["client_id"], replace(current, jwks=weak), "test")
     db.session.rollback()
-    # A client stored with such a key before this check can still be changed otherwise.
+    # A client stored with such a key before this check can still be changed otherwise, and roll over to a
+    # strong key published beside it; another weak key is still refused.
     clients.get_or_404(added["client_id"]).jwks = weak
     db.session.commit()
     assert run(runner, "update", added["client_id"], "--name", "Batch 2").startswith("updated")
+    strong = json.loads(Path(jwks_of(2048)).read_text())
+    current = clients.options_of(clients.get_or_404(added["client_id"]))
+    clients.update(added["client_id"], replace(current, jwks={"keys": weak["keys"] + strong["keys"]}), "test")
+    db.session.commit()
+    current = clients.options_of(clients.get_or_404(added["client_id"]))
+    another = json.loads(Path(jwks_of(1024)).read_text())
+    with pytest.raises(BadRequest, match="is an RSA key of 1024 bits"):
+        clients.update(added["client_id"], replace(current, jwks={"keys": current.jwks["keys"] + another["keys"]}),
+                       "test")
 
 
 def test_claim_options_replace_the_claim_map(runner: FlaskCliRunner) -> None:

@@ -6,17 +6,21 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urlencode, urljoin
 
 import lxml.html
 import pytest
 import requests
-from helpers import make_user
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
+from helpers import audit_insert_lost, login_http, make_user
 from oidc_peers import (
     DEVICE_GRANT,
     PASSWORD,
+    REDIRECT_URI,
+    browse,
     device_authorization,
     error_of,
     open_device_page,
@@ -28,7 +32,7 @@ from oidc_peers import (
 from sqlalchemy import select
 
 from idp import audit
-from idp.authn import directory
+from idp.authn import directory, throttle
 from idp.extensions import db
 from idp.oidc import consent
 from idp.oidc.device import find_pending, normalize_user_code
@@ -190,6 +194,21 @@ def test_wrong_user_codes_sent_at_once_are_held_to_the_limit(idp: Any, tv: Any) 
     assert all(a.status_code == 429 for a in answers if a not in looked_up)
 
 
+def test_a_wrong_code_whose_count_is_lost_with_the_database_is_not_held_against_the_user(idp: Any, tv: Any) -> None:
+    """The database lost as a wrong code is counted: 503, and the try held for it is given back (in Redis, the
+    count was written at once and stands), not left held until the window ends, where it would turn the right
+    code away after four wrong ones."""
+    grant = device_authorization(idp, tv.client_id)
+    http = requests.Session()
+    page = open_device_page(http, idp.url + "/device")
+    with audit_insert_lost("oidc.device.code"):
+        assert post_form(http, page, user_code="BBBB-BBBB").status_code == 503
+    wrong = MAX_FAILURES_PER_USER - 1 if throttle.in_transaction() else MAX_FAILURES_PER_USER - 2
+    assert [post_form(http, page, user_code="BBBB-BBBB").status_code for _ in range(wrong)] == [200] * wrong
+    right = post_form(http, page, user_code=grant["user_code"])
+    assert right.status_code == 200 and "Connect Living-room TV?" in right.text
+
+
 def test_device_codes_from_one_address_are_limited(idp: Any, tv: Any) -> None:
     """A public client's id is no secret, and each device code is kept over an hour: one address gets at most
     MAX_DEVICE_CODES_PER_ADDRESS a window, then 429 slow_down, audited; the codes it got still work."""
@@ -335,3 +354,36 @@ def test_a_connected_device_is_listed_on_the_portal_and_disconnected_there(idp: 
     db.session.expire_all()
     [event] = audit.events(type="oidc.device.disconnect")
     assert event.username == "alice" and event.details["revoked_tokens"] >= 1
+
+
+def test_an_admin_setting_their_own_password_keeps_this_sign_in_and_what_it_issued(idp: Any, tv: Any) -> None:
+    """Signed out everywhere else, devices included; the sign-in where the admin set it stays, and so do the
+    tokens an application got in it."""
+    make_user("root", PASSWORD, groups=["idp-admins"])
+    here, elsewhere = requests.Session(), requests.Session()
+    for browser in (here, elsewhere):
+        assert login_http(browser, idp.url, "root", PASSWORD).status_code == 302
+    wiki = register(name="wiki")
+    verifier = secrets.token_urlsafe(48)
+    code = browse(here, idp.url + "/oauth/authorize?" + urlencode({
+        "response_type": "code", "client_id": wiki.client_id, "redirect_uri": REDIRECT_URI, "scope": "openid",
+        "code_challenge": create_s256_code_challenge(verifier), "code_challenge_method": "S256"}),
+        username=None).params["code"]
+    wiki_token = requests.post(idp.url + "/oauth/token", auth=(wiki.client_id, wiki.client_secret or ""), timeout=10,
+                               data={"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI,
+                                     "code_verifier": verifier}).json()
+    device = _connected_tv(idp, tv, here)
+
+    page = here.get(idp.url + "/admin/people/root", timeout=10)
+    [form] = [f for f in lxml.html.fromstring(page.text).forms if (f.get("action") or "").endswith("/password")]
+    data = {i.get("name"): i.get("value") or "" for i in form.xpath(".//input[@name]")}
+    data.update(password="a-new-password-42", password_again="a-new-password-42")
+    set_it = here.post(urljoin(page.url, form.get("action")), data=data, headers={"Referer": page.url}, timeout=10)
+    assert set_it.status_code == 200, set_it.text[:500]
+
+    assert here.get(idp.url + "/admin/", timeout=10, allow_redirects=False).status_code == 200
+    assert elsewhere.get(idp.url + "/admin/", timeout=10, allow_redirects=False).status_code == 302
+    assert error_of(_refresh(idp, tv, device)) == "invalid_grant"
+    refreshed = requests.post(idp.url + "/oauth/token", auth=(wiki.client_id, wiki.client_secret or ""), timeout=10,
+                              data={"grant_type": "refresh_token", "refresh_token": wiki_token["refresh_token"]})
+    assert refreshed.status_code == 200, refreshed.text
