@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from typing import Any, cast
 from urllib.parse import urlencode
 
@@ -23,6 +24,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from idp import audit, clock
 from idp.audit import AuditEvent
 from idp.authn import throttle
+from idp.authn.principal import Principal
 from idp.authn.revalidation import revalidated_principal
 from idp.authn.session import current_principal, login_url, on_session_end, on_user_end
 from idp.errors import BadRequest
@@ -126,24 +128,26 @@ def consent_answer(pending_id: str) -> BaseResponse:
     return authz.resume(pending_id, answer)
 
 
-@bp.post("/oauth/consent/<client_id>/revoke")
-def revoke_consent(client_id: str) -> BaseResponse:
-    """The portal's revoke button (CSRF-checked): the signed-in user takes back what they allowed."""
+def _portal_change(change: Callable[[Principal], object]) -> BaseResponse:
+    """A portal button (CSRF-checked) the signed-in user pressed: make the change, back to the portal."""
     principal = current_principal()
     if principal is None:
         return redirect(login_url("/"))
-    consent.revoke(principal.user_id, principal.username, client_id[:64], actor=principal.username)
+    change(principal)
     return redirect("/")
+
+
+@bp.post("/oauth/consent/<client_id>/revoke")
+def revoke_consent(client_id: str) -> BaseResponse:
+    """The user takes back what they allowed a third-party client."""
+    return _portal_change(lambda p: consent.revoke(p.user_id, p.username, client_id[:64], actor=p.username))
 
 
 @bp.post("/oauth/devices/<family_id>/disconnect")
 def disconnect_device(family_id: str) -> BaseResponse:
-    """The portal's disconnect button (CSRF-checked): the signed-in user ends a device's tokens."""
-    principal = current_principal()
-    if principal is None:
-        return redirect(login_url("/"))
-    connected_devices.disconnect(principal.user_id, principal.username, family_id[:64], actor=principal.username)
-    return redirect("/")
+    """The user ends a device's tokens."""
+    return _portal_change(
+        lambda p: connected_devices.disconnect(p.user_id, p.username, family_id[:64], actor=p.username))
 
 
 @bp.app_context_processor
