@@ -83,6 +83,8 @@ class SpMetadata:
     # The earliest validUntil of the EntityDescriptor and its SPSSODescriptor: past it, the metadata must not be
     # used (SAML Metadata 2.3.2, 4.3).
     valid_until: datetime | None = None
+    # The algorithms its encryption keys' md:EncryptionMethod elements list (SAML Metadata 2.4.1.1), in order.
+    encryption_methods: tuple[str, ...] = ()
 
     def expired(self, now: datetime) -> bool:
         return self.valid_until is not None and self.valid_until <= now
@@ -141,6 +143,13 @@ def _endpoints(descriptor: etree._Element, tag: str, bindings: tuple[str, ...], 
             not_default=el.get("isDefault") in ("false", "0"),
         ))
     return tuple(found)
+
+
+def _encryption_methods(descriptor: etree._Element) -> tuple[str, ...]:
+    found = [(em.get("Algorithm") or "").strip()
+             for kd in descriptor.iterfind(f"{{{MD}}}KeyDescriptor") if kd.get("use") in (None, "encryption")
+             for em in kd.iterfind(f"{{{MD}}}EncryptionMethod")]
+    return tuple(dict.fromkeys(a for a in found if a))
 
 
 def _certificates(descriptor: etree._Element) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -229,6 +238,7 @@ def parse_sp_metadata(xml: bytes) -> SpMetadata:
         nameid_formats=tuple(f for f in formats if f),
         display_name=_display_name(root, descriptor),
         valid_until=min(ends) if ends else None,
+        encryption_methods=_encryption_methods(descriptor),
     )
 
 

@@ -16,6 +16,7 @@ import base64
 import binascii
 import copy
 import hashlib
+from collections.abc import Sequence
 from functools import lru_cache
 from urllib.parse import quote, unquote, unquote_plus
 
@@ -286,12 +287,30 @@ def verify_redirect(query_string: bytes, certs_b64: list[str] | tuple[str, ...],
 # --- encryption ---------------------------------------------------------------------------------------
 
 
-def encrypt_assertion(response_root: etree._Element, cert_b64: str) -> None:
+# The block ciphers an assertion is encrypted with, by preference: (xmlsec transform, key bits) by URI.
+_BLOCK_CIPHERS = {
+    "http://www.w3.org/2009/xmlenc11#aes256-gcm": (xmlsec.constants.TransformAes256Gcm, 256),
+    "http://www.w3.org/2009/xmlenc11#aes128-gcm": (xmlsec.constants.TransformAes128Gcm, 128),
+    "http://www.w3.org/2001/04/xmlenc#aes256-cbc": (xmlsec.constants.TransformAes256Cbc, 256),
+    "http://www.w3.org/2001/04/xmlenc#aes128-cbc": (xmlsec.constants.TransformAes128Cbc, 128),
+}
+_DEFAULT_CIPHER = "http://www.w3.org/2009/xmlenc11#aes256-gcm"
+
+
+def block_cipher(methods: Sequence[str]) -> str:
+    """The cipher for an SP whose metadata lists ``methods`` (md:EncryptionMethod): the first of ours it lists
+    (SAML Metadata 2.4.1.1: what it supports; an older SP decrypts AES-CBC only), else AES-256-GCM."""
+    return next((uri for uri in _BLOCK_CIPHERS if uri in methods), _DEFAULT_CIPHER)
+
+
+def encrypt_assertion(response_root: etree._Element, cert_b64: str, methods: Sequence[str] = ()) -> None:
     """Replace the response's saml:Assertion by a saml:EncryptedAssertion for the holder of ``cert_b64``.
 
-    AES-256-GCM for the assertion, its key wrapped with RSA-OAEP (MGF1, SHA-1 digest: the combination every
-    SAML stack decrypts) to the SP's encryption certificate. Sign the assertion before encrypting it.
+    The block cipher the SP's metadata lists (``methods``, :func:`block_cipher`) for the assertion, its key
+    wrapped with RSA-OAEP (MGF1, SHA-1 digest: the combination every SAML stack decrypts) to the SP's encryption
+    certificate. Sign the assertion before encrypting it.
     """
+    transform, bits = _BLOCK_CIPHERS[block_cipher(methods)]
     assertion = response_root.find(f"{{{SAML}}}Assertion")
     if assertion is None:
         raise ValueError("the response has no saml:Assertion to encrypt")
@@ -301,14 +320,14 @@ def encrypt_assertion(response_root: etree._Element, cert_b64: str) -> None:
     manager = xmlsec.KeysManager()
     manager.add_key(cert_key)
     template = xmlsec.template.encrypted_data_create(
-        response_root, xmlsec.constants.TransformAes256Gcm, type=xmlsec.constants.TypeEncElement, ns="xenc"
+        response_root, transform, type=xmlsec.constants.TypeEncElement, ns="xenc"
     )
     xmlsec.template.encrypted_data_ensure_cipher_value(template)
     key_info = xmlsec.template.encrypted_data_ensure_key_info(template, ns="ds")
     encrypted_key = xmlsec.template.add_encrypted_key(key_info, xmlsec.constants.TransformRsaOaep)
     xmlsec.template.encrypted_data_ensure_cipher_value(encrypted_key)
     ctx = xmlsec.EncryptionContext(manager)
-    ctx.key = xmlsec.Key.generate(xmlsec.constants.KeyDataAes, 256, xmlsec.constants.KeyDataTypeSession)
+    ctx.key = xmlsec.Key.generate(xmlsec.constants.KeyDataAes, bits, xmlsec.constants.KeyDataTypeSession)
     # lxml serialises a subelement with the namespace declarations it inherits, so the plaintext is a
     # self-contained document: SPs that parse it on its own (not in the Response's context) can read it.
     plaintext = etree.tostring(assertion, with_tail=False)

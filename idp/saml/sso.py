@@ -487,7 +487,7 @@ def issue(req: SsoRequest, session: SsoSession, client_ip: str | None) -> Outbou
         signing.sign(root.find(_ASSERTION), key)
     encrypted = bool(sp.encrypt_assertion and md.encryption_certs)
     if encrypted:
-        signing.encrypt_assertion(root, md.encryption_certs[0])
+        signing.encrypt_assertion(root, md.encryption_certs[0], md.encryption_methods)
     if sp.sign_response:
         signing.sign(root, key)
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import lxml.etree
 import pytest
 import requests
 from conftest import LiveServer
@@ -256,6 +257,34 @@ def test_encrypted_assertion(idp: Any) -> None:
     assert auth.get_nameid() == "alice"
     assert_alice(auth)
     assert audit.events(type="saml.response")[0].details["encrypted"] is True
+    assert _cipher(xml) == "http://www.w3.org/2009/xmlenc11#aes256-gcm"  # the SP's metadata names none
+
+
+def _cipher(response: bytes) -> str:
+    """The block cipher of a response's EncryptedAssertion."""
+    found = lxml.etree.fromstring(response).find(
+        ".//{http://www.w3.org/2001/04/xmlenc#}EncryptedData/{http://www.w3.org/2001/04/xmlenc#}EncryptionMethod")
+    assert found is not None
+    return str(found.get("Algorithm"))
+
+
+def test_an_assertion_is_encrypted_with_a_cipher_the_sps_metadata_lists(idp: Any) -> None:
+    """SAML Metadata 2.4.1.1: md:EncryptionMethod says what the SP can decrypt; an older SP lists AES-CBC only.
+    python3-saml (xmlsec) decrypts what it is sent with the cipher its metadata listed."""
+    cbc = "http://www.w3.org/2001/04/xmlenc#aes128-cbc"
+    sp = OneLoginSp(idp_metadata(idp.url), keys=sp_keys("python3-saml encrypting sp"),
+                    security={"wantAssertionsEncrypted": True})
+    metadata = re.sub(rb'(<md:KeyDescriptor use="encryption">.*?</ds:KeyInfo>)',
+                      rb'\1<md:EncryptionMethod Algorithm="' + cbc.encode() + rb'"/>', sp.metadata(), flags=re.DOTALL)
+    assert cbc.encode() in metadata
+    register_sp(metadata, attribute_map=tuple(ATTRIBUTE_MAP), encrypt_assertion=True)
+    http = requests.Session()
+    url, request_id = sp.redirect_login(RELAY_STATE)
+    form = through_login(http, http.get(url, timeout=10))
+    assert _cipher(base64.b64decode(form.fields["SAMLResponse"])) == cbc
+    auth = sp.process_response(form, request_id)
+    assert_valid(auth)
+    assert auth.get_nameid() == "alice"
 
 
 def test_a_key_kept_in_files_rotates_without_failing_an_sp_that_fetched_the_metadata_before(

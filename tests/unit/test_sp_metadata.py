@@ -27,6 +27,7 @@ from idp.saml.metadata import (
     MetadataError,
     parse_sp_metadata,
 )
+from idp.saml.signing import block_cipher
 from idp.saml.sso import default_acs
 
 PERSISTENT = "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent"
@@ -89,6 +90,21 @@ def test_an_ec_certificate_is_for_signing_only() -> None:
     xml = p3_metadata().replace('<md:KeyDescriptor use="signing">', "<md:KeyDescriptor>")
     meta = parse_sp_metadata(xml.replace(cert_b64(sp_keys()[1]), ec_b64).encode())
     assert meta.signing_certs == (ec_b64,) and meta.encryption_certs == ()
+
+
+def test_the_encryption_methods_listed_choose_the_cipher() -> None:
+    """md:EncryptionMethod of the keys used for encryption, in order; the cipher is the first of ours they name
+    (GCM before CBC, 256 before 128 bits), AES-256-GCM when they name none of ours (3DES is not one)."""
+    gcm, cbc, tdes = ("http://www.w3.org/2009/xmlenc11#aes128-gcm", "http://www.w3.org/2001/04/xmlenc#aes128-cbc",
+                      "http://www.w3.org/2001/04/xmlenc#tripledes-cbc")
+    methods = "".join(f'<md:EncryptionMethod Algorithm="{a}"/>' for a in (tdes, cbc, gcm))
+    xml = re.sub(r"(<md:KeyDescriptor use=\"encryption\">.*?</ds:KeyInfo>)", lambda m: m.group(1) + methods,
+                 p3_metadata(security={"wantAssertionsEncrypted": True}), flags=re.DOTALL)
+    meta = parse_sp_metadata(xml.encode())
+    assert meta.encryption_methods == (tdes, cbc, gcm)
+    assert block_cipher(meta.encryption_methods) == gcm
+    assert block_cipher((tdes, cbc)) == cbc
+    assert block_cipher((tdes,)) == block_cipher(()) == "http://www.w3.org/2009/xmlenc11#aes256-gcm"
 
 
 def test_display_name_comes_from_the_organization() -> None:
