@@ -16,9 +16,10 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
+import requests
 from access_rows import account, assign, assign_app, ou, permission_set
 from helpers import make_user
-from oidc_peers import register
+from oidc_peers import DEVICE_GRANT, device_authorization, poll, register
 from saml_peers import OneLoginSp, PostedForm, idp_metadata
 
 from idp import clock
@@ -274,3 +275,32 @@ def test_an_aws_link_posts_a_response_for_that_account_and_role(live_server: Any
     assert attributes["https://aws.amazon.com/SAML/Attributes/Role"] == [
         "arn:aws:iam::111111111111:role/AdministratorAccess,arn:aws:iam::111111111111:saml-provider/bridge"]
     assert attributes["https://aws.amazon.com/SAML/Attributes/SessionDuration"] == ["3600"]
+
+
+def test_a_device_connected_in_the_browser_is_disconnected_from_the_portal(
+        world: dict[str, Any], sign_in: Any, live_server: Any) -> None:
+    """The device flow's pages and the portal's Disconnect button in a real browser: alice types the TV's code,
+    allows it, finds it on the portal under the devices she connected, and disconnects it; the TV's refresh
+    token is then refused."""
+    tv = register(name="Living-room TV", public=True, redirect_uris=(), first_party=True,
+                  grant_types=(DEVICE_GRANT, "refresh_token"))
+    grant = device_authorization(live_server, tv.client_id)
+    alice = sign_in("alice")
+    page = alice.page
+    page.goto(live_server.url + "/device")
+    page.get_by_label("Enter the code shown on your device").fill(grant["user_code"].lower().replace("-", " "))
+    page.get_by_role("button", name="Continue").click()
+    page.get_by_role("button", name="Allow").click()
+    assert "Device connected" in page.content()
+    token = poll(live_server, tv.client_id, grant["device_code"]).json()
+
+    page.goto(live_server.url + "/portal")
+    devices = page.locator("ul.allowed-apps li", has_text="Living-room TV")
+    assert devices.count() == 1
+    with page.expect_navigation():
+        devices.get_by_role("button", name="Disconnect").click()
+    assert page.locator("ul.allowed-apps li", has_text="Living-room TV").count() == 0
+    refused = requests.post(live_server.url + "/oauth/token", timeout=10, data={
+        "grant_type": "refresh_token", "refresh_token": token["refresh_token"], "client_id": tv.client_id})
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant"
+    assert alice.errors == []
