@@ -8,10 +8,13 @@ from typing import Any
 # C0 and C1 controls, DEL, and the Unicode line and paragraph separators: in a name they break the CLI's
 # one-line-per-row listings, and an escape sequence (ESC [ ...) reaches the admin's terminal as a command.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_SPACING = str.maketrans("", "", "\t\r\n")
 
 
-def has_control(value: str) -> bool:
-    return _CONTROL.search(value) is not None
+def has_control(value: str, *, spacing: bool = False) -> bool:
+    """Whether ``value`` holds a control character; with ``spacing``, tabs and line breaks do not count."""
+    return _CONTROL.search(value.translate(_SPACING) if spacing else value) is not None
+
 
 
 def check_line(value: str, label: str, field: str | None = None, *, lines: bool = False) -> str:

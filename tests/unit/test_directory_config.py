@@ -123,16 +123,17 @@ directories:
 
 
 def test_settings_holding_a_control_character_are_refused(tmp_path: Path) -> None:
-    """A DN or filter with a newline (a YAML escape) or an escape sequence is a mistake that would reach the
-    directory and the admin's listings."""
+    """An escape sequence (ESC, a C1 control, a bell) in a URL, DN or filter is a mistake that would reach the
+    admin's terminal in listings and messages; tabs and line breaks (a filter written as a YAML block) are not."""
     (tmp_path / "idp.yaml").write_text(r"""
 directories:
   - name: corp
     type: ldap
     urls: ["ldaps://ldap.corp.example", "ldaps://ldap2\x1b[2J.corp.example"]
-    base_dn: "dc=corp,\ndc=example"
+    base_dn: "dc=corp,\adc=example"
     user_filter: "(objectClass=\u009bperson)"
     username_attribute: uid
+    group_filter: "(|(objectClass=groupOfNames)\n  (objectClass=posixGroup))"
 """)
     with pytest.raises(ConfigError) as err:
         Settings.from_env({"IDP_CONFIG": str(tmp_path / "idp.yaml")})

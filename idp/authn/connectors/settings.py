@@ -188,7 +188,7 @@ def parse_entry(raw: Any, origin: str, *, secret_stored: bool = False) -> tuple[
             if not isinstance(items, list) or not all(isinstance(i, str) and i.strip() for i in items):
                 problems.append(f"{where}: {key} must be a string or a list of strings")
                 continue
-            if any(has_control(i) for i in items):
+            if any(has_control(i.strip(), spacing=True) for i in items):
                 problems.append(f"{where}: {key} may not contain a control character")
                 continue
             values[key] = tuple(i.strip() for i in items)
@@ -213,7 +213,9 @@ def parse_entry(raw: Any, origin: str, *, secret_stored: bool = False) -> tuple[
             if not isinstance(value, str):
                 problems.append(f"{where}: {key} must be a string")
                 continue
-            if has_control(value.strip()):  # a DN or filter with a newline or an escape sequence is a mistake
+            # An escape sequence in a DN or filter is a mistake that would reach the admin's terminal; a line break
+            # in a filter written as a YAML block is not (and was read before this check).
+            if has_control(value.strip(), spacing=True):
                 problems.append(f"{where}: {key} may not contain a control character")
                 continue
             values[key] = value.strip()
