@@ -94,25 +94,38 @@ def reserve(username: str) -> Reservation | None:
     allows (counted after the check, all of them were checked before the first was counted). None, holding
     nothing, while the name is locked out or its failures and tries in flight take the limit. A failure counts
     it (:func:`register_failure`); a success or a try never judged gives it back (:func:`release`)."""
-    return reserve_key(user_key(username), settings().login_max_failures)
+    return _reserve(user_key(username), settings().login_max_failures)
 
 
 def reserve_subject(subject: str) -> Reservation | None:
     """The same for the user a connector found, before their password goes to the directory: tries sent at once
     under several spellings of one name (CORP\\alice, OTHER\\alice, alice@corp.example) each have a name counter
     of their own, and only this one sees them all."""
-    return reserve_key(subject_key(subject), settings().login_max_failures)
+    return _reserve(subject_key(subject), settings().login_max_failures)
 
 
 def reserve_address(client_ip: str | None) -> Reservation | None:
     """The same for the client's address: one wrong password for each of many names, sent at once, reaches no
     more password checks than the address's limit. People signing in behind one address (an office's NAT) hold
     it only while their password is checked."""
-    return reserve_key(ip_key(client_ip), settings().login_ip_max_failures)
+    return _reserve(ip_key(client_ip), settings().login_ip_max_failures)
 
 
-def reserve_key(key: str, limit: int) -> Reservation | None:
-    """The same under a key of the caller's, for other guessable inputs than passwords (OIDC device user codes)."""
+def reserve_keys(keyed: list[tuple[str, int]]) -> list[Reservation] | None:
+    """The same under keys of the caller's, each under its limit, for other guessable inputs than passwords (OIDC
+    device user codes): a try held against every key, or None, holding nothing, while any is locked out or full.
+    In key order, as the counters are written (:func:`_in_order`)."""
+    held: list[Reservation] = []
+    for key, limit in sorted(keyed):
+        reservation = _reserve(key, limit)
+        if reservation is None:
+            release(*held)
+            return None
+        held.append(reservation)
+    return held
+
+
+def _reserve(key: str, limit: int) -> Reservation | None:
     return Reservation(key, limit) if counters.reserve(key, _limits(limit), now()) else None
 
 

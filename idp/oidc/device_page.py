@@ -36,20 +36,6 @@ def _throttle_keys(principal: Principal) -> list[tuple[str, int]]:
             (f"device-ip:{throttle.counted_address(request.remote_addr)}", MAX_FAILURES_PER_ADDRESS)]
 
 
-def _hold(keys: list[tuple[str, int]]) -> list[throttle.Reservation] | None:
-    """One try held against each key before the code is looked up, as a sign-in holds its tries: wrong codes
-    sent at once see each other. None, holding nothing, while any key is locked out or full. In key order, as
-    the throttle writes them (concurrent entries lock the same rows in the same order on PostgreSQL)."""
-    held: list[throttle.Reservation] = []
-    for key, limit in sorted(keys):
-        reservation = throttle.reserve_key(key, limit)
-        if reservation is None:
-            throttle.release(*held)
-            return None
-        held.append(reservation)
-    return held
-
-
 def _wrong_code(principal: Principal, held: list[throttle.Reservation]) -> list[str]:
     started = throttle.register_failure(*held)
     audit_event("oidc.device.code", None, outcome="failure", username=principal.username,
@@ -79,7 +65,9 @@ def submit() -> BaseResponse:
         return redirect(login_url(url_for("oidc.device")))
     principal = principal_for(sso)
     typed = request.form.get("user_code", "")[:64]
-    held = _hold(_throttle_keys(principal))
+    # One try held against each key before the code is looked up, as a sign-in holds its tries: wrong codes sent
+    # at once see each other.
+    held = throttle.reserve_keys(_throttle_keys(principal))
     if held is None:
         audit_event("oidc.device.code", None, outcome="failure", username=principal.username,
                     reason="locked out after too many wrong user codes")
