@@ -107,6 +107,7 @@ def _serve(bind: str | None, workers: int | None, metrics_dir: Path | None) -> N
     """gunicorn over this app; ``metrics_dir`` (the workers' shared metrics folder) is removed at exit."""
     from gunicorn.app.base import BaseApplication
 
+    from idp.logs import capture_warnings
     from idp.ops import instances, serving
 
     settings = runtime_settings()
@@ -126,7 +127,7 @@ def _serve(bind: str | None, workers: int | None, metrics_dir: Path | None) -> N
             # Gunicorn 25+'s control socket is one per home directory: a second instance would collide with it.
             if "control_socket_disable" in self.cfg.settings:
                 self.cfg.set("control_socket_disable", True)
-            self.cfg.set("logger_class", serving.QuietProbes)
+            self.cfg.set("logger_class", serving.JsonLines if settings.log_format == "json" else serving.QuietProbes)
             self.cfg.set("child_exit", serving.worker_exited)
             self.cfg.set("on_exit", serving.remove_on_exit(metrics_dir))
 
@@ -136,6 +137,7 @@ def _serve(bind: str | None, workers: int | None, metrics_dir: Path | None) -> N
     # Building the app (the embedded database's migration, the demo's seeding) left connections open, in the pool
     # or in the command's session: closed here, or every worker forked below would share them, which SQLite warns
     # corrupts the database.
+    capture_warnings()
     instances.announce(force=True)
     db.session.remove()
     db.engine.dispose()

@@ -57,21 +57,45 @@ class JsonFormatter(logging.Formatter):
                 out[name] = getattr(record, name)
         if hasattr(record, "audit"):
             out["audit"] = record.audit
+        if hasattr(record, "http"):  # gunicorn's access line, as fields
+            out["http"] = record.http
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str)
 
 
 def configure_logging(level: str, fmt: str) -> None:
+    """The app's log lines, and Python's warnings once ``capture_warnings`` routes them to logging (as ``idp
+    serve`` does), in one format: a log pipeline reading the server's output meets one kind of line."""
     handler = logging.StreamHandler()
     handler.addFilter(RequestId())
     handler.addFilter(MaskSecrets())
     handler.setFormatter(
         JsonFormatter() if fmt == "json" else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
     )
-    root = logging.getLogger("idp")
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    for name in ("idp", "py.warnings"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(level.upper())
+        logger.propagate = False
+
+
+def capture_warnings() -> None:
+    """Python's warnings (a library's, such as joserfc's on a short RSA key) as log lines of the app's format,
+    not as plain text on stderr. Only for the server: under a test runner, warnings are the runner's to record."""
+    logging.captureWarnings(True)
+
+
+def as_json(handler: logging.Handler) -> None:
+    """Another library's handler (gunicorn's) writing the app's JSON lines, secrets masked."""
+    handler.addFilter(MaskSecrets())
+    handler.setFormatter(JsonFormatter())
+
+
+def request_id_of(environ: dict[str, Any]) -> str | None:
+    """The id a request was given (``request_id``), read after it was answered, outside its context."""
+    value = environ.get(_ENVIRON_KEY)
+    return value if isinstance(value, str) else None
 
 
 def request_id() -> str:

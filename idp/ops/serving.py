@@ -11,6 +11,7 @@ from typing import Any
 
 from gunicorn.glogging import Logger
 
+from idp.logs import as_json, request_id_of
 from idp.ops.metrics import MULTIPROC_ENV
 
 _PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -63,5 +64,18 @@ class QuietProbes(Logger):  # type: ignore[misc]
             return
         sent = getattr(resp, "sent", None)
         millis = request_time.seconds * 1000 + request_time.microseconds // 1000
-        self.access_log.info('%s "%s %s" %s %s %sms', environ.get("REMOTE_ADDR", "-"), environ.get("REQUEST_METHOD"),
-                             path, status, "-" if sent is None else sent, millis)
+        client, method = environ.get("REMOTE_ADDR", "-"), environ.get("REQUEST_METHOD")
+        fields = {"client": client, "method": method, "path": path, "bytes": sent, "ms": millis,
+                  "status": int(status) if status.isdigit() else status, "request_id": request_id_of(environ)}
+        self.access_log.info('%s "%s %s" %s %s %sms', client, method, path, status, "-" if sent is None else sent,
+                             millis, extra={"http": fields})
+
+
+class JsonLines(QuietProbes):
+    """gunicorn's own lines (start, workers, errors) and its access lines as the app's JSON lines
+    (IDP_LOG_FORMAT=json): one format on the server's output."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for handler in (*self.error_log.handlers, *self.access_log.handlers):
+            as_json(handler)

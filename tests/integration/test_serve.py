@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -26,14 +28,48 @@ def test_serve_runs_gunicorn_on_the_base_url_port(tmp_path: Path) -> None:
         assert f'entityID="http://127.0.0.1:{port}/saml/metadata"'.encode() in resp.content
         assert requests.get(served.url + "/saml/sso?SAMLRequest=secret-message", timeout=10).status_code == 400
         assert requests.get(served.url + "/healthz", timeout=10).status_code == 200
-    # The access log: a line per request with client, method, path, status, bytes and time; no query string
-    # (it carries SAML messages), no probes.
+    # Every line the server wrote, gunicorn's own included, is a JSON line (the default IDP_LOG_FORMAT): a log
+    # pipeline meets one format.
     log = (tmp_path / "out.log").read_text()
-    assert re.search(rf'127\.0\.0\.1 "GET /saml/metadata" 200 {len(resp.content)} \d+ms', log), log[-2000:]
-    assert re.search(r'"GET /saml/sso" 400 \d+ \d+ms', log) and "secret-message" not in log
-    assert '"GET /healthz"' not in log
+    lines = [json.loads(line) for line in log.splitlines()]
+    assert any(line["logger"] == "gunicorn.error" and "Booting worker" in line["message"] for line in lines), log
+    # The access log: a line per request with client, method, path, status, bytes, time and the request's id (as
+    # the answer's X-Request-ID); no query string (it carries SAML messages), no probes.
+    access = [line["http"] for line in lines if line["logger"] == "gunicorn.access"]
+    [metadata] = [a for a in access if a["path"] == "/saml/metadata"]
+    assert metadata == {"client": "127.0.0.1", "method": "GET", "path": "/saml/metadata", "status": 200,
+                        "bytes": len(resp.content), "request_id": resp.headers["X-Request-ID"], "ms": metadata["ms"]}
+    assert isinstance(metadata["ms"], int)
+    assert any(a["path"] == "/saml/sso" and a["status"] == 400 for a in access) and "secret-message" not in log
+    assert not any(a["path"] == "/healthz" for a in access)
     # The instance the server ran is the one the CLI sees: same data dir, same keys.
     assert any((tmp_path / "keys").glob("*.key"))
+
+
+def test_text_logs_stay_text(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "IDP_DATA_DIR": str(tmp_path), "IDP_BASE_URL": f"http://127.0.0.1:{port}",
+           "IDP_WORKERS": "1", "IDP_LOG_FORMAT": "text"}
+    with idp_process(["serve"], env, port, tmp_path / "out.log") as served:
+        assert requests.get(served.url + "/saml/metadata", timeout=10).status_code == 200
+    log = (tmp_path / "out.log").read_text()
+    assert re.search(r'127\.0\.0\.1 "GET /saml/metadata" 200 \d+ \d+ms', log), log[-2000:]
+    assert "Booting worker" in log and not log.lstrip().startswith("{")
+
+
+def test_python_warnings_are_log_lines_of_the_servers_format(tmp_path: Path) -> None:
+    """A library's warning (joserfc's on a short RSA key, say) in the server is a JSON line like the app's, with
+    its secrets masked, not plain text among them. Run apart: under pytest, warnings are pytest's."""
+    script = ("import warnings\n"
+              "from idp.logs import capture_warnings, configure_logging\n"
+              "configure_logging('INFO', 'json')\n"
+              "capture_warnings()\n"
+              "warnings.warn('a key with password=hunter2x is short')\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    line = json.loads(out.stderr)
+    assert line["logger"] == "py.warnings" and line["level"] == "WARNING"
+    assert "UserWarning: a key with password=***" in line["message"] and "hunter2x" not in out.stderr
 
 
 def test_a_local_peer_cannot_set_the_scheme_or_the_script_name(tmp_path: Path) -> None:
