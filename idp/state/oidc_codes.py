@@ -32,7 +32,7 @@ from idp.clock import now
 from idp.extensions import db
 from idp.state import PREFIX, from_epoch, from_row, labelled, redis_client, to_epoch, ttl_seconds
 from idp.state.lua import Script
-from idp.store import OidcAuthorizationCode
+from idp.store import OidcAuthorizationCode, SsoSessionRow
 
 LIFETIME = timedelta(minutes=2)
 KEEP = timedelta(minutes=10)
@@ -225,6 +225,8 @@ def use(code: AuthorizationCode, t: datetime) -> Use:
     if code.session_id is None:
         result = conn.execute(_USE_SESSIONLESS, {"code": code.code_hash, "t": t})
     else:
+        if conn.dialect.name == "postgresql":
+            conn.execute(_HOLD_SESSION, {"sid": code.session_id})
         result = conn.execute(_USE_IN_SESSION, {"code": code.code_hash, "t": t, "sid": code.session_id})
     if result.rowcount == 1:
         return Use.FIRST
@@ -241,7 +243,15 @@ _USED_AT = select(_CODES.c.used_at).where(_CODES.c.code_hash == bindparam("code_
 _MARK_USED = update(_CODES).where(_CODES.c.code_hash == bindparam("code"), _CODES.c.used_at.is_(None),
                                   _CODES.c.expires_at > bindparam("t")).values(used_at=bindparam("t"))
 _USE_SESSIONLESS = _MARK_USED.where(_CODES.c.session_id.is_(None))
-_USE_IN_SESSION = _MARK_USED.where(_CODES.c.session_id == bindparam("sid"))
+# ... and whose session is still there: a code saved just after its session ended (read by its authorization
+# request before the end, committed after it) is one the end could not expire. On PostgreSQL the session row is
+# share-locked first (_HOLD_SESSION), as a session's end locks it before expiring its codes: an end in progress
+# is waited for and then found, and an end that comes after waits for this exchange and revokes what it issued.
+# On SQLite the UPDATE holds the one write lock and reads the session under it.
+_SESSIONS = SsoSessionRow.__table__
+_USE_IN_SESSION = _MARK_USED.where(_CODES.c.session_id == bindparam("sid"),
+                                   exists().where(_SESSIONS.c.id == bindparam("sid")))
+_HOLD_SESSION = select(_SESSIONS.c.id).where(_SESSIONS.c.id == bindparam("sid")).with_for_update(read=True)
 
 
 def nonce_seen(client_id: str, nonce: str, t: datetime) -> bool:

@@ -35,10 +35,11 @@ from sqlalchemy import func, select
 from idp import audit, clock
 from idp.extensions import db
 from idp.oidc import clients
-from idp.state import device_codes, oidc_codes
+from idp.state import device_codes, oidc_codes, sessions
 from idp.state.device_codes import DeviceCode
 from idp.state.oidc_codes import AuthorizationCode, Use
-from idp.store import OidcAuthorizationCode, OidcDeviceCode, OidcToken
+from idp.state.sessions import SsoSession
+from idp.store import OidcAuthorizationCode, OidcDeviceCode, OidcToken, User
 from idp.store.oidc import digest
 
 T = TypeVar("T")
@@ -130,8 +131,19 @@ def a_code(user_id: int, client_id: str = "client", session_id: str | None = Non
         code_challenge=None, code_challenge_method=None, expires_at=t + oidc_codes.LIFETIME)
 
 
+def a_session(user_id: int) -> str:
+    """A stored SSO session of the user; its id."""
+    t = clock.now()
+    session = SsoSession(id=digest(generate_token(32)), user_id=user_id, authn_at=t, created_at=t, last_seen_at=t,
+                         expires_at=t + timedelta(hours=8), client_ip=None)
+    sessions.create(session, t)
+    db.session.commit()
+    return session.id
+
+
 def test_a_code_raced_by_eight_exchanges_is_used_once(app: Flask) -> None:
-    code = a_code(make_user("alice").id, session_id="s1")
+    user_id = make_user("alice").id
+    code = a_code(user_id, session_id=a_session(user_id))
     oidc_codes.save(code)
     db.session.commit()
 
@@ -224,6 +236,30 @@ def test_the_end_of_the_session_ends_its_codes_and_signing_in_again_keeps_them(i
     assert active(idp, reg, tokens["refresh_token"])
     sign_out(idp, http)  # the tokens followed the session to its new id, and end with it
     assert not active(idp, reg, tokens["refresh_token"])
+
+
+def test_a_code_saved_just_after_its_session_ended_cannot_be_exchanged(idp: Any) -> None:
+    """An authorization request (on another instance, say) read the session just before a logout ended it, and
+    saved its code just after: the end could not expire a code it did not see, and the exchange must not issue
+    tokens from an ended sign-in."""
+    reg = register()
+    http = requests.Session()
+    code_for(idp, reg, http)  # signed in: the browser's session
+    user_id = db.session.scalar(select(User.id).where(User.username == "alice"))
+    [session_id] = sessions.user_session_ids(user_id)
+    sign_out(idp, http)
+    code, verifier = generate_token(48), generate_token(48)
+    t = clock.now()
+    oidc_codes.save(AuthorizationCode(
+        code_hash=digest(code), client_id=reg.client_id, user_id=user_id, session_id=session_id,
+        redirect_uri=REDIRECT_URI, scope="openid email", nonce=None, auth_time=t,
+        code_challenge=create_s256_code_challenge(verifier), code_challenge_method="S256",
+        expires_at=t + oidc_codes.LIFETIME))
+    db.session.commit()
+    refused = exchange(idp, reg, code, verifier)
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant", refused.text
+    assert db.session.scalar(select(func.count()).select_from(OidcToken)
+                             .where(OidcToken.code_hash == digest(code))) == 0
 
 
 def test_a_nonce_is_refused_while_its_code_is_remembered(idp: Any, frozen_clock: Any) -> None:
