@@ -95,12 +95,14 @@ class SamlStatusError(Exception):
     """A failure after the ACS is trusted: answered with a SAML Response carrying these status codes."""
 
     def __init__(self, request: SsoRequest, second_level: str, reason: str,
-                 top_level: str = samlp.STATUS_RESPONDER) -> None:
+                 top_level: str = samlp.STATUS_RESPONDER, *, told: str | None = None) -> None:
         super().__init__(reason)
         self.request = request
         self.top_level = top_level
         self.second_level = second_level
-        self.reason = reason
+        self.reason = reason  # audited
+        # The StatusMessage the SP reads, when the reason says more than the SP may learn (who is signed in).
+        self.told = reason if told is None else told
 
 
 # --- intake ---------------------------------------------------------------------------------------------
@@ -449,8 +451,10 @@ def issue(req: SsoRequest, session: SsoSession, client_ip: str | None) -> Outbou
         raise SamlStatusError(req, samlp.STATUS_INVALID_NAMEID_POLICY, exc.reason) from exc
     if req.requested_subject is not None and not _is_requested(name_id, *req.requested_subject):
         # SAML Core 3.4.1: the assertion's subject must strongly match the request's; someone else signed in.
+        # The SP learns no more than that: the username is not for an SP given an opaque NameID.
         raise SamlStatusError(req, samlp.STATUS_AUTHN_FAILED,
-                              f"signed in as {principal.username}, not the Subject the request names")
+                              f"signed in as {principal.username}, not the Subject the request names",
+                              told="the user signed in is not the Subject the request names")
 
     skew = timedelta(seconds=min(cfg.saml_clock_skew_seconds, 60))  # NotBefore: allow a little SP clock lag
     not_on_or_after = build.instant(now + timedelta(seconds=cfg.saml_assertion_lifetime_seconds))
@@ -536,6 +540,6 @@ def error_response(err: SamlStatusError, client_ip: str | None) -> Outbound:
     audit_refusal(err.reason, sp=req.sp_entity_id, client_ip=client_ip)
     root = build.response(response_id=build.new_id(), issue_instant=build.instant(clock.now()), destination=req.acs_url,
                           in_response_to=req.request_id, issuer=settings().base + "/saml/metadata",
-                          status=(err.top_level, err.second_level, err.reason))
+                          status=(err.top_level, err.second_level, err.told))
     signing.sign(root, keystore().ring().active)
     return Outbound(req.acs_url, etree.tostring(root), req.relay_state)

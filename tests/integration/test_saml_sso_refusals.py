@@ -255,6 +255,10 @@ def test_a_request_naming_its_subject_is_answered_only_for_that_user(client: Fla
     assert not auth.is_authenticated()
     assert "signed in as alice, not the Subject" in (refusals()[0].reason or "")
     assert responses_issued() == 0
+    # The SP is told that much, not who is signed in: it may know users by opaque NameIDs only.
+    root = etree.fromstring(base64.b64decode(form.fields["SAMLResponse"]))
+    message = root.findtext(f"{{{SAMLP}}}Status/{{{SAMLP}}}StatusMessage")
+    assert message == "the user signed in is not the Subject the request names"
 
 
 def test_a_subject_we_cannot_read_is_request_unsupported(client: FlaskClient, sp: OneLoginSp) -> None:
