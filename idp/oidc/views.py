@@ -34,6 +34,7 @@ from idp.oidc import authorize as authz
 from idp.oidc import clients, connected_devices, consent, device_page, logout
 from idp.oidc.claims import user_claims
 from idp.oidc.server import SECRET_AUTH, AccessTokenValidator, server, session_ended, still_given, user_ended
+from idp.prefetch import inert_on_head
 from idp.runtime import keystore, settings
 from idp.store import User
 
@@ -104,6 +105,7 @@ def jwks() -> Response:
 
 
 @bp.route("/oauth/authorize", methods=["GET", "POST"])
+@inert_on_head  # a signed-in user's code would be issued, and its nonce used up
 def authorize() -> BaseResponse:
     if request.method == "POST":
         # OIDC Core 3.1.2.1 allows POST. A cross-site POST carries no SameSite=Lax cookie, but the same-site
@@ -114,6 +116,7 @@ def authorize() -> BaseResponse:
 
 
 @bp.get("/oauth/authorize/continue/<pending_id>")
+@inert_on_head  # the parked request is decided once
 def resume(pending_id: str) -> BaseResponse:
     """Back from the login page: decide the parked request against the new session."""
     return authz.resume(pending_id)

@@ -11,7 +11,7 @@ import contextlib
 import logging
 from pathlib import Path
 
-from flask import Response, redirect, request, url_for
+from flask import redirect, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
 from idp import clock
@@ -19,6 +19,7 @@ from idp.access.decide import AWS_ENTITY_ID, AccountTarget, authorize
 from idp.authn.session import current_session, login_url, principal_for
 from idp.errors import Conflict, IdpError
 from idp.portal import bp
+from idp.prefetch import inert_on_head
 from idp.saml import presets, providers, sso
 from idp.saml.metadata import MetadataError, parse_sp_metadata
 from idp.saml.views import answer
@@ -90,9 +91,8 @@ def _not_set_up(why: str) -> IdpError:
 
 
 @bp.get("/aws/<account_id>/<permission_set>")
+@inert_on_head  # no role assumption for a link checker
 def aws_console(account_id: str, permission_set: str) -> BaseResponse:
-    if request.method == "HEAD":  # link checkers and prefetchers: no role assumption for them
-        return Response(status=200)
     session = current_session()
     if session is None:
         return redirect(login_url(url_for("portal.aws_console", account_id=account_id,

@@ -18,6 +18,7 @@ from idp.authn.session import cookie_name, current_session, login_url, set_logou
 from idp.authn.views import answer_after_sign_in
 from idp.errors import BadRequest
 from idp.extensions import csrf
+from idp.prefetch import inert_on_head
 from idp.runtime import settings
 from idp.saml import providers, slo, sso
 from idp.saml.bindings import MAX_RELAY_STATE, Inbound, decode_post, decode_redirect, post_form
@@ -82,10 +83,8 @@ def answer(req: sso.SsoRequest) -> BaseResponse:
 
 
 @bp.route("/sso", methods=["GET", "POST"])
+@inert_on_head  # answering HEAD would use up the request's single-use ID
 def single_sign_on() -> BaseResponse:
-    if request.method == "HEAD":
-        # Link checkers and prefetchers send HEAD; answering it must not use up the request's single-use ID.
-        return Response(status=200)
     ip = request.remote_addr
     try:
         try:
@@ -110,9 +109,8 @@ csrf.exempt(f"{__name__}.single_sign_on")
 
 
 @bp.get("/init")
+@inert_on_head  # no sign-in is sent for a link checker
 def idp_initiated() -> BaseResponse:
-    if request.method == "HEAD":  # link checkers and prefetchers: no sign-in is sent for them
-        return Response(status=200)
     entity_id = request.args.get("sp", "")
     relay_state = request.args.get("RelayState") or None
     if relay_state is not None and len(relay_state) > MAX_RELAY_STATE:
@@ -122,6 +120,7 @@ def idp_initiated() -> BaseResponse:
 
 
 @bp.get("/continue/<pending_id>")
+@inert_on_head  # the parked request is answered once
 def resume(pending_id: str) -> BaseResponse:
     """Back from the login page: answer the parked request once the session satisfies it."""
     ip = request.remote_addr

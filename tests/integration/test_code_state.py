@@ -274,6 +274,17 @@ def test_a_nonce_is_refused_while_its_code_is_remembered(idp: Any, frozen_clock:
     assert "code" in browse(http, authorize_url(idp, reg, generate_token(48), nonce="n-1")).params
 
 
+def test_a_head_request_issues_no_code_and_leaves_the_nonce_unused(idp: Any) -> None:
+    """Link checkers and prefetchers send HEAD: a signed-in user's authorization link must not act for them."""
+    reg = register()
+    http = requests.Session()
+    code_for(idp, reg, http)  # signed in
+    issued = len(audit.events(type="oidc.authorize"))
+    assert http.head(authorize_url(idp, reg, generate_token(48), nonce="n-2"), timeout=10).status_code == 200
+    assert len(audit.events(type="oidc.authorize")) == issued
+    assert "code" in browse(http, authorize_url(idp, reg, generate_token(48), nonce="n-2")).params
+
+
 def test_the_codes_of_a_deleted_client_cannot_be_exchanged(idp: Any) -> None:
     reg = register()
     code, verifier = code_for(idp, reg)

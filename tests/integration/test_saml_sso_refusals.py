@@ -624,6 +624,18 @@ def test_a_head_request_does_not_use_up_the_request(client: FlaskClient, sp: One
     assert refusals() == []
 
 
+def test_a_head_request_does_not_answer_a_parked_request(client: FlaskClient, sp: OneLoginSp) -> None:
+    url, request_id = sp.redirect_login("rs")
+    parked = urlsplit(client.get(local(url)).headers["Location"])
+    resume = parse_qs(parked.query)["next"][0]
+    assert resume.startswith("/saml/continue/")
+    login(client, "alice", PASSWORD)  # signed in elsewhere (another tab): the parked request still waits
+    assert client.head(resume).status_code == 200  # a link checker or prefetcher
+    assert responses_issued() == 0
+    form = read_post_form(client.get(resume).get_data(as_text=True))  # the browser's own visit is answered
+    assert sp.process_response(form, request_id).is_authenticated()
+
+
 def test_a_request_whose_answer_failed_on_the_database_can_be_sent_again(
         client: FlaskClient, sp: OneLoginSp) -> None:
     """The request's ID is claimed with the answer: the database lost as the answer is recorded is a 503, and
