@@ -77,7 +77,6 @@ def configure_logging(level: str, fmt: str) -> None:
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
         logger.setLevel(level.upper())
-        logger.propagate = False
 
 
 def capture_warnings() -> None:
