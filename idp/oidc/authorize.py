@@ -68,7 +68,7 @@ class AuthorizeRequest(OAuth2Request):  # type: ignore[misc]
     """An authorization request rebuilt from its query string, so that a parked request is replayed exactly."""
 
     def __init__(self, query: str, pairs: list[tuple[str, str]]) -> None:
-        """``pairs``: the query parsed with its blank values kept."""
+        """``pairs``: the query's parameters, those sent blank left out (RFC 6749 3.1)."""
         super().__init__("GET", settings().base + "/oauth/authorize?" + query)
         self._args: MultiDict[str, str] = MultiDict(pairs)
         self.payload = _Payload(self._args)
@@ -99,9 +99,10 @@ def handle(query: str, received_at: datetime, pending_id: str | None = None, ans
            ) -> BaseResponse:
     """Decide an authorization request (fresh from ``/oauth/authorize``, resumed after sign-in, or with the
     user's ``answer`` from the consent page: "allow" or "deny")."""
-    pairs = parse_qsl(query, keep_blank_values=True)
-    # Parsed once: the checks below read it without the blank values, as parse_qsl leaves them out by default.
-    args = MultiDict([(key, value) for key, value in pairs if value])
+    # Parsed once. RFC 6749 3.1: a parameter sent blank counts as not sent, for the checks below and for authlib
+    # alike (a blank copy before the real one was what authlib read: `max_age=&max_age=0` skipped the sign-in).
+    pairs = parse_qsl(query)
+    args = MultiDict(pairs)
     client_id = args.get("client_id")
     client_label = client_id[:64] if client_id else None
     if len(query) > MAX_QUERY:
@@ -130,7 +131,7 @@ def handle(query: str, received_at: datetime, pending_id: str | None = None, ans
     try:
         # RFC 6749 3.1: no parameter more than once, a blank one counting as not sent (authlib checks five; sent
         # twice, nonce or prompt would mean whichever copy a reader takes). RFC 8707's resource may repeat.
-        sent = Counter(key for key, value in pairs if value and key != "resource")
+        sent = Counter(key for key, _ in pairs if key != "resource")
         if repeated := sorted(key for key, n in sent.items() if n > 1):
             raise InvalidRequestError(f"{repeated[0]} may be sent once only.", redirect_uri=redirect_uri)
         # OIDC Core 6: request objects are not supported (discovery says so); their parameters, in them, would

@@ -271,10 +271,18 @@ def test_a_parameter_sent_twice_is_refused_at_the_client(idp: Any, repeated: str
     arrival = browse(http, f"{auth.url}&{repeated}={second}", username=None)
     assert arrival.params["error"] == "invalid_request" and repeated in arrival.params["error_description"]
     assert "code" not in arrival.params
-    if repeated != "code_challenge":  # (authlib's own check of it counts a blank copy too)
-        # A blank value is a parameter not sent (RFC 6749 3.1): no repeat, nor a response_mode.
-        answered = browse(http, f"{start(rp(idp.url, reg)).url}&{repeated}=&response_mode=", username=None)
-        assert answered.params.get("code"), answered.params
+    # A blank value is a parameter not sent (RFC 6749 3.1): no repeat, nor a response_mode.
+    answered = browse(http, f"{start(rp(idp.url, reg)).url}&{repeated}=&response_mode=", username=None)
+    assert answered.params.get("code"), answered.params
+
+
+@pytest.mark.parametrize("sent", ["prompt=&prompt=login", "max_age=&max_age=0"])
+def test_a_blank_copy_before_a_parameter_does_not_hide_it(idp: Any, sent: str) -> None:
+    """The blank copy is a parameter not sent; the other is the request's, and asks for the password again."""
+    reg = register()
+    http = requests.Session()
+    code_for(idp, reg, http)
+    assert browse(http, f"{start(rp(idp.url, reg)).url}&{sent}").login_prompts == 1
 
 
 @pytest.mark.parametrize(("name", "error"), [("request", "request_not_supported"),
