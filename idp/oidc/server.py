@@ -653,7 +653,16 @@ def find_token(value: str, hint: str | None) -> FoundToken | None:
     return None
 
 
-class Introspection(IntrospectionEndpoint):  # type: ignore[misc]
+class _AnyHint:
+    """RFC 7009 2.1 and RFC 7662 2.1: the token_type_hint only speeds up the look-up, and one the server does not
+    know is ignored (authlib refuses it, unsupported_token_type, and a revocation would not happen)."""
+
+    def check_params(self, request: OAuth2Request, client: Client) -> None:
+        if "token" not in request.form:
+            raise InvalidRequestError("The token to look up is missing.")
+
+
+class Introspection(_AnyHint, IntrospectionEndpoint):  # type: ignore[misc]
     CLIENT_AUTH_METHODS = SECRET_AUTH
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> FoundToken | None:
@@ -689,7 +698,7 @@ class Introspection(IntrospectionEndpoint):  # type: ignore[misc]
         return payload
 
 
-class Revocation(RevocationEndpoint):  # type: ignore[misc]
+class Revocation(_AnyHint, RevocationEndpoint):  # type: ignore[misc]
     CLIENT_AUTH_METHODS = [*SECRET_AUTH, "none"]
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> FoundToken | None:

@@ -157,6 +157,21 @@ def test_a_reused_refresh_token_revokes_its_whole_family(idp: Any) -> None:
     assert any(e.type == "oidc.refresh_reuse" for e in audit.events())
 
 
+@pytest.mark.parametrize("hint", ["id_token", "urn:example:jwt"])
+def test_a_token_type_hint_the_server_does_not_know_is_ignored(idp: Any, hint: str) -> None:
+    """RFC 7009 2.1, RFC 7662 2.1: the hint only speeds up the look-up; the token is found and revoked anyway."""
+    reg = register()
+    code, verifier = code_for(idp, reg)
+    tokens = exchange(idp, reg, code, verifier).json()
+    looked_up = requests.post(idp.url + "/oauth/introspect", auth=(reg.client_id, reg.client_secret), timeout=10,
+                              data={"token": tokens["access_token"], "token_type_hint": hint})
+    assert looked_up.status_code == 200 and looked_up.json()["active"] is True
+    revoked = requests.post(idp.url + "/oauth/revoke", auth=(reg.client_id, reg.client_secret), timeout=10,
+                            data={"token": tokens["refresh_token"], "token_type_hint": hint})
+    assert revoked.status_code == 200
+    assert introspect(idp, reg, tokens["access_token"])["active"] is False  # the whole grant ended
+
+
 def test_prompt_login_asks_again_even_with_a_session(idp: Any) -> None:
     reg = register()
     http = requests.Session()
