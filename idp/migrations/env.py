@@ -4,7 +4,7 @@ import zlib
 
 from alembic import context
 from flask import current_app
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 import idp.store  # noqa: F401  (registers every model on the metadata)
 from idp.extensions import db
@@ -15,24 +15,42 @@ _UPGRADE_LOCK = zlib.crc32(b"idp db upgrade")
 
 def run_migrations_online() -> None:
     with db.engine.connect() as connection:
-        context.configure(
-            connection=connection,
-            target_metadata=db.metadata,
-            render_as_batch=connection.dialect.name == "sqlite",  # SQLite cannot ALTER most things
-            compare_type=True,
-        )
-        with context.begin_transaction():
-            if connection.dialect.name == "postgresql":
-                # The statement timeout (idp.database) is for requests: an index built on a large table may take
-                # longer. LOCAL: for this transaction only, not for the pooled connection after it. A migration
-                # that steps outside it (autocommit_block, for CREATE INDEX CONCURRENTLY) must SET its own.
-                connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
-                # Several instances (init containers, compose services) may upgrade at once: the others wait
-                # here, then read the version the first one committed and find nothing left to do, instead of
-                # failing on the tables it is making. Per transaction: a migration that commits midway
-                # (autocommit_block) must take it again.
-                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _UPGRADE_LOCK})
-            context.run_migrations()
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            # A table that batch mode rebuilds is copied, dropped and renamed: with foreign keys enforced, the drop
+            # would delete, by ON DELETE CASCADE, every row referring to it. Enforcement off for the migrations (a
+            # PRAGMA that takes only outside a transaction), the references checked before they commit.
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
+        try:
+            _migrate(connection, sqlite)
+        finally:
+            if sqlite:
+                connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+                connection.commit()
+
+
+def _migrate(connection: Connection, sqlite: bool) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=db.metadata,
+        render_as_batch=sqlite,  # SQLite cannot ALTER most things
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # The statement timeout (idp.database) is for requests: an index built on a large table may take
+            # longer. LOCAL: for this transaction only, not for the pooled connection after it. A migration
+            # that steps outside it (autocommit_block, for CREATE INDEX CONCURRENTLY) must SET its own.
+            connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
+            # Several instances (init containers, compose services) may upgrade at once: the others wait
+            # here, then read the version the first one committed and find nothing left to do, instead of
+            # failing on the tables it is making. Per transaction: a migration that commits midway
+            # (autocommit_block) must take it again.
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _UPGRADE_LOCK})
+        context.run_migrations()
+        if sqlite and (broken := connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()):
+            raise RuntimeError(f"a migration left rows referring to nothing (table, rowid, parent): {broken[:5]}")
 
 
 if context.is_offline_mode():

@@ -27,7 +27,8 @@ group_members = Table(
 
 class User(db.Model):  # type: ignore[name-defined,misc]
     __tablename__ = "users"
-    __table_args__ = (UniqueConstraint("source", "external_id"),)
+    # The id is the user's OIDC subject: never given twice, also on SQLite (migration 0014).
+    __table_args__ = (UniqueConstraint("source", "external_id"), {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(255), unique=True)

@@ -15,6 +15,7 @@ from idp.store.types import UTCDateTime
 
 class ServiceProvider(db.Model):  # type: ignore[name-defined,misc]
     __tablename__ = "service_providers"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids never given twice (migration 0014)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     entity_id: Mapped[str] = mapped_column(String(1024), unique=True)

@@ -24,11 +24,12 @@ from sqlalchemy import MetaData, Table, create_engine, delete, make_url, select,
 from sqlalchemy.exc import IntegrityError
 
 from idp import create_app
+from idp.authn import directory
 from idp.authn.connectors import chain
 from idp.config import Settings
 from idp.database import MIGRATIONS
 from idp.extensions import db
-from idp.store import AppAssignment, Assignment, Directory, Group, OidcClient, ServiceProvider
+from idp.store import AppAssignment, Assignment, Directory, Group, OidcClient, PersistentNameId, ServiceProvider
 
 INSTANCES = 3
 
@@ -237,3 +238,48 @@ def test_an_upgrade_and_a_downgrade_keep_what_refers_to_an_oidc_client(
         assert db.session.execute(text("SELECT count(*) FROM app_assignments")).scalar() == 1
         db.session.rollback()
         db.engine.dispose()
+
+
+def test_ids_are_never_given_twice_and_the_upgrade_that_makes_it_so_keeps_every_row(
+        empty_database: str, tmp_path: Path, signing_files: tuple[Path, Path]) -> None:
+    """A user's id is their OIDC subject (never reassigned, OIDC Core 2). SQLite gave the newest user's id, once
+    deleted, to the next user made; revision 0014 rebuilds users and service_providers with AUTOINCREMENT, and
+    the rows referring to them stay (dropping the old table with foreign keys enforced cascades to them)."""
+    app = create_app(Settings(data_dir=tmp_path, database_url=empty_database, signing_key_file=signing_files[0],
+                              signing_cert_file=signing_files[1], log_format="text"))
+
+    def counts() -> dict[str, int]:
+        found = {t: db.session.execute(text(f'SELECT count(*) FROM "{t}"')).scalar_one()  # noqa: S608 - our names
+                 for t in db.metadata.tables}
+        db.session.rollback()
+        db.engine.dispose()
+        return found
+
+    with app.app_context():
+        upgrade(directory=MIGRATIONS, revision="0013")
+        make_user("alice", groups=["staff"])
+        bob = make_user("bob", groups=["staff"])
+        sp = register_sp(python3_saml_metadata())
+        db.session.add(PersistentNameId(user_id=bob.id, sp_id=sp.id, value="opaque-1"))
+        db.session.add(Assignment(user_id=bob.id, account_id=rows.account("111111111111", "Prod").id,
+                                  permission_set_id=rows.permission_set("Admin").id, created_by="test"))
+        db.session.commit()
+        before = counts()
+
+        upgrade(directory=MIGRATIONS)
+        assert counts() == before
+        deleted = bob.id
+        directory.delete_user("bob", actor="test")
+        db.session.commit()
+        assert make_user("carol").id > deleted  # not bob's subject
+        db.session.commit()
+        sp_id = sp.id
+        db.session.delete(db.session.get(ServiceProvider, sp_id))
+        db.session.commit()
+        assert register_sp(python3_saml_metadata()).id > sp_id
+        db.session.rollback()
+        db.engine.dispose()
+
+        kept = counts()
+        downgrade(directory=MIGRATIONS, revision="0013")
+        assert counts() == kept
