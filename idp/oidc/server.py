@@ -67,6 +67,9 @@ ACCESS_TOKEN_SECONDS = 3600
 # request.environ: when the assignment that gives this request's user the client ends (decide() found it).
 _APP_ENDS = "idp.oidc_app_ends"
 REFRESH_TOKEN_LIFETIME = timedelta(days=14)
+# However often it is refreshed, a grant ends this long after the sign-in that started it (ASVS 5 V10.4.8): a
+# device's tokens belong to no SSO session whose absolute lifetime would end them (a browser's do, sooner).
+REFRESH_FAMILY_LIFETIME = timedelta(days=90)
 ID_TOKEN_SECONDS = 600
 SECRET_AUTH = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
 
@@ -264,7 +267,7 @@ def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
         auth_time=end_user.principal.authn_at if end_user else None,
         issued_at=t,
         expires_at=t + timedelta(seconds=int(token.get("expires_in") or ACCESS_TOKEN_SECONDS)),
-        refresh_expires_at=t + REFRESH_TOKEN_LIFETIME if refresh else None,
+        refresh_expires_at=_refresh_expiry(t, end_user) if refresh else None,
     )
     # A Core INSERT on the connection, not an ORM object: nothing in this request reads the row back, and the
     # unit of work's flush machinery was a tenth of a token request.
@@ -283,6 +286,11 @@ def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
 
 
 _INSERT_TOKEN = OidcToken.__table__.insert()
+
+
+def _refresh_expiry(t: datetime, end_user: EndUser | None) -> datetime:
+    until = t + REFRESH_TOKEN_LIFETIME
+    return min(until, end_user.principal.authn_at + REFRESH_FAMILY_LIFETIME) if end_user is not None else until
 
 
 # --- grants -----------------------------------------------------------------------------------------------

@@ -317,6 +317,21 @@ def test_disabling_a_user_ends_their_devices_for_good(idp: Any, tv: Any) -> None
     assert _userinfo(idp, token) == 401
 
 
+def test_a_devices_grant_ends_90_days_after_the_approval_however_often_it_is_refreshed(
+        idp: Any, tv: Any, frozen_clock: Any) -> None:
+    """A device's tokens belong to no SSO session, whose absolute lifetime would end them; rotated every 13 days,
+    each refresh token lives 14, but the grant no longer than 90 days from the sign-in that approved it (ASVS 5
+    V10.4.8)."""
+    token = _connected_tv(idp, tv, requests.Session())
+    for _ in range(6):  # 78 days
+        frozen_clock.advance(days=13)
+        refreshed = _refresh(idp, tv, token)
+        assert refreshed.status_code == 200, refreshed.text
+        token = refreshed.json()
+    frozen_clock.advance(days=12)  # 90 days and a little: the fresh refresh token's 14 days are cut
+    assert error_of(_refresh(idp, tv, token)) == "invalid_grant"
+
+
 def _disconnect_forms(page: requests.Response) -> list[Any]:
     return [f for f in lxml.html.fromstring(page.text).forms if "/disconnect" in (f.get("action") or "")]
 
