@@ -215,13 +215,15 @@ def decide_device(pending: PendingDevice, principal: Principal, approve: bool) -
             approved, reason = False, exc.description or exc.error
         except AccessDenied as exc:
             approved, reason, denied = False, exc.reason, exc
+    if approved and not pending.client.first_party:
+        # Listed among the user's allowed apps, where revoking it also ends the device's tokens. Committed before
+        # the decision: in Redis the decision takes effect at once, and the device's exchange asks for this
+        # consent; the database lost after it leaves a consent the user gave, never an approval without one.
+        consent.remember(principal, pending.client, pending.scope)
     if not device_codes.decide(pending.device_code_hash, approved, principal.user_id, principal.authn_at,
                                clock.now()):
         db.session.rollback()
         return None
-    if approved and not pending.client.first_party:
-        # Listed among the user's allowed apps, where revoking it also ends the device's tokens.
-        consent.remember(principal, pending.client, pending.scope, commit=False)
     audit_event("oidc.device.approve" if approved else "oidc.device.deny", pending.client.client_id,
            outcome="success" if approved else "failure", username=principal.username, reason=reason,
            details={"scope": pending.scope})

@@ -128,6 +128,20 @@ def test_an_approval_whose_consent_is_withdrawn_before_the_device_polls_gives_no
     assert error_of(poll(idp, tv.client_id, grant["device_code"])) == "access_denied"
 
 
+def test_an_approval_whose_audit_is_lost_with_the_database_still_connects_the_device(idp: Any, tv: Any) -> None:
+    """The database lost as the approval is recorded: 503; the user sends it again and the TV gets its tokens.
+    In Redis the decision is written at once: the consent it needs must be stored before it, not with the audit
+    event that failed (the TV was then refused, access_denied, for a consent it never had)."""
+    grant = device_authorization(idp, tv.client_id)
+    http = requests.Session()
+    confirm = post_form(http, open_device_page(http, grant["verification_uri"]), user_code=grant["user_code"])
+    with audit_insert_lost("oidc.device.approve"):
+        assert post_form(http, confirm, decision="approve").status_code == 503
+    assert "Device connected" in post_form(http, confirm, decision="approve").text  # sent again
+    token = poll(idp, tv.client_id, grant["device_code"])
+    assert token.status_code == 200, token.text
+
+
 def test_an_answer_sent_again_stands_and_is_no_wrong_code(idp: Any, tv: Any) -> None:
     """A double click on Allow, or Back and Allow again: the second submission finds the request decided."""
     grant = device_authorization(idp, tv.client_id)
