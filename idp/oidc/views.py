@@ -167,17 +167,26 @@ MAX_DEVICE_CODES_PER_ADDRESS = 60
 
 @bp.post("/oauth/device")
 def device_authorization() -> BaseResponse:
-    key = f"device-issue:{throttle.counted_address(request.remote_addr)}"
-    if throttle.locked(key):
+    # The code's place under the address's limit is held (committed) before the code is made: requests sent at
+    # once see each other's, and no more of them get a code than the limit allows.
+    held = throttle.reserve_keys([(f"device-issue:{throttle.counted_address(request.remote_addr)}",
+                                   MAX_DEVICE_CODES_PER_ADDRESS)])
+    if held is None:
         _device_refused("too many device codes from this address")
         return _json({"error": "slow_down", "error_description": "Too many device codes from this address; try "
                       "again later."}, 429, {"Retry-After": str(settings().login_lockout_seconds)})
+    db.session.commit()
+    return throttle.settling(held, lambda: _issue_device_code(held))
+
+
+def _issue_device_code(held: list[throttle.Reservation]) -> BaseResponse:
     resp: BaseResponse = server().create_endpoint_response("device_authorization")
     if resp.status_code != 200:
         db.session.rollback()
+        throttle.release(*held)
         _device_refused(_error_of(resp))
         return resp
-    throttle.count_failures([(key, MAX_DEVICE_CODES_PER_ADDRESS)])
+    throttle.register_failure(*held)  # a code made counts against the address, as a failure would
     db.session.commit()
     return resp
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlencode, urljoin
@@ -38,7 +39,7 @@ from idp.oidc import consent
 from idp.oidc.device import find_pending, normalize_user_code
 from idp.oidc.device_page import MAX_FAILURES_PER_USER
 from idp.oidc.views import MAX_DEVICE_CODES_PER_ADDRESS
-from idp.state import redis_client
+from idp.state import device_codes, redis_client
 from idp.store import OidcDeviceCode, User
 
 
@@ -234,6 +235,22 @@ def test_device_codes_from_one_address_are_limited(idp: Any, tv: Any) -> None:
     db.session.expire_all()
     assert [e.reason for e in audit.events(type="oidc.device.authorize") if e.outcome == "failure"] == [
         "too many device codes from this address"]
+
+
+def test_device_codes_asked_for_at_once_are_held_to_the_limit(idp: Any, tv: Any, monkeypatch: Any) -> None:
+    """Each request holds its place under the address's limit before its code is made: ten sent at once with
+    three places left get three codes, not ten (issuing is slowed, an injected delay, so that they overlap)."""
+    for _ in range(MAX_DEVICE_CODES_PER_ADDRESS - 3):
+        device_authorization(idp, tv.client_id)
+    issue = device_codes.issue
+    monkeypatch.setattr(device_codes, "issue", lambda code: time.sleep(0.3) or issue(code))
+
+    def ask(_: int) -> int:
+        return requests.post(idp.url + "/oauth/device", data={"client_id": tv.client_id}, timeout=30).status_code
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        answers = sorted(pool.map(ask, range(10)))
+    assert answers == [200] * 3 + [429] * 7
 
 
 def test_the_device_page_form_needs_its_csrf_token(idp: Any, tv: Any) -> None:
