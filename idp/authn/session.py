@@ -235,8 +235,8 @@ def start_session(user_id: int) -> SsoSession:
     old = current_session()
     sessions.create(new, t)
     if old is not None and old.user_id == user_id:
-        sessions.move_participants(old.id, new, t)
-        _delete([old.id], successor=new.id)
+        sessions.continue_as(old.id, new, t)
+        _ended([old.id], new.id)
     elif old is not None:
         end_session(old, "replaced by another user's sign-in", commit=False)
     db.session.commit()

@@ -294,17 +294,21 @@ def end(session_id: str) -> list[Participant]:
 
         client.transaction(take, _key(session_id), _sps_key(session_id))
         return taken
-    # Locked before they are read, participants first as every other deleter takes them (no deadlock): a
-    # participant being rewritten (a new NameID) waits for this transaction, then finds the session gone; so does
-    # a new one, whose foreign key takes a share of the session row's lock. SQLite has one writer: its write
-    # lock is enough.
+    _hold(session_id)
+    found = participants(session_id)
+    _delete_rows([session_id])
+    return found
+
+
+def _hold(session_id: str) -> None:
+    """Lock a session's participants and row for the rest of the transaction, before they are read, participants
+    first as every other deleter takes them (no deadlock): a participant being rewritten (a new NameID) waits for
+    this transaction, then finds the session gone; so does a new one, whose foreign key takes a share of the
+    session row's lock. SQLite has one writer: its write lock is enough."""
     connection, dialect = db.session.connection(), db.engine.dialect.name
     if dialect == "postgresql":
         connection.execute(_LOCK_PARTICIPANTS, {"id": session_id})
     connection.execute(_HOLD_SESSION[dialect], {"id": session_id})
-    found = participants(session_id)
-    _delete_rows([session_id])
-    return found
 
 
 def _forget(pipe: Pipeline, sessions: list[tuple[str, Any, dict[str, str]]]) -> None:
@@ -433,31 +437,35 @@ def save_participant(s: SsoSession, p: Participant, previous: Participant | None
         raise
 
 
-def move_participants(old_id: str, new: SsoSession, now: datetime) -> None:
-    """Re-authentication: the participants of ``old_id`` go on in ``new``. In the database it does not commit."""
+def continue_as(old_id: str, new: SsoSession, now: datetime) -> None:
+    """Re-authentication: session ``old_id`` goes on as ``new`` (created already). Its participants move there
+    and it is forgotten in one step, as :func:`end` takes them: an SP answered in the old session meanwhile (on
+    another instance) is moved with the others or finds the session gone (SessionGone), never dropped from
+    Single Logout. In the database it does not commit."""
     forget_per_request(_PARTICIPANTS_READ)
     client = redis_client()
     if client is None:
+        _hold(old_id)
         db.session.execute(
             update(ParticipantRow).where(ParticipantRow.session_id == old_id).values(session_id=new.id)
         )
+        _delete_rows([old_id])
         return
 
     def move(pipe: Pipeline) -> None:
-        # WATCHed: an SP added to the old session meanwhile makes this run again rather than be lost.
+        # WATCHed: a participant saved in the old session meanwhile makes this run again rather than be lost.
+        user_id = pipe.hget(_key(old_id), "user_id")
         sps = cast(dict[Any, str], pipe.hgetall(_sps_key(old_id)))
         pipe.multi()
-        if not sps:
-            return
-        pipe.hset(_sps_key(new.id), mapping=sps)
-        pipe.expire(_sps_key(new.id), ttl_seconds(new.expires_at, now))
-        for sp_id, raw in sps.items():
-            key = _nameid_key(int(sp_id), _decode_participant(old_id, sp_id, raw).name_id)
-            pipe.zrem(key, old_id)
-            _index(pipe, key, new.id, new.expires_at, now)
-        pipe.delete(_sps_key(old_id))
+        if sps:
+            pipe.hset(_sps_key(new.id), mapping=sps)
+            pipe.expire(_sps_key(new.id), ttl_seconds(new.expires_at, now))
+            for sp_id, raw in sps.items():
+                _index(pipe, _nameid_key(int(sp_id), _decode_participant(old_id, sp_id, raw).name_id), new.id,
+                       new.expires_at, now)
+        _forget(pipe, [(old_id, user_id, sps)])
 
-    client.transaction(move, _sps_key(old_id))
+    client.transaction(move, _key(old_id), _sps_key(old_id))
 
 
 def find_by_name_id(sp_id: int, name_id: str, indexes: list[str]) -> list[SsoSession]:

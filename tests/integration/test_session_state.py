@@ -276,6 +276,36 @@ def table_rows() -> int:
     return sum(db.session.scalar(select(func.count()).select_from(t)) or 0 for t in (SsoSessionRow, ParticipantRow))
 
 
+def test_an_sp_answered_in_the_old_session_while_it_goes_on_as_a_new_one_is_moved_not_dropped(
+    live_server: Any, redis_mode: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another instance answers an SP in the session just as the user signs in again here: its participant is
+    saved between this instance reading the old session's participants and forgetting the session. It must go on
+    in the new session (Single Logout reaches that SP), not vanish with the old one."""
+    alice = make_user("alice", PASSWORD)
+    app1, app2 = sp("https://sp1.example.test"), sp("https://sp2.example.test")
+    client = live_server.app.test_client()
+    login(client, "alice", PASSWORD)
+    old = only_session(alice.id)
+    attach(old, app1.id, "alice@sp1", "idx-1")
+    forget = session_state._forget
+    elsewhere: list[bool] = []
+
+    def answered_elsewhere_first(pipe: Any, ended: Any) -> None:
+        if not elsewhere:  # once, after the old session's participants were read
+            elsewhere.append(True)
+            attach(old, app2.id, "alice@sp2", "idx-2")
+        forget(pipe, ended)
+
+    monkeypatch.setattr(session_state, "_forget", answered_elsewhere_first)
+    login(client, "alice", PASSWORD, force=True)
+    monkeypatch.undo()
+    new = only_session(alice.id)
+    assert elsewhere and new.id != old.id
+    assert sorted(p.sp_id for p in session_state.participants(new.id)) == [app1.id, app2.id]
+    assert session_state.find_by_name_id(app2.id, "alice@sp2", ["idx-2"]) == [new]
+
+
 def test_in_redis_sessions_stay_out_of_the_tables_and_every_key_expires(
     live_server: Any, redis_mode: redis.Redis
 ) -> None:
