@@ -186,6 +186,12 @@ def _validate(inbound: Inbound, seen: dict[str, str | None]) -> SsoRequest:
     if request.subject is not None and not request.subject[0]:
         raise SamlStatusError(req, samlp.STATUS_REQUEST_UNSUPPORTED, "a Subject without a NameID",
                               top_level=samlp.STATUS_REQUESTER)
+    if request.sp_name_qualifier not in (None, sp.entity_id):
+        # SAML Core 3.4.1.1: an identifier in another SP's (or an affiliation's) namespace. We keep one per SP,
+        # and answering with the requester's would not be what was asked.
+        raise SamlStatusError(req, samlp.STATUS_INVALID_NAMEID_POLICY,
+                              f"NameIDPolicy SPNameQualifier of another namespace: {request.sp_name_qualifier[:200]}",
+                              top_level=samlp.STATUS_REQUESTER)
     stated = authn_context.choose(requested_context)
     if stated is None:
         assert requested_context is not None
@@ -210,6 +216,7 @@ class _AuthnRequest:
     is_passive: str | None
     issuer: str
     name_id_format: str | None
+    sp_name_qualifier: str | None
     # The <Subject>'s NameID (value, Format); ("", None) for a Subject naming its user otherwise (BaseID,
     # EncryptedID), which we cannot read.
     subject: tuple[str, str | None] | None
@@ -236,7 +243,8 @@ def _authn_request(root: etree._Element) -> _AuthnRequest:
         assertion_consumer_service_index=root.get("AssertionConsumerServiceIndex"),
         protocol_binding=root.get("ProtocolBinding"), force_authn=root.get("ForceAuthn"),
         is_passive=root.get("IsPassive"), issuer=(issuers[0].text or "").strip() if issuers else "",
-        name_id_format=policies[0].get("Format") if policies else None, subject=subject,
+        name_id_format=policies[0].get("Format") if policies else None,
+        sp_name_qualifier=policies[0].get("SPNameQualifier") if policies else None, subject=subject,
     )
 
 
