@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 
 from authlib.integrations.flask_oauth2 import ResourceProtector
 from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749.errors import MissingAuthorizationError, UnsupportedTokenTypeError
 from authlib.oauth2.rfc6750.errors import InvalidTokenError
 from authlib.oauth2.rfc8628 import DEVICE_CODE_GRANT_TYPE
 from flask import Blueprint, Flask, Response, redirect, request, url_for
@@ -271,6 +272,12 @@ def _malformed_authorization_header() -> BaseResponse | None:
 def userinfo() -> BaseResponse:
     try:
         access = _protector.acquire_token(["openid"])
+    except (MissingAuthorizationError, UnsupportedTokenTypeError) as error:
+        # RFC 6750 3.1: a request without a Bearer token gets the challenge alone, no error code (authlib would
+        # send missing_authorization, which is no registered code).
+        audit.record(AuditEvent(type="oidc.userinfo", outcome="failure", sp=_client_hint(),
+                                client_ip=request.remote_addr, reason=error.error))
+        return Response(status=401, headers={"WWW-Authenticate": f'Bearer realm="{settings().base}"'})
     except OAuth2Error as error:
         return _refused("userinfo", _bearer_error(error))
     user = db.session.get(User, access.user_id) if access.user_id is not None else None

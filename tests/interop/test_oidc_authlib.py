@@ -76,6 +76,10 @@ def test_code_flow_with_pkce_refresh_userinfo_introspection_revocation(idp: Any)
     resp = requests.get(idp.url + "/oauth/userinfo", timeout=10,
                         headers={"Authorization": "Bearer " + refreshed["access_token"]})
     assert resp.status_code == 401 and "invalid_token" in resp.headers["WWW-Authenticate"]
+    # No token at all, or another scheme: the challenge alone, no error code (RFC 6750 3.1).
+    for headers in ({}, {"Authorization": "Basic YWxpY2U6cHc="}):
+        bare = requests.get(idp.url + "/oauth/userinfo", timeout=10, headers=headers)
+        assert bare.status_code == 401 and bare.headers["WWW-Authenticate"] == f'Bearer realm="{idp.url}"'
 
     types = [e.type for e in audit.events(limit=50)]
     for expected in ("oidc.authorize", "oidc.token", "oidc.refresh", "oidc.revoke"):
