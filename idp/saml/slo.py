@@ -57,6 +57,8 @@ SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
 SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
 STATUS_SUCCESS = "urn:oasis:names:tc:SAML:2.0:status:Success"
 STATUS_PARTIAL = "urn:oasis:names:tc:SAML:2.0:status:PartialLogout"
+STATUS_REQUESTER = "urn:oasis:names:tc:SAML:2.0:status:Requester"
+STATUS_REQUEST_DENIED = "urn:oasis:names:tc:SAML:2.0:status:RequestDenied"
 _NSPAIR = {"samlp": SAMLP, "saml": SAML}
 
 # Results recorded per notified SP; anything but SUCCESS makes the logout partial.
@@ -176,6 +178,11 @@ def _instant(value: str | None) -> datetime | None:
 def _check_common(msg: Any, sp: RegisteredSp, signed: bool) -> None:
     """Version, ID, Destination (which a signed message must carry: SAML Bindings 3.4.5.2, 3.5.5.2) and
     IssueInstant, shared by requests and responses."""
+    _check_addressed(msg, sp, signed)
+    _check_fresh(msg, sp)
+
+
+def _check_addressed(msg: Any, sp: RegisteredSp, signed: bool) -> None:
     if msg.version != "2.0":
         raise _refuse("Unsupported SAML version.", "bad version", sp.entity_id)
     if not msg.id or len(msg.id) > MAX_ID_LENGTH:
@@ -185,6 +192,9 @@ def _check_common(msg: Any, sp: RegisteredSp, signed: bool) -> None:
     if signed and not msg.destination:
         raise _refuse("The logout message is signed but does not say where it was sent.",
                       "signed message without Destination", sp.entity_id)
+
+
+def _check_fresh(msg: Any, sp: RegisteredSp) -> None:
     instant = _instant(msg.issue_instant)
     skew = timedelta(seconds=settings().saml_clock_skew_seconds)
     if instant is None:
@@ -209,17 +219,23 @@ def _logout_request(inbound: Inbound, root: etree._Element) -> Response:
     msg = _pysaml2(samlp.logout_request_from_string, inbound.xml)
     if msg is None:
         raise _refuse("The LogoutRequest is malformed.", "malformed LogoutRequest", sp.entity_id)
-    _check_common(msg, sp, signed)
-    if msg.not_on_or_after:
-        limit = _instant(msg.not_on_or_after)
-        if limit is None or now() - timedelta(seconds=settings().saml_clock_skew_seconds) >= limit:
-            raise _refuse("The LogoutRequest has expired.", "LogoutRequest expired", sp.entity_id)
-    if msg.name_id is None or not (msg.name_id.text or "").strip():
-        raise _refuse("The LogoutRequest names no NameID.", "no NameID", sp.entity_id)
-    skew = settings().saml_clock_skew_seconds
-    keep = timedelta(seconds=2 * skew + settings().saml_assertion_lifetime_seconds)
-    if not once.claim(_replay_namespace(sp.entity_id), msg.id, now() + keep):
-        raise _refuse("This logout request was already used.", "replayed LogoutRequest", sp.entity_id)
+    _check_addressed(msg, sp, signed)
+    try:
+        # From here the request is the SP's, to us: a refusal is a LogoutResponse saying so to its SLO endpoint
+        # (SAML Profiles 4.4.3.4), not a page that leaves the user at the IdP and the SP waiting.
+        _check_fresh(msg, sp)
+        if msg.not_on_or_after:
+            limit = _instant(msg.not_on_or_after)
+            if limit is None or now() - timedelta(seconds=settings().saml_clock_skew_seconds) >= limit:
+                raise _refuse("The LogoutRequest has expired.", "LogoutRequest expired", sp.entity_id)
+        if msg.name_id is None or not (msg.name_id.text or "").strip():
+            raise _refuse("The LogoutRequest names no NameID.", "no NameID", sp.entity_id)
+        skew = settings().saml_clock_skew_seconds
+        keep = timedelta(seconds=2 * skew + settings().saml_assertion_lifetime_seconds)
+        if not once.claim(_replay_namespace(sp.entity_id), msg.id, now() + keep):
+            raise _refuse("This logout request was already used.", "replayed LogoutRequest", sp.entity_id)
+    except LogoutRefused as refused:
+        return _refused_to(sp, msg.id, inbound, refused)
     db.session.commit()
 
     initiator = {
@@ -488,15 +504,33 @@ def _name_id(item: dict[str, Any]) -> NameID:
     )
 
 
-def _logout_response_xml(in_response_to: str, destination: str, partial: bool) -> bytes:
-    second = samlp.StatusCode(value=STATUS_PARTIAL) if partial else None
+def _logout_response_xml(in_response_to: str, destination: str, partial: bool, *,
+                         refused: LogoutRefused | None = None) -> bytes:
+    if refused is not None:
+        status = samlp.Status(status_code=samlp.StatusCode(
+            value=STATUS_REQUESTER, status_code=samlp.StatusCode(value=STATUS_REQUEST_DENIED)),
+            status_message=samlp.StatusMessage(text=refused.message))
+    else:
+        second = samlp.StatusCode(value=STATUS_PARTIAL) if partial else None
+        status = samlp.Status(status_code=samlp.StatusCode(value=STATUS_SUCCESS, status_code=second))
     resp = samlp.LogoutResponse(
         id=build.new_id(), version="2.0", issue_instant=build.instant(now()), destination=destination,
-        in_response_to=in_response_to,
-        issuer=Issuer(text=idp_entity_id(), format=NAMEID_FORMAT_ENTITY),
-        status=samlp.Status(status_code=samlp.StatusCode(value=STATUS_SUCCESS, status_code=second)),
+        in_response_to=in_response_to, issuer=Issuer(text=idp_entity_id(), format=NAMEID_FORMAT_ENTITY),
+        status=status,
     )
     return bytes(resp.to_string(nspair=_NSPAIR))
+
+
+def _refused_to(sp: RegisteredSp, request_id: str, inbound: Inbound, refused: LogoutRefused) -> Response:
+    """A LogoutRequest refused (audited already) after it was found to be the SP's own, to us: the refusal goes to
+    the SP's SLO endpoint as a LogoutResponse, Requester / RequestDenied; the error page only when its metadata
+    lists none."""
+    endpoint = _pick(providers.metadata_of(sp).slo, preferred=inbound.binding)
+    if endpoint is None:
+        raise refused
+    location = endpoint.response_location or endpoint.location
+    xml = _logout_response_xml(request_id, location, False, refused=refused)
+    return _send(endpoint.binding, location, "SAMLResponse", xml, inbound.relay_state)
 
 
 def _send(binding: str, location: str, field: str, xml: bytes, relay_state: str | None) -> Response:
