@@ -38,7 +38,7 @@ _MAX_NETWORK_TIMEOUT = 3600
 # not be in the environment, which /proc/<pid>/environ and `docker inspect` show.
 _FROM_FILE = frozenset({"secret_key", "database_url", "redis_url"})
 # Lists, where empty means none.
-_MAY_BE_EMPTY = frozenset({"aws_principal_tags", "signing_published_cert_files"})
+_MAY_BE_EMPTY = frozenset({"aws_principal_tags", "signing_published_cert_files", "ec_signing_published_key_files"})
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,9 @@ class Settings:
     # IDP_EC_SIGNING_KEY_FILE: the ES256 key (PEM, P-256); generated into data_dir when unset. Several
     # instances must share it as they share the RSA key, or one instance's JWKS lacks another's key.
     ec_signing_key_file: Path | None = None
+    # IDP_EC_SIGNING_PUBLISHED_KEY_FILES: EC public keys (PEM) published in the JWKS beside it, never signed with:
+    # the same overlap for a rotation of the ES256 key kept in files.
+    ec_signing_published_key_files: str | None = None
     session_idle_seconds: int = 1800
     session_max_seconds: int = 8 * 3600
     login_max_failures: int = 5
@@ -143,8 +146,11 @@ class Settings:
 
     @property
     def published_cert_files(self) -> tuple[Path, ...]:
-        return tuple(Path(item.strip()) for item in (self.signing_published_cert_files or "").split(",")
-                     if item.strip())
+        return _paths(self.signing_published_cert_files)
+
+    @property
+    def ec_published_key_files(self) -> tuple[Path, ...]:
+        return _paths(self.ec_signing_published_key_files)
 
     @property
     def aws_tags(self) -> tuple[tuple[str, str], ...]:
@@ -240,12 +246,16 @@ class Settings:
         for label, path in (("IDP_SIGNING_KEY_FILE", self.signing_key_file),
                             ("IDP_SIGNING_CERT_FILE", self.signing_cert_file),
                             ("IDP_EC_SIGNING_KEY_FILE", self.ec_signing_key_file),
-                            *(("IDP_SIGNING_PUBLISHED_CERT_FILES", p) for p in self.published_cert_files)):
+                            *(("IDP_SIGNING_PUBLISHED_CERT_FILES", p) for p in self.published_cert_files),
+                            *(("IDP_EC_SIGNING_PUBLISHED_KEY_FILES", p) for p in self.ec_published_key_files)):
             if path is not None and not path.is_file():
                 out.append(f"{label}: {path} is not a readable file")
         if self.published_cert_files and self.signing_key_file is None:
             out.append("IDP_SIGNING_PUBLISHED_CERT_FILES: only with IDP_SIGNING_KEY_FILE (generated keys rotate with "
                        "`idp keys rotate`)")
+        if self.ec_published_key_files and self.ec_signing_key_file is None:
+            out.append("IDP_EC_SIGNING_PUBLISHED_KEY_FILES: only with IDP_EC_SIGNING_KEY_FILE (generated keys rotate "
+                       "with `idp keys rotate`)")
         if self.presets_dir is not None and not self.presets_dir.is_dir():
             out.append(f"IDP_PRESETS_DIR: {self.presets_dir} is not a directory")
         positive = {
@@ -331,3 +341,8 @@ def _url_problem(label: str, url: str) -> str | None:
     if port is not None and not 0 < port < 65536:
         return f"port {port} is out of range"
     return None
+
+
+def _paths(listed: str | None) -> tuple[Path, ...]:
+    """A comma-separated list of files, as the *_PUBLISHED_* settings give them."""
+    return tuple(Path(item.strip()) for item in (listed or "").split(",") if item.strip())

@@ -47,7 +47,9 @@ from idp.config import Settings
 log = logging.getLogger(__name__)
 
 NEXT, ACTIVE, RETIRED = "next", "active", "retired"
-PUBLISHED = "published"  # a certificate from IDP_SIGNING_PUBLISHED_CERT_FILES: in metadata and JWKS, never signing
+# A certificate of IDP_SIGNING_PUBLISHED_CERT_FILES (in metadata and JWKS) or a key of
+# IDP_EC_SIGNING_PUBLISHED_KEY_FILES (in the JWKS): published, never signing.
+PUBLISHED = "published"
 # Far longer than anything a key signs lives (ID tokens 10 min, SAML assertions minutes) and than relying
 # parties cache metadata and JWKS for.
 RETIRED_KEY_RETENTION = timedelta(days=1)
@@ -182,41 +184,55 @@ def write_private(path: Path, data: bytes) -> None:
         raise
 
 
-def _published_beside(signing: SigningKey, cert_files: tuple[Path, ...], *, strict: bool) -> tuple[SigningKey, ...]:
-    """The keys of IDP_SIGNING_PUBLISHED_CERT_FILES, as published-only keys (their public keys stand in for the
-    private ones); the signing key's own certificate, or one listed twice, once. A file that does not hold an RSA
-    certificate is KeyError_ when ``strict``, else left out with an error in the log."""
-    if not cert_files:
+def _published_beside(signing: SigningKey, paths: tuple[Path, ...], *, strict: bool) -> tuple[SigningKey, ...]:
+    """The keys to publish beside ``signing``, never to sign with: for RSA the certificates of
+    IDP_SIGNING_PUBLISHED_CERT_FILES, for EC the public keys of IDP_EC_SIGNING_PUBLISHED_KEY_FILES; the signing
+    key's own, or one listed twice, once. A file that does not hold a key of the ring's type is KeyError_ when
+    ``strict``, else left out with an error in the log."""
+    if not paths:
         return ()
-    seen = {_public_der(x509.load_pem_x509_certificate(signing.cert_pem).public_key())}
+    own = (signing.parsed.public_key() if signing.parsed is not None
+           else x509.load_pem_x509_certificate(signing.cert_pem).public_key())
+    seen = {_public_der(own)}
     out: list[SigningKey] = []
-    for path in cert_files:
+    for path in paths:
         try:
-            cert = _published_cert(path)
+            public, cert_pem = _published_key(path, signing.kind)
         except KeyError_ as exc:
             if strict:
                 raise
             log.error("%s; not published", exc)
             continue
-        public = cert.public_key()
         der = _public_der(public)
         if der not in seen:
             seen.add(der)
             pem = public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-            out.append(SigningKey("external", PUBLISHED, pem, cert.public_bytes(serialization.Encoding.PEM)))
+            out.append(SigningKey("external", PUBLISHED, pem, cert_pem, signing.kind))
     return tuple(out)
 
 
-def _published_cert(path: Path) -> x509.Certificate:
+def _published_key(path: Path, kind: str) -> tuple[Any, bytes]:
+    """(public key, certificate PEM or b"") of one published file: an RSA certificate, or an EC P-256 public key."""
+    label = "IDP_SIGNING_PUBLISHED_CERT_FILES" if kind == RSA else "IDP_EC_SIGNING_PUBLISHED_KEY_FILES"
     try:
-        cert = x509.load_pem_x509_certificate(path.read_bytes())
+        data = path.read_bytes()
     except OSError as exc:
-        raise KeyError_(f"IDP_SIGNING_PUBLISHED_CERT_FILES: cannot read {exc.filename}: {exc.strerror}") from exc
+        raise KeyError_(f"{label}: cannot read {exc.filename}: {exc.strerror}") from exc
+    if kind == EC:
+        try:
+            public = serialization.load_pem_public_key(data)
+        except (ValueError, TypeError) as exc:
+            raise KeyError_(f"{label}: {path} is not a PEM public key") from exc
+        if not isinstance(public, ec.EllipticCurvePublicKey) or not isinstance(public.curve, ec.SECP256R1):
+            raise KeyError_(f"{label}: {path} does not hold an EC P-256 key")
+        return public, b""
+    try:
+        cert = x509.load_pem_x509_certificate(data)
     except ValueError as exc:
-        raise KeyError_(f"IDP_SIGNING_PUBLISHED_CERT_FILES: {path} is not a PEM certificate") from exc
+        raise KeyError_(f"{label}: {path} is not a PEM certificate") from exc
     if not isinstance(cert.public_key(), rsa.RSAPublicKey):
-        raise KeyError_(f"IDP_SIGNING_PUBLISHED_CERT_FILES: {path} does not hold an RSA key")
-    return cert
+        raise KeyError_(f"{label}: {path} does not hold an RSA key")
+    return cert.public_key(), cert.public_bytes(serialization.Encoding.PEM)
 
 
 def _public_der(key: Any) -> bytes:
@@ -315,9 +331,9 @@ class KeyStore:
         Secret, say), so that every worker signs with and publishes the new key without a restart. Files that do
         not make a valid pair yet (one replaced, not the other) leave the key in use as it is, with an error."""
         # Only the RSA key goes into SAML metadata, so only it comes with a certificate, and certificates to
-        # publish beside it.
+        # publish beside it; the EC key is published in the JWKS only, beside public keys.
         cert_file = self.settings.signing_cert_file if self.kind == RSA else None
-        published = self.settings.published_cert_files if self.kind == RSA else ()
+        published = self.settings.published_cert_files if self.kind == RSA else self.settings.ec_published_key_files
         stamp = (files.stamp(self.key_file), files.stamp(cert_file), *(files.stamp(f) for f in published))
         if self._ring is not None and stamp in (self._external_stamp, self._refused_stamp):
             return self._ring

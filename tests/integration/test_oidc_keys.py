@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from flask import Flask
 from joserfc import jwt as jose_jwt
 from joserfc.jwk import KeySet
@@ -105,3 +106,56 @@ def test_a_wrong_ec_key_file_is_named_at_start_up(make_settings: Callable[..., S
     with pytest.raises(KeyError_) as info:
         create_app(make_settings(ec_signing_key_file=path))
     assert str(info.value).startswith(message.format(path=path))
+
+
+def _public_pem(private_pem: bytes, path: Path) -> Path:
+    public = serialization.load_pem_private_key(private_pem, None).public_key()
+    path.write_bytes(public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    return path
+
+
+def test_an_ec_key_file_swap_rolls_through_instances_with_both_keys_published(
+        make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    """IDP_EC_SIGNING_PUBLISHED_KEY_FILES: while a new ES256 key rolls through the instances, those still on the
+    old key publish the new one, and those on the new key the old one; an ID token either signs verifies against
+    the JWKS a relying party cached from the other. The published keys never sign."""
+    old_pem, new_pem = generate_key_pair("old", EC)[0], generate_key_pair("new", EC)[0]
+    files = {}
+    for name, pem in (("old", old_pem), ("new", new_pem)):
+        files[name] = tmp_path / f"{name}.pem"
+        files[name].write_bytes(pem)
+        files[name].chmod(0o600)
+    publics = {name: _public_pem(pem, tmp_path / f"{name}.pub") for name, pem in (("old", old_pem), ("new", new_pem))}
+    apps = {
+        "old": create_app(make_settings(data_dir=tmp_path / "a", ec_signing_key_file=files["old"],
+                                        ec_signing_published_key_files=f"{publics['new']},{publics['old']}")),
+        "new": create_app(make_settings(data_dir=tmp_path / "b", ec_signing_key_file=files["new"],
+                                        ec_signing_published_key_files=str(publics["old"]))),
+    }
+    tokens, kids = {}, {}
+    for name, app in apps.items():
+        with app.app_context():
+            key = signing_key("ES256")
+            kids[name] = key.jwk_kid
+            tokens[name] = jose_jwt.encode({"alg": "ES256", "kid": key.jwk_kid}, {"sub": name}, key.jwk)
+    for name, other in (("old", "new"), ("new", "old")):
+        published = [k for k in jwks(apps[other]) if k["alg"] == "ES256"]
+        assert [k["kid"] for k in published] == [kids[other], kids[name]]  # the signing key first, each once
+        assert jose_jwt.decode(tokens[name], KeySet.import_key_set({"keys": published})).claims["sub"] == name
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"not a key\n", "IDP_EC_SIGNING_PUBLISHED_KEY_FILES: {path} is not a PEM public key"),
+    ("rsa", "IDP_EC_SIGNING_PUBLISHED_KEY_FILES: {path} does not hold an EC P-256 key"),
+])
+def test_a_wrong_published_ec_key_file_is_named_at_start_up(make_settings: Callable[..., Settings], tmp_path: Path,
+                                                            ec_key_file: Path, content: bytes | str,
+                                                            message: str) -> None:
+    path = tmp_path / "published.pub"
+    if content == "rsa":
+        _public_pem(generate_key_pair("idp", RSA)[0], path)
+    else:
+        path.write_bytes(content if isinstance(content, bytes) else b"")
+    with pytest.raises(KeyError_) as info:
+        create_app(make_settings(ec_signing_key_file=ec_key_file, ec_signing_published_key_files=str(path)))
+    assert str(info.value) == message.format(path=path)

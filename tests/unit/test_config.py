@@ -170,3 +170,17 @@ def test_the_address_served_on_comes_from_the_base_url_ipv6_in_brackets_and_neve
     with pytest.raises(ConfigError) as err:
         Settings.from_env({"IDP_BASE_URL": "http://127.0.0.1:0"})
     assert err.value.problems == ["IDP_BASE_URL: port 0 is no port to serve on"]
+
+
+def test_published_ec_keys_are_files_and_go_with_an_ec_key_kept_in_files(tmp_path: Path) -> None:
+    key = tmp_path / "next.pub"
+    key.write_text("a public key")
+    settings = Settings.from_env({"IDP_EC_SIGNING_KEY_FILE": str(key),
+                                  "IDP_EC_SIGNING_PUBLISHED_KEY_FILES": f" {key} ,"})
+    assert settings.ec_published_key_files == (key,)
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({"IDP_EC_SIGNING_PUBLISHED_KEY_FILES": f"{key},/nonexistent/old.pub"})
+    assert err.value.problems == [
+        "IDP_EC_SIGNING_PUBLISHED_KEY_FILES: /nonexistent/old.pub is not a readable file",
+        "IDP_EC_SIGNING_PUBLISHED_KEY_FILES: only with IDP_EC_SIGNING_KEY_FILE (generated keys rotate with "
+        "`idp keys rotate`)"]
