@@ -32,7 +32,7 @@ from idp.errors import BadRequest
 from idp.extensions import csrf, db
 from idp.keys import EC, RSA
 from idp.oidc import authorize as authz
-from idp.oidc import clients, connected_devices, consent, device_page, logout
+from idp.oidc import clients, connected_devices, consent, cors, device_page, logout
 from idp.oidc.claims import user_claims
 from idp.oidc.server import SECRET_AUTH, AccessTokenValidator, server, session_ended, still_given, user_ended
 from idp.prefetch import inert_on_head
@@ -40,6 +40,7 @@ from idp.runtime import keystore, settings
 from idp.store import User
 
 bp = Blueprint("oidc", __name__)
+cors.init(bp)
 
 
 @bp.record_once
