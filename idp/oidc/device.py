@@ -10,6 +10,8 @@ page that shows and takes user codes is :mod:`idp.oidc.device_page`.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -32,6 +34,7 @@ from idp import clock
 from idp.access.decide import AccessDenied
 from idp.authn.principal import Principal
 from idp.authn.revalidation import principal_now
+from idp.errors import first_line
 from idp.extensions import db
 from idp.oidc import clients, consent
 from idp.oidc.server import SECRET_AUTH, EndUser, active_user, audit_event, decide, decide_token
@@ -39,6 +42,8 @@ from idp.runtime import keyed_digest, settings
 from idp.state import device_codes
 from idp.state.device_codes import DeviceCode
 from idp.store.oidc import Client, digest
+
+log = logging.getLogger(__name__)
 
 LIFETIME = timedelta(minutes=10)
 INTERVAL = 5  # seconds between polls; RFC 8628 3.5 adds 5 at every slow_down
@@ -215,18 +220,27 @@ def decide_device(pending: PendingDevice, principal: Principal, approve: bool) -
             approved, reason = False, exc.description or exc.error
         except AccessDenied as exc:
             approved, reason, denied = False, exc.reason, exc
-    if approved and not pending.client.first_party:
-        # Listed among the user's allowed apps, where revoking it also ends the device's tokens. Committed before
-        # the decision: in Redis the decision takes effect at once, and the device's exchange asks for this
-        # consent; the database lost after it leaves a consent the user gave, never an approval without one.
-        consent.remember(principal, pending.client, pending.scope)
-    if not device_codes.decide(pending.device_code_hash, approved, principal.user_id, principal.authn_at,
-                               clock.now()):
+    t = clock.now()
+    if not device_codes.decide(pending.device_code_hash, approved, principal.user_id, principal.authn_at, t):
         db.session.rollback()
         return None
-    audit_event("oidc.device.approve" if approved else "oidc.device.deny", pending.client.client_id,
-           outcome="success" if approved else "failure", username=principal.username, reason=reason,
-           details={"scope": pending.scope})
+    try:
+        if approved and not pending.client.first_party:
+            # Listed among the user's allowed apps, where revoking it also ends the device's tokens.
+            consent.remember(principal, pending.client, pending.scope, commit=False)
+        audit_event("oidc.device.approve" if approved else "oidc.device.deny", pending.client.client_id,
+                    outcome="success" if approved else "failure", username=principal.username, reason=reason,
+                    details={"scope": pending.scope})
+    except Exception:
+        # In Redis the decision took effect at once: an approval left without the consent the device's exchange
+        # asks for would be refused there (access_denied). Taken back, the user's retry decides again.
+        with contextlib.suppress(Exception):
+            db.session.rollback()
+        try:
+            device_codes.undecide(pending.device_code_hash, approved, principal.user_id, t)
+        except Exception as exc:
+            log.warning("a device decision whose consent was not stored stands: %s", first_line(exc))
+        raise
     if denied is not None:
         raise denied
     return approved

@@ -220,6 +220,26 @@ def decide(device_code_hash: str, approved: bool, user_id: int, auth_time: datet
     return changed(result) == 1
 
 
+# KEYS[1] the authorization; ARGV[1] when it was decided, ARGV[2] the status, ARGV[3] user id. Back to pending
+# if that decision is still the one recorded and nothing was exchanged with it.
+_UNDECIDE = Script("""
+local h = redis.call('HMGET', KEYS[1], 'status', 'user_id', 'decided_at', 'used_at')
+if h[1] ~= ARGV[2] or h[2] ~= ARGV[3] or h[3] ~= ARGV[1] or h[4] then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'pending')
+redis.call('HDEL', KEYS[1], 'user_id', 'auth_time', 'decided_at')
+return 1
+""")
+
+
+def undecide(device_code_hash: str, approved: bool, user_id: int, t: datetime) -> None:
+    """Take back the decision :func:`decide` recorded at ``t`` when what goes with it (the consent, the audit
+    event) could not be stored: in Redis it took effect at once; in the database the caller's rollback takes it
+    back. The request is pending again, for the user's retry, unless it was exchanged meanwhile."""
+    client = redis_client()
+    if client is not None:
+        _UNDECIDE(client, [_key(device_code_hash)], [to_epoch(t), APPROVED if approved else DENIED, user_id])
+
+
 def forget_client(client_id: str) -> None:
     """A client is being deleted. In the database its authorizations go with it (in the caller's
     transaction). Redis keeps them until they expire: the device page ignores those of unknown clients, and

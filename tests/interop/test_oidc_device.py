@@ -40,7 +40,7 @@ from idp.oidc.device import find_pending, normalize_user_code
 from idp.oidc.device_page import MAX_FAILURES_PER_USER
 from idp.oidc.views import MAX_DEVICE_CODES_PER_ADDRESS
 from idp.state import device_codes, redis_client
-from idp.store import OidcDeviceCode, User
+from idp.store import OidcConsent, OidcDeviceCode, User
 
 
 @pytest.fixture
@@ -141,6 +141,20 @@ def test_an_approval_whose_audit_is_lost_with_the_database_still_connects_the_de
     assert "Device connected" in post_form(http, confirm, decision="approve").text  # sent again
     token = poll(idp, tv.client_id, grant["device_code"])
     assert token.status_code == 200, token.text
+
+
+def test_an_approval_that_finds_the_request_decided_meanwhile_leaves_no_consent(
+        idp: Any, tv: Any, monkeypatch: Any) -> None:
+    """Decided by another submission (or expired) between the page and the answer: nothing is approved, and the
+    client is not left among the user's allowed apps, where it would skip the consent page from then on."""
+    grant = device_authorization(idp, tv.client_id)
+    http = requests.Session()
+    confirm = post_form(http, open_device_page(http, grant["verification_uri"]), user_code=grant["user_code"])
+    monkeypatch.setattr(device_codes, "decide", lambda *args: False)
+    assert "Device connected" not in post_form(http, confirm, decision="approve").text
+    db.session.expire_all()
+    assert db.session.scalar(select(OidcConsent).where(OidcConsent.client_id == tv.client_id)) is None
+    assert not audit.events(type="oidc.consent.grant")
 
 
 def test_an_answer_sent_again_stands_and_is_no_wrong_code(idp: Any, tv: Any) -> None:
