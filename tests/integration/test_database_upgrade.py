@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -283,3 +284,23 @@ def test_ids_are_never_given_twice_and_the_upgrade_that_makes_it_so_keeps_every_
         kept = counts()
         downgrade(directory=MIGRATIONS, revision="0013")
         assert counts() == kept
+
+
+def test_rows_referring_to_nothing_from_before_do_not_stop_an_upgrade_or_a_start(
+        tmp_path: Path, signing_files: tuple[Path, Path]) -> None:
+    """SQLite's shell enforces no foreign keys: a hand edit may leave a row referring to nothing. The check after
+    an upgrade (foreign keys are off while it runs) stops only on rows the upgrade left so, and a start with
+    nothing to upgrade checks nothing."""
+    path = tmp_path / "edited.db"
+    app = create_app(Settings(data_dir=tmp_path, database_url=f"sqlite:///{path}", signing_key_file=signing_files[0],
+                              signing_cert_file=signing_files[1], log_format="text"))
+    with app.app_context():
+        upgrade(directory=MIGRATIONS, revision="0013")
+        db.engine.dispose()
+        with sqlite3.connect(path) as edit:
+            edit.execute("INSERT INTO group_members (user_id, group_id) VALUES (998, 999)")
+        upgrade(directory=MIGRATIONS)
+        upgrade(directory=MIGRATIONS)  # nothing to do
+        assert db.session.execute(text("SELECT count(*) FROM group_members")).scalar() == 1
+        db.session.rollback()
+        db.engine.dispose()
