@@ -488,8 +488,11 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
         if row.refresh_used_at is not None:
             _revoke_family(row, "refresh token used twice")
             return None
-        if row.refresh_expires_at is None or row.refresh_expires_at <= clock.now():
+        t = clock.now()
+        if row.refresh_expires_at is None or row.refresh_expires_at <= t:
             return None
+        if row.auth_time is not None and row.auth_time + REFRESH_FAMILY_LIFETIME <= t:
+            return None  # a grant older than the cap, stored before it (its own expiry knows nothing of it)
         return row
 
     def authenticate_user(self, refresh_token: RefreshToken) -> EndUser:

@@ -9,6 +9,7 @@ import re
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode, urljoin
 
@@ -30,9 +31,9 @@ from oidc_peers import (
     pyjwt_validate,
     register,
 )
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from idp import audit
+from idp import audit, clock
 from idp.authn import directory, throttle
 from idp.extensions import db
 from idp.oidc import consent
@@ -40,7 +41,7 @@ from idp.oidc.device import find_pending, normalize_user_code
 from idp.oidc.device_page import MAX_FAILURES_PER_USER
 from idp.oidc.views import MAX_DEVICE_CODES_PER_ADDRESS
 from idp.state import device_codes, redis_client
-from idp.store import OidcConsent, OidcDeviceCode, User
+from idp.store import OidcConsent, OidcDeviceCode, OidcToken, User
 
 
 @pytest.fixture
@@ -374,6 +375,15 @@ def test_a_devices_grant_ends_90_days_after_the_approval_however_often_it_is_ref
         assert refreshed.status_code == 200, refreshed.text
         token = refreshed.json()
     frozen_clock.advance(days=12)  # 90 days and a little: the fresh refresh token's 14 days are cut
+    assert error_of(_refresh(idp, tv, token)) == "invalid_grant"
+
+
+def test_a_grant_stored_before_the_90_day_cap_ends_at_it_too(idp: Any, tv: Any, frozen_clock: Any) -> None:
+    """A refresh token issued before the cap existed carries 14 days of its own whatever its grant's age."""
+    token = _connected_tv(idp, tv, requests.Session())
+    frozen_clock.advance(days=91)
+    db.session.execute(update(OidcToken).values(refresh_expires_at=clock.now() + timedelta(days=7)))
+    db.session.commit()
     assert error_of(_refresh(idp, tv, token)) == "invalid_grant"
 
 
