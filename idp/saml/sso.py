@@ -244,7 +244,9 @@ def _authn_request(root: etree._Element) -> _AuthnRequest:
         protocol_binding=root.get("ProtocolBinding"), force_authn=root.get("ForceAuthn"),
         is_passive=root.get("IsPassive"), issuer=(issuers[0].text or "").strip() if issuers else "",
         name_id_format=policies[0].get("Format") if policies else None,
-        sp_name_qualifier=policies[0].get("SPNameQualifier") if policies else None, subject=subject,
+        # Blank is not sent: no namespace named.
+        sp_name_qualifier=(policies[0].get("SPNameQualifier") or "").strip() or None if policies else None,
+        subject=subject,
     )
 
 
