@@ -23,8 +23,11 @@ log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None) -> Flask:
+    from_env = settings is None
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level, settings.log_format)
+    for stray in settings.stray_variables() if from_env else ():
+        log.warning("%s", stray)
     if settings.weak_secret_key:
         log.warning("IDP_SECRET_KEY is shorter than 32 characters: a short key can be guessed offline from any "
                     "CSRF token. Set a long one (`openssl rand -hex 32`); directories added with `idp directory "

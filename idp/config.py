@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Mapping
@@ -143,6 +144,21 @@ class Settings:
         port = parts.port or (443 if parts.scheme == "https" else 80)
         host = unquote(parts.hostname or "")  # an IPv6 zone: fe80::1%25eth0 in a URL
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # an IPv6 address goes in brackets
+
+    def stray_variables(self, env: Mapping[str, str] | None = None) -> list[str]:
+        """``IDP_*`` variables that set nothing, each said with the setting it resembles: a misspelt name leaves
+        its setting at the default (IDP_DATABASE_UR for IDP_DATABASE_URL: each instance on a SQLite file of its
+        own). Said, not refused: other tools' variables may share the prefix."""
+        env = os.environ if env is None else env
+        known = {"IDP_" + f.name.upper() for f in fields(self) if f.name != "directories"}
+        known |= {"IDP_" + name.upper() + "_FILE" for name in _FROM_FILE}
+        known |= {d.bind_password_env for d in self.directories if d.bind_password_env}
+        out = []
+        for name in sorted(n for n in env if n.startswith("IDP_") and n not in known):
+            close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.85)
+            out.append(f"{name} is no setting of the bridge and is ignored"
+                       + (f"; did you mean {close[0]}?" if close else ""))
+        return out
 
     @property
     def published_cert_files(self) -> tuple[Path, ...]:

@@ -86,3 +86,15 @@ def test_names_and_descriptions_with_control_characters_are_refused(app: Flask, 
         runner, "permission-set", "add", "Admin", "--session-duration", "1", "--description", esc).output
     assert runner.invoke(cli, ["group", "add", "ops", "--description", "line one\nline two"]).exit_code == 0
     assert clients.all_clients() == []
+
+
+def test_a_misspelt_setting_is_named_with_the_one_it_resembles(tmp_path: Path) -> None:
+    """IDP_DATABASE_UR for IDP_DATABASE_URL leaves the database at its default, an embedded SQLite file: said at
+    start, with the setting meant, rather than found out when the data is gone."""
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("IDP_")}, "IDP_DATA_DIR": str(tmp_path),
+           "IDP_LOG_FORMAT": "text", "IDP_DATABASE_UR": "postgresql://db/idp", "IDP_WORKERS": "2"}
+    done = subprocess.run([IDP, "user", "list"], env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert ("IDP_DATABASE_UR is no setting of the bridge and is ignored; did you mean IDP_DATABASE_URL?"
+            in done.stderr)
+    assert "IDP_WORKERS" not in done.stderr and "IDP_DATA_DIR" not in done.stderr
