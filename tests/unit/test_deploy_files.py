@@ -86,7 +86,24 @@ def test_kustomization_applies_every_manifest_of_the_expected_kinds() -> None:
     listed = set(kustomization["resources"])
     assert listed == {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
     kinds = sorted(m["kind"] for name in listed for m in load_all(K8S / name))
-    assert kinds == ["ConfigMap", "ConfigMap", "CronJob", "Deployment", "Ingress", "PodDisruptionBudget", "Service"]
+    assert kinds == ["ConfigMap", "ConfigMap", "CronJob", "Deployment", "Ingress", "NetworkPolicy",
+                     "PodDisruptionBudget", "Service"]
+    # One image name for every container, which the kustomization's images entry sets (not three copies).
+    images = {c["image"].split(":")[0] for kind in ("Deployment", "CronJob") for c in containers(one(kind))}
+    images |= {c["image"].split(":")[0] for c in pod_template(one("Deployment"))["spec"]["initContainers"]}
+    assert [i["name"] for i in kustomization["images"]] == sorted(images) == ["idp-bridge"]
+
+
+def test_only_the_ingress_controller_and_prometheus_reach_the_pods() -> None:
+    """The app trusts one proxy hop's X-Forwarded-For entry: a pod that reached the port directly could write it
+    and rotate the address the login throttle counts."""
+    policy = one("NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_template(one("Deployment"))["metadata"][
+        "labels"].items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    assert all("namespaceSelector" in peer for peer in rule["from"]) and len(rule["from"]) == 2
+    assert rule["ports"] == [{"port": "http"}]
 
 
 def test_deployment_runs_several_non_root_replicas_with_probes() -> None:
@@ -141,23 +158,29 @@ def test_every_replica_gets_the_signing_key_and_secrets_from_secret_references(k
     settings = env_settings()
     for container in containers(deployment):
         mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-        # The key, the certificate and the Flask secret key are files in mounted Secrets, never generated.
+        # The key, the certificate, the Flask secret key and the database URL (its password) are files in mounted
+        # Secrets, never generated, never in the environment (where /proc/<pid>/environ and every process
+        # started from the container would show them).
         for name in ("IDP_SIGNING_KEY_FILE", "IDP_SIGNING_CERT_FILE", "IDP_EC_SIGNING_KEY_FILE",
-                     "IDP_SECRET_KEY_FILE"):
+                     "IDP_SECRET_KEY_FILE", "IDP_DATABASE_URL_FILE"):
             volume = volumes[mounts[str(Path(settings[name]).parent)]]
             assert "secret" in volume, name
-        env = {e["name"]: e for e in container["env"]}
-        assert "value" not in env["IDP_DATABASE_URL"]
-        assert env["IDP_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"]
+        assert not [e for e in container.get("env", []) if "valueFrom" in e or e["name"] == "IDP_DATABASE_URL"]
         assert {"configMapRef": {"name": "idp-bridge-env"}} in container["envFrom"]
 
 
 def test_redis_comes_from_a_secret_where_it_is_used_and_no_setting_is_secret() -> None:
     settings = env_settings()
-    # Redis, like the database, only from a Secret (its URL carries the password), and only where it is used.
-    (app,) = one("Deployment")["spec"]["template"]["spec"]["containers"]
-    redis_env = {e["name"]: e for e in app["env"]}["IDP_REDIS_URL"]
-    assert "value" not in redis_env and redis_env["valueFrom"]["secretKeyRef"]["name"]
+    # Redis, like the database, only from a mounted Secret (its URL carries the password), and only where it is
+    # used: the migration and the audit pruning read no IDP_REDIS_URL_FILE, nor need the Secret.
+    deployment = one("Deployment")
+    (app,) = deployment["spec"]["template"]["spec"]["containers"]
+    redis_file = {e["name"]: e for e in app["env"]}["IDP_REDIS_URL_FILE"]["value"]
+    volumes = {v["name"]: v for v in pod_template(deployment)["spec"]["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in app["volumeMounts"]}
+    assert volumes[mounts[str(Path(redis_file).parent)]]["secret"]["secretName"] == "idp-redis"
+    for other in [*deployment["spec"]["template"]["spec"]["initContainers"], *containers(one("CronJob"))]:
+        assert "IDP_REDIS_URL_FILE" not in {e["name"] for e in other.get("env", [])}
     secret_names = {"IDP_SECRET_KEY", "IDP_DATABASE_URL", "IDP_SIGNING_KEY", "IDP_REDIS_URL"}
     assert not secret_names & set(settings)
     assert not [s for s in settings.values() if "postgresql" in s or "redis://" in s or "BEGIN" in s]
