@@ -1,13 +1,17 @@
 """Alembic environment: runs against the app's own engine and models."""
 
+import logging
 import zlib
 
 from alembic import context
+from alembic.util.exc import CommandError
 from flask import current_app
 from sqlalchemy import Connection, text
 
 import idp.store  # noqa: F401  (registers every model on the metadata)
 from idp.extensions import db
+
+log = logging.getLogger("idp.migrations")
 
 # One advisory lock key for every instance of the bridge on this database.
 _UPGRADE_LOCK = zlib.crc32(b"idp db upgrade")
@@ -48,8 +52,18 @@ def _migrate(connection: Connection, sqlite: bool) -> None:
             # failing on the tables it is making. Per transaction: a migration that commits midway
             # (autocommit_block) must take it again.
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _UPGRADE_LOCK})
+            # Once it is this instance's turn: a change that waits on a table's lock (a long request holding it)
+            # fails after a minute, to be tried again, rather than hold every query on that table behind it.
+            connection.exec_driver_sql("SET LOCAL lock_timeout = '60s'")
         migrations = context.get_context()
         before = set(migrations.get_current_heads())
+        if newer := sorted(rev for rev in before if not _known(rev)):
+            # A newer release migrated this database, and this one is started again (a rollback, an old pod
+            # restarting during a rollout): it runs on the schema as it is, which a release's migrations leave
+            # usable by the release before (they add; what the old code still reads goes a release later).
+            log.warning("the database is at revision %s, which this release does not know (a newer release "
+                        "migrated it): no migration run", ", ".join(newer))
+            return
         # Rows referring to nothing before an upgrade (a hand edit with the sqlite3 shell, which enforces no
         # foreign keys) are not the migration's doing: only new ones stop it. Nothing to run, nothing to check.
         heads = context.get_head_revisions()
@@ -60,6 +74,14 @@ def _migrate(connection: Connection, sqlite: bool) -> None:
                 broken := _dangling(connection) - dangling):
             raise RuntimeError("a migration left rows referring to nothing (table, rowid, parent): "
                                f"{sorted(broken)[:5]}")
+
+
+def _known(revision: str) -> bool:
+    try:
+        context.script.get_revision(revision)
+    except CommandError:  # "Can't locate revision"
+        return False
+    return True
 
 
 def _dangling(connection: Connection) -> set[tuple[object, ...]]:

@@ -304,3 +304,22 @@ def test_rows_referring_to_nothing_from_before_do_not_stop_an_upgrade_or_a_start
         assert db.session.execute(text("SELECT count(*) FROM group_members")).scalar() == 1
         db.session.rollback()
         db.engine.dispose()
+
+
+def test_a_release_started_again_on_a_database_a_newer_one_migrated_runs_on_it(
+        empty_database: str, tmp_path: Path) -> None:
+    """A rollback (or an old pod restarting during a rollout) runs `idp db upgrade` again on a database a newer
+    release migrated: it says so and migrates nothing, rather than fail (the init container in a crash loop, the
+    rollback stuck). The migrations of a release leave the schema usable by the one before."""
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("IDP_")}, "IDP_DATA_DIR": str(tmp_path),
+           "IDP_DATABASE_URL": empty_database, "IDP_LOG_FORMAT": "text"}
+    assert subprocess.run([IDP, "db", "upgrade"], env=env, capture_output=True, timeout=120).returncode == 0
+    engine = create_engine(empty_database)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = 'f00dfeedbeef'"))
+    engine.dispose()
+    again = subprocess.run([IDP, "db", "upgrade"], env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert "the database is at revision f00dfeedbeef, which this release does not know" in again.stderr
+    listed = subprocess.run([IDP, "user", "list"], env=env, capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0 and listed.stdout.startswith("USERNAME"), listed.stderr
