@@ -57,18 +57,21 @@ def test_every_problem_reported_at_once() -> None:
     assert len(err.value.problems) == 8
 
 
-def test_published_certificates_are_files_and_go_with_a_key_kept_in_files(tmp_path: Path) -> None:
-    cert = tmp_path / "next.crt"
-    cert.write_text("a certificate")
-    settings = Settings.from_env({"IDP_SIGNING_KEY_FILE": str(cert), "IDP_SIGNING_CERT_FILE": str(cert),
-                                  "IDP_SIGNING_PUBLISHED_CERT_FILES": f" {cert} ,{cert},"})
-    assert settings.published_cert_files == (cert, cert)
+@pytest.mark.parametrize(("published", "keys", "attribute"), [
+    ("IDP_SIGNING_PUBLISHED_CERT_FILES", ("IDP_SIGNING_KEY_FILE", "IDP_SIGNING_CERT_FILE"), "published_cert_files"),
+    ("IDP_EC_SIGNING_PUBLISHED_KEY_FILES", ("IDP_EC_SIGNING_KEY_FILE",), "ec_published_key_files"),
+])
+def test_published_keys_are_files_and_go_with_a_key_kept_in_files(tmp_path: Path, published: str,
+                                                                   keys: tuple[str, ...], attribute: str) -> None:
+    path = tmp_path / "next.pem"
+    path.write_text("a certificate or a public key")
+    settings = Settings.from_env({**dict.fromkeys(keys, str(path)), published: f" {path} ,{path},"})
+    assert getattr(settings, attribute) == (path, path)
     with pytest.raises(ConfigError) as err:
-        Settings.from_env({"IDP_SIGNING_PUBLISHED_CERT_FILES": f"{cert},/nonexistent/old.crt"})
+        Settings.from_env({published: f"{path},/nonexistent/old.pem"})
     assert err.value.problems == [
-        "IDP_SIGNING_PUBLISHED_CERT_FILES: /nonexistent/old.crt is not a readable file",
-        "IDP_SIGNING_PUBLISHED_CERT_FILES: only with IDP_SIGNING_KEY_FILE (generated keys rotate with "
-        "`idp keys rotate`)"]
+        f"{published}: /nonexistent/old.pem is not a readable file",
+        f"{published}: only with {keys[0]} (generated keys rotate with `idp keys rotate`)"]
 
 
 def test_a_yes_or_no_setting_takes_the_usual_words_and_refuses_others() -> None:
@@ -171,16 +174,3 @@ def test_the_address_served_on_comes_from_the_base_url_ipv6_in_brackets_and_neve
         Settings.from_env({"IDP_BASE_URL": "http://127.0.0.1:0"})
     assert err.value.problems == ["IDP_BASE_URL: port 0 is no port to serve on"]
 
-
-def test_published_ec_keys_are_files_and_go_with_an_ec_key_kept_in_files(tmp_path: Path) -> None:
-    key = tmp_path / "next.pub"
-    key.write_text("a public key")
-    settings = Settings.from_env({"IDP_EC_SIGNING_KEY_FILE": str(key),
-                                  "IDP_EC_SIGNING_PUBLISHED_KEY_FILES": f" {key} ,"})
-    assert settings.ec_published_key_files == (key,)
-    with pytest.raises(ConfigError) as err:
-        Settings.from_env({"IDP_EC_SIGNING_PUBLISHED_KEY_FILES": f"{key},/nonexistent/old.pub"})
-    assert err.value.problems == [
-        "IDP_EC_SIGNING_PUBLISHED_KEY_FILES: /nonexistent/old.pub is not a readable file",
-        "IDP_EC_SIGNING_PUBLISHED_KEY_FILES: only with IDP_EC_SIGNING_KEY_FILE (generated keys rotate with "
-        "`idp keys rotate`)"]
