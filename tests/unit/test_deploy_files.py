@@ -15,7 +15,9 @@ from flask.testing import FlaskCliRunner
 from helpers import make_user
 
 from idp import audit
+from idp.authn.connectors.settings import load_file
 from idp.cli import cli
+from idp.config import Settings
 from idp.ops.serving import GRACEFUL_SECONDS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,8 +29,13 @@ def load_all(path: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
 
 
+def kustomization() -> dict[str, Any]:
+    (found,) = load_all(K8S / "kustomization.yaml")
+    return found
+
+
 def manifests() -> list[dict[str, Any]]:
-    return [doc for path in sorted(K8S.glob("*.yaml")) for doc in load_all(path)]
+    return [doc for name in sorted(kustomization()["resources"]) for doc in load_all(K8S / name)]
 
 
 def one(kind: str) -> dict[str, Any]:
@@ -52,10 +59,17 @@ def workloads() -> list[dict[str, Any]]:
     return [m for m in manifests() if m["kind"] in ("Deployment", "CronJob")]
 
 
+def generated(name: str) -> list[str]:
+    """The files the kustomization generates the ConfigMap ``name`` from."""
+    (generator,) = [g for g in kustomization()["configMapGenerator"] if g["name"] == name]
+    return list(generator.get("envs", [])) + list(generator.get("files", []))
+
+
 def env_settings() -> dict[str, str]:
-    (env,) = [m for m in manifests() if m["kind"] == "ConfigMap" and m["metadata"]["name"] == "idp-bridge-env"]
-    data: dict[str, str] = env["data"]
-    return data
+    """The settings of the generated ConfigMap idp-bridge-env, read as kustomize reads an env file."""
+    (env_file,) = generated("idp-bridge-env")
+    lines = [line.strip() for line in (K8S / env_file).read_text().splitlines()]
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
 
 
 def instructions() -> list[tuple[str, str]]:
@@ -82,16 +96,29 @@ def test_every_yaml_file_parses(path: Path) -> None:
 
 
 def test_kustomization_applies_every_manifest_of_the_expected_kinds() -> None:
-    (kustomization,) = load_all(K8S / "kustomization.yaml")
-    listed = set(kustomization["resources"])
-    assert listed == {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
-    kinds = sorted(m["kind"] for name in listed for m in load_all(K8S / name))
-    assert kinds == ["ConfigMap", "ConfigMap", "CronJob", "Deployment", "Ingress", "NetworkPolicy",
-                     "PodDisruptionBudget", "Service"]
+    listed = set(kustomization()["resources"])
+    inputs = {*generated("idp-bridge-env"), *generated("idp-bridge-files")}
+    assert listed == {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"} - inputs
+    kinds = sorted(m["kind"] for m in manifests())
+    assert kinds == ["CronJob", "Deployment", "Ingress", "NetworkPolicy", "PodDisruptionBudget", "Service"]
     # One image name for every container, which the kustomization's images entry sets (not three copies).
     images = {c["image"].split(":")[0] for kind in ("Deployment", "CronJob") for c in containers(one(kind))}
     images |= {c["image"].split(":")[0] for c in pod_template(one("Deployment"))["spec"]["initContainers"]}
-    assert [i["name"] for i in kustomization["images"]] == sorted(images) == ["idp-bridge"]
+    assert [i["name"] for i in kustomization()["images"]] == sorted(images) == ["idp-bridge"]
+
+
+def test_the_settings_and_the_config_file_are_generated_so_that_a_change_rolls_the_pods() -> None:
+    """The pods read both at start only: generated ConfigMaps (names with a hash of their content) make a change
+    a new ReplicaSet, not old and new settings side by side. Every IDP_* name is a setting of the app, and the
+    IDP_CONFIG file is one the app reads without a problem."""
+    names = {e["configMapRef"]["name"] for w in workloads() for c in containers(w) for e in c["envFrom"]}
+    assert names == {"idp-bridge-env"}
+    settings = env_settings()
+    assert Settings.from_env({}).stray_variables(settings) == []
+    (config_file,) = generated("idp-bridge-files")
+    assert settings["IDP_CONFIG"].endswith("/" + config_file)
+    directories, problems = load_file(K8S / config_file)
+    assert problems == [] and directories == ()
 
 
 def test_only_the_ingress_controller_and_prometheus_reach_the_pods() -> None:
