@@ -132,6 +132,24 @@ def test_names_needing_escapes_and_utf8_names_sign_in(
     assert db.session.scalar(select(User).where(User.username == "o'brien*(x)")).email == "obrien@corp.example"
 
 
+@pytest.mark.parametrize("password", [
+    "pass\u00a0word-42",  # a no-break space (SASLprep makes it a space)
+    "".join(chr(0xFEE0 + ord(c)) for c in "pass123456"),  # full-width letters and digits (NFKC: ASCII)
+    "I\u2764\ufe0fNY-2024",  # an emoji with its variation selector (SASLprep drops it)
+    "Secret\u05e9\u05dc\u05d5\u05dd1",  # Latin and Hebrew (SASLprep refuses the mix)
+])
+def test_a_password_is_sent_as_typed_not_prepared(
+    slapd: Slapd, spare_slapd: SlapdProcess, tmp_path: Path, with_directories: Callable[..., Flask], password: str
+) -> None:
+    """OpenLDAP and Active Directory compare the password they stored as their tools and Windows send it: not
+    SASLprep-ed, which ldap3 does to a password given as text."""
+    ldapmodify(spare_slapd.ldap_url, f"dn: uid=bob,ou=people,{slapd.base_dn}\nchangetype: modify\n"
+                                     f"replace: userPassword\nuserPassword: {password}\n")
+    app = with_directories(directory_config(slapd, tmp_path, urls=[spare_slapd.ldap_url]))
+    assert sign_in(app.test_client(), "bob", password)[0] == 302
+    assert sign_in(app.test_client(), "bob", "bob-pw")[0] == 200
+
+
 @pytest.mark.parametrize(("mode", "user", "groups"), [
     ("member", "alice", NESTED),
     ("memberof", "alice", NESTED),

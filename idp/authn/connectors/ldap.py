@@ -31,7 +31,6 @@ from ldap3.core.exceptions import (
     LDAPInvalidDnError,
     LDAPPasswordIsMandatoryError,
     LDAPResponseTimeoutError,
-    LDAPSASLPrepError,
     LDAPStartTLSError,
 )
 from ldap3.utils.conv import escape_filter_chars
@@ -683,14 +682,18 @@ class LdapDirectory:
             log.debug("directory %s: dummy bind failed: %s", self.cfg.name, exc.reason)
 
     def _bind_as(self, dn: str, password: str) -> Refusal | None:
+        # The password as typed, in UTF-8 octets: given text, ldap3 applies SASLprep (RFC 4511 4.2's SHOULD):
+        # NFKC, a no-break space made a space, emoji joiners and variation selectors dropped, mixed scripts
+        # refused. OpenLDAP and Active Directory compare what they stored, as their own tools and Windows send it,
+        # unprepared: such a password never matched, and each try counted towards a lockout.
+        secret = password.encode("utf-8", "surrogatepass")
+
         def run(conn: Connection, until: float) -> Refusal | None:
             self._require_tls(conn)
-            conn.authentication, conn.user, conn.password = ldap3.SIMPLE, dn, password
+            conn.authentication, conn.user, conn.password = ldap3.SIMPLE, dn, secret
             try:
                 ok = conn.bind(read_server_info=False)
-            except (LDAPSASLPrepError, LDAPPasswordIsMandatoryError):
-                # ldap3 refuses to send a password SASLprep prohibits (control characters, unassigned code
-                # points) before anything goes on the wire. No directory would accept it: a wrong password.
+            except LDAPPasswordIsMandatoryError:  # nothing to send: an unauthenticated bind, never a sign-in
                 return Refusal("bad password")
             finally:
                 conn.password = None
