@@ -352,21 +352,25 @@ def hashes(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     return counts
 
 
-def test_a_directory_sign_in_costs_no_password_hash_and_an_unknown_user_costs_one(
+def test_a_directory_sign_in_costs_no_password_hash_and_every_refusal_costs_one(
     slapd: Slapd, tmp_path: Path, with_directories: Callable[..., Flask], hashes: dict[str, int]
 ) -> None:
+    """A refusal costs one password hash whoever was refused (a local user, a directory's, a name nobody
+    knows): the time it takes does not tell which names exist, nor where. A directory's sign-in costs none."""
     # The built-in directory first (the default place): it does not know alice, the directory after it does.
     app = with_directories(directory_config(slapd, tmp_path))
     make_user("dora", "dora-local-password")
-    for password, status in (("alice-pw", 302), ("alice-pw", 302), ("wrong", 200)):  # new shadow row, then known
+    for password, status in (("alice-pw", 302), ("alice-pw", 302)):  # a new shadow row, then a known one
         assert sign_in(app.test_client(), "alice", password)[0] == status
     assert hashes == {"verify": 0, "dummy": 0}
+    assert sign_in(app.test_client(), "alice", "wrong")[0] == 200
     assert last_login().reason == "corp: bad password"
+    assert hashes == {"verify": 0, "dummy": 1}
     # Nobody knows the name: one dummy verification, the cost of a local user's wrong password.
     assert sign_in(app.test_client(), "nobody", "some-password")[0] == 200
-    assert hashes == {"verify": 0, "dummy": 1}
+    assert hashes == {"verify": 0, "dummy": 2}
     assert sign_in(app.test_client(), "dora", "wrong-password")[0] == 200
-    assert hashes == {"verify": 1, "dummy": 1}
+    assert hashes == {"verify": 1, "dummy": 2}
 
 
 # --- the group-membership cache ----------------------------------------------------------------------------

@@ -202,6 +202,10 @@ def check(username: str, password: str, *, items: list[Configured] | None = None
             return verdict
         reasons.append(label(item.name, verdict.reason or "refused"))
         if verdict.known:
+            if item.cfg is not None and item.cfg.type != "local":
+                # A directory's refusal costs the hash an unknown name costs (below), or the time a refusal
+                # takes would tell which names a directory holds (the local directory's refusal paid a real one).
+                passwords.dummy_verify(password)
             return Verdict(None, reasons[-1], known=True, message=verdict.message, subject=verdict.subject,
                            locked=verdict.locked)
     if outages:
@@ -209,7 +213,7 @@ def check(username: str, password: str, *, items: list[Configured] | None = None
         # (not the user's fault), so a hash each would be CPU anyone could burn while a directory is down.
         raise DirectoryUnavailable(UNAVAILABLE, "directory unavailable: " + "; ".join(outages + reasons),
                                    source=down[0])
-    # Nobody knew the name: spend one password hash, as a known local user's refusal does, so that timing does
-    # not tell whether a user exists. A user a directory knows (signed in or refused there) costs none.
+    # Nobody knew the name: spend one password hash, as a known user's refusal does, so that timing does not tell
+    # whether a user exists. A directory's sign-in costs none.
     passwords.dummy_verify(password)
     return Verdict(None, "; ".join(reasons) or "no identity source configured")
