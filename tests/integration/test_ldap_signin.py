@@ -193,6 +193,28 @@ def test_memberof_counts_only_the_groups_under_the_group_base(slapd: Slapd, tmp_
             ldapmodify(slapd.ldap_url, f"dn: {dn}\nchangetype: delete\n")
 
 
+def test_a_group_whose_name_needs_escaping_in_its_dn_has_the_same_name_in_every_mode(
+        slapd: Slapd, spare_slapd: SlapdProcess, tmp_path: Path, app: Flask) -> None:
+    """cn=Sales\\, EMEA and cn=Z\\C3\\BCrich name the groups "Sales, EMEA" and "Zürich": memberof mode reads
+    the name from the DN, which holds it escaped (RFC 4514); the other modes read it from the entry."""
+    base = slapd.base_dn
+    for rdn, name in (("Sales\\, EMEA", "Sales, EMEA"), ("Z\\C3\\BCrich", "Zürich"), ("a\\+b", "a+b")):
+        ldapmodify(spare_slapd.ldap_url, f"dn: cn={rdn},ou=groups,{base}\nchangetype: add\n"
+                                         f"objectClass: groupOfNames\ncn: {name}\nmember: uid=bob,ou=people,{base}\n")
+    named = {}
+    for mode in ("member", "memberof"):
+        connector = LdapConnector(directory_config(slapd, tmp_path, urls=[spare_slapd.ldap_url], group_mode=mode,
+                                                   group_cache_seconds=0), slapd.service_password)
+        try:
+            principal = connector.authenticate("bob", "bob-pw")
+            assert principal is not None
+            named[mode] = set(principal.groups)
+        finally:
+            connector.close()
+    assert {"Sales, EMEA", "Zürich", "a+b"} <= named["memberof"] & named["member"]
+    assert not [name for name in named["memberof"] if "\\" in name]
+
+
 def test_the_depth_limit_stops_the_walk(slapd: Slapd, tmp_path: Path, app: Flask) -> None:
     connector = LdapConnector(directory_config(slapd, tmp_path, group_depth=2), slapd.service_password)
     try:

@@ -255,12 +255,32 @@ def _all(attrs: Any, name: str) -> tuple[str, ...]:
 
 
 def _rdn_value(dn: str, attribute: str) -> str | None:
-    """The value of the DN's first RDN when it is ``attribute`` (cn=staff,ou=groups -> staff)."""
+    """The value of the DN's first RDN when it is ``attribute`` (cn=staff,ou=groups -> staff), unescaped
+    (RFC 4514: cn=Sales\\, EMEA names the group "Sales, EMEA"); None when it is not, or is not plain text."""
     try:
         rdn = parse_dn(dn)[0]
     except (LDAPInvalidDnError, IndexError):
         return None
-    return str(rdn[1]) if str(rdn[0]).lower() == attribute.lower() else None
+    return _unescaped(str(rdn[1])) if str(rdn[0]).lower() == attribute.lower() else None
+
+
+_ESCAPED = re.compile(r"\\([0-9A-Fa-f]{2}|.)", re.DOTALL)
+
+
+def _unescaped(value: str) -> str | None:
+    """An RFC 4514 attribute value as text: a backslash and a character is that character, a backslash and two
+    hex digits an octet of its UTF-8. None for a value in BER (#...) or octets that are not UTF-8."""
+    if value.startswith("#"):
+        return None
+    octets, at = bytearray(), 0
+    for m in _ESCAPED.finditer(value):
+        octets += value[at:m.start()].encode() + (bytes.fromhex(m[1]) if len(m[1]) == 2 else m[1].encode())
+        at = m.end()
+    octets += value[at:].encode()
+    try:
+        return octets.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 _SEPARATOR = re.compile(r"(?<!\\)\s*,\s*")
