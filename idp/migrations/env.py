@@ -57,18 +57,21 @@ def _migrate(connection: Connection, sqlite: bool) -> None:
             connection.exec_driver_sql("SET LOCAL lock_timeout = '60s'")
         migrations = context.get_context()
         before = set(migrations.get_current_heads())
-        if newer := sorted(rev for rev in before if not _known(rev)):
+        # What the command does: alembic names the step it hands over (upgrade, downgrade, do_stamp).
+        upgrading = getattr(migrations.opts.get("fn"), "__name__", "") == "upgrade"
+        if upgrading and (newer := sorted(rev for rev in before if not _known(rev))):
             # A newer release migrated this database, and this one is started again (a rollback, an old pod
             # restarting during a rollout): it runs on the schema as it is, which a release's migrations leave
             # usable by the release before (they add; what the old code still reads goes a release later).
             log.warning("the database is at revision %s, which this release does not know (a newer release "
                         "migrated it): no migration run", ", ".join(newer))
             return
-        # Rows referring to nothing before an upgrade (a hand edit with the sqlite3 shell, which enforces no
-        # foreign keys) are not the migration's doing: only new ones stop it. Nothing to run, nothing to check.
+        # Rows referring to nothing before the command (a hand edit with the sqlite3 shell, which enforces no
+        # foreign keys) are not the migration's doing: only new ones stop it. An upgrade with nothing to run (every
+        # start of the embedded database) checks nothing.
         heads = context.get_head_revisions()
         at_head = before == ({heads} if isinstance(heads, str) else set(heads or ()))
-        dangling = _dangling(connection) if sqlite and not at_head else set()
+        dangling = _dangling(connection) if sqlite and not (upgrading and at_head) else set()
         context.run_migrations()
         if sqlite and set(migrations.get_current_heads()) != before and (
                 broken := _dangling(connection) - dangling):
