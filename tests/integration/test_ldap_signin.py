@@ -150,6 +150,18 @@ def test_a_password_is_sent_as_typed_not_prepared(
     assert sign_in(app.test_client(), "bob", "bob-pw")[0] == 200
 
 
+def test_the_service_password_is_sent_as_typed_too(
+        slapd: Slapd, spare_slapd: SlapdProcess, tmp_path: Path, app: Flask) -> None:
+    service_password = "svc\u00a0pass-" + "".join(chr(0xFEE0 + ord(c)) for c in "42")
+    ldapmodify(spare_slapd.ldap_url, f"dn: {slapd.service_dn}\nchangetype: modify\n"
+                                     f"replace: userPassword\nuserPassword: {service_password}\n")
+    connector = LdapConnector(directory_config(slapd, tmp_path, urls=[spare_slapd.ldap_url]), service_password)
+    try:
+        assert connector.authenticate("alice", "alice-pw") is not None
+    finally:
+        connector.close()
+
+
 @pytest.mark.parametrize(("mode", "user", "groups"), [
     ("member", "alice", NESTED),
     ("memberof", "alice", NESTED),

@@ -471,7 +471,9 @@ class LdapDirectory:
     def _service_bind(self, conn: Connection, until: float) -> None:
         self._require_tls(conn)
         _arm(conn, until)
-        conn.authentication, conn.user, conn.password = ldap3.SIMPLE, self.cfg.bind_dn, self._bind_password
+        # As typed, as a user's password (_bind_as): not SASLprep-ed by ldap3.
+        secret = self._bind_password.encode("utf-8", "surrogatepass") if self._bind_password is not None else None
+        conn.authentication, conn.user, conn.password = ldap3.SIMPLE, self.cfg.bind_dn, secret
         try:
             ok = conn.bind(read_server_info=False)
         finally:
