@@ -43,10 +43,12 @@ def init(bp: Blueprint) -> None:
     def _cors(resp: BaseResponse) -> BaseResponse:
         origin = request.headers.get("Origin")
         endpoint = request.endpoint or ""
-        if not origin or endpoint not in PUBLIC_DOCUMENTS | BROWSER_APP_CALLS:
-            return resp
         if endpoint in PUBLIC_DOCUMENTS:
+            # With or without an Origin: these answers are cached (a proxy, a CDN), and a copy first fetched
+            # without one is then served to a browser app too.
             resp.headers["Access-Control-Allow-Origin"] = "*"
+            return resp
+        if not origin or endpoint not in BROWSER_APP_CALLS:
             return resp
         resp.vary.add("Origin")
         if not _registered(origin):
