@@ -137,6 +137,10 @@ def _check_uri(uri: str, label: str, field: str) -> None:
         raise BadRequest(f"{label} is longer than 2048 characters", field=field)
     if any(c.isspace() or not c.isprintable() for c in uri):
         raise BadRequest(f"{label} {uri!r} holds a space or a control character", field=field)
+    if "\\" in uri:
+        # Browsers read a backslash as a slash (https://good\@evil/ goes to good), Python's urlsplit does not
+        # (its host is evil): the address checked and the one reached would differ.
+        raise BadRequest(f"{label} {uri!r} holds a backslash", field=field)
     if "*" in (parts.hostname or ""):
         raise BadRequest(f"{label} {uri!r} has a '*' in its host: redirect URIs match exactly, with no wildcards",
                          field=field)

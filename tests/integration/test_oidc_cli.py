@@ -104,6 +104,8 @@ def test_refusals_store_nothing(runner: FlaskCliRunner, tmp_path) -> None:  # ty
     for args, said in (
         ([*cb, "https://c.example.test/a\nb"], "holds a space or a control character"),
         ([*cb, "https://*.example.test/cb"], "has a '*' in its host"),
+        # A browser goes to good.example (a backslash is a slash to it); urlsplit reads evil.example as the host.
+        ([*cb, "https://good.example\\@evil.example/cb"], "holds a backslash"),
         ([*cb, "https://c.example.test/cb", "--claim", "email=sub"], "claim 'sub' is the protocol's to set"),
         ([*cb, "https://c.example.test/cb", "--claim", "email=x", "--claim", "groups=x"],
          "the name 'x' is given twice"),
