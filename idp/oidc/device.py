@@ -46,6 +46,8 @@ from idp.store.oidc import Client, digest
 log = logging.getLogger(__name__)
 
 LIFETIME = timedelta(minutes=10)
+# How long after an approval a missing consent is taken for one still being committed, not withdrawn.
+CONSENT_SETTLING = timedelta(seconds=10)
 INTERVAL = 5  # seconds between polls; RFC 8628 3.5 adds 5 at every slow_down
 # RFC 8628 6.1: consonants only (no vowels, so no words; no look-alikes such as 0/O, 1/I), 8 of them:
 # 20^8 = 2.6e10 codes, plenty against a throttled guesser within a ten-minute lifetime.
@@ -160,6 +162,10 @@ class DeviceCodeGrant(_DeviceCodeGrant):  # type: ignore[misc]
             raise InvalidGrantError("The user who approved this device is no longer active.")
         decide_token(principal, self.request.client, self.GRANT_TYPE)
         if consent.needed(principal, self.request.client, credential.scope):  # withdrawn since the approval
+            if credential.decided_at is not None and clock.now() - credential.decided_at < CONSENT_SETTLING:
+                # In Redis the approval is seen at once, its consent once the approving request commits: a poll
+                # between the two waits for it rather than hear a final access_denied.
+                raise AuthorizationPendingError("The approval is being recorded.")
             raise AccessDeniedError("The user has withdrawn their consent to this client.")
         if not device_codes.use(credential.device_code_hash, clock.now()):
             raise InvalidGrantError("The device_code has already been used.")

@@ -47,6 +47,7 @@ class DeviceCode(DeviceCredentialMixin):  # type: ignore[misc]
     auth_time: datetime | None = None
     last_polled_at: datetime | None = None
     used_at: datetime | None = None
+    decided_at: datetime | None = None
 
     def get_client_id(self) -> str:
         return self.client_id
@@ -147,7 +148,7 @@ def _from_hash(device_code_hash: str, h: dict[str, str]) -> DeviceCode:
         device_code_hash=device_code_hash, user_code_hash=h["user_code_hash"], client_id=h["client_id"],
         scope=h["scope"], expires_at=from_epoch(h["expires_at"]), poll_interval=int(h["poll_interval"]),
         status=h["status"], user_id=int(h["user_id"]) if "user_id" in h else None, auth_time=instant("auth_time"),
-        last_polled_at=instant("last_polled_at"), used_at=instant("used_at"))
+        last_polled_at=instant("last_polled_at"), used_at=instant("used_at"), decided_at=instant("decided_at"))
 
 
 def find(device_code_hash: str) -> DeviceCode | None:

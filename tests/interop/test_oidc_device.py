@@ -42,6 +42,7 @@ from idp.oidc.device_page import MAX_FAILURES_PER_USER
 from idp.oidc.views import MAX_DEVICE_CODES_PER_ADDRESS
 from idp.state import device_codes, redis_client
 from idp.store import OidcConsent, OidcDeviceCode, OidcToken, User
+from idp.store.oidc import digest
 
 
 @pytest.fixture
@@ -119,7 +120,8 @@ def test_the_user_denies(idp: Any, tv: Any) -> None:
     assert [e.outcome for e in audit.events(type="oidc.device.deny")] == ["failure"]
 
 
-def test_an_approval_whose_consent_is_withdrawn_before_the_device_polls_gives_no_tokens(idp: Any, tv: Any) -> None:
+def test_an_approval_whose_consent_is_withdrawn_before_the_device_polls_gives_no_tokens(
+        idp: Any, tv: Any, frozen_clock: Any) -> None:
     grant = device_authorization(idp, tv.client_id)
     http = requests.Session()
     confirm = post_form(http, open_device_page(http, grant["verification_uri"]), user_code=grant["user_code"])
@@ -127,6 +129,9 @@ def test_an_approval_whose_consent_is_withdrawn_before_the_device_polls_gives_no
     alice = db.session.scalar(select(User).where(User.username == "alice"))
     consent.revoke(alice.id, "alice", tv.client_id, actor="alice")  # on the home page, before the TV polls
     db.session.commit()
+    # Within seconds of the approval a missing consent may be one still being stored (Redis): the TV waits.
+    assert error_of(poll(idp, tv.client_id, grant["device_code"])) == "authorization_pending"
+    frozen_clock.advance(seconds=11)
     assert error_of(poll(idp, tv.client_id, grant["device_code"])) == "access_denied"
 
 
@@ -156,6 +161,20 @@ def test_an_approval_that_finds_the_request_decided_meanwhile_leaves_no_consent(
     db.session.expire_all()
     assert db.session.scalar(select(OidcConsent).where(OidcConsent.client_id == tv.client_id)) is None
     assert not audit.events(type="oidc.consent.grant")
+
+
+def test_a_poll_between_an_approval_and_its_consent_waits_for_it(idp: Any, tv: Any, frozen_clock: Any) -> None:
+    """In Redis an approval is seen at once and its consent once the approving request commits: a device polling
+    in between hears authorization_pending, not a final access_denied; a consent still missing after that is a
+    withdrawn one."""
+    grant = device_authorization(idp, tv.client_id)
+    alice = db.session.scalar(select(User).where(User.username == "alice"))
+    t = clock.now()
+    assert device_codes.decide(digest(grant["device_code"]), True, alice.id, t, t)  # the consent not yet stored
+    db.session.commit()
+    assert error_of(poll(idp, tv.client_id, grant["device_code"])) == "authorization_pending"
+    frozen_clock.advance(seconds=11)
+    assert error_of(poll(idp, tv.client_id, grant["device_code"])) == "access_denied"
 
 
 def test_an_answer_sent_again_stands_and_is_no_wrong_code(idp: Any, tv: Any) -> None:
