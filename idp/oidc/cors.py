@@ -6,13 +6,19 @@ no CORS header at all, so a page of another origin cannot read what they answer.
 
 from __future__ import annotations
 
+import logging
+
 from flask import Blueprint, request
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response as BaseResponse
 
+from idp.errors import first_line
 from idp.extensions import db
 from idp.store import OidcClient
 from idp.urls import split_url
+
+log = logging.getLogger(__name__)
 
 PUBLIC_DOCUMENTS = frozenset({"oidc.discovery", "oidc.jwks"})
 BROWSER_APP_CALLS = frozenset({"oidc.token", "oidc.revoke", "oidc.userinfo"})
@@ -51,7 +57,12 @@ def init(bp: Blueprint) -> None:
         if not origin or endpoint not in BROWSER_APP_CALLS:
             return resp
         resp.vary.add("Origin")
-        if not _registered(origin):
+        try:
+            registered = _registered(origin)
+        except SQLAlchemyError as exc:  # the answer is made: it stands, unreadable by the browser app
+            log.warning("CORS: the origins of the clients could not be read: %s", first_line(exc))
+            return resp
+        if not registered:
             return resp
         resp.headers["Access-Control-Allow-Origin"] = origin
         if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:

@@ -13,7 +13,7 @@ import pytest
 import requests
 from authlib.common.security import generate_token
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
-from helpers import make_user
+from helpers import make_user, statement_fails
 from oidc_peers import PASSWORD, browse, register
 from test_portal_chromium import browser  # noqa: F401 - the module's one Chromium
 
@@ -108,3 +108,14 @@ def test_a_browser_app_reads_the_token_and_userinfo_answers_only_from_its_regist
 ])
 def test_the_origin_of_a_redirect_uri(uri: str, origin: str | None) -> None:
     assert origin_of(uri) == origin
+
+
+def test_an_origin_that_cannot_be_looked_up_gets_the_endpoints_own_answer_without_cors(
+        app: Any, client: Any) -> None:
+    """The database lost as the origins are read (after the answer was made): the answer stands, without the
+    header that would let a browser app read it; not a 500."""
+    with statement_fails("SELECT oidc_clients.redirect_uris"):
+        resp = client.post("/oauth/token", data={"grant_type": "client_credentials", "client_id": "nobody"},
+                           headers={"Origin": "https://app.example.test"})
+    assert resp.status_code == 401 and resp.get_json()["error"] == "invalid_client"
+    assert "Access-Control-Allow-Origin" not in resp.headers
