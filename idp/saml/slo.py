@@ -425,13 +425,11 @@ def _finish(chain: _Chain) -> Response:
     if initiator is None:
         return Response(render_template("saml_logged_out.html", results=chain.results, partial=partial))
     sp = providers.get(initiator["sp"])
-    endpoint = _pick(providers.metadata_of(sp).slo, preferred=initiator["binding"]) if sp is not None else None
-    if endpoint is None:
-        # Nowhere registered to answer to: never send a SAML message to an address metadata does not list.
-        return Response(render_template("saml_logged_out.html", results=chain.results, partial=partial))
-    location = endpoint.response_location or endpoint.location
-    xml = _logout_response_xml(initiator["request_id"], location, partial)
-    return _send(endpoint.binding, location, "SAMLResponse", xml, initiator.get("relay_state"))
+    second = samlp.StatusCode(value=STATUS_PARTIAL) if partial else None
+    answered = _answer_sp(sp, initiator["binding"], initiator["request_id"], initiator.get("relay_state"),
+                          samlp.Status(status_code=samlp.StatusCode(value=STATUS_SUCCESS, status_code=second)))
+    # Nowhere registered to answer to: the page instead.
+    return answered or Response(render_template("saml_logged_out.html", results=chain.results, partial=partial))
 
 
 # -- LogoutResponses coming back from the other SPs ---------------------------------------------------------
@@ -504,33 +502,33 @@ def _name_id(item: dict[str, Any]) -> NameID:
     )
 
 
-def _logout_response_xml(in_response_to: str, destination: str, partial: bool, *,
-                         refused: LogoutRefused | None = None) -> bytes:
-    if refused is not None:
-        status = samlp.Status(status_code=samlp.StatusCode(
-            value=STATUS_REQUESTER, status_code=samlp.StatusCode(value=STATUS_REQUEST_DENIED)),
-            status_message=samlp.StatusMessage(text=refused.message))
-    else:
-        second = samlp.StatusCode(value=STATUS_PARTIAL) if partial else None
-        status = samlp.Status(status_code=samlp.StatusCode(value=STATUS_SUCCESS, status_code=second))
+def _answer_sp(sp: RegisteredSp | None, binding: str, request_id: str, relay_state: str | None,
+               status: samlp.Status) -> Response | None:
+    """A signed LogoutResponse with ``status`` to the SP's SLO endpoint (its binding as the request's, if it has
+    one); None when its metadata lists none: a SAML message goes to no address metadata does not list."""
+    endpoint = _pick(providers.metadata_of(sp).slo, preferred=binding) if sp is not None else None
+    if endpoint is None:
+        return None
+    location = endpoint.response_location or endpoint.location
     resp = samlp.LogoutResponse(
-        id=build.new_id(), version="2.0", issue_instant=build.instant(now()), destination=destination,
-        in_response_to=in_response_to, issuer=Issuer(text=idp_entity_id(), format=NAMEID_FORMAT_ENTITY),
+        id=build.new_id(), version="2.0", issue_instant=build.instant(now()), destination=location,
+        in_response_to=request_id, issuer=Issuer(text=idp_entity_id(), format=NAMEID_FORMAT_ENTITY),
         status=status,
     )
-    return bytes(resp.to_string(nspair=_NSPAIR))
+    return _send(endpoint.binding, location, "SAMLResponse", bytes(resp.to_string(nspair=_NSPAIR)), relay_state)
 
 
 def _refused_to(sp: RegisteredSp, request_id: str, inbound: Inbound, refused: LogoutRefused) -> Response:
     """A LogoutRequest refused (audited already) after it was found to be the SP's own, to us: the refusal goes to
     the SP's SLO endpoint as a LogoutResponse, Requester / RequestDenied; the error page only when its metadata
     lists none."""
-    endpoint = _pick(providers.metadata_of(sp).slo, preferred=inbound.binding)
-    if endpoint is None:
+    status = samlp.Status(status_code=samlp.StatusCode(
+        value=STATUS_REQUESTER, status_code=samlp.StatusCode(value=STATUS_REQUEST_DENIED)),
+        status_message=samlp.StatusMessage(text=refused.message))
+    answered = _answer_sp(sp, inbound.binding, request_id, inbound.relay_state, status)
+    if answered is None:
         raise refused
-    location = endpoint.response_location or endpoint.location
-    xml = _logout_response_xml(request_id, location, False, refused=refused)
-    return _send(endpoint.binding, location, "SAMLResponse", xml, inbound.relay_state)
+    return answered
 
 
 def _send(binding: str, location: str, field: str, xml: bytes, relay_state: str | None) -> Response:
