@@ -8,19 +8,22 @@ from typing import Any
 # C0 and C1 controls, DEL, and the Unicode line and paragraph separators: in a name they break the CLI's
 # one-line-per-row listings, and an escape sequence (ESC [ ...) reaches the admin's terminal as a command.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# The controls a caller may allow: line breaks (a textarea's CR LF), and tabs with them (a YAML block).
+_LINE_BREAKS = str.maketrans("", "", "\r\n")
 _SPACING = str.maketrans("", "", "\t\r\n")
 
 
-def has_control(value: str, *, spacing: bool = False) -> bool:
-    """Whether ``value`` holds a control character; with ``spacing``, tabs and line breaks do not count."""
-    return _CONTROL.search(value.translate(_SPACING) if spacing else value) is not None
-
+def has_control(value: str, *, lines: bool = False, spacing: bool = False) -> bool:
+    """Whether ``value`` holds a control character; with ``lines``, line breaks do not count; with ``spacing``,
+    tabs and line breaks do not."""
+    allowed = _SPACING if spacing else _LINE_BREAKS if lines else None
+    return _CONTROL.search(value.translate(allowed) if allowed else value) is not None
 
 
 def check_line(value: str, label: str, field: str | None = None, *, lines: bool = False) -> str:
     """``value`` when it holds no control character (but line breaks when ``lines``, for a description: a
     browser sends a textarea's as CR LF); BadRequest naming ``label`` otherwise."""
-    if has_control(value.replace("\r", "").replace("\n", "") if lines else value):
+    if has_control(value, lines=lines):
         # Imported here: idp.config reads directory settings through this module before idp.errors can load.
         from idp.errors import BadRequest
 
