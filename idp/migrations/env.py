@@ -69,8 +69,7 @@ def _migrate(connection: Connection, sqlite: bool) -> None:
         # Rows referring to nothing before the command (a hand edit with the sqlite3 shell, which enforces no
         # foreign keys) are not the migration's doing: only new ones stop it. An upgrade with nothing to run (every
         # start of the embedded database) checks nothing.
-        heads = context.get_head_revisions()
-        at_head = before == ({heads} if isinstance(heads, str) else set(heads or ()))
+        at_head = before == set(context.script.get_heads())
         dangling = _dangling(connection) if sqlite and not (upgrading and at_head) else set()
         context.run_migrations()
         if sqlite and set(migrations.get_current_heads()) != before and (
